@@ -1,0 +1,43 @@
+# Everything a fresh machine needs is set up by these targets; a re-run with nothing changed is quick.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format bench clean system-deps
+
+run: $(STAMP)
+	$(PY) -m crossgrad.engine.demo --out build
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.engine_bench
+
+# Graphviz renders the DAG picture to SVG; without root we carry on and write DOT only.
+system-deps:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
+	      || echo "warning: could not install graphviz; DAG pictures will be DOT only"; \
+	  else echo "warning: graphviz missing and not root; DAG pictures will be DOT only"; fi; }
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[server,test,dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -1,0 +1,317 @@
+"""The backward pass: backward() and grad(), run iteratively over the graph (no recursion)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .grad_mode import set_grad_enabled
+from .graph import _FREED, SECOND_BACKWARD, AccumulateGrad, Node
+from .tensor import Tensor, _RetainGrad
+
+
+def _as_tuple(x: Any) -> tuple[Any, ...]:
+    if x is None:
+        return ()
+    return (x,) if isinstance(x, Tensor) else tuple(x)
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return str(tuple(shape))
+
+
+def _root_grads(
+    outputs: tuple[Tensor, ...], grad_outputs: Any, batched: bool
+) -> list[Any]:
+    given = _as_tuple(grad_outputs) if grad_outputs is not None else (None,) * len(outputs)
+    if len(given) != len(outputs):
+        raise RuntimeError(
+            f"grad requires one gradient per output: got {len(given)} gradients "
+            f"for {len(outputs)} outputs"
+        )
+    grads = []
+    for i, (out, g) in enumerate(zip(outputs, given)):
+        if not isinstance(out, Tensor):
+            raise TypeError(f"element {i} of the outputs is a {type(out).__name__}, not a Tensor")
+        if not out.requires_grad:
+            raise RuntimeError(
+                f"element {i} of tensors does not require grad and does not have a grad_fn"
+            )
+        if g is None:
+            if out.data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            grads.append(np.ones_like(out.data))
+            continue
+        if not isinstance(g, Tensor):  # a Tensor is kept: under create_graph it may be in a graph
+            g = np.asarray(g, dtype=out.dtype)
+        elif g.dtype != out.dtype and not g.requires_grad:
+            g = Tensor._make(g.data.astype(out.dtype))
+        shape = g.shape[1:] if batched else g.shape
+        if shape != out.shape:
+            what = "grad_output[{i}] (without its batch dimension)" if batched else "grad_output[{i}]"
+            raise RuntimeError(
+                f"Mismatch in shape: {what.format(i=i)} has a shape of {_fmt(shape)} "
+                f"and output[{i}] has a shape of {_fmt(out.shape)}."
+            )
+        grads.append(g)
+    return grads
+
+
+def _edge(t: Tensor) -> tuple[Any, int]:
+    return (t.grad_fn, t._output_nr) if t.grad_fn is not None else (t._accumulator(), 0)
+
+
+def _topological_order(roots: list[Any]) -> list[Any]:
+    """Nodes reachable from the roots, each after every node that feeds it (Kahn's algorithm,
+    newest node first among the ready ones, as PyTorch orders them)."""
+    deps: dict[Any, int] = {}
+    seen = set(roots)
+    stack = list(seen)
+    while stack:
+        for child, _ in stack.pop().next_functions:
+            if child is not None:
+                deps[child] = deps.get(child, 0) + 1
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+    ready = [(-n._seq, n) for n in seen if n not in deps]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        node = heapq.heappop(ready)[1]
+        order.append(node)
+        for child, _ in node.next_functions:
+            if child is not None:
+                deps[child] -= 1
+                if not deps[child]:
+                    heapq.heappush(ready, (-child._seq, child))
+    return order
+
+
+def _nodes_leading_to(order: list[Any], targets: set[Any]) -> set[Any]:
+    needed = set()
+    for node in reversed(order):
+        if node in targets or any(c in needed for c, _ in node.next_functions):
+            needed.add(node)
+    return needed
+
+
+def _run_hooks(hooks: dict[int, Any], g: Any, create_graph: bool) -> Any:
+    for key, hook in sorted(hooks.items(), key=lambda kv: kv[0] == -1):  # retain_grad runs last
+        gt = g if create_graph else Tensor._make(g)
+        new = hook(gt)
+        if new is None or isinstance(hook, _RetainGrad):
+            continue
+        new_shape = new.shape
+        if new_shape != np.shape(g):
+            raise RuntimeError(
+                f"hook {key} returned a gradient of shape {_fmt(new_shape)}; "
+                f"expected {_fmt(np.shape(g))}"
+            )
+        g = new if create_graph else np.asarray(new.data if isinstance(new, Tensor) else new)
+    return g
+
+
+def _call_node(node: Node, buf: list[Any], create_graph: bool) -> tuple[Any, ...]:
+    saved = node._saved
+    if saved is _FREED:
+        raise RuntimeError(SECOND_BACKWARD)
+    impl = node.impl
+    if create_graph:
+        from . import ops as B
+
+        wrap = Tensor._make
+        s = tuple(wrap(x) if isinstance(x, np.ndarray) else x for x in saved[:-1]) + (
+            (None if saved[-1] is None else Tensor._make(saved[-1], node, 0)),
+        )
+    else:
+        from .ops import NumpyOps as B
+
+        s = tuple(x.data if isinstance(x, Tensor) else x for x in saved)
+    if len(buf) == 1 and impl.n_outputs == 1:
+        g = buf[0]
+    else:  # several outputs: the ones that got no gradient contribute zeros
+        ref = next(b for b in buf if b is not None)
+        nb = ref.ndim - len(node._out_meta[buf.index(ref)][0])
+        g = [
+            b if b is not None else B.zeros_like(np.zeros(ref.shape[:nb] + shape, dtype))
+            for b, (shape, dtype) in zip(buf, node._out_meta)
+        ]
+    grads = impl.vjp(B, node, g, s)
+    nb = (buf[0] if buf[0] is not None else g[0]).ndim - len(node._out_meta[0][0])
+    for i, (gi, (shape, dtype)) in enumerate(zip(grads, node._in_meta)):
+        if gi is None:
+            continue
+        if gi.shape[nb:] != shape:
+            raise RuntimeError(
+                f"Function {node.name()} returned an invalid gradient at index {i} - got "
+                f"{_fmt(gi.shape[nb:])} but expected shape compatible with {_fmt(shape)}"
+            )
+        if dtype is not None and gi.dtype != dtype and not create_graph:
+            grads = list(grads)
+            grads[i] = gi.astype(dtype)
+    return grads
+
+
+def _accumulate(t: Tensor, g: Any, create_graph: bool) -> None:
+    if create_graph:
+        t.grad = g if t.grad is None else t.grad + g
+    elif t.grad is None:
+        t.grad = Tensor._make(np.array(g, dtype=t.dtype))  # a copy: g may be a view or shared
+    else:
+        np.add(t.grad.data, g, out=t.grad.data, casting="unsafe")
+
+
+def run_backward(
+    outputs: tuple[Tensor, ...],
+    grads: list[Any],
+    retain_graph: bool,
+    create_graph: bool,
+    inputs: tuple[Tensor, ...] | None,
+    accumulate: bool,
+) -> list[Any]:
+    """Propagate grads from outputs. With accumulate, add into leaves' .grad (only `inputs` if
+    given); otherwise return the gradient of each of `inputs` (None where none flowed)."""
+    roots = [_edge(t) for t in outputs]
+    order = _topological_order([n for n, _ in roots])
+    captures: dict[tuple[Any, int], int] = {}
+    needed = None
+    if inputs is not None:
+        for k, t in enumerate(inputs):
+            captures.setdefault(_edge(t), k)
+        needed = _nodes_leading_to(order, {n for n, _ in captures})
+    captured: list[Any] = [None] * (len(inputs) if inputs is not None else 0)
+
+    buffers: dict[Any, list[Any]] = {}
+    for (node, nr), g in zip(roots, grads):
+        if create_graph:
+            g = g if isinstance(g, Tensor) else Tensor._make(g)
+        elif isinstance(g, Tensor):
+            g = g.data
+        buf = buffers.setdefault(node, [None] * _n_outputs(node))
+        buf[nr] = g if buf[nr] is None else buf[nr] + g
+
+    with set_grad_enabled(create_graph):
+        for node in order:
+            buf = buffers.pop(node, None)
+            if buf is None:
+                continue
+            if type(node) is AccumulateGrad:
+                t = node.variable
+                g = _run_hooks(t._hooks, buf[0], create_graph) if t._hooks else buf[0]
+                k = captures.get((node, 0))
+                if k is not None and not accumulate:
+                    captured[k] = g
+                elif accumulate and (inputs is None or k is not None):
+                    _accumulate(t, g, create_graph)
+                continue
+            if node._tensor_hooks:
+                for nr, hooks in node._tensor_hooks.items():
+                    if buf[nr] is not None and hooks:
+                        buf[nr] = _run_hooks(hooks, buf[nr], create_graph)
+            if captures:
+                for nr, g in enumerate(buf):
+                    k = captures.get((node, nr))
+                    if k is not None:
+                        captured[k] = g
+            if needed is not None and node not in needed:
+                continue
+            grads_in = _call_node(node, buf, create_graph)
+            if not retain_graph and any(s is not None for s in node._saved):
+                node._saved = _FREED
+            for (child, nr), gi in zip(node.next_functions, grads_in):
+                if child is None or gi is None:
+                    continue
+                cbuf = buffers.get(child)
+                if cbuf is None:
+                    cbuf = buffers[child] = [None] * _n_outputs(child)
+                cbuf[nr] = gi if cbuf[nr] is None else cbuf[nr] + gi
+
+    if accumulate and inputs is not None:  # non-leaf inputs of backward(inputs=...) get .grad
+        for t, g in zip(inputs, captured):
+            if g is not None and t.grad_fn is not None:
+                _accumulate(t, g, create_graph)
+    return captured
+
+
+def _n_outputs(node: Any) -> int:
+    return 1 if type(node) is AccumulateGrad else len(node._out_meta)
+
+
+def backward(
+    tensors: Tensor | Sequence[Tensor],
+    grad_tensors: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    inputs: Tensor | Sequence[Tensor] | None = None,
+) -> None:
+    """Accumulate the gradients of `tensors` (weighted by `grad_tensors`) into the leaves' .grad."""
+    outputs = _as_tuple(tensors)
+    if grad_tensors is not None and isinstance(tensors, Tensor):
+        grad_tensors = (grad_tensors,)
+    grads = _root_grads(outputs, grad_tensors, batched=False)
+    if inputs is not None:
+        inputs = _as_tuple(inputs)
+        if not inputs:
+            raise RuntimeError("'inputs' argument to backward() cannot be empty.")
+        _check_inputs(inputs)
+    run_backward(
+        outputs, grads, create_graph if retain_graph is None else retain_graph, create_graph,
+        inputs, accumulate=True,
+    )
+
+
+def _check_inputs(inputs: tuple[Tensor, ...]) -> None:
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"inputs must be Tensors, got {type(t).__name__}")
+        if not t.requires_grad:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+
+
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool | None = None,
+    is_grads_batched: bool = False,
+    materialize_grads: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """The gradients of outputs with respect to inputs, returned instead of accumulated.
+
+    With is_grads_batched, every grad_output has a leading batch dimension and the result keeps
+    it: one backward pass computes many vector-Jacobian products (how jacobian() works).
+    """
+    outs = _as_tuple(outputs)
+    if grad_outputs is not None and isinstance(outputs, Tensor):
+        grad_outputs = (grad_outputs,)
+    ins = _as_tuple(inputs)
+    if not ins:
+        raise RuntimeError("grad requires at least one input")
+    _check_inputs(ins)
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    grads = _root_grads(outs, grad_outputs, batched=is_grads_batched)
+    result = run_backward(
+        outs, grads, create_graph if retain_graph is None else retain_graph, create_graph,
+        ins, accumulate=False,
+    )
+    final: list[Tensor | None] = []
+    batch = grads[0].shape[:1] if is_grads_batched else ()
+    for t, g in zip(ins, result):
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    "One of the differentiated Tensors appears to not have been used in the "
+                    "graph. Set allow_unused=True if this is the desired behavior."
+                )
+            final.append(Tensor._make(np.zeros(batch + t.shape, t.dtype)) if materialize_grads
+                         else None)
+        else:
+            final.append(g if isinstance(g, Tensor) else Tensor._make(g))
+    return tuple(final)

@@ -1,0 +1,148 @@
+"""Functional derivatives: jacobian (one batched backward pass), vjp, jvp and hessian."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import ops
+from .autograd import grad
+from .grad_mode import enable_grad
+from .tensor import Tensor
+
+JACOBIAN_CHUNK_ELEMENTS = 1 << 22
+"""Cap on (rows in one batched pass) x (largest output or input size): bounds the memory that
+the batch of cotangents takes in every node (32 MiB of float64 per array at the cap)."""
+
+
+def _prepare(inputs: Any, create_graph: bool) -> tuple[bool, tuple[Tensor, ...]]:
+    single = not isinstance(inputs, (tuple, list))
+    items = (inputs,) if single else tuple(inputs)
+    xs = []
+    for x in items:
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if create_graph and x.requires_grad:
+            xs.append(ops.reshape(x, x.shape))  # keep the link to the caller's graph
+        else:
+            xs.append(Tensor._make(x.data).requires_grad_(True))
+    return single, tuple(xs)
+
+
+def _outputs(func: Callable[..., Any], xs: tuple[Tensor, ...]) -> tuple[bool, tuple[Tensor, ...]]:
+    with enable_grad():
+        out = func(*xs)
+    if isinstance(out, Tensor):
+        return True, (out,)
+    if isinstance(out, (tuple, list)) and all(isinstance(o, Tensor) for o in out):
+        return False, tuple(out)
+    raise TypeError(f"the function must return a Tensor or a tuple of Tensors, got {type(out)}")
+
+
+def _shape_result(rows: list[list[Any]], single_out: bool, single_in: bool) -> Any:
+    per_out = [r[0] if single_in else tuple(r) for r in rows]
+    return per_out[0] if single_out else tuple(per_out)
+
+
+def jacobian(
+    func: Callable[..., Any],
+    inputs: Any,
+    create_graph: bool = False,
+    vectorize: bool = True,
+    chunk_size: int | None = None,
+) -> Any:
+    """d func(inputs) / d inputs, shaped output.shape + input.shape for each (output, input).
+
+    vectorize=True computes all rows of an output's Jacobian in one backward pass: the cotangent
+    (an identity matrix) carries a leading batch dimension through every VJP rule, chunked to
+    bound memory. vectorize=False runs one backward pass per row (for comparison).
+    """
+    single_in, xs = _prepare(inputs, create_graph)
+    single_out, outs = _outputs(func, xs)
+    rows = []
+    for out in outs:
+        m = out.data.size
+        blocks: list[list[Any]] = [[] for _ in xs]
+        if out.requires_grad and m:
+            biggest = max([m, *(x.data.size for x in xs)])
+            step = chunk_size or (max(1, JACOBIAN_CHUNK_ELEMENTS // biggest) if vectorize else 1)
+            eye = np.eye(m, dtype=out.dtype)
+            for start in range(0, m, step):
+                cot = eye[start : start + step].reshape(-1, *out.shape)
+                gs = grad(out, xs, cot, retain_graph=True, create_graph=create_graph,
+                          allow_unused=True, materialize_grads=True, is_grads_batched=True)
+                for b, g in zip(blocks, gs):
+                    b.append(g)
+        row = []
+        for x, b in zip(xs, blocks):
+            if not b:
+                row.append(Tensor._make(np.zeros(out.shape + x.shape, x.dtype)))
+            elif create_graph:
+                row.append(ops.reshape(ops.concat(b) if len(b) > 1 else b[0], out.shape + x.shape))
+            else:
+                full = np.concatenate([g.data for g in b]) if len(b) > 1 else b[0].data
+                row.append(Tensor._make(full.reshape(out.shape + x.shape)))
+        rows.append(row)
+    return _shape_result(rows, single_out, single_in)
+
+
+def vjp(
+    func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool = False
+) -> tuple[Any, Any]:
+    """(func(inputs), vᵀ J): the vector-Jacobian product, v shaped like the output(s)."""
+    single_in, xs = _prepare(inputs, create_graph)
+    single_out, outs = _outputs(func, xs)
+    gs = grad(outs, xs, v, retain_graph=create_graph, create_graph=create_graph,
+              allow_unused=True, materialize_grads=True)
+    outputs = outs if create_graph else tuple(o.detach() for o in outs)
+    return (outputs[0] if single_out else outputs), (gs[0] if single_in else gs)
+
+
+def jvp(
+    func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool = False
+) -> tuple[Any, Any]:
+    """(func(inputs), J v): the Jacobian-vector product, v shaped like the input(s).
+
+    Computed by the double-vjp trick: vᵀ J is linear in the cotangent u, so differentiating
+    uᵀ J with respect to u along v gives J v (this needs VJP rules that are themselves
+    differentiable, which the engine's are).
+    """
+    single_in, xs = _prepare(inputs, create_graph)
+    single_out, outs = _outputs(func, xs)
+    vs = (v,) if single_in else tuple(v) if v is not None else (None,) * len(xs)
+    if v is None and not all(x.data.size == 1 for x in xs):
+        raise RuntimeError("jvp: v can be omitted only when every input has one element")
+    vs = tuple(np.ones_like(x.data) if vi is None else getattr(vi, "data", vi)
+               for x, vi in zip(xs, vs))
+    us = tuple(Tensor(np.zeros_like(o.data), requires_grad=True) for o in outs)
+    live = [k for k, o in enumerate(outs) if o.requires_grad]
+    results: list[Any] = [Tensor._make(np.zeros_like(o.data)) for o in outs]
+    if live:
+        gs = grad([outs[k] for k in live], xs, [us[k] for k in live], create_graph=True,
+                  allow_unused=True)
+        pairs = [(g, vi) for g, vi in zip(gs, vs) if g is not None and g.requires_grad]
+        if pairs:
+            jv = grad([g for g, _ in pairs], [us[k] for k in live], [vi for _, vi in pairs],
+                      create_graph=create_graph, allow_unused=True, materialize_grads=True)
+            for k, j in zip(live, jv):
+                results[k] = j
+    outputs = outs if create_graph else tuple(o.detach() for o in outs)
+    return (outputs[0] if single_out else outputs), (
+        results[0] if single_out else tuple(results)
+    )
+
+
+def hessian(func: Callable[..., Any], inputs: Any, vectorize: bool = True) -> Any:
+    """Second derivatives of a scalar func: the Jacobian of its gradient (shape in.shape*2)."""
+    single_in = not isinstance(inputs, (tuple, list))
+
+    def gradient(*xs: Tensor) -> Any:
+        out = func(*xs)
+        if not isinstance(out, Tensor) or out.data.size != 1:
+            raise RuntimeError("hessian: the function must return a single-element Tensor")
+        gs = grad(out.reshape(()), xs, create_graph=True, allow_unused=True,
+                  materialize_grads=True)
+        return gs[0] if single_in else gs
+
+    return jacobian(gradient, inputs, vectorize=vectorize)

@@ -1,0 +1,190 @@
+"""Backward nodes (grad_fn) and the function that records an op into the graph."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .grad_mode import _state
+from .optable import OpSpec
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+SECOND_BACKWARD = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you call "
+    ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through "
+    "the graph a second time or if you need to access saved tensors after calling backward."
+)
+
+_FREED = object()  # marks saved values released by a backward pass without retain_graph
+_sequence = itertools.count()  # creation order, for deterministic topological order
+
+
+class RemovableHandle:
+    """Returned by register_hook; remove() unregisters the hook."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict[int, Callable[..., Any]]) -> None:
+        self.id = next(self._ids)
+        self._hooks = hooks
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+
+class Node:
+    """A backward function: turns the gradient of its outputs into gradients of its inputs."""
+
+    __slots__ = (
+        "__weakref__",
+        "_attrs",
+        "_in_meta",
+        "_metadata",
+        "_needs",
+        "_out_meta",
+        "_saved",
+        "_seq",
+        "_tensor_hooks",
+        "next_functions",
+    )
+    impl: OpImpl  # set on each generated subclass
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form annotations (the request language stores the source position here)."""
+        if self._metadata is None:
+            self._metadata = {}
+        return self._metadata
+
+    @property
+    def op(self) -> str:
+        return self.impl.spec.name
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self._attrs
+
+    @property
+    def input_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(m[0] for m in self._in_meta)
+
+    @property
+    def output_shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(m[0] for m in self._out_meta)
+
+    def saved_inputs(self) -> tuple[Any, ...]:
+        """The saved operands (arrays or scalars; None where nothing was saved)."""
+        if self._saved is _FREED:
+            raise RuntimeError(SECOND_BACKWARD)
+        return tuple(getattr(s, "data", s) for s in self._saved)
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {id(self):#x}>"
+
+
+class AccumulateGrad:
+    """The node of a leaf tensor: adds the incoming gradient into `variable.grad`."""
+
+    __slots__ = ("__weakref__", "_metadata", "_seq", "variable")
+    next_functions: tuple = ()
+
+    def __init__(self, variable: Tensor) -> None:
+        self.variable = variable
+        self._seq = next(_sequence)
+        self._metadata = None
+
+    def name(self) -> str:
+        return "AccumulateGrad"
+
+    metadata = Node.metadata
+
+    def __repr__(self) -> str:
+        return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+@dataclass(eq=False)
+class OpImpl:
+    """The engine's implementation of one op of the table.
+
+    forward(*operands, **attrs) computes on numpy arrays (python numbers pass through as numbers).
+    vjp(B, node, g, saved) returns one gradient per operand (None where not needed), computed with the
+    array namespace B: numpy for a plain backward, the engine's own ops under create_graph so that the
+    result is differentiable again. `g` carries any number of leading batch dimensions.
+    save: which operands the VJP needs: "all", "none" or "other" (operand i's gradient needs the
+    other operands, as in mul and matmul). save_output: the VJP needs the result.
+    """
+
+    spec: OpSpec
+    forward: Callable[..., Any]
+    vjp: Callable[..., tuple[Any, ...]] | None
+    save: str = "all"
+    save_output: bool = False
+    n_outputs: int = 1  # > 1 for ops returning several tensors (split); 0: as many as forward returns
+
+    def __post_init__(self) -> None:
+        self._node_classes: dict[str, type[Node]] = {}
+
+    def node_class(self, attrs: dict[str, Any]) -> type[Node]:
+        name = self.spec.node_name_for(attrs)
+        cls = self._node_classes.get(name)
+        if cls is None:
+            cls = type(name, (Node,), {"__slots__": (), "impl": self})
+            self._node_classes[name] = cls
+        return cls
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None = None) -> Any:
+    """Run impl's forward on the operands' data and, when grad is on, record a node for backward."""
+    from .tensor import Tensor
+
+    attrs = attrs or _EMPTY
+    args = [x.data if isinstance(x, Tensor) else x for x in operands]
+    out = impl.forward(*args, **attrs)
+    multi = impl.n_outputs != 1
+    outs = out if multi else (out,)
+    needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in operands)
+    if not (_state.enabled and impl.vjp is not None and True in needs):
+        results = tuple(Tensor._make(o) for o in outs)
+        return results if multi else results[0]
+
+    node = impl.node_class(attrs)()
+    node._seq = next(_sequence)
+    node._attrs = attrs
+    node._needs = needs
+    node._metadata = None
+    node._tensor_hooks = None
+    node.next_functions = tuple(_edge(x) if n else (None, 0) for x, n in zip(operands, needs))
+    node._in_meta = tuple(
+        (x.data.shape, x.data.dtype) if isinstance(x, Tensor) else ((), None) for x in operands
+    )
+    node._out_meta = tuple((o.shape, o.dtype) for o in outs)
+    save = impl.save
+    if save == "all":
+        saved = list(operands)
+    elif save == "none":
+        saved = [None] * len(operands)
+    else:  # "other": keep an operand only if another operand needs its gradient
+        saved = [x if any(n for j, n in enumerate(needs) if j != i) else None
+                 for i, x in enumerate(operands)]
+    # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
+    saved.append(outs[0] if impl.save_output else None)
+    node._saved = tuple(saved)
+    results = tuple(Tensor._make(o, node, k) for k, o in enumerate(outs))
+    return results if multi else results[0]
+
+
+def _edge(t: Tensor) -> tuple[Any, int]:
+    if t.grad_fn is not None:
+        return (t.grad_fn, t._output_nr)
+    return (t._accumulator(), 0)

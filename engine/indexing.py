@@ -1,0 +1,108 @@
+"""Indexing with a leading batch of dimensions, as the VJP of getitem needs.
+
+An index is made canonical once (Tensors and lists become integer arrays, boolean masks become their
+integer positions, the Ellipsis is expanded), so that the same index can be applied after any number of
+leading batch dimensions: that is what lets jacobian() push a batch of cotangents through getitem.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .optable import ShapeError
+
+Index = tuple[Any, ...]
+
+
+def canonical_index(index: Any, ndim: int) -> Index:
+    items = index if isinstance(index, tuple) else (index,)
+    out: list[Any] = []
+    for item in items:
+        data = getattr(item, "data", None)
+        if data is not None and not isinstance(item, np.ndarray):  # a Tensor
+            item = data
+        if isinstance(item, list):
+            item = np.asarray(item)
+        if isinstance(item, (bool, np.bool_)):
+            raise ShapeError("getitem: a single boolean is not a supported index")
+        if isinstance(item, (int, np.integer)):
+            out.append(int(item))
+        elif item is None or item is Ellipsis or isinstance(item, slice):
+            out.append(item)
+        elif isinstance(item, np.ndarray) and item.dtype == np.bool_:
+            if item.ndim == 0:
+                raise ShapeError("getitem: a 0-d boolean mask is not a supported index")
+            out.extend(np.nonzero(item))
+        elif isinstance(item, np.ndarray) and np.issubdtype(item.dtype, np.integer):
+            out.append(item.astype(np.intp, copy=False))
+        else:
+            raise ShapeError(
+                f"getitem: unsupported index {type(item).__name__}; use ints, slices, None, "
+                "..., integer arrays or boolean masks"
+            )
+    if sum(i is Ellipsis for i in out) > 1:
+        raise ShapeError("getitem: an index can only have a single ellipsis ('...')")
+    used = sum(i is not None and i is not Ellipsis for i in out)
+    if used > ndim:
+        raise ShapeError(f"getitem: too many indices ({used}) for a tensor of {ndim} dimensions")
+    if Ellipsis in [i for i in out if not isinstance(i, np.ndarray)]:
+        at = next(k for k, i in enumerate(out) if i is Ellipsis)
+        out[at : at + 1] = [slice(None)] * (ndim - used)
+    return tuple(out)
+
+
+def _is_advanced(item: Any) -> bool:
+    return isinstance(item, np.ndarray)
+
+
+def has_advanced(index: Index) -> bool:
+    return any(_is_advanced(i) for i in index)
+
+
+def _separated(index: Index) -> bool:
+    """numpy moves advanced-index dimensions to the front when slices separate advanced indices."""
+    pos = [k for k, i in enumerate(index) if _is_advanced(i) or isinstance(i, int)]
+    if not any(_is_advanced(i) for i in index) or not pos:
+        return False
+    return any(not (_is_advanced(i) or isinstance(i, int)) for i in index[pos[0] : pos[-1] + 1])
+
+
+def _adv_ndim(index: Index) -> int:
+    shapes = [i.shape for i in index if _is_advanced(i)]
+    return len(np.broadcast_shapes(*shapes)) if shapes else 0
+
+
+def index_shape(op: str, shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
+    index = canonical_index(index, len(shape))
+    try:  # a zero-stride view: basic indexing costs nothing, advanced indexing 1 byte per element
+        return np.broadcast_to(np.zeros((), np.int8), shape)[index].shape
+    except IndexError as exc:
+        raise ShapeError(f"{op}: {exc} (tensor shape {tuple(shape)})") from None
+
+
+def getitem(x: np.ndarray, index: Index, nb: int = 0) -> np.ndarray:
+    """x[index] applied after nb leading batch dimensions."""
+    if nb == 0:
+        return x[index]
+    out = x[(slice(None),) * nb + index]
+    if _separated(index):  # advanced dims landed before the batch dims: move them after
+        k = _adv_ndim(index)
+        out = np.moveaxis(out, list(range(k)), list(range(nb, nb + k)))
+    return out
+
+
+def index_scatter(g: np.ndarray, index: Index, shape: tuple[int, ...]) -> np.ndarray:
+    """The adjoint of getitem: zeros of (batch + shape) with g added at index (repeats add up)."""
+    nb = g.ndim - len(getitem(np.broadcast_to(np.zeros((), np.int8), shape), index).shape)
+    out = np.zeros(g.shape[:nb] + tuple(shape), dtype=g.dtype)
+    full = (slice(None),) * nb + index
+    if nb and _separated(index):
+        k = _adv_ndim(index)
+        g = np.moveaxis(g, list(range(nb, nb + k)), list(range(k)))
+    if has_advanced(index):
+        np.add.at(out, full, g)
+    else:
+        out[full] = g
+    return out

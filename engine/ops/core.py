@@ -1,0 +1,162 @@
+"""What every op module shares: the registry, operand conversion, and the numpy namespace of VJPs.
+
+VJP rules are written once against an array namespace `B` and run in two ways: with `NumpyOps`
+(plain numpy, the fast path of an ordinary backward) and with the engine's own ops module (under
+create_graph, so the gradient is itself recorded and can be differentiated again). The two namespaces
+offer the same functions with the same signatures; a test keeps them in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import indexing
+from ..graph import Node, OpImpl, record
+from ..optable import OPS
+from ..tensor import Tensor
+
+IMPLS: dict[str, OpImpl] = {}
+"""The engine's implementation of every op of the table, by name."""
+
+
+def define(
+    name: str,
+    forward: Callable[..., Any],
+    vjp: Callable[..., tuple[Any, ...]] | None,
+    save: str = "all",
+    save_output: bool = False,
+    n_outputs: int = 1,
+) -> OpImpl:
+    impl = OpImpl(OPS[name], forward, vjp, save, save_output, n_outputs)
+    IMPLS[name] = impl
+    return impl
+
+
+def operand(x: Any) -> Any:
+    """A Tensor or a python number stays as it is (numbers adopt the tensor's dtype, as in torch)."""
+    if isinstance(x, (Tensor, int, float)):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return Tensor._make(x)
+    return Tensor(x)
+
+
+def tensor_operand(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def apply(impl: OpImpl, *operands: Any, **attrs: Any) -> Any:
+    return record(impl, operands, attrs)
+
+
+# ---------------------------------------------------------------- helpers used by VJP rules
+
+
+def batch_dims(node: Node, g: Any) -> int:
+    """How many leading batch dimensions the cotangent carries (jacobian pushes a batch at once)."""
+    return g.ndim - len(node._out_meta[0][0])
+
+
+def unbroadcast(B: Any, g: Any, shape: tuple[int, ...], nb: int) -> Any:
+    """Sum g (batch + broadcast shape) back down to batch + shape, the adjoint of broadcasting."""
+    gshape = g.shape[nb:]
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(nb, nb + lead)) + tuple(
+        nb + lead + i for i, d in enumerate(shape) if d == 1 and gshape[lead + i] != 1
+    )
+    if axes:
+        g = B.sum(g, axis=axes, keepdims=True)
+    return B.reshape(g, g.shape[:nb] + shape)
+
+
+def keepdims_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+
+def restore_reduced(B: Any, g: Any, node: Node, axes: tuple[int, ...], keepdims: bool) -> Any:
+    """Reshape the cotangent of a reduction so it broadcasts against the input (batch-aware)."""
+    if keepdims:
+        return g
+    nb = batch_dims(node, g)
+    return B.reshape(g, g.shape[:nb] + keepdims_shape(node._in_meta[0][0], axes))
+
+
+def data(x: Any) -> Any:
+    """The numpy value behind x, for constants (masks, indices) inside a VJP rule."""
+    return x.data if isinstance(x, Tensor) else x
+
+
+class NumpyOps:
+    """The numpy namespace for VJP rules: same names and signatures as the engine's ops."""
+
+    abs = staticmethod(np.abs)
+    exp = staticmethod(np.exp)
+    log = staticmethod(np.log)
+    sqrt = staticmethod(np.sqrt)
+    sin = staticmethod(np.sin)
+    cos = staticmethod(np.cos)
+    tanh = staticmethod(np.tanh)
+    sign = staticmethod(np.sign)
+    where = staticmethod(np.where)
+    matmul = staticmethod(np.matmul)
+    reshape = staticmethod(np.reshape)
+    broadcast_to = staticmethod(np.broadcast_to)
+    zeros_like = staticmethod(np.zeros_like)
+
+    @staticmethod
+    def sigmoid(x: Any) -> Any:
+        return _sigmoid(x)
+
+    @staticmethod
+    def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        return np.sum(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def transpose(x: Any, dim0: int = 0, dim1: int = 1) -> Any:
+        return np.swapaxes(x, dim0, dim1)
+
+    @staticmethod
+    def permute(x: Any, dims: Any) -> Any:
+        return np.transpose(x, dims)
+
+    @staticmethod
+    def flip(x: Any, axis: Any = None) -> Any:
+        return np.flip(x, axis)
+
+    @staticmethod
+    def concat(xs: Any, axis: int = 0) -> Any:
+        return np.concatenate(xs, axis)
+
+    @staticmethod
+    def pad(x: Any, pad: Any, value: float = 0.0) -> Any:
+        return _pad(x, pad, value)
+
+    @staticmethod
+    def getitem(x: Any, index: Any, nb: int = 0) -> Any:
+        return indexing.getitem(x, index, nb)
+
+    @staticmethod
+    def index_scatter(g: Any, index: Any, shape: Any) -> Any:
+        return indexing.index_scatter(g, index, tuple(shape))
+
+    data = staticmethod(data)
+
+
+def _sigmoid(x: Any) -> Any:
+    # exp of a non-positive number only: no overflow warnings for large |x|.
+    e = np.exp(-np.abs(x))
+    return np.where(np.asarray(x) >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _pad(x: np.ndarray, pad: Any, value: float) -> np.ndarray:
+    widths = [(0, 0)] * x.ndim
+    for k in range(len(pad) // 2):
+        widths[x.ndim - 1 - k] = (int(pad[2 * k]), int(pad[2 * k + 1]))
+    return np.pad(x, widths, constant_values=value)

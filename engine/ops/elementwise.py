@@ -1,0 +1,298 @@
+"""Elementwise ops: arithmetic with broadcasting, activations, and the ops with zero gradient."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..graph import Node
+from ..tensor import Tensor
+from .core import _sigmoid, apply, batch_dims, data, define, operand, unbroadcast
+
+# Each VJP is vjp(B, node, g, s): s holds the saved operands in order, then the saved result.
+
+
+def _in_shape(node: Node, i: int) -> tuple[int, ...]:
+    return node._in_meta[i][0]
+
+
+def _binary_grads(B: Any, node: Node, g: Any, gx: Any, gy: Any) -> tuple[Any, Any]:
+    nb = batch_dims(node, g)
+    needs = node._needs
+    return (
+        unbroadcast(B, gx, _in_shape(node, 0), nb) if needs[0] else None,
+        unbroadcast(B, gy, _in_shape(node, 1), nb) if needs[1] else None,
+    )
+
+
+# ---------------------------------------------------------------- arithmetic
+
+_ADD = define("add", np.add, lambda B, n, g, s: _binary_grads(B, n, g, g, g), save="none")
+_SUB = define("sub", np.subtract, lambda B, n, g, s: _binary_grads(B, n, g, g, -g), save="none")
+_MUL = define(
+    "mul",
+    np.multiply,
+    lambda B, n, g, s: _binary_grads(
+        B, n, g, g * s[1] if n._needs[0] else None, g * s[0] if n._needs[1] else None
+    ),
+    save="other",
+)
+
+
+def _div_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
+    x, y = s[0], s[1]
+    gx = g / y
+    return _binary_grads(B, n, g, gx, -gx * x / y if n._needs[1] else None)
+
+
+_DIV = define("div", np.true_divide, _div_vjp)
+_NEG = define("neg", np.negative, lambda B, n, g, s: (-g,), save="none")
+_RSUB = define("rsub", lambda x, other: other - x, lambda B, n, g, s: (-g,), save="none")
+
+
+def _pow_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    p = n._attrs["exponent"]
+    if p == 0:
+        return (B.zeros_like(g),)
+    return (g * (p * s[0] ** (p - 1)),)
+
+
+_POW = define("pow", lambda x, exponent: np.power(x, exponent), _pow_vjp)
+
+
+def _pow_tensor_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
+    x, y, out = s
+    gx = g * (y * x ** (y - 1)) if n._needs[0] else None
+    gy = None
+    if n._needs[1]:
+        # torch's convention: d(x**y)/dy = 0 where x == 0 and y >= 0 (log 0 would give nan).
+        xd, yd = data(x), data(y)
+        safe = B.where((xd == 0) & (yd >= 0), 1.0, x)
+        gy = B.where((xd == 0) & (yd >= 0), 0.0, g * out * B.log(safe))
+    return _binary_grads(B, n, g, gx, gy)
+
+
+_POW_TENSOR = define("pow_tensor", np.power, _pow_tensor_vjp, save_output=True)
+_RPOW = define(
+    "rpow",
+    lambda x, base: np.power(base, x),
+    lambda B, n, g, s: (g * s[-1] * math.log(n._attrs["base"]),),
+    save="none",
+    save_output=True,
+)
+
+
+def _tie_weights(x: Any, y: Any, greater: bool) -> np.ndarray:
+    """Share of the gradient going to x: 1 where x wins, 1/2 at ties (torch and JAX), else 0."""
+    xd, yd = np.asarray(data(x)), np.asarray(data(y))
+    wins = xd > yd if greater else xd < yd
+    return np.where(wins, 1.0, np.where(xd == yd, 0.5, 0.0))
+
+
+def _extremum_vjp(greater: bool) -> Any:
+    def vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
+        w = _tie_weights(s[0], s[1], greater).astype(n._out_meta[0][1])
+        return _binary_grads(B, n, g, g * w, g * (1 - w))
+
+    return vjp
+
+
+_MAXIMUM = define("maximum", np.maximum, _extremum_vjp(True))
+_MINIMUM = define("minimum", np.minimum, _extremum_vjp(False))
+
+
+# ---------------------------------------------------------------- unary functions
+
+
+def _unary(name: str, forward: Any, vjp: Any, save: str = "all", save_output: bool = False) -> Any:
+    impl = define(name, forward, vjp, save, save_output)
+
+    def op(x: Any) -> Tensor:
+        return apply(impl, operand(x))
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name}."
+    return op
+
+
+abs = _unary("abs", np.abs, lambda B, n, g, s: (g * B.sign(s[0]),))
+exp = _unary("exp", np.exp, lambda B, n, g, s: (g * s[-1],), "none", True)
+log = _unary("log", np.log, lambda B, n, g, s: (g / s[0],))
+log1p = _unary("log1p", np.log1p, lambda B, n, g, s: (g / (s[0] + 1),))
+expm1 = _unary("expm1", np.expm1, lambda B, n, g, s: (g * (s[-1] + 1),), "none", True)
+sqrt = _unary("sqrt", np.sqrt, lambda B, n, g, s: (g / (2 * s[-1]),), "none", True)
+reciprocal = _unary(
+    "reciprocal", np.reciprocal, lambda B, n, g, s: (-g * (s[-1] * s[-1]),), "none", True
+)
+sin = _unary("sin", np.sin, lambda B, n, g, s: (g * B.cos(s[0]),))
+cos = _unary("cos", np.cos, lambda B, n, g, s: (-g * B.sin(s[0]),))
+tan = _unary("tan", np.tan, lambda B, n, g, s: (g * (1 + s[-1] * s[-1]),), "none", True)
+tanh = _unary("tanh", np.tanh, lambda B, n, g, s: (g * (1 - s[-1] * s[-1]),), "none", True)
+sigmoid = _unary("sigmoid", _sigmoid, lambda B, n, g, s: (g * (s[-1] * (1 - s[-1])),), "none", True)
+relu = _unary(
+    "relu",
+    lambda x: np.maximum(x, 0),
+    lambda B, n, g, s: (B.where(data(s[-1]) > 0, g, 0.0),),  # relu'(0) = 0 as in torch
+    "none",
+    True,
+)
+clone = _unary("clone", np.copy, lambda B, n, g, s: (g,), "none")
+silu = _unary(
+    "silu",
+    lambda x: x * _sigmoid(x),
+    lambda B, n, g, s: (g * (B.sigmoid(s[0]) * (1 + s[0] * (1 - B.sigmoid(s[0])))),),
+)
+
+_GELU_K = math.sqrt(2 / math.pi)
+_GELU_C = 0.044715
+
+
+def _gelu_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    x = s[0]
+    t = B.tanh(_GELU_K * (x + _GELU_C * x * x * x))
+    return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_K * (1 + 3 * _GELU_C * x * x)),)
+
+
+gelu = _unary(
+    "gelu",
+    lambda x: 0.5 * x * (1 + np.tanh(_GELU_K * (x + _GELU_C * x * x * x))),
+    _gelu_vjp,
+)
+
+
+def _no_grad_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    return (B.zeros_like(g),)
+
+
+sign = _unary("sign", np.sign, _no_grad_vjp, "none")
+floor = _unary("floor", np.floor, _no_grad_vjp, "none")
+round = _unary("round", np.round, _no_grad_vjp, "none")
+
+_LEAKY = define(
+    "leaky_relu",
+    lambda x, negative_slope: np.where(x > 0, x, x * negative_slope),
+    lambda B, n, g, s: (B.where(data(s[0]) > 0, g, g * n._attrs["negative_slope"]),),
+)
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
+    return apply(_LEAKY, operand(x), negative_slope=negative_slope)
+
+
+def _softplus_fwd(x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
+    bx = x * beta
+    return np.where(bx > threshold, x, np.logaddexp(0, bx) / beta)
+
+
+_SOFTPLUS = define(
+    "softplus",
+    _softplus_fwd,
+    lambda B, n, g, s: (
+        B.where(
+            data(s[0]) * n._attrs["beta"] > n._attrs["threshold"],
+            g,
+            g * B.sigmoid(s[0] * n._attrs["beta"]),
+        ),
+    ),
+)
+
+
+def softplus(x: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    return apply(_SOFTPLUS, operand(x), beta=beta, threshold=threshold)
+
+
+def _clamp_fwd(x: np.ndarray, min: float | None, max: float | None) -> np.ndarray:
+    return np.clip(x, min, max)
+
+
+def _clamp_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    x, lo, hi = data(s[0]), n._attrs["min"], n._attrs["max"]
+    inside = np.ones(np.shape(x), bool)  # torch: gradient 1 on the bounds themselves
+    if lo is not None:
+        inside &= x >= lo
+    if hi is not None:
+        inside &= x <= hi
+    return (B.where(inside, g, 0.0),)
+
+
+_CLAMP = define("clamp", _clamp_fwd, _clamp_vjp)
+
+
+def clamp(x: Any, min: float | None = None, max: float | None = None) -> Tensor:
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")
+    return apply(_CLAMP, operand(x), min=min, max=max)
+
+
+# ---------------------------------------------------------------- binary entry points
+
+
+def _as_tensor_pair(x: Any, y: Any) -> tuple[Any, Any]:
+    x, y = operand(x), operand(y)
+    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+        x = Tensor(x)
+    return x, y
+
+
+def add(x: Any, y: Any) -> Tensor:
+    return apply(_ADD, *_as_tensor_pair(x, y))
+
+
+def sub(x: Any, y: Any) -> Tensor:
+    x, y = _as_tensor_pair(x, y)
+    if not isinstance(x, Tensor):  # number - tensor: torch records RsubBackward1
+        return apply(_RSUB, y, other=x)
+    return apply(_SUB, x, y)
+
+
+def mul(x: Any, y: Any) -> Tensor:
+    return apply(_MUL, *_as_tensor_pair(x, y))
+
+
+def div(x: Any, y: Any) -> Tensor:
+    x, y = _as_tensor_pair(x, y)
+    if not isinstance(x, Tensor):  # number / tensor = reciprocal(tensor) * number, as in torch
+        return mul(reciprocal(y), x)
+    return apply(_DIV, x, y)
+
+
+def neg(x: Any) -> Tensor:
+    return apply(_NEG, operand(x))
+
+
+def pow(x: Any, y: Any) -> Tensor:
+    x, y = _as_tensor_pair(x, y)
+    if not isinstance(y, Tensor):
+        return apply(_POW, x, exponent=y)
+    if not isinstance(x, Tensor):
+        return apply(_RPOW, y, base=x)
+    return apply(_POW_TENSOR, x, y)
+
+
+def maximum(x: Any, y: Any) -> Tensor:
+    return apply(_MAXIMUM, *_as_tensor_pair(x, y))
+
+
+def minimum(x: Any, y: Any) -> Tensor:
+    return apply(_MINIMUM, *_as_tensor_pair(x, y))
+
+
+def _comparison(name: str, fn: Any) -> Any:
+    impl = define(name, fn, None)
+
+    def op(x: Any, y: Any) -> Tensor:
+        return apply(impl, *_as_tensor_pair(x, y))
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name} (a boolean tensor; no gradient)."
+    return op
+
+
+lt = _comparison("lt", np.less)
+le = _comparison("le", np.less_equal)
+gt = _comparison("gt", np.greater)
+ge = _comparison("ge", np.greater_equal)
+eq = _comparison("eq", np.equal)
+ne = _comparison("ne", np.not_equal)

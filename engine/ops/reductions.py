@@ -1,0 +1,266 @@
+"""Reductions over an axis (or all axes), with keepdims."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..graph import Node
+from ..optable import normalize_axes
+from ..tensor import Tensor
+from .core import apply, data, define, keepdims_shape, operand, restore_reduced
+
+
+def _axes(n: Node) -> tuple[int, ...]:
+    return normalize_axes(n.op, n._attrs["axis"], len(n._in_meta[0][0]))
+
+
+def _count(n: Node) -> int:
+    shape = n._in_meta[0][0]
+    return math.prod(shape[a] for a in _axes(n))
+
+
+def _expand(B: Any, n: Node, g: Any) -> Any:
+    """The cotangent broadcast back over the reduced axes (batch dimensions kept in front)."""
+    shape = n._in_meta[0][0]
+    g = restore_reduced(B, g, n, _axes(n), n._attrs["keepdims"])
+    return B.broadcast_to(g, g.shape[: g.ndim - len(shape)] + shape)
+
+
+def _kept(B: Any, n: Node, x: Any) -> Any:
+    """A saved reduced value (the result) in keepdims form, to broadcast against the input."""
+    if n._attrs["keepdims"]:
+        return x
+    return B.reshape(x, keepdims_shape(n._in_meta[0][0], _axes(n)))
+
+
+def _reduction(name: str, forward: Any, vjp: Any, save: str = "all", out: bool = False) -> Any:
+    impl = define(name, forward, vjp, save, out)
+    defaults = impl.spec.attr_defaults()
+
+    def op(x: Any, axis: Any = None, keepdims: bool = False, **extra: Any) -> Tensor:
+        attrs = {**defaults, **extra, "axis": _axis_attr(axis), "keepdims": bool(keepdims)}
+        return apply(impl, operand(x), **attrs)
+
+    op.__name__ = name
+    op.__doc__ = f"{name} over `axis` (all axes when None), keeping reduced axes with keepdims."
+    return op
+
+
+def _axis_attr(axis: Any) -> Any:
+    if axis is None or isinstance(axis, int):
+        return axis
+    return tuple(int(a) for a in axis)
+
+
+def _np_axis(axis: Any) -> Any:
+    return axis if axis is None or isinstance(axis, int) else tuple(axis)
+
+
+sum = _reduction(
+    "sum",
+    lambda x, axis, keepdims: np.sum(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda B, n, g, s: (_expand(B, n, g),),
+    save="none",
+)
+mean = _reduction(
+    "mean",
+    lambda x, axis, keepdims: np.mean(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda B, n, g, s: (_expand(B, n, g) / _count(n),),
+    save="none",
+)
+
+
+def _prod_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    x, out = s[0], s[-1]
+    xd = np.asarray(data(x))
+    ge = _expand(B, n, g)
+    if not (xd == 0).any():
+        return (ge * (_kept(B, n, out) / x),)
+    # With zeros, the product of the other entries comes from exclusive cumulative products
+    # (exact, no division). It is a constant here, so second derivatives at zeros are not exact.
+    axes = _axes(n)
+    moved = np.moveaxis(xd, axes, tuple(range(-len(axes), 0)))
+    flat = moved.reshape(*moved.shape[: moved.ndim - len(axes)], -1)
+    ones = np.ones_like(flat[..., :1])
+    before = np.cumprod(np.concatenate([ones, flat[..., :-1]], -1), -1)
+    after = np.flip(np.cumprod(np.concatenate([ones, np.flip(flat, -1)[..., :-1]], -1), -1), -1)
+    others = np.moveaxis((before * after).reshape(moved.shape), tuple(range(-len(axes), 0)), axes)
+    return (ge * others,)
+
+
+prod = _reduction(
+    "prod",
+    lambda x, axis, keepdims: np.prod(x, axis=_np_axis(axis), keepdims=keepdims),
+    _prod_vjp,
+    out=True,
+)
+
+
+def _even_split_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    """amax/amin and the full max/min: the gradient is shared evenly among tied extrema."""
+    x, out = np.asarray(data(s[0])), np.asarray(data(_kept(np, n, data(s[-1]))))
+    hit = x == out
+    share = hit / np.sum(hit, axis=_axes(n), keepdims=True)
+    return (_expand(B, n, g) * share.astype(x.dtype),)
+
+
+def _first_index_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    """max/min along one axis: the whole gradient goes to the index they return (the first)."""
+    x = np.asarray(data(s[0]))
+    axis = _axes(n)[0]
+    pick = np.argmax if n.op == "max" else np.argmin
+    onehot = np.zeros(x.shape, x.dtype)
+    np.put_along_axis(onehot, np.expand_dims(pick(x, axis=axis), axis), 1, axis)
+    return (_expand(B, n, g) * onehot,)
+
+
+def _extreme_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    if n._attrs["axis"] is None:
+        return _even_split_vjp(B, n, g, s)
+    return _first_index_vjp(B, n, g, s)
+
+
+amax = _reduction(
+    "amax",
+    lambda x, axis, keepdims: np.amax(x, axis=_np_axis(axis), keepdims=keepdims),
+    _even_split_vjp,
+    out=True,
+)
+amin = _reduction(
+    "amin",
+    lambda x, axis, keepdims: np.amin(x, axis=_np_axis(axis), keepdims=keepdims),
+    _even_split_vjp,
+    out=True,
+)
+_max = _reduction(
+    "max",
+    lambda x, axis, keepdims: np.amax(x, axis=_np_axis(axis), keepdims=keepdims),
+    _extreme_vjp,
+    out=True,
+)
+_min = _reduction(
+    "min",
+    lambda x, axis, keepdims: np.amin(x, axis=_np_axis(axis), keepdims=keepdims),
+    _extreme_vjp,
+    out=True,
+)
+
+
+def max(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """The largest entry, or the largest along one axis (values only; see argmax)."""
+    if axis is not None and not isinstance(axis, int):
+        raise TypeError("max: axis must be a single int (use amax for several axes)")
+    return _max(x, axis, keepdims)
+
+
+def min(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """The smallest entry, or the smallest along one axis (values only; see argmin)."""
+    if axis is not None and not isinstance(axis, int):
+        raise TypeError("min: axis must be a single int (use amin for several axes)")
+    return _min(x, axis, keepdims)
+
+
+def _logsumexp_fwd(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
+    ax = _np_axis(axis)
+    m = np.amax(x, axis=ax, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    out = np.log(np.sum(np.exp(x - m), axis=ax, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=ax)
+
+
+logsumexp = _reduction(
+    "logsumexp",
+    _logsumexp_fwd,
+    lambda B, n, g, s: (_expand(B, n, g) * B.exp(s[0] - _kept(B, n, s[-1])),),
+    out=True,
+)
+
+
+def _centered(B: Any, n: Node, x: Any) -> Any:
+    return x - B.sum(x, axis=_axes(n), keepdims=True) / _count(n)
+
+
+def _dof(n: Node) -> int:
+    return _count(n) - n._attrs["correction"]
+
+
+var = _reduction(
+    "var",
+    lambda x, axis, keepdims, correction: np.var(
+        x, axis=_np_axis(axis), keepdims=keepdims, ddof=correction
+    ),
+    lambda B, n, g, s: (_expand(B, n, g) * (2 * _centered(B, n, s[0]) / _dof(n)),),
+)
+std = _reduction(
+    "std",
+    lambda x, axis, keepdims, correction: np.std(
+        x, axis=_np_axis(axis), keepdims=keepdims, ddof=correction
+    ),
+    lambda B, n, g, s: (
+        _expand(B, n, g) * (_centered(B, n, s[0]) / (_dof(n) * _kept(B, n, s[-1]))),
+    ),
+    out=True,
+)
+
+
+def _norm_fwd(x: np.ndarray, axis: Any, keepdims: bool, ord: float) -> np.ndarray:
+    ax, a = _np_axis(axis), np.abs(x)
+    if ord == math.inf:
+        return np.amax(a, axis=ax, keepdims=keepdims)
+    if ord == 2:
+        return np.sqrt(np.sum(a * a, axis=ax, keepdims=keepdims))
+    if ord == 1:
+        return np.sum(a, axis=ax, keepdims=keepdims)
+    return np.sum(a**ord, axis=ax, keepdims=keepdims) ** (1 / ord)
+
+
+def _norm_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    x, out, p = s[0], _kept(B, n, s[-1]), n._attrs["ord"]
+    ge = _expand(B, n, g)
+    if p == math.inf:  # shared evenly among the entries of largest magnitude, as in torch
+        hit = np.abs(data(x)) == data(out)
+        share = hit / np.sum(hit, axis=_axes(n), keepdims=True)
+        return (ge * (share * np.sign(data(x))).astype(data(out).dtype),)
+    if p == 1:
+        return (ge * B.sign(x),)
+    zero = np.asarray(data(out)) == 0  # torch: the gradient at the zero vector is 0
+    safe = B.where(zero, 1.0, out)
+    if p == 2:
+        return (B.where(zero, 0.0, ge * x / safe),)
+    return (B.where(zero, 0.0, ge * B.sign(x) * B.abs(x) ** (p - 1) / safe ** (p - 1)),)
+
+
+_NORM = define("norm", _norm_fwd, _norm_vjp, "all", True)
+
+
+def norm(x: Any, ord: float = 2.0, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """The vector p-norm over `axis` (all entries when None), like torch.linalg.vector_norm."""
+    if not (ord == math.inf or ord > 0):
+        raise ValueError(f"norm: ord must be positive or inf, got {ord}")
+    return apply(_NORM, operand(x), axis=_axis_attr(axis), keepdims=bool(keepdims), ord=float(ord))
+
+
+def _argreduce(name: str, fn: Any) -> Any:
+    impl = define(
+        name, lambda x, axis, keepdims: _keep(fn(x, axis=axis), axis, keepdims, x.ndim), None
+    )
+
+    def op(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        return apply(impl, operand(x), axis=axis, keepdims=keepdims)
+
+    op.__name__ = name
+    op.__doc__ = f"Index of the {name[3:]} (flattened when axis is None); no gradient."
+    return op
+
+
+def _keep(idx: Any, axis: int | None, keepdims: bool, ndim: int) -> Any:
+    if not keepdims:
+        return idx
+    return np.reshape(idx, (1,) * ndim) if axis is None else np.expand_dims(idx, axis)
+
+
+argmax = _argreduce("argmax", np.argmax)
+argmin = _argreduce("argmin", np.argmin)

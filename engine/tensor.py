@@ -1,0 +1,281 @@
+"""Tensor: a numpy array plus what autograd needs (requires_grad, grad, grad_fn)."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .graph import AccumulateGrad, Node, RemovableHandle
+from .grad_mode import _state
+
+
+def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.array(data, dtype=dtype)
+    arr = np.array(data)
+    # float64 by default, as the engine's users expect; integer and boolean arrays keep their dtype
+    # (targets, indices, masks), and python numbers and lists of them become float64.
+    if arr.dtype.kind in "iub" and not isinstance(data, (np.ndarray, np.generic)):
+        return arr.astype(np.float64)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"unsupported tensor data of dtype {arr.dtype}")
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array whose operations autograd can record.
+
+    Tensor(data, requires_grad=False, dtype=None): data is anything numpy.array accepts; lists of
+    python numbers become float64, float32 arrays stay float32 (and so do their gradients).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_acc",
+        "_hooks",
+        "_output_nr",
+        "_retains_grad",
+        "data",
+        "grad",
+        "grad_fn",
+        "requires_grad",
+    )
+    __array_ufunc__ = None  # numpy operators defer to Tensor's reflected operators
+    __hash__ = object.__hash__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
+        self.data = _as_array(data, dtype)
+        self.grad: Tensor | None = None
+        self.grad_fn: Node | None = None
+        self._output_nr = 0
+        self._acc: weakref.ref[AccumulateGrad] | None = None
+        self._hooks: dict[int, Callable[..., Any]] | None = None
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @staticmethod
+    def _make(data: Any, grad_fn: Node | None = None, output_nr: int = 0) -> Tensor:
+        """Wrap an op's result without copying (the hot path of every op)."""
+        t = object.__new__(Tensor)
+        t.data = data if type(data) is np.ndarray else np.asarray(data)
+        t.grad = None
+        t.grad_fn = grad_fn
+        t.requires_grad = grad_fn is not None
+        t._output_nr = output_nr
+        t._acc = None
+        t._hooks = None
+        t._retains_grad = False
+        return t
+
+    # ------------------------------------------------------------ array facts
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        if not self.data.ndim:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.data)
+
+    def item(self) -> Any:
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"a Tensor with {self.data.size} elements cannot be converted to Scalar"
+            )
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def numpy(self) -> np.ndarray:
+        if self.requires_grad:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
+            )
+        return self.data
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        extra = ""
+        if self.dtype != np.float64:
+            extra += f", dtype={self.dtype}"
+        if self.grad_fn is not None:
+            extra += f", grad_fn=<{self.grad_fn.name()}>"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    # ------------------------------------------------------------ autograd
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    @property
+    def output_nr(self) -> int:
+        return self._output_nr
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if not self.is_leaf:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use a "
+                "computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach()."
+            )
+        if requires_grad and self.data.dtype.kind != "f":
+            raise RuntimeError(
+                "Only Tensors of floating point and complex dtype can require gradients "
+                f"(got {self.data.dtype})"
+            )
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def _accumulator(self) -> AccumulateGrad:
+        acc = self._acc() if self._acc is not None else None
+        if acc is None:
+            acc = AccumulateGrad(self)
+            self._acc = weakref.ref(acc)
+        return acc
+
+    def detach(self) -> Tensor:
+        """A tensor sharing this one's data, outside the graph."""
+        return Tensor._make(self.data)
+
+    def detach_(self) -> Tensor:
+        self.grad_fn = None
+        self.requires_grad = False
+        return self
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> RemovableHandle:
+        """hook(grad) runs when this tensor's gradient is computed, before it is used or
+        accumulated; returning a tensor replaces the gradient (e.g. to mask some weights)."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        hooks = self._hook_dict()
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def _hook_dict(self) -> dict[int, Callable[..., Any]]:
+        if self.grad_fn is None:
+            if self._hooks is None:
+                self._hooks = {}
+            return self._hooks
+        node = self.grad_fn
+        if node._tensor_hooks is None:
+            node._tensor_hooks = {}
+        return node._tensor_hooks.setdefault(self._output_nr, {})
+
+    def retain_grad(self) -> None:
+        """Keep .grad for a non-leaf tensor after backward (leaves always keep theirs)."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.is_leaf or self._retains_grad:
+            return
+        self._retains_grad = True
+        self._hook_dict()[-1] = _RetainGrad(self)
+
+    def backward(
+        self,
+        gradient: Any = None,
+        retain_graph: bool | None = None,
+        create_graph: bool = False,
+        inputs: Sequence[Tensor] | Tensor | None = None,
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's .grad (a vector-Jacobian product with
+        `gradient` when self is not a scalar)."""
+        from .autograd import backward
+
+        backward(self, gradient, retain_graph, create_graph, inputs)
+
+    # ------------------------------------------------------------ in place (outside the graph)
+    def _inplace_check(self) -> None:
+        if _state.enabled and self.requires_grad:
+            if self.is_leaf:
+                raise RuntimeError(
+                    "a leaf Variable that requires grad is being used in an in-place operation."
+                )
+            raise RuntimeError(
+                "in-place operations on tensors recorded in the graph are not supported; "
+                "use the out-of-place form"
+            )
+
+    def zero_(self) -> Tensor:
+        self._inplace_check()
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value: float) -> Tensor:
+        self._inplace_check()
+        self.data[...] = value
+        return self
+
+    def _inplace(self, other: Any, fn: Callable[..., Any]) -> Tensor:
+        self._inplace_check()
+        fn(self.data, other.data if isinstance(other, Tensor) else other, out=self.data)
+        return self
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return self._inplace(other, np.add)
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self._inplace(other, np.subtract)
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self._inplace(other, np.multiply)
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self._inplace(other, np.divide)
+
+    add_ = __iadd__
+    sub_ = __isub__
+    mul_ = __imul__
+    div_ = __itruediv__
+
+
+class _RetainGrad:
+    """The hook retain_grad() installs: stores the final gradient on the tensor (runs last)."""
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.ref = weakref.ref(tensor)
+
+    def __call__(self, grad: Tensor) -> None:
+        t = self.ref()
+        if t is not None:
+            t.grad = grad if t.grad is None else Tensor._make(t.grad.data + grad.data)
