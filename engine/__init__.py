@@ -1,12 +1,12 @@
 """crossgrad's reverse-mode autodiff engine: numpy underneath, PyTorch autograd's semantics on top.
 
-    >>> from crossgrad import engine as cg
-    >>> a = cg.tensor([2.0, 3.0], requires_grad=True)
-    >>> b = cg.tensor([6.0, 4.0], requires_grad=True)
-    >>> Q = 3 * a**3 - b**2
-    >>> Q.backward(gradient=[1.0, 1.0])
-    >>> a.grad, b.grad
-    (tensor([36., 81.]), tensor([-12.,  -8.]))
+>>> from crossgrad import engine as cg
+>>> a = cg.tensor([2.0, 3.0], requires_grad=True)
+>>> b = cg.tensor([6.0, 4.0], requires_grad=True)
+>>> Q = 3 * a**3 - b**2
+>>> Q.backward(gradient=[1.0, 1.0])
+>>> a.grad, b.grad
+(tensor([36., 81.]), tensor([-12.,  -8.]))
 """
 
 from __future__ import annotations

@@ -23,9 +23,7 @@ def _fmt(shape: tuple[int, ...]) -> str:
     return str(tuple(shape))
 
 
-def _root_grads(
-    outputs: tuple[Tensor, ...], grad_outputs: Any, batched: bool
-) -> list[Any]:
+def _root_grads(outputs: tuple[Tensor, ...], grad_outputs: Any, batched: bool) -> list[Any]:
     given = _as_tuple(grad_outputs) if grad_outputs is not None else (None,) * len(outputs)
     if len(given) != len(outputs):
         raise RuntimeError(
@@ -259,8 +257,12 @@ def backward(
             raise RuntimeError("'inputs' argument to backward() cannot be empty.")
         _check_inputs(inputs)
     run_backward(
-        outputs, grads, create_graph if retain_graph is None else retain_graph, create_graph,
-        inputs, accumulate=True,
+        outputs,
+        grads,
+        create_graph if retain_graph is None else retain_graph,
+        create_graph,
+        inputs,
+        accumulate=True,
     )
 
 
@@ -298,8 +300,12 @@ def grad(
         allow_unused = materialize_grads
     grads = _root_grads(outs, grad_outputs, batched=is_grads_batched)
     result = run_backward(
-        outs, grads, create_graph if retain_graph is None else retain_graph, create_graph,
-        ins, accumulate=False,
+        outs,
+        grads,
+        create_graph if retain_graph is None else retain_graph,
+        create_graph,
+        ins,
+        accumulate=False,
     )
     final: list[Tensor | None] = []
     batch = grads[0].shape[:1] if is_grads_batched else ()
@@ -310,8 +316,7 @@ def grad(
                     "One of the differentiated Tensors appears to not have been used in the "
                     "graph. Set allow_unused=True if this is the desired behavior."
                 )
-            final.append(Tensor._make(np.zeros(batch + t.shape, t.dtype)) if materialize_grads
-                         else None)
+            final.append(Tensor._make(np.zeros(batch + t.shape, t.dtype)) if materialize_grads else None)
         else:
             final.append(g if isinstance(g, Tensor) else Tensor._make(g))
     return tuple(final)

@@ -53,12 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"Q.backward() without gradient -> RuntimeError: {exc}")
     Q.backward(gradient=tensor([1.0, 1.0]), retain_graph=True)
-    print(f"Q.backward(gradient=[1, 1]): a.grad = {a.grad.tolist()} (9a^2), "
-          f"b.grad = {b.grad.tolist()} (-2b)")
+    print(
+        f"Q.backward(gradient=[1, 1]): a.grad = {a.grad.tolist()} (9a^2), "
+        f"b.grad = {b.grad.tolist()} (-2b)"
+    )
     files = write_graph(Q, out / "worked_example", params={"a": a, "b": b})
     Q.backward(gradient=tensor([1.0, 1.0]))
-    print(f"again (retain_graph=True the first time): a.grad = {a.grad.tolist()}, "
-          f"b.grad = {b.grad.tolist()}")
+    print(
+        f"again (retain_graph=True the first time): a.grad = {a.grad.tolist()}, "
+        f"b.grad = {b.grad.tolist()}"
+    )
     try:
         Q.backward(gradient=tensor([1.0, 1.0]))
     except RuntimeError as exc:

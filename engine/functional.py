@@ -70,8 +70,16 @@ def jacobian(
             eye = np.eye(m, dtype=out.dtype)
             for start in range(0, m, step):
                 cot = eye[start : start + step].reshape(-1, *out.shape)
-                gs = grad(out, xs, cot, retain_graph=True, create_graph=create_graph,
-                          allow_unused=True, materialize_grads=True, is_grads_batched=True)
+                gs = grad(
+                    out,
+                    xs,
+                    cot,
+                    retain_graph=True,
+                    create_graph=create_graph,
+                    allow_unused=True,
+                    materialize_grads=True,
+                    is_grads_batched=True,
+                )
                 for b, g in zip(blocks, gs):
                     b.append(g)
         row = []
@@ -93,8 +101,15 @@ def vjp(
     """(func(inputs), vᵀ J): the vector-Jacobian product, v shaped like the output(s)."""
     single_in, xs = _prepare(inputs, create_graph)
     single_out, outs = _outputs(func, xs)
-    gs = grad(outs, xs, v, retain_graph=create_graph, create_graph=create_graph,
-              allow_unused=True, materialize_grads=True)
+    gs = grad(
+        outs,
+        xs,
+        v,
+        retain_graph=create_graph,
+        create_graph=create_graph,
+        allow_unused=True,
+        materialize_grads=True,
+    )
     outputs = outs if create_graph else tuple(o.detach() for o in outs)
     return (outputs[0] if single_out else outputs), (gs[0] if single_in else gs)
 
@@ -113,24 +128,28 @@ def jvp(
     vs = (v,) if single_in else tuple(v) if v is not None else (None,) * len(xs)
     if v is None and not all(x.data.size == 1 for x in xs):
         raise RuntimeError("jvp: v can be omitted only when every input has one element")
-    vs = tuple(np.ones_like(x.data) if vi is None else getattr(vi, "data", vi)
-               for x, vi in zip(xs, vs))
+    vs = tuple(np.ones_like(x.data) if vi is None else getattr(vi, "data", vi) for x, vi in zip(xs, vs))
     us = tuple(Tensor(np.zeros_like(o.data), requires_grad=True) for o in outs)
     live = [k for k, o in enumerate(outs) if o.requires_grad]
     results: list[Any] = [Tensor._make(np.zeros_like(o.data)) for o in outs]
     if live:
-        gs = grad([outs[k] for k in live], xs, [us[k] for k in live], create_graph=True,
-                  allow_unused=True)
+        gs = grad(
+            [outs[k] for k in live], xs, [us[k] for k in live], create_graph=True, allow_unused=True
+        )
         pairs = [(g, vi) for g, vi in zip(gs, vs) if g is not None and g.requires_grad]
         if pairs:
-            jv = grad([g for g, _ in pairs], [us[k] for k in live], [vi for _, vi in pairs],
-                      create_graph=create_graph, allow_unused=True, materialize_grads=True)
+            jv = grad(
+                [g for g, _ in pairs],
+                [us[k] for k in live],
+                [vi for _, vi in pairs],
+                create_graph=create_graph,
+                allow_unused=True,
+                materialize_grads=True,
+            )
             for k, j in zip(live, jv):
                 results[k] = j
     outputs = outs if create_graph else tuple(o.detach() for o in outs)
-    return (outputs[0] if single_out else outputs), (
-        results[0] if single_out else tuple(results)
-    )
+    return (outputs[0] if single_out else outputs), (results[0] if single_out else tuple(results))
 
 
 def hessian(func: Callable[..., Any], inputs: Any, vectorize: bool = True) -> Any:
@@ -141,8 +160,7 @@ def hessian(func: Callable[..., Any], inputs: Any, vectorize: bool = True) -> An
         out = func(*xs)
         if not isinstance(out, Tensor) or out.data.size != 1:
             raise RuntimeError("hessian: the function must return a single-element Tensor")
-        gs = grad(out.reshape(()), xs, create_graph=True, allow_unused=True,
-                  materialize_grads=True)
+        gs = grad(out.reshape(()), xs, create_graph=True, allow_unused=True, materialize_grads=True)
         return gs[0] if single_in else gs
 
     return jacobian(gradient, inputs, vectorize=vectorize)

@@ -48,19 +48,19 @@ class _Mode:
         return wrapper  # type: ignore[return-value]
 
 
-class no_grad(_Mode):  # noqa: N801 - named like torch.no_grad
+class no_grad(_Mode):
     """Disable graph recording: results of operations do not require grad."""
 
     mode = False
 
 
-class enable_grad(_Mode):  # noqa: N801
+class enable_grad(_Mode):
     """Re-enable graph recording inside a no_grad block."""
 
     mode = True
 
 
-class set_grad_enabled(_Mode):  # noqa: N801
+class set_grad_enabled(_Mode):
     """Set grad mode now; as a context manager, restore the previous mode on exit."""
 
     def __init__(self, mode: bool) -> None:

@@ -175,8 +175,9 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     elif save == "none":
         saved = [None] * len(operands)
     else:  # "other": keep an operand only if another operand needs its gradient
-        saved = [x if any(n for j, n in enumerate(needs) if j != i) else None
-                 for i, x in enumerate(operands)]
+        saved = [
+            x if any(n for j, n in enumerate(needs) if j != i) else None for i, x in enumerate(operands)
+        ]
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
     saved.append(outs[0] if impl.save_output else None)
     node._saved = tuple(saved)

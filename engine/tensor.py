@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .graph import AccumulateGrad, Node, RemovableHandle
 from .grad_mode import _state
+from .graph import AccumulateGrad, Node, RemovableHandle
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -112,9 +112,7 @@ class Tensor:
 
     def item(self) -> Any:
         if self.data.size != 1:
-            raise RuntimeError(
-                f"a Tensor with {self.data.size} elements cannot be converted to Scalar"
-            )
+            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to Scalar")
         return self.data.item()
 
     def tolist(self) -> Any:

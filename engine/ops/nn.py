@@ -82,9 +82,7 @@ def _mse_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
     return (gx if n._needs[0] else None, -gx if n._needs[1] else None)
 
 
-_MSE = define(
-    "mse_loss", lambda x, y, reduction: _reduce_loss((x - y) ** 2, reduction), _mse_vjp
-)
+_MSE = define("mse_loss", lambda x, y, reduction: _reduce_loss((x - y) ** 2, reduction), _mse_vjp)
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
@@ -110,9 +108,7 @@ def _bce_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
 _BCE = define("binary_cross_entropy_with_logits", _bce_fwd, _bce_vjp)
 
 
-def binary_cross_entropy_with_logits(
-    input: Any, target: Any, reduction: str = "mean"
-) -> Tensor:
+def binary_cross_entropy_with_logits(input: Any, target: Any, reduction: str = "mean") -> Tensor:
     x, y = tensor_operand(input), tensor_operand(target)
     _BCE.spec.shape_rule("binary_cross_entropy_with_logits", x.shape, y.shape)
     return apply(_BCE, x, y, reduction=_check_reduction(reduction))
@@ -158,5 +154,3 @@ def cross_entropy(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
     x = tensor_operand(logits)
     _NLL.spec.shape_rule("cross_entropy", x.shape, np.shape(data(operand(target))))
     return nll_loss(log_softmax(x, axis=1), target, reduction)
-
-

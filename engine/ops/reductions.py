@@ -199,9 +199,7 @@ std = _reduction(
     lambda x, axis, keepdims, correction: np.std(
         x, axis=_np_axis(axis), keepdims=keepdims, ddof=correction
     ),
-    lambda B, n, g, s: (
-        _expand(B, n, g) * (_centered(B, n, s[0]) / (_dof(n) * _kept(B, n, s[-1]))),
-    ),
+    lambda B, n, g, s: (_expand(B, n, g) * (_centered(B, n, s[0]) / (_dof(n) * _kept(B, n, s[-1]))),),
     out=True,
 )
 
@@ -244,9 +242,7 @@ def norm(x: Any, ord: float = 2.0, axis: Any = None, keepdims: bool = False) -> 
 
 
 def _argreduce(name: str, fn: Any) -> Any:
-    impl = define(
-        name, lambda x, axis, keepdims: _keep(fn(x, axis=axis), axis, keepdims, x.ndim), None
-    )
+    impl = define(name, lambda x, axis, keepdims: _keep(fn(x, axis=axis), axis, keepdims, x.ndim), None)
 
     def op(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
         return apply(impl, operand(x), axis=axis, keepdims=keepdims)

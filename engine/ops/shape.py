@@ -197,9 +197,7 @@ def _getitem_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     return (B.index_scatter(g, n._attrs["index"], _in_shape(n)[nb_fwd:]),)
 
 
-_GETITEM = define(
-    "getitem", lambda x, index, nb: indexing.getitem(x, index, nb), _getitem_vjp, "none"
-)
+_GETITEM = define("getitem", lambda x, index, nb: indexing.getitem(x, index, nb), _getitem_vjp, "none")
 
 
 def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
@@ -245,9 +243,7 @@ def flip(x: Any, axis: Any = None) -> Tensor:
 def _pad_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     pad, shape = n._attrs["pad"], _in_shape(n)
     m = len(pad) // 2
-    window = tuple(
-        slice(pad[2 * k], pad[2 * k] + shape[len(shape) - 1 - k]) for k in reversed(range(m))
-    )
+    window = tuple(slice(pad[2 * k], pad[2 * k] + shape[len(shape) - 1 - k]) for k in reversed(range(m)))
     return (B.getitem(g, (Ellipsis, *window)),)
 
 
