@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from . import ops
 from .grad_mode import set_grad_enabled
 from .graph import _FREED, SECOND_BACKWARD, AccumulateGrad, Node
+from .ops import NumpyOps
 from .tensor import Tensor, _RetainGrad
 
 
@@ -62,20 +64,26 @@ def _edge(t: Tensor) -> tuple[Any, int]:
     return (t.grad_fn, t._output_nr) if t.grad_fn is not None else (t._accumulator(), 0)
 
 
-def _topological_order(roots: list[Any]) -> list[Any]:
-    """Nodes reachable from the roots, each after every node that feeds it (Kahn's algorithm,
-    newest node first among the ready ones, as PyTorch orders them)."""
-    deps: dict[Any, int] = {}
-    seen = set(roots)
-    stack = list(seen)
+def _dependencies(roots: list[Any]) -> dict[Any, int]:
+    """For every node reachable from the roots, how many edges lead into it (iterative walk)."""
+    deps: dict[Any, int] = dict.fromkeys(roots, 0)
+    stack = list(deps)
     while stack:
         for child, _ in stack.pop().next_functions:
             if child is not None:
-                deps[child] = deps.get(child, 0) + 1
-                if child not in seen:
-                    seen.add(child)
+                if child in deps:
+                    deps[child] += 1
+                else:
+                    deps[child] = 1
                     stack.append(child)
-    ready = [(-n._seq, n) for n in seen if n not in deps]
+    return deps
+
+
+def _topological_order(roots: list[Any]) -> list[Any]:
+    """Nodes reachable from the roots, each after every node that feeds it (Kahn's algorithm,
+    newest node first among the ready ones, as PyTorch orders them)."""
+    deps = _dependencies(roots)
+    ready = [(-n._seq, n) for n, d in deps.items() if d == 0]
     heapq.heapify(ready)
     order = []
     while ready:
@@ -113,23 +121,25 @@ def _run_hooks(hooks: dict[int, Any], g: Any, create_graph: bool) -> Any:
     return g
 
 
-def _call_node(node: Node, buf: list[Any], create_graph: bool) -> tuple[Any, ...]:
+def _unpack_for_graph(node: Node, saved: list[Any]) -> list[Any]:
+    """Saved values as Tensors connected to the graph, so the VJP itself is recorded."""
+    s = [Tensor._make(x) if type(x) is np.ndarray else x for x in saved[:-1]]
+    s.append(None if saved[-1] is None else Tensor._make(saved[-1], node, 0))
+    return s
+
+
+def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
     saved = node._saved
     if saved is _FREED:
         raise RuntimeError(SECOND_BACKWARD)
     impl = node.impl
     if create_graph:
-        from . import ops as B
-
-        wrap = Tensor._make
-        s = tuple(wrap(x) if isinstance(x, np.ndarray) else x for x in saved[:-1]) + (
-            (None if saved[-1] is None else Tensor._make(saved[-1], node, 0)),
-        )
+        B: Any = ops
+        s = _unpack_for_graph(node, saved)
     else:
-        from .ops import NumpyOps as B
-
-        s = tuple(x.data if isinstance(x, Tensor) else x for x in saved)
-    if len(buf) == 1 and impl.n_outputs == 1:
+        B = NumpyOps
+        s = [x.data if type(x) is Tensor else x for x in saved]
+    if impl.n_outputs == 1:
         g = buf[0]
     else:  # several outputs: the ones that got no gradient contribute zeros
         ref = next(b for b in buf if b is not None)
@@ -139,7 +149,20 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> tuple[Any, ...
             for b, (shape, dtype) in zip(buf, node._out_meta)
         ]
     grads = impl.vjp(B, node, g, s)
-    nb = (buf[0] if buf[0] is not None else g[0]).ndim - len(node._out_meta[0][0])
+    if len(grads) != len(node._in_meta):
+        raise RuntimeError(
+            f"Function {node.name()} returned {len(grads)} gradients; expected {len(node._in_meta)}"
+        )
+    nb = (g if impl.n_outputs == 1 else g[0]).ndim - len(node._out_meta[0][0])
+    for gi, (shape, dtype) in zip(grads, node._in_meta):
+        if gi is not None and ((gi.shape if nb == 0 else gi.shape[nb:]) != shape or gi.dtype != dtype):
+            return _checked(node, grads, nb, create_graph)
+    return grads
+
+
+def _checked(node: Node, grads: Any, nb: int, create_graph: bool) -> list[Any]:
+    """Validate a node's gradients: a wrong shape is an error, another dtype is cast."""
+    grads = list(grads)
     for i, (gi, (shape, dtype)) in enumerate(zip(grads, node._in_meta)):
         if gi is None:
             continue
@@ -149,8 +172,7 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> tuple[Any, ...
                 f"{_fmt(gi.shape[nb:])} but expected shape compatible with {_fmt(shape)}"
             )
         if dtype is not None and gi.dtype != dtype and not create_graph:
-            grads = list(grads)
-            grads[i] = gi.astype(dtype)
+            grads[i] = np.asarray(gi, dtype)
     return grads
 
 
@@ -174,13 +196,13 @@ def run_backward(
     """Propagate grads from outputs. With accumulate, add into leaves' .grad (only `inputs` if
     given); otherwise return the gradient of each of `inputs` (None where none flowed)."""
     roots = [_edge(t) for t in outputs]
-    order = _topological_order([n for n, _ in roots])
+    root_nodes = [n for n, _ in roots]
     captures: dict[tuple[Any, int], int] = {}
     needed = None
     if inputs is not None:
         for k, t in enumerate(inputs):
             captures.setdefault(_edge(t), k)
-        needed = _nodes_leading_to(order, {n for n, _ in captures})
+        needed = _nodes_leading_to(_topological_order(root_nodes), {n for n, _ in captures})
     captured: list[Any] = [None] * (len(inputs) if inputs is not None else 0)
 
     buffers: dict[Any, list[Any]] = {}
@@ -192,37 +214,40 @@ def run_backward(
         buf = buffers.setdefault(node, [None] * _n_outputs(node))
         buf[nr] = g if buf[nr] is None else buf[nr] + g
 
+    # Kahn's algorithm: a node runs once every node feeding it has run; among ready nodes the
+    # newest goes first, as in PyTorch.
+    deps = _dependencies(root_nodes)
+    ready = [(-n._seq, n) for n, d in deps.items() if d == 0]
+    heapq.heapify(ready)
+    only_inputs = inputs is not None
+    pop, push = heapq.heappop, heapq.heappush
     with set_grad_enabled(create_graph):
-        for node in order:
+        while ready:
+            node = pop(ready)[1]
             buf = buffers.pop(node, None)
-            if buf is None:
-                continue
-            if type(node) is AccumulateGrad:
-                t = node.variable
-                g = _run_hooks(t._hooks, buf[0], create_graph) if t._hooks else buf[0]
-                k = captures.get((node, 0))
-                if k is not None and not accumulate:
-                    captured[k] = g
-                elif accumulate and (inputs is None or k is not None):
-                    _accumulate(t, g, create_graph)
-                continue
-            if node._tensor_hooks:
-                for nr, hooks in node._tensor_hooks.items():
-                    if buf[nr] is not None and hooks:
-                        buf[nr] = _run_hooks(hooks, buf[nr], create_graph)
-            if captures:
-                for nr, g in enumerate(buf):
-                    k = captures.get((node, nr))
-                    if k is not None:
-                        captured[k] = g
-            if needed is not None and node not in needed:
-                continue
-            grads_in = _call_node(node, buf, create_graph)
-            if not retain_graph and any(s is not None for s in node._saved):
-                node._saved = _FREED
-            for (child, nr), gi in zip(node.next_functions, grads_in):
-                if child is None or gi is None:
+            grads_in = None
+            if buf is None:  # no gradient reached this node
+                pass
+            elif type(node) is AccumulateGrad:
+                _leaf(node, buf[0], create_graph, accumulate, only_inputs, captures, captured)
+            elif node._tensor_hooks or captures:
+                grads_in = _run_node(node, buf, create_graph, retain_graph, captures, captured, needed)
+            else:
+                grads_in = _call_node(node, buf, create_graph)
+                if not retain_graph:
+                    _release(node)
+            k = -1
+            for child, nr in node.next_functions:
+                k += 1
+                if child is None:
                     continue
+                left = deps[child] - 1
+                deps[child] = left
+                if not left:
+                    push(ready, (-child._seq, child))
+                if grads_in is None or grads_in[k] is None:
+                    continue
+                gi = grads_in[k]
                 cbuf = buffers.get(child)
                 if cbuf is None:
                     cbuf = buffers[child] = [None] * _n_outputs(child)
@@ -233,6 +258,59 @@ def run_backward(
             if g is not None and t.grad_fn is not None:
                 _accumulate(t, g, create_graph)
     return captured
+
+
+def _leaf(
+    node: AccumulateGrad,
+    g: Any,
+    create_graph: bool,
+    accumulate: bool,
+    only_inputs: bool,
+    captures: dict[tuple[Any, int], int],
+    captured: list[Any],
+) -> None:
+    t = node.variable
+    if t._hooks:
+        g = _run_hooks(t._hooks, g, create_graph)
+    k = captures.get((node, 0))
+    if k is not None and not accumulate:
+        captured[k] = g
+    elif accumulate and (not only_inputs or k is not None):
+        _accumulate(t, g, create_graph)
+
+
+def _run_node(
+    node: Node,
+    buf: list[Any],
+    create_graph: bool,
+    retain_graph: bool,
+    captures: dict[tuple[Any, int], int],
+    captured: list[Any],
+    needed: set[Any] | None,
+) -> list[Any] | None:
+    """A node with hooks or a captured output (grad() with respect to an intermediate)."""
+    if node._tensor_hooks:
+        for nr, hooks in node._tensor_hooks.items():
+            if buf[nr] is not None and hooks:
+                buf[nr] = _run_hooks(hooks, buf[nr], create_graph)
+    for nr, g in enumerate(buf):
+        k = captures.get((node, nr))
+        if k is not None:
+            captured[k] = g
+    if needed is not None and node not in needed:
+        return None
+    grads_in = _call_node(node, buf, create_graph)
+    if not retain_graph:
+        _release(node)
+    return grads_in
+
+
+def _release(node: Node) -> None:
+    """Drop the node's saved arrays now rather than when the graph dies (unless retain_graph)."""
+    for x in node._saved:
+        if x is not None:
+            node._saved = _FREED
+            return
 
 
 def _n_outputs(node: Any) -> int:

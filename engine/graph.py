@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .grad_mode import _state
 from .optable import OpSpec
 
 if TYPE_CHECKING:
@@ -131,61 +130,14 @@ class OpImpl:
 
     def __post_init__(self) -> None:
         self._node_classes: dict[str, type[Node]] = {}
+        # Most ops have one node name whatever the attributes: skip the lookup for those.
+        named = isinstance(self.spec.node_name, str) and self.vjp is not None
+        self.fixed_class = self.node_class({}, ()) if named else None
 
-    def node_class(self, attrs: dict[str, Any]) -> type[Node]:
-        name = self.spec.node_name_for(attrs)
+    def node_class(self, attrs: dict[str, Any], shapes: tuple[Any, ...]) -> type[Node]:
+        name = self.spec.node_name_for(attrs, shapes)
         cls = self._node_classes.get(name)
         if cls is None:
             cls = type(name, (Node,), {"__slots__": (), "impl": self})
             self._node_classes[name] = cls
         return cls
-
-
-_EMPTY: dict[str, Any] = {}
-
-
-def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None = None) -> Any:
-    """Run impl's forward on the operands' data and, when grad is on, record a node for backward."""
-    from .tensor import Tensor
-
-    attrs = attrs or _EMPTY
-    args = [x.data if isinstance(x, Tensor) else x for x in operands]
-    out = impl.forward(*args, **attrs)
-    multi = impl.n_outputs != 1
-    outs = out if multi else (out,)
-    needs = tuple(isinstance(x, Tensor) and x.requires_grad for x in operands)
-    if not (_state.enabled and impl.vjp is not None and True in needs):
-        results = tuple(Tensor._make(o) for o in outs)
-        return results if multi else results[0]
-
-    node = impl.node_class(attrs)()
-    node._seq = next(_sequence)
-    node._attrs = attrs
-    node._needs = needs
-    node._metadata = None
-    node._tensor_hooks = None
-    node.next_functions = tuple(_edge(x) if n else (None, 0) for x, n in zip(operands, needs))
-    node._in_meta = tuple(
-        (x.data.shape, x.data.dtype) if isinstance(x, Tensor) else ((), None) for x in operands
-    )
-    node._out_meta = tuple((o.shape, o.dtype) for o in outs)
-    save = impl.save
-    if save == "all":
-        saved = list(operands)
-    elif save == "none":
-        saved = [None] * len(operands)
-    else:  # "other": keep an operand only if another operand needs its gradient
-        saved = [
-            x if any(n for j, n in enumerate(needs) if j != i) else None for i, x in enumerate(operands)
-        ]
-    # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
-    saved.append(outs[0] if impl.save_output else None)
-    node._saved = tuple(saved)
-    results = tuple(Tensor._make(o, node, k) for k, o in enumerate(outs))
-    return results if multi else results[0]
-
-
-def _edge(t: Tensor) -> tuple[Any, int]:
-    if t.grad_fn is not None:
-        return (t.grad_fn, t._output_nr)
-    return (t._accumulator(), 0)

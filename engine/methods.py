@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import ops
+from .optable import OPS
 from .tensor import Tensor
 
 
@@ -37,8 +38,12 @@ unsqueeze transpose flip softmax log_softmax clone masked_fill argmax argmin spl
 maximum minimum neg pow
 """.split()  # noqa: SIM905 - easier to read than a list
 
+_ELEMENTWISE = {n for n, spec in OPS.items() if spec.arity == 1 and not spec.attrs}
+
 for _name in _PLAIN:
-    setattr(Tensor, _name, _method(getattr(ops, _name)))
+    _fn = getattr(ops, _name)
+    # Ops without attributes need no translation of torch's keyword spellings: bind them directly.
+    setattr(Tensor, _name, _fn if _name in _ELEMENTWISE else _method(_fn))
 
 
 def _reshape(self: Tensor, *shape: Any) -> Tensor:
@@ -62,19 +67,20 @@ Tensor.T = property(lambda self: ops.permute(self, tuple(reversed(range(self.ndi
 Tensor.mT = property(lambda self: ops.transpose(self, -2, -1))
 Tensor.__getitem__ = lambda self, index: ops.getitem(self, index)
 
-Tensor.__add__ = lambda self, other: ops.add(self, other)
-Tensor.__radd__ = lambda self, other: ops.add(self, other)  # torch: tensor operand first
-Tensor.__sub__ = lambda self, other: ops.sub(self, other)
+# Functions bound directly (self is the first operand) save a call on the hot path.
+Tensor.__add__ = ops.add
+Tensor.__radd__ = ops.add  # torch: the tensor operand comes first in next_functions
+Tensor.__sub__ = ops.sub
 Tensor.__rsub__ = lambda self, other: ops.sub(other, self)
-Tensor.__mul__ = lambda self, other: ops.mul(self, other)
-Tensor.__rmul__ = lambda self, other: ops.mul(self, other)
-Tensor.__truediv__ = lambda self, other: ops.div(self, other)
+Tensor.__mul__ = ops.mul
+Tensor.__rmul__ = ops.mul
+Tensor.__truediv__ = ops.div
 Tensor.__rtruediv__ = lambda self, other: ops.div(other, self)
-Tensor.__pow__ = lambda self, other: ops.pow(self, other)
+Tensor.__pow__ = ops.pow
 Tensor.__rpow__ = lambda self, other: ops.pow(other, self)
-Tensor.__matmul__ = lambda self, other: ops.matmul(self, other)
+Tensor.__matmul__ = ops.matmul
 Tensor.__rmatmul__ = lambda self, other: ops.matmul(other, self)
-Tensor.__neg__ = lambda self: ops.neg(self)
+Tensor.__neg__ = ops.neg
 Tensor.__pos__ = lambda self: self
 Tensor.__abs__ = lambda self: ops.abs(self)
 Tensor.__lt__ = lambda self, other: ops.lt(self, other)

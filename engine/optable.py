@@ -33,14 +33,15 @@ class OpSpec:
     arity: int | None  # number of tensor operands; None = a list of tensors (concat, stack)
     attrs: tuple[Attr, ...]
     shape_rule: Callable[..., Any]
-    node_name: str | Callable[[dict[str, Any]], str]
+    node_name: str | Callable[[dict[str, Any], tuple[Shape, ...]], str]
     nonsmooth: str | None = None  # where the op is not differentiable, in words
     differentiable: bool = True  # False: the result never requires grad (comparisons, argmax)
     internal: bool = False  # used by VJP rules only; not part of the request language
     operands: tuple[str, ...] = field(default=())  # operand names, for messages
 
-    def node_name_for(self, attrs: dict[str, Any]) -> str:
-        return self.node_name if isinstance(self.node_name, str) else self.node_name(attrs)
+    def node_name_for(self, attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
+        """The backward node's name; some depend on attributes or operand ranks, as in torch."""
+        return self.node_name if isinstance(self.node_name, str) else self.node_name(attrs, shapes)
 
     def attr_defaults(self) -> dict[str, Any]:
         return {a.name: a.default for a in self.attrs}
@@ -324,9 +325,17 @@ KEEPDIMS = Attr("keepdims", "bool", False)
 REDUCTION = Attr("reduction", "str", "mean")
 
 
-def _by_axis(full: str, partial: str) -> Callable[[dict[str, Any]], str]:
+def _by_axis(full: str, partial: str) -> Callable[..., str]:
     """torch names the full reduction and the reduction over given dims differently."""
-    return lambda attrs: full if attrs.get("axis") is None else partial
+    return lambda attrs, shapes: full if attrs.get("axis") is None else partial
+
+
+def _matmul_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
+    ranks = tuple(len(s) for s in shapes)
+    # torch's single-node cases; others (batched, 1-D @ 2-D) are compositions there.
+    return {(2, 2): "MmBackward0", (2, 1): "MvBackward0", (1, 1): "DotBackward0"}.get(
+        ranks, "MatmulBackward0"
+    )
 
 
 def _unary(name: str, node: str, nonsmooth: str | None = None, *attrs: Attr) -> OpSpec:
@@ -438,7 +447,7 @@ _SPECS = [
     _reduction("std", "StdBackward0", "where all entries are equal", Attr("correction", "int", 1)),
     _reduction("norm", "LinalgVectorNormBackward0", "at the zero vector", Attr("ord", "float", 2.0)),
     # linear algebra
-    OpSpec("matmul", 2, (), _matmul, "MmBackward0", operands=("a", "b")),
+    OpSpec("matmul", 2, (), _matmul, _matmul_node_name, operands=("a", "b")),
     OpSpec("dot", 2, (), _dot, "DotBackward0", operands=("a", "b")),
     OpSpec("outer", 2, (), _outer, "OuterBackward0", operands=("a", "b")),
     # shape
@@ -521,7 +530,7 @@ _SPECS = [
         1,
         (Attr("index", "index", required=True),),
         _getitem,
-        lambda attrs: _index_node_name(attrs["index"]),
+        lambda attrs, shapes: _index_node_name(attrs["index"]),
         operands=("x",),
     ),
     OpSpec("flip", 1, (AXIS,), _flip, "FlipBackward0", operands=("x",)),

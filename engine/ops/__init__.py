@@ -48,6 +48,7 @@ from .elementwise import (
 )
 from .linalg import dot, matmul, outer
 from .nn import (
+    COMPOSITES,
     binary_cross_entropy_with_logits,
     cross_entropy,
     log_softmax,
@@ -97,6 +98,7 @@ def zeros_like(x: Any) -> Tensor:
 
 
 __all__ = [
+    "COMPOSITES",
     "IMPLS",
     "NumpyOps",
     "abs",

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from .. import indexing
-from ..graph import Node, OpImpl, record
+from ..graph import Node, OpImpl
 from ..optable import OPS
+from ..record import record
 from ..tensor import Tensor
 
 IMPLS: dict[str, OpImpl] = {}

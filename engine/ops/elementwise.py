@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..graph import Node
+from ..record import record
 from ..tensor import Tensor
 from .core import _sigmoid, apply, batch_dims, data, define, operand, unbroadcast
 
@@ -19,12 +20,13 @@ def _in_shape(node: Node, i: int) -> tuple[int, ...]:
 
 
 def _binary_grads(B: Any, node: Node, g: Any, gx: Any, gy: Any) -> tuple[Any, Any]:
-    nb = batch_dims(node, g)
-    needs = node._needs
-    return (
-        unbroadcast(B, gx, _in_shape(node, 0), nb) if needs[0] else None,
-        unbroadcast(B, gy, _in_shape(node, 1), nb) if needs[1] else None,
-    )
+    """Each operand's gradient summed back to its own shape (undoing broadcasting)."""
+    needs, meta = node._needs, node._in_meta
+    if needs[0] and gx.shape != meta[0][0]:
+        gx = unbroadcast(B, gx, meta[0][0], batch_dims(node, g))
+    if needs[1] and gy.shape != meta[1][0]:
+        gy = unbroadcast(B, gy, meta[1][0], batch_dims(node, g))
+    return (gx if needs[0] else None, gy if needs[1] else None)
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -110,7 +112,7 @@ def _unary(name: str, forward: Any, vjp: Any, save: str = "all", save_output: bo
     impl = define(name, forward, vjp, save, save_output)
 
     def op(x: Any) -> Tensor:
-        return apply(impl, operand(x))
+        return record(impl, (x if type(x) is Tensor else operand(x),))
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name}."
@@ -229,7 +231,12 @@ def clamp(x: Any, min: float | None = None, max: float | None = None) -> Tensor:
 # ---------------------------------------------------------------- binary entry points
 
 
+_PLAIN = (Tensor, float, int)  # operands that need no conversion: the fast path of arithmetic
+
+
 def _as_tensor_pair(x: Any, y: Any) -> tuple[Any, Any]:
+    if type(x) is Tensor and type(y) in _PLAIN:
+        return x, y
     x, y = operand(x), operand(y)
     if not isinstance(x, Tensor) and not isinstance(y, Tensor):
         x = Tensor(x)
@@ -237,7 +244,7 @@ def _as_tensor_pair(x: Any, y: Any) -> tuple[Any, Any]:
 
 
 def add(x: Any, y: Any) -> Tensor:
-    return apply(_ADD, *_as_tensor_pair(x, y))
+    return record(_ADD, _as_tensor_pair(x, y))
 
 
 def sub(x: Any, y: Any) -> Tensor:
@@ -248,7 +255,7 @@ def sub(x: Any, y: Any) -> Tensor:
 
 
 def mul(x: Any, y: Any) -> Tensor:
-    return apply(_MUL, *_as_tensor_pair(x, y))
+    return record(_MUL, _as_tensor_pair(x, y))
 
 
 def div(x: Any, y: Any) -> Tensor:

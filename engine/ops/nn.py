@@ -154,3 +154,7 @@ def cross_entropy(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
     x = tensor_operand(logits)
     _NLL.spec.shape_rule("cross_entropy", x.shape, np.shape(data(operand(target))))
     return nll_loss(log_softmax(x, axis=1), target, reduction)
+
+
+COMPOSITES = {"cross_entropy": cross_entropy}
+"""Ops of the table that the engine builds from other ops (torch composes them the same way)."""
