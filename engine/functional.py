@@ -65,23 +65,19 @@ def jacobian(
         m = out.data.size
         blocks: list[list[Any]] = [[] for _ in xs]
         if out.requires_grad and m:
-            biggest = max([m, *(x.data.size for x in xs)])
-            step = chunk_size or (max(1, JACOBIAN_CHUNK_ELEMENTS // biggest) if vectorize else 1)
             eye = np.eye(m, dtype=out.dtype)
-            for start in range(0, m, step):
-                cot = eye[start : start + step].reshape(-1, *out.shape)
-                gs = grad(
-                    out,
-                    xs,
-                    cot,
-                    retain_graph=True,
-                    create_graph=create_graph,
-                    allow_unused=True,
-                    materialize_grads=True,
-                    is_grads_batched=True,
-                )
-                for b, g in zip(blocks, gs):
-                    b.append(g)
+            if vectorize:
+                biggest = max([m, *(x.data.size for x in xs)])
+                step = chunk_size or max(1, JACOBIAN_CHUNK_ELEMENTS // biggest)
+                for start in range(0, m, step):
+                    cot = eye[start : start + step].reshape(-1, *out.shape)
+                    for b, g in zip(blocks, _vjp_rows(out, xs, cot, create_graph, batched=True)):
+                        b.append(g)
+            else:
+                for row in eye:
+                    gs = _vjp_rows(out, xs, row.reshape(out.shape), create_graph, batched=False)
+                    for b, g in zip(blocks, gs):
+                        b.append(ops.reshape(g, (1, *g.shape)) if create_graph else g.data[None])
         row = []
         for x, b in zip(xs, blocks):
             if not b:
@@ -89,10 +85,25 @@ def jacobian(
             elif create_graph:
                 row.append(ops.reshape(ops.concat(b) if len(b) > 1 else b[0], out.shape + x.shape))
             else:
-                full = np.concatenate([g.data for g in b]) if len(b) > 1 else b[0].data
+                full = np.concatenate([getattr(g, "data", g) for g in b])
                 row.append(Tensor._make(full.reshape(out.shape + x.shape)))
         rows.append(row)
     return _shape_result(rows, single_out, single_in)
+
+
+def _vjp_rows(
+    out: Tensor, xs: tuple[Tensor, ...], cot: np.ndarray, create_graph: bool, batched: bool
+) -> tuple[Any, ...]:
+    return grad(
+        out,
+        xs,
+        cot,
+        retain_graph=True,
+        create_graph=create_graph,
+        allow_unused=True,
+        materialize_grads=True,
+        is_grads_batched=batched,
+    )
 
 
 def vjp(
