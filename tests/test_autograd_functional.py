@@ -51,7 +51,7 @@ def test_grad_errors_like_torch():
     unused = cg.tensor([1.0], requires_grad=True)
     with pytest.raises(RuntimeError, match="appears to not have been used"):
         cg.grad((x * 2).sum(), [x, unused])
-    gx, gu = cg.grad((x * 2).sum(), [x, unused], allow_unused=True)
+    _, gu = cg.grad((x * 2).sum(), [x, unused], allow_unused=True)
     assert gu is None
     with pytest.raises(RuntimeError, match="does not require grad"):
         cg.grad((x * 2).sum(), cg.tensor([1.0]))
@@ -81,9 +81,7 @@ def test_jacobian_in_chunks_equals_one_pass():
         return (cg.tensor(A) @ x).tanh()
 
     x = cg.tensor(RNG.normal(size=9))
-    np.testing.assert_allclose(
-        cg.jacobian(f, x, chunk_size=2).data, cg.jacobian(f, x).data, rtol=1e-15
-    )
+    np.testing.assert_allclose(cg.jacobian(f, x, chunk_size=2).data, cg.jacobian(f, x).data, rtol=1e-15)
 
 
 def test_jacobian_of_the_worked_example_is_diagonal():

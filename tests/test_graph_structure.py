@@ -40,7 +40,7 @@ def _tanh_chain(n):
 
 
 def test_saved_arrays_are_released_as_backward_goes():
-    x, y = _tanh_chain(5)
+    _, y = _tanh_chain(5)
     saved = []
     node = y.grad_fn
     while node.next_functions:
@@ -69,7 +69,7 @@ def test_retain_graph_keeps_saved_arrays():
 def test_peak_memory_during_backward_stays_near_the_saved_graph():
     import tracemalloc
 
-    x, y = _tanh_chain(200)  # 200 saved arrays of 8 kB
+    _, y = _tanh_chain(200)  # 200 saved arrays of 8 kB
     tracemalloc.start()
     y.sum().backward()
     _, peak = tracemalloc.get_traced_memory()
