@@ -1,0 +1,1 @@
+"""crossgrad's verification core: the request language, the references and the comparison."""

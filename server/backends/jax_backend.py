@@ -1,0 +1,183 @@
+"""JAX as a reference: every op lowered to jax.numpy (float64), derivatives by jax.vjp, jax.jacrev
+and jax.hessian, compiled once per (program, shapes, dtypes, what is differentiated) and cached."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from crossgrad.engine import OPS
+from jax.scipy.special import logsumexp as _logsumexp
+
+from ..ir import IRNode, Program, evaluate
+from ..language import index_for_numpy
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_platforms", "cpu")
+
+
+def _shape(op: str, x: Any, attrs: dict[str, Any]) -> tuple[int, ...]:
+    return OPS[op].shape_rule(op, tuple(x.shape), **attrs)
+
+
+def _reduce(loss: Any, reduction: str) -> Any:
+    return jnp.mean(loss) if reduction == "mean" else jnp.sum(loss) if reduction == "sum" else loss
+
+
+def _nll(logp: Any, target: Any, reduction: str) -> Any:
+    picked = -jnp.take_along_axis(logp, target[:, None].astype(jnp.int32), axis=1)[:, 0]
+    return _reduce(picked, reduction)
+
+
+def _split(x: Any, sections: Any, axis: int) -> tuple[Any, ...]:
+    sizes = [s[axis] for s in _shape("split", x, {"sections": sections, "axis": axis})]
+    return tuple(jnp.split(x, np.cumsum(sizes)[:-1].tolist(), axis=axis))
+
+
+def _pad(x: Any, pad: Sequence[int], value: float) -> Any:
+    widths = [(0, 0)] * x.ndim
+    for k in range(len(pad) // 2):
+        widths[x.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def _norm(x: Any, ord: float, axis: Any, keepdims: bool) -> Any:
+    return jnp.linalg.vector_norm(x, ord=ord, axis=axis, keepdims=keepdims)
+
+
+L = Callable[[list[Any], dict[str, Any]], Any]
+LOWERING: dict[str, L] = {
+    "add": lambda o, a: o[0] + o[1],
+    "sub": lambda o, a: o[0] - o[1],
+    "mul": lambda o, a: o[0] * o[1],
+    "div": lambda o, a: o[0] / o[1],
+    "neg": lambda o, a: -o[0],
+    "pow": lambda o, a: o[0] ** a["exponent"],
+    "pow_tensor": lambda o, a: o[0] ** o[1],
+    "rpow": lambda o, a: a["base"] ** o[0],
+    "rsub": lambda o, a: a["other"] - o[0],
+    "maximum": lambda o, a: jnp.maximum(o[0], o[1]),
+    "minimum": lambda o, a: jnp.minimum(o[0], o[1]),
+    "abs": lambda o, a: jnp.abs(o[0]),
+    "exp": lambda o, a: jnp.exp(o[0]),
+    "log": lambda o, a: jnp.log(o[0]),
+    "log1p": lambda o, a: jnp.log1p(o[0]),
+    "expm1": lambda o, a: jnp.expm1(o[0]),
+    "sqrt": lambda o, a: jnp.sqrt(o[0]),
+    "reciprocal": lambda o, a: 1 / o[0],
+    "sin": lambda o, a: jnp.sin(o[0]),
+    "cos": lambda o, a: jnp.cos(o[0]),
+    "tan": lambda o, a: jnp.tan(o[0]),
+    "tanh": lambda o, a: jnp.tanh(o[0]),
+    "sigmoid": lambda o, a: jax.nn.sigmoid(o[0]),
+    "relu": lambda o, a: jax.nn.relu(o[0]),
+    "leaky_relu": lambda o, a: jax.nn.leaky_relu(o[0], a["negative_slope"]),
+    "softplus": lambda o, a: jnp.where(
+        o[0] * a["beta"] > a["threshold"], o[0], jax.nn.softplus(o[0] * a["beta"]) / a["beta"]
+    ),
+    "silu": lambda o, a: jax.nn.silu(o[0]),
+    "gelu": lambda o, a: jax.nn.gelu(o[0], approximate=True),
+    "clamp": lambda o, a: jnp.clip(o[0], a["min"], a["max"]),
+    "sign": lambda o, a: jnp.sign(o[0]),
+    "floor": lambda o, a: jnp.floor(o[0]),
+    "round": lambda o, a: jnp.round(o[0]),
+    "sum": lambda o, a: jnp.sum(o[0], **a),
+    "mean": lambda o, a: jnp.mean(o[0], **a),
+    "prod": lambda o, a: jnp.prod(o[0], **a),
+    "max": lambda o, a: jnp.max(o[0], **a),
+    "min": lambda o, a: jnp.min(o[0], **a),
+    "amax": lambda o, a: jnp.max(o[0], **a),
+    "amin": lambda o, a: jnp.min(o[0], **a),
+    "logsumexp": lambda o, a: _logsumexp(o[0], axis=a["axis"], keepdims=a["keepdims"]),
+    "var": lambda o, a: jnp.var(o[0], axis=a["axis"], keepdims=a["keepdims"], ddof=a["correction"]),
+    "std": lambda o, a: jnp.std(o[0], axis=a["axis"], keepdims=a["keepdims"], ddof=a["correction"]),
+    "norm": lambda o, a: _norm(o[0], a["ord"], a["axis"], a["keepdims"]),
+    "matmul": lambda o, a: jnp.matmul(o[0], o[1]),
+    "dot": lambda o, a: jnp.dot(o[0], o[1]),
+    "outer": lambda o, a: jnp.outer(o[0], o[1]),
+    "reshape": lambda o, a: jnp.reshape(o[0], _shape("reshape", o[0], a)),
+    "flatten": lambda o, a: jnp.reshape(o[0], _shape("flatten", o[0], a)),
+    "squeeze": lambda o, a: jnp.reshape(o[0], _shape("squeeze", o[0], a)),
+    "unsqueeze": lambda o, a: jnp.expand_dims(o[0], a["axis"]),
+    "transpose": lambda o, a: jnp.swapaxes(o[0], a["dim0"], a["dim1"]) if o[0].ndim else o[0],
+    "permute": lambda o, a: jnp.transpose(o[0], a["dims"]),
+    "expand": lambda o, a: jnp.broadcast_to(o[0], _shape("expand", o[0], a)),
+    "broadcast_to": lambda o, a: jnp.broadcast_to(o[0], _shape("broadcast_to", o[0], a)),
+    "concat": lambda o, a: jnp.concatenate(o, axis=a["axis"]),
+    "stack": lambda o, a: jnp.stack(o, axis=a["axis"]),
+    "split": lambda o, a: _split(o[0], a["sections"], a["axis"]),
+    "getitem": lambda o, a: o[0][index_for_numpy(a["index"])],
+    "flip": lambda o, a: jnp.flip(o[0], a["axis"]),
+    "pad": lambda o, a: _pad(o[0], a["pad"], a["value"]),
+    "where": lambda o, a: jnp.where(o[0], o[1], o[2]),
+    "masked_fill": lambda o, a: jnp.where(o[1], a["value"], o[0]),
+    "clone": lambda o, a: o[0],
+    "softmax": lambda o, a: jax.nn.softmax(o[0], axis=a["axis"]),
+    "log_softmax": lambda o, a: jax.nn.log_softmax(o[0], axis=a["axis"]),
+    "mse_loss": lambda o, a: _reduce((o[0] - o[1]) ** 2, a["reduction"]),
+    "nll_loss": lambda o, a: _nll(o[0], o[1], a["reduction"]),
+    "cross_entropy": lambda o, a: _nll(jax.nn.log_softmax(o[0], axis=1), o[1], a["reduction"]),
+    "binary_cross_entropy_with_logits": lambda o, a: _reduce(
+        jnp.maximum(o[0], 0) - o[0] * o[1] + jnp.log1p(jnp.exp(-jnp.abs(o[0]))), a["reduction"]
+    ),
+    "lt": lambda o, a: o[0] < o[1],
+    "le": lambda o, a: o[0] <= o[1],
+    "gt": lambda o, a: o[0] > o[1],
+    "ge": lambda o, a: o[0] >= o[1],
+    "eq": lambda o, a: o[0] == o[1],
+    "ne": lambda o, a: o[0] != o[1],
+    "argmax": lambda o, a: jnp.argmax(o[0], axis=a["axis"], keepdims=a["keepdims"]),
+    "argmin": lambda o, a: jnp.argmin(o[0], axis=a["axis"], keepdims=a["keepdims"]),
+}
+"""How JAX evaluates each op of the table."""
+
+
+def apply_op(node: IRNode, operands: list[Any]) -> Any:
+    return LOWERING[node.op](operands, node.attr_dict)
+
+
+def program_function(program: Program, wrt: Sequence[str]) -> Callable[..., tuple[Any, ...]]:
+    """f(*wrt_values, *other_values) -> outputs: the program as a function JAX can transform."""
+    others = [n for n in program.input_names if n not in wrt]
+    names = list(wrt) + others
+
+    def f(*values: Any) -> tuple[Any, ...]:
+        env = evaluate(program, dict(zip(names, values)), apply_op)
+        return tuple(env[i] for _, i in program.outputs)
+
+    return f
+
+
+@functools.lru_cache(maxsize=256)
+def compiled(program: Program, wrt: tuple[str, ...], what: str) -> Callable[..., Any]:
+    """A jitted function of (wrt values, other values[, cotangents]) for `what`:
+    "value", "vjp" (one cotangent per output), "jacobian" or "hessian" (scalar output 0)."""
+    f = program_function(program, wrt)
+    k = len(wrt)
+    argnums = tuple(range(k))
+    if what == "value":
+        return jax.jit(f)
+    if what == "vjp":
+
+        def vjp(*args: Any) -> Any:
+            values, cots = (
+                args[: len(args) - len(program.outputs)],
+                args[len(args) - len(program.outputs) :],
+            )
+            outs, pullback = jax.vjp(lambda *w: f(*w, *values[k:]), *values[:k])
+            return outs, pullback(tuple(cots))
+
+        return jax.jit(vjp)
+    if what == "jacobian":
+        return jax.jit(jax.jacrev(f, argnums=argnums))
+    if what == "hessian":
+        return jax.jit(jax.hessian(lambda *a: f(*a)[0], argnums=argnums))
+    raise ValueError(f"unknown derivative {what!r}")
+
+
+def _cache_key_program(program: Program) -> Any:
+    return program.cache_key

@@ -1,0 +1,507 @@
+"""sympy as the exact reference.
+
+The program is scalarised into a straight-line list of symbolic definitions (t_k = small expression
+of input symbols and earlier t's): every array element gets a symbol, every op is lowered to sympy
+on numpy object arrays. Derivatives are exact: each definition's partial derivatives are symbolic
+(sympy's differentiation rules, with a fast path for sums and products), and the reverse sweep
+composes them into symbolic adjoint definitions. One lambdify call turns definitions and adjoints
+into a single function, evaluated with mpmath at high precision (50 digits). Keeping the
+definitions small is what makes this fast: differentiating the fully expanded expression of
+sum(tanh(W @ x)) for a 32x32 W takes sympy about 18 s; this takes well under a second.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import mpmath
+import numpy as np
+import sympy as sp
+from crossgrad.engine import OPS
+
+from ..ir import IRNode, Program, evaluate
+from ..language import index_for_numpy
+
+PRECISION_DIGITS = 50
+
+
+class SympyUnavailable(Exception):
+    """sympy cannot (or may not, within its budget) check this request; the message says why."""
+
+
+# ---------------------------------------------------------------- lowering to object arrays
+
+
+def _obj(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return x
+    arr = np.empty(np.shape(x), dtype=object)
+    if arr.ndim == 0:
+        arr[()] = x
+    else:
+        arr[...] = x
+    return arr
+
+
+def _from_list(items: list) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def _map(fn: Callable[..., Any], *xs: Any) -> np.ndarray:
+    return _obj(np.frompyfunc(fn, len(xs), 1)(*(_obj(x) for x in xs)))
+
+
+def _reduce(x: np.ndarray, axis: Any, keepdims: bool, combine: Callable[[list], Any]) -> np.ndarray:
+    nd = x.ndim
+    axes = (
+        tuple(range(nd))
+        if axis is None
+        else tuple(a % nd for a in ((axis,) if isinstance(axis, int) else axis))
+    )
+    kept = [a for a in range(nd) if a not in axes]
+    moved = np.transpose(x, kept + list(axes))
+    rows = moved.reshape(-1, math.prod(x.shape[a] for a in axes))
+    out = _from_list([combine(list(r)) for r in rows]).reshape(tuple(x.shape[a] for a in kept))
+    if keepdims:
+        out = out.reshape(tuple(1 if a in axes else d for a, d in enumerate(x.shape)))
+    return out
+
+
+def _count(x: np.ndarray, axis: Any) -> int:
+    if axis is None:
+        return x.size
+    axes = (axis,) if isinstance(axis, int) else axis
+    return math.prod(x.shape[a] for a in axes)
+
+
+def _add(items: list) -> Any:
+    return sp.Add(*items)
+
+
+def _max(items: list) -> Any:
+    return sp.Max(*items)
+
+
+def _min(items: list) -> Any:
+    return sp.Min(*items)
+
+
+def _logsumexp(items: list) -> Any:
+    return sp.log(sp.Add(*[sp.exp(i) for i in items]))
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    a3 = np.broadcast_to(a2, batch + a2.shape[-2:]).reshape(-1, *a2.shape[-2:])
+    b3 = np.broadcast_to(b2, batch + b2.shape[-2:]).reshape(-1, *b2.shape[-2:])
+    n, k, m = a2.shape[-2], a2.shape[-1], b2.shape[-1]
+    out = np.empty((a3.shape[0], n, m), dtype=object)
+    for p in range(a3.shape[0]):
+        for i in range(n):
+            for j in range(m):
+                out[p, i, j] = sp.Add(*[a3[p, i, t] * b3[p, t, j] for t in range(k)])
+    out = out.reshape(batch + (n, m))
+    if a.ndim == 1:
+        out = out[..., 0, :]
+    if b.ndim == 1:
+        out = out[..., 0]
+    return _obj(out)
+
+
+def _softmax_parts(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    e = _map(sp.exp, x)
+    total = _reduce(e, axis, True, _add)
+    return e, total
+
+
+def _losses(loss: np.ndarray, reduction: str) -> np.ndarray:
+    if reduction == "none":
+        return loss
+    total = _reduce(loss, None, False, _add)
+    return total / loss.size if reduction == "mean" else total
+
+
+def _nll(logp: np.ndarray, target: np.ndarray, reduction: str) -> np.ndarray:
+    t = np.asarray(target).astype(int)
+    return _losses(_from_list([-logp[i, t[i]] for i in range(len(t))]), reduction)
+
+
+def _pad(x: np.ndarray, pad: Sequence[int], value: float) -> np.ndarray:
+    widths = [(0, 0)] * x.ndim
+    for k in range(len(pad) // 2):
+        widths[x.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    return _obj(np.pad(x, widths, constant_values=_number(value)))
+
+
+def _split(x: np.ndarray, sections: Any, axis: int) -> tuple[np.ndarray, ...]:
+    sizes = [s[axis] for s in OPS["split"].shape_rule("split", x.shape, sections, axis)]
+    return tuple(_obj(p) for p in np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+
+def _number(v: Any) -> Any:
+    """Python numbers as exact sympy numbers (floats keep their binary value exactly)."""
+    if isinstance(v, bool):
+        return sp.true if v else sp.false
+    if isinstance(v, int):
+        return sp.Integer(v)
+    return sp.Float(v, PRECISION_DIGITS) if v != int(v) else sp.Integer(int(v))
+
+
+class RoundHalfEven(sp.Function):
+    """numpy's round: piecewise constant, so its derivative is 0 (as torch and JAX say)."""
+
+    def fdiff(self, argindex: int = 1) -> Any:
+        return sp.S.Zero
+
+
+class ZeroGradSign(sp.Function):
+    """sign with torch's derivative 0 (sympy's own sign differentiates to a DiracDelta)."""
+
+    def fdiff(self, argindex: int = 1) -> Any:
+        return sp.S.Zero
+
+
+class ZeroGradFloor(sp.Function):
+    def fdiff(self, argindex: int = 1) -> Any:
+        return sp.S.Zero
+
+
+_NUMERIC_FUNCTIONS = {
+    "RoundHalfEven": lambda v: _round_half_even(v),
+    "ZeroGradSign": lambda v: mpmath.sign(v),
+    "ZeroGradFloor": lambda v: mpmath.floor(v),
+}
+
+
+def _round_half_even(v: Any) -> Any:
+    f = mpmath.floor(v)
+    diff = v - f
+    if diff > 0.5 or (diff == 0.5 and int(f) % 2 == 1):
+        return f + 1
+    return f
+
+
+def _sigmoid(v: Any) -> Any:
+    return 1 / (1 + sp.exp(-v))
+
+
+_GELU_K = sp.sqrt(2 / sp.pi)
+
+
+def _gelu(v: Any) -> Any:
+    return sp.Rational(1, 2) * v * (1 + sp.tanh(_GELU_K * (v + sp.Float("0.044715", 30) * v**3)))
+
+
+def _softplus(v: Any, beta: float, threshold: float) -> Any:
+    b, t = _number(beta), _number(threshold)
+    return sp.Piecewise((v, b * v > t), (sp.log(1 + sp.exp(b * v)) / b, True))
+
+
+def _clamp(v: Any, lo: Any, hi: Any) -> Any:
+    if lo is not None:
+        v = sp.Max(v, _number(lo))
+    if hi is not None:
+        v = sp.Min(v, _number(hi))
+    return v
+
+
+def _norm(x: np.ndarray, ord: float, axis: Any, keepdims: bool) -> np.ndarray:
+    if ord == math.inf:
+        return _reduce(_map(sp.Abs, x), axis, keepdims, _max)
+    if ord == 2:
+        return _map(sp.sqrt, _reduce(x * x, axis, keepdims, _add))
+    p = _number(ord)
+    return _map(lambda s: s ** (1 / p), _reduce(_map(lambda v: sp.Abs(v) ** p, x), axis, keepdims, _add))
+
+
+def _var(x: np.ndarray, axis: Any, keepdims: bool, correction: int) -> np.ndarray:
+    n = _count(x, axis)
+    mean = _reduce(x, axis, True, _add) / n
+    dev = (x - mean) ** 2
+    return _reduce(dev, axis, keepdims, _add) / (n - correction)
+
+
+def _shape(op: str, x: np.ndarray, a: dict[str, Any]) -> Any:
+    return OPS[op].shape_rule(op, x.shape, **a)
+
+
+def _piecewise(cond: Any, a: Any, b: Any) -> Any:
+    if cond is sp.true or cond is True:
+        return a
+    if cond is sp.false or cond is False:
+        return b
+    return sp.Piecewise((a, cond), (b, True))
+
+
+def _rel(fn: Callable[[Any, Any], Any]) -> Callable[[list, dict], np.ndarray]:
+    return lambda o, a: _map(fn, o[0], o[1])
+
+
+L = Callable[[list[Any], dict[str, Any]], Any]
+LOWERING: dict[str, L] = {
+    "add": lambda o, a: _obj(o[0] + o[1]),
+    "sub": lambda o, a: _obj(o[0] - o[1]),
+    "mul": lambda o, a: _obj(o[0] * o[1]),
+    "div": lambda o, a: _obj(o[0] / o[1]),
+    "neg": lambda o, a: _obj(-o[0]),
+    "pow": lambda o, a: _map(lambda v: v ** _number(a["exponent"]), o[0]),
+    "pow_tensor": lambda o, a: _map(lambda v, w: v**w, o[0], o[1]),
+    "rpow": lambda o, a: _map(lambda v: _number(a["base"]) ** v, o[0]),
+    "rsub": lambda o, a: _obj(_number(a["other"]) - o[0]),
+    "maximum": lambda o, a: _map(sp.Max, o[0], o[1]),
+    "minimum": lambda o, a: _map(sp.Min, o[0], o[1]),
+    "abs": lambda o, a: _map(sp.Abs, o[0]),
+    "exp": lambda o, a: _map(sp.exp, o[0]),
+    "log": lambda o, a: _map(sp.log, o[0]),
+    "log1p": lambda o, a: _map(lambda v: sp.log(1 + v), o[0]),
+    "expm1": lambda o, a: _map(lambda v: sp.exp(v) - 1, o[0]),
+    "sqrt": lambda o, a: _map(sp.sqrt, o[0]),
+    "reciprocal": lambda o, a: _map(lambda v: 1 / v, o[0]),
+    "sin": lambda o, a: _map(sp.sin, o[0]),
+    "cos": lambda o, a: _map(sp.cos, o[0]),
+    "tan": lambda o, a: _map(sp.tan, o[0]),
+    "tanh": lambda o, a: _map(sp.tanh, o[0]),
+    "sigmoid": lambda o, a: _map(_sigmoid, o[0]),
+    "relu": lambda o, a: _map(lambda v: sp.Max(v, 0), o[0]),
+    "leaky_relu": lambda o, a: _map(
+        lambda v: sp.Piecewise((v, v > 0), (_number(a["negative_slope"]) * v, True)), o[0]
+    ),
+    "softplus": lambda o, a: _map(lambda v: _softplus(v, a["beta"], a["threshold"]), o[0]),
+    "silu": lambda o, a: _map(lambda v: v * _sigmoid(v), o[0]),
+    "gelu": lambda o, a: _map(_gelu, o[0]),
+    "clamp": lambda o, a: _map(lambda v: _clamp(v, a["min"], a["max"]), o[0]),
+    "sign": lambda o, a: _map(ZeroGradSign, o[0]),
+    "floor": lambda o, a: _map(ZeroGradFloor, o[0]),
+    "round": lambda o, a: _map(RoundHalfEven, o[0]),
+    "sum": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _add),
+    "mean": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _add) / _count(o[0], a["axis"]),
+    "prod": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], lambda i: sp.Mul(*i)),
+    "max": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _max),
+    "min": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _min),
+    "amax": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _max),
+    "amin": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _min),
+    "logsumexp": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _logsumexp),
+    "var": lambda o, a: _var(o[0], a["axis"], a["keepdims"], a["correction"]),
+    "std": lambda o, a: _map(sp.sqrt, _var(o[0], a["axis"], a["keepdims"], a["correction"])),
+    "norm": lambda o, a: _norm(o[0], a["ord"], a["axis"], a["keepdims"]),
+    "matmul": lambda o, a: _matmul(o[0], o[1]),
+    "dot": lambda o, a: _matmul(o[0], o[1]),
+    "outer": lambda o, a: _matmul(o[0].reshape(-1, 1), o[1].reshape(1, -1)),
+    "reshape": lambda o, a: o[0].reshape(_shape("reshape", o[0], a)),
+    "flatten": lambda o, a: o[0].reshape(_shape("flatten", o[0], a)),
+    "squeeze": lambda o, a: o[0].reshape(_shape("squeeze", o[0], a)),
+    "unsqueeze": lambda o, a: o[0].reshape(_shape("unsqueeze", o[0], a)),
+    "transpose": lambda o, a: np.swapaxes(o[0], a["dim0"], a["dim1"]) if o[0].ndim else o[0],
+    "permute": lambda o, a: np.transpose(o[0], a["dims"]),
+    "expand": lambda o, a: _obj(np.broadcast_to(o[0], _shape("expand", o[0], a))),
+    "broadcast_to": lambda o, a: _obj(np.broadcast_to(o[0], _shape("broadcast_to", o[0], a))),
+    "concat": lambda o, a: _obj(np.concatenate(o, axis=a["axis"])),
+    "stack": lambda o, a: _obj(np.stack(o, axis=a["axis"])),
+    "split": lambda o, a: _split(o[0], a["sections"], a["axis"]),
+    "getitem": lambda o, a: _obj(o[0][index_for_numpy(a["index"])]),
+    "flip": lambda o, a: _obj(np.flip(o[0], a["axis"])),
+    "pad": lambda o, a: _pad(o[0], a["pad"], a["value"]),
+    "where": lambda o, a: _map(_piecewise, o[0], o[1], o[2]),
+    "masked_fill": lambda o, a: _map(lambda v, m: _piecewise(m, _number(a["value"]), v), o[0], o[1]),
+    "clone": lambda o, a: o[0],
+    "softmax": lambda o, a: (lambda e, t: _obj(e / t))(*_softmax_parts(o[0], a["axis"])),
+    "log_softmax": lambda o, a: (lambda e, t: _obj(o[0] - _map(sp.log, t)))(
+        *_softmax_parts(o[0], a["axis"])
+    ),
+    "mse_loss": lambda o, a: _losses(_obj((o[0] - o[1]) ** 2), a["reduction"]),
+    "nll_loss": lambda o, a: _nll(o[0], o[1], a["reduction"]),
+    "cross_entropy": lambda o, a: _nll(
+        LOWERING["log_softmax"]([o[0]], {"axis": 1}), o[1], a["reduction"]
+    ),
+    "binary_cross_entropy_with_logits": lambda o, a: _losses(
+        _map(lambda x, y: sp.log(1 + sp.exp(x)) - x * y, o[0], o[1]), a["reduction"]
+    ),
+    "lt": _rel(lambda x, y: sp.Lt(x, y)),
+    "le": _rel(lambda x, y: sp.Le(x, y)),
+    "gt": _rel(lambda x, y: sp.Gt(x, y)),
+    "ge": _rel(lambda x, y: sp.Ge(x, y)),
+    "eq": _rel(lambda x, y: sp.Eq(x, y)),
+    "ne": _rel(lambda x, y: sp.Ne(x, y)),
+    "argmax": None,
+    "argmin": None,
+}
+"""How sympy evaluates each op of the table (None: not expressible symbolically)."""
+
+
+# ---------------------------------------------------------------- the straight-line program
+
+
+def _is_leaf(e: Any) -> bool:
+    return e.is_Atom or isinstance(e, sp.logic.boolalg.Boolean)
+
+
+def input_symbols(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """One real symbol per entry, named like a_0 or W_1_2 (row-major indices)."""
+    out = np.empty(shape, dtype=object)
+    for idx in np.ndindex(*shape):
+        out[idx] = sp.Symbol("_".join([name, *map(str, idx)]) if idx else name, real=True)
+    return out
+
+
+@dataclass
+class StraightLine:
+    """Definitions t = expr in evaluation order; inputs and outputs as object arrays."""
+
+    inputs: dict[str, np.ndarray]
+    defs: list[tuple[sp.Symbol, Any]] = field(default_factory=list)
+    outputs: list[np.ndarray] = field(default_factory=list)
+    deadline: float = math.inf
+    max_defs: int = 200_000
+
+    def define(self, value: Any) -> Any:
+        """Give every compound element its own symbol, so later expressions stay small."""
+        if isinstance(value, tuple):
+            return tuple(self.define(v) for v in value)
+        if time.monotonic() > self.deadline:
+            raise SympyUnavailable("the symbolic stage ran out of its time budget")
+        flat = value.reshape(-1)
+        for k, e in enumerate(flat):
+            if not _is_leaf(e):
+                if len(self.defs) >= self.max_defs:
+                    raise SympyUnavailable(
+                        f"the program has more than {self.max_defs} scalar operations"
+                    )
+                t = sp.Symbol(f"_t{len(self.defs)}", real=True)
+                self.defs.append((t, e))
+                flat[k] = t
+        return value
+
+
+def build(
+    program: Program,
+    constants: dict[str, np.ndarray],
+    deadline: float = math.inf,
+    max_defs: int = 200_000,
+) -> StraightLine:
+    """Scalarise the program: float inputs become symbols, `constants` (integer targets and
+    inputs not differentiated) enter as exact numbers."""
+    inputs: dict[str, np.ndarray] = {}
+    for name, nid in program.inputs:
+        node = program.node(nid)
+        if name in constants:
+            inputs[name] = (
+                _obj(np.vectorize(_number, otypes=[object])(constants[name]))
+                if np.size(constants[name])
+                else np.empty(node.shape, dtype=object)
+            )
+        else:
+            inputs[name] = input_symbols(name, node.shape)
+    line = StraightLine(
+        {n: v for n, v in inputs.items() if n not in constants}, deadline=deadline, max_defs=max_defs
+    )
+    env_inputs = {
+        **inputs,
+        **{
+            n: np.asarray(v)
+            for n, v in constants.items()
+            if program.node(dict(program.inputs)[n]).dtype == "int64"
+        },
+    }
+
+    def apply(node: IRNode, operands: list[Any]) -> Any:
+        lower = LOWERING[node.op]
+        if lower is None:
+            raise SympyUnavailable(f"{node.op} has no symbolic form")
+        return line.define(
+            lower([_obj(o) if not isinstance(o, (list, tuple)) else o for o in operands], node.attr_dict)
+        )
+
+    env = evaluate(program, env_inputs, apply)
+    line.outputs = [env[i] for _, i in program.outputs]
+    return line
+
+
+# ---------------------------------------------------------------- exact partial derivatives
+
+
+def _partials(e: Any, wrt: set) -> dict[Any, Any]:
+    """d e / d s for every symbol s of `wrt` in e, in one pass (sums and products directly;
+    anything else by sympy.diff, on small expressions)."""
+    if e.is_Symbol:
+        return {e: sp.S.One} if e in wrt else {}
+    if e.is_Add:
+        acc: dict[Any, list] = {}
+        for term in e.args:
+            for s, d in _partials(term, wrt).items():
+                acc.setdefault(s, []).append(d)
+        return {s: sp.Add(*ds) for s, ds in acc.items()}
+    if e.is_Mul:
+        acc = {}
+        args = e.args
+        for k, factor in enumerate(args):
+            for s, d in _partials(factor, wrt).items():
+                acc.setdefault(s, []).append(sp.Mul(*args[:k], d, *args[k + 1 :]))
+        return {s: sp.Add(*ds) for s, ds in acc.items()}
+    out = {}
+    for s in e.free_symbols & wrt:
+        d = sp.diff(e, s)
+        if d.has(sp.Derivative, sp.DiracDelta):  # piecewise-constant parts: zero almost everywhere
+            d = d.replace(lambda z: isinstance(z, (sp.Derivative, sp.DiracDelta)), lambda z: 0)
+        out[s] = d
+    return out
+
+
+def reverse_sweep(
+    defs: list[tuple[sp.Symbol, Any]],
+    outputs: Sequence[Any],
+    seeds: Sequence[Any],
+    wrt: Sequence[sp.Symbol],
+    prefix: str,
+    deadline: float = math.inf,
+) -> tuple[list[tuple[sp.Symbol, Any]], list[Any]]:
+    """Symbolic reverse mode over straight-line definitions: returns the adjoint definitions and,
+    for each symbol of `wrt`, the expression of sum_i seed_i * d output_i / d symbol."""
+    differentiable = {t for t, _ in defs} | set(wrt)
+    adj: dict[Any, list] = {}
+    for out, seed in zip(outputs, seeds):
+        if out in differentiable:
+            adj.setdefault(out, []).append(seed)
+    adjoint_defs: list[tuple[sp.Symbol, Any]] = []
+    for t, e in reversed(defs):
+        terms = adj.pop(t, None)
+        if not terms:
+            continue
+        if time.monotonic() > deadline:
+            raise SympyUnavailable("the symbolic stage ran out of its time budget")
+        a = sp.Symbol(f"{prefix}{len(adjoint_defs)}", real=True)
+        adjoint_defs.append((a, sp.Add(*terms)))
+        for s, d in _partials(e, differentiable).items():
+            if d != 0:
+                adj.setdefault(s, []).append(a * d)
+    return adjoint_defs, [sp.Add(*adj.get(s, [])) for s in wrt]
+
+
+# ---------------------------------------------------------------- numbers at high precision
+
+
+def compile_function(
+    args: Sequence[sp.Symbol], defs: list[tuple[sp.Symbol, Any]], results: Sequence[Any]
+) -> Callable[..., list[Any]]:
+    """One python function computing every definition in order and returning `results`
+    (sympy's lambdify with our definitions as its common subexpressions)."""
+    return sp.lambdify(
+        list(args),
+        list(results),
+        modules=[_NUMERIC_FUNCTIONS, "mpmath"],
+        cse=lambda exprs: (defs, exprs),
+        docstring_limit=0,
+    )
+
+
+def evaluate_numeric(fn: Callable[..., list[Any]], values: Sequence[float]) -> list[Any]:
+    """Call a compiled function at `values` (float64, converted exactly) with 50 digits."""
+    with mpmath.workdps(PRECISION_DIGITS):
+        return fn(*[mpmath.mpf(float(v)) for v in values])

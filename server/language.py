@@ -1,0 +1,710 @@
+"""The request language: a small numpy-flavoured language, parsed with a whitelist over Python's ast.
+
+    h = tanh(W @ x + b)
+    loss = mean((h - y) ** 2)
+
+Assignments; + - * / ** @, unary minus, comparisons; calls to ops of the op table with tensor
+operands and literal attributes (sum(x, axis=0, keepdims=True)); indexing with ints, slices, None,
+..., and lists of ints; int and float literals, pi and e. Anything else is a RequestError with line
+and column. The text is only ever given to ast.parse: never to eval, exec or sympify.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from crossgrad.engine import OPS, ShapeError
+from crossgrad.engine.indexing import canonical_index, index_shape
+
+from .ir import IRNode, Operand, Position, Program, Ref
+from .limits import DEFAULT_LIMITS, Limits
+
+
+class RequestError(ValueError):
+    """Something wrong with a request: the message names the problem and, for program text,
+    the line and column. `field` names the part of the request at fault."""
+
+    def __init__(self, message: str, pos: Position | None = None, field: str = "program") -> None:
+        self.message = message
+        self.pos = pos
+        self.field = field
+        super().__init__(f"{pos}: {message}" if pos else message)
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float64"
+
+
+_BINOPS = {
+    ast.Add: "add",
+    ast.Sub: "sub",
+    ast.Mult: "mul",
+    ast.Div: "div",
+    ast.Pow: "pow",
+    ast.MatMult: "matmul",
+}
+_COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+_CONSTANTS = {"pi": math.pi, "e": math.e}
+# Ops reached through operators only (x ** y, 2 ** x, 1 - x) and the engine's internal ones.
+_HIDDEN = {"pow_tensor", "rpow", "rsub"}
+CALLABLE_OPS = sorted(n for n, s in OPS.items() if not s.internal and n not in _HIDDEN)
+_ELEMENTWISE_BINARY = {
+    n for n, s in OPS.items() if s.arity == 2 and s.shape_rule.__name__ == "_broadcast"
+}
+_DTYPES = ("float64", "float32", "int64", "bool")
+_MAX_INT_LITERAL = 2**53
+
+
+def _pos(node: ast.AST) -> Position:
+    return Position(
+        node.lineno,
+        node.col_offset + 1,
+        node.end_lineno or node.lineno,
+        (node.end_col_offset or node.col_offset) + 1,
+    )
+
+
+def _what(node: ast.AST) -> str:
+    names = {
+        ast.Attribute: "attribute access",
+        ast.Lambda: "lambda",
+        ast.ListComp: "a comprehension",
+        ast.SetComp: "a comprehension",
+        ast.DictComp: "a comprehension",
+        ast.GeneratorExp: "a generator expression",
+        ast.Import: "import",
+        ast.ImportFrom: "import",
+        ast.Starred: "starred arguments",
+        ast.IfExp: "a conditional expression",
+        ast.BoolOp: "and/or",
+        ast.JoinedStr: "an f-string",
+        ast.Dict: "a dict",
+        ast.Set: "a set",
+        ast.NamedExpr: "the walrus operator",
+        ast.Await: "await",
+        ast.FunctionDef: "def",
+        ast.ClassDef: "class",
+        ast.For: "for",
+        ast.While: "while",
+        ast.If: "if",
+        ast.With: "with",
+        ast.AugAssign: "augmented assignment",
+        ast.AnnAssign: "an annotated assignment",
+    }
+    return names.get(type(node), type(node).__name__)
+
+
+class _Builder:
+    def __init__(self, source: str, inputs: Sequence[InputDecl], limits: Limits) -> None:
+        self.source = source
+        self.limits = limits
+        self.nodes: list[IRNode] = []
+        self.scope: dict[str, int] = {}
+        self.input_ids: list[tuple[str, int]] = []
+        total = 0
+        for decl in inputs:
+            self._check_input(decl)
+            total += math.prod(decl.shape)
+            if total > limits.max_total_elements:
+                raise RequestError(
+                    f"the inputs have more than {limits.max_total_elements} elements in all",
+                    field="inputs",
+                )
+            nid = self._add("input", (), (), decl.shape, decl.dtype, None, decl.name, decl.name)
+            self.scope[decl.name] = nid
+            self.input_ids.append((decl.name, nid))
+
+    def _check_input(self, decl: InputDecl) -> None:
+        field = f"inputs[{decl.name}]"
+        if not decl.name.isidentifier() or decl.name.startswith("_"):
+            raise RequestError(f"input name {decl.name!r} is not a valid name", field=field)
+        if decl.name in _CONSTANTS or decl.name in OPS:
+            raise RequestError(
+                f"input name {decl.name!r} is reserved (a constant or an op)", field=field
+            )
+        if decl.name in self.scope:
+            raise RequestError(f"input {decl.name!r} is declared twice", field=field)
+        if decl.dtype not in _DTYPES:
+            raise RequestError(
+                f"input {decl.name!r} has dtype {decl.dtype!r}; use one of {', '.join(_DTYPES)}",
+                field=field,
+            )
+        if len(decl.shape) > 8 or any(int(d) < 0 for d in decl.shape):
+            raise RequestError(f"input {decl.name!r} has an invalid shape {decl.shape}", field=field)
+        size = math.prod(decl.shape)
+        if size > self.limits.max_input_elements:
+            raise RequestError(
+                f"input {decl.name!r} has {size} elements; the limit is "
+                f"{self.limits.max_input_elements}",
+                field=field,
+            )
+
+    # ------------------------------------------------------------ nodes
+    def _add(
+        self,
+        op: str,
+        args: tuple[Operand, ...],
+        attrs: tuple[tuple[str, Any], ...],
+        shape: Any,
+        dtype: str,
+        pos: Position | None,
+        text: str,
+        name: str | None = None,
+    ) -> int:
+        if len(self.nodes) >= self.limits.max_nodes:
+            raise RequestError(f"the program has more than {self.limits.max_nodes} operations", pos)
+        shapes = shape if op == "split" else (shape,)
+        for s in shapes:
+            if math.prod(s) > self.limits.max_intermediate_elements:
+                raise RequestError(
+                    f"{op} would produce {math.prod(s)} elements; the limit is "
+                    f"{self.limits.max_intermediate_elements}",
+                    pos,
+                )
+        node = IRNode(len(self.nodes), op, args, attrs, shape, dtype, pos, text, name)
+        self.nodes.append(node)
+        return node.id
+
+    def _text(self, node: ast.AST) -> str:
+        return ast.get_source_segment(self.source, node) or ""
+
+    def shape_of(self, operand: Operand) -> tuple[int, ...]:
+        return self.nodes[operand.id].shape if isinstance(operand, Ref) else ()
+
+    def dtype_of(self, operand: Operand) -> str | None:
+        return self.nodes[operand.id].dtype if isinstance(operand, Ref) else None
+
+    def _result_dtype(self, op: str, operands: Sequence[Operand]) -> str:
+        if op in ("lt", "le", "gt", "ge", "eq", "ne"):
+            return "bool"
+        if op in ("argmax", "argmin"):
+            return "int64"
+        kinds = {self.dtype_of(o) for o in operands} - {None, "bool", "int64"}
+        return "float32" if kinds == {"float32"} else "float64"
+
+    def op_node(self, op: str, operands: list[Operand], attrs: dict[str, Any], node: ast.AST) -> Ref:
+        pos, spec = _pos(node), OPS[op]
+        self._check_operand_dtypes(op, operands, pos)
+        try:
+            shape = spec.shape_rule(op, *(self.shape_of(o) for o in operands), **attrs)
+        except ShapeError as exc:
+            raise RequestError(str(exc), pos) from None
+        if op in ("nll_loss", "cross_entropy"):
+            self._check_targets(op, operands[1], self.shape_of(operands[0]), pos)
+        dtype = self._result_dtype(op, operands)
+        return Ref(
+            self._add(
+                op, tuple(operands), tuple(sorted(attrs.items())), shape, dtype, pos, self._text(node)
+            )
+        )
+
+    def _check_operand_dtypes(self, op: str, operands: Sequence[Operand], pos: Position) -> None:
+        for k, o in enumerate(operands):
+            dtype = self.dtype_of(o)
+            if dtype is None or dtype.startswith("float"):
+                continue
+            allowed = (
+                (op == "where" and k == 0 and dtype == "bool")
+                or (op == "masked_fill" and k == 1 and dtype == "bool")
+                or (op in ("nll_loss", "cross_entropy") and k == 1 and dtype == "int64")
+            )
+            if not allowed:
+                operand = OPS[op].operands[k] if k < len(OPS[op].operands) else f"operand {k}"
+                raise RequestError(f"{op}: {operand} has dtype {dtype}; it must be a float tensor", pos)
+
+    def _check_targets(self, op: str, target: Operand, logits: tuple[int, ...], pos: Position) -> None:
+        if self.dtype_of(target) != "int64":
+            raise RequestError(f"{op}: the target must be an int64 input of class indices", pos)
+
+    # ------------------------------------------------------------ statements
+    def statement(self, stmt: ast.stmt) -> None:
+        if (
+            isinstance(stmt, ast.Expr)
+            and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str)
+        ):
+            return  # a docstring-like comment line
+        if not isinstance(stmt, ast.Assign):
+            raise RequestError(
+                f"{_what(stmt)} is not allowed: a program is a list of assignments 'name = expression'",
+                _pos(stmt),
+            )
+        if len(stmt.targets) != 1:
+            raise RequestError("chained assignment is not allowed", _pos(stmt))
+        target = stmt.targets[0]
+        if isinstance(target, ast.Name):
+            value = self.expr(stmt.value, 0)
+            self._bind(target, value)
+        elif isinstance(target, ast.Tuple) and all(isinstance(t, ast.Name) for t in target.elts):
+            self._unpack(target, stmt.value)
+        else:
+            raise RequestError("the left of '=' must be a name (or names, for split)", _pos(target))
+
+    def _bind(self, target: ast.Name, value: Operand) -> None:
+        name = target.id
+        self._check_name(name, target)
+        if not isinstance(value, Ref):  # a constant: make it a node so it can be an output
+            raise RequestError(f"{name} = a number: outputs and variables must be tensors", _pos(target))
+        node = self.nodes[value.id]
+        if node.name is None and node.op != "input":
+            self.nodes[value.id] = IRNode(
+                node.id,
+                node.op,
+                node.args,
+                node.attrs,
+                node.shape,
+                node.dtype,
+                node.pos,
+                node.text,
+                name,
+            )
+        self.scope[name] = value.id
+
+    def _check_name(self, name: str, target: ast.AST) -> None:
+        if name.startswith("_") or name in _CONSTANTS or name in OPS:
+            raise RequestError(f"{name!r} cannot be assigned (reserved name)", _pos(target))
+        if name in dict(self.input_ids):
+            raise RequestError(f"{name!r} is an input and cannot be reassigned", _pos(target))
+
+    def _unpack(self, target: ast.Tuple, value: ast.expr) -> None:
+        if not (
+            isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "split"
+        ):
+            raise RequestError("only split(...) returns several tensors to unpack", _pos(value))
+        parts = self.expr(value, 0)
+        shapes = self.nodes[parts.id].shape
+        if len(shapes) != len(target.elts):
+            raise RequestError(
+                f"split gives {len(shapes)} pieces but {len(target.elts)} names are on the left",
+                _pos(target),
+            )
+        for k, (name_node, shape) in enumerate(zip(target.elts, shapes)):
+            self._check_name(name_node.id, name_node)
+            nid = self._add(
+                "take",
+                (parts,),
+                (("index", k),),
+                shape,
+                self.nodes[parts.id].dtype,
+                _pos(name_node),
+                name_node.id,
+                name_node.id,
+            )
+            self.scope[name_node.id] = nid
+
+    # ------------------------------------------------------------ expressions
+    def expr(self, node: ast.expr, depth: int) -> Operand:
+        if depth > self.limits.max_depth:
+            raise RequestError(
+                f"the expression is nested more than {self.limits.max_depth} "
+                "levels deep; split it into several assignments",
+                _pos(node),
+            )
+        depth += 1
+        if isinstance(node, ast.Constant):
+            return self._number(node)
+        if isinstance(node, ast.Name):
+            return self._name(node)
+        if isinstance(node, ast.UnaryOp):
+            return self._unary(node, depth)
+        if isinstance(node, ast.BinOp):
+            return self._binop(node, depth)
+        if isinstance(node, ast.Compare):
+            return self._compare(node, depth)
+        if isinstance(node, ast.Call):
+            return self._call(node, depth)
+        if isinstance(node, ast.Subscript):
+            return self._subscript(node, depth)
+        if isinstance(node, (ast.Tuple, ast.List)):
+            raise RequestError(
+                "a tuple or list is only allowed as an op's attribute, as "
+                "concat/stack's list of tensors, or as an index",
+                _pos(node),
+            )
+        raise RequestError(
+            f"{_what(node)} is not allowed; use operators (+ - * / ** @), op "
+            "calls like tanh(x), indexing, numbers, pi and e",
+            _pos(node),
+        )
+
+    def _number(self, node: ast.Constant) -> Operand:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            what = "a string" if isinstance(value, str) else repr(value)
+            raise RequestError(f"{what} is not allowed here: only int and float literals", _pos(node))
+        return self._checked_number(value, node)
+
+    def _checked_number(self, value: float, node: ast.AST) -> Operand:
+        if isinstance(value, int) and abs(value) > _MAX_INT_LITERAL:
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError("the constant is not finite (it overflows float64)", _pos(node))
+        return value
+
+    def _name(self, node: ast.Name) -> Operand:
+        if node.id in self.scope:
+            return Ref(self.scope[node.id])
+        if node.id in _CONSTANTS:
+            return _CONSTANTS[node.id]
+        if node.id in OPS:
+            raise RequestError(f"{node.id} is an op: call it, e.g. {node.id}(x)", _pos(node))
+        known = ", ".join(sorted(self.scope)) or "none"
+        raise RequestError(
+            f"undefined name {node.id!r} (inputs and variables defined so far: {known})", _pos(node)
+        )
+
+    def _unary(self, node: ast.UnaryOp, depth: int) -> Operand:
+        operand = self.expr(node.operand, depth)
+        if isinstance(node.op, ast.UAdd):
+            return operand
+        if not isinstance(node.op, ast.USub):
+            raise RequestError(f"operator {type(node.op).__name__} is not allowed", _pos(node))
+        if not isinstance(operand, Ref):
+            return -operand
+        return self.op_node("neg", [operand], {}, node)
+
+    def _binop(self, node: ast.BinOp, depth: int) -> Operand:
+        op = _BINOPS.get(type(node.op))
+        if op is None:
+            raise RequestError(
+                f"operator {type(node.op).__name__} is not allowed; use + - * / ** @", _pos(node)
+            )
+        left, right = self.expr(node.left, depth), self.expr(node.right, depth)
+        return self.arithmetic(op, left, right, node)
+
+    def arithmetic(self, op: str, left: Operand, right: Operand, node: ast.AST) -> Operand:
+        if not isinstance(left, Ref) and not isinstance(right, Ref):
+            return self._fold(op, left, right, node)
+        if op == "pow":
+            return self._pow(left, right, node)
+        if op == "sub" and not isinstance(left, Ref):
+            return self.op_node("rsub", [right], {"other": left}, node)
+        if op == "matmul" and not (isinstance(left, Ref) and isinstance(right, Ref)):
+            raise RequestError("@ needs tensors on both sides", _pos(node))
+        if op in ("add", "mul") and not isinstance(left, Ref):
+            left, right = right, left  # 3 * a: the tensor comes first, as in torch's graph
+        return self.op_node(op, [left, right], {}, node)
+
+    def _pow(self, base: Operand, exponent: Operand, node: ast.AST) -> Operand:
+        if isinstance(exponent, Ref) and isinstance(base, Ref):
+            return self.op_node("pow_tensor", [base, exponent], {}, node)
+        if isinstance(exponent, Ref):
+            return self.op_node("rpow", [exponent], {"base": base}, node)
+        if abs(exponent) > self.limits.max_exponent:
+            raise RequestError(
+                f"exponent {exponent} is too large: |exponent| must be at most "
+                f"{self.limits.max_exponent:g}",
+                _pos(node),
+            )
+        return self.op_node("pow", [base], {"exponent": exponent}, node)
+
+    def _fold(self, op: str, a: float, b: float, node: ast.AST) -> Operand:
+        try:
+            if op == "pow":
+                if abs(b) > self.limits.max_exponent and abs(a) != 1:
+                    raise RequestError(f"exponent {b} is too large in a constant", _pos(node))
+                value = a**b
+            elif op == "div":
+                value = a / b
+            else:
+                value = {"add": a + b, "sub": a - b, "mul": a * b}[op]
+        except (ZeroDivisionError, OverflowError) as exc:
+            raise RequestError(f"constant arithmetic fails: {exc}", _pos(node)) from None
+        if isinstance(value, complex):
+            raise RequestError("constant arithmetic gives a complex number", _pos(node))
+        return self._checked_number(value, node)
+
+    def _compare(self, node: ast.Compare, depth: int) -> Operand:
+        if len(node.ops) != 1:
+            raise RequestError("chained comparisons are not allowed", _pos(node))
+        op = _COMPARE.get(type(node.ops[0]))
+        if op is None:
+            raise RequestError(f"comparison {type(node.ops[0]).__name__} is not allowed", _pos(node))
+        left, right = self.expr(node.left, depth), self.expr(node.comparators[0], depth)
+        if not isinstance(left, Ref) and not isinstance(right, Ref):
+            raise RequestError("a comparison needs a tensor on one side", _pos(node))
+        return self.op_node(op, [left, right], {}, node)
+
+    # ------------------------------------------------------------ calls
+    def _call(self, node: ast.Call, depth: int) -> Operand:
+        if not isinstance(node.func, ast.Name):
+            raise RequestError(f"only op names can be called, not {_what(node.func)}", _pos(node.func))
+        name = node.func.id
+        if name == "pow":
+            if len(node.args) != 2 or node.keywords:
+                raise RequestError("pow takes two operands: pow(x, y)", _pos(node))
+            return self.arithmetic(
+                "pow", self.expr(node.args[0], depth), self.expr(node.args[1], depth), node
+            )
+        spec = OPS.get(name)
+        if spec is None or name not in CALLABLE_OPS:
+            raise RequestError(
+                f"unknown function {name!r}; the ops are: {', '.join(CALLABLE_OPS)}", _pos(node.func)
+            )
+        if spec.arity is None:  # concat / stack: a list of tensors
+            if not node.args or not isinstance(node.args[0], (ast.List, ast.Tuple)):
+                raise RequestError(f"{name} takes a list of tensors: {name}([a, b], axis=0)", _pos(node))
+            if not node.args[0].elts:
+                raise RequestError(f"{name} needs at least one tensor", _pos(node))
+            operands = [self.expr(e, depth) for e in node.args[0].elts]
+            extra = node.args[1:]
+        else:
+            if len(node.args) < spec.arity:
+                raise RequestError(
+                    f"{name} takes {spec.arity} tensor operand{'s' * (spec.arity > 1)} "
+                    f"({', '.join(spec.operands)}), got {len(node.args)}",
+                    _pos(node),
+                )
+            operands = [self.expr(a, depth) for a in node.args[: spec.arity]]
+            extra = node.args[spec.arity :]
+        if any(isinstance(o, ast.Starred) for o in node.args):
+            raise RequestError("starred arguments are not allowed", _pos(node))
+        attrs = self._attrs(name, spec, extra, node)
+        for k, o in enumerate(operands):
+            if not isinstance(o, Ref) and name not in _ELEMENTWISE_BINARY | {"where"}:
+                raise RequestError(f"{name}: operand {k + 1} must be a tensor, not a number", _pos(node))
+        if all(not isinstance(o, Ref) for o in operands):
+            raise RequestError(f"{name}: at least one operand must be a tensor", _pos(node))
+        return self.op_node(name, operands, attrs, node)
+
+    def _attrs(self, name: str, spec: Any, extra: list[ast.expr], node: ast.Call) -> dict:
+        allowed = {a.name: a for a in spec.attrs if a.kind != "index"}
+        if len(extra) > len(allowed):
+            raise RequestError(
+                f"{name} takes at most {len(allowed)} attribute(s) after its "
+                f"operands ({', '.join(allowed) or 'none'})",
+                _pos(node),
+            )
+        given: dict[str, Any] = {}
+        for attr, value in zip(allowed.values(), extra):
+            given[attr.name] = self._attr_value(name, attr, value)
+        for kw in node.keywords:
+            if kw.arg is None:
+                raise RequestError("**kwargs are not allowed", _pos(kw.value))
+            if kw.arg not in allowed:
+                raise RequestError(
+                    f"{name} has no attribute {kw.arg!r}; it takes: {', '.join(allowed) or 'none'}",
+                    _pos(kw.value),
+                )
+            if kw.arg in given:
+                raise RequestError(f"{name}: {kw.arg} is given twice", _pos(kw.value))
+            given[kw.arg] = self._attr_value(name, allowed[kw.arg], kw.value)
+        attrs = {}
+        for attr in allowed.values():
+            if attr.name in given:
+                attrs[attr.name] = given[attr.name]
+            elif attr.required:
+                raise RequestError(f"{name} needs the attribute {attr.name}", _pos(node))
+            else:
+                attrs[attr.name] = attr.default
+        return attrs
+
+    def _attr_value(self, op: str, attr: Any, node: ast.expr) -> Any:
+        value = _literal(node)
+        kind, ok = attr.kind, False
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = _is_int(value) or (value is None and attr.default is None)
+        elif kind == "float":
+            ok = (_is_number(value) and math.isfinite(value)) or (value is None and attr.default is None)
+        elif kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "axis":
+            ok = value is None or _is_int(value) or _is_int_tuple(value)
+        elif kind in ("shape", "ints"):
+            if _is_int(value):
+                value = (value,) if kind == "shape" else value
+            ok = _is_int(value) or _is_int_tuple(value)
+        if not ok:
+            raise RequestError(
+                f"{op}: attribute {attr.name} must be {_KIND_TEXT[kind]}, got "
+                f"{ast.get_source_segment(self.source, node)!r}",
+                _pos(node),
+            )
+        if isinstance(value, tuple) and len(value) > 64:
+            raise RequestError(f"{op}: attribute {attr.name} is too long", _pos(node))
+        return value
+
+    # ------------------------------------------------------------ indexing
+    def _subscript(self, node: ast.Subscript, depth: int) -> Operand:
+        base = self.expr(node.value, depth)
+        if not isinstance(base, Ref):
+            raise RequestError("only tensors can be indexed", _pos(node))
+        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        index = tuple(self._index_item(i) for i in items)
+        shape = self.shape_of(base)
+        try:
+            canon = canonical_index(index, len(shape))
+            index_shape("getitem", shape, canon)
+        except ShapeError as exc:
+            raise RequestError(str(exc), _pos(node)) from None
+        return self.op_node("getitem", [base], {"index": _hashable_index(index)}, node)
+
+    def _index_item(self, node: ast.expr) -> Any:
+        if isinstance(node, ast.Slice):
+            parts = [None if p is None else _literal(p) for p in (node.lower, node.upper, node.step)]
+            if not all(p is None or _is_int(p) for p in parts):
+                raise RequestError("slice bounds must be int literals", _pos(node))
+            if parts[2] is not None and parts[2] <= 0:
+                raise RequestError("slice step must be positive", _pos(node))
+            return slice(*parts)
+        value = _literal(node)
+        if value is None or value is Ellipsis or _is_int(value):
+            return value
+        if isinstance(value, list) and value and all(_is_int(v) for v in value):
+            if len(value) > self.limits.max_input_elements:
+                raise RequestError("index list is too long", _pos(node))
+            return np.asarray(value, dtype=np.int64)
+        raise RequestError(
+            "an index must be an int, a slice, None, ..., or a list of ints "
+            "(indexing with tensors is not supported; use where)",
+            _pos(node),
+        )
+
+
+_KIND_TEXT = {
+    "bool": "True or False",
+    "int": "an int",
+    "float": "a number",
+    "str": "a string",
+    "axis": "an int, a tuple of ints or None",
+    "shape": "a tuple of ints",
+    "ints": "int(s)",
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int_tuple(v: Any) -> bool:
+    return isinstance(v, tuple) and all(_is_int(x) for x in v)
+
+
+def _literal(node: ast.expr) -> Any:
+    """A literal attribute or index value; anything else is _NOT_LITERAL (ast.literal_eval would
+    accept more than we want, and this never evaluates code)."""
+    if isinstance(node, ast.Constant) and (
+        node.value is None or node.value is Ellipsis or isinstance(node.value, (bool, int, float, str))
+    ):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _literal(node.operand)
+        if _is_number(inner):
+            return -inner
+    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
+        return _CONSTANTS[node.id]
+    if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) <= 1_000_000:
+        items = [_literal(e) for e in node.elts]
+        if all(_is_number(i) for i in items):
+            return tuple(items) if isinstance(node, ast.Tuple) else list(items)
+    return _NOT_LITERAL
+
+
+class _NotLiteral:
+    def __repr__(self) -> str:
+        return "<not a literal>"
+
+
+_NOT_LITERAL = _NotLiteral()
+
+
+def _hashable_index(index: tuple[Any, ...]) -> Any:
+    """Index items in a hashable form (integer lists as tuples) for the IR and caches."""
+    return tuple(IntList(tuple(int(v) for v in i)) if isinstance(i, np.ndarray) else i for i in index)
+
+
+class IntList(tuple):
+    """An integer-array index item, kept hashable in the IR; backends turn it into an array."""
+
+
+def index_for_numpy(index: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(np.asarray(i, dtype=np.intp) if isinstance(i, IntList) else i for i in index)
+
+
+def parse(
+    source: str,
+    inputs: Sequence[InputDecl] | Mapping[str, tuple[tuple[int, ...], str]],
+    outputs: Sequence[str] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Program:
+    """Parse and shape-check a program. outputs default to the last assigned variable."""
+    if isinstance(inputs, Mapping):
+        inputs = [InputDecl(n, tuple(s), d) for n, (s, d) in inputs.items()]
+    if not isinstance(source, str):
+        raise RequestError("the program must be text")
+    if len(source) > limits.max_source_chars:
+        raise RequestError(
+            f"the program has {len(source)} characters; the limit is {limits.max_source_chars}"
+        )
+    if "\x00" in source:
+        raise RequestError("the program contains a NUL character")
+    builder = _Builder(source, inputs, limits)
+    tree = _parse_python(source, limits)
+    if not tree.body:
+        raise RequestError("the program is empty: write at least one assignment")
+    if len(tree.body) > limits.max_statements:
+        raise RequestError(f"the program has more than {limits.max_statements} statements")
+    for stmt in tree.body:
+        builder.statement(stmt)
+    assigned = [n.name for n in builder.nodes if n.name and n.op != "input"]
+    if outputs is None or len(outputs) == 0:
+        if not assigned:
+            raise RequestError("the program assigns nothing: no output")
+        outputs = [assigned[-1]]
+    outs = []
+    for name in outputs:
+        if name not in builder.scope:
+            raise RequestError(
+                f"output {name!r} is not assigned by the program (assigned: "
+                f"{', '.join(assigned) or 'none'})",
+                field="outputs",
+            )
+        node = builder.nodes[builder.scope[name]]
+        if node.op == "input":
+            raise RequestError(f"output {name!r} is an input, not a result", field="outputs")
+        if node.dtype not in ("float64", "float32"):
+            raise RequestError(
+                f"output {name!r} is {node.dtype}: only float results can be differentiated",
+                field="outputs",
+            )
+        outs.append((name, node.id))
+    nodes = tuple(builder.nodes)
+    key = (source, tuple((d.name, tuple(d.shape), d.dtype) for d in inputs), tuple(outputs))
+    return Program(source, nodes, tuple(builder.input_ids), tuple(outs), key)
+
+
+def _parse_python(source: str, limits: Limits) -> ast.Module:
+    depth = 0
+    for ch in source:  # bounded by max_source_chars; guards the parser against deep nesting
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth > limits.max_depth:
+            raise RequestError(f"brackets are nested more than {limits.max_depth} deep")
+    try:
+        return ast.parse(source, mode="exec")
+    except SyntaxError as exc:
+        pos = Position(
+            exc.lineno or 1,
+            exc.offset or 1,
+            exc.end_lineno or exc.lineno or 1,
+            exc.end_offset or exc.offset or 1,
+        )
+        raise RequestError(f"syntax error: {exc.msg}", pos) from None
+    except (RecursionError, MemoryError):
+        raise RequestError("the program is nested too deeply to parse") from None
+    except ValueError as exc:  # e.g. source with null bytes
+        raise RequestError(f"the program cannot be parsed: {exc}") from None
