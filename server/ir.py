@@ -47,13 +47,20 @@ class IRNode:
         return dict(self.attrs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Program:
     source: str
     nodes: tuple[IRNode, ...]
     inputs: tuple[tuple[str, int], ...]  # input name -> node id, in declaration order
     outputs: tuple[tuple[str, int], ...]  # output name -> node id
     cache_key: tuple[Any, ...] = field(default=(), compare=False)
+
+    # Programs are cached by what defines them: text, input shapes and dtypes, outputs.
+    def __hash__(self) -> int:
+        return hash(self.cache_key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Program) and self.cache_key == other.cache_key
 
     def node(self, ref: int) -> IRNode:
         return self.nodes[ref]

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from crossgrad import engine as cg
 
+from ..compare import SourceValues
+from ..derivatives import Derivatives
 from ..ir import IRNode, Program, evaluate
 from ..language import index_for_numpy
 
@@ -78,3 +80,62 @@ def run(
 
 def _mask_hook(mask: np.ndarray) -> Callable[[cg.Tensor], cg.Tensor]:
     return lambda g: g * mask
+
+
+def function_of(
+    program: Program, wrt: list[str], constants: Mapping[str, np.ndarray]
+) -> Callable[..., Any]:
+    """The program as a function of the wrt tensors (for hessian, which re-runs it)."""
+
+    def f(*xs: cg.Tensor) -> Any:
+        leaves = {**{n: cg.tensor(v) for n, v in constants.items()}, **dict(zip(wrt, xs))}
+        env = evaluate(program, leaves, lambda node, o: LOWERING[node.op](o, node.attr_dict))
+        return env[program.outputs[0][1]]
+
+    return f
+
+
+def derivatives(
+    engine_run: EngineRun,
+    wrt: list[str],
+    cotangents: list[np.ndarray],
+    checks: tuple[str, ...],
+    constants: Mapping[str, np.ndarray],
+) -> Derivatives:
+    program, outs = engine_run.program, engine_run.outputs
+    leaves = [engine_run.leaves[n] for n in wrt]
+    d = Derivatives(values={n: o.detach().numpy().copy() for (n, _), o in zip(program.outputs, outs)})
+    if not wrt:
+        return d
+    if "vjp" in checks:
+        grads = cg.grad(
+            outs,
+            leaves,
+            [cg.tensor(c) for c in cotangents],
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        d.vjp = {n: SourceValues(g.data.copy()) for n, g in zip(wrt, grads)}
+    if "jacobian" in checks:
+        for (oname, _), out in zip(program.outputs, outs):
+            m = out.data.size
+            cot = np.eye(m, dtype=out.dtype).reshape(m, *out.shape)
+            gs = cg.grad(
+                out,
+                leaves,
+                cot,
+                retain_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
+                is_grads_batched=True,
+            )
+            for n, g in zip(wrt, gs):
+                d.jacobian[(oname, n)] = SourceValues(g.data.reshape(out.shape + g.shape[1:]))
+    if "hessian" in checks:
+        values = [engine_run.leaves[n].data for n in wrt]
+        h = cg.hessian(function_of(program, wrt, constants), tuple(cg.tensor(v) for v in values))
+        for i, a in enumerate(wrt):
+            for j, b in enumerate(wrt):
+                d.hessian[(a, b)] = SourceValues(np.asarray(h[i][j].data))
+    return d

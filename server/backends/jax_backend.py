@@ -13,6 +13,8 @@ import numpy as np
 from crossgrad.engine import OPS
 from jax.scipy.special import logsumexp as _logsumexp
 
+from ..compare import SourceValues
+from ..derivatives import Derivatives
 from ..ir import IRNode, Program, evaluate
 from ..language import index_for_numpy
 
@@ -179,5 +181,59 @@ def compiled(program: Program, wrt: tuple[str, ...], what: str) -> Callable[...,
     raise ValueError(f"unknown derivative {what!r}")
 
 
-def _cache_key_program(program: Program) -> Any:
-    return program.cache_key
+def derivatives(
+    program: Program,
+    wrt: list[str],
+    values: dict[str, np.ndarray],
+    cotangents: list[np.ndarray],
+    checks: tuple[str, ...],
+    masks: dict[str, np.ndarray],
+) -> Derivatives:
+    """JAX's values and derivatives at a point (masks multiply the gradients, as hooks do)."""
+    others = [n for n in program.input_names if n not in wrt]
+    args = [jnp.asarray(values[n]) for n in wrt] + [jnp.asarray(values[n]) for n in others]
+    names = program.output_names
+    outs = compiled(program, tuple(wrt), "value")(*args)
+    d = Derivatives(values={n: np.asarray(o) for n, o in zip(names, outs)})
+    if not wrt:
+        return d
+
+    def masked(name: str, g: Any) -> SourceValues:
+        g = np.asarray(g, dtype=np.float64)
+        mask = masks.get(name)
+        return SourceValues(g if mask is None else g * np.asarray(mask))
+
+    if "vjp" in checks:
+        _, grads = compiled(program, tuple(wrt), "vjp")(*args, *[jnp.asarray(c) for c in cotangents])
+        d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
+    if "jacobian" in checks:
+        jac = compiled(program, tuple(wrt), "jacobian")(*args)
+        for oname, per_input in zip(names, jac):
+            for n, block in zip(wrt, per_input):
+                d.jacobian[(oname, n)] = masked(n, block)
+    if "hessian" in checks:
+        hess = compiled(program, tuple(wrt), "hessian")(*args)
+        for a, row in zip(wrt, hess):
+            for b, block in zip(wrt, row):
+                d.hessian[(a, b)] = SourceValues(np.asarray(block, dtype=np.float64))
+    return d
+
+
+def flat_function(
+    program: Program, wrt: list[str], values: dict[str, np.ndarray]
+) -> Callable[[Any], Any]:
+    """All outputs, flattened and concatenated, as a function of all wrt entries flattened
+    (other inputs fixed at their values): what finite differences perturb."""
+    f = program_function(program, wrt)
+    shapes = [np.shape(values[n]) for n in wrt]
+    sizes = [int(np.prod(s)) for s in shapes]
+    others = [jnp.asarray(values[n]) for n in program.input_names if n not in wrt]
+
+    def flat(v: Any) -> Any:
+        parts, start = [], 0
+        for shape, size in zip(shapes, sizes):
+            parts.append(v[start : start + size].reshape(shape))
+            start += size
+        return jnp.concatenate([jnp.ravel(o).astype(jnp.float64) for o in f(*parts, *others)])
+
+    return jax.jit(flat)

@@ -23,8 +23,11 @@ import numpy as np
 import sympy as sp
 from crossgrad.engine import OPS
 
+from ..compare import SourceValues
+from ..derivatives import Derivatives
 from ..ir import IRNode, Program, evaluate
 from ..language import index_for_numpy
+from ..model import ReferenceStatus
 
 PRECISION_DIGITS = 50
 
@@ -382,46 +385,60 @@ class StraightLine:
 
 def build(
     program: Program,
-    constants: dict[str, np.ndarray],
+    numbers: dict[str, np.ndarray],
+    symbolic: dict[str, np.ndarray | None],
     deadline: float = math.inf,
     max_defs: int = 200_000,
 ) -> StraightLine:
-    """Scalarise the program: float inputs become symbols, `constants` (integer targets and
-    inputs not differentiated) enter as exact numbers."""
+    """Scalarise the program. Inputs named in `symbolic` get symbols (only where their mask is
+    True, when a mask is given: the other entries are exact numbers); all other inputs enter as
+    exact numbers from `numbers` (integer targets stay integer arrays)."""
     inputs: dict[str, np.ndarray] = {}
+    env_inputs: dict[str, Any] = {}
     for name, nid in program.inputs:
         node = program.node(nid)
-        if name in constants:
-            inputs[name] = (
-                _obj(np.vectorize(_number, otypes=[object])(constants[name]))
-                if np.size(constants[name])
-                else np.empty(node.shape, dtype=object)
-            )
+        if node.dtype == "int64":
+            env_inputs[name] = np.asarray(numbers[name])
+            continue
+        if name in symbolic:
+            syms = input_symbols(name, node.shape)
+            mask = symbolic[name]
+            if mask is not None:
+                syms = np.where(mask, syms, _numbers(numbers[name]))
+            inputs[name] = syms
+            env_inputs[name] = syms
         else:
-            inputs[name] = input_symbols(name, node.shape)
-    line = StraightLine(
-        {n: v for n, v in inputs.items() if n not in constants}, deadline=deadline, max_defs=max_defs
-    )
-    env_inputs = {
-        **inputs,
-        **{
-            n: np.asarray(v)
-            for n, v in constants.items()
-            if program.node(dict(program.inputs)[n]).dtype == "int64"
-        },
-    }
+            env_inputs[name] = _numbers(numbers[name])
+    line = StraightLine(inputs, deadline=deadline, max_defs=max_defs)
 
     def apply(node: IRNode, operands: list[Any]) -> Any:
         lower = LOWERING[node.op]
         if lower is None:
             raise SympyUnavailable(f"{node.op} has no symbolic form")
-        return line.define(
-            lower([_obj(o) if not isinstance(o, (list, tuple)) else o for o in operands], node.attr_dict)
-        )
+        return line.define(lower(operands, node.attr_dict))
 
     env = evaluate(program, env_inputs, apply)
     line.outputs = [env[i] for _, i in program.outputs]
     return line
+
+
+def _numbers(values: np.ndarray) -> np.ndarray:
+    out = np.empty(np.shape(values), dtype=object)
+    for idx in np.ndindex(*out.shape):
+        out[idx] = _number(float(np.asarray(values)[idx]))
+    return out
+
+
+def estimate_scalar_ops(program: Program) -> int:
+    """About how many scalar definitions the straight-line program will have."""
+    total = 0
+    for node in program.nodes:
+        if node.op in ("matmul", "dot", "outer"):
+            shapes = [program.node(a.id).shape for a in node.args]
+            total += math.prod(node.shape) * (shapes[0][-1] if shapes[0] else 1)
+        elif node.op != "split":
+            total += math.prod(node.shape) if isinstance(node.shape, tuple) else 0
+    return total
 
 
 # ---------------------------------------------------------------- exact partial derivatives
@@ -505,3 +522,272 @@ def evaluate_numeric(fn: Callable[..., list[Any]], values: Sequence[float]) -> l
     """Call a compiled function at `values` (float64, converted exactly) with 50 digits."""
     with mpmath.workdps(PRECISION_DIGITS):
         return fn(*[mpmath.mpf(float(v)) for v in values])
+
+
+# ---------------------------------------------------------------- derivatives at a point
+
+
+@dataclass
+class Compiled:
+    """A program's symbolic derivatives, compiled once and reused at every point."""
+
+    line: StraightLine
+    entries: list[tuple[str, int]]  # (input, flat index) of each differentiated entry
+    wrt: list[sp.Symbol]  # their symbols
+    seeds: list[sp.Symbol]  # one per output entry (the cotangent)
+    vjp: Callable[..., list[Any]]  # (wrt values, seeds) -> outputs..., gradient entries...
+    n_outputs: int
+    hvp: Callable[..., list[Any]] | None = None  # (wrt values, seeds, directions) -> H v
+    text: list[dict[str, str]] = field(default_factory=list)
+
+
+_CACHE: dict[Any, Compiled] = {}
+_CACHE_SIZE = 64
+
+
+def _flat_symbols(line: StraightLine, wrt: Sequence[str]) -> list[tuple[str, int, sp.Symbol]]:
+    """(input, flat index, symbol) for every symbolic entry, in order."""
+    return [
+        (n, k, e)
+        for n in wrt
+        for k, e in enumerate(line.inputs[n].reshape(-1))
+        if isinstance(e, sp.Symbol)
+    ]
+
+
+def compile_program(
+    program: Program,
+    wrt: Sequence[str],
+    numbers: dict[str, np.ndarray],
+    symbolic: dict[str, np.ndarray | None],
+    hessian: bool,
+    deadline: float,
+    max_defs: int,
+    text_max_ops: int,
+) -> Compiled:
+    line = build(program, numbers, symbolic, deadline, max_defs)
+    flat = _flat_symbols(line, wrt)
+    syms = [s for _, _, s in flat]
+    outs = [e for o in line.outputs for e in _obj(o).reshape(-1)]
+    seeds = [sp.Symbol(f"_v{k}", real=True) for k in range(len(outs))]
+    adefs, grads = reverse_sweep(line.defs, outs, seeds, syms, "_a", deadline)
+    vjp = compile_function(syms + seeds, line.defs + adefs, outs + grads)
+    compiled = Compiled(line, [(n, k) for n, k, _ in flat], syms, seeds, vjp, len(outs))
+    if hessian:
+        gsyms = [sp.Symbol(f"_g{k}", real=True) for k in range(len(grads))]
+        dirs = [sp.Symbol(f"_w{k}", real=True) for k in range(len(grads))]
+        second = line.defs + adefs + list(zip(gsyms, grads))
+        hdefs, hv = reverse_sweep(second, gsyms, dirs, syms, "_h", deadline)
+        compiled.hvp = compile_function(syms + seeds + dirs, second + hdefs, hv)
+    if len(line.defs) <= text_max_ops:
+        compiled.text = symbolic_text(line, outs, syms, program.output_names)
+    return compiled
+
+
+def symbolic_text(
+    line: StraightLine, outs: list[Any], syms: list[sp.Symbol], names: Sequence[str], limit: int = 16
+) -> list[dict[str, str]]:
+    """d output_i / d input_j as text and LaTeX, for small programs (the definitions expanded)."""
+    full: dict[Any, Any] = {}
+    for t, e in line.defs:
+        full[t] = e.xreplace(full)
+    entries = []
+    out_names = _entry_names(line, names)
+    for name, o in zip(out_names, outs):
+        expr = o.xreplace(full) if isinstance(o, sp.Basic) else o
+        for s in syms:
+            d = sp.diff(expr, s)
+            entries.append({"entry": f"d {name}/d {s}", "text": sp.sstr(d), "latex": sp.latex(d)})
+            if len(entries) >= limit:
+                return entries
+    return entries
+
+
+def _entry_names(line: StraightLine, names: Sequence[str]) -> list[str]:
+    out = []
+    for name, o in zip(names, line.outputs):
+        shape = np.shape(o)
+        out.extend("_".join([name, *map(str, idx)]) if idx else name for idx in np.ndindex(*shape))
+    return out
+
+
+def cached_compile(key: Any, build_fn: Callable[[], Compiled]) -> tuple[Compiled, bool]:
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit, True
+    compiled = build_fn()
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = compiled
+    return compiled, False
+
+
+def derivatives(
+    program: Program,
+    wrt: list[str],
+    values: dict[str, np.ndarray],
+    cotangents: list[np.ndarray],
+    checks: tuple[str, ...],
+    masks: dict[str, np.ndarray],
+    budget: Any,
+    seed: int,
+) -> tuple[Derivatives, ReferenceStatus]:
+    """sympy's exact values and derivatives at a point, within the budget: over it, a seeded
+    sample of gradient entries is checked, and the status says which."""
+    status = ReferenceStatus("sympy", ran=True)
+    deadline = time.monotonic() + budget.sympy_seconds
+    estimate = estimate_scalar_ops(program)
+    hessian = "hessian" in checks and sum(np.size(values[n]) for n in wrt) <= budget.hessian_max_inputs
+    fixed = tuple((n, np.asarray(values[n]).tobytes()) for n in program.input_names if n not in wrt)
+    compiled = None
+    if estimate <= budget.sympy_max_scalar_ops:
+        key = (program.cache_key, tuple(wrt), fixed, hessian)
+        try:
+            compiled, hit = cached_compile(
+                key,
+                lambda: compile_program(
+                    program,
+                    wrt,
+                    values,
+                    dict.fromkeys(wrt),
+                    hessian,
+                    deadline,
+                    budget.sympy_max_scalar_ops * 4,
+                    budget.symbolic_text_max_ops,
+                ),
+            )
+            status.note = "compiled earlier (cache)" if hit else "all entries, exact"
+        except SympyUnavailable as exc:
+            status.note = f"{exc}; "
+    if compiled is None:
+        compiled = _sampled(program, wrt, values, budget, seed, status, estimate)
+    status.symbolic = compiled.text
+    return _evaluate(compiled, program, wrt, values, cotangents, checks, masks, budget, seed), status
+
+
+def _sampled(
+    program: Program,
+    wrt: list[str],
+    values: dict[str, np.ndarray],
+    budget: Any,
+    seed: int,
+    status: ReferenceStatus,
+    estimate: int,
+) -> Compiled:
+    sizes = [int(np.size(values[n])) for n in wrt]
+    total = sum(sizes)
+    k = min(budget.sympy_sample_entries, total)
+    chosen = np.sort(np.random.default_rng(seed).choice(total, size=k, replace=False))
+    symbolic, start = {}, 0
+    for n, size in zip(wrt, sizes):
+        mask = np.zeros(size, bool)
+        mask[chosen[(chosen >= start) & (chosen < start + size)] - start] = True
+        symbolic[n] = mask.reshape(np.shape(values[n]))
+        status.sampled_entries[n] = [
+            tuple(int(i) for i in np.unravel_index(f, np.shape(values[n]))) for f in np.flatnonzero(mask)
+        ]
+        start += size
+    status.note += (
+        f"over budget (about {estimate} scalar operations, budget "
+        f"{budget.sympy_max_scalar_ops}): checked {k} of {total} gradient entries, "
+        f"chosen with seed {seed}"
+    )
+    return compile_program(
+        program,
+        wrt,
+        values,
+        symbolic,
+        False,
+        time.monotonic() + budget.sympy_seconds,
+        budget.sympy_max_scalar_ops * 4,
+        0,
+    )
+
+
+def _evaluate(
+    c: Compiled,
+    program: Program,
+    wrt: list[str],
+    values: dict[str, np.ndarray],
+    cotangents: list[np.ndarray],
+    checks: tuple[str, ...],
+    masks: dict[str, np.ndarray],
+    budget: Any,
+    seed: int,
+) -> Derivatives:
+    args = [float(np.asarray(values[n]).reshape(-1)[k]) for n, k in c.entries]
+    cot = [float(v) for v in np.concatenate([np.ravel(x) for x in cotangents])] if cotangents else []
+    n_out = c.n_outputs
+
+    def run(seeds: list[float]) -> list[float]:
+        return [float(v) for v in evaluate_numeric(c.vjp, args + seeds)]
+
+    res = run(cot if len(cot) == n_out else [0.0] * n_out)
+    d = Derivatives()
+    start = 0
+    for (name, _), node_id in zip(program.outputs, [i for _, i in program.outputs]):
+        shape = program.node(node_id).shape
+        size = math.prod(shape)
+        d.values[name] = np.array(res[start : start + size]).reshape(shape)
+        start += size
+
+    def blocks(flat_values: list[float]) -> dict[str, Any]:
+        out = {}
+        for n in wrt:
+            shape = np.shape(values[n])
+            arr, checked = np.zeros(shape), np.zeros(shape, bool)
+            for (name, k), v in zip(c.entries, flat_values):
+                if name == n:
+                    arr.reshape(-1)[k] = v
+                    checked.reshape(-1)[k] = True
+            mask = masks.get(n)
+            out[n] = (arr * mask if mask is not None else arr, checked)
+        return out
+
+    if "vjp" in checks and len(cot) == n_out:
+        d.vjp = {
+            n: SourceValues(a, None if ch.all() else ch) for n, (a, ch) in blocks(res[n_out:]).items()
+        }
+    if "jacobian" in checks:
+        rows = range(n_out)
+        if n_out > budget.sympy_max_jacobian_rows:
+            rows = np.sort(
+                np.random.default_rng(seed).choice(n_out, budget.sympy_max_jacobian_rows, replace=False)
+            )
+        start = 0
+        for oname, oid in program.outputs:
+            oshape = program.node(oid).shape
+            size = math.prod(oshape)
+            for n in wrt:
+                d.jacobian[(oname, n)] = SourceValues(
+                    np.zeros(oshape + np.shape(values[n])), np.zeros(oshape + np.shape(values[n]), bool)
+                )
+            for i in (r for r in rows if start <= r < start + size):
+                unit = [0.0] * n_out
+                unit[i] = 1.0
+                for n, (a, ch) in blocks(run(unit)[n_out:]).items():
+                    idx = np.unravel_index(i - start, oshape)
+                    d.jacobian[(oname, n)].values[idx] = a
+                    d.jacobian[(oname, n)].checked[idx] = ch
+            start += size
+        for sv in d.jacobian.values():
+            if sv.checked.all():
+                sv.checked = None
+    if "hessian" in checks and c.hvp is not None:
+        seeds = [1.0] + [0.0] * (n_out - 1)
+        m = len(c.entries)
+        columns = []
+        for j in range(m):
+            unit = [0.0] * m
+            unit[j] = 1.0
+            with mpmath.workdps(PRECISION_DIGITS):
+                columns.append([float(v) for v in c.hvp(*[mpmath.mpf(x) for x in args + seeds + unit])])
+        h = np.array(columns).T  # H[i, j] over flattened entries
+        offsets = np.cumsum([0] + [int(np.size(values[n])) for n in wrt])
+        for a, n in enumerate(wrt):
+            for b, k in enumerate(wrt):
+                block = h[offsets[a] : offsets[a + 1], offsets[b] : offsets[b + 1]]
+                d.hessian[(n, k)] = SourceValues(
+                    block.reshape(np.shape(values[n]) + np.shape(values[k]))
+                )
+    return d

@@ -1,0 +1,203 @@
+"""Entry-by-entry comparison of the sources of one derivative block (an output by an input).
+
+An entry agrees with a reference when |x - ref| <= atol + rtol*|ref| (finite differences also get
+their own error estimate); NaN agrees only with NaN and an infinity only with the same infinity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Exact references first: the verdict is taken against the best reference that checked an entry.
+REFERENCE_ORDER = ("sympy", "jax", "fd")
+UNDER_TEST = ("engine", "claimed")
+
+
+@dataclass
+class Tolerance:
+    rtol: float
+    atol: float
+
+    @staticmethod
+    def for_dtype(dtype: str, rtol: float | None = None, atol: float | None = None) -> Tolerance:
+        default = (1e-4, 1e-6) if dtype == "float32" else (1e-7, 1e-10)
+        return Tolerance(
+            rtol if rtol is not None else default[0], atol if atol is not None else default[1]
+        )
+
+
+@dataclass
+class SourceValues:
+    values: np.ndarray  # the block, shaped like the engine's
+    checked: np.ndarray | None = None  # bool mask of the entries this source computed (sampled)
+    error: np.ndarray | None = None  # an absolute error bound per entry (finite differences)
+
+
+@dataclass
+class Entry:
+    index: tuple[int, ...]
+    values: dict[str, float]
+    agree: list[str]  # sources that agree with the reference value
+    disagree: list[str]
+    reference: str
+    abs_error: float
+    rel_error: float
+
+
+@dataclass
+class PairStat:
+    a: str
+    b: str
+    max_abs: float
+    max_rel: float
+    disagreeing: int
+    compared: int
+
+
+@dataclass
+class Block:
+    quantity: str  # "vjp", "jacobian" or "hessian"
+    output: str | None
+    input: str
+    shape: tuple[int, ...]
+    sources: dict[str, SourceValues]
+    pairs: list[PairStat] = field(default_factory=list)
+    worst: list[Entry] = field(default_factory=list)
+    failing: dict[str, int] = field(default_factory=dict)  # source under test -> bad entries
+    references_disagree: int = 0
+    status: str = "pass"
+
+    @property
+    def label(self) -> str:
+        of = f"d {self.output} / d {self.input}" if self.output else f"d / d {self.input}"
+        return f"{self.quantity} {of}"
+
+
+def close(a: np.ndarray, b: np.ndarray, tol: Tolerance, extra: np.ndarray | float = 0.0) -> np.ndarray:
+    """Entrywise agreement of a with the reference b (NaN and infinities compared explicitly)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = np.abs(a - b) <= tol.atol + tol.rtol * np.abs(b) + extra
+    same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b)))
+    return np.where(finite, ok, same_special)
+
+
+def _mask(s: SourceValues) -> np.ndarray:
+    return np.ones(s.values.shape, bool) if s.checked is None else s.checked
+
+
+def _errors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        diff = np.abs(a - b)
+        rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
+    return np.nan_to_num(diff, nan=np.inf), np.nan_to_num(rel, nan=np.inf)
+
+
+def compare_block(block: Block, tol: Tolerance, worst: int = 5) -> Block:
+    names = list(block.sources)
+    shape = block.shape
+    # Pairwise statistics between all sources, on the entries both computed.
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            sa, sb = block.sources[a], block.sources[b]
+            both = _mask(sa) & _mask(sb)
+            extra = _fd_error(sa, sb)
+            agree = close(sa.values, sb.values, tol, extra)
+            diff, rel = _errors(sa.values, sb.values)
+            n = int(both.sum())
+            block.pairs.append(
+                PairStat(
+                    a,
+                    b,
+                    float(diff[both].max(initial=0.0)),
+                    float(rel[both].max(initial=0.0)),
+                    int((~agree & both).sum()),
+                    n,
+                )
+            )
+
+    # The reference for each entry: the first reference, in REFERENCE_ORDER, that computed it.
+    refs = [r for r in REFERENCE_ORDER if r in block.sources]
+    ref_value = np.full(shape, np.nan)
+    ref_name = np.full(shape, "", dtype=object)
+    ref_extra = np.zeros(shape)
+    have = np.zeros(shape, bool)
+    for r in refs:
+        s = block.sources[r]
+        take = _mask(s) & ~have
+        ref_value[take] = s.values[take]
+        ref_name[take] = r
+        if s.error is not None:
+            ref_extra[take] = s.error[take]
+        have |= take
+
+    # References that disagree among themselves on an entry make it uncertain.
+    ref_conflict = np.zeros(shape, bool)
+    for r in refs:
+        s = block.sources[r]
+        extra = ref_extra + (s.error if s.error is not None else 0.0)
+        ref_conflict |= _mask(s) & have & ~close(s.values, ref_value, tol, extra)
+    block.references_disagree = int(ref_conflict.sum())
+
+    bad_any = np.zeros(shape, bool)
+    for src in (u for u in UNDER_TEST if u in block.sources):
+        s = block.sources[src]
+        bad = have & _mask(s) & ~close(s.values, ref_value, tol, ref_extra)
+        block.failing[src] = int(bad.sum())
+        bad_any |= bad
+    block.worst = _worst_entries(
+        block, ref_value, ref_name, bad_any | ref_conflict, tol, ref_extra, worst
+    )
+    return block
+
+
+def _fd_error(sa: SourceValues, sb: SourceValues) -> np.ndarray | float:
+    extra: Any = 0.0
+    for s in (sa, sb):
+        if s.error is not None:
+            extra = extra + s.error
+    return extra
+
+
+def _worst_entries(
+    block: Block,
+    ref_value: np.ndarray,
+    ref_name: np.ndarray,
+    flagged: np.ndarray,
+    tol: Tolerance,
+    ref_extra: np.ndarray,
+    limit: int,
+) -> list[Entry]:
+    if not flagged.any():
+        return []
+    candidates = [u for u in UNDER_TEST if u in block.sources] or list(block.sources)
+    diff = np.zeros(block.shape)
+    for src in candidates:
+        d, _ = _errors(block.sources[src].values, ref_value)
+        diff = np.maximum(diff, np.where(flagged, d, 0))
+    order = np.argsort(-diff, axis=None, kind="stable")[: int(min(limit, flagged.sum()))]
+    entries = []
+    for flat in order:
+        idx = np.unravel_index(flat, block.shape)
+        values = {n: float(s.values[idx]) for n, s in block.sources.items() if _mask(s)[idx]}
+        ref = float(ref_value[idx])
+        agree = [n for n in values if bool(close(values[n], ref, tol, ref_extra[idx]))]
+        errors = [abs(v - ref) for v in values.values()]
+        abs_error = max((e if np.isfinite(e) else np.inf for e in errors), default=0.0)
+        rel_error = abs_error / abs(ref) if np.isfinite(ref) and ref != 0 else np.inf
+        entries.append(
+            Entry(
+                tuple(int(i) for i in idx),
+                values,
+                agree,
+                [n for n in values if n not in agree],
+                str(ref_name[idx]),
+                float(abs_error),
+                float(rel_error) if abs_error else 0.0,
+            )
+        )
+    return entries

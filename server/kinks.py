@@ -1,0 +1,156 @@
+"""Non-differentiable points: where each op has a kink, and what each party's convention is there.
+
+A disagreement at such a point is a convention difference, not a failure. The conventions are
+those of the engine (PyTorch's), JAX and sympy; finite differences see the average of the two
+one-sided slopes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .ir import IRNode
+
+CONVENTIONS: dict[str, dict[str, str]] = {
+    "relu": {
+        "engine": "relu'(0) = 0 (torch)",
+        "jax": "relu'(0) = 0",
+        "sympy": "Heaviside(0) = 1/2",
+        "fd": "average of the one-sided slopes: 1/2",
+    },
+    "abs": {
+        "engine": "abs'(0) = 0 (torch)",
+        "jax": "abs'(0) = 1",
+        "sympy": "sign(0) = 0",
+        "fd": "average of the one-sided slopes: 0",
+    },
+    "maximum": {
+        "engine": "ties split 1/2 (torch)",
+        "jax": "ties split 1/2",
+        "sympy": "Heaviside(0) = 1/2",
+        "fd": "average: 1/2",
+    },
+    "minimum": {
+        "engine": "ties split 1/2 (torch)",
+        "jax": "ties split 1/2",
+        "sympy": "Heaviside(0) = 1/2",
+        "fd": "average: 1/2",
+    },
+    "clamp": {
+        "engine": "gradient 1 on the bound (torch)",
+        "jax": "gradient 1 on the bound",
+        "sympy": "Heaviside(0) = 1/2 on the bound",
+        "fd": "average: 1/2",
+    },
+    "leaky_relu": {
+        "engine": "slope at 0 = negative_slope (torch)",
+        "jax": "slope at 0 = negative_slope",
+        "sympy": "Piecewise: negative_slope at 0",
+        "fd": "average of both slopes",
+    },
+    "sqrt": {
+        "engine": "sqrt'(0) = inf",
+        "jax": "sqrt'(0) = inf",
+        "sympy": "zoo (complex infinity)",
+        "fd": "one-sided quotients diverge",
+    },
+    "amax": {
+        "engine": "ties share the gradient evenly (torch)",
+        "jax": "ties share evenly",
+        "sympy": "Heaviside products at ties",
+        "fd": "average",
+    },
+    "max": {
+        "engine": "full reduction: ties share evenly; along an axis: the first maximum (torch)",
+        "jax": "ties share evenly",
+        "sympy": "Heaviside products at ties",
+        "fd": "average",
+    },
+    "where": {
+        "engine": "the branch the condition picks (torch)",
+        "jax": "the branch picked",
+        "sympy": "Piecewise: the branch picked",
+        "fd": "average of the two branches' slopes",
+    },
+    "norm": {
+        "engine": "gradient 0 at the zero vector (torch)",
+        "jax": "nan at the zero vector",
+        "sympy": "nan (0/0)",
+        "fd": "one-sided slopes differ",
+    },
+}
+for _a, _b in (("amin", "amax"), ("min", "max")):
+    CONVENTIONS[_a] = CONVENTIONS[_b]
+for _op in ("sign", "floor", "round"):
+    CONVENTIONS[_op] = {
+        "engine": "0 (torch)",
+        "jax": "0",
+        "sympy": "0 (taken as piecewise constant)",
+        "fd": "a jump: the quotient diverges",
+    }
+
+
+def _ties(x: np.ndarray, axis: Any) -> bool:
+    x = np.asarray(x)
+    if x.size == 0:
+        return False
+    top = np.amax(x, axis=axis, keepdims=True)
+    bottom = np.amin(x, axis=axis, keepdims=True)
+    return bool(((x == top).sum(axis=axis) > 1).any() or ((x == bottom).sum(axis=axis) > 1).any())
+
+
+def _zero(x: Any) -> bool:
+    return bool(np.any(np.asarray(x) == 0))
+
+
+_DETECTORS: dict[str, Callable[[list[Any], dict[str, Any]], bool]] = {
+    "relu": lambda o, a: _zero(o[0]),
+    "abs": lambda o, a: _zero(o[0]),
+    "leaky_relu": lambda o, a: _zero(o[0]),
+    "sign": lambda o, a: _zero(o[0]),
+    "sqrt": lambda o, a: _zero(o[0]),
+    "floor": lambda o, a: bool(np.any(np.asarray(o[0]) == np.floor(o[0]))),
+    "round": lambda o, a: bool(np.any(np.abs(np.asarray(o[0]) - np.floor(o[0])) == 0.5)),
+    "maximum": lambda o, a: bool(np.any(np.asarray(o[0]) == np.asarray(o[1]))),
+    "minimum": lambda o, a: bool(np.any(np.asarray(o[0]) == np.asarray(o[1]))),
+    "clamp": lambda o, a: bool(
+        (a["min"] is not None and np.any(np.asarray(o[0]) == a["min"]))
+        or (a["max"] is not None and np.any(np.asarray(o[0]) == a["max"]))
+    ),
+    "amax": lambda o, a: _ties(o[0], a["axis"]),
+    "amin": lambda o, a: _ties(o[0], a["axis"]),
+    "max": lambda o, a: _ties(o[0], a["axis"]),
+    "min": lambda o, a: _ties(o[0], a["axis"]),
+    "norm": lambda o, a: _zero(np.sqrt(np.sum(np.square(o[0]), axis=a["axis"]))),
+    "where": lambda o, a: False,  # the condition's own comparison is checked where it is made
+}
+for _cmp in ("lt", "le", "gt", "ge", "eq", "ne"):
+    # a comparison at equality flips a where() branch: that is the where's kink
+    _DETECTORS[_cmp] = lambda o, a: bool(np.any(np.asarray(o[0]) == np.asarray(o[1])))
+    CONVENTIONS[_cmp] = CONVENTIONS["where"]
+
+
+@dataclass(frozen=True)
+class Kink:
+    node: IRNode
+    conventions: dict[str, str]
+
+    def describe(self) -> str:
+        where = f" at {self.node.pos}" if self.node.pos else ""
+        return (
+            f"{self.node.op} ({self.node.text or self.node.op}){where} is at a non-differentiable point"
+        )
+
+
+def find_kinks(nodes: list[IRNode], operand_values: dict[int, list[Any]]) -> list[Kink]:
+    """The nodes whose operands sit exactly on a kink of their op at this point."""
+    kinks = []
+    for node in nodes:
+        detect = _DETECTORS.get(node.op)
+        if detect is not None and detect(operand_values[node.id], node.attr_dict):
+            kinks.append(Kink(node, CONVENTIONS.get(node.op, {})))
+    return kinks

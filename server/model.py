@@ -1,0 +1,157 @@
+"""What a check asks for and what it answers: plain dataclasses, independent of the transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from .compare import Block
+
+
+@dataclass
+class InputSpec:
+    name: str
+    values: Any  # array-like, shaped like the input
+    dtype: str = "float64"
+    requires_grad: bool = True
+    mask: Any = None  # optional gradient mask (1 keeps, 0 freezes), applied through engine hooks
+
+
+@dataclass
+class SamplePoints:
+    """Extra points to check besides the given one."""
+
+    count: int = 0
+    seed: int = 0
+    distribution: str = "normal"  # "normal" (mean 0, std scale) or "uniform" (in [low, high])
+    low: float = -1.0
+    high: float = 1.0
+    scale: float = 1.0
+
+
+@dataclass
+class Budget:
+    sympy_seconds: float = 10.0
+    sympy_max_scalar_ops: int = 60_000  # above this, sympy checks a seeded sample of entries
+    sympy_sample_entries: int = 64
+    sympy_max_jacobian_rows: int = 512
+    symbolic_text_max_ops: int = 40  # show symbolic derivatives as text when this small
+    fd_max_entries: int = 4096
+    fd_sample_entries: int = 256
+    hessian_max_inputs: int = 256
+
+
+@dataclass
+class CheckRequest:
+    program: str
+    inputs: list[InputSpec]
+    outputs: list[str] | None = None
+    cotangents: dict[str, Any] = field(default_factory=dict)
+    checks: tuple[str, ...] = ("vjp",)  # any of "vjp", "jacobian", "hessian"
+    references: tuple[str, ...] = ("sympy", "jax", "fd")
+    rtol: float | None = None
+    atol: float | None = None
+    samples: SamplePoints | None = None
+    claimed_vjp: dict[str, Any] = field(default_factory=dict)  # input -> gradient
+    claimed_jacobian: dict[tuple[str, str], Any] = field(default_factory=dict)  # (output, input)
+    budget: Budget = field(default_factory=Budget)
+    seed: int = 0
+    blame: bool = True
+
+
+class Verdict(StrEnum):
+    PASS = "PASS"
+    PASS_WITH_CONVENTION_DIFFERENCES = "PASS_WITH_CONVENTION_DIFFERENCES"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+
+
+@dataclass
+class ReferenceStatus:
+    name: str
+    ran: bool
+    note: str = ""  # why it did not run, or what it sampled
+    sampled_entries: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    symbolic: list[dict[str, str]] = field(default_factory=list)  # {"entry", "text", "latex"}
+
+
+@dataclass
+class Blame:
+    node_name: str  # e.g. TanhBackward0
+    op: str
+    ir_node: int
+    position: str  # "line L, column C"
+    text: str  # the expression in the request
+    max_abs_error: float
+    detail: str
+
+
+@dataclass
+class ConventionNote:
+    op: str
+    position: str
+    text: str
+    conventions: dict[str, str]
+
+
+@dataclass
+class DagNode:
+    id: int
+    name: str
+    op: str
+    position: str
+    text: str
+    next: list[int]
+
+
+@dataclass
+class DagLeaf:
+    id: int
+    name: str
+    shape: tuple[int, ...]
+    requires_grad: bool
+    masked: bool
+
+
+@dataclass
+class Dag:
+    nodes: list[DagNode] = field(default_factory=list)
+    leaves: list[DagLeaf] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)  # inputs that do not require grad
+    dot: str = ""
+
+
+@dataclass
+class PointReport:
+    point: int  # 0: the given point; 1..: extra samples
+    inputs: dict[str, np.ndarray]
+    blocks: list[Block]
+    conventions: list[ConventionNote]
+    blame: list[Blame]
+    verdict: Verdict
+    summary: str
+
+
+@dataclass
+class Report:
+    verdict: Verdict
+    summary: str
+    points: list[PointReport]
+    references: dict[str, ReferenceStatus]
+    dag: Dag
+    timings: dict[str, float]
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # engine's values at point 0
+    error: str = ""
+
+    @property
+    def blocks(self) -> list[Block]:
+        return self.points[0].blocks if self.points else []
+
+    def block(self, quantity: str, input: str, output: str | None = None) -> Block:
+        for b in self.blocks:
+            if b.quantity == quantity and b.input == input and (output is None or b.output == output):
+                return b
+        raise KeyError((quantity, output, input))
