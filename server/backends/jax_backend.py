@@ -219,21 +219,28 @@ def derivatives(
     return d
 
 
-def flat_function(
-    program: Program, wrt: list[str], values: dict[str, np.ndarray]
-) -> Callable[[Any], Any]:
-    """All outputs, flattened and concatenated, as a function of all wrt entries flattened
-    (other inputs fixed at their values): what finite differences perturb."""
+@functools.lru_cache(maxsize=256)
+def _batched_flat(program: Program, wrt: tuple[str, ...], shapes: tuple[Any, ...]) -> Callable[..., Any]:
     f = program_function(program, wrt)
-    shapes = [np.shape(values[n]) for n in wrt]
     sizes = [int(np.prod(s)) for s in shapes]
-    others = [jnp.asarray(values[n]) for n in program.input_names if n not in wrt]
 
-    def flat(v: Any) -> Any:
+    def flat(v: Any, *others: Any) -> Any:
         parts, start = [], 0
         for shape, size in zip(shapes, sizes):
             parts.append(v[start : start + size].reshape(shape))
             start += size
         return jnp.concatenate([jnp.ravel(o).astype(jnp.float64) for o in f(*parts, *others)])
 
-    return jax.jit(flat)
+    return jax.jit(jax.vmap(flat, in_axes=(0,) + (None,) * (len(program.inputs) - len(wrt))))
+
+
+def flat_function(
+    program: Program, wrt: list[str], values: dict[str, np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """All outputs, flattened and concatenated, for a batch of points (each point: all wrt
+    entries flattened; other inputs fixed at their values): what finite differences perturb.
+    Compiled once per (program, wrt)."""
+    shapes = tuple(tuple(np.shape(values[n])) for n in wrt)
+    batched = _batched_flat(program, tuple(wrt), shapes)
+    others = [jnp.asarray(values[n]) for n in program.input_names if n not in wrt]
+    return lambda points: np.asarray(batched(jnp.asarray(points), *others))
