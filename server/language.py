@@ -190,11 +190,19 @@ class _Builder:
         kinds = {self.dtype_of(o) for o in operands} - {None, "bool", "int64"}
         return "float32" if kinds == {"float32"} else "float64"
 
-    def op_node(self, op: str, operands: list[Operand], attrs: dict[str, Any], node: ast.AST) -> Ref:
+    def op_node(
+        self,
+        op: str,
+        operands: list[Operand],
+        attrs: dict[str, Any],
+        node: ast.AST,
+        shape: tuple[int, ...] | None = None,
+    ) -> Ref:
         pos, spec = _pos(node), OPS[op]
         self._check_operand_dtypes(op, operands, pos)
         try:
-            shape = spec.shape_rule(op, *(self.shape_of(o) for o in operands), **attrs)
+            if shape is None:
+                shape = spec.shape_rule(op, *(self.shape_of(o) for o in operands), **attrs)
         except ShapeError as exc:
             raise RequestError(str(exc), pos) from None
         if op in ("nll_loss", "cross_entropy"):
@@ -543,11 +551,10 @@ class _Builder:
         index = tuple(self._index_item(i) for i in items)
         shape = self.shape_of(base)
         try:
-            canon = canonical_index(index, len(shape))
-            index_shape("getitem", shape, canon)
+            result = index_shape("getitem", shape, canonical_index(index, len(shape)))
         except ShapeError as exc:
             raise RequestError(str(exc), _pos(node)) from None
-        return self.op_node("getitem", [base], {"index": _hashable_index(index)}, node)
+        return self.op_node("getitem", [base], {"index": _hashable_index(index)}, node, result)
 
     def _index_item(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Slice):

@@ -15,6 +15,11 @@ def _matmul_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
     a, b = s[0], s[1]
     (sa, _), (sb, _) = n._in_meta
     nb = batch_dims(n, g)
+    if nb == 0 and len(sa) == len(sb) == 2:  # the common case, without the general machinery
+        return (
+            B.matmul(g, B.transpose(b, -1, -2)) if n._needs[0] else None,
+            B.matmul(B.transpose(a, -1, -2), g) if n._needs[1] else None,
+        )
     lead = g.shape[:nb]
     # Promote 1-D operands to matrices as numpy does, so one formula covers every case.
     a2 = (1, *sa) if len(sa) == 1 else sa

@@ -115,7 +115,7 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, reduction: str = "
 
 
 def _nll_fwd(logp: np.ndarray, target: np.ndarray, reduction: str) -> np.ndarray:
-    picked = -np.take_along_axis(logp, target[:, None].astype(np.intp), 1)[:, 0]
+    picked = -logp[np.arange(len(target)), target.astype(np.intp)]
     return _reduce_loss(picked, reduction)
 
 

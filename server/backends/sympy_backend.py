@@ -370,6 +370,9 @@ class StraightLine:
             return tuple(self.define(v) for v in value)
         if time.monotonic() > self.deadline:
             raise SympyUnavailable("the symbolic stage ran out of its time budget")
+        # _obj: numpy turns 0-d object results into bare sympy objects. Contiguous, so that
+        # reshape(-1) is a view and the replacements below land in `value`.
+        value = np.ascontiguousarray(_obj(value))
         flat = value.reshape(-1)
         for k, e in enumerate(flat):
             if not _is_leaf(e):

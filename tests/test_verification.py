@@ -1,0 +1,223 @@
+"""The verification core, in process: references agree on every op, corrupted VJPs are caught and
+blamed, kinks are conventions, masks and claimed values are checked."""
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from crossgrad.engine import OPS
+from crossgrad.engine.ops import IMPLS
+from crossgrad.server.backends import engine as engine_backend
+from crossgrad.server.backends import jax_backend, sympy_backend
+from crossgrad.server.check import check
+from crossgrad.server.language import parse
+from crossgrad.server.model import CheckRequest, InputSpec, Verdict
+from op_programs import NODE_OP, PROGRAMS
+
+DIFFERENTIABLE = sorted(n for n, s in OPS.items() if s.differentiable and not s.internal)
+
+
+def request_for(op, checks=("vjp",), **kwargs):
+    source, values = PROGRAMS[op]
+    inputs = [
+        InputSpec(n, v, dtype="int64", requires_grad=False) if v.dtype.kind == "i" else InputSpec(n, v)
+        for n, v in values.items()
+    ]
+    decls = {n: (v.shape, "int64" if v.dtype.kind == "i" else "float64") for n, v in values.items()}
+    program = parse(source, decls)
+    rng = np.random.default_rng(0)
+    cots = {name: rng.normal(size=program.node(i).shape) for name, i in program.outputs}
+    return CheckRequest(source, inputs, cotangents=cots, checks=checks, **kwargs)
+
+
+def test_every_op_has_a_program_and_every_backend_lowers_it():
+    assert sorted(PROGRAMS) == DIFFERENTIABLE
+    callable_ops = {n for n, s in OPS.items() if not s.internal}
+    for backend in (engine_backend, jax_backend, sympy_backend):
+        assert set(backend.LOWERING) == callable_ops, backend.__name__
+    assert {n for n, f in sympy_backend.LOWERING.items() if f is None} == {"argmax", "argmin"}
+
+
+def test_worked_example_passes_and_every_reference_agrees():
+    req = CheckRequest(
+        "Q = 3*a**3 - b**2",
+        [InputSpec("a", [2.0, 3.0]), InputSpec("b", [6.0, 4.0])],
+        cotangents={"Q": [1.0, 1.0]},
+        checks=("vjp", "jacobian"),
+    )
+    report = check(req)
+    assert report.verdict is Verdict.PASS
+    for source in ("engine", "sympy", "jax", "fd"):
+        np.testing.assert_allclose(report.block("vjp", "a").sources[source].values, [36, 81], rtol=1e-9)
+        np.testing.assert_allclose(report.block("vjp", "b").sources[source].values, [-12, -8], rtol=1e-9)
+    np.testing.assert_array_equal(
+        report.block("jacobian", "a", "Q").sources["sympy"].values, np.diag([36.0, 81.0])
+    )
+    np.testing.assert_array_equal(
+        report.block("jacobian", "b", "Q").sources["engine"].values, np.diag([-12.0, -8.0])
+    )
+    texts = {e["entry"]: e["text"] for e in report.references["sympy"].symbolic}
+    assert texts["d Q_0/d a_0"] == "9*a_0**2"
+    assert texts["d Q_1/d b_1"] == "-2*b_1"
+    assert [n.name for n in report.dag.nodes][:1] == ["SubBackward0"]
+    assert {leaf.name for leaf in report.dag.leaves} == {"a", "b"}
+
+
+@pytest.mark.parametrize("op", DIFFERENTIABLE)
+def test_every_op_agrees_with_every_reference(op):
+    report = check(request_for(op, checks=("vjp", "jacobian")))
+    assert report.verdict is Verdict.PASS, report.summary
+    assert all(s.ran for s in report.references.values()), report.references
+
+
+@contextmanager
+def corrupted(op):
+    impl = IMPLS[op]
+    original = impl.vjp
+
+    def wrong(B, node, g, s):
+        return tuple(None if r is None else r * 1.1 + 0.01 for r in original(B, node, g, s))
+
+    impl.vjp = wrong
+    try:
+        yield
+    finally:
+        impl.vjp = original
+
+
+_detected = []
+
+
+@pytest.mark.parametrize("op", DIFFERENTIABLE)
+def test_a_corrupted_vjp_is_caught_and_blamed_on_its_node(op):
+    target = NODE_OP.get(op, op)
+    with corrupted(target):
+        report = check(request_for(op))
+    blamed = {b.op for b in report.points[0].blame}
+    caught = report.verdict is Verdict.FAIL and op in blamed
+    _detected.append((op, caught))
+    assert report.verdict is Verdict.FAIL, report.summary
+    assert op in blamed, report.summary
+    blame = next(b for b in report.points[0].blame if b.op == op)
+    assert blame.node_name.endswith("Backward0") or blame.node_name.endswith(("Backward1", "Backward2"))
+    assert blame.position.startswith("line ")
+
+
+def test_mutation_detection_rate_is_complete(capsys):
+    # Runs after the parametrized mutation tests (file order): report the rate they reached.
+    if len(_detected) < len(DIFFERENTIABLE):
+        pytest.skip("run together with test_a_corrupted_vjp_is_caught_and_blamed_on_its_node")
+    rate = sum(c for _, c in _detected) / len(_detected)
+    with capsys.disabled():
+        print(f"\nmutation detection rate: {rate:.0%} of {len(_detected)} ops")
+    assert rate == 1.0, [op for op, c in _detected if not c]
+
+
+@pytest.mark.parametrize(
+    ("source", "values"),
+    [
+        ("y = sum(relu(x))", {"x": [0.0, 1.0, -2.0]}),
+        ("y = sum(abs(x))", {"x": [0.0, 1.5]}),
+        ("y = sum(maximum(x, w))", {"x": [1.0, 2.0], "w": [1.0, 0.5]}),
+        ("y = sum(clamp(x, min=0.0, max=1.0))", {"x": [0.0, 1.0, 0.5]}),
+    ],
+)
+def test_kinks_are_convention_differences_not_failures(source, values):
+    report = check(CheckRequest(source, [InputSpec(n, v) for n, v in values.items()]))
+    assert report.verdict in (Verdict.PASS, Verdict.PASS_WITH_CONVENTION_DIFFERENCES), report.summary
+    notes = report.points[0].conventions
+    assert notes and all(note.conventions for note in notes)
+    assert "non-differentiable" in report.summary
+
+
+def test_relu_at_zero_names_each_party_convention():
+    report = check(CheckRequest("y = sum(relu(x))", [InputSpec("x", [0.0, 1.0])]))
+    assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES
+    entry = report.block("vjp", "x").worst[0]
+    assert entry.index == (0,)
+    assert entry.values["engine"] == 0.0 and entry.values["sympy"] == 0.5
+    note = report.points[0].conventions[0]
+    assert note.op == "relu" and "1/2" in note.conventions["sympy"]
+
+
+def test_a_gradient_mask_zeroes_the_engine_gradient_and_passes():
+    rng = np.random.default_rng(3)
+    W, x = rng.normal(size=(3, 4)), rng.normal(size=4)
+    mask = (rng.random((3, 4)) > 0.5).astype(float)
+    req = CheckRequest("y = sum(tanh(W @ x) ** 2)", [InputSpec("W", W, mask=mask), InputSpec("x", x)])
+    report = check(req)
+    assert report.verdict is Verdict.PASS, report.summary
+    g = report.block("vjp", "W").sources["engine"].values
+    assert np.all(g[mask == 0] == 0) and np.all(g[mask == 1] != 0)
+
+
+def test_a_claimed_gradient_wrong_in_one_entry_fails_naming_it():
+    a, b = np.array([2.0, 3.0]), np.array([6.0, 4.0])
+    claimed = {"a": np.array([36.0, 81.0]), "b": np.array([-12.0, -8.5])}
+    req = CheckRequest(
+        "Q = 3*a**3 - b**2",
+        [InputSpec("a", a), InputSpec("b", b)],
+        cotangents={"Q": [1.0, 1.0]},
+        claimed_vjp=claimed,
+    )
+    report = check(req)
+    assert report.verdict is Verdict.FAIL
+    block = report.block("vjp", "b")
+    assert block.failing == {"engine": 0, "claimed": 1}
+    assert block.worst[0].index == (1,) and "claimed" in block.worst[0].disagree
+    assert "claimed" in report.summary and "(1,)" in report.summary
+    assert report.block("vjp", "a").failing["claimed"] == 0
+
+
+def test_sympy_checks_all_gradient_entries_of_a_32x32_layer_exactly():
+    rng = np.random.default_rng(0)
+    req = CheckRequest(
+        "y = sum(tanh(W @ x))",
+        [InputSpec("W", rng.normal(size=(32, 32)) / 6), InputSpec("x", rng.normal(size=32))],
+        references=("sympy",),
+    )
+    report = check(req)
+    assert report.verdict is Verdict.PASS
+    status = report.references["sympy"]
+    assert status.ran and not status.sampled_entries
+    assert report.block("vjp", "W").sources["sympy"].checked is None  # every entry computed
+    assert (
+        report.block("vjp", "W").pairs[0].compared + report.block("vjp", "x").pairs[0].compared == 1056
+    )
+
+
+def test_over_budget_sympy_checks_a_seeded_sample_and_says_which():
+    rng = np.random.default_rng(1)
+    inputs = [InputSpec("W", rng.normal(size=(40, 40)) / 6), InputSpec("x", rng.normal(size=40))]
+    req = CheckRequest("y = sum(tanh(W @ x))", inputs, references=("sympy", "jax"))
+    req.budget.sympy_max_scalar_ops = 500
+    report = check(req)
+    assert report.verdict is Verdict.PASS
+    status = report.references["sympy"]
+    assert "over budget" in status.note and "seed" in status.note
+    sampled = sum(len(v) for v in status.sampled_entries.values())
+    assert sampled == req.budget.sympy_sample_entries
+    checked = report.block("vjp", "W").sources["sympy"].checked
+    assert checked is not None and checked.sum() == len(status.sampled_entries.get("W", []))
+
+
+def test_hessian_of_a_scalar_output_agrees():
+    req = CheckRequest(
+        "y = sum(x ** 3) * sum(w * x)",
+        [InputSpec("x", [0.5, -1.2, 2.0]), InputSpec("w", [1.0, 2.0, 3.0])],
+        checks=("vjp", "hessian"),
+    )
+    report = check(req)
+    assert report.verdict is Verdict.PASS, report.summary
+    h = report.block("hessian", "x,x").sources
+    np.testing.assert_allclose(h["engine"].values, h["sympy"].values, rtol=1e-12)
+
+
+def test_extra_sample_points_are_checked_too():
+    req = CheckRequest("y = sum(sin(x) * x)", [InputSpec("x", [0.1, 0.2])])
+    req.samples = __import__("crossgrad.server.model", fromlist=["SamplePoints"]).SamplePoints(
+        count=3, seed=5
+    )
+    report = check(req)
+    assert report.verdict is Verdict.PASS and len(report.points) == 4
+    assert not np.allclose(report.points[1].inputs["x"], report.points[0].inputs["x"])
