@@ -3,6 +3,9 @@
 An index is made canonical once (Tensors and lists become integer arrays, boolean masks become their
 integer positions, the Ellipsis is expanded), so that the same index can be applied after any number of
 leading batch dimensions: that is what lets jacobian() push a batch of cotangents through getitem.
+
+Integers follow torch, not numpy, when they meet integer arrays: torch selects with the integers
+first and only then indexes with the arrays (numpy would broadcast the integers with the arrays).
 """
 
 from __future__ import annotations
@@ -74,16 +77,28 @@ def _adv_ndim(index: Index) -> int:
     return len(np.broadcast_shapes(*shapes)) if shapes else 0
 
 
+def _torch_stages(index: Index) -> tuple[Index, Index] | None:
+    """(integer selections, the rest) when integers meet integer arrays, else None."""
+    if not (has_advanced(index) and any(isinstance(i, int) for i in index)):
+        return None
+    selections = tuple(i if isinstance(i, int) else slice(None) for i in index if i is not None)
+    return selections, tuple(i for i in index if not isinstance(i, int))
+
+
 def index_shape(op: str, shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
     index = canonical_index(index, len(shape))
     try:  # a zero-stride view: basic indexing costs nothing, advanced indexing 1 byte per element
-        return np.broadcast_to(np.zeros((), np.int8), shape)[index].shape
+        return getitem(np.broadcast_to(np.zeros((), np.int8), shape), index).shape
     except IndexError as exc:
         raise ShapeError(f"{op}: {exc} (tensor shape {tuple(shape)})") from None
 
 
-def getitem(x: np.ndarray, index: Index, nb: int = 0) -> np.ndarray:
-    """x[index] applied after nb leading batch dimensions."""
+def getitem(x: Any, index: Index, nb: int = 0) -> Any:
+    """x[index] (torch's semantics) applied after nb leading batch dimensions; x may be any array
+    that numpy-style indexing accepts (numpy, JAX, numpy object arrays of sympy expressions)."""
+    stages = _torch_stages(index)
+    if stages is not None:
+        return getitem(getitem(x, stages[0], nb), stages[1], nb)
     if nb == 0:
         return x[index]
     out = x[(slice(None),) * nb + index]
@@ -95,6 +110,10 @@ def getitem(x: np.ndarray, index: Index, nb: int = 0) -> np.ndarray:
 
 def index_scatter(g: np.ndarray, index: Index, shape: tuple[int, ...]) -> np.ndarray:
     """The adjoint of getitem: zeros of (batch + shape) with g added at index (repeats add up)."""
+    stages = _torch_stages(index)
+    if stages is not None:
+        selected = getitem(np.broadcast_to(np.zeros((), np.int8), shape), stages[0]).shape
+        return index_scatter(index_scatter(g, stages[1], selected), stages[0], shape)
     nb = g.ndim - len(getitem(np.broadcast_to(np.zeros((), np.int8), shape), index).shape)
     out = np.zeros(g.shape[:nb] + tuple(shape), dtype=g.dtype)
     full = (slice(None),) * nb + index

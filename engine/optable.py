@@ -72,16 +72,19 @@ def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
 
 
 def normalize_axis(op: str, axis: int, ndim: int) -> int:
-    if not -ndim <= axis < max(ndim, 1):
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
         raise ShapeError(f"{op}: axis {axis} is out of range for a tensor of {ndim} dimensions")
     return axis % ndim if ndim else 0
 
 
 def normalize_axes(op: str, axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    """Non-negative axes. A 0-d tensor accepts axis 0 and -1 (as torch does), which name nothing."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     norm = tuple(normalize_axis(op, a, ndim) for a in axes)
+    if ndim == 0:
+        return ()
     if len(set(norm)) != len(norm):
         raise ShapeError(f"{op}: axis {axis} names a dimension twice")
     return norm
@@ -325,9 +328,24 @@ KEEPDIMS = Attr("keepdims", "bool", False)
 REDUCTION = Attr("reduction", "str", "mean")
 
 
-def _by_axis(full: str, partial: str) -> Callable[..., str]:
-    """torch names the full reduction and the reduction over given dims differently."""
-    return lambda attrs, shapes: full if attrs.get("axis") is None else partial
+def _by_axis(full: str, partial: str, keepdims_counts: bool = False) -> Callable[..., str]:
+    """torch names the full reduction and the reduction over given dims differently (for sum and
+    mean, keepdims=True takes the dims overload even without dims)."""
+
+    def name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
+        whole = attrs.get("axis") is None and not (keepdims_counts and attrs.get("keepdims"))
+        return full if whole else partial
+
+    return name
+
+
+def _squeeze_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
+    axis = attrs.get("axis")
+    return (
+        "SqueezeBackward0"
+        if axis is None
+        else ("SqueezeBackward1" if isinstance(axis, int) else "SqueezeBackward2")
+    )
 
 
 def _matmul_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
@@ -403,8 +421,8 @@ _SPECS = [
     _unary("floor", "FloorBackward0", "at integers (zero gradient everywhere)"),
     _unary("round", "RoundBackward0", "at half-integers (zero gradient everywhere)"),
     # reductions
-    _reduction("sum", _by_axis("SumBackward0", "SumBackward1")),
-    _reduction("mean", _by_axis("MeanBackward0", "MeanBackward1")),
+    _reduction("sum", _by_axis("SumBackward0", "SumBackward1", keepdims_counts=True)),
+    _reduction("mean", _by_axis("MeanBackward0", "MeanBackward1", keepdims_counts=True)),
     _reduction("prod", _by_axis("ProdBackward0", "ProdBackward1"), "where several entries are 0"),
     OpSpec(
         "max",
@@ -472,7 +490,7 @@ _SPECS = [
         1,
         (AXIS,),
         _squeeze,
-        _by_axis("SqueezeBackward0", "SqueezeBackward1"),
+        _squeeze_node_name,
         operands=("x",),
     ),
     OpSpec(
@@ -522,7 +540,9 @@ _SPECS = [
         1,
         (Attr("sections", "ints", 1), Attr("axis", "int", 0)),
         _split,
-        "SplitBackward0",
+        lambda attrs, shapes: (
+            "SplitBackward0" if isinstance(attrs["sections"], int) else "SplitWithSizesBackward0"
+        ),
         operands=("x",),
     ),
     OpSpec(

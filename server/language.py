@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from crossgrad.engine import OPS, ShapeError
-from crossgrad.engine.indexing import canonical_index, index_shape
+from crossgrad.engine.indexing import canonical_index, getitem, index_shape
 
 from .ir import IRNode, Operand, Position, Program, Ref
 from .limits import DEFAULT_LIMITS, Limits
@@ -389,14 +389,14 @@ class _Builder:
         return self.arithmetic(op, left, right, node)
 
     def arithmetic(self, op: str, left: Operand, right: Operand, node: ast.AST) -> Operand:
+        if op == "matmul" and not (isinstance(left, Ref) and isinstance(right, Ref)):
+            raise RequestError("@ needs tensors on both sides", _pos(node))
         if not isinstance(left, Ref) and not isinstance(right, Ref):
             return self._fold(op, left, right, node)
         if op == "pow":
             return self._pow(left, right, node)
         if op == "sub" and not isinstance(left, Ref):
             return self.op_node("rsub", [right], {"other": left}, node)
-        if op == "matmul" and not (isinstance(left, Ref) and isinstance(right, Ref)):
-            raise RequestError("@ needs tensors on both sides", _pos(node))
         if op in ("add", "mul") and not isinstance(left, Ref):
             left, right = right, left  # 3 * a: the tensor comes first, as in torch's graph
         return self.op_node(op, [left, right], {}, node)
@@ -640,6 +640,11 @@ class IntList(tuple):
 
 def index_for_numpy(index: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(np.asarray(i, dtype=np.intp) if isinstance(i, IntList) else i for i in index)
+
+
+def apply_index(x: Any, index: tuple[Any, ...]) -> Any:
+    """x[index] with the engine's (torch's) indexing rules, for any array type (the references)."""
+    return getitem(x, canonical_index(index_for_numpy(index), np.ndim(x)))
 
 
 def parse(

@@ -128,6 +128,10 @@ class NumpyOps:
         return np.transpose(x, dims)
 
     @staticmethod
+    def prod(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        return np.prod(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
     def flip(x: Any, axis: Any = None) -> Any:
         return np.flip(x, axis)
 
@@ -157,6 +161,8 @@ def _sigmoid(x: Any) -> Any:
 
 
 def _pad(x: np.ndarray, pad: Any, value: float) -> np.ndarray:
+    if not pad:
+        return np.array(x)
     widths = [(0, 0)] * x.ndim
     for k in range(len(pad) // 2):
         widths[x.ndim - 1 - k] = (int(pad[2 * k]), int(pad[2 * k + 1]))

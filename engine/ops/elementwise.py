@@ -66,7 +66,13 @@ _POW = define("pow", lambda x, exponent: np.power(x, exponent), _pow_vjp)
 
 def _pow_tensor_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
     x, y, out = s
-    gx = g * (y * x ** (y - 1)) if n._needs[0] else None
+    gx = None
+    if n._needs[0]:
+        # torch's convention: d(x**y)/dx = 0 where y == 0 (also at x == 0, where x**(y-1) is inf)
+        zero = np.asarray(data(y)) == 0
+        gx = g * (y * x ** (y - 1))
+        if zero.any():
+            gx = B.where(zero, 0.0, gx)
     gy = None
     if n._needs[1]:
         # torch's convention: d(x**y)/dy = 0 where x == 0 and y >= 0 (log 0 would give nan).

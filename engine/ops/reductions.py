@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 from ..graph import Node
 from ..optable import normalize_axes
 from ..tensor import Tensor
-from .core import apply, data, define, keepdims_shape, operand, restore_reduced
+from .core import NumpyOps, apply, data, define, keepdims_shape, operand, restore_reduced
 
 
 def _axes(n: Node) -> tuple[int, ...]:
@@ -55,19 +56,20 @@ def _axis_attr(axis: Any) -> Any:
     return tuple(int(a) for a in axis)
 
 
-def _np_axis(axis: Any) -> Any:
-    return axis if axis is None or isinstance(axis, int) else tuple(axis)
+def _np_axis(x: np.ndarray, axis: Any) -> Any:
+    """Axes for numpy: non-negative, and none at all for a 0-d tensor (torch accepts 0 and -1)."""
+    return None if axis is None else normalize_axes("reduce", axis, x.ndim)
 
 
 sum = _reduction(
     "sum",
-    lambda x, axis, keepdims: np.sum(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda x, axis, keepdims: np.sum(x, axis=_np_axis(x, axis), keepdims=keepdims),
     lambda B, n, g, s: (_expand(B, n, g),),
     save="none",
 )
 mean = _reduction(
     "mean",
-    lambda x, axis, keepdims: np.mean(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda x, axis, keepdims: np.mean(x, axis=_np_axis(x, axis), keepdims=keepdims),
     lambda B, n, g, s: (_expand(B, n, g) / _count(n),),
     save="none",
 )
@@ -79,9 +81,10 @@ def _prod_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     ge = _expand(B, n, g)
     if not (xd == 0).any():
         return (ge * (_kept(B, n, out) / x),)
-    # With zeros, the product of the other entries comes from exclusive cumulative products
-    # (exact, no division). It is a constant here, so second derivatives at zeros are not exact.
     axes = _axes(n)
+    if B is not NumpyOps:  # under create_graph: a differentiable product of the other entries
+        return (ge * _product_of_others(B, x, axes),)
+    # The product of the other entries from exclusive cumulative products (exact, no division).
     moved = np.moveaxis(xd, axes, tuple(range(-len(axes), 0)))
     flat = moved.reshape(*moved.shape[: moved.ndim - len(axes)], -1)
     ones = np.ones_like(flat[..., :1])
@@ -93,10 +96,25 @@ def _prod_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
 
 prod = _reduction(
     "prod",
-    lambda x, axis, keepdims: np.prod(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda x, axis, keepdims: np.prod(x, axis=_np_axis(x, axis), keepdims=keepdims),
     _prod_vjp,
     out=True,
 )
+
+
+def _product_of_others(B: Any, x: Any, axes: tuple[int, ...]) -> Any:
+    """For each entry, the product over `axes` of the other entries, in differentiable ops: the
+    reduced entries are laid out k x k with the diagonal set to 1 (O(k^2), used only with zeros
+    under create_graph)."""
+    shape = x.shape
+    kept = [a for a in range(len(shape)) if a not in axes]
+    perm = (*kept, *axes)
+    k = math.prod(shape[a] for a in axes)
+    lead = tuple(shape[a] for a in kept)
+    rows = B.reshape(B.permute(x, perm), (*lead, 1, k))
+    others = B.prod(B.where(np.eye(k, dtype=bool), 1.0, rows), axis=-1)
+    others = B.reshape(others, lead + tuple(shape[a] for a in axes))
+    return B.permute(others, tuple(int(i) for i in np.argsort(perm)))
 
 
 def _even_split_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
@@ -110,6 +128,8 @@ def _even_split_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
 def _first_index_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     """max/min along one axis: the whole gradient goes to the index they return (the first)."""
     x = np.asarray(data(s[0]))
+    if x.ndim == 0:  # nothing to choose from
+        return (_expand(B, n, g),)
     axis = _axes(n)[0]
     pick = np.argmax if n.op == "max" else np.argmin
     onehot = np.zeros(x.shape, x.dtype)
@@ -125,25 +145,25 @@ def _extreme_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
 
 amax = _reduction(
     "amax",
-    lambda x, axis, keepdims: np.amax(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda x, axis, keepdims: np.amax(x, axis=_np_axis(x, axis), keepdims=keepdims),
     _even_split_vjp,
     out=True,
 )
 amin = _reduction(
     "amin",
-    lambda x, axis, keepdims: np.amin(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda x, axis, keepdims: np.amin(x, axis=_np_axis(x, axis), keepdims=keepdims),
     _even_split_vjp,
     out=True,
 )
 _max = _reduction(
     "max",
-    lambda x, axis, keepdims: np.amax(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda x, axis, keepdims: np.amax(x, axis=_np_axis(x, axis), keepdims=keepdims),
     _extreme_vjp,
     out=True,
 )
 _min = _reduction(
     "min",
-    lambda x, axis, keepdims: np.amin(x, axis=_np_axis(axis), keepdims=keepdims),
+    lambda x, axis, keepdims: np.amin(x, axis=_np_axis(x, axis), keepdims=keepdims),
     _extreme_vjp,
     out=True,
 )
@@ -164,7 +184,7 @@ def min(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
 
 
 def _logsumexp_fwd(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
-    ax = _np_axis(axis)
+    ax = _np_axis(x, axis)
     m = np.amax(x, axis=ax, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)
     out = np.log(np.sum(np.exp(x - m), axis=ax, keepdims=True)) + m
@@ -184,28 +204,36 @@ def _centered(B: Any, n: Node, x: Any) -> Any:
 
 
 def _dof(n: Node) -> int:
-    return _count(n) - n._attrs["correction"]
+    return builtins.max(_count(n) - n._attrs["correction"], 0)  # as torch: inf or nan beyond N
 
 
 var = _reduction(
     "var",
     lambda x, axis, keepdims, correction: np.var(
-        x, axis=_np_axis(axis), keepdims=keepdims, ddof=correction
+        x, axis=_np_axis(x, axis), keepdims=keepdims, ddof=correction
     ),
     lambda B, n, g, s: (_expand(B, n, g) * (2 * _centered(B, n, s[0]) / _dof(n)),),
 )
 std = _reduction(
     "std",
     lambda x, axis, keepdims, correction: np.std(
-        x, axis=_np_axis(axis), keepdims=keepdims, ddof=correction
+        x, axis=_np_axis(x, axis), keepdims=keepdims, ddof=correction
     ),
-    lambda B, n, g, s: (_expand(B, n, g) * (_centered(B, n, s[0]) / (_dof(n) * _kept(B, n, s[-1]))),),
+    lambda B, n, g, s: (_std_vjp(B, n, g, s),),
     out=True,
 )
 
 
+def _std_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> Any:
+    out = _kept(B, n, s[-1])
+    zero = np.asarray(data(out)) == 0  # torch: no gradient where the std is 0
+    safe = B.where(zero, 1.0, out)
+    grad = _expand(B, n, g) * (_centered(B, n, s[0]) / (_dof(n) * safe))
+    return B.where(zero, 0.0, grad) if zero.any() else grad
+
+
 def _norm_fwd(x: np.ndarray, axis: Any, keepdims: bool, ord: float) -> np.ndarray:
-    ax, a = _np_axis(axis), np.abs(x)
+    ax, a = _np_axis(x, axis), np.abs(x)
     if ord == math.inf:
         return np.amax(a, axis=ax, keepdims=keepdims)
     if ord == 2:
@@ -253,7 +281,7 @@ def _argreduce(name: str, fn: Any) -> Any:
 
 
 def _keep(idx: Any, axis: int | None, keepdims: bool, ndim: int) -> Any:
-    if not keepdims:
+    if not keepdims or ndim == 0:
         return idx
     return np.reshape(idx, (1,) * ndim) if axis is None else np.expand_dims(idx, axis)
 

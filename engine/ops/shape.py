@@ -45,7 +45,12 @@ def reshape(x: Any, shape: Any) -> Tensor:
 
 
 def flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    return apply(_FLATTEN, tensor_operand(x), start_dim=start_dim, end_dim=end_dim)
+    x = tensor_operand(x)
+    if x.ndim and normalize_axis("flatten", start_dim, x.ndim) == normalize_axis(
+        "flatten", end_dim, x.ndim
+    ):
+        return x  # nothing to merge: torch returns the input itself
+    return apply(_FLATTEN, x, start_dim=start_dim, end_dim=end_dim)
 
 
 def squeeze(x: Any, axis: Any = None) -> Tensor:

@@ -16,7 +16,7 @@ from jax.scipy.special import logsumexp as _logsumexp
 from ..compare import SourceValues
 from ..derivatives import Derivatives
 from ..ir import IRNode, Program, evaluate
-from ..language import index_for_numpy
+from ..language import apply_index
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_platforms", "cpu")
@@ -112,7 +112,7 @@ LOWERING: dict[str, L] = {
     "concat": lambda o, a: jnp.concatenate(o, axis=a["axis"]),
     "stack": lambda o, a: jnp.stack(o, axis=a["axis"]),
     "split": lambda o, a: _split(o[0], a["sections"], a["axis"]),
-    "getitem": lambda o, a: o[0][index_for_numpy(a["index"])],
+    "getitem": lambda o, a: apply_index(o[0], a["index"]),
     "flip": lambda o, a: jnp.flip(o[0], a["axis"]),
     "pad": lambda o, a: _pad(o[0], a["pad"], a["value"]),
     "where": lambda o, a: jnp.where(o[0], o[1], o[2]),

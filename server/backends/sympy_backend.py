@@ -26,7 +26,7 @@ from crossgrad.engine import OPS
 from ..compare import SourceValues
 from ..derivatives import Derivatives
 from ..ir import IRNode, Program, evaluate
-from ..language import index_for_numpy
+from ..language import apply_index
 from ..model import ReferenceStatus
 
 PRECISION_DIGITS = 50
@@ -309,7 +309,7 @@ LOWERING: dict[str, L] = {
     "concat": lambda o, a: _obj(np.concatenate(o, axis=a["axis"])),
     "stack": lambda o, a: _obj(np.stack(o, axis=a["axis"])),
     "split": lambda o, a: _split(o[0], a["sections"], a["axis"]),
-    "getitem": lambda o, a: _obj(o[0][index_for_numpy(a["index"])]),
+    "getitem": lambda o, a: _obj(apply_index(o[0], a["index"])),
     "flip": lambda o, a: _obj(np.flip(o[0], a["axis"])),
     "pad": lambda o, a: _pad(o[0], a["pad"], a["value"]),
     "where": lambda o, a: _map(_piecewise, o[0], o[1], o[2]),
