@@ -879,10 +879,8 @@ def _long_random_programs(program, rng):
     check_program(program, rng)
 
 
-@pytest.mark.slow
-def test_long_random_programs(request):
-    if "slow" not in request.config.getoption("markexpr"):
-        pytest.skip("long fuzzing: run with -m slow")
+@pytest.mark.slow  # deselected by default (pyproject addopts); run with -m slow
+def test_long_random_programs():
     _long_random_programs()
 
 
