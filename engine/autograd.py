@@ -138,7 +138,8 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
         s = _unpack_for_graph(node, saved)
     else:
         B = NumpyOps
-        s = [x.data if type(x) is Tensor else x for x in saved]
+        # saved operands are Tensors (kept for create_graph); the result is a bare array
+        s = saved if impl.save == "none" else [x.data if type(x) is Tensor else x for x in saved]
     if impl.n_outputs == 1:
         g = buf[0]
     else:  # several outputs: the ones that got no gradient contribute zeros
@@ -222,8 +223,8 @@ def run_backward(
     only_inputs = inputs is not None
     pop, push = heapq.heappop, heapq.heappush
     with set_grad_enabled(create_graph):
-        while ready:
-            node = pop(ready)[1]
+        node = pop(ready)[1] if ready else None
+        while node is not None:
             buf = buffers.pop(node, None)
             grads_in = None
             if buf is None:  # no gradient reached this node
@@ -236,6 +237,7 @@ def run_backward(
                 grads_in = _call_node(node, buf, create_graph)
                 if not retain_graph:
                     _release(node)
+            following = None  # a chain's next node skips the heap when nothing else is ready
             k = -1
             for child, nr in node.next_functions:
                 k += 1
@@ -244,7 +246,10 @@ def run_backward(
                 left = deps[child] - 1
                 deps[child] = left
                 if not left:
-                    push(ready, (-child._seq, child))
+                    if following is None and not ready:
+                        following = child
+                    else:
+                        push(ready, (-child._seq, child))
                 if grads_in is None or grads_in[k] is None:
                     continue
                 gi = grads_in[k]
@@ -252,6 +257,10 @@ def run_backward(
                 if cbuf is None:
                     cbuf = buffers[child] = [None] * _n_outputs(child)
                 cbuf[nr] = gi if cbuf[nr] is None else cbuf[nr] + gi
+            if following is not None and ready and ready[0][0] < -following._seq:
+                push(ready, (-following._seq, following))  # a newer node is ready: it goes first
+                following = None
+            node = following if following is not None else (pop(ready)[1] if ready else None)
 
     if accumulate and inputs is not None:  # non-leaf inputs of backward(inputs=...) get .grad
         for t, g in zip(inputs, captured):
@@ -306,9 +315,10 @@ def _run_node(
 
 
 def _release(node: Node) -> None:
-    """Drop the node's saved arrays now rather than when the graph dies (unless retain_graph)."""
+    """Drop the node's saved arrays now rather than when the graph dies (unless retain_graph).
+    Saved python numbers are no arrays: like torch's saved scalars, they never expire."""
     for x in node._saved:
-        if x is not None:
+        if type(x) is Tensor or type(x) is np.ndarray:
             node._saved = _FREED
             return
 

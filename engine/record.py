@@ -33,28 +33,25 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     Operands are Tensors or constants (python numbers, numpy arrays); constants get no edge.
     """
     attrs = attrs or _EMPTY
-    args = []
     needs = []
     edges = []
     in_meta = []
     any_need = False
-    for x in operands:
+    args = [x.data if type(x) is Tensor else x for x in operands]
+    for x, a in zip(operands, args):
         if type(x) is Tensor:
-            data = x.data
-            args.append(data)
-            in_meta.append((data.shape, data.dtype))
+            in_meta.append((a.shape, a.dtype))
             if x.requires_grad:
                 any_need = True
                 needs.append(True)
                 edges.append((x.grad_fn, x._output_nr) if x.grad_fn is not None else _leaf_edge(x))
                 continue
         else:
-            args.append(x)
             in_meta.append(((), None) if type(x) in _NUMBERS else (np.shape(x), x.dtype))
         needs.append(False)
         edges.append(_NO_EDGE)
     try:
-        out = impl.forward(*args, **attrs)
+        out = impl.forward(*args, **attrs) if attrs else impl.forward(*args)
     except (ValueError, IndexError, TypeError):
         # Let the op's shape rule name the problem (op, shapes) before numpy's message does.
         impl.spec.shape_rule(impl.spec.name, *(m[0] for m in in_meta), **attrs)

@@ -241,8 +241,6 @@ _PLAIN = (Tensor, float, int)  # operands that need no conversion: the fast path
 
 
 def _as_tensor_pair(x: Any, y: Any) -> tuple[Any, Any]:
-    if type(x) is Tensor and type(y) in _PLAIN:
-        return x, y
     x, y = operand(x), operand(y)
     if not isinstance(x, Tensor) and not isinstance(y, Tensor):
         x = Tensor(x)
@@ -250,6 +248,8 @@ def _as_tensor_pair(x: Any, y: Any) -> tuple[Any, Any]:
 
 
 def add(x: Any, y: Any) -> Tensor:
+    if type(x) is Tensor and type(y) in _PLAIN:  # the hot path: no conversion needed
+        return record(_ADD, (x, y))
     return record(_ADD, _as_tensor_pair(x, y))
 
 
@@ -261,6 +261,8 @@ def sub(x: Any, y: Any) -> Tensor:
 
 
 def mul(x: Any, y: Any) -> Tensor:
+    if type(x) is Tensor and type(y) in _PLAIN:
+        return record(_MUL, (x, y))
     return record(_MUL, _as_tensor_pair(x, y))
 
 
