@@ -270,7 +270,7 @@ def _finite_differences(
     sizes = [values[n].size for n in wrt]
     total = sum(sizes)
     x = np.concatenate([values[n].astype(np.float64).ravel() for n in wrt])
-    f = jax_backend.flat_function(program, wrt, values)
+    f = engine_backend.flat_function(program, wrt, values)
     budget = request.budget
     if total <= budget.fd_max_entries:
         entries = np.arange(total)

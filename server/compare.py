@@ -79,11 +79,13 @@ class Block:
 def close(a: np.ndarray, b: np.ndarray, tol: Tolerance, extra: np.ndarray | float = 0.0) -> np.ndarray:
     """Entrywise agreement of a with the reference b (NaN and infinities compared explicitly)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    finite = np.isfinite(a) & np.isfinite(b)
     with np.errstate(invalid="ignore", over="ignore"):
         ok = np.abs(a - b) <= tol.atol + tol.rtol * np.abs(b) + extra
-    same_special = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b)))
-    return np.where(finite, ok, same_special)
+        if np.isfinite(a).all() and np.isfinite(b).all():
+            return ok
+        finite = np.isfinite(a) & np.isfinite(b)
+        special = (np.isnan(a) & np.isnan(b)) | ((a == b) & np.isinf(a))
+    return np.where(finite, ok, special)
 
 
 def _mask(s: SourceValues) -> np.ndarray:
@@ -91,10 +93,12 @@ def _mask(s: SourceValues) -> np.ndarray:
 
 
 def _errors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute and relative differences; a NaN or infinite difference counts as infinite."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         diff = np.abs(a - b)
-        rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
-    return np.nan_to_num(diff, nan=np.inf), np.nan_to_num(rel, nan=np.inf)
+        if not np.isfinite(diff).all():
+            diff = np.where(np.isfinite(diff), diff, np.inf)
+        return diff, diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
 
 
 def compare_block(block: Block, tol: Tolerance, worst: int = 5) -> Block:

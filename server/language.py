@@ -653,9 +653,26 @@ def parse(
     outputs: Sequence[str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Program:
-    """Parse and shape-check a program. outputs default to the last assigned variable."""
+    """Parse and shape-check a program. outputs default to the last assigned variable.
+    Programs are immutable, so a repeated request reuses the parse of the first."""
     if isinstance(inputs, Mapping):
         inputs = [InputDecl(n, tuple(s), d) for n, (s, d) in inputs.items()]
+    key = (source, tuple(inputs), tuple(outputs or ()), limits)
+    program = _PARSED.get(key)
+    if program is None:
+        program = _parse(source, inputs, outputs, limits)
+        if len(_PARSED) >= 256:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = program
+    return program
+
+
+_PARSED: dict[Any, Program] = {}
+
+
+def _parse(
+    source: str, inputs: Sequence[InputDecl], outputs: Sequence[str] | None, limits: Limits
+) -> Program:
     if not isinstance(source, str):
         raise RequestError("the program must be text")
     if len(source) > limits.max_source_chars:

@@ -95,6 +95,33 @@ def function_of(
     return f
 
 
+def flat_function(
+    program: Program, wrt: list[str], values: Mapping[str, np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """All outputs, flattened and concatenated, at each of a batch of points (a point: every wrt
+    entry, flattened; other inputs fixed): the forward passes finite differences perturb. No
+    graph is recorded, and nothing is compiled (a one-off request pays no compile time)."""
+    shapes = [np.shape(values[n]) for n in wrt]
+    offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+    fixed = {n: cg.tensor(values[n]) for n in program.input_names if n not in wrt}
+
+    def apply(node: IRNode, operands: list[Any]) -> Any:
+        return LOWERING[node.op](operands, node.attr_dict)
+
+    def f(points: np.ndarray) -> np.ndarray:
+        rows = []
+        with cg.no_grad():
+            for p in points:
+                leaves = dict(fixed)
+                for n, shape, lo, hi in zip(wrt, shapes, offsets[:-1], offsets[1:]):
+                    leaves[n] = cg.tensor(p[lo:hi].reshape(shape))
+                env = evaluate(program, leaves, apply)
+                rows.append(np.concatenate([np.ravel(env[i].data) for _, i in program.outputs]))
+        return np.array(rows)
+
+    return f
+
+
 def derivatives(
     engine_run: EngineRun,
     wrt: list[str],

@@ -1,8 +1,8 @@
 """Finite differences: a fourth witness, mainly where sympy is skipped.
 
 Central differences at steps h and h/2 combined by Richardson extrapolation (error O(h^4)), with an
-error estimate from the difference of the two (plus rounding). The function values come from JAX's
-compiled forward pass, all perturbations of a point evaluated in one batched call.
+error estimate from the difference of the two (plus rounding). The function values come from the
+engine's forward pass (itself checked against sympy and JAX), all perturbations in one call.
 """
 
 from __future__ import annotations

@@ -155,30 +155,37 @@ def program_function(program: Program, wrt: Sequence[str]) -> Callable[..., tupl
 
 
 @functools.lru_cache(maxsize=256)
-def compiled(program: Program, wrt: tuple[str, ...], what: str) -> Callable[..., Any]:
-    """A jitted function of (wrt values, other values[, cotangents]) for `what`:
+def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[..., Any]:
+    """The (uncompiled) function of (wrt values, other values[, cotangents]) for `what`:
     "value", "vjp" (one cotangent per output), "jacobian" or "hessian" (scalar output 0)."""
     f = program_function(program, wrt)
-    k = len(wrt)
+    k, n_out = len(wrt), len(program.outputs)
     argnums = tuple(range(k))
     if what == "value":
-        return jax.jit(f)
+        return f
     if what == "vjp":
 
         def vjp(*args: Any) -> Any:
-            values, cots = (
-                args[: len(args) - len(program.outputs)],
-                args[len(args) - len(program.outputs) :],
-            )
+            values, cots = args[:-n_out], args[-n_out:]
             outs, pullback = jax.vjp(lambda *w: f(*w, *values[k:]), *values[:k])
             return outs, pullback(tuple(cots))
 
-        return jax.jit(vjp)
+        return vjp
     if what == "jacobian":
-        return jax.jit(jax.jacrev(f, argnums=argnums))
+        return jax.jacrev(f, argnums=argnums)
     if what == "hessian":
-        return jax.jit(jax.hessian(lambda *a: f(*a)[0], argnums=argnums))
+        return jax.hessian(lambda *a: f(*a)[0], argnums=argnums)
     raise ValueError(f"unknown derivative {what!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[..., Any]:
+    return jax.jit(_function(program, wrt, what))
+
+
+def call(program: Program, wrt: Sequence[str], what: Any, *args: Any) -> Any:
+    """Run `what` for this program, compiled once per (program, shapes, dtypes, what)."""
+    return _compiled(program, tuple(wrt), what)(*args)
 
 
 def derivatives(
@@ -193,8 +200,10 @@ def derivatives(
     others = [n for n in program.input_names if n not in wrt]
     args = [jnp.asarray(values[n]) for n in wrt] + [jnp.asarray(values[n]) for n in others]
     names = program.output_names
-    outs = compiled(program, tuple(wrt), "value")(*args)
-    d = Derivatives(values={n: np.asarray(o) for n, o in zip(names, outs)})
+    d = Derivatives()
+    if "vjp" not in checks or not wrt:
+        outs = call(program, wrt, "value", *args)
+        d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
     if not wrt:
         return d
 
@@ -204,43 +213,17 @@ def derivatives(
         return SourceValues(g if mask is None else g * np.asarray(mask))
 
     if "vjp" in checks:
-        _, grads = compiled(program, tuple(wrt), "vjp")(*args, *[jnp.asarray(c) for c in cotangents])
+        outs, grads = call(program, wrt, "vjp", *args, *[jnp.asarray(c) for c in cotangents])
+        d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
     if "jacobian" in checks:
-        jac = compiled(program, tuple(wrt), "jacobian")(*args)
+        jac = call(program, wrt, "jacobian", *args)
         for oname, per_input in zip(names, jac):
             for n, block in zip(wrt, per_input):
                 d.jacobian[(oname, n)] = masked(n, block)
     if "hessian" in checks:
-        hess = compiled(program, tuple(wrt), "hessian")(*args)
+        hess = call(program, wrt, "hessian", *args)
         for a, row in zip(wrt, hess):
             for b, block in zip(wrt, row):
                 d.hessian[(a, b)] = SourceValues(np.asarray(block, dtype=np.float64))
     return d
-
-
-@functools.lru_cache(maxsize=256)
-def _batched_flat(program: Program, wrt: tuple[str, ...], shapes: tuple[Any, ...]) -> Callable[..., Any]:
-    f = program_function(program, wrt)
-    sizes = [int(np.prod(s)) for s in shapes]
-
-    def flat(v: Any, *others: Any) -> Any:
-        parts, start = [], 0
-        for shape, size in zip(shapes, sizes):
-            parts.append(v[start : start + size].reshape(shape))
-            start += size
-        return jnp.concatenate([jnp.ravel(o).astype(jnp.float64) for o in f(*parts, *others)])
-
-    return jax.jit(jax.vmap(flat, in_axes=(0,) + (None,) * (len(program.inputs) - len(wrt))))
-
-
-def flat_function(
-    program: Program, wrt: list[str], values: dict[str, np.ndarray]
-) -> Callable[[np.ndarray], np.ndarray]:
-    """All outputs, flattened and concatenated, for a batch of points (each point: all wrt
-    entries flattened; other inputs fixed at their values): what finite differences perturb.
-    Compiled once per (program, wrt)."""
-    shapes = tuple(tuple(np.shape(values[n])) for n in wrt)
-    batched = _batched_flat(program, tuple(wrt), shapes)
-    others = [jnp.asarray(values[n]) for n in program.input_names if n not in wrt]
-    return lambda points: np.asarray(batched(jnp.asarray(points), *others))
