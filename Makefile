@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 
 run: $(STAMP)
 	$(PY) -m crossgrad.engine.demo --out build
+	$(PY) -m crossgrad.server
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -24,6 +25,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.engine_bench
+	$(PY) -m benchmarks.verify_bench
 
 # Graphviz renders the DAG picture to SVG; without root we carry on and write DOT only.
 system-deps:

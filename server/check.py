@@ -221,6 +221,9 @@ def _check_point(
     return report, dag, derivs["engine"].values
 
 
+_FD_ENGINE_ENTRIES = 16
+
+
 class _Skip(Exception):
     """A reference that cannot run for this request (the message says why)."""
 
@@ -270,7 +273,6 @@ def _finite_differences(
     sizes = [values[n].size for n in wrt]
     total = sum(sizes)
     x = np.concatenate([values[n].astype(np.float64).ravel() for n in wrt])
-    f = engine_backend.flat_function(program, wrt, values)
     budget = request.budget
     if total <= budget.fd_max_entries:
         entries = np.arange(total)
@@ -287,6 +289,9 @@ def _finite_differences(
         )
     if point == 0:
         statuses["fd"] = ReferenceStatus("fd", True, note)
+    # A few points: the engine's forward pass, nothing to compile. Many: JAX, compiled once.
+    few = len(entries) <= _FD_ENGINE_ENTRIES
+    f = (engine_backend if few else jax_backend).flat_function(program, wrt, values)
     res = finite_diff.jacobian_columns(f, x, entries)
     out_shapes = [program.node(i).shape for _, i in program.outputs]
     cot = np.concatenate([c.ravel() for c in cotangents])
@@ -379,7 +384,7 @@ def _blocks(
             for s, d in derivs.items()
             if oname in d.values
         }
-        blocks.append(compare_block(Block("value", None, oname, value.shape, sources), tol))
+        blocks.append(compare_block(Block("value", oname, "", value.shape, sources), tol))
     for quantity in ("vjp", "jacobian", "hessian"):
         if quantity not in checks:
             continue
@@ -432,7 +437,8 @@ def _point_summary(verdict: Verdict, blocks: list[Block], kinks: list[Kink], cul
                     if e
                     else ""
                 )
-                lines.append(f"{b.label}: {n} {src} entr{'y' if n == 1 else 'ies'} disagree{at}")
+                what = "entry disagrees" if n == 1 else "entries disagree"
+                lines.append(f"{b.label}: {n} {src} {what}{at}")
         if b.references_disagree and not any(b.failing.values()):
             lines.append(f"{b.label}: the references disagree on {b.references_disagree} entries")
     for kk in kinks:

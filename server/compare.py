@@ -7,7 +7,6 @@ their own error estimate); NaN agrees only with NaN and an infinity only with th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -72,8 +71,15 @@ class Block:
 
     @property
     def label(self) -> str:
-        of = f"d {self.output} / d {self.input}" if self.output else f"d / d {self.input}"
-        return f"{self.quantity} {of}"
+        if self.quantity == "value":
+            return f"value of {self.output}"
+        if self.quantity == "hessian":
+            return f"hessian d2 / d {self.input.replace(',', ' d ')}"
+        return (
+            f"{self.quantity} d {self.output} / d {self.input}"
+            if self.output
+            else (f"{self.quantity} d / d {self.input}")
+        )
 
 
 def close(a: np.ndarray, b: np.ndarray, tol: Tolerance, extra: np.ndarray | float = 0.0) -> np.ndarray:
@@ -101,70 +107,100 @@ def _errors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return diff, diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
 
 
+_VECTORIZED_ENTRIES = 200_000  # sources x sources x entries compared in one numpy expression
+
+
 def compare_block(block: Block, tol: Tolerance, worst: int = 5) -> Block:
     names = list(block.sources)
     shape = block.shape
-    # Pairwise statistics between all sources, on the entries both computed.
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            sa, sb = block.sources[a], block.sources[b]
-            both = _mask(sa) & _mask(sb)
-            extra = _fd_error(sa, sb)
-            agree = close(sa.values, sb.values, tol, extra)
-            diff, rel = _errors(sa.values, sb.values)
-            n = int(both.sum())
-            block.pairs.append(
-                PairStat(
-                    a,
-                    b,
-                    float(diff[both].max(initial=0.0)),
-                    float(rel[both].max(initial=0.0)),
-                    int((~agree & both).sum()),
-                    n,
-                )
-            )
+    values = np.stack([np.asarray(s.values, np.float64).reshape(-1) for s in block.sources.values()])
+    masks = np.stack([_mask(s).reshape(-1) for s in block.sources.values()])
+    errors = np.stack(
+        [
+            np.zeros(values.shape[1]) if s.error is None else s.error.reshape(-1)
+            for s in block.sources.values()
+        ]
+    )
+    _pair_stats(block, names, values, masks, errors, tol)
 
     # The reference for each entry: the first reference, in REFERENCE_ORDER, that computed it.
-    refs = [r for r in REFERENCE_ORDER if r in block.sources]
-    ref_value = np.full(shape, np.nan)
-    ref_name = np.full(shape, "", dtype=object)
-    ref_extra = np.zeros(shape)
-    have = np.zeros(shape, bool)
-    for r in refs:
-        s = block.sources[r]
-        take = _mask(s) & ~have
-        ref_value[take] = s.values[take]
-        ref_name[take] = r
-        if s.error is not None:
-            ref_extra[take] = s.error[take]
+    n = values.shape[1]
+    ref_value, ref_extra = np.full(n, np.nan), np.zeros(n)
+    ref_name = np.full(n, "", dtype=object)
+    have = np.zeros(n, bool)
+    for r in (r for r in REFERENCE_ORDER if r in block.sources):
+        k = names.index(r)
+        take = masks[k] & ~have
+        ref_value[take], ref_extra[take], ref_name[take] = values[k, take], errors[k, take], r
         have |= take
 
     # References that disagree among themselves on an entry make it uncertain.
-    ref_conflict = np.zeros(shape, bool)
-    for r in refs:
-        s = block.sources[r]
-        extra = ref_extra + (s.error if s.error is not None else 0.0)
-        ref_conflict |= _mask(s) & have & ~close(s.values, ref_value, tol, extra)
-    block.references_disagree = int(ref_conflict.sum())
+    conflict = np.zeros(n, bool)
+    for r in (r for r in REFERENCE_ORDER if r in block.sources):
+        k = names.index(r)
+        conflict |= masks[k] & have & ~close(values[k], ref_value, tol, ref_extra + errors[k])
+    block.references_disagree = int(conflict.sum())
 
-    bad_any = np.zeros(shape, bool)
+    flagged = conflict.copy()
     for src in (u for u in UNDER_TEST if u in block.sources):
-        s = block.sources[src]
-        bad = have & _mask(s) & ~close(s.values, ref_value, tol, ref_extra)
+        k = names.index(src)
+        bad = have & masks[k] & ~close(values[k], ref_value, tol, ref_extra)
         block.failing[src] = int(bad.sum())
-        bad_any |= bad
+        flagged |= bad
     block.worst = _worst_entries(
-        block, ref_value, ref_name, bad_any | ref_conflict, tol, ref_extra, worst
+        block,
+        ref_value.reshape(shape),
+        ref_name.reshape(shape),
+        flagged.reshape(shape),
+        tol,
+        ref_extra.reshape(shape),
+        worst,
     )
     return block
 
 
-def _fd_error(sa: SourceValues, sb: SourceValues) -> np.ndarray | float:
-    extra: Any = 0.0
-    for s in (sa, sb):
-        if s.error is not None:
-            extra = extra + s.error
-    return extra
+def _pair_stats(
+    block: Block,
+    names: list[str],
+    values: np.ndarray,
+    masks: np.ndarray,
+    errors: np.ndarray,
+    tol: Tolerance,
+) -> None:
+    """Max absolute and relative difference, and disagreeing entries, for every pair of sources
+    (on the entries both computed; the second of a pair is taken as the reference)."""
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    if not pairs:
+        return
+    if len(names) ** 2 * values.shape[1] <= _VECTORIZED_ENTRIES:
+        a = values[[i for i, _ in pairs]]
+        b = values[[j for _, j in pairs]]
+        both = masks[[i for i, _ in pairs]] & masks[[j for _, j in pairs]]
+        extra = errors[[i for i, _ in pairs]] + errors[[j for _, j in pairs]]
+        agree = close(a, b, tol, extra)
+        diff, rel = _errors(a, b)
+        rows = zip(pairs, both, agree, diff, rel)
+    else:  # large blocks: one pair at a time, to bound memory
+        rows = (
+            (
+                p,
+                masks[p[0]] & masks[p[1]],
+                close(values[p[0]], values[p[1]], tol, errors[p[0]] + errors[p[1]]),
+                *_errors(values[p[0]], values[p[1]]),
+            )
+            for p in pairs
+        )
+    for (i, j), both_k, agree_k, diff_k, rel_k in rows:
+        block.pairs.append(
+            PairStat(
+                names[i],
+                names[j],
+                float(diff_k[both_k].max(initial=0.0)),
+                float(rel_k[both_k].max(initial=0.0)),
+                int((~agree_k & both_k).sum()),
+                int(both_k.sum()),
+            )
+        )
 
 
 def _worst_entries(

@@ -39,7 +39,7 @@ class Budget:
     sympy_sample_entries: int = 64
     sympy_max_jacobian_rows: int = 512
     symbolic_text_max_ops: int = 40  # show symbolic derivatives as text when this small
-    fd_max_entries: int = 4096
+    fd_max_entries: int = 512
     fd_sample_entries: int = 256
     hessian_max_inputs: int = 256
 

@@ -157,7 +157,8 @@ def program_function(program: Program, wrt: Sequence[str]) -> Callable[..., tupl
 @functools.lru_cache(maxsize=256)
 def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[..., Any]:
     """The (uncompiled) function of (wrt values, other values[, cotangents]) for `what`:
-    "value", "vjp" (one cotangent per output), "jacobian" or "hessian" (scalar output 0)."""
+    "value", "vjp" (one cotangent per output), "jacobian", "hessian" (scalar output 0), or
+    ("flat", shapes): all outputs flattened, at a batch of flat points (finite differences)."""
     f = program_function(program, wrt)
     k, n_out = len(wrt), len(program.outputs)
     argnums = tuple(range(k))
@@ -175,7 +176,17 @@ def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[...
         return jax.jacrev(f, argnums=argnums)
     if what == "hessian":
         return jax.hessian(lambda *a: f(*a)[0], argnums=argnums)
-    raise ValueError(f"unknown derivative {what!r}")
+    _, shapes = what  # ("flat", shapes): all outputs flattened, at a batch of flat points
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def flat(v: Any, *others: Any) -> Any:
+        parts, start = [], 0
+        for shape, size in zip(shapes, sizes):
+            parts.append(v[start : start + size].reshape(shape))
+            start += size
+        return jnp.concatenate([jnp.ravel(o).astype(jnp.float64) for o in f(*parts, *others)])
+
+    return jax.vmap(flat, in_axes=(0,) + (None,) * (len(program.inputs) - k))
 
 
 @functools.lru_cache(maxsize=256)
@@ -227,3 +238,13 @@ def derivatives(
             for b, block in zip(wrt, row):
                 d.hessian[(a, b)] = SourceValues(np.asarray(block, dtype=np.float64))
     return d
+
+
+def flat_function(
+    program: Program, wrt: list[str], values: dict[str, np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """All outputs, flattened and concatenated, at each of a batch of points (a point: every wrt
+    entry, flattened; other inputs fixed): compiled once, then fast for many points."""
+    what = ("flat", tuple(tuple(np.shape(values[n])) for n in wrt))
+    others = [jnp.asarray(values[n]) for n in program.input_names if n not in wrt]
+    return lambda points: np.asarray(call(program, wrt, what, jnp.asarray(points), *others))
