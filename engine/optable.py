@@ -356,6 +356,13 @@ def _matmul_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
     )
 
 
+def _op1(
+    name: str, attrs: tuple[Attr, ...], rule: Callable[..., Any], node: Any, nonsmooth: str | None = None
+) -> OpSpec:
+    """An op of one tensor operand."""
+    return OpSpec(name, 1, attrs, rule, node, nonsmooth, operands=("x",))
+
+
 def _unary(name: str, node: str, nonsmooth: str | None = None, *attrs: Attr) -> OpSpec:
     return OpSpec(name, 1, attrs, _same, node, nonsmooth, operands=("x",))
 
@@ -424,42 +431,22 @@ _SPECS = [
     _reduction("sum", _by_axis("SumBackward0", "SumBackward1", keepdims_counts=True)),
     _reduction("mean", _by_axis("MeanBackward0", "MeanBackward1", keepdims_counts=True)),
     _reduction("prod", _by_axis("ProdBackward0", "ProdBackward1"), "where several entries are 0"),
-    OpSpec(
+    _op1(
         "max",
-        1,
         (AXIS, KEEPDIMS),
         _reduce_nonempty,
         _by_axis("MaxBackward1", "MaxBackward0"),
         "at ties (full reduction: split evenly; along an axis: first maximum)",
-        operands=("x",),
     ),
-    OpSpec(
+    _op1(
         "min",
-        1,
         (AXIS, KEEPDIMS),
         _reduce_nonempty,
         _by_axis("MinBackward1", "MinBackward0"),
         "at ties (full reduction: split evenly; along an axis: first minimum)",
-        operands=("x",),
     ),
-    OpSpec(
-        "amax",
-        1,
-        (AXIS, KEEPDIMS),
-        _reduce_nonempty,
-        "AmaxBackward0",
-        "at ties (split evenly)",
-        operands=("x",),
-    ),
-    OpSpec(
-        "amin",
-        1,
-        (AXIS, KEEPDIMS),
-        _reduce_nonempty,
-        "AminBackward0",
-        "at ties (split evenly)",
-        operands=("x",),
-    ),
+    _op1("amax", (AXIS, KEEPDIMS), _reduce_nonempty, "AmaxBackward0", "at ties (split evenly)"),
+    _op1("amin", (AXIS, KEEPDIMS), _reduce_nonempty, "AminBackward0", "at ties (split evenly)"),
     _reduction("logsumexp", "LogsumexpBackward0"),
     _reduction("var", "VarBackward0", None, Attr("correction", "int", 1)),
     _reduction("std", "StdBackward0", "where all entries are equal", Attr("correction", "int", 1)),
@@ -469,98 +456,40 @@ _SPECS = [
     OpSpec("dot", 2, (), _dot, "DotBackward0", operands=("a", "b")),
     OpSpec("outer", 2, (), _outer, "OuterBackward0", operands=("a", "b")),
     # shape
-    OpSpec(
-        "reshape",
-        1,
-        (Attr("shape", "shape", required=True),),
-        _reshape,
-        "ViewBackward0",
-        operands=("x",),
+    _op1("reshape", (Attr("shape", "shape", required=True),), _reshape, "ViewBackward0"),
+    _op1(
+        "flatten", (Attr("start_dim", "int", 0), Attr("end_dim", "int", -1)), _flatten, "ViewBackward0"
     ),
-    OpSpec(
-        "flatten",
-        1,
-        (Attr("start_dim", "int", 0), Attr("end_dim", "int", -1)),
-        _flatten,
-        "ViewBackward0",
-        operands=("x",),
+    _op1("squeeze", (AXIS,), _squeeze, _squeeze_node_name),
+    _op1("unsqueeze", (Attr("axis", "int", required=True),), _unsqueeze, "UnsqueezeBackward0"),
+    _op1(
+        "transpose", (Attr("dim0", "int", 0), Attr("dim1", "int", 1)), _transpose, "TransposeBackward0"
     ),
-    OpSpec(
-        "squeeze",
-        1,
-        (AXIS,),
-        _squeeze,
-        _squeeze_node_name,
-        operands=("x",),
-    ),
-    OpSpec(
-        "unsqueeze",
-        1,
-        (Attr("axis", "int", required=True),),
-        _unsqueeze,
-        "UnsqueezeBackward0",
-        operands=("x",),
-    ),
-    OpSpec(
-        "transpose",
-        1,
-        (Attr("dim0", "int", 0), Attr("dim1", "int", 1)),
-        _transpose,
-        "TransposeBackward0",
-        operands=("x",),
-    ),
-    OpSpec(
-        "permute",
-        1,
-        (Attr("dims", "ints", required=True),),
-        _permute,
-        "PermuteBackward0",
-        operands=("x",),
-    ),
-    OpSpec(
-        "expand",
-        1,
-        (Attr("shape", "shape", required=True),),
-        _expand,
-        "ExpandBackward0",
-        operands=("x",),
-    ),
-    OpSpec(
-        "broadcast_to",
-        1,
-        (Attr("shape", "shape", required=True),),
-        _expand,
-        "ExpandBackward0",
-        operands=("x",),
-    ),
+    _op1("permute", (Attr("dims", "ints", required=True),), _permute, "PermuteBackward0"),
+    _op1("expand", (Attr("shape", "shape", required=True),), _expand, "ExpandBackward0"),
+    _op1("broadcast_to", (Attr("shape", "shape", required=True),), _expand, "ExpandBackward0"),
     OpSpec("concat", None, (Attr("axis", "int", 0),), _concat, "CatBackward0", operands=("xs",)),
     OpSpec("stack", None, (Attr("axis", "int", 0),), _stack, "StackBackward0", operands=("xs",)),
-    OpSpec(
+    _op1(
         "split",
-        1,
         (Attr("sections", "ints", 1), Attr("axis", "int", 0)),
         _split,
         lambda attrs, shapes: (
             "SplitBackward0" if isinstance(attrs["sections"], int) else "SplitWithSizesBackward0"
         ),
-        operands=("x",),
     ),
-    OpSpec(
+    _op1(
         "getitem",
-        1,
         (Attr("index", "index", required=True),),
         _getitem,
         lambda attrs, shapes: _index_node_name(attrs["index"]),
-        operands=("x",),
     ),
-    OpSpec("flip", 1, (AXIS,), _flip, "FlipBackward0", operands=("x",)),
-    OpSpec(
+    _op1("flip", (AXIS,), _flip, "FlipBackward0"),
+    _op1(
         "pad",
-        1,
         (Attr("pad", "ints", required=True), Attr("value", "float", 0.0)),
         _pad,
         "ConstantPadNdBackward0",
-        operands=("x",),
     ),
     # selection
     OpSpec(
@@ -582,15 +511,8 @@ _SPECS = [
     ),
     _unary("clone", "CloneBackward0"),
     # neural-network functions
-    OpSpec("softmax", 1, (Attr("axis", "int", -1),), _softmax, "SoftmaxBackward0", operands=("x",)),
-    OpSpec(
-        "log_softmax",
-        1,
-        (Attr("axis", "int", -1),),
-        _softmax,
-        "LogSoftmaxBackward0",
-        operands=("x",),
-    ),
+    _op1("softmax", (Attr("axis", "int", -1),), _softmax, "SoftmaxBackward0"),
+    _op1("log_softmax", (Attr("axis", "int", -1),), _softmax, "LogSoftmaxBackward0"),
     OpSpec("mse_loss", 2, (REDUCTION,), _loss, "MseLossBackward0", operands=("input", "target")),
     OpSpec("nll_loss", 2, (REDUCTION,), _nll, "NllLossBackward0", operands=("log_probs", "target")),
     OpSpec("cross_entropy", 2, (REDUCTION,), _nll, "NllLossBackward0", operands=("logits", "target")),

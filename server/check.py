@@ -18,12 +18,13 @@ from . import blame as blame_mod
 from .backends import engine as engine_backend
 from .backends import finite_diff, jax_backend, sympy_backend
 from .compare import Block, SourceValues, Tolerance, compare_block
-from .derivatives import Derivatives
+from .derivatives import Derivatives, Point
 from .ir import Program, Ref
 from .kinks import Kink, find_kinks
 from .language import InputDecl, RequestError, parse
 from .limits import DEFAULT_LIMITS, Limits
 from .model import (
+    Blame,
     CheckRequest,
     ConventionNote,
     Dag,
@@ -130,17 +131,13 @@ def check(request: CheckRequest, limits: Limits = DEFAULT_LIMITS) -> Report:
     ):
         raise RequestError("the Hessian needs a single scalar output", field="checks")
 
-    points = [values] + _extra_points(request, values, wrt)
     statuses: dict[str, ReferenceStatus] = {}
-    reports = []
-    dag = Dag()
-    outputs: dict[str, np.ndarray] = {}
-    for k, point in enumerate(points):
-        report, dag_k, outs = _check_point(
-            k, request, program, point, wrt, masks, cotangents, timer, statuses
-        )
+    reports, dag, outputs = [], Dag(), {}
+    for k, point_values in enumerate([values, *_extra_points(request, values, wrt)]):
+        point = Point(program, wrt, point_values, cotangents, masks, request.checks)
+        report, run, outs = _check_point(k, request, point, timer, statuses)
         if k == 0:
-            dag, outputs = dag_k, outs
+            dag, outputs = _dag(run, masks), outs
         reports.append(report)
     verdict = _overall(reports)
     summary = _summary(verdict, reports, statuses)
@@ -172,41 +169,38 @@ def _extra_points(
 def _check_point(
     k: int,
     request: CheckRequest,
-    program: Program,
-    values: dict[str, np.ndarray],
-    wrt: list[str],
-    masks: dict[str, np.ndarray],
-    cotangents: list[np.ndarray],
+    point: Point,
     timer: _Timer,
     statuses: dict[str, ReferenceStatus],
-) -> tuple[PointReport, Dag, dict[str, np.ndarray]]:
-    specs = {s.name: s for s in request.inputs}
-    dtype = "float32" if all(values[n].dtype == np.float32 for n in wrt) and wrt else "float64"
+) -> tuple[PointReport, engine_backend.EngineRun, dict[str, np.ndarray]]:
+    program, values, wrt = point.program, point.values, point.wrt
+    dtype = "float32" if wrt and all(values[n].dtype == np.float32 for n in wrt) else "float64"
     tol = Tolerance.for_dtype(dtype, request.rtol, request.atol)
-    constants = {n: values[n] for n in program.input_names if n not in wrt}
     with timer.stage("engine"):
-        run = engine_backend.run(program, values, {n: n in wrt for n in program.input_names}, masks)
-        derivs = {"engine": engine_backend.derivatives(run, wrt, cotangents, request.checks, constants)}
+        run = engine_backend.run(
+            program, values, {n: n in wrt for n in program.input_names}, point.masks
+        )
+        derivs = {"engine": engine_backend.derivatives(run, point)}
     if k == 0 and (request.claimed_vjp or request.claimed_jacobian):
         derivs["claimed"] = _claimed(request, program, values)
     for ref in request.references:
         with timer.stage(ref):
             try:
-                derivs[ref] = _reference(
-                    ref, request, program, values, wrt, masks, cotangents, statuses, k
-                )
-                statuses.setdefault(ref, ReferenceStatus(ref, True))
-            except (sympy_backend.SympyUnavailable, _Skip) as exc:
-                statuses[ref] = ReferenceStatus(ref, False, str(exc))
+                derivs[ref], status = _reference(ref, point, request, k)
+            except sympy_backend.SympyUnavailable as exc:
+                status = ReferenceStatus(ref, False, str(exc))
+            if k == 0 or not status.ran:
+                statuses[ref] = status
     with timer.stage("compare"):
-        blocks = _blocks(derivs, request.checks, tol, dtype)
+        blocks = _blocks(derivs, request.checks, tol)
         operand_values = {
             n.id: [_data(run.values[a.id]) if isinstance(a, Ref) else a for a in n.args]
             for n in program.nodes
             if n.op not in ("input", "take")
         }
         kinks = find_kinks(list(program.nodes), operand_values)
-    verdict, culprits = _point_verdict(blocks, kinks)
+    verdict = _point_verdict(blocks, kinks)
+    culprits: list[Blame] = []
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks):
         with timer.stage("blame"):
             culprits = blame_mod.find_culprits(
@@ -217,15 +211,7 @@ def _check_point(
     ]
     summary = _point_summary(verdict, blocks, kinks, culprits)
     report = PointReport(k, values, blocks, conventions, culprits, verdict, summary)
-    dag = _dag(run, specs, masks) if k == 0 else Dag()
-    return report, dag, derivs["engine"].values
-
-
-_FD_ENGINE_ENTRIES = 16
-
-
-class _Skip(Exception):
-    """A reference that cannot run for this request (the message says why)."""
+    return report, run, derivs["engine"].values
 
 
 def _data(x: Any) -> Any:
@@ -235,111 +221,12 @@ def _data(x: Any) -> Any:
 
 
 def _reference(
-    ref: str,
-    request: CheckRequest,
-    program: Program,
-    values: dict[str, np.ndarray],
-    wrt: list[str],
-    masks: dict[str, np.ndarray],
-    cotangents: list[np.ndarray],
-    statuses: dict[str, ReferenceStatus],
-    point: int,
-) -> Derivatives:
+    ref: str, point: Point, request: CheckRequest, k: int
+) -> tuple[Derivatives, ReferenceStatus]:
     if ref == "jax":
-        return jax_backend.derivatives(program, wrt, values, cotangents, request.checks, masks)
-    if ref == "sympy":
-        d, status = sympy_backend.derivatives(
-            program, wrt, values, cotangents, request.checks, masks, request.budget, request.seed + point
-        )
-        if point == 0:
-            statuses["sympy"] = status
-        return d
-    return _finite_differences(request, program, values, wrt, masks, cotangents, statuses, point)
-
-
-def _finite_differences(
-    request: CheckRequest,
-    program: Program,
-    values: dict[str, np.ndarray],
-    wrt: list[str],
-    masks: dict[str, np.ndarray],
-    cotangents: list[np.ndarray],
-    statuses: dict[str, ReferenceStatus],
-    point: int,
-) -> Derivatives:
-    d = Derivatives()
-    if not wrt:
-        return d
-    sizes = [values[n].size for n in wrt]
-    total = sum(sizes)
-    x = np.concatenate([values[n].astype(np.float64).ravel() for n in wrt])
-    budget = request.budget
-    if total <= budget.fd_max_entries:
-        entries = np.arange(total)
-        note = "all entries"
-    else:
-        entries = np.sort(
-            np.random.default_rng(request.seed + point).choice(
-                total, budget.fd_sample_entries, replace=False
-            )
-        )
-        note = (
-            f"over budget ({total} input entries > {budget.fd_max_entries}): checked "
-            f"{len(entries)} entries, chosen with seed {request.seed + point}"
-        )
-    if point == 0:
-        statuses["fd"] = ReferenceStatus("fd", True, note)
-    # A few points: the engine's forward pass, nothing to compile. Many: JAX, compiled once.
-    few = len(entries) <= _FD_ENGINE_ENTRIES
-    f = (engine_backend if few else jax_backend).flat_function(program, wrt, values)
-    res = finite_diff.jacobian_columns(f, x, entries)
-    out_shapes = [program.node(i).shape for _, i in program.outputs]
-    cot = np.concatenate([c.ravel() for c in cotangents])
-    offsets = np.cumsum([0, *sizes])
-    checked_all = len(entries) == total
-
-    def scatter(
-        columns: np.ndarray, err: np.ndarray, a: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lo, hi = offsets[a], offsets[a + 1]
-        sel = (entries >= lo) & (entries < hi)
-        full = np.zeros(columns.shape[:-1] + (hi - lo,))
-        full_err = np.zeros_like(full)
-        checked = np.zeros(hi - lo, bool)
-        full[..., entries[sel] - lo] = columns[..., sel]
-        full_err[..., entries[sel] - lo] = err[..., sel]
-        checked[entries[sel] - lo] = True
-        return full, full_err, checked
-
-    for a, n in enumerate(wrt):
-        shape = values[n].shape
-        mask = masks.get(n, np.ones(shape)).ravel()
-        if "vjp" in request.checks:
-            g, e, ch = scatter(cot @ res.columns, np.abs(cot) @ res.error, a)
-            d.vjp[n] = SourceValues(
-                (g * mask).reshape(shape), None if checked_all else ch.reshape(shape), e.reshape(shape)
-            )
-        if "jacobian" in request.checks:
-            start = 0
-            for (oname, _), oshape in zip(program.outputs, out_shapes):
-                m = math.prod(oshape)
-                g, e, ch = scatter(res.columns[start : start + m], res.error[start : start + m], a)
-                full_shape = oshape + shape
-                d.jacobian[(oname, n)] = SourceValues(
-                    (g * mask).reshape(full_shape),
-                    None if checked_all else np.broadcast_to(ch.reshape(shape), full_shape).copy(),
-                    e.reshape(full_shape),
-                )
-                start += m
-    if "hessian" in request.checks and total <= budget.hessian_max_inputs:
-        h = finite_diff.hessian_entries(f, x, np.arange(total))
-        for a, n in enumerate(wrt):
-            for b, m_ in enumerate(wrt):
-                blk = h.columns[offsets[a] : offsets[a + 1], offsets[b] : offsets[b + 1]]
-                err = h.error[offsets[a] : offsets[a + 1], offsets[b] : offsets[b + 1]]
-                shape = values[n].shape + values[m_].shape
-                d.hessian[(n, m_)] = SourceValues(blk.reshape(shape), None, err.reshape(shape))
-    return d
+        return jax_backend.derivatives(point), ReferenceStatus("jax", True)
+    module = sympy_backend if ref == "sympy" else finite_diff
+    return module.derivatives(point, request.budget, request.seed + k)
 
 
 def _claimed(request: CheckRequest, program: Program, values: dict[str, np.ndarray]) -> Derivatives:
@@ -372,9 +259,7 @@ def _claimed(request: CheckRequest, program: Program, values: dict[str, np.ndarr
     return d
 
 
-def _blocks(
-    derivs: dict[str, Derivatives], checks: tuple[str, ...], tol: Tolerance, dtype: str
-) -> list[Block]:
+def _blocks(derivs: dict[str, Derivatives], checks: tuple[str, ...], tol: Tolerance) -> list[Block]:
     blocks: list[Block] = []
     engine = derivs["engine"]
     # forward values: a wrong forward pass explains wrong gradients
@@ -405,7 +290,7 @@ def _engine_fails(blocks: list[Block]) -> bool:
     return any(b.failing.get("engine", 0) for b in blocks)
 
 
-def _point_verdict(blocks: list[Block], kinks: list[Kink]) -> tuple[Verdict, list]:
+def _point_verdict(blocks: list[Block], kinks: list[Kink]) -> Verdict:
     failing = any(sum(b.failing.values()) for b in blocks)
     disagree = any(b.references_disagree for b in blocks)
     for b in blocks:
@@ -414,10 +299,10 @@ def _point_verdict(blocks: list[Block], kinks: list[Kink]) -> tuple[Verdict, lis
         elif b.references_disagree:
             b.status = "convention" if kinks else "references disagree"
     if not failing and not disagree:
-        return Verdict.PASS, []
+        return Verdict.PASS
     if kinks:
-        return Verdict.PASS_WITH_CONVENTION_DIFFERENCES, []
-    return (Verdict.FAIL if failing else Verdict.PASS), []
+        return Verdict.PASS_WITH_CONVENTION_DIFFERENCES
+    return Verdict.FAIL if failing else Verdict.PASS
 
 
 def _overall(points: list[PointReport]) -> Verdict:
@@ -467,7 +352,7 @@ def _summary(verdict: Verdict, reports: list[PointReport], statuses: dict[str, R
     return "; ".join(parts + skipped + sampled)
 
 
-def _dag(run: engine_backend.EngineRun, specs: dict[str, Any], masks: dict[str, np.ndarray]) -> Dag:
+def _dag(run: engine_backend.EngineRun, masks: dict[str, np.ndarray]) -> Dag:
     dag = Dag()
     ids: dict[Any, int] = {}
     leaf_names = {id(t): n for n, t in run.leaves.items()}

@@ -1,12 +1,46 @@
-"""What one source computed at one point: forward values and derivative blocks."""
+"""What every source is asked (a Point) and what it answers (Derivatives)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .compare import SourceValues
+from .ir import Program
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point to differentiate at, and what to compute there."""
+
+    program: Program
+    wrt: list[str]  # the inputs differentiated (float, requires_grad)
+    values: dict[str, np.ndarray]  # every input's value
+    cotangents: list[np.ndarray]  # one per output, for the VJP
+    masks: dict[str, np.ndarray]  # gradient masks: references multiply their gradients by them
+    checks: tuple[str, ...]  # any of "vjp", "jacobian", "hessian"
+
+    @property
+    def fixed(self) -> dict[str, np.ndarray]:
+        """The inputs that are not differentiated (integer targets, frozen tensors)."""
+        return {n: self.values[n] for n in self.program.input_names if n not in self.wrt}
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(np.shape(self.values[name]))
+
+    def output_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        return [(n, self.program.node(i).shape) for n, i in self.program.outputs]
+
+    @property
+    def n_outputs(self) -> int:
+        """Output entries, all outputs together."""
+        return sum(math.prod(s) for _, s in self.output_shapes())
+
+    def masked(self, name: str, gradient: np.ndarray) -> np.ndarray:
+        mask = self.masks.get(name)
+        return gradient if mask is None else gradient * mask
 
 
 @dataclass

@@ -15,6 +15,8 @@ def test_every_op_of_the_table_has_an_engine_implementation():
     assert set(IMPLS) | set(COMPOSITES) == set(cg.OPS)
     for name, impl in IMPLS.items():
         assert (impl.vjp is not None) == cg.OPS[name].differentiable, name
+    for name, spec in cg.OPS.items():  # operand names, for messages, one per tensor operand
+        assert len(spec.operands) == (spec.arity or 1), name
 
 
 def test_table_lists_every_op_with_its_backward_node(capsys):

@@ -10,7 +10,7 @@ import numpy as np
 from crossgrad import engine as cg
 
 from ..compare import SourceValues
-from ..derivatives import Derivatives
+from ..derivatives import Derivatives, Point
 from ..ir import IRNode, Program, evaluate
 from ..language import index_for_numpy
 
@@ -95,15 +95,14 @@ def function_of(
     return f
 
 
-def flat_function(
-    program: Program, wrt: list[str], values: Mapping[str, np.ndarray]
-) -> Callable[[np.ndarray], np.ndarray]:
+def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     """All outputs, flattened and concatenated, at each of a batch of points (a point: every wrt
     entry, flattened; other inputs fixed): the forward passes finite differences perturb. No
     graph is recorded, and nothing is compiled (a one-off request pays no compile time)."""
-    shapes = [np.shape(values[n]) for n in wrt]
+    program, wrt = point.program, point.wrt
+    shapes = [point.shape(n) for n in wrt]
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
-    fixed = {n: cg.tensor(values[n]) for n in program.input_names if n not in wrt}
+    fixed = {n: cg.tensor(v) for n, v in point.fixed.items()}
 
     def apply(node: IRNode, operands: list[Any]) -> Any:
         return LOWERING[node.op](operands, node.attr_dict)
@@ -122,29 +121,24 @@ def flat_function(
     return f
 
 
-def derivatives(
-    engine_run: EngineRun,
-    wrt: list[str],
-    cotangents: list[np.ndarray],
-    checks: tuple[str, ...],
-    constants: Mapping[str, np.ndarray],
-) -> Derivatives:
-    program, outs = engine_run.program, engine_run.outputs
+def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
+    """The engine's values and derivatives (masks were applied by hooks when it ran)."""
+    program, outs, wrt = engine_run.program, engine_run.outputs, point.wrt
     leaves = [engine_run.leaves[n] for n in wrt]
     d = Derivatives(values={n: o.detach().numpy().copy() for (n, _), o in zip(program.outputs, outs)})
     if not wrt:
         return d
-    if "vjp" in checks:
+    if "vjp" in point.checks:
         grads = cg.grad(
             outs,
             leaves,
-            [cg.tensor(c) for c in cotangents],
+            [cg.tensor(c) for c in point.cotangents],
             retain_graph=True,
             allow_unused=True,
             materialize_grads=True,
         )
         d.vjp = {n: SourceValues(g.data.copy()) for n, g in zip(wrt, grads)}
-    if "jacobian" in checks:
+    if "jacobian" in point.checks:
         for (oname, _), out in zip(program.outputs, outs):
             m = out.data.size
             cot = np.eye(m, dtype=out.dtype).reshape(m, *out.shape)
@@ -159,9 +153,9 @@ def derivatives(
             )
             for n, g in zip(wrt, gs):
                 d.jacobian[(oname, n)] = SourceValues(g.data.reshape(out.shape + g.shape[1:]))
-    if "hessian" in checks:
-        values = [engine_run.leaves[n].data for n in wrt]
-        h = cg.hessian(function_of(program, wrt, constants), tuple(cg.tensor(v) for v in values))
+    if "hessian" in point.checks:
+        values = tuple(cg.tensor(engine_run.leaves[n].data) for n in wrt)
+        h = cg.hessian(function_of(program, wrt, point.fixed), values)
         for i, a in enumerate(wrt):
             for j, b in enumerate(wrt):
                 d.hessian[(a, b)] = SourceValues(np.asarray(h[i][j].data))

@@ -7,10 +7,18 @@ engine's forward pass (itself checked against sympy and JAX), all perturbations 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from ..compare import SourceValues
+from ..derivatives import Derivatives, Point
+from ..model import ReferenceStatus
+from . import engine as engine_backend
+from . import jax_backend
 
 STEP = 1e-3  # relative step; Richardson's error is about STEP**4 times the 5th derivative
 
@@ -66,3 +74,74 @@ def hessian_entries(f: Batched, x: np.ndarray, entries: np.ndarray) -> FDResult:
         columns.append((4 * c2 - c1) / 3)
         errors.append(np.abs(c2 - c1) + e1 + e2)
     return FDResult(np.array(columns).T, np.array(errors).T, np.asarray(entries))
+
+
+ENGINE_ENTRIES = 16  # up to this many entries: the engine's forward pass (nothing to compile)
+
+
+def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, ReferenceStatus]:
+    """The VJP, Jacobian and Hessian by finite differences, over a seeded sample of the input
+    entries when there are more than the budget allows (the status says so)."""
+    d = Derivatives()
+    wrt = point.wrt
+    sizes = [int(np.size(point.values[n])) for n in wrt]
+    total = sum(sizes)
+    if not wrt:
+        return d, ReferenceStatus("fd", True, "nothing to differentiate")
+    if total <= budget.fd_max_entries:
+        entries, note = np.arange(total), "all entries"
+    else:
+        entries = np.sort(
+            np.random.default_rng(seed).choice(total, budget.fd_sample_entries, replace=False)
+        )
+        note = (
+            f"over budget ({total} input entries > {budget.fd_max_entries}): checked "
+            f"{len(entries)} entries, chosen with seed {seed}"
+        )
+    x = np.concatenate([np.asarray(point.values[n], np.float64).ravel() for n in wrt])
+    f = (engine_backend if len(entries) <= ENGINE_ENTRIES else jax_backend).flat_function(point)
+    res = jacobian_columns(f, x, entries)
+    offsets = np.cumsum([0, *sizes])
+    everything = len(entries) == total
+
+    def columns_of(a: int, cols: np.ndarray, err: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The sampled columns that belong to input a, put in place (zeros elsewhere)."""
+        lo, hi = offsets[a], offsets[a + 1]
+        sel = (entries >= lo) & (entries < hi)
+        full, full_err = np.zeros(cols.shape[:-1] + (hi - lo,)), np.zeros(cols.shape[:-1] + (hi - lo,))
+        checked = np.zeros(hi - lo, bool)
+        full[..., entries[sel] - lo], full_err[..., entries[sel] - lo] = cols[..., sel], err[..., sel]
+        checked[entries[sel] - lo] = True
+        return full, full_err, checked
+
+    cot = np.concatenate([c.ravel() for c in point.cotangents])
+    for a, n in enumerate(wrt):
+        shape = point.shape(n)
+        if "vjp" in point.checks:
+            g, e, ch = columns_of(a, cot @ res.columns, np.abs(cot) @ res.error)
+            d.vjp[n] = SourceValues(
+                point.masked(n, g.reshape(shape)),
+                None if everything else ch.reshape(shape),
+                e.reshape(shape),
+            )
+        if "jacobian" in point.checks:
+            start = 0
+            for oname, oshape in point.output_shapes():
+                m = math.prod(oshape)
+                g, e, ch = columns_of(a, res.columns[start : start + m], res.error[start : start + m])
+                full = oshape + shape
+                checked = None if everything else np.broadcast_to(ch.reshape(shape), full).copy()
+                d.jacobian[(oname, n)] = SourceValues(
+                    point.masked(n, g.reshape(full)), checked, e.reshape(full)
+                )
+                start += m
+    if "hessian" in point.checks and total <= budget.hessian_max_inputs:
+        h = hessian_entries(f, x, np.arange(total))
+        for a, n in enumerate(wrt):
+            for b, k in enumerate(wrt):
+                rows, cols = slice(offsets[a], offsets[a + 1]), slice(offsets[b], offsets[b + 1])
+                shape = point.shape(n) + point.shape(k)
+                d.hessian[(n, k)] = SourceValues(
+                    h.columns[rows, cols].reshape(shape), None, h.error[rows, cols].reshape(shape)
+                )
+    return d, ReferenceStatus("fd", True, note)

@@ -14,7 +14,7 @@ from crossgrad.engine import OPS
 from jax.scipy.special import logsumexp as _logsumexp
 
 from ..compare import SourceValues
-from ..derivatives import Derivatives
+from ..derivatives import Derivatives, Point
 from ..ir import IRNode, Program, evaluate
 from ..language import apply_index
 
@@ -199,17 +199,10 @@ def call(program: Program, wrt: Sequence[str], what: Any, *args: Any) -> Any:
     return _compiled(program, tuple(wrt), what)(*args)
 
 
-def derivatives(
-    program: Program,
-    wrt: list[str],
-    values: dict[str, np.ndarray],
-    cotangents: list[np.ndarray],
-    checks: tuple[str, ...],
-    masks: dict[str, np.ndarray],
-) -> Derivatives:
+def derivatives(point: Point) -> Derivatives:
     """JAX's values and derivatives at a point (masks multiply the gradients, as hooks do)."""
-    others = [n for n in program.input_names if n not in wrt]
-    args = [jnp.asarray(values[n]) for n in wrt] + [jnp.asarray(values[n]) for n in others]
+    program, wrt, checks = point.program, point.wrt, point.checks
+    args = [jnp.asarray(point.values[n]) for n in wrt] + [jnp.asarray(v) for v in point.fixed.values()]
     names = program.output_names
     d = Derivatives()
     if "vjp" not in checks or not wrt:
@@ -219,12 +212,11 @@ def derivatives(
         return d
 
     def masked(name: str, g: Any) -> SourceValues:
-        g = np.asarray(g, dtype=np.float64)
-        mask = masks.get(name)
-        return SourceValues(g if mask is None else g * np.asarray(mask))
+        return SourceValues(point.masked(name, np.asarray(g, dtype=np.float64)))
 
     if "vjp" in checks:
-        outs, grads = call(program, wrt, "vjp", *args, *[jnp.asarray(c) for c in cotangents])
+        cots = [jnp.asarray(c) for c in point.cotangents]
+        outs, grads = call(program, wrt, "vjp", *args, *cots)
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
     if "jacobian" in checks:
@@ -240,11 +232,9 @@ def derivatives(
     return d
 
 
-def flat_function(
-    program: Program, wrt: list[str], values: dict[str, np.ndarray]
-) -> Callable[[np.ndarray], np.ndarray]:
+def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     """All outputs, flattened and concatenated, at each of a batch of points (a point: every wrt
     entry, flattened; other inputs fixed): compiled once, then fast for many points."""
-    what = ("flat", tuple(tuple(np.shape(values[n])) for n in wrt))
-    others = [jnp.asarray(values[n]) for n in program.input_names if n not in wrt]
-    return lambda points: np.asarray(call(program, wrt, what, jnp.asarray(points), *others))
+    what = ("flat", tuple(point.shape(n) for n in point.wrt))
+    others = [jnp.asarray(v) for v in point.fixed.values()]
+    return lambda xs: np.asarray(call(point.program, point.wrt, what, jnp.asarray(xs), *others))

@@ -24,7 +24,7 @@ import sympy as sp
 from crossgrad.engine import OPS
 
 from ..compare import SourceValues
-from ..derivatives import Derivatives
+from ..derivatives import Derivatives, Point
 from ..ir import IRNode, Program, evaluate
 from ..language import apply_index
 from ..model import ReferenceStatus
@@ -625,23 +625,16 @@ def cached_compile(key: Any, build_fn: Callable[[], Compiled]) -> tuple[Compiled
     return compiled, False
 
 
-def derivatives(
-    program: Program,
-    wrt: list[str],
-    values: dict[str, np.ndarray],
-    cotangents: list[np.ndarray],
-    checks: tuple[str, ...],
-    masks: dict[str, np.ndarray],
-    budget: Any,
-    seed: int,
-) -> tuple[Derivatives, ReferenceStatus]:
+def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, ReferenceStatus]:
     """sympy's exact values and derivatives at a point, within the budget: over it, a seeded
     sample of gradient entries is checked, and the status says which."""
+    program, wrt = point.program, point.wrt
     status = ReferenceStatus("sympy", ran=True)
     deadline = time.monotonic() + budget.sympy_seconds
     estimate = estimate_scalar_ops(program)
-    hessian = "hessian" in checks and sum(np.size(values[n]) for n in wrt) <= budget.hessian_max_inputs
-    fixed = tuple((n, np.asarray(values[n]).tobytes()) for n in program.input_names if n not in wrt)
+    n_inputs = sum(np.size(point.values[n]) for n in wrt)
+    hessian = "hessian" in point.checks and n_inputs <= budget.hessian_max_inputs
+    fixed = tuple((n, np.asarray(v).tobytes()) for n, v in point.fixed.items())
     compiled = None
     if estimate <= budget.sympy_max_scalar_ops:
         key = (program.cache_key, tuple(wrt), fixed, hessian)
@@ -651,7 +644,7 @@ def derivatives(
                 lambda: compile_program(
                     program,
                     wrt,
-                    values,
+                    point.values,
                     dict.fromkeys(wrt),
                     hessian,
                     deadline,
@@ -663,31 +656,24 @@ def derivatives(
         except SympyUnavailable as exc:
             status.note = f"{exc}; "
     if compiled is None:
-        compiled = _sampled(program, wrt, values, budget, seed, status, estimate)
+        compiled = _sampled(point, budget, seed, status, estimate)
     status.symbolic = compiled.text
-    return _evaluate(compiled, program, wrt, values, cotangents, checks, masks, budget, seed), status
+    return _evaluate(compiled, point, budget, seed), status
 
 
-def _sampled(
-    program: Program,
-    wrt: list[str],
-    values: dict[str, np.ndarray],
-    budget: Any,
-    seed: int,
-    status: ReferenceStatus,
-    estimate: int,
-) -> Compiled:
-    sizes = [int(np.size(values[n])) for n in wrt]
+def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, estimate: int) -> Compiled:
+    """Symbols for a seeded sample of the gradient's entries only; the rest are exact numbers."""
+    sizes = [int(np.size(point.values[n])) for n in point.wrt]
     total = sum(sizes)
     k = min(budget.sympy_sample_entries, total)
     chosen = np.sort(np.random.default_rng(seed).choice(total, size=k, replace=False))
     symbolic, start = {}, 0
-    for n, size in zip(wrt, sizes):
+    for n, size in zip(point.wrt, sizes):
         mask = np.zeros(size, bool)
         mask[chosen[(chosen >= start) & (chosen < start + size)] - start] = True
-        symbolic[n] = mask.reshape(np.shape(values[n]))
+        symbolic[n] = mask.reshape(point.shape(n))
         status.sampled_entries[n] = [
-            tuple(int(i) for i in np.unravel_index(f, np.shape(values[n]))) for f in np.flatnonzero(mask)
+            tuple(int(i) for i in np.unravel_index(f, point.shape(n))) for f in np.flatnonzero(mask)
         ]
         start += size
     status.note += (
@@ -696,9 +682,9 @@ def _sampled(
         f"chosen with seed {seed}"
     )
     return compile_program(
-        program,
-        wrt,
-        values,
+        point.program,
+        point.wrt,
+        point.values,
         symbolic,
         False,
         time.monotonic() + budget.sympy_seconds,
@@ -707,90 +693,90 @@ def _sampled(
     )
 
 
-def _evaluate(
-    c: Compiled,
-    program: Program,
-    wrt: list[str],
-    values: dict[str, np.ndarray],
-    cotangents: list[np.ndarray],
-    checks: tuple[str, ...],
-    masks: dict[str, np.ndarray],
-    budget: Any,
-    seed: int,
-) -> Derivatives:
-    args = [float(np.asarray(values[n]).reshape(-1)[k]) for n, k in c.entries]
-    cot = [float(v) for v in np.concatenate([np.ravel(x) for x in cotangents])] if cotangents else []
+def _evaluate(c: Compiled, point: Point, budget: Any, seed: int) -> Derivatives:
+    args = [float(np.asarray(point.values[n]).reshape(-1)[k]) for n, k in c.entries]
     n_out = c.n_outputs
 
     def run(seeds: list[float]) -> list[float]:
         return [float(v) for v in evaluate_numeric(c.vjp, args + seeds)]
 
-    res = run(cot if len(cot) == n_out else [0.0] * n_out)
+    def per_input(flat_values: list[float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Gradient entries (in c.entries order) as arrays per input, with what was computed."""
+        out = {n: (np.zeros(point.shape(n)), np.zeros(point.shape(n), bool)) for n in point.wrt}
+        for (name, k), v in zip(c.entries, flat_values):
+            out[name][0].reshape(-1)[k] = v
+            out[name][1].reshape(-1)[k] = True
+        return {n: (point.masked(n, a), ch) for n, (a, ch) in out.items()}
+
+    cot = [float(v) for c_ in point.cotangents for v in np.ravel(c_)]
+    res = run(cot)
     d = Derivatives()
     start = 0
-    for (name, _), node_id in zip(program.outputs, [i for _, i in program.outputs]):
-        shape = program.node(node_id).shape
+    for name, shape in point.output_shapes():
         size = math.prod(shape)
         d.values[name] = np.array(res[start : start + size]).reshape(shape)
         start += size
-
-    def blocks(flat_values: list[float]) -> dict[str, Any]:
-        out = {}
-        for n in wrt:
-            shape = np.shape(values[n])
-            arr, checked = np.zeros(shape), np.zeros(shape, bool)
-            for (name, k), v in zip(c.entries, flat_values):
-                if name == n:
-                    arr.reshape(-1)[k] = v
-                    checked.reshape(-1)[k] = True
-            mask = masks.get(n)
-            out[n] = (arr * mask if mask is not None else arr, checked)
-        return out
-
-    if "vjp" in checks and len(cot) == n_out:
+    if "vjp" in point.checks:
         d.vjp = {
-            n: SourceValues(a, None if ch.all() else ch) for n, (a, ch) in blocks(res[n_out:]).items()
+            n: SourceValues(a, None if ch.all() else ch) for n, (a, ch) in per_input(res[n_out:]).items()
         }
-    if "jacobian" in checks:
-        rows = range(n_out)
-        if n_out > budget.sympy_max_jacobian_rows:
-            rows = np.sort(
-                np.random.default_rng(seed).choice(n_out, budget.sympy_max_jacobian_rows, replace=False)
-            )
-        start = 0
-        for oname, oid in program.outputs:
-            oshape = program.node(oid).shape
-            size = math.prod(oshape)
-            for n in wrt:
-                d.jacobian[(oname, n)] = SourceValues(
-                    np.zeros(oshape + np.shape(values[n])), np.zeros(oshape + np.shape(values[n]), bool)
-                )
-            for i in (r for r in rows if start <= r < start + size):
-                unit = [0.0] * n_out
-                unit[i] = 1.0
-                for n, (a, ch) in blocks(run(unit)[n_out:]).items():
-                    idx = np.unravel_index(i - start, oshape)
-                    d.jacobian[(oname, n)].values[idx] = a
-                    d.jacobian[(oname, n)].checked[idx] = ch
-            start += size
-        for sv in d.jacobian.values():
-            if sv.checked.all():
-                sv.checked = None
-    if "hessian" in checks and c.hvp is not None:
-        seeds = [1.0] + [0.0] * (n_out - 1)
-        m = len(c.entries)
-        columns = []
-        for j in range(m):
-            unit = [0.0] * m
-            unit[j] = 1.0
-            with mpmath.workdps(PRECISION_DIGITS):
-                columns.append([float(v) for v in c.hvp(*[mpmath.mpf(x) for x in args + seeds + unit])])
-        h = np.array(columns).T  # H[i, j] over flattened entries
-        offsets = np.cumsum([0] + [int(np.size(values[n])) for n in wrt])
-        for a, n in enumerate(wrt):
-            for b, k in enumerate(wrt):
-                block = h[offsets[a] : offsets[a + 1], offsets[b] : offsets[b + 1]]
-                d.hessian[(n, k)] = SourceValues(
-                    block.reshape(np.shape(values[n]) + np.shape(values[k]))
-                )
+    if "jacobian" in point.checks:
+        d.jacobian = _jacobian(point, n_out, budget, seed, lambda unit: per_input(run(unit)[n_out:]))
+    if "hessian" in point.checks and c.hvp is not None:
+        d.hessian = _hessian(c, point, args, n_out)
     return d
+
+
+def _jacobian(
+    point: Point,
+    n_out: int,
+    budget: Any,
+    seed: int,
+    row: Callable[[list[float]], dict[str, tuple[np.ndarray, np.ndarray]]],
+) -> dict[tuple[str, str], SourceValues]:
+    """Row i of the Jacobian is the VJP with the i-th unit cotangent (a seeded sample of rows
+    when there are more than the budget allows)."""
+    rows = np.arange(n_out)
+    if n_out > budget.sympy_max_jacobian_rows:
+        rows = np.sort(
+            np.random.default_rng(seed).choice(n_out, budget.sympy_max_jacobian_rows, replace=False)
+        )
+    blocks, start = {}, 0
+    for oname, oshape in point.output_shapes():
+        size = math.prod(oshape)
+        for n in point.wrt:
+            full = oshape + point.shape(n)
+            blocks[(oname, n)] = SourceValues(np.zeros(full), np.zeros(full, bool))
+        for i in rows[(rows >= start) & (rows < start + size)]:
+            unit = [0.0] * n_out
+            unit[i] = 1.0
+            idx = np.unravel_index(i - start, oshape)
+            for n, (a, ch) in row(unit).items():
+                blocks[(oname, n)].values[idx] = a
+                blocks[(oname, n)].checked[idx] = ch
+        start += size
+    for sv in blocks.values():
+        if sv.checked.all():
+            sv.checked = None
+    return blocks
+
+
+def _hessian(
+    c: Compiled, point: Point, args: list[float], n_out: int
+) -> dict[tuple[str, str], SourceValues]:
+    """Column j of the Hessian (of output entry 0) is the Hessian-vector product with unit j."""
+    seeds = [1.0] + [0.0] * (n_out - 1)
+    m = len(c.entries)
+    columns = []
+    for j in range(m):
+        unit = [0.0] * m
+        unit[j] = 1.0
+        columns.append([float(v) for v in evaluate_numeric(c.hvp, args + seeds + unit)])
+    h = np.array(columns).T
+    offsets = np.cumsum([0] + [int(np.size(point.values[n])) for n in point.wrt])
+    blocks = {}
+    for a, n in enumerate(point.wrt):
+        for b, k in enumerate(point.wrt):
+            block = h[offsets[a] : offsets[a + 1], offsets[b] : offsets[b + 1]]
+            blocks[(n, k)] = SourceValues(block.reshape(point.shape(n) + point.shape(k)))
+    return blocks
