@@ -12,6 +12,7 @@ and column. The text is only ever given to ast.parse: never to eval, exec or sym
 from __future__ import annotations
 
 import ast
+import keyword
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -124,8 +125,12 @@ class _Builder:
 
     def _check_input(self, decl: InputDecl) -> None:
         field = f"inputs[{decl.name}]"
-        if not decl.name.isidentifier() or decl.name.startswith("_"):
-            raise RequestError(f"input name {decl.name!r} is not a valid name", field=field)
+        if not decl.name.isidentifier() or decl.name.startswith("_") or keyword.iskeyword(decl.name):
+            raise RequestError(
+                f"input name {decl.name!r} is not a valid name (letters, digits and _, not "
+                "starting with _ or a digit, not a Python keyword)",
+                field=field,
+            )
         if decl.name in _CONSTANTS or decl.name in OPS:
             raise RequestError(
                 f"input name {decl.name!r} is reserved (a constant or an op)", field=field

@@ -86,6 +86,12 @@ def test_hostile_programs_get_clear_errors_quickly(source, message):
     assert time.perf_counter() - start < 5  # a budget, not a benchmark: nothing hangs
 
 
+@pytest.mark.parametrize("name", ["lambda", "_hidden", "2x", "sum", "pi"])
+def test_input_names_must_be_plain_names(name):
+    with pytest.raises(RequestError, match="name"):
+        parse("y = x * 2", {"x": ((2,), "float64"), name: ((2,), "float64")})
+
+
 def test_an_input_declared_with_a_hundred_million_elements_is_refused_before_allocation():
     with pytest.raises(RequestError, match="elements; the limit"):
         parse("y = x * 2", {"x": ((10_000, 10_000), "float64")})

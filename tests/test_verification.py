@@ -221,3 +221,14 @@ def test_extra_sample_points_are_checked_too():
     report = check(req)
     assert report.verdict is Verdict.PASS and len(report.points) == 4
     assert not np.allclose(report.points[1].inputs["x"], report.points[0].inputs["x"])
+
+
+def test_input_names_cannot_clash_with_the_generated_sympy_code():
+    # mpf and Heaviside are names in the code sympy generates; inputs may still be called so.
+    req = CheckRequest(
+        "y = mpf * sin(mpf) + relu(Heaviside)", [InputSpec("mpf", 0.5), InputSpec("Heaviside", 1.0)]
+    )
+    report = check(req)
+    assert report.verdict is Verdict.PASS, report.summary
+    texts = {e["entry"]: e["text"] for e in report.references["sympy"].symbolic}
+    assert texts["d y/d mpf"] == "mpf*cos(mpf) + sin(mpf)"

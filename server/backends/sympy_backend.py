@@ -346,12 +346,26 @@ def _is_leaf(e: Any) -> bool:
     return e.is_Atom or isinstance(e, sp.logic.boolalg.Boolean)
 
 
+_INPUT_PREFIX = "_in_"  # keeps input symbols apart from every name the generated code uses
+
+
 def input_symbols(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """One real symbol per entry, named like a_0 or W_1_2 (row-major indices)."""
+    """One real symbol per entry, shown as a_0 or W_1_2 (row-major indices)."""
     out = np.empty(shape, dtype=object)
     for idx in np.ndindex(*shape):
-        out[idx] = sp.Symbol("_".join([name, *map(str, idx)]) if idx else name, real=True)
+        out[idx] = sp.Symbol(_INPUT_PREFIX + "_".join([name, *map(str, idx)]), real=True)
     return out
+
+
+def _shown(expr: Any) -> Any:
+    """expr with input symbols under the names people read (a_0 rather than the internal name)."""
+    return expr.xreplace(
+        {
+            s: sp.Symbol(s.name[len(_INPUT_PREFIX) :], real=True)
+            for s in expr.free_symbols
+            if s.name.startswith(_INPUT_PREFIX)
+        }
+    )
 
 
 @dataclass
@@ -372,7 +386,9 @@ class StraightLine:
             raise SympyUnavailable("the symbolic stage ran out of its time budget")
         # _obj: numpy turns 0-d object results into bare sympy objects. Contiguous, so that
         # reshape(-1) is a view and the replacements below land in `value`.
-        value = np.ascontiguousarray(_obj(value))
+        value = _obj(value)
+        if not value.flags.c_contiguous:
+            value = value.copy()
         flat = value.reshape(-1)
         for k, e in enumerate(flat):
             if not _is_leaf(e):
@@ -599,8 +615,10 @@ def symbolic_text(
     for name, o in zip(out_names, outs):
         expr = o.xreplace(full) if isinstance(o, sp.Basic) else o
         for s in syms:
-            d = sp.diff(expr, s)
-            entries.append({"entry": f"d {name}/d {s}", "text": sp.sstr(d), "latex": sp.latex(d)})
+            d = _shown(sp.diff(expr, s))
+            entries.append(
+                {"entry": f"d {name}/d {_shown(s)}", "text": sp.sstr(d), "latex": sp.latex(d)}
+            )
             if len(entries) >= limit:
                 return entries
     return entries
