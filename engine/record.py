@@ -32,17 +32,32 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
 
     Operands are Tensors or constants (python numbers, numpy arrays); constants get no edge.
     """
-    attrs = attrs or _EMPTY
+    args = []
+    any_need = False
+    for x in operands:
+        if type(x) is Tensor:
+            args.append(x.data)
+            if x.requires_grad:
+                any_need = True
+        else:
+            args.append(x)
+    try:
+        out = impl.forward(*args, **attrs) if attrs else impl.forward(*args)
+    except (ValueError, IndexError, TypeError):
+        # Let the op's shape rule name the problem (op, shapes) before numpy's message does.
+        impl.spec.shape_rule(impl.spec.name, *(np.shape(a) for a in args), **(attrs or {}))
+        raise
+    single = impl.n_outputs == 1
+    if not (any_need and _state.enabled and impl.vjp is not None):
+        return _make(out) if single else tuple(_make(o) for o in out)
+
     needs = []
     edges = []
     in_meta = []
-    any_need = False
-    args = [x.data if type(x) is Tensor else x for x in operands]
     for x, a in zip(operands, args):
         if type(x) is Tensor:
             in_meta.append((a.shape, a.dtype))
             if x.requires_grad:
-                any_need = True
                 needs.append(True)
                 edges.append((x.grad_fn, x._output_nr) if x.grad_fn is not None else _leaf_edge(x))
                 continue
@@ -50,21 +65,12 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
             in_meta.append(((), None) if type(x) in _NUMBERS else (np.shape(x), x.dtype))
         needs.append(False)
         edges.append(_NO_EDGE)
-    try:
-        out = impl.forward(*args, **attrs) if attrs else impl.forward(*args)
-    except (ValueError, IndexError, TypeError):
-        # Let the op's shape rule name the problem (op, shapes) before numpy's message does.
-        impl.spec.shape_rule(impl.spec.name, *(m[0] for m in in_meta), **attrs)
-        raise
-    single = impl.n_outputs == 1
-    if not (any_need and _state.enabled and impl.vjp is not None):
-        return _make(out) if single else tuple(_make(o) for o in out)
 
     outs = (out,) if single else out
     cls = impl.fixed_class or impl.node_class(attrs, tuple(m[0] for m in in_meta))
     node = cls()
     node._seq = next(_sequence)
-    node._attrs = attrs
+    node._attrs = attrs or _EMPTY
     node._needs = needs
     node._metadata = None
     node._tensor_hooks = None
