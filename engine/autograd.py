@@ -143,8 +143,9 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
     if impl.n_outputs == 1:
         g = buf[0]
     else:  # several outputs: the ones that got no gradient contribute zeros
-        ref = next(b for b in buf if b is not None)
-        nb = ref.ndim - len(node._out_meta[buf.index(ref)][0])
+        first = next(k for k, b in enumerate(buf) if b is not None)
+        nb = buf[first].ndim - len(node._out_meta[first][0])
+        ref = buf[first]
         g = [
             b if b is not None else B.zeros_like(np.zeros(ref.shape[:nb] + shape, dtype))
             for b, (shape, dtype) in zip(buf, node._out_meta)
@@ -198,11 +199,11 @@ def run_backward(
     given); otherwise return the gradient of each of `inputs` (None where none flowed)."""
     roots = [_edge(t) for t in outputs]
     root_nodes = [n for n, _ in roots]
-    captures: dict[tuple[Any, int], int] = {}
+    captures: dict[tuple[Any, int], list[int]] = {}
     needed = None
     if inputs is not None:
         for k, t in enumerate(inputs):
-            captures.setdefault(_edge(t), k)
+            captures.setdefault(_edge(t), []).append(k)  # the same tensor may be asked twice
         needed = _nodes_leading_to(_topological_order(root_nodes), {n for n, _ in captures})
     captured: list[Any] = [None] * (len(inputs) if inputs is not None else 0)
 
@@ -263,8 +264,8 @@ def run_backward(
             node = following if following is not None else (pop(ready)[1] if ready else None)
 
     if accumulate and inputs is not None:  # non-leaf inputs of backward(inputs=...) get .grad
-        for t, g in zip(inputs, captured):
-            if g is not None and t.grad_fn is not None:
+        for t, g in zip(inputs, captured):  # (a retained tensor got its .grad from its hook)
+            if g is not None and t.grad_fn is not None and not t._retains_grad:
                 _accumulate(t, g, create_graph)
     return captured
 
@@ -275,16 +276,17 @@ def _leaf(
     create_graph: bool,
     accumulate: bool,
     only_inputs: bool,
-    captures: dict[tuple[Any, int], int],
+    captures: dict[tuple[Any, int], list[int]],
     captured: list[Any],
 ) -> None:
     t = node.variable
     if t._hooks:
         g = _run_hooks(t._hooks, g, create_graph)
-    k = captures.get((node, 0))
-    if k is not None and not accumulate:
-        captured[k] = g
-    elif accumulate and (not only_inputs or k is not None):
+    ks = captures.get((node, 0))
+    if ks is not None and not accumulate:
+        for k in ks:
+            captured[k] = g
+    elif accumulate and (not only_inputs or ks is not None):
         _accumulate(t, g, create_graph)
 
 
@@ -293,7 +295,7 @@ def _run_node(
     buf: list[Any],
     create_graph: bool,
     retain_graph: bool,
-    captures: dict[tuple[Any, int], int],
+    captures: dict[tuple[Any, int], list[int]],
     captured: list[Any],
     needed: set[Any] | None,
 ) -> list[Any] | None:
@@ -303,8 +305,7 @@ def _run_node(
             if buf[nr] is not None and hooks:
                 buf[nr] = _run_hooks(hooks, buf[nr], create_graph)
     for nr, g in enumerate(buf):
-        k = captures.get((node, nr))
-        if k is not None:
+        for k in captures.get((node, nr), ()):
             captured[k] = g
     if needed is not None and node not in needed:
         return None

@@ -65,17 +65,18 @@ def jacobian(
         m = out.data.size
         blocks: list[list[Any]] = [[] for _ in xs]
         if out.requires_grad and m:
-            eye = np.eye(m, dtype=out.dtype)
             if vectorize:
                 biggest = max([m, *(x.data.size for x in xs)])
                 step = chunk_size or max(1, JACOBIAN_CHUNK_ELEMENTS // biggest)
                 for start in range(0, m, step):
-                    cot = eye[start : start + step].reshape(-1, *out.shape)
+                    cot = identity_rows(start, min(start + step, m), m, out.dtype)
+                    cot = cot.reshape(-1, *out.shape)
                     for b, g in zip(blocks, _vjp_rows(out, xs, cot, create_graph, batched=True)):
                         b.append(g)
             else:
-                for row in eye:
-                    gs = _vjp_rows(out, xs, row.reshape(out.shape), create_graph, batched=False)
+                for i in range(m):
+                    row = identity_rows(i, i + 1, m, out.dtype).reshape(out.shape)
+                    gs = _vjp_rows(out, xs, row, create_graph, batched=False)
                     for b, g in zip(blocks, gs):
                         b.append(ops.reshape(g, (1, *g.shape)) if create_graph else g.data[None])
         row = []
@@ -89,6 +90,13 @@ def jacobian(
                 row.append(Tensor._make(full.reshape(out.shape + x.shape)))
         rows.append(row)
     return _shape_result(rows, single_out, single_in)
+
+
+def identity_rows(start: int, stop: int, m: int, dtype: Any) -> np.ndarray:
+    """Rows start..stop of the m x m identity, without building the rest of it."""
+    rows = np.zeros((stop - start, m), dtype=dtype)
+    rows[np.arange(stop - start), np.arange(start, stop)] = 1
+    return rows
 
 
 def _vjp_rows(

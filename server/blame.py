@@ -87,10 +87,10 @@ def check_node(
                     else ()
                 )
                 worst, where = err, (f"operand {k} entry {idx}: engine {a[idx]!r}, JAX {b[idx]!r}")
-    return _blame(node, ours, worst, where) if where else None
+    return _blame(node, worst, where) if where else None
 
 
-def _blame(node: IRNode, ours: Any, err: float, detail: str) -> Blame:
+def _blame(node: IRNode, err: float, detail: str) -> Blame:
     name = node.op
     return Blame(name, node.op, node.id, str(node.pos) if node.pos else "", node.text, err, detail)
 

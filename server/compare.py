@@ -142,9 +142,13 @@ def compare_block(block: Block, tol: Tolerance, worst: int = 5) -> Block:
     block.references_disagree = int(conflict.sum())
 
     flagged = conflict.copy()
+    refs = [names.index(r) for r in REFERENCE_ORDER if r in block.sources]
     for src in (u for u in UNDER_TEST if u in block.sources):
         k = names.index(src)
         bad = have & masks[k] & ~close(values[k], ref_value, tol, ref_extra)
+        if conflict.any():  # where the references disagree, agreeing with any of them is enough
+            for r in refs:
+                bad &= ~(conflict & masks[r] & close(values[k], values[r], tol, errors[r]))
         block.failing[src] = int(bad.sum())
         flagged |= bad
     block.worst = _worst_entries(
@@ -218,7 +222,7 @@ def _worst_entries(
     diff = np.zeros(block.shape)
     for src in candidates:
         d, _ = _errors(block.sources[src].values, ref_value)
-        diff = np.maximum(diff, np.where(flagged, d, 0))
+        diff = np.maximum(diff, np.where(flagged, d, -1.0))  # flagged entries sort first
     order = np.argsort(-diff, axis=None, kind="stable")[: int(min(limit, flagged.sum()))]
     entries = []
     for flat in order:

@@ -85,6 +85,20 @@ CONVENTIONS: dict[str, dict[str, str]] = {
 }
 for _a, _b in (("amin", "amax"), ("min", "max")):
     CONVENTIONS[_a] = CONVENTIONS[_b]
+_DOMAIN = {
+    "engine": "as torch: inf or nan",
+    "jax": "inf or nan",
+    "sympy": "cannot evaluate there",
+    "fd": "the quotient diverges or is nan",
+}
+for _op in ("std", "pow", "pow_tensor", "rpow", "div", "reciprocal", "log", "log1p", "tan", "prod"):
+    CONVENTIONS.setdefault(_op, _DOMAIN)
+CONVENTIONS["std"] = {
+    "engine": "gradient 0 where the std is 0 (torch)",
+    "jax": "nan",
+    "sympy": "cannot evaluate (0/0)",
+    "fd": "one-sided slopes differ",
+}
 for _op in ("sign", "floor", "round"):
     CONVENTIONS[_op] = {
         "engine": "0 (torch)",
@@ -112,7 +126,7 @@ _DETECTORS: dict[str, Callable[[list[Any], dict[str, Any]], bool]] = {
     "abs": lambda o, a: _zero(o[0]),
     "leaky_relu": lambda o, a: _zero(o[0]),
     "sign": lambda o, a: _zero(o[0]),
-    "sqrt": lambda o, a: _zero(o[0]),
+    "sqrt": lambda o, a: bool(np.any(np.asarray(o[0]) <= 0)),
     "floor": lambda o, a: bool(np.any(np.asarray(o[0]) == np.floor(o[0]))),
     "round": lambda o, a: bool(np.any(np.abs(np.asarray(o[0]) - np.floor(o[0])) == 0.5)),
     "maximum": lambda o, a: bool(np.any(np.asarray(o[0]) == np.asarray(o[1]))),
@@ -127,6 +141,17 @@ _DETECTORS: dict[str, Callable[[list[Any], dict[str, Any]], bool]] = {
     "min": lambda o, a: _ties(o[0], a["axis"]),
     "norm": lambda o, a: _zero(np.sqrt(np.sum(np.square(o[0]), axis=a["axis"]))),
     "where": lambda o, a: False,  # the condition's own comparison is checked where it is made
+    "std": lambda o, a: _zero(np.std(o[0], axis=a["axis"])) if np.size(o[0]) else False,
+    "pow": lambda o, a: a["exponent"] < 1 and a["exponent"] != 0 and _zero(o[0]),
+    "pow_tensor": lambda o, a: _zero(o[0]),
+    "rpow": lambda o, a: a["base"] <= 0,
+    "div": lambda o, a: _zero(o[1]),
+    "reciprocal": lambda o, a: _zero(o[0]),
+    "log": lambda o, a: bool(np.any(np.asarray(o[0]) <= 0)),
+    "log1p": lambda o, a: bool(np.any(np.asarray(o[0]) <= -1)),
+    "tan": lambda o, a: bool(np.any(np.cos(o[0]) == 0)),
+    "prod": lambda o, a: False,  # a polynomial: smooth, zeros included (the table says where
+    # several entries are 0 only because the gradient then needs care, which the engine takes)
 }
 for _cmp in ("lt", "le", "gt", "ge", "eq", "ne"):
     # a comparison at equality flips a where() branch: that is the where's kink

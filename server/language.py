@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import keyword
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,28 @@ _ELEMENTWISE_BINARY = {
 }
 _DTYPES = ("float64", "float32", "int64", "bool")
 _MAX_INT_LITERAL = 2**53
+_MAX_NDIM = 16
+
+
+def _check_attrs(op: str, attrs: dict[str, Any], shape: tuple[int, ...], pos: Position) -> None:
+    """What an op's attributes must satisfy beyond their types."""
+    if op == "clamp" and attrs["min"] is None and attrs["max"] is None:
+        raise RequestError("clamp needs min or max (or both)", pos)
+    if op == "norm" and not attrs["ord"] > 0:
+        raise RequestError(f"norm: ord must be positive, got {attrs['ord']}", pos)
+    if op in ("var", "std"):
+        axes = (
+            range(len(shape))
+            if attrs["axis"] is None
+            else ([attrs["axis"]] if isinstance(attrs["axis"], int) else attrs["axis"])
+        )
+        count = math.prod(shape[a] for a in axes) if shape else 1
+        if not 0 <= attrs["correction"] < count:
+            raise RequestError(
+                f"{op}: correction {attrs['correction']} leaves no degrees of "
+                f"freedom over {count} entries",
+                pos,
+            )
 
 
 def _pos(node: ast.AST) -> Position:
@@ -210,8 +233,12 @@ class _Builder:
                 shape = spec.shape_rule(op, *(self.shape_of(o) for o in operands), **attrs)
         except ShapeError as exc:
             raise RequestError(str(exc), pos) from None
-        if op in ("nll_loss", "cross_entropy"):
-            self._check_targets(op, operands[1], self.shape_of(operands[0]), pos)
+        for s in shape if op == "split" else (shape,):
+            if len(s) > _MAX_NDIM:
+                raise RequestError(f"{op} would give {len(s)} dimensions; at most {_MAX_NDIM}", pos)
+        _check_attrs(op, attrs, self.shape_of(operands[0]) if operands else (), pos)
+        if op in ("nll_loss", "cross_entropy") and self.dtype_of(operands[1]) != "int64":
+            raise RequestError(f"{op}: the target must be an int64 input of class indices", pos)
         dtype = self._result_dtype(op, operands)
         return Ref(
             self._add(
@@ -232,10 +259,6 @@ class _Builder:
             if not allowed:
                 operand = OPS[op].operands[k] if k < len(OPS[op].operands) else f"operand {k}"
                 raise RequestError(f"{op}: {operand} has dtype {dtype}; it must be a float tensor", pos)
-
-    def _check_targets(self, op: str, target: Operand, logits: tuple[int, ...], pos: Position) -> None:
-        if self.dtype_of(target) != "int64":
-            raise RequestError(f"{op}: the target must be an int64 input of class indices", pos)
 
     # ------------------------------------------------------------ statements
     def statement(self, stmt: ast.stmt) -> None:
@@ -292,7 +315,7 @@ class _Builder:
             isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "split"
         ):
             raise RequestError("only split(...) returns several tensors to unpack", _pos(value))
-        parts = self.expr(value, 0)
+        parts = self._call(value, 1, unpacked=True)
         shapes = self.nodes[parts.id].shape
         if len(shapes) != len(target.elts):
             raise RequestError(
@@ -357,7 +380,10 @@ class _Builder:
 
     def _checked_number(self, value: float, node: ast.AST) -> Operand:
         if isinstance(value, int) and abs(value) > _MAX_INT_LITERAL:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise RequestError("the constant is too large for float64", _pos(node)) from None
         if isinstance(value, float) and not math.isfinite(value):
             raise RequestError("the constant is not finite (it overflows float64)", _pos(node))
         return value
@@ -447,7 +473,7 @@ class _Builder:
         return self.op_node(op, [left, right], {}, node)
 
     # ------------------------------------------------------------ calls
-    def _call(self, node: ast.Call, depth: int) -> Operand:
+    def _call(self, node: ast.Call, depth: int, unpacked: bool = False) -> Operand:
         if not isinstance(node.func, ast.Name):
             raise RequestError(f"only op names can be called, not {_what(node.func)}", _pos(node.func))
         name = node.func.id
@@ -458,6 +484,10 @@ class _Builder:
                 "pow", self.expr(node.args[0], depth), self.expr(node.args[1], depth), node
             )
         spec = OPS.get(name)
+        if name == "split" and not unpacked:
+            raise RequestError(
+                "split returns several tensors: unpack them, as in 'a, b = split(x, 2)'", _pos(node)
+            )
         if spec is None or name not in CALLABLE_OPS:
             raise RequestError(
                 f"unknown function {name!r}; the ops are: {', '.join(CALLABLE_OPS)}", _pos(node.func)
@@ -528,7 +558,7 @@ class _Builder:
         elif kind == "int":
             ok = _is_int(value) or (value is None and attr.default is None)
         elif kind == "float":
-            ok = (_is_number(value) and math.isfinite(value)) or (value is None and attr.default is None)
+            ok = (_is_number(value) and _finite(value)) or (value is None and attr.default is None)
         elif kind == "str":
             ok = isinstance(value, str)
         elif kind == "axis":
@@ -592,6 +622,13 @@ _KIND_TEXT = {
     "shape": "a tuple of ints",
     "ints": "int(s)",
 }
+
+
+def _finite(v: float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond float64
+        return False
 
 
 def _is_int(v: Any) -> bool:
@@ -666,13 +703,15 @@ def parse(
     program = _PARSED.get(key)
     if program is None:
         program = _parse(source, inputs, outputs, limits)
-        if len(_PARSED) >= 256:
-            _PARSED.pop(next(iter(_PARSED)))
-        _PARSED[key] = program
+        with _PARSED_LOCK:  # requests are served from several threads
+            if len(_PARSED) >= 256:
+                _PARSED.pop(next(iter(_PARSED)), None)
+            _PARSED[key] = program
     return program
 
 
 _PARSED: dict[Any, Program] = {}
+_PARSED_LOCK = threading.Lock()
 
 
 def _parse(

@@ -232,3 +232,103 @@ def test_input_names_cannot_clash_with_the_generated_sympy_code():
     assert report.verdict is Verdict.PASS, report.summary
     texts = {e["entry"]: e["text"] for e in report.references["sympy"].symbolic}
     assert texts["d y/d mpf"] == "mpf*cos(mpf) + sin(mpf)"
+
+
+def test_every_non_smooth_op_of_the_table_has_a_kink_detector():
+    from crossgrad.server.kinks import _DETECTORS, CONVENTIONS
+
+    nonsmooth = {n for n, s in OPS.items() if s.nonsmooth}
+    assert nonsmooth <= set(_DETECTORS), sorted(nonsmooth - set(_DETECTORS))
+    assert set(_DETECTORS) <= set(CONVENTIONS)
+
+
+def test_a_kink_excuses_only_the_blocks_that_depend_on_it():
+    # relu(z) sits at its kink, but the claimed gradient for x (which the kink does not touch)
+    # is wrong: that must still fail.
+    req = CheckRequest(
+        "y = sum(x * x) + sum(relu(z))",
+        [InputSpec("x", [1.0, 2.0]), InputSpec("z", [0.0, 1.0])],
+        claimed_vjp={"x": [2.0, 5.0]},
+    )
+    report = check(req)
+    assert report.verdict is Verdict.FAIL
+    assert report.block("vjp", "x").status == "fail"
+    assert report.block("vjp", "z").status == "convention"
+
+
+def test_float32_inputs_are_checked_with_float32_tolerances():
+    x = np.array([0.5, -1.0, 2.0], np.float32)
+    report = check(CheckRequest("y = sum(tanh(x) * x)", [InputSpec("x", x, dtype="float32")]))
+    assert report.verdict is Verdict.PASS, report.summary
+    assert report.block("vjp", "x").sources["engine"].values.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("source", "values"),
+    [
+        ("y = sum(sqrt(x))", [0.0, 1.0]),
+        ("y = std(x)", [1.0, 1.0, 1.0]),
+        ("y = sum(x ** 0.5)", [0.0, 4.0]),
+        ("y = sum(x / 0)", [1.0, 2.0]),
+    ],
+)
+def test_singular_points_are_conventions_and_sympy_says_why_it_could_not_run(source, values):
+    report = check(CheckRequest(source, [InputSpec("x", values)]))
+    assert report.verdict is not Verdict.FAIL, report.summary
+    sympy = report.references["sympy"]
+    assert sympy.ran or "cannot" in sympy.note
+
+
+def test_a_split_with_only_its_second_piece_used():
+    report = check(
+        CheckRequest("a, b = split(x, 2)\ny = sum(b * b)", [InputSpec("x", [1.0, 2.0, 3.0, 4.0])])
+    )
+    assert report.verdict is Verdict.PASS, report.summary
+    np.testing.assert_array_equal(report.block("vjp", "x").sources["engine"].values, [0, 0, 6, 8])
+
+
+@pytest.mark.parametrize(
+    ("source", "inputs", "options", "message"),
+    [
+        ("y = x * " + "9" * 400, {"x": [1.0, 2.0]}, {}, "too large"),
+        ("y = sum(split(x, 2))", {"x": [1.0, 2.0, 3.0, 4.0]}, {}, "unpack"),
+        ("y = norm(x, ord=0)", {"x": [1.0, 2.0]}, {}, "ord must be positive"),
+        ("y = clamp(x)", {"x": [1.0, 2.0]}, {}, "min or max"),
+        ("y = sum(x)", {"x": np.zeros(0)}, {}, "empty"),
+        ("y = sum(x)", {"x": [[1.0, 2.0], [3.0]]}, {}, "not an array"),
+        ("y = sum(x)", {"x": [1.0, 2.0]}, {"seed": -1}, "seed"),
+        ("y = x * 2", {"x": [1.0, 2.0]}, {"cotangents": {"y": [np.nan, 1.0]}}, "NaN"),
+        ("y = var(x, correction=3)", {"x": [1.0, 2.0]}, {}, "degrees of freedom"),
+        ("y = sum(x ** 2)", {"x": [1.0, 2.0]}, {"rtol": float("nan")}, "rtol"),
+        ("y = sum(x)", {"x": [1.0, 2.0]}, {"checks": ("hessian", "vjp"), "budget": None}, None),
+    ],
+)
+def test_bad_requests_are_request_errors(source, inputs, options, message):
+    from crossgrad.server.language import RequestError
+
+    options = {k: v for k, v in options.items() if v is not None}
+    req = CheckRequest(source, [InputSpec(n, v) for n, v in inputs.items()], **options)
+    if message is None:  # a valid request, for contrast
+        assert check(req).verdict is Verdict.PASS
+        return
+    with pytest.raises(RequestError, match=message):
+        check(req)
+
+
+def test_targets_out_of_range_are_refused_with_their_position():
+    from crossgrad.server.language import RequestError
+
+    req = CheckRequest(
+        "y = cross_entropy(z, t)",
+        [InputSpec("z", np.zeros((2, 3))), InputSpec("t", [0, 5], dtype="int64", requires_grad=False)],
+    )
+    with pytest.raises(RequestError, match="class indices 0 to 2") as info:
+        check(req)
+    assert info.value.pos is not None
+
+
+def test_reductions_of_a_0d_input_over_axis_0():
+    report = check(
+        CheckRequest("y = sum(x, axis=-1) * mean(x, axis=(0,)) + amax(x, axis=0)", [InputSpec("x", 2.0)])
+    )
+    assert report.verdict is Verdict.PASS and all(s.ran for s in report.references.values())

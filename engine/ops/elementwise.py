@@ -15,10 +15,6 @@ from .core import _sigmoid, apply, batch_dims, data, define, operand, unbroadcas
 # Each VJP is vjp(B, node, g, s): s holds the saved operands in order, then the saved result.
 
 
-def _in_shape(node: Node, i: int) -> tuple[int, ...]:
-    return node._in_meta[i][0]
-
-
 def _binary_grads(B: Any, node: Node, g: Any, gx: Any, gy: Any) -> tuple[Any, Any]:
     """Each operand's gradient summed back to its own shape (undoing broadcasting)."""
     needs, meta = node._needs, node._in_meta
@@ -83,13 +79,19 @@ def _pow_tensor_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, A
 
 
 _POW_TENSOR = define("pow_tensor", np.power, _pow_tensor_vjp, save_output=True)
-_RPOW = define(
-    "rpow",
-    lambda x, base: np.power(base, x),
-    lambda B, n, g, s: (g * s[-1] * math.log(n._attrs["base"]),),
-    save="none",
-    save_output=True,
-)
+
+
+def _rpow_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    base = n._attrs["base"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_base = np.log(np.float64(base))  # -inf at 0, nan below: as torch
+    grad = g * s[-1] * log_base
+    if base == 0:  # torch: 0 ** x has gradient 0 where x >= 0 (not 0 * -inf)
+        grad = B.where(np.asarray(data(s[0])) >= 0, 0.0, grad)
+    return (grad,)
+
+
+_RPOW = define("rpow", lambda x, base: np.power(base, x), _rpow_vjp, save_output=True)
 
 
 def _tie_weights(x: Any, y: Any, greater: bool) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from crossgrad import engine as cg
+from crossgrad.engine.functional import JACOBIAN_CHUNK_ELEMENTS, identity_rows
 
 from ..compare import SourceValues
 from ..derivatives import Derivatives, Point
@@ -139,20 +140,27 @@ def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
         )
         d.vjp = {n: SourceValues(g.data.copy()) for n, g in zip(wrt, grads)}
     if "jacobian" in point.checks:
+        biggest = max([1, *(leaf.data.size for leaf in leaves)])
         for (oname, _), out in zip(program.outputs, outs):
             m = out.data.size
-            cot = np.eye(m, dtype=out.dtype).reshape(m, *out.shape)
-            gs = cg.grad(
-                out,
-                leaves,
-                cot,
-                retain_graph=True,
-                allow_unused=True,
-                materialize_grads=True,
-                is_grads_batched=True,
-            )
-            for n, g in zip(wrt, gs):
-                d.jacobian[(oname, n)] = SourceValues(g.data.reshape(out.shape + g.shape[1:]))
+            step = max(1, JACOBIAN_CHUNK_ELEMENTS // max(m, biggest))  # bounds the batch's memory
+            rows: list[list[np.ndarray]] = [[] for _ in wrt]
+            for start in range(0, m, step):
+                cot = identity_rows(start, min(start + step, m), m, out.dtype)
+                gs = cg.grad(
+                    out,
+                    leaves,
+                    cot.reshape(-1, *out.shape),
+                    retain_graph=True,
+                    allow_unused=True,
+                    materialize_grads=True,
+                    is_grads_batched=True,
+                )
+                for r, g in zip(rows, gs):
+                    r.append(g.data)
+            for n, r, leaf in zip(wrt, rows, leaves):
+                full = np.concatenate(r).reshape(out.shape + leaf.shape)
+                d.jacobian[(oname, n)] = SourceValues(full)
     if "hessian" in point.checks:
         values = tuple(cg.tensor(engine_run.leaves[n].data) for n in wrt)
         h = cg.hessian(function_of(program, wrt, point.fixed), values)

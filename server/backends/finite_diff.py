@@ -27,31 +27,45 @@ STEP = 1e-3  # relative step; Richardson's error is about STEP**4 times the 5th 
 class FDResult:
     """Columns of the Jacobian (output entries x sampled input entries) and their error bounds."""
 
-    columns: np.ndarray  # (m, k): d output / d input entry, for the k entries in `entries`
+    columns: np.ndarray  # (m, k): d output / d input entry, for the k entries asked for
     error: np.ndarray  # (m, k) estimated absolute error
-    entries: np.ndarray  # (k,) flat indices of the input entries
 
 
 Batched = Callable[[np.ndarray], np.ndarray]  # (points, n) -> (points, m)
 
 
+POINTS_ELEMENTS = 1 << 22  # perturbed points (x n entries) evaluated in one call: bounds memory
+
+
 def jacobian_columns(f: Batched, x: np.ndarray, entries: np.ndarray) -> FDResult:
     """d f / d x[entries], f taking a batch of flat float64 points to a batch of flat outputs."""
     n = x.size
-    k = len(entries)
     h = STEP * np.maximum(1.0, np.abs(x[entries]))
-    eye = np.zeros((k, n))
-    eye[np.arange(k), entries] = 1.0
-    steps = np.concatenate([eye * h[:, None] * s for s in (1.0, -1.0, 0.5, -0.5)])
-    values = np.asarray(f(x[None, :] + steps))  # (4k, m)
-    fp, fm, fp2, fm2 = (values[i * k : (i + 1) * k] for i in range(4))
+    chunk = max(1, POINTS_ELEMENTS // (4 * n))
+    parts = [
+        _values_at_steps(f, x, entries[i : i + chunk], h[i : i + chunk])
+        for i in range(0, len(entries), chunk)
+    ]
+    fp, fm, fp2, fm2 = (np.concatenate([p[j] for p in parts]) for j in range(4))
     d1 = (fp - fm) / (2 * h[:, None])
     d2 = (fp2 - fm2) / h[:, None]
     rich = (4 * d2 - d1) / 3
-    scale = np.abs(values).max(axis=0, initial=0.0)
+    scale = np.max([np.abs(v).max(axis=0, initial=0.0) for v in (fp, fm, fp2, fm2)], axis=0)
     rounding = 16 * np.finfo(np.float64).eps * scale[None, :] / h[:, None]
     error = np.abs(d2 - d1) + rounding
-    return FDResult(rich.T, error.T, np.asarray(entries))
+    return FDResult(rich.T, error.T)
+
+
+def _values_at_steps(
+    f: Batched, x: np.ndarray, entries: np.ndarray, h: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """f at x + h e_j, x - h e_j, x + h/2 e_j, x - h/2 e_j for each entry j."""
+    k = len(entries)
+    eye = np.zeros((k, x.size))
+    eye[np.arange(k), entries] = 1.0
+    steps = np.concatenate([eye * h[:, None] * s for s in (1.0, -1.0, 0.5, -0.5)])
+    values = np.asarray(f(x[None, :] + steps))  # (4k, m)
+    return tuple(values[i * k : (i + 1) * k] for i in range(4))
 
 
 def hessian_entries(f: Batched, x: np.ndarray, entries: np.ndarray) -> FDResult:
@@ -73,7 +87,7 @@ def hessian_entries(f: Batched, x: np.ndarray, entries: np.ndarray) -> FDResult:
         (c1, e1), (c2, e2) = pair
         columns.append((4 * c2 - c1) / 3)
         errors.append(np.abs(c2 - c1) + e1 + e2)
-    return FDResult(np.array(columns).T, np.array(errors).T, np.asarray(entries))
+    return FDResult(np.array(columns).T, np.array(errors).T)
 
 
 ENGINE_ENTRIES = 16  # up to this many entries: the engine's forward pass (nothing to compile)
@@ -91,9 +105,8 @@ def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, Refe
     if total <= budget.fd_max_entries:
         entries, note = np.arange(total), "all entries"
     else:
-        entries = np.sort(
-            np.random.default_rng(seed).choice(total, budget.fd_sample_entries, replace=False)
-        )
+        k = min(budget.fd_sample_entries, total)
+        entries = np.sort(np.random.default_rng(seed).choice(total, k, replace=False))
         note = (
             f"over budget ({total} input entries > {budget.fd_max_entries}): checked "
             f"{len(entries)} entries, chosen with seed {seed}"

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from crossgrad.engine import OPS
+from crossgrad.engine.optable import normalize_axes
 from jax.scipy.special import logsumexp as _logsumexp
 
 from ..compare import SourceValues
@@ -24,6 +25,12 @@ jax.config.update("jax_platforms", "cpu")
 
 def _shape(op: str, x: Any, attrs: dict[str, Any]) -> tuple[int, ...]:
     return OPS[op].shape_rule(op, tuple(x.shape), **attrs)
+
+
+def _ax(x: Any, attrs: dict[str, Any]) -> Any:
+    """The reduction's axes, non-negative; none for a 0-d tensor (which accepts 0 and -1)."""
+    axis = attrs["axis"]
+    return None if axis is None else normalize_axes("reduce", axis, x.ndim)
 
 
 def _reduce(loss: Any, reduction: str) -> Any:
@@ -87,17 +94,17 @@ LOWERING: dict[str, L] = {
     "sign": lambda o, a: jnp.sign(o[0]),
     "floor": lambda o, a: jnp.floor(o[0]),
     "round": lambda o, a: jnp.round(o[0]),
-    "sum": lambda o, a: jnp.sum(o[0], **a),
-    "mean": lambda o, a: jnp.mean(o[0], **a),
-    "prod": lambda o, a: jnp.prod(o[0], **a),
-    "max": lambda o, a: jnp.max(o[0], **a),
-    "min": lambda o, a: jnp.min(o[0], **a),
-    "amax": lambda o, a: jnp.max(o[0], **a),
-    "amin": lambda o, a: jnp.min(o[0], **a),
-    "logsumexp": lambda o, a: _logsumexp(o[0], axis=a["axis"], keepdims=a["keepdims"]),
-    "var": lambda o, a: jnp.var(o[0], axis=a["axis"], keepdims=a["keepdims"], ddof=a["correction"]),
-    "std": lambda o, a: jnp.std(o[0], axis=a["axis"], keepdims=a["keepdims"], ddof=a["correction"]),
-    "norm": lambda o, a: _norm(o[0], a["ord"], a["axis"], a["keepdims"]),
+    "sum": lambda o, a: jnp.sum(o[0], _ax(o[0], a), keepdims=a["keepdims"]),
+    "mean": lambda o, a: jnp.mean(o[0], _ax(o[0], a), keepdims=a["keepdims"]),
+    "prod": lambda o, a: jnp.prod(o[0], _ax(o[0], a), keepdims=a["keepdims"]),
+    "max": lambda o, a: jnp.max(o[0], _ax(o[0], a), keepdims=a["keepdims"]),
+    "min": lambda o, a: jnp.min(o[0], _ax(o[0], a), keepdims=a["keepdims"]),
+    "amax": lambda o, a: jnp.max(o[0], _ax(o[0], a), keepdims=a["keepdims"]),
+    "amin": lambda o, a: jnp.min(o[0], _ax(o[0], a), keepdims=a["keepdims"]),
+    "logsumexp": lambda o, a: _logsumexp(o[0], axis=_ax(o[0], a), keepdims=a["keepdims"]),
+    "var": lambda o, a: jnp.var(o[0], _ax(o[0], a), keepdims=a["keepdims"], ddof=a["correction"]),
+    "std": lambda o, a: jnp.std(o[0], _ax(o[0], a), keepdims=a["keepdims"], ddof=a["correction"]),
+    "norm": lambda o, a: _norm(o[0], a["ord"], _ax(o[0], a), a["keepdims"]),
     "matmul": lambda o, a: jnp.matmul(o[0], o[1]),
     "dot": lambda o, a: jnp.dot(o[0], o[1]),
     "outer": lambda o, a: jnp.outer(o[0], o[1]),
@@ -199,10 +206,16 @@ def call(program: Program, wrt: Sequence[str], what: Any, *args: Any) -> Any:
     return _compiled(program, tuple(wrt), what)(*args)
 
 
+def _as_jax(value: np.ndarray) -> Any:
+    value = np.asarray(value)
+    return jnp.asarray(value, jnp.float64 if value.dtype.kind == "f" else value.dtype)
+
+
 def derivatives(point: Point) -> Derivatives:
     """JAX's values and derivatives at a point (masks multiply the gradients, as hooks do)."""
     program, wrt, checks = point.program, point.wrt, point.checks
-    args = [jnp.asarray(point.values[n]) for n in wrt] + [jnp.asarray(v) for v in point.fixed.values()]
+    # JAX is a float64 reference whatever the request's dtype (the engine keeps float32).
+    args = [_as_jax(point.values[n]) for n in wrt] + [_as_jax(v) for v in point.fixed.values()]
     names = program.output_names
     d = Derivatives()
     if "vjp" not in checks or not wrt:
@@ -215,7 +228,7 @@ def derivatives(point: Point) -> Derivatives:
         return SourceValues(point.masked(name, np.asarray(g, dtype=np.float64)))
 
     if "vjp" in checks:
-        cots = [jnp.asarray(c) for c in point.cotangents]
+        cots = [jnp.asarray(c, jnp.float64) for c in point.cotangents]
         outs, grads = call(program, wrt, "vjp", *args, *cots)
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
@@ -236,5 +249,5 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     """All outputs, flattened and concatenated, at each of a batch of points (a point: every wrt
     entry, flattened; other inputs fixed): compiled once, then fast for many points."""
     what = ("flat", tuple(point.shape(n) for n in point.wrt))
-    others = [jnp.asarray(v) for v in point.fixed.values()]
+    others = [_as_jax(v) for v in point.fixed.values()]
     return lambda xs: np.asarray(call(point.program, point.wrt, what, jnp.asarray(xs), *others))

@@ -13,6 +13,7 @@ sum(tanh(W @ x)) for a 32x32 W takes sympy about 18 s; this takes well under a s
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,14 @@ PRECISION_DIGITS = 50
 
 class SympyUnavailable(Exception):
     """sympy cannot (or may not, within its budget) check this request; the message says why."""
+
+
+_budget = threading.local()  # the deadline of the symbolic stage running in this thread
+
+
+def _check_deadline() -> None:
+    if time.monotonic() > getattr(_budget, "deadline", math.inf):
+        raise SympyUnavailable("the symbolic stage ran out of its time budget")
 
 
 # ---------------------------------------------------------------- lowering to object arrays
@@ -62,11 +71,10 @@ def _map(fn: Callable[..., Any], *xs: Any) -> np.ndarray:
 
 def _reduce(x: np.ndarray, axis: Any, keepdims: bool, combine: Callable[[list], Any]) -> np.ndarray:
     nd = x.ndim
-    axes = (
-        tuple(range(nd))
-        if axis is None
-        else tuple(a % nd for a in ((axis,) if isinstance(axis, int) else axis))
-    )
+    if axis is None:
+        axes = tuple(range(nd))
+    else:  # a 0-d tensor accepts axis 0 or -1, which reduce nothing
+        axes = tuple(a % nd for a in ((axis,) if isinstance(axis, int) else axis)) if nd else ()
     kept = [a for a in range(nd) if a not in axes]
     moved = np.transpose(x, kept + list(axes))
     rows = moved.reshape(-1, math.prod(x.shape[a] for a in axes))
@@ -77,7 +85,7 @@ def _reduce(x: np.ndarray, axis: Any, keepdims: bool, combine: Callable[[list], 
 
 
 def _count(x: np.ndarray, axis: Any) -> int:
-    if axis is None:
+    if axis is None or x.ndim == 0:
         return x.size
     axes = (axis,) if isinstance(axis, int) else axis
     return math.prod(x.shape[a] for a in axes)
@@ -109,6 +117,7 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.empty((a3.shape[0], n, m), dtype=object)
     for p in range(a3.shape[0]):
         for i in range(n):
+            _check_deadline()
             for j in range(m):
                 out[p, i, j] = sp.Add(*[a3[p, i, t] * b3[p, t, j] for t in range(k)])
     out = out.reshape(batch + (n, m))
@@ -220,7 +229,7 @@ def _norm(x: np.ndarray, ord: float, axis: Any, keepdims: bool) -> np.ndarray:
     if ord == math.inf:
         return _reduce(_map(sp.Abs, x), axis, keepdims, _max)
     if ord == 2:
-        return _map(sp.sqrt, _reduce(x * x, axis, keepdims, _add))
+        return _map(sp.sqrt, _reduce(_obj(x * x), axis, keepdims, _add))
     p = _number(ord)
     return _map(lambda s: s ** (1 / p), _reduce(_map(lambda v: sp.Abs(v) ** p, x), axis, keepdims, _add))
 
@@ -228,7 +237,7 @@ def _norm(x: np.ndarray, ord: float, axis: Any, keepdims: bool) -> np.ndarray:
 def _var(x: np.ndarray, axis: Any, keepdims: bool, correction: int) -> np.ndarray:
     n = _count(x, axis)
     mean = _reduce(x, axis, True, _add) / n
-    dev = (x - mean) ** 2
+    dev = _obj((x - mean) ** 2)
     return _reduce(dev, axis, keepdims, _add) / (n - correction)
 
 
@@ -346,26 +355,22 @@ def _is_leaf(e: Any) -> bool:
     return e.is_Atom or isinstance(e, sp.logic.boolalg.Boolean)
 
 
-_INPUT_PREFIX = "_in_"  # keeps input symbols apart from every name the generated code uses
-
-
-def input_symbols(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """One real symbol per entry, shown as a_0 or W_1_2 (row-major indices)."""
+def input_symbols(position: int, shape: tuple[int, ...]) -> np.ndarray:
+    """One real symbol per entry of the input at `position`. Internal names (_in0_1_2) cannot
+    clash with each other or with names in the generated code; people see display_names()."""
     out = np.empty(shape, dtype=object)
     for idx in np.ndindex(*shape):
-        out[idx] = sp.Symbol(_INPUT_PREFIX + "_".join([name, *map(str, idx)]), real=True)
+        out[idx] = sp.Symbol("_".join([f"_in{position}", *map(str, idx)]), real=True)
     return out
 
 
-def _shown(expr: Any) -> Any:
-    """expr with input symbols under the names people read (a_0 rather than the internal name)."""
-    return expr.xreplace(
-        {
-            s: sp.Symbol(s.name[len(_INPUT_PREFIX) :], real=True)
-            for s in expr.free_symbols
-            if s.name.startswith(_INPUT_PREFIX)
-        }
-    )
+def display_names(line: StraightLine) -> dict[Any, Any]:
+    """Input symbols -> symbols named like a_0 or W_1_2 (row-major indices), for text."""
+    shown = {}
+    for name, symbols in line.inputs.items():
+        for idx in np.ndindex(*symbols.shape):
+            shown[symbols[idx]] = sp.Symbol("_".join([name, *map(str, idx)]), real=True)
+    return shown
 
 
 @dataclass
@@ -375,15 +380,13 @@ class StraightLine:
     inputs: dict[str, np.ndarray]
     defs: list[tuple[sp.Symbol, Any]] = field(default_factory=list)
     outputs: list[np.ndarray] = field(default_factory=list)
-    deadline: float = math.inf
     max_defs: int = 200_000
 
     def define(self, value: Any) -> Any:
         """Give every compound element its own symbol, so later expressions stay small."""
         if isinstance(value, tuple):
             return tuple(self.define(v) for v in value)
-        if time.monotonic() > self.deadline:
-            raise SympyUnavailable("the symbolic stage ran out of its time budget")
+        _check_deadline()
         # _obj: numpy turns 0-d object results into bare sympy objects. Contiguous, so that
         # reshape(-1) is a view and the replacements below land in `value`.
         value = _obj(value)
@@ -392,21 +395,35 @@ class StraightLine:
         flat = value.reshape(-1)
         for k, e in enumerate(flat):
             if not _is_leaf(e):
-                if len(self.defs) >= self.max_defs:
-                    raise SympyUnavailable(
-                        f"the program has more than {self.max_defs} scalar operations"
-                    )
-                t = sp.Symbol(f"_t{len(self.defs)}", real=True)
-                self.defs.append((t, e))
-                flat[k] = t
+                flat[k] = self._symbol_for(self._narrow(e))
         return value
+
+    def _symbol_for(self, e: Any) -> Any:
+        if len(self.defs) >= self.max_defs:
+            raise SympyUnavailable(f"the program has more than {self.max_defs} scalar operations")
+        t = sp.Symbol(f"_t{len(self.defs)}", real=True)
+        self.defs.append((t, e))
+        return t
+
+    def _narrow(self, e: Any) -> Any:
+        """A sum, product, max or min of very many terms as a tree of smaller definitions: the
+        code generated from one with thousands of terms would be too deep for Python."""
+        if len(e.args) <= _WIDE or not (e.is_Add or e.is_Mul or isinstance(e, (sp.Max, sp.Min))):
+            return e
+        parts = [
+            self._symbol_for(self._narrow(e.func(*e.args[i : i + _WIDE])))
+            for i in range(0, len(e.args), _WIDE)
+        ]
+        return self._narrow(e.func(*parts))
+
+
+_WIDE = 64
 
 
 def build(
     program: Program,
     numbers: dict[str, np.ndarray],
     symbolic: dict[str, np.ndarray | None],
-    deadline: float = math.inf,
     max_defs: int = 200_000,
 ) -> StraightLine:
     """Scalarise the program. Inputs named in `symbolic` get symbols (only where their mask is
@@ -420,7 +437,7 @@ def build(
             env_inputs[name] = np.asarray(numbers[name])
             continue
         if name in symbolic:
-            syms = input_symbols(name, node.shape)
+            syms = input_symbols(nid, node.shape)
             mask = symbolic[name]
             if mask is not None:
                 syms = np.where(mask, syms, _numbers(numbers[name]))
@@ -428,7 +445,7 @@ def build(
             env_inputs[name] = syms
         else:
             env_inputs[name] = _numbers(numbers[name])
-    line = StraightLine(inputs, deadline=deadline, max_defs=max_defs)
+    line = StraightLine(inputs, max_defs=max_defs)
 
     def apply(node: IRNode, operands: list[Any]) -> Any:
         lower = LOWERING[node.op]
@@ -496,7 +513,6 @@ def reverse_sweep(
     seeds: Sequence[Any],
     wrt: Sequence[sp.Symbol],
     prefix: str,
-    deadline: float = math.inf,
 ) -> tuple[list[tuple[sp.Symbol, Any]], list[Any]]:
     """Symbolic reverse mode over straight-line definitions: returns the adjoint definitions and,
     for each symbol of `wrt`, the expression of sum_i seed_i * d output_i / d symbol."""
@@ -510,8 +526,7 @@ def reverse_sweep(
         terms = adj.pop(t, None)
         if not terms:
             continue
-        if time.monotonic() > deadline:
-            raise SympyUnavailable("the symbolic stage ran out of its time budget")
+        _check_deadline()
         a = sp.Symbol(f"{prefix}{len(adjoint_defs)}", real=True)
         adjoint_defs.append((a, sp.Add(*terms)))
         for s, d in _partials(e, differentiable).items():
@@ -528,19 +543,37 @@ def compile_function(
 ) -> Callable[..., list[Any]]:
     """One python function computing every definition in order and returning `results`
     (sympy's lambdify with our definitions as its common subexpressions)."""
-    return sp.lambdify(
-        list(args),
-        list(results),
-        modules=[_NUMERIC_FUNCTIONS, "mpmath"],
-        cse=lambda exprs: (defs, exprs),
-        docstring_limit=0,
-    )
+    try:
+        return sp.lambdify(
+            list(args),
+            list(results),
+            modules=[_NUMERIC_FUNCTIONS, "mpmath"],
+            cse=lambda exprs: (defs, exprs),
+            docstring_limit=0,
+        )
+    except (KeyError, SyntaxError, RecursionError, MemoryError) as exc:
+        # e.g. a constant division by zero leaves sympy's complex infinity, which has no code
+        raise SympyUnavailable(f"sympy cannot generate code for this program ({exc!r})") from None
 
 
-def evaluate_numeric(fn: Callable[..., list[Any]], values: Sequence[float]) -> list[Any]:
-    """Call a compiled function at `values` (float64, converted exactly) with 50 digits."""
-    with mpmath.workdps(PRECISION_DIGITS):
-        return fn(*[mpmath.mpf(float(v)) for v in values])
+def evaluate_numeric(fn: Callable[..., list[Any]], values: Sequence[float]) -> list[float]:
+    """Call a compiled function at `values` (float64, converted exactly) with 50 digits; the
+    results as floats (a complex result, outside the real domain, is nan)."""
+    try:
+        with mpmath.workdps(PRECISION_DIGITS):
+            results = fn(*[mpmath.mpf(float(v)) for v in values])
+    except (ZeroDivisionError, ValueError, OverflowError, TypeError) as exc:
+        raise SympyUnavailable(
+            f"sympy cannot evaluate at this point ({type(exc).__name__}: {exc}): a derivative "
+            "is infinite or undefined here"
+        ) from None
+    return [_real(v) for v in results]
+
+
+def _real(v: Any) -> float:
+    if isinstance(v, mpmath.mpc):
+        return float(v.real) if v.imag == 0 else float("nan")
+    return float(v)
 
 
 # ---------------------------------------------------------------- derivatives at a point
@@ -562,6 +595,7 @@ class Compiled:
 
 _CACHE: dict[Any, Compiled] = {}
 _CACHE_SIZE = 64
+_CACHE_LOCK = threading.Lock()
 
 
 def _flat_symbols(line: StraightLine, wrt: Sequence[str]) -> list[tuple[str, int, sp.Symbol]]:
@@ -580,23 +614,22 @@ def compile_program(
     numbers: dict[str, np.ndarray],
     symbolic: dict[str, np.ndarray | None],
     hessian: bool,
-    deadline: float,
     max_defs: int,
     text_max_ops: int,
 ) -> Compiled:
-    line = build(program, numbers, symbolic, deadline, max_defs)
+    line = build(program, numbers, symbolic, max_defs)
     flat = _flat_symbols(line, wrt)
     syms = [s for _, _, s in flat]
     outs = [e for o in line.outputs for e in _obj(o).reshape(-1)]
     seeds = [sp.Symbol(f"_v{k}", real=True) for k in range(len(outs))]
-    adefs, grads = reverse_sweep(line.defs, outs, seeds, syms, "_a", deadline)
+    adefs, grads = reverse_sweep(line.defs, outs, seeds, syms, "_a")
     vjp = compile_function(syms + seeds, line.defs + adefs, outs + grads)
     compiled = Compiled(line, [(n, k) for n, k, _ in flat], syms, seeds, vjp, len(outs))
     if hessian:
         gsyms = [sp.Symbol(f"_g{k}", real=True) for k in range(len(grads))]
         dirs = [sp.Symbol(f"_w{k}", real=True) for k in range(len(grads))]
         second = line.defs + adefs + list(zip(gsyms, grads))
-        hdefs, hv = reverse_sweep(second, gsyms, dirs, syms, "_h", deadline)
+        hdefs, hv = reverse_sweep(second, gsyms, dirs, syms, "_h")
         compiled.hvp = compile_function(syms + seeds + dirs, second + hdefs, hv)
     if len(line.defs) <= text_max_ops:
         compiled.text = symbolic_text(line, outs, syms, program.output_names)
@@ -610,15 +643,14 @@ def symbolic_text(
     full: dict[Any, Any] = {}
     for t, e in line.defs:
         full[t] = e.xreplace(full)
+    shown = display_names(line)
     entries = []
     out_names = _entry_names(line, names)
     for name, o in zip(out_names, outs):
         expr = o.xreplace(full) if isinstance(o, sp.Basic) else o
         for s in syms:
-            d = _shown(sp.diff(expr, s))
-            entries.append(
-                {"entry": f"d {name}/d {_shown(s)}", "text": sp.sstr(d), "latex": sp.latex(d)}
-            )
+            d = sp.diff(expr, s).xreplace(shown)
+            entries.append({"entry": f"d {name}/d {shown[s]}", "text": sp.sstr(d), "latex": sp.latex(d)})
             if len(entries) >= limit:
                 return entries
     return entries
@@ -637,46 +669,51 @@ def cached_compile(key: Any, build_fn: Callable[[], Compiled]) -> tuple[Compiled
     if hit is not None:
         return hit, True
     compiled = build_fn()
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = compiled
+    with _CACHE_LOCK:  # requests are served from several threads
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)), None)
+        _CACHE[key] = compiled
     return compiled, False
 
 
 def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, ReferenceStatus]:
     """sympy's exact values and derivatives at a point, within the budget: over it, a seeded
-    sample of gradient entries is checked, and the status says which."""
+    sample of gradient entries is checked, and the status says which. Every stage (the full
+    attempt, then the sample) has budget.sympy_seconds."""
     program, wrt = point.program, point.wrt
     status = ReferenceStatus("sympy", ran=True)
-    deadline = time.monotonic() + budget.sympy_seconds
     estimate = estimate_scalar_ops(program)
     n_inputs = sum(np.size(point.values[n]) for n in wrt)
     hessian = "hessian" in point.checks and n_inputs <= budget.hessian_max_inputs
     fixed = tuple((n, np.asarray(v).tobytes()) for n, v in point.fixed.items())
     compiled = None
-    if estimate <= budget.sympy_max_scalar_ops:
-        key = (program.cache_key, tuple(wrt), fixed, hessian)
-        try:
-            compiled, hit = cached_compile(
-                key,
-                lambda: compile_program(
-                    program,
-                    wrt,
-                    point.values,
-                    dict.fromkeys(wrt),
-                    hessian,
-                    deadline,
-                    budget.sympy_max_scalar_ops * 4,
-                    budget.symbolic_text_max_ops,
-                ),
-            )
-            status.note = "compiled earlier (cache)" if hit else "all entries, exact"
-        except SympyUnavailable as exc:
-            status.note = f"{exc}; "
-    if compiled is None:
-        compiled = _sampled(point, budget, seed, status, estimate)
-    status.symbolic = compiled.text
-    return _evaluate(compiled, point, budget, seed), status
+    try:
+        _budget.deadline = time.monotonic() + budget.sympy_seconds
+        if estimate <= budget.sympy_max_scalar_ops:
+            key = (program.cache_key, tuple(wrt), fixed, hessian)
+            try:
+                compiled, hit = cached_compile(
+                    key,
+                    lambda: compile_program(
+                        program,
+                        wrt,
+                        point.values,
+                        dict.fromkeys(wrt),
+                        hessian,
+                        budget.sympy_max_scalar_ops * 4,
+                        budget.symbolic_text_max_ops,
+                    ),
+                )
+                status.note = "compiled earlier (cache)" if hit else "all entries, exact"
+            except SympyUnavailable as exc:
+                status.note = f"{exc}; "
+        if compiled is None:
+            _budget.deadline = time.monotonic() + budget.sympy_seconds
+            compiled = _sampled(point, budget, seed, status, estimate)
+        status.symbolic = compiled.text
+        return _evaluate(compiled, point, budget, seed), status
+    finally:
+        _budget.deadline = math.inf
 
 
 def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, estimate: int) -> Compiled:
@@ -694,6 +731,8 @@ def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, esti
             tuple(int(i) for i in np.unravel_index(f, point.shape(n))) for f in np.flatnonzero(mask)
         ]
         start += size
+    if "hessian" in point.checks:
+        status.note += "no Hessian when sampling; "
     status.note += (
         f"over budget (about {estimate} scalar operations, budget "
         f"{budget.sympy_max_scalar_ops}): checked {k} of {total} gradient entries, "
@@ -705,7 +744,6 @@ def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, esti
         point.values,
         symbolic,
         False,
-        time.monotonic() + budget.sympy_seconds,
         budget.sympy_max_scalar_ops * 4,
         0,
     )
@@ -716,7 +754,7 @@ def _evaluate(c: Compiled, point: Point, budget: Any, seed: int) -> Derivatives:
     n_out = c.n_outputs
 
     def run(seeds: list[float]) -> list[float]:
-        return [float(v) for v in evaluate_numeric(c.vjp, args + seeds)]
+        return evaluate_numeric(c.vjp, args + seeds)
 
     def per_input(flat_values: list[float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Gradient entries (in c.entries order) as arrays per input, with what was computed."""
@@ -766,6 +804,7 @@ def _jacobian(
             full = oshape + point.shape(n)
             blocks[(oname, n)] = SourceValues(np.zeros(full), np.zeros(full, bool))
         for i in rows[(rows >= start) & (rows < start + size)]:
+            _check_deadline()
             unit = [0.0] * n_out
             unit[i] = 1.0
             idx = np.unravel_index(i - start, oshape)
@@ -787,9 +826,10 @@ def _hessian(
     m = len(c.entries)
     columns = []
     for j in range(m):
+        _check_deadline()
         unit = [0.0] * m
         unit[j] = 1.0
-        columns.append([float(v) for v in evaluate_numeric(c.hvp, args + seeds + unit)])
+        columns.append(evaluate_numeric(c.hvp, args + seeds + unit))
     h = np.array(columns).T
     offsets = np.cumsum([0] + [int(np.size(point.values[n])) for n in point.wrt])
     blocks = {}
