@@ -71,28 +71,21 @@ def check_node(
     for k, g_ours, g_ref in zip(diff, ours, theirs):
         a, b = g_ours.data, np.asarray(g_ref)
         if a.shape != b.shape:
-            return _blame(
-                node, ours, np.inf, f"operand {k}: gradient of shape {a.shape}, expected {b.shape}"
-            )
+            return _blame(node, np.inf, f"operand {k}: gradient of shape {a.shape}, expected {b.shape}")
         bad = ~close(a, b, tol)
-        if bad.any():
-            err = float(np.nan_to_num(np.abs(a - b), nan=np.inf)[bad].max())
-            if err >= worst:
-                idx = (
-                    tuple(
-                        int(i)
-                        for i in np.unravel_index(np.argmax(np.where(bad, np.abs(a - b), -1)), a.shape)
-                    )
-                    if a.ndim
-                    else ()
-                )
-                worst, where = err, (f"operand {k} entry {idx}: engine {a[idx]!r}, JAX {b[idx]!r}")
+        if not bad.any():
+            continue
+        errors = np.where(bad, np.nan_to_num(np.abs(a - b), nan=np.inf), -1.0)
+        idx = np.unravel_index(np.argmax(errors), a.shape)
+        if errors[idx] >= worst:
+            where = f"operand {k} entry {tuple(map(int, idx))}: engine {float(a[idx]):.10g}, JAX {float(b[idx]):.10g}"
+            worst = float(errors[idx])
     return _blame(node, worst, where) if where else None
 
 
 def _blame(node: IRNode, err: float, detail: str) -> Blame:
-    name = node.op
-    return Blame(name, node.op, node.id, str(node.pos) if node.pos else "", node.text, err, detail)
+    """node_name is the op until find_culprits names the engine's node."""
+    return Blame(node.op, node.op, node.id, str(node.pos) if node.pos else "", node.text, err, detail)
 
 
 def find_culprits(
