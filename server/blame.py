@@ -78,7 +78,8 @@ def check_node(
         errors = np.where(bad, np.nan_to_num(np.abs(a - b), nan=np.inf), -1.0)
         idx = np.unravel_index(np.argmax(errors), a.shape)
         if errors[idx] >= worst:
-            where = f"operand {k} entry {tuple(map(int, idx))}: engine {float(a[idx]):.10g}, JAX {float(b[idx]):.10g}"
+            at = tuple(map(int, idx))
+            where = f"operand {k} entry {at}: engine {float(a[idx]):.10g}, JAX {float(b[idx]):.10g}"
             worst = float(errors[idx])
     return _blame(node, worst, where) if where else None
 
