@@ -140,7 +140,8 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
         B = NumpyOps
         # saved operands are Tensors (kept for create_graph); the result is a bare array
         s = saved if impl.save == "none" else [x.data if type(x) is Tensor else x for x in saved]
-    if impl.n_outputs == 1:
+    single = impl.n_outputs == 1
+    if single:
         g = buf[0]
     else:  # several outputs: the ones that got no gradient contribute zeros
         first = next(k for k, b in enumerate(buf) if b is not None)
@@ -155,7 +156,7 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
         raise RuntimeError(
             f"Function {node.name()} returned {len(grads)} gradients; expected {len(node._in_meta)}"
         )
-    nb = (g if impl.n_outputs == 1 else g[0]).ndim - len(node._out_meta[0][0])
+    nb = (g if single else g[0]).ndim - len(node._out_meta[0][0])
     for gi, (shape, dtype) in zip(grads, node._in_meta):
         if gi is not None and ((gi.shape if nb == 0 else gi.shape[nb:]) != shape or gi.dtype != dtype):
             return _checked(node, grads, nb, create_graph)

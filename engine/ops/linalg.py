@@ -8,6 +8,7 @@ import numpy as np
 
 from ..graph import Node
 from ..tensor import Tensor
+from ..record import record
 from .core import apply, batch_dims, define, tensor_operand, unbroadcast
 
 
@@ -42,9 +43,8 @@ _MATMUL = define("matmul", np.matmul, _matmul_vjp, save="other")
 
 
 def matmul(a: Any, b: Any) -> Tensor:
-    a, b = tensor_operand(a), tensor_operand(b)
-    _MATMUL.spec.shape_rule("matmul", a.shape, b.shape)
-    return apply(_MATMUL, a, b)
+    # numpy raises on shapes it cannot multiply, and record() then lets the shape rule explain
+    return record(_MATMUL, (tensor_operand(a), tensor_operand(b)))
 
 
 def _dot_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:

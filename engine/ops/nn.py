@@ -20,8 +20,10 @@ def _axis_from_end(n: Node) -> int:
 def _log_softmax_fwd(x: np.ndarray, axis: int) -> np.ndarray:
     if x.ndim == 0:
         return np.zeros_like(x)
-    m = np.amax(x, axis=axis, keepdims=True)
-    shifted = x - np.where(np.isfinite(m), m, 0)
+    m = np.max(x, axis=axis, keepdims=True)
+    if not np.isfinite(m).all():  # rows of -inf (or inf): shift by 0 there, as torch does
+        m = np.where(np.isfinite(m), m, 0)
+    shifted = x - m
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
