@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from ..graph import Node
-from ..tensor import Tensor
 from ..record import record
+from ..tensor import Tensor
 from .core import apply, batch_dims, define, tensor_operand, unbroadcast
 
 
