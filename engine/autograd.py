@@ -138,8 +138,8 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
         s = _unpack_for_graph(node, saved)
     else:
         B = NumpyOps
-        # saved operands are Tensors (kept for create_graph); the result is a bare array
-        s = saved if impl.save == "none" else [x.data if type(x) is Tensor else x for x in saved]
+        # saved operands are Tensors (kept for create_graph); numbers and the result are not
+        s = [x.data if type(x) is Tensor else x for x in saved] if node._has_tensors else saved
     single = impl.n_outputs == 1
     if single:
         g = buf[0]
@@ -158,7 +158,10 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
         )
     nb = (g if single else g[0]).ndim - len(node._out_meta[0][0])
     for gi, (shape, dtype) in zip(grads, node._in_meta):
-        if gi is not None and ((gi.shape if nb == 0 else gi.shape[nb:]) != shape or gi.dtype != dtype):
+        if gi is not None and (
+            (gi.shape if nb == 0 else gi.shape[nb:]) != shape
+            or (gi.dtype is not dtype and gi.dtype != dtype)
+        ):
             return _checked(node, grads, nb, create_graph)
     return grads
 

@@ -42,6 +42,7 @@ class Node:
     __slots__ = (
         "__weakref__",
         "_attrs",
+        "_has_tensors",
         "_in_meta",
         "_metadata",
         "_needs",

@@ -225,8 +225,15 @@ def test_fuzz_random_asts(expr):
 @pytest.mark.slow
 @settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.one_of(st.text(_ALPHABET, max_size=120), st.lists(_TOKENS, max_size=40).map("".join)))
-def test_fuzz_long(source):
+def test_fuzz_long_text(source):
     _parse_only_raises_request_error(source)
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_ast_strategy())
+def test_fuzz_long_asts(expr):
+    test_fuzz_random_asts.hypothesis.inner_test(expr)
 
 
 def test_numbers_in_results_are_exact_enough():

@@ -713,6 +713,9 @@ def programs(draw: Draw, max_steps: int) -> Program:
             elif CASES[op].reuse and earlier and draw(st.booleans()):
                 args.append(draw(st.sampled_from(earlier)))
             else:
+                # Scaled a little per leaf: shrinking sends every seed to 0, and equal leaves would
+                # put maximum, std and friends exactly on their kinks (scaling keeps each domain).
+                a = np.asarray(a * (1 + 0.01 * len(leaves)))
                 leaves.append(a)
                 t_leaves.append(torch.from_numpy(a))
                 args.append(Ref("leaf", len(leaves) - 1))
@@ -723,6 +726,8 @@ def programs(draw: Draw, max_steps: int) -> Program:
             results.append(apply_step(steps[-1], TORCH, t_leaves, results))
         except (RuntimeError, IndexError):  # torch refuses (e.g. max of an empty slice)
             reject()
+        if op in ("std", "norm") and any(t.numel() and t.abs().min() < 1e-6 for t in results[-1]):
+            reject()  # at (or a rounding error from) its singular point 0: conventions, not values
         current = Ref("step", len(steps) - 1)
     if not all(torch.isfinite(t).all() and t.abs().max() < 1e6 for t in results[-1] if t.numel()):
         reject()  # exp(exp(...)): overflow says nothing about the engine
@@ -801,7 +806,10 @@ def derivatives(b: Backend, program: Program, vs: list[np.ndarray], ws: list[np.
     return dense(firsts, program.leaves) + dense(seconds, [*program.leaves, *vs])
 
 
-def check_second_order(program: Program, rng: np.random.Generator) -> None:
+def check_second_order(program: Program, rng: np.random.Generator, singular_ok: bool = False) -> None:
+    """singular_ok: where torch's second derivative is not finite, the point is singular (a long
+    random program can reach one exactly, e.g. the std of a value stacked with itself) and its
+    value there is a convention: only the finite entries are compared."""
     t_out = run(program, TORCH, [TORCH.leaf(a) for a in program.leaves])
     vs = [rng.normal(size=tuple(t.shape)) for t in t_out if t.requires_grad]
     ws = [rng.normal(size=a.shape) for a in program.leaves]
@@ -811,6 +819,10 @@ def check_second_order(program: Program, rng: np.random.Generator) -> None:
     names += [f"second derivative wrt x{i}" for i in range(n)]
     names += [f"second derivative wrt cotangent {k}" for k in range(len(vs))]
     for what, e, t in zip(names, got, want):
+        e, t = numpy(e), numpy(t)
+        if singular_ok and t is not None and e is not None and not np.isfinite(t).all():
+            keep = np.isfinite(t) & np.isfinite(e)
+            e, t = e[keep], t[keep]
         assert_close(e, t, what, RTOL_2ND)
 
 
@@ -861,9 +873,9 @@ def test_node_names(op, data):
     check_names(data.draw(op_programs(op)))
 
 
-def check_program(program: Program, rng: np.random.Generator) -> None:
+def check_program(program: Program, rng: np.random.Generator, singular_ok: bool = False) -> None:
     check_first_order(program, lambda shape: rng.normal(size=shape))
-    check_second_order(program, rng)
+    check_second_order(program, rng, singular_ok)
     check_names(program)
 
 
@@ -876,7 +888,7 @@ def test_random_programs(program, rng):
 @settings(SETTINGS, max_examples=50 * EXAMPLES)
 @given(program=programs(max_steps=6), rng=rngs)
 def _long_random_programs(program, rng):
-    check_program(program, rng)
+    check_program(program, rng, singular_ok=True)
 
 
 @pytest.mark.slow  # deselected by default (pyproject addopts); run with -m slow
