@@ -85,7 +85,8 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
         saved = list(operands)
     else:  # "other" (binary ops): keep an operand only if the other one needs its gradient
         saved = [operands[0] if needs[1] else None, operands[1] if needs[0] else None]
-    node._has_tensors = Tensor in map(type, saved)  # else backward need not unpack them
+    # else backward need not unpack them
+    node._has_tensors = save != "none" and Tensor in map(type, saved)
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
     saved.append(outs[0] if impl.save_output else None)
     node._saved = saved
