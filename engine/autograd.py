@@ -217,7 +217,7 @@ def run_backward(
             g = g if isinstance(g, Tensor) else Tensor._make(g)
         elif isinstance(g, Tensor):
             g = g.data
-        buf = buffers.setdefault(node, [None] * _n_outputs(node))
+        buf = buffers.setdefault(node, [None] * len(node._out_meta))
         buf[nr] = g if buf[nr] is None else buf[nr] + g
 
     # Kahn's algorithm: a node runs once every node feeding it has run; among ready nodes the
@@ -240,8 +240,8 @@ def run_backward(
                 grads_in = _run_node(node, buf, create_graph, retain_graph, captures, captured, needed)
             else:
                 grads_in = _call_node(node, buf, create_graph)
-                if not retain_graph:
-                    _release(node)
+                if not retain_graph and node._holds_arrays:
+                    node._saved = _FREED  # release saved arrays now, not when the graph dies
             following = None  # a chain's next node skips the heap when nothing else is ready
             k = -1
             for child, nr in node.next_functions:
@@ -260,7 +260,7 @@ def run_backward(
                 gi = grads_in[k]
                 cbuf = buffers.get(child)
                 if cbuf is None:
-                    cbuf = buffers[child] = [None] * _n_outputs(child)
+                    cbuf = buffers[child] = [None] * len(child._out_meta)
                 cbuf[nr] = gi if cbuf[nr] is None else cbuf[nr] + gi
             if following is not None and ready and ready[0][0] < -following._seq:
                 push(ready, (-following._seq, following))  # a newer node is ready: it goes first
@@ -314,22 +314,9 @@ def _run_node(
     if needed is not None and node not in needed:
         return None
     grads_in = _call_node(node, buf, create_graph)
-    if not retain_graph:
-        _release(node)
+    if not retain_graph and node._holds_arrays:
+        node._saved = _FREED
     return grads_in
-
-
-def _release(node: Node) -> None:
-    """Drop the node's saved arrays now rather than when the graph dies (unless retain_graph).
-    Saved python numbers are no arrays: like torch's saved scalars, they never expire."""
-    for x in node._saved:
-        if type(x) is Tensor or type(x) is np.ndarray:
-            node._saved = _FREED
-            return
-
-
-def _n_outputs(node: Any) -> int:
-    return 1 if type(node) is AccumulateGrad else len(node._out_meta)
 
 
 def backward(

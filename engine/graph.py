@@ -43,6 +43,7 @@ class Node:
         "__weakref__",
         "_attrs",
         "_has_tensors",
+        "_holds_arrays",
         "_in_meta",
         "_metadata",
         "_needs",
@@ -95,6 +96,7 @@ class AccumulateGrad:
 
     __slots__ = ("__weakref__", "_metadata", "_seq", "variable")
     next_functions: tuple = ()
+    _out_meta = ((None, None),)  # one output, like every node: its gradient buffer has one slot
 
     def __init__(self, variable: Tensor) -> None:
         self.variable = variable

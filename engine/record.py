@@ -33,38 +33,34 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     Operands are Tensors or constants (python numbers, numpy arrays); constants get no edge.
     """
     args = []
-    any_need = False
-    for x in operands:
-        if type(x) is Tensor:
-            args.append(x.data)
-            if x.requires_grad:
-                any_need = True
-        else:
-            args.append(x)
-    try:
-        out = impl.forward(*args, **attrs) if attrs else impl.forward(*args)
-    except (ValueError, IndexError, TypeError):
-        # Let the op's shape rule name the problem (op, shapes) before numpy's message does.
-        impl.spec.shape_rule(impl.spec.name, *(np.shape(a) for a in args), **(attrs or {}))
-        raise
-    single = impl.n_outputs == 1
-    if not (any_need and _state.enabled and impl.vjp is not None):
-        return _make(out) if single else tuple(_make(o) for o in out)
-
     needs = []
     edges = []
     in_meta = []
-    for x, a in zip(operands, args):
+    any_need = False
+    for x in operands:
         if type(x) is Tensor:
+            a = x.data
+            args.append(a)
             in_meta.append((a.shape, a.dtype))
             if x.requires_grad:
+                any_need = True
                 needs.append(True)
                 edges.append((x.grad_fn, x._output_nr) if x.grad_fn is not None else _leaf_edge(x))
                 continue
         else:
+            args.append(x)
             in_meta.append(((), None) if type(x) in _NUMBERS else (np.shape(x), x.dtype))
         needs.append(False)
         edges.append(_NO_EDGE)
+    try:
+        out = impl.forward(*args, **attrs) if attrs else impl.forward(*args)
+    except (ValueError, IndexError, TypeError):
+        # Let the op's shape rule name the problem (op, shapes) before numpy's message does.
+        impl.spec.shape_rule(impl.spec.name, *(m[0] for m in in_meta), **(attrs or {}))
+        raise
+    single = impl.n_outputs == 1
+    if not (any_need and _state.enabled and impl.vjp is not None):
+        return _make(out) if single else tuple(_make(o) for o in out)
 
     outs = (out,) if single else out
     cls = impl.fixed_class or impl.node_class(attrs, tuple(m[0] for m in in_meta))
@@ -85,8 +81,17 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
         saved = list(operands)
     else:  # "other" (binary ops): keep an operand only if the other one needs its gradient
         saved = [operands[0] if needs[1] else None, operands[1] if needs[0] else None]
-    # else backward need not unpack them
-    node._has_tensors = save != "none" and Tensor in map(type, saved)
+    # Tensors must be unpacked for a plain backward; arrays (not numbers) are freed after it.
+    has_tensors = False
+    holds = impl.save_output
+    if save != "none":
+        for x in saved:
+            if type(x) is Tensor:
+                has_tensors = holds = True
+            elif type(x) is _ndarray:
+                holds = True
+    node._has_tensors = has_tensors
+    node._holds_arrays = holds
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
     saved.append(outs[0] if impl.save_output else None)
     node._saved = saved
