@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +43,9 @@ class IRNode:
     text: str = ""  # the source text of the expression
     name: str | None = None  # the variable (or input) it is bound to, if any
 
-    @property
+    @functools.cached_property
     def attr_dict(self) -> dict[str, Any]:
+        """The attributes as a dict, built once (every backend asks at every evaluation)."""
         return dict(self.attrs)
 
 

@@ -103,23 +103,51 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     program, wrt = point.program, point.wrt
     shapes = [point.shape(n) for n in wrt]
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
-    fixed = {n: cg.tensor(v) for n, v in point.fixed.items()}
 
     def apply(node: IRNode, operands: list[Any]) -> Any:
         return LOWERING[node.op](operands, node.attr_dict)
 
     def f(points: np.ndarray) -> np.ndarray:
-        rows = []
         with cg.no_grad():
-            for p in points:
-                leaves = dict(fixed)
-                for n, shape, lo, hi in zip(wrt, shapes, offsets[:-1], offsets[1:]):
-                    leaves[n] = cg.tensor(p[lo:hi].reshape(shape))
-                env = evaluate(program, leaves, apply)
-                rows.append(np.concatenate([np.ravel(env[i].data) for _, i in program.outputs]))
-        return np.array(rows)
+            if _elementwise(program):  # all points at once, along a leading batch axis
+                return _outputs(
+                    evaluate(program, leaves(points, batch=True), apply), program, len(points)
+                )
+            return np.concatenate(
+                [_outputs(evaluate(program, leaves(p, batch=False), apply), program, 1) for p in points]
+            )
+
+    def leaves(points: np.ndarray, batch: bool) -> dict[str, cg.Tensor]:
+        lead = (len(points),) if batch else ()
+        out = {n: cg.Tensor._make(v[None] if batch else v) for n, v in point.fixed.items()}
+        for n, shape, lo, hi in zip(wrt, shapes, offsets[:-1], offsets[1:]):
+            out[n] = cg.Tensor._make(points[..., lo:hi].reshape(lead + tuple(shape)))
+        return out
 
     return f
+
+
+_ELEMENTWISE = {n for n, spec in cg.OPS.items() if spec.shape_rule.__name__ in ("_same", "_broadcast")}
+
+
+def _elementwise(program: Program) -> bool:
+    """Every op elementwise and every input of one shape: a leading batch axis then means a
+    batch of points (reductions, matmuls or broadcasting between shapes would mix them up)."""
+    shapes = {program.node(i).shape for _, i in program.inputs}
+    return len(shapes) == 1 and all(
+        n.op in _ELEMENTWISE for n in program.nodes if n.op not in ("input", "take")
+    )
+
+
+def _outputs(env: dict[int, Any], program: Program, count: int) -> np.ndarray:
+    """Every output, flattened per point: (count, total output entries)."""
+    return np.concatenate(
+        [
+            np.broadcast_to(env[i].data, (count, *program.node(i).shape)).reshape(count, -1)
+            for _, i in program.outputs
+        ],
+        axis=1,
+    )
 
 
 def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
