@@ -128,7 +128,7 @@ def _unpack_for_graph(node: Node, saved: list[Any]) -> list[Any]:
     return s
 
 
-def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
+def _call_node(node: Node, buf: list[Any], create_graph: bool, batched: bool) -> list[Any]:
     saved = node._saved
     if saved is _FREED:
         raise RuntimeError(SECOND_BACKWARD)
@@ -152,17 +152,18 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool) -> list[Any]:
             for b, (shape, dtype) in zip(buf, node._out_meta)
         ]
     grads = impl.vjp(B, node, g, s)
-    if len(grads) != len(node._in_meta):
+    meta = node._in_meta
+    if len(grads) != len(meta):
         raise RuntimeError(
-            f"Function {node.name()} returned {len(grads)} gradients; expected {len(node._in_meta)}"
+            f"Function {node.name()} returned {len(grads)} gradients; expected {len(meta)}"
         )
-    nb = (g if single else g[0]).ndim - len(node._out_meta[0][0])
-    for gi, (shape, dtype) in zip(grads, node._in_meta):
-        if gi is not None and (
-            (gi.shape if nb == 0 else gi.shape[nb:]) != shape
-            or (gi.dtype is not dtype and gi.dtype != dtype)
-        ):
-            return _checked(node, grads, nb, create_graph)
+    if batched or create_graph:  # cotangents with batch dimensions, or Tensors: the full check
+        nb = (g if single else g[0]).ndim - len(node._out_meta[0][0])
+        return _checked(node, grads, nb, create_graph)
+    # As torch does, check what the rule returned: the cheap test first, the full one if it fails.
+    for gi, m in zip(grads, meta):
+        if gi is not None and (gi.shape != m[0] or gi.dtype is not m[1]):
+            return _checked(node, grads, 0, create_graph)
     return grads
 
 
@@ -198,6 +199,7 @@ def run_backward(
     create_graph: bool,
     inputs: tuple[Tensor, ...] | None,
     accumulate: bool,
+    batched: bool = False,
 ) -> list[Any]:
     """Propagate grads from outputs. With accumulate, add into leaves' .grad (only `inputs` if
     given); otherwise return the gradient of each of `inputs` (None where none flowed)."""
@@ -237,9 +239,11 @@ def run_backward(
             elif type(node) is AccumulateGrad:
                 _leaf(node, buf[0], create_graph, accumulate, only_inputs, captures, captured)
             elif node._tensor_hooks or captures:
-                grads_in = _run_node(node, buf, create_graph, retain_graph, captures, captured, needed)
+                grads_in = _run_node(
+                    node, buf, create_graph, retain_graph, captures, captured, needed, batched
+                )
             else:
-                grads_in = _call_node(node, buf, create_graph)
+                grads_in = _call_node(node, buf, create_graph, batched)
                 if not retain_graph and node._holds_arrays:
                     node._saved = _FREED  # release saved arrays now, not when the graph dies
             following = None  # a chain's next node skips the heap when nothing else is ready
@@ -302,6 +306,7 @@ def _run_node(
     captures: dict[tuple[Any, int], list[int]],
     captured: list[Any],
     needed: set[Any] | None,
+    batched: bool,
 ) -> list[Any] | None:
     """A node with hooks or a captured output (grad() with respect to an intermediate)."""
     if node._tensor_hooks:
@@ -313,7 +318,7 @@ def _run_node(
             captured[k] = g
     if needed is not None and node not in needed:
         return None
-    grads_in = _call_node(node, buf, create_graph)
+    grads_in = _call_node(node, buf, create_graph, batched)
     if not retain_graph and node._holds_arrays:
         node._saved = _FREED
     return grads_in
@@ -386,6 +391,7 @@ def grad(
         create_graph,
         ins,
         accumulate=False,
+        batched=is_grads_batched,
     )
     final: list[Tensor | None] = []
     batch = grads[0].shape[:1] if is_grads_batched else ()
