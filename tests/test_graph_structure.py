@@ -92,3 +92,21 @@ def test_dot_export_names_nodes_and_leaves(tmp_path):
     assert files[0].read_text() == dot
     if shutil.which("dot"):
         assert files[1].suffix == ".svg" and "<svg" in files[1].read_text()
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_rule_returning_a_wrong_shape_is_a_clear_error(batched):
+    from crossgrad.engine.ops import IMPLS
+
+    impl = IMPLS["tanh"]
+    original = impl.vjp
+    impl.vjp = lambda B, n, g, s: (B.sum(g, axis=-1, keepdims=True),)  # drops the last dimension
+    try:
+        x = cg.tensor([0.1, 0.2, 0.3], requires_grad=True)
+        with pytest.raises(RuntimeError, match=r"TanhBackward0 returned an invalid gradient at index 0"):
+            if batched:
+                cg.jacobian(lambda v: v.tanh(), x)
+            else:
+                x.tanh().sum().backward()
+    finally:
+        impl.vjp = original
