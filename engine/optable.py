@@ -529,23 +529,17 @@ _SPECS = [
         OpSpec(n, 2, (), _broadcast, "", differentiable=False, operands=("x", "y"))
         for n in ("lt", "le", "gt", "ge", "eq", "ne")
     ),
-    OpSpec(
-        "argmax",
-        1,
-        (Attr("axis", "int", None), KEEPDIMS),
-        _argreduce,
-        "",
-        differentiable=False,
-        operands=("x",),
-    ),
-    OpSpec(
-        "argmin",
-        1,
-        (Attr("axis", "int", None), KEEPDIMS),
-        _argreduce,
-        "",
-        differentiable=False,
-        operands=("x",),
+    *(
+        OpSpec(
+            n,
+            1,
+            (Attr("axis", "int", None), KEEPDIMS),
+            _argreduce,
+            "",
+            differentiable=False,
+            operands=("x",),
+        )
+        for n in ("argmax", "argmin")
     ),
     # used by VJP rules: the adjoint of getitem, so that rules stay differentiable
     OpSpec(
