@@ -81,12 +81,6 @@ class Node:
     def output_shapes(self) -> tuple[tuple[int, ...], ...]:
         return tuple(m[0] for m in self._out_meta)
 
-    def saved_inputs(self) -> tuple[Any, ...]:
-        """The saved operands (arrays or scalars; None where nothing was saved)."""
-        if self._saved is _FREED:
-            raise RuntimeError(SECOND_BACKWARD)
-        return tuple(getattr(s, "data", s) for s in self._saved)
-
     def __repr__(self) -> str:
         return f"<{self.name()} object at {id(self):#x}>"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,11 +31,6 @@ class Point:
 
     def output_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return [(n, self.program.node(i).shape) for n, i in self.program.outputs]
-
-    @property
-    def n_outputs(self) -> int:
-        """Output entries, all outputs together."""
-        return sum(math.prod(s) for _, s in self.output_shapes())
 
     def masked(self, name: str, gradient: np.ndarray) -> np.ndarray:
         mask = self.masks.get(name)
