@@ -21,6 +21,7 @@ _make = Tensor._make
 
 
 _NO_EDGE = (None, 0)
+_NUMBER_META = ((), None)  # a python number operand: no shape, no dtype of its own
 
 
 def _leaf_edge(t: Tensor) -> tuple[Any, int]:
@@ -49,7 +50,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
                 continue
         else:
             args.append(x)
-            in_meta.append(((), None) if type(x) in _NUMBERS else (np.shape(x), x.dtype))
+            in_meta.append(_NUMBER_META if type(x) in _NUMBERS else (np.shape(x), x.dtype))
         needs.append(False)
         edges.append(_NO_EDGE)
     try:
@@ -73,7 +74,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     node.next_functions = tuple(edges)
     node._in_meta = in_meta
     # forward returns numpy arrays or numpy scalars, both of which have shape and dtype
-    node._out_meta = [(out.shape, out.dtype)] if single else [(o.shape, o.dtype) for o in outs]
+    node._out_meta = ((out.shape, out.dtype),) if single else tuple((o.shape, o.dtype) for o in outs)
     save = impl.save
     if save == "none":
         saved = [None] * len(operands)
