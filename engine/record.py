@@ -18,6 +18,8 @@ _EMPTY: dict[str, Any] = {}
 _NUMBERS = (float, int, bool)
 _ndarray = np.ndarray
 _make = Tensor._make
+_next_seq = _sequence.__next__
+_new = object.__new__
 
 
 _NO_EDGE = (None, 0)
@@ -66,7 +68,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     outs = (out,) if single else out
     cls = impl.fixed_class or impl.node_class(attrs, tuple(m[0] for m in in_meta))
     node = cls()
-    node._seq = next(_sequence)
+    node._seq = _next_seq()
     node._attrs = attrs or _EMPTY
     node._needs = needs
     node._metadata = None
@@ -96,6 +98,15 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
     saved.append(outs[0] if impl.save_output else None)
     node._saved = saved
-    if single:
-        return _make(out, node, 0)
+    if single:  # Tensor._make, inlined: this is the hot path of every operation
+        t = _new(Tensor)
+        t.data = out if type(out) is _ndarray else np.asarray(out)
+        t.grad = None
+        t.grad_fn = node
+        t.requires_grad = True
+        t._output_nr = 0
+        t._acc = None
+        t._hooks = None
+        t._retains_grad = False
+        return t
     return tuple(_make(o, node, k) for k, o in enumerate(outs))

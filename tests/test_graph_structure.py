@@ -110,3 +110,12 @@ def test_a_rule_returning_a_wrong_shape_is_a_clear_error(batched):
                 x.tanh().sum().backward()
     finally:
         impl.vjp = original
+
+
+def test_tensors_made_by_ops_have_every_field_set():
+    # record() builds result tensors inline (the hot path); every slot must be set as _make does
+    x = cg.tensor([1.0, 2.0], requires_grad=True)
+    for t in (x * 2.0, cg.Tensor._make(np.ones(2))):
+        for slot in cg.Tensor.__slots__:
+            if slot != "__weakref__":
+                getattr(t, slot)
