@@ -1,4 +1,4 @@
-"""Backward nodes (grad_fn) and the function that records an op into the graph."""
+"""Backward nodes (grad_fn), the leaf accumulator, and an op's engine implementation (OpImpl)."""
 
 from __future__ import annotations
 

@@ -430,7 +430,7 @@ _SPECS = [
     # reductions
     _reduction("sum", _by_axis("SumBackward0", "SumBackward1", keepdims_counts=True)),
     _reduction("mean", _by_axis("MeanBackward0", "MeanBackward1", keepdims_counts=True)),
-    _reduction("prod", _by_axis("ProdBackward0", "ProdBackward1"), "where several entries are 0"),
+    _reduction("prod", _by_axis("ProdBackward0", "ProdBackward1")),  # smooth: a polynomial
     _op1(
         "max",
         (AXIS, KEEPDIMS),

@@ -55,7 +55,7 @@ CONVENTIONS: dict[str, dict[str, str]] = {
     "sqrt": {
         "engine": "sqrt'(0) = inf",
         "jax": "sqrt'(0) = inf",
-        "sympy": "zoo (complex infinity)",
+        "sympy": "cannot evaluate (the derivative is infinite)",
         "fd": "one-sided quotients diverge",
     },
     "amax": {
@@ -91,7 +91,7 @@ _DOMAIN = {
     "sympy": "cannot evaluate there",
     "fd": "the quotient diverges or is nan",
 }
-for _op in ("std", "pow", "pow_tensor", "rpow", "div", "reciprocal", "log", "log1p", "tan", "prod"):
+for _op in ("std", "pow", "pow_tensor", "rpow", "div", "reciprocal", "log", "log1p", "tan"):
     CONVENTIONS.setdefault(_op, _DOMAIN)
 CONVENTIONS["std"] = {
     "engine": "gradient 0 where the std is 0 (torch)",
@@ -150,8 +150,6 @@ _DETECTORS: dict[str, Callable[[list[Any], dict[str, Any]], bool]] = {
     "log": lambda o, a: bool(np.any(np.asarray(o[0]) <= 0)),
     "log1p": lambda o, a: bool(np.any(np.asarray(o[0]) <= -1)),
     "tan": lambda o, a: bool(np.any(np.cos(o[0]) == 0)),
-    "prod": lambda o, a: False,  # a polynomial: smooth, zeros included (the table says where
-    # several entries are 0 only because the gradient then needs care, which the engine takes)
 }
 for _cmp in ("lt", "le", "gt", "ge", "eq", "ne"):
     # a comparison at equality flips a where() branch: that is the where's kink
