@@ -24,6 +24,7 @@ _new = object.__new__
 
 _NO_EDGE = (None, 0)
 _NUMBER_META = ((), None)  # a python number operand: no shape, no dtype of its own
+_NEEDS_FIRST = ((True,), (True, False))  # by operand count: the tensor needs grad, a number not
 
 
 def _leaf_edge(t: Tensor) -> tuple[Any, int]:
@@ -58,8 +59,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     try:
         out = impl.forward(*args, **attrs) if attrs else impl.forward(*args)
     except (ValueError, IndexError, TypeError):
-        # Let the op's shape rule name the problem (op, shapes) before numpy's message does.
-        impl.spec.shape_rule(impl.spec.name, *(m[0] for m in in_meta), **(attrs or {}))
+        _explain_failure(impl, [m[0] for m in in_meta], attrs)
         raise
     single = impl.n_outputs == 1
     if not (any_need and _state.enabled and impl.vjp is not None):
@@ -98,15 +98,62 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
     saved.append(outs[0] if impl.save_output else None)
     node._saved = saved
-    if single:  # Tensor._make, inlined: this is the hot path of every operation
-        t = _new(Tensor)
-        t.data = out if type(out) is _ndarray else np.asarray(out)
-        t.grad = None
-        t.grad_fn = node
-        t.requires_grad = True
-        t._output_nr = 0
-        t._acc = None
-        t._hooks = None
-        t._retains_grad = False
-        return t
+    if single:
+        return _make(out, node)
     return tuple(_make(o, node, k) for k, o in enumerate(outs))
+
+
+def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
+    """record() for the commonest case, written straight through: operands are x (a Tensor) and at
+    most one python int or float after it, no attributes, one output (the caller checks this)."""
+    cls = impl.fixed_class
+    if cls is None or impl.n_outputs != 1:
+        return record(impl, operands)
+    a = x.data
+    unary = len(operands) == 1
+    try:
+        out = impl.forward(a) if unary else impl.forward(a, operands[1])
+    except (ValueError, IndexError, TypeError):
+        _explain_failure(impl, [a.shape] + [()] * (len(operands) - 1), None)
+        raise
+    if not (x.requires_grad and _state.enabled):
+        return _make(out)
+    node = cls()
+    node._seq = _next_seq()
+    node._attrs = _EMPTY
+    node._metadata = None
+    node._tensor_hooks = None
+    node._needs = _NEEDS_FIRST[len(operands) - 1]
+    edge = (x.grad_fn, x._output_nr) if x.grad_fn is not None else _leaf_edge(x)
+    save = impl.save
+    if unary:
+        node.next_functions = (edge,)
+        node._in_meta = ((a.shape, a.dtype),)
+        saved = [x] if save == "all" else [None]
+    else:
+        node.next_functions = (edge, _NO_EDGE)
+        node._in_meta = ((a.shape, a.dtype), _NUMBER_META)
+        # "other": the number is kept for x's gradient; x itself only for the number's, not needed
+        number = operands[1]
+        saved = [x, number] if save == "all" else [None, number] if save == "other" else [None, None]
+    keeps_x = save == "all"
+    node._has_tensors = keeps_x
+    node._holds_arrays = keeps_x or impl.save_output
+    saved.append(out if impl.save_output else None)
+    node._saved = saved
+    node._out_meta = ((out.shape, out.dtype),)
+    t = _new(Tensor)  # Tensor._make, inlined: this is the hot path of every operation
+    t.data = out if type(out) is _ndarray else np.asarray(out)
+    t.grad = None
+    t.grad_fn = node
+    t.requires_grad = True
+    t._output_nr = 0
+    t._acc = None
+    t._hooks = None
+    t._retains_grad = False
+    return t
+
+
+def _explain_failure(impl: OpImpl, shapes: list[Any], attrs: dict[str, Any] | None) -> None:
+    """Let the op's shape rule name the problem (op, shapes) before numpy's message does."""
+    impl.spec.shape_rule(impl.spec.name, *shapes, **(attrs or {}))

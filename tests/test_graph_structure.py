@@ -7,6 +7,9 @@ import weakref
 import numpy as np
 import pytest
 from crossgrad import engine as cg
+from crossgrad.engine.graph import _FREED, Node
+from crossgrad.engine.ops import IMPLS
+from crossgrad.engine.record import record, record_on_tensor
 
 
 @pytest.mark.parametrize("length", [100_000])
@@ -96,8 +99,6 @@ def test_dot_export_names_nodes_and_leaves(tmp_path):
 
 @pytest.mark.parametrize("batched", [False, True])
 def test_a_rule_returning_a_wrong_shape_is_a_clear_error(batched):
-    from crossgrad.engine.ops import IMPLS
-
     impl = IMPLS["tanh"]
     original = impl.vjp
     impl.vjp = lambda B, n, g, s: (B.sum(g, axis=-1, keepdims=True),)  # drops the last dimension
@@ -113,9 +114,35 @@ def test_a_rule_returning_a_wrong_shape_is_a_clear_error(batched):
 
 
 def test_tensors_made_by_ops_have_every_field_set():
-    # record() builds result tensors inline (the hot path); every slot must be set as _make does
+    # record_on_tensor() builds result tensors inline (the hot path); every slot must be set
     x = cg.tensor([1.0, 2.0], requires_grad=True)
-    for t in (x * 2.0, cg.Tensor._make(np.ones(2))):
+    for t in (x * 2.0, x.tanh(), cg.Tensor._make(np.ones(2)), x @ x):
         for slot in cg.Tensor.__slots__:
             if slot != "__weakref__":
                 getattr(t, slot)
+
+
+def _tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize(
+    ("op", "operands"), [("mul", (2.0,)), ("add", (3,)), ("div", (4.0,)), ("tanh", ()), ("sqrt", ())]
+)
+def test_the_fast_path_builds_the_node_the_general_path_builds(op, operands):
+    x = cg.tensor([1.0, 2.0], requires_grad=True, dtype=np.float32)
+    fast = record_on_tensor(IMPLS[op], x, (x, *operands))
+    general = record(IMPLS[op], (x, *operands))
+    assert np.array_equal(fast.data, general.data) and fast.dtype == general.dtype == np.float32
+    for slot in Node.__slots__:
+        if slot not in ("__weakref__", "_seq"):
+            a, b = getattr(fast.grad_fn, slot), getattr(general.grad_fn, slot)
+            if slot == "_saved":
+                assert [type(v) for v in a] == [type(v) for v in b]
+            else:
+                assert _tuple(a) == _tuple(b), slot
+    for t in (fast, general):
+        t.sum().backward()
+        assert t.grad_fn._saved is _FREED or not t.grad_fn._holds_arrays
+    with cg.no_grad():
+        assert record_on_tensor(IMPLS[op], x, (x, *operands)).grad_fn is None

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..graph import Node
-from ..record import record
+from ..record import record, record_on_tensor
 from ..tensor import Tensor
 from .core import _sigmoid, apply, batch_dims, data, define, operand, unbroadcast
 
@@ -120,7 +120,9 @@ def _unary(name: str, forward: Any, vjp: Any, save: str = "all", save_output: bo
     impl = define(name, forward, vjp, save, save_output)
 
     def op(x: Any) -> Tensor:
-        return record(impl, (x if type(x) is Tensor else operand(x),))
+        if type(x) is Tensor:
+            return record_on_tensor(impl, x, (x,))
+        return record(impl, (operand(x),))
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name}."
@@ -239,7 +241,7 @@ def clamp(x: Any, min: float | None = None, max: float | None = None) -> Tensor:
 # ---------------------------------------------------------------- binary entry points
 
 
-_PLAIN = (Tensor, float, int)  # operands that need no conversion: the fast path of arithmetic
+_PLAIN_NUMBERS = (float, int)  # tensor (op) number: the fast path of arithmetic
 
 
 def _as_tensor_pair(x: Any, y: Any) -> tuple[Any, Any]:
@@ -250,12 +252,14 @@ def _as_tensor_pair(x: Any, y: Any) -> tuple[Any, Any]:
 
 
 def add(x: Any, y: Any) -> Tensor:
-    if type(x) is Tensor and type(y) in _PLAIN:  # the hot path: no conversion needed
-        return record(_ADD, (x, y))
+    if type(x) is Tensor and type(y) in _PLAIN_NUMBERS:  # the hot path: no conversion needed
+        return record_on_tensor(_ADD, x, (x, y))
     return record(_ADD, _as_tensor_pair(x, y))
 
 
 def sub(x: Any, y: Any) -> Tensor:
+    if type(x) is Tensor and type(y) in _PLAIN_NUMBERS:
+        return record_on_tensor(_SUB, x, (x, y))
     x, y = _as_tensor_pair(x, y)
     if not isinstance(x, Tensor):  # number - tensor: torch records RsubBackward1
         return apply(_RSUB, y, other=x)
@@ -263,12 +267,14 @@ def sub(x: Any, y: Any) -> Tensor:
 
 
 def mul(x: Any, y: Any) -> Tensor:
-    if type(x) is Tensor and type(y) in _PLAIN:
-        return record(_MUL, (x, y))
+    if type(x) is Tensor and type(y) in _PLAIN_NUMBERS:
+        return record_on_tensor(_MUL, x, (x, y))
     return record(_MUL, _as_tensor_pair(x, y))
 
 
 def div(x: Any, y: Any) -> Tensor:
+    if type(x) is Tensor and type(y) in _PLAIN_NUMBERS:
+        return record_on_tensor(_DIV, x, (x, y))
     x, y = _as_tensor_pair(x, y)
     if not isinstance(x, Tensor):  # number / tensor = reciprocal(tensor) * number, as in torch
         return mul(reciprocal(y), x)
