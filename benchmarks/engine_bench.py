@@ -6,14 +6,17 @@ Run from the repository root (1-2 minutes; the 1e6 chain needs up to ~7.5 GB of 
     .venv/bin/python -m benchmarks.engine_bench --torch-threads 2
 
 Everything is measured in one process: rounds that run each implementation in turn (so the machine's
-fast and slow phases hit all alike), medians over rounds, gc off inside timed calls. Absolute times
-vary by up to ~1.7x between runs on these machines: compare the ratios printed here. torch runs on
+fast and slow phases hit all alike), medians over rounds, gc off inside timed calls (as timeit does).
+The small chains run a second time with the garbage collector on and the heap (torch and jax loaded)
+as it is, as in a user's process: the Python objects an op allocates then cost collector passes,
+which gc-off timing hides. Absolute times vary by up to ~1.7x between runs on these machines:
+compare the ratios printed here. torch runs on
 one thread by default, like the engine's numpy: with two threads on a 2-core machine, any other busy
 process stalls torch's thread pool by 10-400x (JAX keeps its default threads).
 
 1. Chain of 1000 elementwise float64 ops (x*1.0001, x+0.0001, tanh, repeated), forward + backward,
    µs per op: engine vs torch autograd vs hand-written numpy (tanh outputs kept, backprop by hand).
-   Targets: shape (4,) engine/torch <= 1.0; shape (1e6,) engine/numpy <= 1.15.
+   Targets: shape (4,) engine/torch <= 1.0 (gc off and on); shape (1e6,) engine/numpy <= 1.15.
 2. MLP gradient (forward + backward, no parameter update): x 64x32 @ W1 32x64, tanh, @ W2 64x10,
    mean cross-entropy (log_softmax + nll) on integer targets, float64. Target: engine/torch <= 1.0.
 3. Full Jacobian of tanh(A @ x), A n x n, n = 10, 100, 500: engine batched (vectorize=True) and row
@@ -30,7 +33,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import jax
 import numpy as np
@@ -48,14 +51,14 @@ Timings = dict[str, float | None]
 
 
 # ---------------------------------------------------------------------------------------- timing
-def measure(fns: dict[str, Callable], budget_s: float, rounds: int = 7) -> Timings:
+def measure(fns: dict[str, Callable], budget_s: float, rounds: int = 7, gc_on: bool = False) -> Timings:
     """Median seconds per call of each fn (None if its warm-up call took over SKIP_CALLS_LONGER_THAN_S).
 
     Each round runs every fn in turn for a block of back-to-back calls (about budget_s / (rounds x
     fns) seconds, at least one call, sized from the warm-up call); one sample is a block's time per
     call. Blocks keep caches warm for the small cases, rounds spread the machine's phases evenly.
     """
-    with quiet_gc():
+    with nullcontext() if gc_on else quiet_gc():
         first = {name: _timed(fn) for name, fn in fns.items()}
         live = {name: fn for name, fn in fns.items() if first[name] <= SKIP_CALLS_LONGER_THAN_S}
         block_s = budget_s / (rounds * max(1, len(live)))
@@ -172,17 +175,20 @@ def check_chain() -> str:
     return f"gradients agree at shape (1000,): {agree}"
 
 
-def bench_chain() -> dict[int, Timings]:
+def bench_chain() -> dict[tuple[int, bool], Timings]:
+    """Timings by (shape, gc on)."""
     heading(f"1. Chain of {CHAIN_LENGTH} elementwise ops, float64, forward + backward (µs per op)")
     print(check_chain())
     results, rows = {}, []
-    for n, rounds in ((4, 7), (1000, 7), (1_000_000, 5)):
-        t = measure(chain_contenders(n), 3.0, rounds)
-        results[n] = t
+    cases = ((4, False, 7), (1000, False, 7), (1_000_000, False, 5), (4, True, 7), (1000, True, 7))
+    for n, gc_on, rounds in cases:
+        t = measure(chain_contenders(n), 3.0, rounds, gc_on)
+        results[n, gc_on] = t
         us = {k: v * 1e6 / CHAIN_LENGTH for k, v in t.items()}
         e_t, e_n = ratio(us["engine"], us["torch"]), ratio(us["engine"], us["numpy"])
         target = verdict(e_t, 1.0) if n == 4 else verdict(e_n, 1.15) if n == 1_000_000 else ""
-        rows.append([f"({n},)", fmt(us["engine"]), fmt(us["torch"]), fmt(us["numpy"])])
+        label = f"({n},) gc on" if gc_on else f"({n},)"
+        rows.append([label, fmt(us["engine"]), fmt(us["torch"]), fmt(us["numpy"])])
         rows[-1] += [fmt(e_t), fmt(e_n), fmt(ratio(us["torch"], us["numpy"])), target]
     headers = ["shape", "engine", "torch", "numpy", "engine/torch", "engine/numpy", "torch/numpy", ""]
     print_table(headers, rows)
@@ -332,8 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     chain, mlp, jac = bench_chain(), bench_mlp(), bench_jacobian()
     heading("Targets (ratios measured in this run)")
     summary = [
-        ("chain (4,) engine/torch", chain[4], "engine", "torch", 1.0),
-        ("chain (1e6,) engine/numpy", chain[1_000_000], "engine", "numpy", 1.15),
+        ("chain (4,) engine/torch", chain[4, False], "engine", "torch", 1.0),
+        ("chain (4,) engine/torch, gc on", chain[4, True], "engine", "torch", 1.0),
+        ("chain (1e6,) engine/numpy", chain[1_000_000, False], "engine", "numpy", 1.15),
         ("MLP engine/torch", mlp, "engine", "torch", 1.0),
         ("Jacobian n=100 engine batched/torch vec", jac[100], "engine batched", "torch vec", 1.0),
     ]

@@ -31,6 +31,27 @@ def _leaf_edge(t: Tensor) -> tuple[Any, int]:
     return (t._accumulator(), 0)
 
 
+# Nodes share their (shape, dtype) metadata tuples. Fewer objects per node means fewer passes of
+# Python's garbage collector, which with a large heap (jax, torch or sympy loaded) cost more than
+# the ops themselves: an op allocated 11 tracked objects before, torch's 1.
+_METAS: dict[tuple[Any, Any], tuple[Any, ...]] = {}  # ((shape, dtype),), by (shape, dtype)
+_NUMBER_METAS: dict[tuple[Any, Any], tuple[Any, ...]] = {}  # ((shape, dtype), _NUMBER_META)
+_METAS_LIMIT = 10_000  # distinct (shape, dtype) pairs shared; past it each node builds its own
+_metas_get, _number_metas_get = _METAS.get, _NUMBER_METAS.get
+
+
+def _one_meta(shape: tuple[int, ...], dtype: Any) -> tuple[tuple[Any, Any]]:
+    """((shape, dtype),): the metadata of one array (the inputs of a unary op, or an output)."""
+    key = (shape, dtype)
+    return _metas_get(key) or _share(_METAS, key, (key,))
+
+
+def _share(cache: dict[Any, Any], key: Any, meta: Any) -> Any:
+    if len(cache) < _METAS_LIMIT:
+        cache[key] = meta
+    return meta
+
+
 def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None = None) -> Any:
     """Run impl's forward on the operands' data; record a node when some operand requires grad.
 
@@ -45,7 +66,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
         if type(x) is Tensor:
             a = x.data
             args.append(a)
-            in_meta.append((a.shape, a.dtype))
+            in_meta.append(_one_meta(a.shape, a.dtype)[0])
             if x.requires_grad:
                 any_need = True
                 needs.append(True)
@@ -76,7 +97,11 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     node.next_functions = tuple(edges)
     node._in_meta = in_meta
     # forward returns numpy arrays or numpy scalars, both of which have shape and dtype
-    node._out_meta = ((out.shape, out.dtype),) if single else tuple((o.shape, o.dtype) for o in outs)
+    node._out_meta = (
+        _one_meta(out.shape, out.dtype)
+        if single
+        else tuple(_one_meta(o.shape, o.dtype)[0] for o in outs)
+    )
     save = impl.save
     if save == "none":
         saved = [None] * len(operands)
@@ -126,22 +151,23 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     node._needs = _NEEDS_FIRST[len(operands) - 1]
     edge = (x.grad_fn, x._output_nr) if x.grad_fn is not None else _leaf_edge(x)
     save = impl.save
+    result = out if impl.save_output else None
+    key = (a.shape, a.dtype)
     if unary:
         node.next_functions = (edge,)
-        node._in_meta = ((a.shape, a.dtype),)
-        saved = [x] if save == "all" else [None]
+        node._in_meta = _metas_get(key) or _share(_METAS, key, (key,))
+        node._saved = (x, result) if save == "all" else (None, result)
     else:
         node.next_functions = (edge, _NO_EDGE)
-        node._in_meta = ((a.shape, a.dtype), _NUMBER_META)
+        node._in_meta = _number_metas_get(key) or _share(_NUMBER_METAS, key, (key, _NUMBER_META))
         # "other": the number is kept for x's gradient; x itself only for the number's, not needed
-        number = operands[1]
-        saved = [x, number] if save == "all" else [None, number] if save == "other" else [None, None]
+        c = operands[1]
+        node._saved = (x, c, result) if save == "all" else (None, c if save == "other" else None, result)
     keeps_x = save == "all"
     node._has_tensors = keeps_x
-    node._holds_arrays = keeps_x or impl.save_output
-    saved.append(out if impl.save_output else None)
-    node._saved = saved
-    node._out_meta = ((out.shape, out.dtype),)
+    node._holds_arrays = keeps_x or result is not None
+    key = (out.shape, out.dtype)
+    node._out_meta = _metas_get(key) or _share(_METAS, key, (key,))
     t = _new(Tensor)  # Tensor._make, inlined: this is the hot path of every operation
     t.data = out if type(out) is _ndarray else np.asarray(out)
     t.grad = None
