@@ -9,7 +9,17 @@ import numpy as np
 from ..graph import Node
 from ..optable import normalize_axis
 from ..tensor import Tensor
-from .core import apply, batch_dims, data, define, operand, tensor_operand
+from .core import (
+    add_reduce,
+    apply,
+    batch_dims,
+    data,
+    define,
+    max_reduce,
+    min_reduce,
+    operand,
+    tensor_operand,
+)
 
 
 def _axis_from_end(n: Node) -> int:
@@ -20,11 +30,11 @@ def _axis_from_end(n: Node) -> int:
 def _log_softmax_fwd(x: np.ndarray, axis: int) -> np.ndarray:
     if x.ndim == 0:
         return np.zeros_like(x)
-    m = np.max(x, axis=axis, keepdims=True)
+    m = max_reduce(x, axis=axis, keepdims=True)
     if not np.isfinite(m).all():  # rows of -inf (or inf): shift by 0 there, as torch does
         m = np.where(np.isfinite(m), m, 0)
     shifted = x - m
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    return shifted - np.log(add_reduce(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def _softmax_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
@@ -56,9 +66,9 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
 
 def _reduce_loss(values: np.ndarray, reduction: str) -> np.ndarray:
     if reduction == "mean":
-        return np.mean(values)
+        return add_reduce(values, axis=None) / values.size
     if reduction == "sum":
-        return np.sum(values)
+        return add_reduce(values, axis=None)
     return values
 
 
@@ -138,7 +148,7 @@ def _targets(target: Any, classes: int) -> Tensor:
     t = target if isinstance(target, Tensor) else Tensor(np.asarray(target))
     if t.dtype.kind not in "iu":
         raise TypeError(f"targets must be integer class indices, got dtype {t.dtype}")
-    if t.numel() and (t.data.min() < 0 or t.data.max() >= classes):
+    if t.numel() and (min_reduce(t.data, axis=None) < 0 or max_reduce(t.data, axis=None) >= classes):
         raise IndexError(f"target {t.data.tolist()} is out of bounds for {classes} classes")
     return t
 

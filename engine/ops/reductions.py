@@ -11,7 +11,16 @@ import numpy as np
 from ..graph import Node
 from ..optable import normalize_axes
 from ..tensor import Tensor
-from .core import NumpyOps, apply, data, define, keepdims_shape, operand, restore_reduced
+from .core import (
+    NumpyOps,
+    add_reduce,
+    apply,
+    data,
+    define,
+    keepdims_shape,
+    operand,
+    restore_reduced,
+)
 
 
 def _axes(n: Node) -> tuple[int, ...]:
@@ -63,7 +72,7 @@ def _np_axis(x: np.ndarray, axis: Any) -> Any:
 
 sum = _reduction(
     "sum",
-    lambda x, axis, keepdims: np.sum(x, axis=_np_axis(x, axis), keepdims=keepdims),
+    lambda x, axis, keepdims: add_reduce(x, axis=_np_axis(x, axis), keepdims=keepdims),
     lambda B, n, g, s: (_expand(B, n, g),),
     save="none",
 )
