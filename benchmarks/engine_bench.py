@@ -27,6 +27,7 @@ process stalls torch's thread pool by 10-400x (JAX keeps its default threads).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import platform
@@ -324,6 +325,25 @@ def print_load_warning() -> None:
         print("WARNING: a busy machine skews the ratios; multi-threaded torch, jax and BLAS suffer most")
 
 
+def keep_freed_memory() -> str:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the OS.
+
+    By default glibc hands the top of its heap back to the OS when it is freed and serves 8 MB
+    arrays with fresh mmaps, so a (1e6,) chain's 2.7 GB of saved arrays is faulted in again on the
+    next call or not, depending on which small allocation happens to sit at the heap's top. Runs of
+    the (1e6,) chain alone read engine/numpy from 0.6 to 1.9 that way, set by small changes in
+    allocation order rather than by the arithmetic. With trimming off and no mmap for arrays under
+    32 MB, every contender reuses its memory alike and the ratio measures the computation.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return "allocator: default (not glibc)"
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    kept = libc.mallopt(m_trim_threshold, -1) and libc.mallopt(m_mmap_threshold, 32 * 2**20)
+    return "allocator: glibc keeps freed memory" if kept else "allocator: default (mallopt refused)"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads")
@@ -333,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), jax {jax.__version__}"
     )
+    print(keep_freed_memory())
     print_load_warning()
     start = time.perf_counter()
     chain, mlp, jac = bench_chain(), bench_mlp(), bench_jacobian()

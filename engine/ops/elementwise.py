@@ -141,7 +141,8 @@ reciprocal = _unary(
 sin = _unary("sin", np.sin, lambda B, n, g, s: (g * B.cos(s[0]),))
 cos = _unary("cos", np.cos, lambda B, n, g, s: (-g * B.sin(s[0]),))
 tan = _unary("tan", np.tan, lambda B, n, g, s: (g * (1 + s[-1] * s[-1]),), "none", True)
-tanh = _unary("tanh", np.tanh, lambda B, n, g, s: (g * (1 - s[-1] * s[-1]),), "none", True)
+# g * -(y*y - 1), not g * (1 - y*y): numpy then reuses its temporaries (one new array, not two)
+tanh = _unary("tanh", np.tanh, lambda B, n, g, s: (g * -(s[-1] * s[-1] - 1),), "none", True)
 sigmoid = _unary("sigmoid", _sigmoid, lambda B, n, g, s: (g * (s[-1] * (1 - s[-1])),), "none", True)
 relu = _unary(
     "relu",
