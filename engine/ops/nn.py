@@ -148,7 +148,7 @@ def _targets(target: Any, classes: int) -> Tensor:
     t = target if isinstance(target, Tensor) else Tensor(np.asarray(target))
     if t.dtype.kind not in "iu":
         raise TypeError(f"targets must be integer class indices, got dtype {t.dtype}")
-    if t.numel() and (min_reduce(t.data, axis=None) < 0 or max_reduce(t.data, axis=None) >= classes):
+    if t.numel() and (min_reduce(t.data, None) < 0 or max_reduce(t.data, None) >= classes):
         raise IndexError(f"target {t.data.tolist()} is out of bounds for {classes} classes")
     return t
 
