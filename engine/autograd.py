@@ -21,6 +21,18 @@ def _as_tuple(x: Any) -> tuple[Any, ...]:
     return (x,) if isinstance(x, Tensor) else tuple(x)
 
 
+def _per_output(grads: Any, outputs: Any) -> Any:
+    """The gradients as one per output: for a single output torch takes the gradient itself or a
+    sequence holding it (a list of numbers is one gradient here, not a sequence of them)."""
+    if grads is None or not isinstance(outputs, Tensor):
+        return grads
+    if isinstance(grads, (list, tuple)) and all(
+        g is None or isinstance(g, (Tensor, np.ndarray)) for g in grads
+    ):
+        return grads
+    return (grads,)
+
+
 def _fmt(shape: tuple[int, ...]) -> str:
     return str(tuple(shape))
 
@@ -97,10 +109,14 @@ def _topological_order(roots: list[Any]) -> list[Any]:
     return order
 
 
-def _nodes_leading_to(order: list[Any], targets: set[Any]) -> set[Any]:
-    needed = set()
+def _nodes_leading_to(order: list[Any], targets: set[Any], run_targets: bool) -> set[Any]:
+    """The nodes with a path through their inputs to a target: the ones backward must run. As in
+    torch, grad() runs a target only when another target lies beyond it, backward() always."""
+    needed: set[Any] = set()
     for node in reversed(order):
-        if node in targets or any(c in needed for c, _ in node.next_functions):
+        if (run_targets and node in targets) or any(
+            c in needed or c in targets for c, _ in node.next_functions
+        ):
             needed.add(node)
     return needed
 
@@ -210,7 +226,8 @@ def run_backward(
     if inputs is not None:
         for k, t in enumerate(inputs):
             captures.setdefault(_edge(t), []).append(k)  # the same tensor may be asked twice
-        needed = _nodes_leading_to(_topological_order(root_nodes), {n for n, _ in captures})
+        targets = {n for n, _ in captures}
+        needed = _nodes_leading_to(_topological_order(root_nodes), targets, accumulate)
     captured: list[Any] = [None] * (len(inputs) if inputs is not None else 0)
 
     buffers: dict[Any, list[Any]] = {}
@@ -244,7 +261,7 @@ def run_backward(
                 )
             else:
                 grads_in = _call_node(node, buf, create_graph, batched)
-                if not retain_graph and node._holds_arrays:
+                if not retain_graph and node._saves_values:
                     node._saved = _FREED  # release saved arrays now, not when the graph dies
             following = None  # a chain's next node skips the heap when nothing else is ready
             k = -1
@@ -288,13 +305,15 @@ def _leaf(
     captured: list[Any],
 ) -> None:
     t = node.variable
+    ks = captures.get((node, 0))
+    if only_inputs and ks is None:  # a leaf that was not asked for: torch does not visit it
+        return
     if t._hooks:
         g = _run_hooks(t._hooks, g, create_graph)
-    ks = captures.get((node, 0))
     if ks is not None and not accumulate:
         for k in ks:
             captured[k] = g
-    elif accumulate and (not only_inputs or ks is not None):
+    elif accumulate:
         _accumulate(t, g, create_graph)
 
 
@@ -308,7 +327,11 @@ def _run_node(
     needed: set[Any] | None,
     batched: bool,
 ) -> list[Any] | None:
-    """A node with hooks or a captured output (grad() with respect to an intermediate)."""
+    """A node with hooks or a captured output (grad() with respect to an intermediate). With
+    inputs given, a node that neither leads to one nor is one does not run, nor do its hooks."""
+    target = any((node, nr) in captures for nr in range(len(buf)))
+    if needed is not None and node not in needed and not target:
+        return None
     if node._tensor_hooks:
         for nr, hooks in node._tensor_hooks.items():
             if buf[nr] is not None and hooks:
@@ -319,7 +342,7 @@ def _run_node(
     if needed is not None and node not in needed:
         return None
     grads_in = _call_node(node, buf, create_graph, batched)
-    if not retain_graph and node._holds_arrays:
+    if not retain_graph and node._saves_values:
         node._saved = _FREED
     return grads_in
 
@@ -333,9 +356,7 @@ def backward(
 ) -> None:
     """Accumulate the gradients of `tensors` (weighted by `grad_tensors`) into the leaves' .grad."""
     outputs = _as_tuple(tensors)
-    if grad_tensors is not None and isinstance(tensors, Tensor):
-        grad_tensors = (grad_tensors,)
-    grads = _root_grads(outputs, grad_tensors, batched=False)
+    grads = _root_grads(outputs, _per_output(grad_tensors, tensors), batched=False)
     if inputs is not None:
         inputs = _as_tuple(inputs)
         if not inputs:
@@ -375,8 +396,7 @@ def grad(
     it: one backward pass computes many vector-Jacobian products (how jacobian() works).
     """
     outs = _as_tuple(outputs)
-    if grad_outputs is not None and isinstance(outputs, Tensor):
-        grad_outputs = (grad_outputs,)
+    grad_outputs = _per_output(grad_outputs, outputs)
     ins = _as_tuple(inputs)
     if not ins:
         raise RuntimeError("grad requires at least one input")

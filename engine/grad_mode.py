@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -39,6 +40,8 @@ class _Mode:
 
     def __call__(self, fn: F) -> F:
         mode = self.mode
+        if inspect.isgeneratorfunction(fn):
+            return _generator_in_mode(fn, mode)  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,20 +51,55 @@ class _Mode:
         return wrapper  # type: ignore[return-value]
 
 
-class no_grad(_Mode):
+def _generator_in_mode(fn: Callable[..., Any], mode: bool) -> Callable[..., Any]:
+    """A generator function whose every step runs in the given mode (the caller's mode in between)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        gen = fn(*args, **kwargs)
+        sent = None
+        while True:
+            with _Mode(mode):
+                try:
+                    item = gen.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+            try:
+                sent = yield item
+            except GeneratorExit:
+                gen.close()
+                raise
+
+    return wrapper
+
+
+class _ModeWithoutArguments(_Mode):
+    """no_grad and enable_grad also decorate bare, as in torch: `@no_grad` like `@no_grad()`."""
+
+    def __new__(cls, fn: Callable[..., Any] | None = None) -> Any:
+        if fn is None:
+            return super().__new__(cls)
+        return cls()(fn)
+
+    def __init__(self, fn: Callable[..., Any] | None = None) -> None:
+        super().__init__()
+
+
+class no_grad(_ModeWithoutArguments):
     """Disable graph recording: results of operations do not require grad."""
 
     mode = False
 
 
-class enable_grad(_Mode):
+class enable_grad(_ModeWithoutArguments):
     """Re-enable graph recording inside a no_grad block."""
 
     mode = True
 
 
 class set_grad_enabled(_Mode):
-    """Set grad mode now; as a context manager, restore the previous mode on exit."""
+    """Set grad mode now; as a context manager, restore the previous mode on exit. As a decorator
+    it leaves the current mode alone and sets the mode inside each call."""
 
     def __init__(self, mode: bool) -> None:
         super().__init__(mode)
@@ -70,3 +108,7 @@ class set_grad_enabled(_Mode):
 
     def __enter__(self) -> None:
         return None
+
+    def __call__(self, fn: F) -> F:
+        _state.enabled = self.prev  # undo what __init__ did: decorating is not a mode change
+        return super().__call__(fn)

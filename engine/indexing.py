@@ -19,7 +19,10 @@ from .optable import ShapeError
 Index = tuple[Any, ...]
 
 
-def canonical_index(index: Any, ndim: int) -> Index:
+def canonical_index(index: Any, shape: tuple[int, ...]) -> Index:
+    """The index for a tensor of this shape with Tensors and lists as arrays, boolean masks as their
+    integer positions (checked against the dimensions they cover) and the Ellipsis expanded."""
+    ndim = len(shape)
     items = index if isinstance(index, tuple) else (index,)
     out: list[Any] = []
     for item in items:
@@ -37,7 +40,7 @@ def canonical_index(index: Any, ndim: int) -> Index:
         elif isinstance(item, np.ndarray) and item.dtype == np.bool_:
             if item.ndim == 0:
                 raise ShapeError("getitem: a 0-d boolean mask is not a supported index")
-            out.extend(np.nonzero(item))
+            out.append(item)
         elif isinstance(item, np.ndarray) and np.issubdtype(item.dtype, np.integer):
             out.append(item.astype(np.intp, copy=False))
         else:
@@ -47,13 +50,36 @@ def canonical_index(index: Any, ndim: int) -> Index:
             )
     if sum(i is Ellipsis for i in out) > 1:
         raise ShapeError("getitem: an index can only have a single ellipsis ('...')")
-    used = sum(i is not None and i is not Ellipsis for i in out)
+    used = sum(_dims_used(i) for i in out)
     if used > ndim:
         raise ShapeError(f"getitem: too many indices ({used}) for a tensor of {ndim} dimensions")
     if Ellipsis in [i for i in out if not isinstance(i, np.ndarray)]:
         at = next(k for k, i in enumerate(out) if i is Ellipsis)
         out[at : at + 1] = [slice(None)] * (ndim - used)
-    return tuple(out)
+    return tuple(_masks_as_positions(out, shape))
+
+
+def _dims_used(item: Any) -> int:
+    if item is None or item is Ellipsis:
+        return 0
+    return item.ndim if isinstance(item, np.ndarray) and item.dtype == np.bool_ else 1
+
+
+def _masks_as_positions(items: list[Any], shape: tuple[int, ...]) -> list[Any]:
+    out, dim = [], 0
+    for item in items:
+        if isinstance(item, np.ndarray) and item.dtype == np.bool_:
+            covered = tuple(shape[dim : dim + item.ndim])
+            if item.shape != covered:
+                raise ShapeError(
+                    f"getitem: the shape of the mask {list(item.shape)} at index {dim} does not "
+                    f"match the shape of the indexed tensor {list(covered)} at index {dim}"
+                )
+            out.extend(np.nonzero(item))
+        else:
+            out.append(item)
+        dim += _dims_used(item)
+    return out
 
 
 def _is_advanced(item: Any) -> bool:
@@ -86,7 +112,7 @@ def _torch_stages(index: Index) -> tuple[Index, Index] | None:
 
 
 def index_shape(op: str, shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
-    index = canonical_index(index, len(shape))
+    index = canonical_index(index, tuple(shape))
     try:  # a zero-stride view: basic indexing costs nothing, advanced indexing 1 byte per element
         return getitem(np.broadcast_to(np.zeros((), np.int8), shape), index).shape
     except IndexError as exc:

@@ -109,17 +109,18 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
         saved = list(operands)
     else:  # "other" (binary ops): keep an operand only if the other one needs its gradient
         saved = [operands[0] if needs[1] else None, operands[1] if needs[0] else None]
-    # Tensors must be unpacked for a plain backward; arrays (not numbers) are freed after it.
+    # Tensors must be unpacked for a plain backward. Whatever was saved is freed after it, numbers
+    # too: as in torch, a second backward through a node that saved something is an error.
     has_tensors = False
-    holds = impl.save_output
+    saves = impl.save_output
     if save != "none":
         for x in saved:
             if type(x) is Tensor:
-                has_tensors = holds = True
-            elif type(x) is _ndarray:
-                holds = True
+                has_tensors = saves = True
+            elif x is not None:
+                saves = True
     node._has_tensors = has_tensors
-    node._holds_arrays = holds
+    node._saves_values = saves
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
     saved.append(outs[0] if impl.save_output else None)
     node._saved = saved
@@ -165,7 +166,7 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
         node._saved = (x, c, result) if save == "all" else (None, c if save == "other" else None, result)
     keeps_x = save == "all"
     node._has_tensors = keeps_x
-    node._holds_arrays = keeps_x or result is not None
+    node._saves_values = keeps_x or result is not None or (save == "other" and not unary)
     key = (out.shape, out.dtype)
     node._out_meta = _metas_get(key) or _share(_METAS, key, (key,))
     t = _new(Tensor)  # Tensor._make, inlined: this is the hot path of every operation

@@ -108,7 +108,10 @@ class Tensor:
         return bool(self.data)
 
     def __float__(self) -> float:
-        return float(self.data)
+        return float(self.item())  # as torch: any one-element tensor, whatever its shape
+
+    def __int__(self) -> int:
+        return int(self.item())
 
     def item(self) -> Any:
         if self.data.size != 1:

@@ -586,7 +586,7 @@ class _Builder:
         index = tuple(self._index_item(i) for i in items)
         shape = self.shape_of(base)
         try:
-            result = index_shape("getitem", shape, canonical_index(index, len(shape)))
+            result = index_shape("getitem", shape, canonical_index(index, tuple(shape)))
         except ShapeError as exc:
             raise RequestError(str(exc), _pos(node)) from None
         return self.op_node("getitem", [base], {"index": _hashable_index(index)}, node, result)
@@ -686,7 +686,7 @@ def index_for_numpy(index: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def apply_index(x: Any, index: tuple[Any, ...]) -> Any:
     """x[index] with the engine's (torch's) indexing rules, for any array type (the references)."""
-    return getitem(x, canonical_index(index_for_numpy(index), np.ndim(x)))
+    return getitem(x, canonical_index(index_for_numpy(index), np.shape(x)))
 
 
 def parse(

@@ -126,10 +126,11 @@ def _product_of_others(B: Any, x: Any, axes: tuple[int, ...]) -> Any:
     return B.permute(others, tuple(int(i) for i in np.argsort(perm)))
 
 
-def _even_split_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
-    """amax/amin and the full max/min: the gradient is shared evenly among tied extrema."""
+def _even_split_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...], nan_wins: bool = False) -> tuple[Any]:
+    """amax/amin and the full max/min: the gradient is shared evenly among tied extrema. A NaN
+    result: amax/amin give NaN gradients, the full max/min send it to the NaN entries (torch)."""
     x, out = np.asarray(data(s[0])), np.asarray(data(_kept(np, n, data(s[-1]))))
-    hit = x == out
+    hit = (x == out) | (np.isnan(x) & np.isnan(out)) if nan_wins else x == out
     share = hit / np.sum(hit, axis=_axes(n), keepdims=True)
     return (_expand(B, n, g) * share.astype(x.dtype),)
 
@@ -148,7 +149,7 @@ def _first_index_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
 
 def _extreme_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     if n._attrs["axis"] is None:
-        return _even_split_vjp(B, n, g, s)
+        return _even_split_vjp(B, n, g, s, nan_wins=True)
     return _first_index_vjp(B, n, g, s)
 
 

@@ -208,7 +208,7 @@ _GETITEM = define("getitem", lambda x, index, nb: indexing.getitem(x, index, nb)
 def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
     """x[index]; nb > 0 applies the index after that many leading (batch) dimensions."""
     x = tensor_operand(x)
-    canon = indexing.canonical_index(index, x.ndim - nb)
+    canon = indexing.canonical_index(index, x.shape[nb:])
     indexing.index_shape("getitem", x.shape[nb:], canon)
     return apply(_GETITEM, x, index=canon, nb=nb)
 
