@@ -1,0 +1,180 @@
+"""Corner cases of autograd's API, run the same way in torch 2.13 and in the engine (the oracle).
+
+Each case is written once against a library `L` (torch or crossgrad.engine) and returns plain python
+values; the test runs it in both and compares, errors included (their messages must agree on the
+words given). These came from an audit of the engine against torch.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from crossgrad import engine as cg
+
+
+def _values(L: Any, t: Any) -> Any:
+    if t is None:
+        return None
+    if isinstance(t, (tuple, list)):
+        return [_values(L, x) for x in t]
+    if isinstance(t, (torch.Tensor, cg.Tensor)):
+        return t.detach().numpy().tolist()
+    return t
+
+
+def _tensor(L: Any, data: Any, requires_grad: bool = True) -> Any:
+    if L is torch:
+        return torch.tensor(data, dtype=torch.float64, requires_grad=requires_grad)
+    return cg.tensor(data, requires_grad=requires_grad)
+
+
+def _outcome(L: Any, case: Callable[[Any], Any]) -> tuple[str, Any]:
+    previous = L.is_grad_enabled()
+    try:
+        return "value", _values(L, case(L))
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        return "error", str(exc)
+    finally:
+        L.set_grad_enabled(previous)
+
+
+def grad_outputs_as_a_one_element_list(L):
+    x = _tensor(L, [1.0, 2.0])
+    return L.autograd.grad(x * x, x, grad_outputs=[_tensor(L, [1.0, 3.0], False)])
+
+
+def backward_with_gradients_as_a_list(L):
+    x = _tensor(L, [1.0, 2.0])
+    L.autograd.backward(x * x, [_tensor(L, [1.0, 3.0], False)])
+    return x.grad
+
+
+def decorating_with_set_grad_enabled_leaves_the_mode_alone(L):
+    @L.set_grad_enabled(False)
+    def f(t):
+        return (t * 2).requires_grad
+
+    return L.is_grad_enabled(), f(_tensor(L, [1.0])), L.is_grad_enabled()
+
+
+def bare_no_grad_decorator(L):
+    @L.no_grad
+    def f(t):
+        return (t * 2).requires_grad
+
+    return f(_tensor(L, [1.0]))
+
+
+def no_grad_on_a_generator_function(L):
+    @L.no_grad()
+    def steps(t):
+        yield (t * 2).requires_grad
+        yield (t * 3).requires_grad
+
+    t = _tensor(L, [1.0])
+    return [*steps(t), (t * 4).requires_grad]
+
+
+def boolean_mask_shorter_than_the_dimension(L):
+    a = _tensor(L, [10.0, 11, 12, 13, 14, 15])
+    mask = [True, False]
+    return a[torch.tensor(mask) if L is torch else np.array(mask)]
+
+
+def grad_with_respect_to_an_intermediate_leaves_its_node_usable(L):
+    a = _tensor(L, [2.0, 3.0])
+    c = a.exp()
+    first = L.autograd.grad(c.sum(), c)
+    return first, L.autograd.grad((c * 2).sum(), a)
+
+
+def hooks_off_the_path_to_the_inputs_do_not_run(L):
+    a, b = _tensor(L, [1.0, 2.0]), _tensor(L, [1.0, 2.0])
+    c = b * 2
+    c.retain_grad()
+    hits = []
+    c.register_hook(lambda g: hits.append("c"))
+    b.register_hook(lambda g: hits.append("b"))
+    y = (a * c).sum()
+    L.autograd.grad(y, a, retain_graph=True)
+    y.backward(inputs=[a], retain_graph=True)
+    seen = (list(hits), c.grad, b.grad)
+    y.backward()  # now the whole graph: c's hooks and retained grad
+    return seen, hits, c.grad, b.grad
+
+
+def backward_with_a_non_leaf_input_runs_its_node(L):
+    a = _tensor(L, [2.0, 3.0])
+    c = a.exp()
+    (c * 3).sum().backward(inputs=[c])
+    first = c.grad
+    (c * 2).sum().backward()  # torch has freed c's node: an error
+    return first, a.grad
+
+
+def full_max_sends_the_gradient_to_nan(L):
+    a = _tensor(L, [1.0, float("nan"), 2.0])
+    a.max().backward()
+    return a.grad
+
+
+def float_and_int_of_a_one_element_tensor(L):
+    a = _tensor(L, [2.5], requires_grad=False)
+    return float(a), int(a)
+
+
+def second_backward_through_a_node_that_saved_a_number(L):
+    a = _tensor(L, [1.0, 2.0])
+    y = (a * 2).sum()
+    y.backward()
+    y.backward()
+    return a.grad
+
+
+def second_backward_through_a_node_that_saved_nothing(L):
+    a = _tensor(L, [1.0, 2.0])
+    y = (a + 2).sum()
+    y.backward()
+    y.backward()
+    return a.grad
+
+
+CASES = [
+    grad_outputs_as_a_one_element_list,
+    backward_with_gradients_as_a_list,
+    decorating_with_set_grad_enabled_leaves_the_mode_alone,
+    bare_no_grad_decorator,
+    no_grad_on_a_generator_function,
+    boolean_mask_shorter_than_the_dimension,
+    grad_with_respect_to_an_intermediate_leaves_its_node_usable,
+    hooks_off_the_path_to_the_inputs_do_not_run,
+    backward_with_a_non_leaf_input_runs_its_node,
+    full_max_sends_the_gradient_to_nan,
+    float_and_int_of_a_one_element_tensor,
+    second_backward_through_a_node_that_saved_a_number,
+    second_backward_through_a_node_that_saved_nothing,
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+def test_the_engine_does_what_torch_does(case):
+    expected = _outcome(torch, case)
+    got = _outcome(cg, case)
+    assert got[0] == expected[0], f"torch: {expected}, engine: {got}"
+    if expected[0] == "error":
+        # torch's message, up to its own formatting of shapes, must be in the engine's
+        words = expected[1].split(".")[0].lower()
+        assert words in got[1].lower(), f"torch: {expected[1]!r}, engine: {got[1]!r}"
+    else:
+        assert _same(got[1], expected[1]), f"torch: {expected[1]}, engine: {got[1]}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return (np.isnan(a) and np.isnan(b)) or bool(np.isclose(a, b, rtol=1e-12, atol=0))
+    return a == b
