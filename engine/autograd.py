@@ -122,16 +122,20 @@ def _nodes_leading_to(order: list[Any], targets: set[Any], run_targets: bool) ->
 
 
 def _run_hooks(hooks: dict[int, Any], g: Any, create_graph: bool) -> Any:
-    for key, hook in sorted(hooks.items(), key=lambda kv: kv[0] == -1):  # retain_grad runs last
+    for _key, hook in sorted(hooks.items(), key=lambda kv: kv[0] == -1):  # retain_grad runs last
         gt = g if create_graph else Tensor._make(g)
         new = hook(gt)
         if new is None or isinstance(hook, _RetainGrad):
             continue
-        new_shape = new.shape
-        if new_shape != np.shape(g):
+        name = getattr(hook, "__name__", type(hook).__name__)
+        if np.shape(new) != np.shape(g):
             raise RuntimeError(
-                f"hook {key} returned a gradient of shape {_fmt(new_shape)}; "
-                f"expected {_fmt(np.shape(g))}"
+                f"hook '{name}' has changed the size of value (was {_fmt(np.shape(g))} "
+                f"got {_fmt(np.shape(new))})"
+            )
+        if new.dtype != g.dtype:
+            raise RuntimeError(
+                f"hook '{name}' has changed the type of value (was {g.dtype} got {new.dtype})"
             )
         g = new if create_graph else np.asarray(new.data if isinstance(new, Tensor) else new)
     return g
@@ -201,11 +205,11 @@ def _checked(node: Node, grads: Any, nb: int, create_graph: bool) -> list[Any]:
 
 def _accumulate(t: Tensor, g: Any, create_graph: bool) -> None:
     if create_graph:
-        t.grad = g if t.grad is None else t.grad + g
-    elif t.grad is None:
-        t.grad = Tensor._make(np.array(g, dtype=t.dtype))  # a copy: g may be a view or shared
+        t._grad = g if t._grad is None else t._grad + g
+    elif t._grad is None:
+        t._grad = Tensor._make(np.array(g, dtype=t.dtype))  # a copy: g may be a view or shared
     else:
-        np.add(t.grad.data, g, out=t.grad.data, casting="unsafe")
+        np.add(t._grad.data, g, out=t._grad.data, casting="unsafe")
 
 
 def run_backward(
@@ -401,6 +405,11 @@ def grad(
     if not ins:
         raise RuntimeError("grad requires at least one input")
     _check_inputs(ins)
+    if materialize_grads and allow_unused is False:
+        raise ValueError(
+            "Expected allow_unused to be True or not passed when materialize_grads=True, "
+            "but got: allow_unused=False."
+        )
     if allow_unused is None:
         allow_unused = materialize_grads
     grads = _root_grads(outs, grad_outputs, batched=is_grads_batched)
@@ -415,11 +424,11 @@ def grad(
     )
     final: list[Tensor | None] = []
     batch = grads[0].shape[:1] if is_grads_batched else ()
-    for t, g in zip(ins, result):
+    for i, (t, g) in enumerate(zip(ins, result)):
         if g is None:
             if not allow_unused:
                 raise RuntimeError(
-                    "One of the differentiated Tensors appears to not have been used in the "
+                    f"The differentiated Tensor at index {i} appears to not have been used in the "
                     "graph. Set allow_unused=True if this is the desired behavior."
                 )
             final.append(Tensor._make(np.zeros(batch + t.shape, t.dtype)) if materialize_grads else None)

@@ -27,13 +27,32 @@ def _method(fn: Any) -> Any:
     return method
 
 
+def _spread_method(fn: Any) -> Any:
+    """var/std with torch's signatures: (dim, *, correction, keepdim), (dim, unbiased, keepdim)
+    and (unbiased); unbiased=False is correction=0."""
+
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
+        kwargs = _axis_kwargs(kwargs)
+        if "unbiased" in kwargs:
+            kwargs["correction"] = int(bool(kwargs.pop("unbiased")))
+        at = 0 if args and isinstance(args[0], bool) else 1
+        if len(args) > at and isinstance(args[at], bool):
+            kwargs["correction"] = int(args[at])
+            args = args[:at] + args[at + 1 :]
+        return fn(self, *args, **kwargs)
+
+    method.__name__ = fn.__name__
+    method.__doc__ = fn.__doc__
+    return method
+
+
 def _shape_args(args: tuple[Any, ...]) -> Any:
     return args[0] if len(args) == 1 and not isinstance(args[0], int) else args
 
 
 _PLAIN = """
 abs exp log log1p expm1 sqrt reciprocal sin cos tan tanh sigmoid relu sign floor round clamp
-sum mean prod max min amax amin logsumexp var std norm matmul dot outer flatten squeeze
+sum mean prod max min amax amin logsumexp norm matmul dot outer flatten squeeze
 unsqueeze transpose flip softmax log_softmax clone masked_fill argmax argmin split
 maximum minimum neg pow
 """.split()  # noqa: SIM905 - easier to read than a list
@@ -58,6 +77,8 @@ def _expand(self: Tensor, *shape: Any) -> Tensor:
     return ops.expand(self, _shape_args(shape))
 
 
+Tensor.var = _spread_method(ops.var)
+Tensor.std = _spread_method(ops.std)
 Tensor.reshape = _reshape
 Tensor.view = _reshape
 Tensor.permute = _permute

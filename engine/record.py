@@ -67,7 +67,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
             a = x.data
             args.append(a)
             in_meta.append(_one_meta(a.shape, a.dtype)[0])
-            if x.requires_grad:
+            if x._requires_grad:
                 any_need = True
                 needs.append(True)
                 edges.append((x.grad_fn, x._output_nr) if x.grad_fn is not None else _leaf_edge(x))
@@ -142,7 +142,7 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     except (ValueError, IndexError, TypeError):
         _explain_failure(impl, [a.shape] + [()] * (len(operands) - 1), None)
         raise
-    if not (x.requires_grad and _state.enabled):
+    if not (x._requires_grad and _state.enabled):
         return _make(out)
     node = cls()
     node._seq = _next_seq()
@@ -171,9 +171,9 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     node._out_meta = _metas_get(key) or _share(_METAS, key, (key,))
     t = _new(Tensor)  # Tensor._make, inlined: this is the hot path of every operation
     t.data = out if type(out) is _ndarray else np.asarray(out)
-    t.grad = None
+    t._grad = None
     t.grad_fn = node
-    t.requires_grad = True
+    t._requires_grad = True
     t._output_nr = 0
     t._acc = None
     t._hooks = None

@@ -37,26 +37,26 @@ class Tensor:
     __slots__ = (
         "__weakref__",
         "_acc",
+        "_grad",
         "_hooks",
         "_output_nr",
+        "_requires_grad",
         "_retains_grad",
         "data",
-        "grad",
         "grad_fn",
-        "requires_grad",
     )
     __array_ufunc__ = None  # numpy operators defer to Tensor's reflected operators
     __hash__ = object.__hash__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
         self.data = _as_array(data, dtype)
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self.grad_fn: Node | None = None
         self._output_nr = 0
         self._acc: weakref.ref[AccumulateGrad] | None = None
         self._hooks: dict[int, Callable[..., Any]] | None = None
         self._retains_grad = False
-        self.requires_grad = False
+        self._requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
@@ -65,9 +65,9 @@ class Tensor:
         """Wrap an op's result without copying (the hot path of every op)."""
         t = object.__new__(Tensor)
         t.data = data if type(data) is np.ndarray else np.asarray(data)
-        t.grad = None
+        t._grad = None
         t.grad_fn = grad_fn
-        t.requires_grad = grad_fn is not None
+        t._requires_grad = grad_fn is not None
         t._output_nr = output_nr
         t._acc = None
         t._hooks = None
@@ -152,8 +152,45 @@ class Tensor:
     def output_nr(self) -> int:
         return self._output_nr
 
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, requires_grad: bool) -> None:
+        self.requires_grad_(requires_grad)
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The accumulated gradient (leaves, and tensors that retain_grad())."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, grad: Tensor | None) -> None:
+        if grad is not None:  # torch's checks: another tensor's gradient is a bug waiting
+            if not isinstance(grad, Tensor):
+                raise TypeError(
+                    f"assigned grad expected to be a Tensor or None but got grad of type "
+                    f"{type(grad).__name__}"
+                )
+            if grad.shape != self.shape:
+                raise RuntimeError(
+                    f"attempting to assign a gradient of size '{list(grad.shape)}' to a tensor "
+                    f"of size '{list(self.shape)}'. Please ensure that the gradient and the tensor "
+                    "are the same size"
+                )
+            if grad.dtype != self.dtype:
+                raise RuntimeError(
+                    f"attempting to assign a gradient with dtype '{grad.dtype}' to a tensor with "
+                    f"dtype '{self.dtype}'. Please ensure that the gradient and the tensor have "
+                    "the same dtype"
+                )
+        self._grad = grad
+
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if not self.is_leaf:
+            if requires_grad:  # it already does: nothing to change (as torch)
+                return self
             raise RuntimeError(
                 "you can only change requires_grad flags of leaf variables. If you want to use a "
                 "computed variable in a subgraph that doesn't require differentiation use "
@@ -161,10 +198,10 @@ class Tensor:
             )
         if requires_grad and self.data.dtype.kind != "f":
             raise RuntimeError(
-                "Only Tensors of floating point and complex dtype can require gradients "
+                "only Tensors of floating point and complex dtype can require gradients "
                 f"(got {self.data.dtype})"
             )
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         return self
 
     def _accumulator(self) -> AccumulateGrad:
@@ -180,7 +217,7 @@ class Tensor:
 
     def detach_(self) -> Tensor:
         self.grad_fn = None
-        self.requires_grad = False
+        self._requires_grad = False
         return self
 
     def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> RemovableHandle:
@@ -279,4 +316,4 @@ class _RetainGrad:
     def __call__(self, grad: Tensor) -> None:
         t = self.ref()
         if t is not None:
-            t.grad = grad if t.grad is None else Tensor._make(t.grad.data + grad.data)
+            t._grad = grad if t._grad is None else Tensor._make(t._grad.data + grad.data)
