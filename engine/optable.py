@@ -38,6 +38,7 @@ class OpSpec:
     differentiable: bool = True  # False: the result never requires grad (comparisons, argmax)
     internal: bool = False  # used by VJP rules only; not part of the request language
     operands: tuple[str, ...] = field(default=())  # operand names, for messages
+    promotes: bool = False  # the operands' dtypes combine by torch's type promotion
 
     def node_name_for(self, attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
         """The backward node's name; some depend on attributes or operand ranks, as in torch."""
@@ -368,7 +369,7 @@ def _unary(name: str, node: str, nonsmooth: str | None = None, *attrs: Attr) -> 
 
 
 def _binary(name: str, node: str, nonsmooth: str | None = None) -> OpSpec:
-    return OpSpec(name, 2, (), _broadcast, node, nonsmooth, operands=("x", "y"))
+    return OpSpec(name, 2, (), _broadcast, node, nonsmooth, operands=("x", "y"), promotes=True)
 
 
 def _reduction(name: str, node: Any, nonsmooth: str | None = None, *extra: Attr) -> OpSpec:

@@ -77,6 +77,10 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
             in_meta.append(_NUMBER_META if type(x) in _NUMBERS else (np.shape(x), x.dtype))
         needs.append(False)
         edges.append(_NO_EDGE)
+    if impl.spec.promotes and len(args) == 2:
+        dtype = _torch_result_dtype(args[0], args[1])
+        if dtype is not None:
+            args = [a.astype(dtype) if type(a) is _ndarray else a for a in args]
     try:
         out = impl.forward(*args, **attrs) if attrs else impl.forward(*args)
     except (ValueError, IndexError, TypeError):
@@ -179,6 +183,27 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     t._hooks = None
     t._retains_grad = False
     return t
+
+
+def _category(dtype: np.dtype) -> int:
+    return 2 if dtype.kind in "fc" else 1 if dtype.kind in "iu" else 0
+
+
+def _torch_result_dtype(x: Any, y: Any) -> Any:
+    """The dtype torch computes x (op) y in, where numpy's differs; else None.
+
+    numpy and torch agree on python numbers (weak: float32 * 2.5 stays float32) and within a
+    category (float32 + float64 is float64). They differ when categories mix (torch: int64 tensor
+    * float32 tensor is float32) and for 0-d tensors, which in torch only decide the dtype when
+    their category is higher (float32 tensor * float64 0-d tensor is float32).
+    """
+    if type(x) is not _ndarray or type(y) is not _ndarray or x.dtype == y.dtype:
+        return None
+    cx, cy = _category(x.dtype), _category(y.dtype)
+    if (x.ndim == 0) != (y.ndim == 0):
+        dim, zero = (x, y) if y.ndim == 0 else (y, x)
+        return dim.dtype if _category(dim.dtype) >= _category(zero.dtype) else zero.dtype
+    return None if cx == cy else (x.dtype if cx > cy else y.dtype)
 
 
 def _explain_failure(impl: OpImpl, shapes: list[Any], attrs: dict[str, Any] | None) -> None:

@@ -190,6 +190,16 @@ def a_hook_that_changes_the_dtype(L):
     (a * 2).sum().backward()
 
 
+def float32_stays_float32_next_to_0d_and_integer_tensors(L):
+    f32 = torch.float32 if L is torch else np.float32
+    a = L.tensor([1.0, 2.0], dtype=f32, requires_grad=True)
+    b = _tensor(L, 3.0)  # 0-d float64
+    ints = torch.tensor([1, 2]) if L is torch else cg.tensor(np.array([1, 2]))
+    y = a * b + a * ints + cg.maximum(a, b) if L is cg else a * b + a * ints + torch.maximum(a, b)
+    y.sum().backward()
+    return [str(t.dtype).replace("torch.", "") for t in (y, a.grad, b.grad)], a.grad, b.grad
+
+
 # Where the two libraries spell dtypes differently, the words the messages must share.
 assigning_a_grad_of_another_dtype.words = "attempting to assign a gradient with dtype"
 a_hook_that_changes_the_dtype.words = "hook '<lambda>' has changed the type of value"
@@ -217,6 +227,7 @@ CASES = [
     assigning_a_grad_of_the_wrong_size,
     assigning_a_grad_of_another_dtype,
     a_hook_that_changes_the_dtype,
+    float32_stays_float32_next_to_0d_and_integer_tensors,
 ]
 
 

@@ -37,11 +37,12 @@ def define(
 
 
 def operand(x: Any) -> Any:
-    """A Tensor or a python number stays as it is (numbers adopt the tensor's dtype, as in torch)."""
-    if isinstance(x, (Tensor, int, float)):
-        return x
+    """A Tensor or a python number stays as it is (numbers adopt the tensor's dtype, as in torch;
+    numpy scalars such as np.float64 become python numbers first, or numpy would keep their dtype)."""
     if isinstance(x, np.generic):
         return x.item()
+    if isinstance(x, (Tensor, int, float)):
+        return x
     if isinstance(x, np.ndarray):
         return Tensor._make(x)
     return Tensor(x)
