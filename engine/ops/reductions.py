@@ -266,7 +266,13 @@ def _norm_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     safe = B.where(zero, 1.0, out)
     if p == 2:
         return (B.where(zero, 0.0, ge * x / safe),)
-    return (B.where(zero, 0.0, ge * B.sign(x) * B.abs(x) ** (p - 1) / safe ** (p - 1)),)
+    if p < 1:  # |x|**(p-1) is infinite at x == 0: torch masks those entries to 0, and so do we,
+        # on an input where they are 1, so that no inf (nor nan in a second derivative) appears
+        at_zero = np.asarray(data(x)) == 0
+        scaled = B.where(at_zero, 0.0, B.sign(x) * B.abs(B.where(at_zero, 1.0, x)) ** (p - 1))
+    else:
+        scaled = B.sign(x) * B.abs(x) ** (p - 1)
+    return (B.where(zero, 0.0, ge * scaled / safe ** (p - 1)),)
 
 
 _NORM = define("norm", _norm_fwd, _norm_vjp, "all", True)
