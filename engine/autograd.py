@@ -81,7 +81,7 @@ def _dependencies(roots: list[Any]) -> dict[Any, int]:
     deps: dict[Any, int] = dict.fromkeys(roots, 0)
     stack = list(deps)
     while stack:
-        for child, _ in stack.pop().next_functions:
+        for child, _ in stack.pop()._edges:
             if child is not None:
                 if child in deps:
                     deps[child] += 1
@@ -101,7 +101,7 @@ def _topological_order(roots: list[Any]) -> list[Any]:
     while ready:
         node = heapq.heappop(ready)[1]
         order.append(node)
-        for child, _ in node.next_functions:
+        for child, _ in node._edges:
             if child is not None:
                 deps[child] -= 1
                 if not deps[child]:
@@ -114,9 +114,7 @@ def _nodes_leading_to(order: list[Any], targets: set[Any], run_targets: bool) ->
     torch, grad() runs a target only when another target lies beyond it, backward() always."""
     needed: set[Any] = set()
     for node in reversed(order):
-        if (run_targets and node in targets) or any(
-            c in needed or c in targets for c, _ in node.next_functions
-        ):
+        if (run_targets and node in targets) or any(c in needed or c in targets for c, _ in node._edges):
             needed.add(node)
     return needed
 
@@ -269,7 +267,7 @@ def run_backward(
                     node._saved = _FREED  # release saved arrays now, not when the graph dies
             following = None  # a chain's next node skips the heap when nothing else is ready
             k = -1
-            for child, nr in node.next_functions:
+            for child, nr in node._edges:
                 k += 1
                 if child is None:
                     continue

@@ -42,6 +42,7 @@ class Node:
     __slots__ = (
         "__weakref__",
         "_attrs",
+        "_edges",
         "_has_tensors",
         "_in_meta",
         "_metadata",
@@ -51,9 +52,17 @@ class Node:
         "_saves_values",
         "_seq",
         "_tensor_hooks",
-        "next_functions",
     )
     impl: OpImpl  # set on each generated subclass
+    # _edges: (node, output index) per operand, (None, 0) where none, aligned with the VJP's results
+
+    @property
+    def next_functions(self) -> tuple[tuple[Any, int], ...]:
+        """(node, output index) for each input that can carry a gradient, as torch lists them."""
+        skip = self.impl.spec.no_grad_operands
+        if not skip:
+            return self._edges
+        return tuple(e for k, e in enumerate(self._edges) if k not in skip)
 
     def name(self) -> str:
         return type(self).__name__
@@ -90,6 +99,7 @@ class AccumulateGrad:
 
     __slots__ = ("__weakref__", "_metadata", "_seq", "variable")
     next_functions: tuple = ()
+    _edges: tuple = ()
     _out_meta = ((None, None),)  # one output, like every node: its gradient buffer has one slot
 
     def __init__(self, variable: Tensor) -> None:

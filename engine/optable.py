@@ -39,6 +39,9 @@ class OpSpec:
     internal: bool = False  # used by VJP rules only; not part of the request language
     operands: tuple[str, ...] = field(default=())  # operand names, for messages
     promotes: bool = False  # the operands' dtypes combine by torch's type promotion
+    # operands that never carry a gradient (a condition, a mask, class targets): as in torch they
+    # are left out of the node's next_functions
+    no_grad_operands: tuple[int, ...] = ()
 
     def node_name_for(self, attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
         """The backward node's name; some depend on attributes or operand ranks, as in torch."""
@@ -501,6 +504,7 @@ _SPECS = [
         "WhereBackward0",
         "where both branches meet (the condition gives no gradient)",
         operands=("condition", "x", "y"),
+        no_grad_operands=(0,),
     ),
     OpSpec(
         "masked_fill",
@@ -509,14 +513,31 @@ _SPECS = [
         _masked_fill,
         "MaskedFillBackward0",
         operands=("x", "mask"),
+        no_grad_operands=(1,),
     ),
     _unary("clone", "CloneBackward0"),
     # neural-network functions
     _op1("softmax", (Attr("axis", "int", -1),), _softmax, "SoftmaxBackward0"),
     _op1("log_softmax", (Attr("axis", "int", -1),), _softmax, "LogSoftmaxBackward0"),
     OpSpec("mse_loss", 2, (REDUCTION,), _loss, "MseLossBackward0", operands=("input", "target")),
-    OpSpec("nll_loss", 2, (REDUCTION,), _nll, "NllLossBackward0", operands=("log_probs", "target")),
-    OpSpec("cross_entropy", 2, (REDUCTION,), _nll, "NllLossBackward0", operands=("logits", "target")),
+    OpSpec(
+        "nll_loss",
+        2,
+        (REDUCTION,),
+        _nll,
+        "NllLossBackward0",
+        operands=("log_probs", "target"),
+        no_grad_operands=(1,),
+    ),
+    OpSpec(
+        "cross_entropy",
+        2,
+        (REDUCTION,),
+        _nll,
+        "NllLossBackward0",
+        operands=("logits", "target"),
+        no_grad_operands=(1,),
+    ),
     OpSpec(
         "binary_cross_entropy_with_logits",
         2,

@@ -98,7 +98,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     node._needs = needs
     node._metadata = None
     node._tensor_hooks = None
-    node.next_functions = tuple(edges)
+    node._edges = tuple(edges)
     node._in_meta = in_meta
     # forward returns numpy arrays or numpy scalars, both of which have shape and dtype
     node._out_meta = (
@@ -159,11 +159,11 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     result = out if impl.save_output else None
     key = (a.shape, a.dtype)
     if unary:
-        node.next_functions = (edge,)
+        node._edges = (edge,)
         node._in_meta = _metas_get(key) or _share(_METAS, key, (key,))
         node._saved = (x, result) if save == "all" else (None, result)
     else:
-        node.next_functions = (edge, _NO_EDGE)
+        node._edges = (edge, _NO_EDGE)
         node._in_meta = _number_metas_get(key) or _share(_NUMBER_METAS, key, (key, _NUMBER_META))
         # "other": the number is kept for x's gradient; x itself only for the number's, not needed
         c = operands[1]

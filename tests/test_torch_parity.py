@@ -200,6 +200,19 @@ def float32_stays_float32_next_to_0d_and_integer_tensors(L):
     return [str(t.dtype).replace("torch.", "") for t in (y, a.grad, b.grad)], a.grad, b.grad
 
 
+def next_functions_leave_out_conditions_masks_and_targets(L):
+    a = _tensor(L, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([True, False, True]) if L is torch else np.array([True, False, True])
+    targets = torch.tensor([0, 2]) if L is torch else np.array([0, 2])
+    F = torch.nn.functional if L is torch else cg
+    made = [L.where(a > 2.5, a, 0.0), a.masked_fill(mask, 0.0), F.cross_entropy(a, targets)]
+    names = []
+    for t in made:
+        edges = t.grad_fn.next_functions
+        names.append([(n.name().split("::")[-1] if n is not None else None, k) for n, k in edges])
+    return names
+
+
 # Where the two libraries spell dtypes differently, the words the messages must share.
 assigning_a_grad_of_another_dtype.words = "attempting to assign a gradient with dtype"
 a_hook_that_changes_the_dtype.words = "hook '<lambda>' has changed the type of value"
@@ -228,6 +241,7 @@ CASES = [
     assigning_a_grad_of_another_dtype,
     a_hook_that_changes_the_dtype,
     float32_stays_float32_next_to_0d_and_integer_tensors,
+    next_functions_leave_out_conditions_masks_and_targets,
 ]
 
 
