@@ -196,8 +196,8 @@ def _checked(node: Node, grads: Any, nb: int, create_graph: bool) -> list[Any]:
                 f"Function {node.name()} returned an invalid gradient at index {i} - got "
                 f"{_fmt(gi.shape[nb:])} but expected shape compatible with {_fmt(shape)}"
             )
-        if dtype is not None and gi.dtype != dtype and not create_graph:
-            grads[i] = np.asarray(gi, dtype)
+        if dtype is not None and gi.dtype != dtype:
+            grads[i] = ops.to_dtype(gi, dtype) if create_graph else np.asarray(gi, dtype)
     return grads
 
 

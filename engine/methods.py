@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import ops
 from .optable import OPS
 from .tensor import Tensor
@@ -77,6 +79,14 @@ def _expand(self: Tensor, *shape: Any) -> Tensor:
     return ops.expand(self, _shape_args(shape))
 
 
+def _to(self: Tensor, dtype: Any) -> Tensor:
+    """This tensor in another dtype (itself if it has it already); the gradient flows back."""
+    return self if self.dtype == np.dtype(dtype) else ops.to_dtype(self, dtype)
+
+
+Tensor.to = _to
+Tensor.float = lambda self: _to(self, np.float32)
+Tensor.double = lambda self: _to(self, np.float64)
 Tensor.var = _spread_method(ops.var)
 Tensor.std = _spread_method(ops.std)
 Tensor.reshape = _reshape

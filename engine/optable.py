@@ -22,7 +22,8 @@ class ShapeError(ValueError):
 @dataclass(frozen=True)
 class Attr:
     name: str
-    kind: str  # "int", "float", "bool", "str", "axis" (int | tuple | None), "shape", "index", "ints"
+    kind: str  # "int", "float", "bool", "str", "axis" (int | tuple | None), "shape", "index", "ints",
+    # "dtype" (a numpy dtype; internal ops only)
     default: Any = None
     required: bool = False
 
@@ -572,6 +573,15 @@ _SPECS = [
         "IndexPutBackward0",
         internal=True,
         operands=("g",),
+    ),
+    OpSpec(  # the cast torch records when a gradient must return to its input's dtype
+        "to_dtype",
+        1,
+        (Attr("dtype", "dtype", required=True),),
+        _same,
+        "ToCopyBackward0",
+        internal=True,
+        operands=("x",),
     ),
 ]
 

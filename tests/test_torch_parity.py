@@ -213,6 +213,23 @@ def next_functions_leave_out_conditions_masks_and_targets(L):
     return names
 
 
+def create_graph_returns_gradients_in_their_inputs_dtypes(L):
+    f32 = torch.float32 if L is torch else np.float32
+    a = L.tensor([1.0, 2.0], dtype=f32, requires_grad=True)
+    b = _tensor(L, [3.0, 4.0])
+    ga, gb = L.autograd.grad((a * b * b).sum(), [a, b], create_graph=True)
+    (gga,) = L.autograd.grad(gb.sum(), a)  # through the cast back to float32
+    named = ga.grad_fn.name() if ga.grad_fn is not None else None
+    return [str(t.dtype).replace("torch.", "") for t in (ga, gb, gga)], ga, gb, gga, named
+
+
+def casting_is_differentiable(L):
+    a = _tensor(L, [1.5, 2.5])
+    y = (a.float() * 2).double()
+    y.sum().backward()
+    return str(y.dtype).replace("torch.", ""), y.grad_fn.name(), a.grad
+
+
 # Where the two libraries spell dtypes differently, the words the messages must share.
 assigning_a_grad_of_another_dtype.words = "attempting to assign a gradient with dtype"
 a_hook_that_changes_the_dtype.words = "hook '<lambda>' has changed the type of value"
@@ -242,6 +259,8 @@ CASES = [
     a_hook_that_changes_the_dtype,
     float32_stays_float32_next_to_0d_and_integer_tensors,
     next_functions_leave_out_conditions_masks_and_targets,
+    create_graph_returns_gradients_in_their_inputs_dtypes,
+    casting_is_differentiable,
 ]
 
 

@@ -152,6 +152,10 @@ class NumpyOps:
     def index_scatter(g: Any, index: Any, shape: Any) -> Any:
         return indexing.index_scatter(g, index, tuple(shape))
 
+    @staticmethod
+    def to_dtype(x: Any, dtype: Any) -> Any:
+        return np.asarray(x, dtype)
+
     data = staticmethod(data)
 
 

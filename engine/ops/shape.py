@@ -231,6 +231,20 @@ def index_scatter(g: Any, index: Any, shape: Any) -> Tensor:
     return apply(_INDEX_SCATTER, tensor_operand(g), index=index, shape=tuple(shape))
 
 
+_TO_DTYPE = define(
+    "to_dtype",
+    lambda x, dtype: np.asarray(x, dtype),
+    lambda B, n, g, s: (B.to_dtype(g, n._in_meta[0][1]),),
+    "none",
+)
+
+
+def to_dtype(x: Any, dtype: Any) -> Tensor:
+    """x as another dtype, differentiably: the gradient returns to x's dtype."""
+    x = tensor_operand(x)
+    return apply(_TO_DTYPE, x, dtype=np.dtype(dtype))
+
+
 def _flip_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     nd = len(_in_shape(n))
     return (B.flip(g, tuple(a - nd for a in normalize_axes("flip", n._attrs["axis"], nd))),)
