@@ -3,7 +3,7 @@ dim/keepdim for axis/keepdims, varargs shapes for reshape/permute/expand)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def _shape_args(args: tuple[Any, ...]) -> Any:
 
 _PLAIN = """
 abs exp log log1p expm1 sqrt reciprocal sin cos tan tanh sigmoid relu sign floor round clamp
-sum mean prod max min amax amin logsumexp norm matmul dot outer flatten squeeze
+sum mean prod amax amin logsumexp norm matmul dot outer flatten squeeze
 unsqueeze transpose flip softmax log_softmax clone masked_fill argmax argmin split
 maximum minimum neg pow
 """.split()  # noqa: SIM905 - easier to read than a list
@@ -79,11 +79,33 @@ def _expand(self: Tensor, *shape: Any) -> Tensor:
     return ops.expand(self, _shape_args(shape))
 
 
+class MaxMin(NamedTuple):
+    """What torch's Tensor.max(dim) and min(dim) return: the values and their indices."""
+
+    values: Tensor
+    indices: Tensor
+
+
+def _extremum_method(values: Any, index: Any) -> Any:
+    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
+        kwargs = _axis_kwargs(kwargs)
+        result = values(self, *args, **kwargs)
+        if (args[0] if args else kwargs.get("axis")) is None:
+            return result  # over every entry: one value, as in torch
+        return MaxMin(result, index(self, *args, **kwargs))
+
+    method.__name__ = values.__name__
+    method.__doc__ = f"{values.__doc__} Along an axis: (values, indices), as in torch."
+    return method
+
+
 def _to(self: Tensor, dtype: Any) -> Tensor:
     """This tensor in another dtype (itself if it has it already); the gradient flows back."""
     return self if self.dtype == np.dtype(dtype) else ops.to_dtype(self, dtype)
 
 
+Tensor.max = _extremum_method(ops.max, ops.argmax)
+Tensor.min = _extremum_method(ops.min, ops.argmin)
 Tensor.to = _to
 Tensor.float = lambda self: _to(self, np.float32)
 Tensor.double = lambda self: _to(self, np.float64)

@@ -230,6 +230,14 @@ def casting_is_differentiable(L):
     return str(y.dtype).replace("torch.", ""), y.grad_fn.name(), a.grad
 
 
+def max_and_min_along_a_dim_return_values_and_indices(L):
+    a = _tensor(L, [[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]])
+    v, i = a.max(1)
+    w, j = a.min(dim=0, keepdim=True)
+    (v.sum() + w.sum()).backward()
+    return v, i, w, j, a.max(), a.grad
+
+
 # Where the two libraries spell dtypes differently, the words the messages must share.
 assigning_a_grad_of_another_dtype.words = "attempting to assign a gradient with dtype"
 a_hook_that_changes_the_dtype.words = "hook '<lambda>' has changed the type of value"
@@ -261,6 +269,7 @@ CASES = [
     next_functions_leave_out_conditions_masks_and_targets,
     create_graph_returns_gradients_in_their_inputs_dtypes,
     casting_is_differentiable,
+    max_and_min_along_a_dim_return_values_and_indices,
 ]
 
 
