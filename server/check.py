@@ -280,7 +280,7 @@ def _check_point(
             if n.op not in ("input", "take")
         }
         kinks = find_kinks(list(program.nodes), operand_values)
-    verdict = _point_verdict(blocks, kinks, program)
+    verdict = _point_verdict(blocks, kinks, program, _entry_reach(run, kinks, wrt))
     culprits: list[Blame] = []
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks):
         with timer.stage("blame"):
@@ -371,9 +371,14 @@ def _engine_fails(blocks: list[Block]) -> bool:
     return any(b.failing.get("engine", 0) for b in blocks)
 
 
-def _point_verdict(blocks: list[Block], kinks: list[Kink], program: Program) -> Verdict:
-    """FAIL when the engine or the claimed values disagree with the references, unless a kink
-    that the disagreeing block depends on explains it (then a convention difference)."""
+def _point_verdict(
+    blocks: list[Block],
+    kinks: list[Kink],
+    program: Program,
+    entry_reach: list[dict[str, np.ndarray] | None],
+) -> Verdict:
+    """FAIL when the engine or the claimed values disagree with the references, unless kinks
+    explain every disagreeing entry (then a convention difference)."""
     reach = _kink_reach(program, kinks)
     verdict = Verdict.PASS
     for b in blocks:
@@ -381,6 +386,8 @@ def _point_verdict(blocks: list[Block], kinks: list[Kink], program: Program) -> 
         if not failing and not b.references_disagree:
             continue
         excused = b.quantity != "value" and _excused(b, reach)
+        if excused and failing:
+            excused = _entries_excused(b, reach, entry_reach)
         if failing:
             b.status = "convention" if excused else "fail"
         else:
@@ -413,8 +420,54 @@ def _kink_reach(program: Program, kinks: list[Kink]) -> list[tuple[set[str], set
 
 
 def _excused(block: Block, reach: list[tuple[set[str], set[str]]]) -> bool:
-    inputs = set(block.input.split(","))
-    return any(inputs & ins and (block.output is None or block.output in outs) for ins, outs in reach)
+    return any(_reaches(block, ins, outs) for ins, outs in reach)
+
+
+def _reaches(block: Block, ins: set[str], outs: set[str]) -> bool:
+    return bool(set(block.input.split(",")) & ins) and (block.output is None or block.output in outs)
+
+
+def _entry_reach(
+    run: engine_backend.EngineRun, kinks: list[Kink], wrt: list[str]
+) -> list[dict[str, np.ndarray] | None]:
+    """For each kink, the entries of each input that its kinked entries depend on: only there can
+    its convention change a derivative. Found with the engine: the gradient, at this point, of a
+    random positive weighting of the kinked operand entries (None where that cannot be done)."""
+    rng = np.random.default_rng(0)
+    leaves = [run.leaves[n] for n in wrt]
+    found: list[dict[str, np.ndarray] | None] = []
+    for kink in kinks:
+        operands = [run.values[a.id] for a in kink.node.args if isinstance(a, Ref)]
+        tensors = [t for t in operands if isinstance(t, cg.Tensor) and t.requires_grad]
+        if kink.entries is None or not tensors or not leaves:
+            found.append(None if kink.entries is None else {})
+            continue
+        weights = rng.uniform(1.0, 2.0, kink.entries.shape) * kink.entries
+        total = sum((t * weights).sum() for t in tensors)
+        grads = cg.grad(total, leaves, retain_graph=True, allow_unused=True, materialize_grads=True)
+        found.append({n: (g.data != 0) | ~np.isfinite(g.data) for n, g in zip(wrt, grads)})
+    return found
+
+
+def _entries_excused(
+    block: Block,
+    reach: list[tuple[set[str], set[str]]],
+    entry_reach: list[dict[str, np.ndarray] | None],
+) -> bool:
+    """Whether the kinks that reach a vjp or jacobian block cover every entry that disagrees there
+    (a kink elsewhere in the input excuses nothing). Other blocks are judged whole."""
+    if block.bad is None or block.quantity not in ("vjp", "jacobian"):
+        return True
+    covered = np.zeros(block.shape, bool)
+    for (ins, outs), entries in zip(reach, entry_reach):
+        if not _reaches(block, ins, outs):
+            continue
+        if entries is None:
+            return True  # a reduction's kink: any entry may depend on it
+        mask = entries.get(block.input)
+        if mask is not None:
+            covered = covered | np.broadcast_to(mask, block.shape)
+    return not np.any(block.bad & ~covered)
 
 
 def _overall(points: list[PointReport]) -> Verdict:

@@ -68,6 +68,7 @@ class Block:
     failing: dict[str, int] = field(default_factory=dict)  # source under test -> bad entries
     references_disagree: int = 0
     status: str = "pass"
+    bad: np.ndarray | None = None  # entries where a source under test disagrees (block's shape)
 
     @property
     def label(self) -> str:
@@ -142,6 +143,7 @@ def compare_block(block: Block, tol: Tolerance, worst: int = 5) -> Block:
     block.references_disagree = int(conflict.sum())
 
     flagged = conflict.copy()
+    any_bad = np.zeros(n, bool)
     refs = [names.index(r) for r in REFERENCE_ORDER if r in block.sources]
     for src in (u for u in UNDER_TEST if u in block.sources):
         k = names.index(src)
@@ -151,6 +153,8 @@ def compare_block(block: Block, tol: Tolerance, worst: int = 5) -> Block:
                 bad &= ~(conflict & masks[r] & close(values[k], values[r], tol, errors[r]))
         block.failing[src] = int(bad.sum())
         flagged |= bad
+        any_bad |= bad
+    block.bad = any_bad.reshape(shape)
     block.worst = _worst_entries(
         block,
         ref_value.reshape(shape),

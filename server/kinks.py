@@ -161,6 +161,9 @@ for _cmp in ("lt", "le", "gt", "ge", "eq", "ne"):
 class Kink:
     node: IRNode
     conventions: dict[str, str]
+    # the entries of the operands (broadcast together) that sit on the kink; None: the op is a
+    # reduction or the like, where any entry may be involved
+    entries: np.ndarray | None = None
 
     def describe(self) -> str:
         where = f" at {self.node.pos}" if self.node.pos else ""
@@ -174,6 +177,41 @@ def find_kinks(nodes: list[IRNode], operand_values: dict[int, list[Any]]) -> lis
     kinks = []
     for node in nodes:
         detect = _DETECTORS.get(node.op)
-        if detect is not None and detect(operand_values[node.id], node.attr_dict):
-            kinks.append(Kink(node, CONVENTIONS.get(node.op, {})))
+        if detect is None:
+            continue
+        operands = operand_values[node.id]
+        if detect(operands, node.attr_dict):
+            where = _ENTRIES.get(node.op)
+            entries = None if where is None else np.asarray(where(operands, node.attr_dict))
+            kinks.append(Kink(node, CONVENTIONS.get(node.op, {}), entries))
     return kinks
+
+
+def _eq(o: list[Any], a: dict[str, Any]) -> Any:
+    return np.asarray(o[0]) == np.asarray(o[1])
+
+
+# Elementwise ops: which entries are on the kink (the detectors above ask whether any is).
+_ENTRIES: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
+    "relu": lambda o, a: np.asarray(o[0]) == 0,
+    "abs": lambda o, a: np.asarray(o[0]) == 0,
+    "leaky_relu": lambda o, a: np.asarray(o[0]) == 0,
+    "sign": lambda o, a: np.asarray(o[0]) == 0,
+    "sqrt": lambda o, a: np.asarray(o[0]) <= 0,
+    "floor": lambda o, a: np.asarray(o[0]) == np.floor(o[0]),
+    "round": lambda o, a: np.abs(np.asarray(o[0]) - np.floor(o[0])) == 0.5,
+    "maximum": _eq,
+    "minimum": _eq,
+    "clamp": lambda o, a: (
+        (np.asarray(o[0]) == (np.nan if a["min"] is None else a["min"]))
+        | (np.asarray(o[0]) == (np.nan if a["max"] is None else a["max"]))
+    ),
+    "pow": lambda o, a: np.asarray(o[0]) == 0,
+    "pow_tensor": lambda o, a: np.asarray(o[0]) == 0,
+    "div": lambda o, a: np.broadcast_to(np.asarray(o[1]) == 0, np.broadcast_shapes(*map(np.shape, o))),
+    "reciprocal": lambda o, a: np.asarray(o[0]) == 0,
+    "log": lambda o, a: np.asarray(o[0]) <= 0,
+    "log1p": lambda o, a: np.asarray(o[0]) <= -1,
+    "tan": lambda o, a: np.cos(o[0]) == 0,
+    **dict.fromkeys(("lt", "le", "gt", "ge", "eq", "ne"), _eq),
+}

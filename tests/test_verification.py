@@ -256,6 +256,34 @@ def test_a_kink_excuses_only_the_blocks_that_depend_on_it():
     assert report.block("vjp", "z").status == "convention"
 
 
+def test_a_kink_excuses_only_the_entries_that_depend_on_it():
+    # x[0] sits on relu's kink; x[1] does not, and its claimed gradient is wrong
+    report = check(
+        CheckRequest(
+            "y = sum(relu(x))", [InputSpec("x", [0.0, 1.0, 2.0])], claimed_vjp={"x": [0.0, 5.0, 1.0]}
+        )
+    )
+    assert report.verdict is Verdict.FAIL, report.summary
+    # through a matmul: row 0 of W @ x is on the kink, so W[0, :] and all of x depend on it
+    W, x = [[1.0, -1.0], [0.5, 2.0]], [1.0, 1.0]
+    inputs = [InputSpec("W", W), InputSpec("x", x)]
+    exact = {"W": [[0.5, 0.5], [1.0, 1.0]], "x": [1.0, 1.5]}  # sympy's: Heaviside(0) = 1/2
+    ok = check(
+        CheckRequest("y = sum(relu(W @ x))", inputs, claimed_vjp=exact, checks=("vjp", "jacobian"))
+    )
+    assert ok.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, ok.summary
+    wrong_w = {"W": [[0.5, 0.5], [1.0, 9.0]], "x": [1.0, 1.5]}  # W[1, 1] is off the kink's path
+    assert (
+        check(CheckRequest("y = sum(relu(W @ x))", inputs, claimed_vjp=wrong_w)).verdict is Verdict.FAIL
+    )
+
+
+def test_a_corrupted_vjp_is_caught_even_with_a_kink_elsewhere_in_its_input():
+    with corrupted("relu"):
+        report = check(CheckRequest("y = sum(relu(x))", [InputSpec("x", [0.0, 1.0, 2.0, -1.0])]))
+    assert report.verdict is Verdict.FAIL, report.summary
+
+
 def test_float32_inputs_are_checked_with_float32_tolerances():
     x = np.array([0.5, -1.0, 2.0], np.float32)
     report = check(CheckRequest("y = sum(tanh(x) * x)", [InputSpec("x", x, dtype="float32")]))
