@@ -129,6 +129,7 @@ def _what(node: ast.AST) -> str:
 class _Builder:
     def __init__(self, source: str, inputs: Sequence[InputDecl], limits: Limits) -> None:
         self.source = source
+        self.lines = _lines(source)
         self.limits = limits
         self.nodes: list[IRNode] = []
         self.scope: dict[str, int] = {}
@@ -202,7 +203,14 @@ class _Builder:
         return node.id
 
     def _text(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.source, node) or ""
+        """The node's source text (ast.get_source_segment re-splits the whole source each call)."""
+        first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+        start, end = node.col_offset, node.end_col_offset
+        if first == last:
+            return self.lines[first][start:end]
+        return "\n".join(
+            [self.lines[first][start:], *self.lines[first + 1 : last], self.lines[last][:end]]
+        )
 
     def shape_of(self, operand: Operand) -> tuple[int, ...]:
         return self.nodes[operand.id].shape if isinstance(operand, Ref) else ()
@@ -569,8 +577,7 @@ class _Builder:
             ok = _is_int(value) or _is_int_tuple(value)
         if not ok:
             raise RequestError(
-                f"{op}: attribute {attr.name} must be {_KIND_TEXT[kind]}, got "
-                f"{ast.get_source_segment(self.source, node)!r}",
+                f"{op}: attribute {attr.name} must be {_KIND_TEXT[kind]}, got {self._text(node)!r}",
                 _pos(node),
             )
         if isinstance(value, tuple) and len(value) > 64:
@@ -768,7 +775,7 @@ def _parse_python(source: str, limits: Limits) -> ast.Module:
         if depth > limits.max_depth:
             raise RequestError(f"brackets are nested more than {limits.max_depth} deep")
     try:
-        return ast.parse(source, mode="exec")
+        tree = ast.parse(source, mode="exec")
     except SyntaxError as exc:
         pos = Position(
             exc.lineno or 1,
@@ -781,3 +788,24 @@ def _parse_python(source: str, limits: Limits) -> ast.Module:
         raise RequestError("the program is nested too deeply to parse") from None
     except ValueError as exc:  # e.g. source with null bytes
         raise RequestError(f"the program cannot be parsed: {exc}") from None
+    if not source.isascii():
+        _columns_in_characters(tree, _lines(source))
+    return tree
+
+
+def _lines(source: str) -> list[str]:
+    """The lines as Python's tokenizer splits them."""
+    return source.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _columns_in_characters(tree: ast.Module, lines: list[str]) -> None:
+    """ast counts columns in UTF-8 bytes; people (and editors) count characters."""
+
+    def chars(line: int, col: int) -> int:
+        return len(lines[line - 1].encode()[:col].decode(errors="replace"))
+
+    for node in ast.walk(tree):
+        if hasattr(node, "col_offset"):
+            node.col_offset = chars(node.lineno, node.col_offset)
+            if node.end_lineno is not None and node.end_col_offset is not None:
+                node.end_col_offset = chars(node.end_lineno, node.end_col_offset)

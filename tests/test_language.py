@@ -240,3 +240,18 @@ def test_numbers_in_results_are_exact_enough():
     program = parse("y = x * 0.1", INPUTS)
     assert program.nodes[-1].args[1] == 0.1
     assert np.isclose(0.1 * 3, 0.30000000000000004)
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column"),
+    [("α = x * 2\ny = α + q", 2, 9), ("ééé = x * 2 + q", 1, 15), ("y = x + q", 1, 9)],
+)
+def test_columns_count_characters_not_utf8_bytes(source, line, column):
+    with pytest.raises(RequestError) as err:
+        parse(source, {"x": ((2,), "float64")})
+    assert (err.value.pos.line, err.value.pos.col) == (line, column)
+
+
+def test_node_text_is_the_source_of_each_node_also_after_non_ascii_names():
+    program = parse("α = x * 2\ny = sum(tanh(α) + x)", {"x": ((2,), "float64")})
+    assert {n.text for n in program.nodes if n.op in ("tanh", "sum")} == {"tanh(α)", "sum(tanh(α) + x)"}
