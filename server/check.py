@@ -25,6 +25,7 @@ from .language import InputDecl, RequestError, parse
 from .limits import DEFAULT_LIMITS, Limits
 from .model import (
     Blame,
+    Budget,
     CheckRequest,
     ConventionNote,
     Dag,
@@ -53,23 +54,82 @@ class _Timer:
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
 
 
-def _array(value: Any, dtype: Any, what: str, field: str) -> np.ndarray:
+def _array(value: Any, dtype: Any, what: str, field: str, finite: bool = True) -> np.ndarray:
     """value as an array of dtype, or a RequestError saying why it is not one."""
     try:
         arr = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as exc:
         raise RequestError(f"{what} is not a numeric array: {exc}", field=field) from None
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+    if finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise RequestError(f"{what} has NaN or infinite values", field=field)
     return arr
 
 
-def _number(value: Any, what: str, field: str, low: float = 0.0) -> None:
-    if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= low):
-        raise RequestError(f"{what} must be a finite number >= {low:g}, got {value!r}", field=field)
+def _number(value: Any, what: str, field: str, low: float = 0.0, high: float = np.inf) -> None:
+    if not (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and np.isfinite(value)
+        and low <= value <= high
+    ):
+        within = f">= {low:g}" if high == np.inf else f"from {low:g} to {high:g}"
+        raise RequestError(f"{what} must be a finite number {within}, got {value!r}", field=field)
+
+
+def _integer(value: Any, what: str, field: str, low: int = 0, high: int = 2**63 - 1) -> None:
+    if not (
+        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and low <= value <= high
+    ):
+        raise RequestError(f"{what} must be an integer from {low} to {high}, got {value!r}", field=field)
+
+
+def _validate_budget(budget: Budget, limits: Limits) -> None:
+    if not isinstance(budget, Budget):
+        raise RequestError(f"budget must be a Budget, got {type(budget).__name__}", field="budget")
+    _number(budget.sympy_seconds, "budget.sympy_seconds", "budget", 0.0, limits.max_budget_seconds)
+    for name in (
+        "sympy_max_scalar_ops",
+        "sympy_sample_entries",
+        "sympy_max_jacobian_rows",
+        "symbolic_text_max_ops",
+        "fd_max_entries",
+        "fd_sample_entries",
+        "hessian_max_inputs",
+    ):
+        high = limits.max_budget_entries * (10 if name == "sympy_max_scalar_ops" else 1)
+        _integer(getattr(budget, name), f"budget.{name}", "budget", 0, high)
+
+
+def _validate_claims(request: CheckRequest) -> None:
+    """Claimed derivatives are compared only in the checks that compute them, and only for
+    inputs that are differentiated: a claim that would be ignored is an error."""
+    for field_name, quantity in (("claimed_vjp", "vjp"), ("claimed_jacobian", "jacobian")):
+        if getattr(request, field_name) and quantity not in request.checks:
+            raise RequestError(
+                f"{field_name} is given but {quantity!r} is not among the checks {list(request.checks)}",
+                field="claimed",
+            )
+    frozen = {s.name for s in request.inputs if not s.requires_grad}
+    asked = set(request.claimed_vjp) | {name for _, name in request.claimed_jacobian}
+    if asked & frozen:
+        raise RequestError(
+            f"claimed derivatives for {sorted(asked & frozen)}, which do not require grad",
+            field="claimed",
+        )
 
 
 def _validate(request: CheckRequest, limits: Limits) -> tuple[dict[str, np.ndarray], list[InputDecl]]:
+    for name in ("checks", "references"):
+        if isinstance(getattr(request, name), str):
+            raise RequestError(
+                f"{name} is a list of names, not the string {getattr(request, name)!r}", field=name
+            )
+    if isinstance(request.outputs, str):
+        raise RequestError(
+            f"outputs is a list of names, not the string {request.outputs!r}", field="outputs"
+        )
+    if not request.references:
+        raise RequestError(f"name at least one reference: {', '.join(REFERENCES)}", field="references")
     unknown = set(request.checks) - set(QUANTITIES)
     if unknown:
         raise RequestError(
@@ -83,12 +143,13 @@ def _validate(request: CheckRequest, limits: Limits) -> tuple[dict[str, np.ndarr
     for name in ("rtol", "atol"):
         if getattr(request, name) is not None:
             _number(getattr(request, name), name, name)
-    _number(request.seed, "seed", "seed")
+    _integer(request.seed, "seed", "seed")
+    _validate_budget(request.budget, limits)
+    _validate_claims(request)
     samples = request.samples
     if samples is not None:
-        if not 0 <= samples.count <= limits.max_sample_points:
-            raise RequestError(f"samples.count must be 0 to {limits.max_sample_points}", field="samples")
-        _number(samples.seed, "samples.seed", "samples")
+        _integer(samples.count, "samples.count", "samples", 0, limits.max_sample_points)
+        _integer(samples.seed, "samples.seed", "samples")
         _number(samples.scale, "samples.scale", "samples")
         for bound in (samples.low, samples.high):
             _number(bound, "samples.low and samples.high", "samples", low=-np.inf)
@@ -98,6 +159,8 @@ def _validate(request: CheckRequest, limits: Limits) -> tuple[dict[str, np.ndarr
             )
     values, decls = {}, []
     for spec in request.inputs:
+        if not isinstance(spec.name, str):
+            raise RequestError(f"an input's name must be a string, got {spec.name!r}", field="inputs")
         field = f"inputs[{spec.name}]"
         try:
             size = np.size(spec.values)
@@ -113,6 +176,12 @@ def _validate(request: CheckRequest, limits: Limits) -> tuple[dict[str, np.ndarr
                 f"input {spec.name!r}: dtype {spec.dtype!r}; use float64, float32 or int64", field=field
             )
         arr = _array(spec.values, spec.dtype, f"input {spec.name!r}", field)
+        if arr.dtype.kind == "i":  # numpy would truncate 1.7 to 1 without a word
+            exact = _array(spec.values, np.float64, f"input {spec.name!r}", field)
+            if not np.array_equal(exact, arr):
+                raise RequestError(
+                    f"input {spec.name!r} is int64 but has non-integer values", field=field
+                )
         if arr.size == 0:
             raise RequestError(f"input {spec.name!r} is empty", field=field)
         if spec.mask is not None:
@@ -315,7 +384,7 @@ def _claimed(request: CheckRequest, program: Program, values: dict[str, np.ndarr
     for name, g in request.claimed_vjp.items():
         if name not in values:
             raise RequestError(f"claimed gradient for unknown input {name!r}", field="claimed")
-        arr = np.asarray(g, dtype=np.float64)
+        arr = _array(g, np.float64, f"the claimed gradient of {name!r}", "claimed", finite=False)
         if arr.shape != values[name].shape:
             raise RequestError(
                 f"the claimed gradient of {name!r} has shape {arr.shape}; the "
@@ -330,7 +399,7 @@ def _claimed(request: CheckRequest, program: Program, values: dict[str, np.ndarr
                 f"claimed Jacobian for unknown pair ({oname!r}, {name!r})", field="claimed"
             )
         shape = program.node(outs[oname]).shape + values[name].shape
-        arr = np.asarray(j, dtype=np.float64)
+        arr = _array(j, np.float64, f"the claimed Jacobian d {oname}/d {name}", "claimed", finite=False)
         if arr.shape != shape:
             raise RequestError(
                 f"the claimed Jacobian d {oname}/d {name} has shape {arr.shape}; expected {shape}",

@@ -17,6 +17,9 @@ class Limits:
     max_exponent: float = 1024.0  # |p| in x ** p with a literal p
     max_jacobian_entries: int = 4_000_000
     max_sample_points: int = 64
+    # the most a request's Budget may ask for (its defaults are well below)
+    max_budget_seconds: float = 120.0
+    max_budget_entries: int = 100_000
 
 
 DEFAULT_LIMITS = Limits()

@@ -1,6 +1,7 @@
 """The verification core, in process: references agree on every op, corrupted VJPs are caught and
 blamed, kinks are conventions, masks and claimed values are checked."""
 
+import re
 from contextlib import contextmanager
 
 import numpy as np
@@ -10,8 +11,8 @@ from crossgrad.engine.ops import IMPLS
 from crossgrad.server.backends import engine as engine_backend
 from crossgrad.server.backends import jax_backend, sympy_backend
 from crossgrad.server.check import check
-from crossgrad.server.language import parse
-from crossgrad.server.model import CheckRequest, InputSpec, Verdict
+from crossgrad.server.language import RequestError, parse
+from crossgrad.server.model import Budget, CheckRequest, InputSpec, SamplePoints, Verdict
 from op_programs import NODE_OP, PROGRAMS
 
 DIFFERENTIABLE = sorted(n for n, s in OPS.items() if s.differentiable and not s.internal)
@@ -360,3 +361,39 @@ def test_reductions_of_a_0d_input_over_axis_0():
         CheckRequest("y = sum(x, axis=-1) * mean(x, axis=(0,)) + amax(x, axis=0)", [InputSpec("x", 2.0)])
     )
     assert report.verdict is Verdict.PASS and all(s.ran for s in report.references.values())
+
+
+_X = [InputSpec("x", [1.0, 2.0])]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "words"),
+    [
+        ({"claimed_jacobian": {("y", "x"): np.eye(2)}}, "'jacobian' is not among the checks"),
+        ({"claimed_vjp": {"x": [1.0, 1.0]}, "checks": ("jacobian",)}, "'vjp' is not among the checks"),
+        (
+            {
+                "inputs": [InputSpec("x", [1.0, 2.0], requires_grad=False)],
+                "claimed_vjp": {"x": [2.0, 4.0]},
+            },
+            "do not require grad",
+        ),
+        ({"references": ()}, "at least one reference"),
+        ({"references": "jax"}, "not the string"),
+        ({"claimed_vjp": {"x": ["a", "b"]}}, "not a numeric array"),
+        ({"claimed_vjp": {"x": [[1.0], [1.0, 2.0]]}}, "not a numeric array"),
+        ({"seed": 2**70}, "seed must be an integer"),
+        ({"seed": 0.5}, "seed must be an integer"),
+        ({"samples": SamplePoints(count=2.5)}, "samples.count must be an integer"),
+        ({"samples": SamplePoints(count=1, seed=0.5)}, "samples.seed must be an integer"),
+        ({"budget": Budget(sympy_seconds=float("nan"))}, "budget.sympy_seconds"),
+        ({"budget": Budget(fd_max_entries=10**9)}, "budget.fd_max_entries"),
+        ({"budget": Budget(hessian_max_inputs=-1)}, "budget.hessian_max_inputs"),
+        ({"inputs": [InputSpec(5, [1.0])]}, "name must be a string"),
+        ({"inputs": [InputSpec("x", [1.7, 0.0], dtype="int64", requires_grad=False)]}, "non-integer"),
+    ],
+)
+def test_bad_request_fields_are_request_errors_that_name_the_field(request_fields, words):
+    fields = {"program": "y = sum(x * x)", "inputs": _X, **request_fields}
+    with pytest.raises(RequestError, match=re.escape(words)):
+        check(CheckRequest(**fields))
