@@ -397,3 +397,16 @@ def test_bad_request_fields_are_request_errors_that_name_the_field(request_field
     fields = {"program": "y = sum(x * x)", "inputs": _X, **request_fields}
     with pytest.raises(RequestError, match=re.escape(words)):
         check(CheckRequest(**fields))
+
+
+@pytest.mark.parametrize(
+    ("source", "checks"),
+    [("y = x[5:]", ("vjp", "jacobian")), ("y = sum(x[5:]) + sum(x)", ("vjp", "jacobian", "hessian"))],
+)
+def test_empty_slices_are_checked_like_any_other_result(source, checks):
+    cotangents = {"y": np.zeros(0)} if source == "y = x[5:]" else {}
+    report = check(
+        CheckRequest(source, [InputSpec("x", [1.0, 2.0, 3.0])], cotangents=cotangents, checks=checks)
+    )
+    assert report.verdict is Verdict.PASS, report.summary
+    assert all(status.ran for status in report.references.values()), report.references

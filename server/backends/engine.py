@@ -187,7 +187,8 @@ def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
                 for r, g in zip(rows, gs):
                     r.append(g.data)
             for n, r, leaf in zip(wrt, rows, leaves):
-                full = np.concatenate(r).reshape(out.shape + leaf.shape)
+                full = np.concatenate(r) if r else np.zeros(0)  # an empty output has no rows
+                full = full.reshape(out.shape + leaf.shape)
                 d.jacobian[(oname, n)] = SourceValues(full)
     if "hessian" in point.checks:
         values = tuple(cg.tensor(engine_run.leaves[n].data) for n in wrt)

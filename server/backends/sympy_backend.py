@@ -77,7 +77,8 @@ def _reduce(x: np.ndarray, axis: Any, keepdims: bool, combine: Callable[[list], 
         axes = tuple(a % nd for a in ((axis,) if isinstance(axis, int) else axis)) if nd else ()
     kept = [a for a in range(nd) if a not in axes]
     moved = np.transpose(x, kept + list(axes))
-    rows = moved.reshape(-1, math.prod(x.shape[a] for a in axes))
+    # explicit sizes: with an empty tensor, reshape cannot infer a -1
+    rows = moved.reshape(math.prod(x.shape[a] for a in kept), math.prod(x.shape[a] for a in axes))
     out = _from_list([combine(list(r)) for r in rows]).reshape(tuple(x.shape[a] for a in kept))
     if keepdims:
         out = out.reshape(tuple(1 if a in axes else d for a, d in enumerate(x.shape)))
