@@ -341,6 +341,10 @@ def _check_point(
                 status = ReferenceStatus(ref, False, f"failed: {type(exc).__name__}: {exc}")
             if k == 0 or not status.ran:
                 statuses[ref] = status
+    if not any(ref in derivs for ref in request.references):  # nothing to compare with: no verdict
+        why = "; ".join(f"{s.name}: {s.note}" for s in statuses.values() if not s.ran)
+        summary = f"no reference could check this point ({why})"
+        return PointReport(k, values, [], [], [], Verdict.ERROR, summary), run, derivs["engine"].values
     with timer.stage("compare"):
         blocks = _blocks(derivs, request.checks, tol)
         operand_values = {

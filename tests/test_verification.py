@@ -410,3 +410,29 @@ def test_empty_slices_are_checked_like_any_other_result(source, checks):
     )
     assert report.verdict is Verdict.PASS, report.summary
     assert all(status.ran for status in report.references.values()), report.references
+
+
+@pytest.mark.parametrize("source", ["y = max(x)", "y = std(x)", "y = var(x)", "y = sum(softmax(x) * x)"])
+def test_symbolic_definitions_stay_small_for_reductions_over_many_entries(source):
+    # n-argument Max compares every pair of its arguments, and a mean inlined into each entry of
+    # var makes expressions (and their derivatives) quadratic: both took minutes for n ~ 50-100
+    import sympy as sp
+
+    n = 50
+    program = parse(source, {"x": ((n,), "float64")})
+    line = sympy_backend.build(program, {"x": np.linspace(-1, 1, n)}, {"x": None})
+    assert all(len(e.args) <= 2 for _, e in line.defs if isinstance(e, (sp.Max, sp.Min)))
+    assert max(sp.count_ops(e) for _, e in line.defs) <= 5 * n  # linear in n, not n * n
+
+
+def test_no_reference_able_to_run_is_an_error_not_a_pass():
+    report = check(
+        CheckRequest(
+            "y = sum(x * x)",
+            [InputSpec("x", [1.0, 2.0])],
+            references=("sympy",),
+            budget=Budget(sympy_seconds=0),
+        )
+    )
+    assert report.verdict is Verdict.ERROR
+    assert "no reference could check" in report.summary and "time budget" in report.summary

@@ -66,7 +66,27 @@ def _from_list(items: list) -> np.ndarray:
 
 
 def _map(fn: Callable[..., Any], *xs: Any) -> np.ndarray:
-    return _obj(np.frompyfunc(fn, len(xs), 1)(*(_obj(x) for x in xs)))
+    calls = 0
+
+    def checked(*args: Any) -> Any:  # a large elementwise op must not outrun the time budget
+        nonlocal calls
+        calls += 1
+        if calls % 256 == 0:
+            _check_deadline()
+        return fn(*args)
+
+    return _obj(np.frompyfunc(checked, len(xs), 1)(*(_obj(x) for x in xs)))
+
+
+_building = threading.local()  # the straight-line program being built in this thread
+
+
+def _named(value: Any) -> Any:
+    """An intermediate of one op's lowering as definitions of its own (a mean that every entry
+    of var uses, say): inlined, it would make the op's expressions, and their derivatives,
+    quadratic in size."""
+    line = getattr(_building, "line", None)
+    return value if line is None else line.define(value)
 
 
 def _reduce(x: np.ndarray, axis: Any, keepdims: bool, combine: Callable[[list], Any]) -> np.ndarray:
@@ -96,12 +116,23 @@ def _add(items: list) -> Any:
     return sp.Add(*items)
 
 
+def _pairwise(fn: Any, items: list) -> Any:
+    """max or min of many items as a balanced tree of two-argument ones: sympy's own n-argument
+    Max compares every pair of its arguments (quadratic, minutes for a few dozen)."""
+    while len(items) > 1:
+        pairs = [
+            fn(*items[i : i + 2]) if i + 1 < len(items) else items[i] for i in range(0, len(items), 2)
+        ]
+        items = list(_named(_from_list(pairs)))
+    return items[0]
+
+
 def _max(items: list) -> Any:
-    return sp.Max(*items)
+    return _pairwise(sp.Max, items)
 
 
 def _min(items: list) -> Any:
-    return sp.Min(*items)
+    return _pairwise(sp.Min, items)
 
 
 def _logsumexp(items: list) -> Any:
@@ -130,8 +161,8 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _softmax_parts(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    e = _map(sp.exp, x)
-    total = _reduce(e, axis, True, _add)
+    e = _named(_map(sp.exp, x))
+    total = _named(_reduce(e, axis, True, _add))
     return e, total
 
 
@@ -237,7 +268,7 @@ def _norm(x: np.ndarray, ord: float, axis: Any, keepdims: bool) -> np.ndarray:
 
 def _var(x: np.ndarray, axis: Any, keepdims: bool, correction: int) -> np.ndarray:
     n = _count(x, axis)
-    mean = _reduce(x, axis, True, _add) / n
+    mean = _named(_obj(_reduce(x, axis, True, _add) / n))
     dev = _obj((x - mean) ** 2)
     return _reduce(dev, axis, keepdims, _add) / (n - correction)
 
@@ -454,7 +485,11 @@ def build(
             raise SympyUnavailable(f"{node.op} has no symbolic form")
         return line.define(lower(operands, node.attr_dict))
 
-    env = evaluate(program, env_inputs, apply)
+    _building.line = line
+    try:
+        env = evaluate(program, env_inputs, apply)
+    finally:
+        _building.line = None
     line.outputs = [env[i] for _, i in program.outputs]
     return line
 
@@ -637,10 +672,15 @@ def compile_program(
     return compiled
 
 
+TEXT_SECONDS = 1.0  # the derivatives as text are a courtesy: they get at most this long
+
+
 def symbolic_text(
     line: StraightLine, outs: list[Any], syms: list[sp.Symbol], names: Sequence[str], limit: int = 16
 ) -> list[dict[str, str]]:
-    """d output_i / d input_j as text and LaTeX, for small programs (the definitions expanded)."""
+    """d output_i / d input_j as text and LaTeX, for small programs (the definitions expanded):
+    as many entries as TEXT_SECONDS allow (expanded, a max of 30 entries is a large expression)."""
+    stop = time.monotonic() + TEXT_SECONDS
     full: dict[Any, Any] = {}
     for t, e in line.defs:
         full[t] = e.xreplace(full)
@@ -650,6 +690,8 @@ def symbolic_text(
     for name, o in zip(out_names, outs):
         expr = o.xreplace(full) if isinstance(o, sp.Basic) else o
         for s in syms:
+            if time.monotonic() > stop:
+                return entries
             d = sp.diff(expr, s).xreplace(shown)
             entries.append({"entry": f"d {name}/d {shown[s]}", "text": sp.sstr(d), "latex": sp.latex(d)})
             if len(entries) >= limit:
@@ -710,14 +752,19 @@ def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, Refe
                 status.note = f"{exc}; "
         if compiled is None:
             _budget.deadline = time.monotonic() + budget.sympy_seconds
-            compiled = _sampled(point, budget, seed, status, estimate)
+            why = (
+                f"over budget (about {estimate} scalar operations, budget {budget.sympy_max_scalar_ops})"
+                if estimate > budget.sympy_max_scalar_ops
+                else "so"
+            )
+            compiled = _sampled(point, budget, seed, status, why)
         status.symbolic = compiled.text
         return _evaluate(compiled, point, budget, seed), status
     finally:
         _budget.deadline = math.inf
 
 
-def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, estimate: int) -> Compiled:
+def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, why: str) -> Compiled:
     """Symbols for a seeded sample of the gradient's entries only; the rest are exact numbers."""
     sizes = [int(np.size(point.values[n])) for n in point.wrt]
     total = sum(sizes)
@@ -734,11 +781,7 @@ def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, esti
         start += size
     if "hessian" in point.checks:
         status.note += "no Hessian when sampling; "
-    status.note += (
-        f"over budget (about {estimate} scalar operations, budget "
-        f"{budget.sympy_max_scalar_ops}): checked {k} of {total} gradient entries, "
-        f"chosen with seed {seed}"
-    )
+    status.note += f"{why}: checked {k} of {total} gradient entries, chosen with seed {seed}"
     return compile_program(
         point.program,
         point.wrt,
