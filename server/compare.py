@@ -222,10 +222,13 @@ def _worst_entries(
 ) -> list[Entry]:
     if not flagged.any():
         return []
-    candidates = [u for u in UNDER_TEST if u in block.sources] or list(block.sources)
-    diff = np.zeros(block.shape)
-    for src in candidates:
-        d, _ = _errors(block.sources[src].values, ref_value)
+    # Ranked by how far any source is from the reference (where references disagree, their
+    # spread counts); equal values, both NaN or the same infinity, are no distance.
+    diff = np.full(block.shape, -np.inf)
+    for s in block.sources.values():
+        v = np.asarray(s.values, np.float64)
+        d, _ = _errors(v, ref_value)
+        d = np.where((v == ref_value) | (np.isnan(v) & np.isnan(ref_value)) | ~_mask(s), 0.0, d)
         diff = np.maximum(diff, np.where(flagged, d, -1.0))  # flagged entries sort first
     order = np.argsort(-diff, axis=None, kind="stable")[: int(min(limit, flagged.sum()))]
     entries = []
