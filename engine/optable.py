@@ -459,7 +459,7 @@ _SPECS = [
     # linear algebra
     OpSpec("matmul", 2, (), _matmul, _matmul_node_name, operands=("a", "b")),
     OpSpec("dot", 2, (), _dot, "DotBackward0", operands=("a", "b")),
-    OpSpec("outer", 2, (), _outer, "OuterBackward0", operands=("a", "b")),
+    OpSpec("outer", 2, (), _outer, "MulBackward0", operands=("a", "b")),  # torch: a mul of views
     # shape
     _op1("reshape", (Attr("shape", "shape", required=True),), _reshape, "ViewBackward0"),
     _op1(

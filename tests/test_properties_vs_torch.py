@@ -500,8 +500,8 @@ CASES: dict[str, Case] = {
     "dot": Case(cg.dot, torch.dot, lambda draw, s: Call((values(draw, s),)), ndims=(1, 1), reuse=True),
     "outer": Case(
         cg.outer,
-        torch.outer,  # torch records MulBackward0, the engine OuterBackward0
-        lambda draw, s: Call((values(draw, (draw(st.integers(1, 4)),)),), same_name=False),
+        torch.outer,
+        lambda draw, s: Call((values(draw, (draw(st.integers(1, 4)),)),)),
         ndims=(1, 1),
         reuse=True,
     ),
