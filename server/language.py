@@ -257,16 +257,31 @@ class _Builder:
     def _check_operand_dtypes(self, op: str, operands: Sequence[Operand], pos: Position) -> None:
         for k, o in enumerate(operands):
             dtype = self.dtype_of(o)
-            if dtype is None or dtype.startswith("float"):
+            condition = (op == "where" and k == 0) or (op == "masked_fill" and k == 1)
+            if condition and dtype != "bool":  # torch refuses a float condition too
+                raise RequestError(
+                    f"{op}: the {OPS[op].operands[k]} {self._describe(o)} must be a comparison "
+                    f"(bool), not {dtype or 'a number'}",
+                    pos,
+                )
+            if dtype is None or dtype.startswith("float") or condition:
                 continue
-            allowed = (
-                (op == "where" and k == 0 and dtype == "bool")
-                or (op == "masked_fill" and k == 1 and dtype == "bool")
-                or (op in ("nll_loss", "cross_entropy") and k == 1 and dtype == "int64")
-            )
-            if not allowed:
-                operand = OPS[op].operands[k] if k < len(OPS[op].operands) else f"operand {k}"
-                raise RequestError(f"{op}: {operand} has dtype {dtype}; it must be a float tensor", pos)
+            if not (op in ("nll_loss", "cross_entropy") and k == 1 and dtype == "int64"):
+                hint = (
+                    " (comparisons give bool: use where(...) to pick values)" if dtype == "bool" else ""
+                )
+                raise RequestError(
+                    f"{op}: operand {k + 1}, {self._describe(o)}, has dtype {dtype}; it must be a "
+                    f"float tensor{hint}",
+                    pos,
+                )
+
+    def _describe(self, operand: Operand) -> str:
+        """The operand as the user wrote it: an input's name or the expression's text."""
+        if not isinstance(operand, Ref):
+            return repr(operand)
+        node = self.nodes[operand.id]
+        return repr(node.name if node.op == "input" else node.text)
 
     # ------------------------------------------------------------ statements
     def statement(self, stmt: ast.stmt) -> None:

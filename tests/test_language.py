@@ -3,6 +3,7 @@ fuzzing that only ever raises the documented error."""
 
 import ast
 import contextlib
+import re
 import time
 
 import numpy as np
@@ -255,3 +256,17 @@ def test_columns_count_characters_not_utf8_bytes(source, line, column):
 def test_node_text_is_the_source_of_each_node_also_after_non_ascii_names():
     program = parse("α = x * 2\ny = sum(tanh(α) + x)", {"x": ((2,), "float64")})
     assert {n.text for n in program.nodes if n.op in ("tanh", "sum")} == {"tanh(α)", "sum(tanh(α) + x)"}
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("y = where(x, x, 0.0)", "where: the condition 'x' must be a comparison (bool)"),
+        ("y = masked_fill(x, x, 1.0)", "masked_fill: the mask 'x' must be a comparison (bool)"),
+        ("y = x * (x > 0)", "mul: operand 2, 'x > 0', has dtype bool"),
+        ("y = argmax(x) * 1.0", "mul: operand 1, 'argmax(x)', has dtype int64"),
+    ],
+)
+def test_dtype_errors_quote_the_operand_as_written(source, words):
+    with pytest.raises(RequestError, match=re.escape(words)):
+        parse(source, {"x": ((3,), "float64")})
