@@ -364,6 +364,11 @@ def _check_point(
         ConventionNote(kk.node.op, str(kk.node.pos or ""), kk.node.text, kk.conventions) for kk in kinks
     ]
     summary = _point_summary(verdict, blocks, kinks, culprits)
+    if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks) and not culprits:
+        summary += (
+            "; blame: every node's VJP is right on its own (each checked alone, with one "
+            "cotangent): the error comes from how nodes combine, or only with batched cotangents"
+        )
     report = PointReport(k, values, blocks, conventions, culprits, verdict, summary)
     return report, run, derivs["engine"].values
 

@@ -133,6 +133,7 @@ class _Builder:
         self.limits = limits
         self.nodes: list[IRNode] = []
         self.scope: dict[str, int] = {}
+        self.assigned: list[str] = []  # names in the order the statements bind them
         self.input_ids: list[tuple[str, int]] = []
         total = 0
         for decl in inputs:
@@ -326,6 +327,7 @@ class _Builder:
                 name,
             )
         self.scope[name] = value.id
+        self.assigned.append(name)
 
     def _check_name(self, name: str, target: ast.AST) -> None:
         if name.startswith("_") or name in _CONSTANTS or name in OPS:
@@ -358,6 +360,7 @@ class _Builder:
                 name_node.id,
             )
             self.scope[name_node.id] = nid
+            self.assigned.append(name_node.id)
 
     # ------------------------------------------------------------ expressions
     def expr(self, node: ast.expr, depth: int) -> Operand:
@@ -755,11 +758,11 @@ def _parse(
         raise RequestError(f"the program has more than {limits.max_statements} statements")
     for stmt in tree.body:
         builder.statement(stmt)
-    assigned = [n.name for n in builder.nodes if n.name and n.op != "input"]
+    assigned = list(dict.fromkeys(builder.assigned))
     if outputs is None or len(outputs) == 0:
         if not assigned:
             raise RequestError("the program assigns nothing: no output")
-        outputs = [assigned[-1]]
+        outputs = [builder.assigned[-1]]  # the last variable assigned, aliases included
     outs = []
     for name in outputs:
         if name not in builder.scope:
@@ -770,7 +773,11 @@ def _parse(
             )
         node = builder.nodes[builder.scope[name]]
         if node.op == "input":
-            raise RequestError(f"output {name!r} is an input, not a result", field="outputs")
+            raise RequestError(
+                f"output {name!r} is the input {node.name!r} itself, not a result computed from "
+                "the inputs",
+                field="outputs",
+            )
         if node.dtype not in ("float64", "float32"):
             raise RequestError(
                 f"output {name!r} is {node.dtype}: only float results can be differentiated",

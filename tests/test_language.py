@@ -270,3 +270,9 @@ def test_node_text_is_the_source_of_each_node_also_after_non_ascii_names():
 def test_dtype_errors_quote_the_operand_as_written(source, words):
     with pytest.raises(RequestError, match=re.escape(words)):
         parse(source, {"x": ((3,), "float64")})
+
+
+def test_the_default_output_is_the_last_variable_assigned_even_an_alias():
+    assert parse("z = x * 2\ny = z", {"x": ((3,), "float64")}).output_names == ("y",)
+    with pytest.raises(RequestError, match="is the input 'x' itself"):
+        parse("y = x", {"x": ((3,), "float64")})

@@ -436,3 +436,20 @@ def test_no_reference_able_to_run_is_an_error_not_a_pass():
     )
     assert report.verdict is Verdict.ERROR
     assert "no reference could check" in report.summary and "time budget" in report.summary
+
+
+def test_a_failure_no_single_node_explains_says_so():
+    impl = IMPLS["tanh"]
+    original = impl.vjp
+
+    def wrong_only_when_batched(B, node, g, s):
+        (grad,) = original(B, node, g, s)
+        return (grad * 2 if g.ndim > len(node._out_meta[0][0]) else grad,)
+
+    impl.vjp = wrong_only_when_batched
+    try:
+        report = check(CheckRequest("y = tanh(x)", [InputSpec("x", [0.5, 1.0])], checks=("jacobian",)))
+    finally:
+        impl.vjp = original
+    assert report.verdict is Verdict.FAIL
+    assert not report.points[0].blame and "every node's VJP is right on its own" in report.summary
