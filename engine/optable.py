@@ -376,6 +376,14 @@ def _binary(name: str, node: str, nonsmooth: str | None = None) -> OpSpec:
     return OpSpec(name, 2, (), _broadcast, node, nonsmooth, operands=("x", "y"), promotes=True)
 
 
+def _classification_loss(name: str, scores: str) -> OpSpec:
+    """Scores (N, C) and integer class targets (N,), which carry no gradient."""
+    operands = (scores, "target")
+    return OpSpec(
+        name, 2, (REDUCTION,), _nll, "NllLossBackward0", operands=operands, no_grad_operands=(1,)
+    )
+
+
 def _reduction(name: str, node: Any, nonsmooth: str | None = None, *extra: Attr) -> OpSpec:
     return OpSpec(name, 1, (AXIS, KEEPDIMS, *extra), _reduce, node, nonsmooth, operands=("x",))
 
@@ -521,24 +529,8 @@ _SPECS = [
     _op1("softmax", (Attr("axis", "int", -1),), _softmax, "SoftmaxBackward0"),
     _op1("log_softmax", (Attr("axis", "int", -1),), _softmax, "LogSoftmaxBackward0"),
     OpSpec("mse_loss", 2, (REDUCTION,), _loss, "MseLossBackward0", operands=("input", "target")),
-    OpSpec(
-        "nll_loss",
-        2,
-        (REDUCTION,),
-        _nll,
-        "NllLossBackward0",
-        operands=("log_probs", "target"),
-        no_grad_operands=(1,),
-    ),
-    OpSpec(
-        "cross_entropy",
-        2,
-        (REDUCTION,),
-        _nll,
-        "NllLossBackward0",
-        operands=("logits", "target"),
-        no_grad_operands=(1,),
-    ),
+    _classification_loss("nll_loss", "log_probs"),
+    _classification_loss("cross_entropy", "logits"),
     OpSpec(
         "binary_cross_entropy_with_logits",
         2,
