@@ -334,7 +334,7 @@ LOWERING: dict[str, L] = {
     "amin": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _min),
     "logsumexp": lambda o, a: _reduce(o[0], a["axis"], a["keepdims"], _logsumexp),
     "var": lambda o, a: _var(o[0], a["axis"], a["keepdims"], a["correction"]),
-    "std": lambda o, a: _map(sp.sqrt, _var(o[0], a["axis"], a["keepdims"], a["correction"])),
+    "std": lambda o, a: _map(sp.sqrt, _named(_var(o[0], a["axis"], a["keepdims"], a["correction"]))),
     "norm": lambda o, a: _norm(o[0], a["ord"], a["axis"], a["keepdims"]),
     "matmul": lambda o, a: _matmul(o[0], o[1]),
     "dot": lambda o, a: _matmul(o[0], o[1]),
@@ -673,6 +673,7 @@ def compile_program(
 
 
 TEXT_SECONDS = 1.0  # the derivatives as text are a courtesy: they get at most this long
+TEXT_MAX_OPS = 200  # nor are they shown for an output too long to read once expanded
 
 
 def symbolic_text(
@@ -689,6 +690,8 @@ def symbolic_text(
     out_names = _entry_names(line, names)
     for name, o in zip(out_names, outs):
         expr = o.xreplace(full) if isinstance(o, sp.Basic) else o
+        if isinstance(expr, sp.Basic) and sp.count_ops(expr) > TEXT_MAX_OPS:
+            return entries
         for s in syms:
             if time.monotonic() > stop:
                 return entries
