@@ -495,7 +495,7 @@ _SPECS = [
         "getitem",
         (Attr("index", "index", required=True),),
         _getitem,
-        lambda attrs, shapes: _index_node_name(attrs["index"]),
+        lambda attrs, shapes: _index_node_name(attrs, shapes),
     ),
     _op1("flip", (AXIS,), _flip, "FlipBackward0"),
     _op1(
@@ -578,16 +578,29 @@ _SPECS = [
 ]
 
 
-def _index_node_name(index: Any) -> str:
+def _index_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
+    """The node torch records last for x[index]: it applies the items in order (select for an int,
+    slice unless the slice takes everything, unsqueeze for None), advanced indexing after them,
+    and names a view that changed nothing AliasBackward0."""
+    index = attrs["index"]
     items = index if isinstance(index, tuple) else (index,)
-    kinds = {type(i).__name__ for i in items}
-    if kinds - {"int", "slice", "NoneType", "ellipsis"}:
+    if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in items):
         return "IndexBackward0"
-    if any(isinstance(i, int) for i in items):
-        return "SelectBackward0"
-    if any(i is None for i in items) and not any(isinstance(i, slice) for i in items):
-        return "UnsqueezeBackward0"
-    return "SliceBackward0"
+    if len(items) == 1 and isinstance(items[0], slice):
+        return "SliceBackward0"  # torch's own path for a lone slice, whole or not
+    shape = tuple(shapes[0])[attrs.get("nb", 0) :] if shapes else ()
+    name, dim = "AliasBackward0", 0
+    for i in items:
+        if i is None:
+            name = "UnsqueezeBackward0"
+        elif isinstance(i, int):
+            name, dim = "SelectBackward0", dim + 1
+        elif isinstance(i, slice):
+            size = shape[dim] if dim < len(shape) else None
+            if size is None or range(*i.indices(size)) != range(size):
+                name = "SliceBackward0"
+            dim += 1
+    return name
 
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}

@@ -355,19 +355,20 @@ def _getitem_draw(draw: Draw, shape: Shape) -> Call:
         kind = "none"
     if kind == "none":
         return Call(attrs={"index": (None,) * draw(st.integers(1, 2))})
-    if kind == "ellipsis":  # torch: AliasBackward0, a distinction the engine does not make
-        return Call(attrs={"index": (Ellipsis,)}, same_name=False)
+    if kind == "ellipsis":  # AliasBackward0; a 1-d x[...] reaches the engine as x[:] (Slice)
+        return Call(attrs={"index": (Ellipsis,)}, same_name=len(shape) != 1)
     n = draw(st.integers(1, len(shape)))
     if kind == "mask":  # one mask over the first n dims
         return Call(attrs={"index": (mask(draw, shape[:n]),)})
     if kind != "mixed":  # integer arrays of one length, so that they broadcast together
         length = draw(st.integers(1, 3))
         items = tuple(_index_item(draw, kind, d, length) for d in shape[:n])
-        # torch names a tuple of slices that take everything AliasBackward0 (not the engine)
+        # slices that take everything: AliasBackward0, except that torch names x[(s,)] (a tuple
+        # of one) Alias and x[s] Slice, which the engine's canonical index cannot tell apart
         everything = all(
             isinstance(i, slice) and range(*i.indices(d)) == range(d) for i, d in zip(items, shape)
         )
-        return Call(attrs={"index": items}, same_name=not everything)
+        return Call(attrs={"index": items}, same_name=not (everything and len(items) == 1))
     # ints and slices for the leading (or, after an ellipsis, trailing) dims, at most one advanced
     # index, some Nones
     ellipsis = draw(st.booleans())
