@@ -20,9 +20,21 @@ def _axis_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _method(fn: Any) -> Any:
+def _no_dims_means_all(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """torch reduces over every dimension for dim=() (numpy's axis=() reduces over none)."""
+    if args and isinstance(args[0], (tuple, list)) and not args[0]:
+        args = (None, *args[1:])
+    if isinstance(kwargs.get("axis"), (tuple, list)) and not kwargs["axis"]:
+        kwargs["axis"] = None
+    return args
+
+
+def _method(fn: Any, reduction: bool = False) -> Any:
     def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return fn(self, *args, **_axis_kwargs(kwargs))
+        kwargs = _axis_kwargs(kwargs)
+        if reduction:
+            args = _no_dims_means_all(args, kwargs)
+        return fn(self, *args, **kwargs)
 
     method.__name__ = fn.__name__
     method.__doc__ = fn.__doc__
@@ -35,6 +47,7 @@ def _spread_method(fn: Any) -> Any:
 
     def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
         kwargs = _axis_kwargs(kwargs)
+        args = _no_dims_means_all(args, kwargs)
         if "unbiased" in kwargs:
             kwargs["correction"] = int(bool(kwargs.pop("unbiased")))
         at = 0 if args and isinstance(args[0], bool) else 1
@@ -64,7 +77,8 @@ _ELEMENTWISE = {n for n, spec in OPS.items() if spec.arity == 1 and not spec.att
 for _name in _PLAIN:
     _fn = getattr(ops, _name)
     # Ops without attributes need no translation of torch's keyword spellings: bind them directly.
-    setattr(Tensor, _name, _fn if _name in _ELEMENTWISE else _method(_fn))
+    reduction = _name in ("sum", "mean", "amax", "amin")
+    setattr(Tensor, _name, _fn if _name in _ELEMENTWISE else _method(_fn, reduction))
 
 
 def _reshape(self: Tensor, *shape: Any) -> Tensor:

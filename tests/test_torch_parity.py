@@ -238,6 +238,11 @@ def max_and_min_along_a_dim_return_values_and_indices(L):
     return v, i, w, j, a.max(), a.grad
 
 
+def reductions_over_no_dims_reduce_over_all(L):
+    x = _tensor(L, [[1.0, 2.0], [3.0, 5.0]])
+    return [x.sum(dim=()), x.mean(()), x.amax(dim=[]), x.var(dim=()), x.std(())]
+
+
 # Where the two libraries spell dtypes differently, the words the messages must share.
 assigning_a_grad_of_another_dtype.words = "attempting to assign a gradient with dtype"
 a_hook_that_changes_the_dtype.words = "hook '<lambda>' has changed the type of value"
@@ -270,6 +275,7 @@ CASES = [
     create_graph_returns_gradients_in_their_inputs_dtypes,
     casting_is_differentiable,
     max_and_min_along_a_dim_return_values_and_indices,
+    reductions_over_no_dims_reduce_over_all,
 ]
 
 
