@@ -243,6 +243,14 @@ def reductions_over_no_dims_reduce_over_all(L):
     return [x.sum(dim=()), x.mean(()), x.amax(dim=[]), x.var(dim=()), x.std(())]
 
 
+def masked_fill_with_a_value_that_requires_grad(L):
+    a, v = _tensor(L, [1.0, 2.0, 3.0]), _tensor(L, 5.0)
+    mask = torch.tensor([True, False, True]) if L is torch else np.array([True, False, True])
+    y = a.masked_fill(mask, v)
+    (y * _tensor(L, [1.0, 2.0, 3.0], False)).sum().backward()
+    return y, a.grad, v.grad  # (torch names the node MaskedFillBackward1, the engine WhereBackward0)
+
+
 # Where the two libraries spell dtypes differently, the words the messages must share.
 assigning_a_grad_of_another_dtype.words = "attempting to assign a gradient with dtype"
 a_hook_that_changes_the_dtype.words = "hook '<lambda>' has changed the type of value"
@@ -276,6 +284,7 @@ CASES = [
     casting_is_differentiable,
     max_and_min_along_a_dim_return_values_and_indices,
     reductions_over_no_dims_reduce_over_all,
+    masked_fill_with_a_value_that_requires_grad,
 ]
 
 

@@ -308,5 +308,14 @@ _MASKED_FILL = define(
 )
 
 
-def masked_fill(x: Any, mask: Any, value: float = 0.0) -> Tensor:
+def masked_fill(x: Any, mask: Any, value: Any = 0.0) -> Tensor:
+    """x with value where mask is True. A value that is a tensor requiring grad gets its gradient
+    (torch records MaskedFillBackward1; here it is a where, WhereBackward0)."""
+    if isinstance(value, Tensor) and value.requires_grad:
+        if value.ndim != 0:
+            raise RuntimeError(
+                "masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                f"{value.ndim} dimension(s)."
+            )
+        return where(mask, value.to(x.dtype) if isinstance(x, Tensor) else value, x)
     return apply(_MASKED_FILL, tensor_operand(x), operand(mask), value=float(value))
