@@ -3,6 +3,7 @@ dim/keepdim for axis/keepdims, varargs shapes for reshape/permute/expand)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,36 +30,32 @@ def _no_dims_means_all(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[A
     return args
 
 
-def _method(fn: Any, reduction: bool = False) -> Any:
+def _method(fn: Any, reduction: bool = False, torch_args: Any = None) -> Any:
+    """fn as a Tensor method taking torch's spellings; a reduction also takes torch's dim=();
+    torch_args(args, kwargs) translates what else differs."""
+
+    @functools.wraps(fn)
     def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
         kwargs = _axis_kwargs(kwargs)
         if reduction:
             args = _no_dims_means_all(args, kwargs)
+        if torch_args is not None:
+            args = torch_args(args, kwargs)
         return fn(self, *args, **kwargs)
 
-    method.__name__ = fn.__name__
-    method.__doc__ = fn.__doc__
     return method
 
 
-def _spread_method(fn: Any) -> Any:
-    """var/std with torch's signatures: (dim, *, correction, keepdim), (dim, unbiased, keepdim)
-    and (unbiased); unbiased=False is correction=0."""
-
-    def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
-        kwargs = _axis_kwargs(kwargs)
-        args = _no_dims_means_all(args, kwargs)
-        if "unbiased" in kwargs:
-            kwargs["correction"] = int(bool(kwargs.pop("unbiased")))
-        at = 0 if args and isinstance(args[0], bool) else 1
-        if len(args) > at and isinstance(args[at], bool):
-            kwargs["correction"] = int(args[at])
-            args = args[:at] + args[at + 1 :]
-        return fn(self, *args, **kwargs)
-
-    method.__name__ = fn.__name__
-    method.__doc__ = fn.__doc__
-    return method
+def _unbiased_as_correction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """var/std's torch forms (dim, unbiased, keepdim), (unbiased) and unbiased=: False is
+    correction=0."""
+    if "unbiased" in kwargs:
+        kwargs["correction"] = int(bool(kwargs.pop("unbiased")))
+    at = 0 if args and isinstance(args[0], bool) else 1
+    if len(args) > at and isinstance(args[at], bool):
+        kwargs["correction"] = int(args[at])
+        args = args[:at] + args[at + 1 :]
+    return args
 
 
 def _shape_args(args: tuple[Any, ...]) -> Any:
@@ -73,12 +70,12 @@ maximum minimum neg pow
 """.split()  # noqa: SIM905 - easier to read than a list
 
 _ELEMENTWISE = {n for n, spec in OPS.items() if spec.arity == 1 and not spec.attrs}
+_REDUCTIONS = {"sum", "mean", "amax", "amin"}  # torch reduces over every dim for dim=()
 
 for _name in _PLAIN:
     _fn = getattr(ops, _name)
     # Ops without attributes need no translation of torch's keyword spellings: bind them directly.
-    reduction = _name in ("sum", "mean", "amax", "amin")
-    setattr(Tensor, _name, _fn if _name in _ELEMENTWISE else _method(_fn, reduction))
+    setattr(Tensor, _name, _fn if _name in _ELEMENTWISE else _method(_fn, _name in _REDUCTIONS))
 
 
 def _reshape(self: Tensor, *shape: Any) -> Tensor:
@@ -123,8 +120,8 @@ Tensor.min = _extremum_method(ops.min, ops.argmin)
 Tensor.to = _to
 Tensor.float = lambda self: _to(self, np.float32)
 Tensor.double = lambda self: _to(self, np.float64)
-Tensor.var = _spread_method(ops.var)
-Tensor.std = _spread_method(ops.std)
+Tensor.var = _method(ops.var, True, _unbiased_as_correction)
+Tensor.std = _method(ops.std, True, _unbiased_as_correction)
 Tensor.reshape = _reshape
 Tensor.view = _reshape
 Tensor.permute = _permute

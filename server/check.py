@@ -5,6 +5,7 @@ check(request) -> Report runs in-process (no network); the gRPC servicer is a th
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -88,15 +89,7 @@ def _validate_budget(budget: Budget, limits: Limits) -> None:
     if not isinstance(budget, Budget):
         raise RequestError(f"budget must be a Budget, got {type(budget).__name__}", field="budget")
     _number(budget.sympy_seconds, "budget.sympy_seconds", "budget", 0.0, limits.max_budget_seconds)
-    for name in (
-        "sympy_max_scalar_ops",
-        "sympy_sample_entries",
-        "sympy_max_jacobian_rows",
-        "symbolic_text_max_ops",
-        "fd_max_entries",
-        "fd_sample_entries",
-        "hessian_max_inputs",
-    ):
+    for name in (f.name for f in dataclasses.fields(budget) if f.name != "sympy_seconds"):  # counts
         high = limits.max_budget_entries * (10 if name == "sympy_max_scalar_ops" else 1)
         _integer(getattr(budget, name), f"budget.{name}", "budget", 0, high)
 
@@ -120,15 +113,10 @@ def _validate_claims(request: CheckRequest) -> None:
 
 
 def _validate(request: CheckRequest, limits: Limits) -> tuple[dict[str, np.ndarray], list[InputDecl]]:
-    for name in ("checks", "references"):
-        if isinstance(getattr(request, name), str):
-            raise RequestError(
-                f"{name} is a list of names, not the string {getattr(request, name)!r}", field=name
-            )
-    if isinstance(request.outputs, str):
-        raise RequestError(
-            f"outputs is a list of names, not the string {request.outputs!r}", field="outputs"
-        )
+    for name in ("checks", "references", "outputs"):
+        value = getattr(request, name)
+        if isinstance(value, str):
+            raise RequestError(f"{name} is a list of names, not the string {value!r}", field=name)
     if not request.references:
         raise RequestError(f"name at least one reference: {', '.join(REFERENCES)}", field="references")
     unknown = set(request.checks) - set(QUANTITIES)

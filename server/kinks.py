@@ -121,20 +121,47 @@ def _zero(x: Any) -> bool:
     return bool(np.any(np.asarray(x) == 0))
 
 
-_DETECTORS: dict[str, Callable[[list[Any], dict[str, Any]], bool]] = {
-    "relu": lambda o, a: _zero(o[0]),
-    "abs": lambda o, a: _zero(o[0]),
-    "leaky_relu": lambda o, a: _zero(o[0]),
-    "sign": lambda o, a: _zero(o[0]),
-    "sqrt": lambda o, a: bool(np.any(np.asarray(o[0]) <= 0)),
-    "floor": lambda o, a: bool(np.any(np.asarray(o[0]) == np.floor(o[0]))),
-    "round": lambda o, a: bool(np.any(np.abs(np.asarray(o[0]) - np.floor(o[0])) == 0.5)),
-    "maximum": lambda o, a: bool(np.any(np.asarray(o[0]) == np.asarray(o[1]))),
-    "minimum": lambda o, a: bool(np.any(np.asarray(o[0]) == np.asarray(o[1]))),
-    "clamp": lambda o, a: bool(
-        (a["min"] is not None and np.any(np.asarray(o[0]) == a["min"]))
-        or (a["max"] is not None and np.any(np.asarray(o[0]) == a["max"]))
+def _eq(o: list[Any], a: dict[str, Any]) -> Any:
+    return np.asarray(o[0]) == np.asarray(o[1])
+
+
+# Elementwise ops: which entries of the operands (broadcast together) are on the kink.
+_ENTRIES: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
+    "relu": lambda o, a: np.asarray(o[0]) == 0,
+    "abs": lambda o, a: np.asarray(o[0]) == 0,
+    "leaky_relu": lambda o, a: np.asarray(o[0]) == 0,
+    "sign": lambda o, a: np.asarray(o[0]) == 0,
+    "sqrt": lambda o, a: np.asarray(o[0]) <= 0,
+    "floor": lambda o, a: np.asarray(o[0]) == np.floor(o[0]),
+    "round": lambda o, a: np.abs(np.asarray(o[0]) - np.floor(o[0])) == 0.5,
+    "maximum": _eq,
+    "minimum": _eq,
+    "clamp": lambda o, a: (
+        (np.asarray(o[0]) == (np.nan if a["min"] is None else a["min"]))
+        | (np.asarray(o[0]) == (np.nan if a["max"] is None else a["max"]))
     ),
+    "pow": lambda o, a: (np.asarray(o[0]) == 0) & (0 != a["exponent"] < 1),
+    "pow_tensor": lambda o, a: np.asarray(o[0]) == 0,
+    "div": lambda o, a: np.broadcast_to(np.asarray(o[1]) == 0, np.broadcast_shapes(*map(np.shape, o))),
+    "reciprocal": lambda o, a: np.asarray(o[0]) == 0,
+    "log": lambda o, a: np.asarray(o[0]) <= 0,
+    "log1p": lambda o, a: np.asarray(o[0]) <= -1,
+    "tan": lambda o, a: np.cos(o[0]) == 0,
+    # a comparison at equality flips a where() branch: that is the where's kink
+    **dict.fromkeys(("lt", "le", "gt", "ge", "eq", "ne"), _eq),
+}
+for _cmp in ("lt", "le", "gt", "ge", "eq", "ne"):
+    CONVENTIONS[_cmp] = CONVENTIONS["where"]
+
+
+def _any_entry(entries: Callable[[list[Any], dict[str, Any]], Any]) -> Callable[..., bool]:
+    return lambda o, a: bool(np.any(entries(o, a)))
+
+
+# Whether an op's operands sit on a kink: any entry, for the elementwise ops; for the reductions,
+# any tie or zero (where any entry may be involved).
+_DETECTORS: dict[str, Callable[[list[Any], dict[str, Any]], bool]] = {
+    **{op: _any_entry(entries) for op, entries in _ENTRIES.items()},
     "amax": lambda o, a: _ties(o[0], a["axis"]),
     "amin": lambda o, a: _ties(o[0], a["axis"]),
     "max": lambda o, a: _ties(o[0], a["axis"]),
@@ -142,19 +169,8 @@ _DETECTORS: dict[str, Callable[[list[Any], dict[str, Any]], bool]] = {
     "norm": lambda o, a: _zero(np.sqrt(np.sum(np.square(o[0]), axis=a["axis"]))),
     "where": lambda o, a: False,  # the condition's own comparison is checked where it is made
     "std": lambda o, a: _zero(np.std(o[0], axis=a["axis"])) if np.size(o[0]) else False,
-    "pow": lambda o, a: a["exponent"] < 1 and a["exponent"] != 0 and _zero(o[0]),
-    "pow_tensor": lambda o, a: _zero(o[0]),
     "rpow": lambda o, a: a["base"] <= 0,
-    "div": lambda o, a: _zero(o[1]),
-    "reciprocal": lambda o, a: _zero(o[0]),
-    "log": lambda o, a: bool(np.any(np.asarray(o[0]) <= 0)),
-    "log1p": lambda o, a: bool(np.any(np.asarray(o[0]) <= -1)),
-    "tan": lambda o, a: bool(np.any(np.cos(o[0]) == 0)),
 }
-for _cmp in ("lt", "le", "gt", "ge", "eq", "ne"):
-    # a comparison at equality flips a where() branch: that is the where's kink
-    _DETECTORS[_cmp] = lambda o, a: bool(np.any(np.asarray(o[0]) == np.asarray(o[1])))
-    CONVENTIONS[_cmp] = CONVENTIONS["where"]
 
 
 @dataclass(frozen=True)
@@ -185,33 +201,3 @@ def find_kinks(nodes: list[IRNode], operand_values: dict[int, list[Any]]) -> lis
             entries = None if where is None else np.asarray(where(operands, node.attr_dict))
             kinks.append(Kink(node, CONVENTIONS.get(node.op, {}), entries))
     return kinks
-
-
-def _eq(o: list[Any], a: dict[str, Any]) -> Any:
-    return np.asarray(o[0]) == np.asarray(o[1])
-
-
-# Elementwise ops: which entries are on the kink (the detectors above ask whether any is).
-_ENTRIES: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
-    "relu": lambda o, a: np.asarray(o[0]) == 0,
-    "abs": lambda o, a: np.asarray(o[0]) == 0,
-    "leaky_relu": lambda o, a: np.asarray(o[0]) == 0,
-    "sign": lambda o, a: np.asarray(o[0]) == 0,
-    "sqrt": lambda o, a: np.asarray(o[0]) <= 0,
-    "floor": lambda o, a: np.asarray(o[0]) == np.floor(o[0]),
-    "round": lambda o, a: np.abs(np.asarray(o[0]) - np.floor(o[0])) == 0.5,
-    "maximum": _eq,
-    "minimum": _eq,
-    "clamp": lambda o, a: (
-        (np.asarray(o[0]) == (np.nan if a["min"] is None else a["min"]))
-        | (np.asarray(o[0]) == (np.nan if a["max"] is None else a["max"]))
-    ),
-    "pow": lambda o, a: np.asarray(o[0]) == 0,
-    "pow_tensor": lambda o, a: np.asarray(o[0]) == 0,
-    "div": lambda o, a: np.broadcast_to(np.asarray(o[1]) == 0, np.broadcast_shapes(*map(np.shape, o))),
-    "reciprocal": lambda o, a: np.asarray(o[0]) == 0,
-    "log": lambda o, a: np.asarray(o[0]) <= 0,
-    "log1p": lambda o, a: np.asarray(o[0]) <= -1,
-    "tan": lambda o, a: np.cos(o[0]) == 0,
-    **dict.fromkeys(("lt", "le", "gt", "ge", "eq", "ne"), _eq),
-}

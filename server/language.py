@@ -751,7 +751,7 @@ def _parse(
     if "\x00" in source:
         raise RequestError("the program contains a NUL character")
     builder = _Builder(source, inputs, limits)
-    tree = _parse_python(source, limits)
+    tree = _parse_python(source, limits, builder.lines)
     if not tree.body:
         raise RequestError("the program is empty: write at least one assignment")
     if len(tree.body) > limits.max_statements:
@@ -789,7 +789,7 @@ def _parse(
     return Program(source, nodes, tuple(builder.input_ids), tuple(outs), key)
 
 
-def _parse_python(source: str, limits: Limits) -> ast.Module:
+def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
     depth = 0
     for ch in source:  # bounded by max_source_chars; guards the parser against deep nesting
         depth += ch in "([{"
@@ -811,7 +811,7 @@ def _parse_python(source: str, limits: Limits) -> ast.Module:
     except ValueError as exc:  # e.g. source with null bytes
         raise RequestError(f"the program cannot be parsed: {exc}") from None
     if not source.isascii():
-        _columns_in_characters(tree, _lines(source))
+        _columns_in_characters(tree, lines)
     return tree
 
 
