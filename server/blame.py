@@ -86,7 +86,7 @@ def check_node(
 
 def _blame(node: IRNode, err: float, detail: str) -> Blame:
     """node_name is the op until find_culprits names the engine's node."""
-    return Blame(node.op, node.op, node.id, str(node.pos) if node.pos else "", node.text, err, detail)
+    return Blame(node.op, node.op, node.id, node.pos, node.text, err, detail)
 
 
 def find_culprits(

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .compare import Block
+from .ir import Position
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Blame:
     node_name: str  # e.g. TanhBackward0
     op: str
     ir_node: int
-    position: str  # "line L, column C"
+    position: Position | None  # where the node's expression is in the request
     text: str  # the expression in the request
     max_abs_error: float
     detail: str
@@ -92,7 +93,7 @@ class Blame:
 @dataclass
 class ConventionNote:
     op: str
-    position: str
+    position: Position | None
     text: str
     conventions: dict[str, str]
 
@@ -102,7 +103,7 @@ class DagNode:
     id: int
     name: str
     op: str
-    position: str
+    position: Position | None
     text: str
     next: list[int]
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ir import Position
 from .model import Report
 
 
 def _num(x: float) -> str:
     return f"{x:.6g}" if np.isfinite(x) else str(x)
+
+
+def _at(position: Position | None) -> str:
+    return f" at {position}" if position else ""
 
 
 def format_report(report: Report, max_blocks: int = 20) -> str:
@@ -30,12 +35,12 @@ def format_report(report: Report, max_blocks: int = 20) -> str:
                     f"{', '.join(entry.agree) or 'none'}"
                 )
         for note in point.conventions:
-            lines.append(f"  non-differentiable point: {note.op} at {note.position} ({note.text})")
+            lines.append(f"  non-differentiable point: {note.op}{_at(note.position)} ({note.text})")
             for party, convention in note.conventions.items():
                 lines.append(f"    {party}: {convention}")
         for blame in point.blame:
             lines.append(
-                f"  blame: {blame.node_name} ({blame.op}) at {blame.position}: "
+                f"  blame: {blame.node_name} ({blame.op}){_at(blame.position)}: "
                 f"{blame.text!r}: {blame.detail}"
             )
     for status in report.references.values():

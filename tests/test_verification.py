@@ -101,7 +101,7 @@ def test_a_corrupted_vjp_is_caught_and_blamed_on_its_node(op):
     assert op in blamed, report.summary
     blame = next(b for b in report.points[0].blame if b.op == op)
     assert blame.node_name.endswith("Backward0") or blame.node_name.endswith(("Backward1", "Backward2"))
-    assert blame.position.startswith("line ")
+    assert blame.position is not None and blame.position.line >= 1
 
 
 def test_mutation_detection_rate_is_complete(capsys):

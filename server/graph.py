@@ -1,0 +1,68 @@
+"""The engine's DAG as the report shows it: nodes with PyTorch's names, edges, leaves, DOT text."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from crossgrad import engine as cg
+
+from .backends import engine as engine_backend
+from .limits import DEFAULT_LIMITS, Limits
+from .model import CheckRequest, Dag, DagLeaf, DagNode
+from .validate import prepare
+
+MAX_DAG_NODES = 100_000  # a program has at most Limits.max_nodes operations; this bounds the walk
+
+
+def dag_of(run: engine_backend.EngineRun, masks: dict[str, np.ndarray]) -> Dag:
+    """Walk the engine's graph from the outputs toward the leaves (grad_fn.next_functions)."""
+    dag = Dag()
+    ids: dict[Any, int] = {}
+    leaf_names = {id(t): n for n, t in run.leaves.items()}
+    stack = [o.grad_fn for o in run.outputs if o.grad_fn is not None]
+    order = []
+    while stack and len(ids) < MAX_DAG_NODES:
+        node = stack.pop()
+        if node in ids:
+            continue
+        ids[node] = len(ids)
+        order.append(node)
+        stack.extend(c for c, _ in node.next_functions if c is not None and c not in ids)
+    for node in order:
+        if isinstance(node, cg.AccumulateGrad):
+            name = leaf_names.get(id(node.variable), "leaf")
+            dag.leaves.append(DagLeaf(ids[node], name, tuple(node.variable.shape), True, name in masks))
+            continue
+        meta = node.metadata
+        ir_node = meta.get("ir_node")
+        dag.nodes.append(
+            DagNode(
+                ids[node],
+                node.name(),
+                node.op,
+                run.program.node(ir_node).pos if ir_node is not None else None,
+                meta.get("text", ""),
+                [ids[c] for c, _ in node.next_functions if c is not None],
+            )
+        )
+    dag.frozen = [n for n, t in run.leaves.items() if not t.requires_grad]
+    dag.dot = cg.to_dot(run.outputs, run.leaves)
+    return dag
+
+
+def describe_graph(
+    request: CheckRequest, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Dag, dict[str, np.ndarray]]:
+    """Parse the request and run the engine's forward pass only: the DAG and the output values."""
+    prepared = prepare(dataclasses.replace(request, checks=()), limits)
+    with np.errstate(all="ignore"):
+        run = engine_backend.run(
+            prepared.program,
+            prepared.values,
+            {n: n in prepared.wrt for n in prepared.program.input_names},
+            prepared.masks,
+        )
+    outputs = {name: np.asarray(run.values[i].data) for name, i in prepared.program.outputs}
+    return dag_of(run, prepared.masks), outputs
