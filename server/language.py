@@ -38,6 +38,11 @@ class RequestError(ValueError):
         super().__init__(f"{pos}: {message}" if pos else message)
 
 
+class LimitError(RequestError):
+    """A request over one of the server's limits (sizes, counts, estimated cost or memory): a
+    resource error (gRPC RESOURCE_EXHAUSTED), not a malformed request."""
+
+
 @dataclass(frozen=True)
 class InputDecl:
     name: str

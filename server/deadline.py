@@ -1,0 +1,104 @@
+"""A request's total time budget and its cancellation, checked inside long steps.
+
+The budget is one deadline for the whole check (every stage and every sample point). Long loops
+call checkpoint(): past the deadline it raises OutOfTime naming the stage that ran out; when the
+caller gave up (a gRPC client cancelled) it raises Cancelled. A worker process that does not reach a
+checkpoint in time is stopped from outside (crossgrad.server.transport.workers), so this is the
+cheap, cooperative half of the limit, not the only one.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+class OutOfTime(Exception):
+    """The request's time budget ran out in `stage`."""
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        self.stage = stage
+        self.seconds = seconds
+        super().__init__(
+            f"the request's time budget ({seconds:.3g} s) ran out in the {stage or 'first'} stage"
+        )
+
+
+class Cancelled(Exception):
+    """The caller gave up on the request."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        super().__init__(f"the request was cancelled by the caller during the {stage or 'first'} stage")
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class Deadline:
+    at: float = math.inf  # time.monotonic() when the budget runs out
+    seconds: float = math.inf  # the budget as given, for messages
+    cancelled: Callable[[], bool] = _never
+    on_stage: Callable[[str], None] | None = None  # told each stage as it starts (worker status)
+    stage: str = field(default="")
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+
+_local = threading.local()
+_UNLIMITED = Deadline()
+
+
+def current() -> Deadline:
+    return getattr(_local, "deadline", _UNLIMITED)
+
+
+@contextmanager
+def budget(
+    seconds: float,
+    cancelled: Callable[[], bool] = _never,
+    on_stage: Callable[[str], None] | None = None,
+) -> Iterator[Deadline]:
+    """Run the block under a total budget of `seconds` (math.inf: none) in this thread."""
+    deadline = Deadline(time.monotonic() + seconds, seconds, cancelled, on_stage)
+    previous = getattr(_local, "deadline", None)
+    _local.deadline = deadline
+    try:
+        yield deadline
+    finally:
+        _local.deadline = previous if previous is not None else _UNLIMITED
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Name the stage running now (for OutOfTime's message and the worker's status)."""
+    deadline = current()
+    outer = deadline.stage
+    deadline.stage = name
+    if deadline.on_stage is not None:
+        deadline.on_stage(name)
+    try:
+        checkpoint()
+        yield
+    finally:
+        deadline.stage = outer
+        if deadline.on_stage is not None and outer:
+            deadline.on_stage(outer)
+
+
+def checkpoint() -> None:
+    """Raise OutOfTime past the deadline, Cancelled if the caller gave up; else return at once."""
+    deadline = current()
+    if deadline is _UNLIMITED:
+        return
+    if deadline.cancelled():
+        raise Cancelled(deadline.stage)
+    if time.monotonic() > deadline.at:
+        raise OutOfTime(deadline.stage, deadline.seconds)
