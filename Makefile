@@ -4,11 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean system-deps
+.PHONY: run test lint format bench proto clean system-deps
 
+# The main job: the engine's worked example, then a local server started, the examples verified
+# through it over gRPC, and the server stopped (fails if an example gets an unexpected verdict).
 run: $(STAMP)
 	$(PY) -m crossgrad.engine.demo --out build
-	$(PY) -m crossgrad.server
+	$(PY) -m crossgrad.clients.examples --start-server
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -26,6 +28,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.engine_bench
 	$(PY) -m benchmarks.verify_bench
+
+# Regenerate crossgrad.v1 (Python code and .pyi stubs) from proto/crossgrad/v1/*.proto.
+proto: $(STAMP)
+	$(PY) proto/generate.py
 
 # Graphviz renders the DAG picture to SVG; without root we carry on and write DOT only.
 system-deps:

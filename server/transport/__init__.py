@@ -1,0 +1,1 @@
+"""The gRPC side of the server: options, converters, servicer, interceptors, worker pool."""

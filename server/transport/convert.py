@@ -1,0 +1,467 @@
+"""Converters between crossgrad.v1 messages and the core's dataclasses, and core errors as gRPC
+statuses. Reading a request is where the transport validates it: every tensor is decoded with its
+limits, every enum and field checked, and what is wrong is named by its field."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc
+import numpy as np
+from crossgrad.engine import OPS
+from crossgrad.v1 import tensor_pb2, verifier_pb2
+from crossgrad.v1.tensors import TensorError, from_tensor, to_tensor
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from ..compare import Block, SourceValues
+from ..deadline import Cancelled, OutOfTime
+from ..ir import Position
+from ..kinks import CONVENTIONS
+from ..language import LimitError, RequestError
+from ..limits import Limits
+from ..model import (
+    Blame,
+    Budget,
+    CheckRequest,
+    ConventionNote,
+    Dag,
+    InputSpec,
+    PointReport,
+    ReferenceStatus,
+    Report,
+    SamplePoints,
+    Verdict,
+)
+from ..render import format_report
+
+pb = verifier_pb2
+DOMAIN = "crossgrad"
+
+CHECKS = {pb.CHECK_VJP: "vjp", pb.CHECK_JACOBIAN: "jacobian", pb.CHECK_HESSIAN: "hessian"}
+REFERENCES = {pb.REFERENCE_SYMPY: "sympy", pb.REFERENCE_JAX: "jax", pb.REFERENCE_FD: "fd"}
+VERDICTS = {
+    Verdict.PASS: pb.VERDICT_PASS,
+    Verdict.PASS_WITH_CONVENTION_DIFFERENCES: pb.VERDICT_PASS_WITH_CONVENTION_DIFFERENCES,
+    Verdict.FAIL: pb.VERDICT_FAIL,
+    Verdict.ERROR: pb.VERDICT_ERROR,
+}
+VERDICT_NAMES = {v: k.value for k, v in VERDICTS.items()}
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _array(
+    t: tensor_pb2.Tensor, field: str, limits: Limits, default_dtype: str = "float64"
+) -> np.ndarray:
+    try:
+        return from_tensor(t, default_dtype, limits.max_input_elements)
+    except TensorError as exc:
+        error = LimitError if exc.too_large else RequestError
+        raise error(f"{field}: {exc}", field=field) from None
+
+
+def _enums(values: Iterable[int], table: Mapping[int, str], field: str, enum: Any) -> tuple[str, ...]:
+    out = []
+    for v in values:
+        if v not in table:
+            raise RequestError(
+                f"{field}: {enum.Name(v) if v in enum.values() else v} is not one of "
+                f"{', '.join(enum.Name(k) for k in table)}",
+                field=field,
+            )
+        out.append(table[v])
+    if len(set(out)) != len(out):
+        raise RequestError(f"{field} names the same value twice", field=field)
+    return tuple(out)
+
+
+def _unique(names: Iterable[str], field: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise RequestError(f"{field}: {name!r} is given twice", field=field)
+        seen.add(name)
+
+
+def _inputs(inputs: Iterable[verifier_pb2.Input], limits: Limits) -> list[InputSpec]:
+    specs = []
+    for k, i in enumerate(inputs):
+        field = f"inputs[{k}]" if not i.name else f"inputs[{i.name}]"
+        if not i.HasField("value"):
+            raise RequestError(f"{field}: the input has no value", field=field)
+        value = _array(i.value, f"{field}.value", limits)
+        mask = _array(i.mask, f"{field}.mask", limits) if i.HasField("mask") else None
+        requires_grad = i.requires_grad if i.HasField("requires_grad") else True
+        specs.append(InputSpec(i.name, value, value.dtype.name, requires_grad, mask))
+    _unique((s.name for s in specs), "inputs")
+    return specs
+
+
+def _budget(b: verifier_pb2.Budget, default_seconds: float) -> Budget:
+    given = {f.name: v for f, v in b.ListFields()}
+    names = {f.name for f in dataclasses.fields(Budget)}
+    budget = dataclasses.replace(Budget(), **{k: v for k, v in given.items() if k in names})
+    if "seconds" in names and "seconds" not in given:
+        budget = dataclasses.replace(budget, seconds=default_seconds)
+    return budget
+
+
+def _samples(s: verifier_pb2.SamplePoints) -> SamplePoints:
+    distribution = {
+        pb.DISTRIBUTION_UNSPECIFIED: "normal",
+        pb.DISTRIBUTION_NORMAL: "normal",
+        pb.DISTRIBUTION_UNIFORM: "uniform",
+    }.get(s.distribution)
+    if distribution is None:
+        raise RequestError(f"samples.distribution: unknown value {s.distribution}", field="samples")
+    default = SamplePoints()
+    return SamplePoints(
+        count=s.count,
+        seed=s.seed,
+        distribution=distribution,
+        low=s.low if s.HasField("low") else default.low,
+        high=s.high if s.HasField("high") else default.high,
+        scale=s.scale if s.HasField("scale") else default.scale,
+    )
+
+
+def check_request(
+    msg: verifier_pb2.VerifyRequest, limits: Limits, default_seconds: float
+) -> CheckRequest:
+    """The core's request, every field decoded and checked (RequestError / LimitError name it)."""
+    inputs = _inputs(msg.inputs, limits)
+    cotangents = {n: _array(t, f"cotangents[{n}]", limits) for n, t in msg.cotangents.items()}
+    _unique((c.input for c in msg.claimed_vjp), "claimed_vjp")
+    claimed_vjp = {
+        c.input: _array(c.gradient, f"claimed_vjp[{c.input}]", limits) for c in msg.claimed_vjp
+    }
+    _unique((f"{c.output}/{c.input}" for c in msg.claimed_jacobian), "claimed_jacobian")
+    claimed_jacobian = {
+        (c.output, c.input): _array(c.jacobian, f"claimed_jacobian[{c.output}/{c.input}]", limits)
+        for c in msg.claimed_jacobian
+    }
+    checks = _enums(msg.checks, CHECKS, "checks", pb.Check) or ("vjp",)
+    references = _enums(msg.references, REFERENCES, "references", pb.Reference) or tuple(
+        REFERENCES.values()
+    )
+    _unique(msg.outputs, "outputs")
+    return CheckRequest(
+        program=msg.program,
+        inputs=inputs,
+        outputs=list(msg.outputs) or None,
+        cotangents=cotangents,
+        checks=checks,
+        references=references,
+        rtol=msg.rtol if msg.HasField("rtol") else None,
+        atol=msg.atol if msg.HasField("atol") else None,
+        samples=_samples(msg.samples) if msg.HasField("samples") else None,
+        claimed_vjp=claimed_vjp,
+        claimed_jacobian=claimed_jacobian,
+        budget=_budget(msg.budget, default_seconds),
+        seed=msg.seed,
+        blame=msg.blame if msg.HasField("blame") else True,
+    )
+
+
+def describe_request(msg: verifier_pb2.DescribeGraphRequest, limits: Limits) -> CheckRequest:
+    return CheckRequest(
+        program=msg.program, inputs=_inputs(msg.inputs, limits), outputs=list(msg.outputs) or None
+    )
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _position(pos: Position | None) -> tensor_pb2.SourcePosition | None:
+    if pos is None:
+        return None
+    return tensor_pb2.SourcePosition(
+        line=pos.line, column=pos.col, end_line=pos.end_line, end_column=pos.end_col
+    )
+
+
+def _values(source: SourceValues) -> tensor_pb2.Tensor:
+    values = np.asarray(source.values, np.float64)
+    if source.checked is not None:
+        values = np.where(source.checked, values, np.nan)
+    return to_tensor(values)
+
+
+def _block(block: Block, with_values: bool) -> verifier_pb2.Block:
+    msg = pb.Block(
+        quantity=block.quantity,
+        output=block.output or "",
+        input=block.input,
+        shape=block.shape,
+        status=block.status,
+        label=block.label,
+        pairs=[
+            pb.PairStat(
+                a=p.a,
+                b=p.b,
+                max_abs=p.max_abs,
+                max_rel=p.max_rel,
+                disagreeing=p.disagreeing,
+                compared=p.compared,
+            )
+            for p in block.pairs
+        ],
+        worst=[
+            pb.Entry(
+                index=e.index,
+                values=e.values,
+                agree=e.agree,
+                disagree=e.disagree,
+                reference=e.reference,
+                abs_error=e.abs_error,
+                rel_error=e.rel_error,
+            )
+            for e in block.worst
+        ],
+        failing=block.failing,
+        references_disagree=block.references_disagree,
+        values_omitted=not with_values,
+    )
+    if with_values:
+        for name, source in block.sources.items():
+            msg.values[name].CopyFrom(_values(source))
+    return msg
+
+
+def _convention(note: ConventionNote) -> verifier_pb2.ConventionNote:
+    return pb.ConventionNote(
+        op=note.op, position=_position(note.position), text=note.text, conventions=note.conventions
+    )
+
+
+def _blame(b: Blame) -> verifier_pb2.Blame:
+    return pb.Blame(
+        node_name=b.node_name,
+        op=b.op,
+        ir_node=b.ir_node,
+        position=_position(b.position),
+        text=b.text,
+        max_abs_error=b.max_abs_error,
+        detail=b.detail,
+    )
+
+
+def _point(point: PointReport, with_values: bool) -> verifier_pb2.PointReport:
+    msg = pb.PointReport(
+        point=point.point,
+        verdict=VERDICTS[point.verdict],
+        summary=point.summary,
+        blocks=[_block(b, with_values) for b in point.blocks],
+        conventions=[_convention(c) for c in point.conventions],
+        blame=[_blame(b) for b in point.blame],
+    )
+    if point.point > 0 and with_values:
+        for name, value in (point.inputs or {}).items():
+            msg.inputs[name].CopyFrom(to_tensor(value))
+    return msg
+
+
+def _reference(status: ReferenceStatus, shapes: Mapping[str, tuple[int, ...]]) -> Any:
+    sampled = [
+        pb.SampledEntries(
+            input=name,
+            flat_index=[int(np.ravel_multi_index(i, shapes[name])) if i else 0 for i in entries],
+        )
+        for name, entries in status.sampled_entries.items()
+        if name in shapes
+    ]
+    return pb.ReferenceStatus(
+        name=status.name,
+        ran=status.ran,
+        note=status.note,
+        sampled=sampled,
+        symbolic=[pb.SymbolicDerivative(**s) for s in status.symbolic],
+    )
+
+
+def dag_message(dag: Dag) -> verifier_pb2.Dag:
+    return pb.Dag(
+        nodes=[
+            pb.DagNode(
+                id=n.id, name=n.name, op=n.op, position=_position(n.position), text=n.text, next=n.next
+            )
+            for n in dag.nodes
+        ],
+        leaves=[
+            pb.DagLeaf(
+                id=leaf.id,
+                name=leaf.name,
+                shape=leaf.shape,
+                requires_grad=leaf.requires_grad,
+                masked=leaf.masked,
+            )
+            for leaf in dag.leaves
+        ],
+        frozen=dag.frozen,
+        dot=dag.dot,
+    )
+
+
+def _value_entries(points: list[PointReport]) -> int:
+    return sum(math.prod(b.shape) * len(b.sources) for p in points[:1] for b in p.blocks) + sum(
+        sum(np.size(v) for v in (p.inputs or {}).values()) for p in points[1:]
+    )
+
+
+def report_message(report: Report, max_values: int) -> verifier_pb2.VerifyResponse:
+    """The whole report; source values while they stay within max_values entries."""
+    with_values = _value_entries(report.points) <= max_values
+    shapes = {n: np.shape(v) for n, v in (report.points[0].inputs if report.points else {}).items()}
+    msg = pb.VerifyResponse(
+        verdict=VERDICTS[report.verdict],
+        summary=report.summary,
+        text=format_report(report),
+        points=[_point(p, with_values) for p in report.points],
+        references=[_reference(s, shapes) for s in report.references.values()],
+        dag=dag_message(report.dag),
+        timings=report.timings,
+        error=report.error,
+        cache_hits=getattr(report, "cache_hits", {}),
+    )
+    for name, value in report.outputs.items():
+        msg.outputs[name].CopyFrom(to_tensor(value))
+    return msg
+
+
+# ---------------------------------------------------------------- the op table
+
+
+def _attr_text(value: Any) -> str:
+    return repr(value) if not isinstance(value, tuple) else "(" + ", ".join(map(repr, value)) + ")"
+
+
+def _backward_names(spec: Any) -> str:
+    """The backward node's name; where it depends on attributes or ranks, the names it takes."""
+    if isinstance(spec.node_name, str):
+        return spec.node_name
+    defaults = spec.attr_defaults()
+    variants = [defaults] + ([{**defaults, "axis": 0}] if "axis" in defaults else [])
+    names: list[str] = []
+    for attrs in variants:
+        for ndim in (1, 2):
+            try:
+                name = spec.node_name_for(attrs, ((3,) * ndim,) * (spec.arity or 2))
+            except Exception:  # some need attributes a program must give (an index): skip them
+                continue
+            if name and name not in names:
+                names.append(name)
+    return " or ".join(names)
+
+
+def ops_message() -> verifier_pb2.ListOpsResponse:
+    ops = []
+    for name, spec in OPS.items():
+        if spec.internal:
+            continue
+        ops.append(
+            pb.Op(
+                name=name,
+                operands=list(spec.operands),
+                variadic=spec.arity is None,
+                attributes=[
+                    pb.OpAttribute(
+                        name=a.name, kind=a.kind, default=_attr_text(a.default), required=a.required
+                    )
+                    for a in spec.attrs
+                ],
+                backward_node=_backward_names(spec),
+                differentiable=spec.differentiable,
+                nonsmooth=spec.nonsmooth or "",
+                conventions=CONVENTIONS.get(name, {}),
+            )
+        )
+    return pb.ListOpsResponse(ops=ops)
+
+
+# ---------------------------------------------------------------- errors
+
+
+class TransportError(Exception):
+    """An error the transport itself raises (worker lost, server busy or draining, memory)."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        reason: str,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.reason = code, message, reason
+        self.metadata = dict(metadata or {})
+        self.retry_after = retry_after
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _info(reason: str, metadata: Mapping[str, Any]) -> any_pb2.Any:
+    return _pack(
+        error_details_pb2.ErrorInfo(
+            reason=reason, domain=DOMAIN, metadata={k: str(v) for k, v in metadata.items()}
+        )
+    )
+
+
+def _status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> status_pb2.Status:
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
+
+
+def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
+    """The google.rpc.Status a client gets for an exception out of a check."""
+    if isinstance(exc, RequestError):
+        code = (
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+            if isinstance(exc, LimitError)
+            else grpc.StatusCode.INVALID_ARGUMENT
+        )
+        reason = (
+            "LIMIT_EXCEEDED"
+            if isinstance(exc, LimitError)
+            else ("INVALID_PROGRAM" if exc.field == "program" else "INVALID_FIELD")
+        )
+        metadata: dict[str, Any] = {"field": exc.field}
+        if exc.pos is not None:
+            metadata.update(
+                line=exc.pos.line,
+                column=exc.pos.col,
+                end_line=exc.pos.end_line,
+                end_column=exc.pos.end_col,
+            )
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=exc.field, description=str(exc), reason=reason
+        )
+        details = [
+            _pack(error_details_pb2.BadRequest(field_violations=[violation])),
+            _info(reason, metadata),
+        ]
+        return _status(code, str(exc), details)
+    if isinstance(exc, OutOfTime):
+        info = _info("BUDGET_EXHAUSTED", {"stage": exc.stage, "seconds": exc.seconds})
+        return _status(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc), [info])
+    if isinstance(exc, Cancelled):
+        return _status(grpc.StatusCode.CANCELLED, str(exc), [_info("CANCELLED", {"stage": exc.stage})])
+    if isinstance(exc, TransportError):
+        details = [_info(exc.reason, exc.metadata)]
+        if exc.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromTimedelta(datetime.timedelta(seconds=exc.retry_after))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        return _status(exc.code, exc.message, details)
+    message = f"internal error (request id {request_id}): see the server's log"
+    return _status(grpc.StatusCode.INTERNAL, message, [_info("INTERNAL", {"request_id": request_id})])

@@ -1,0 +1,101 @@
+"""What one request does, as serialized messages in and out: decode, run the core, encode.
+
+A worker process runs these (and so does the embedded client, in-process): the core's errors come
+back as a google.rpc.Status, so nothing but the documented errors ever leaves, and the same code
+answers over the network and in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from crossgrad.v1 import verifier_pb2
+from crossgrad.v1.tensors import to_tensor
+
+from .. import deadline
+from ..check import check
+from ..graph import describe_graph
+from ..language import LimitError
+from ..limits import Limits
+from . import convert
+
+log = logging.getLogger("crossgrad.worker")
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """What a worker needs to know of the server's options (picklable)."""
+
+    limits: Limits
+    default_seconds: float
+    max_report_values: int
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    payload: bytes  # a serialized response message, or a serialized google.rpc.Status
+    verdict: str = ""
+    timings: dict[str, float] | None = None
+    cache_hits: dict[str, bool] | None = None
+    # filled in by the pool: which worker ran it, how long it waited and ran
+    worker: int = -1
+    queue_seconds: float = 0.0
+    worker_seconds: float = 0.0
+
+
+def verify(
+    payload: bytes,
+    config: HandlerConfig,
+    seconds: float | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    on_stage: Callable[[str], None] | None = None,
+    request_id: str = "",
+) -> Outcome:
+    """A serialized VerifyRequest in, a serialized VerifyResponse (or error status) out, within
+    `seconds` (default: the request's own budget)."""
+    try:
+        msg = verifier_pb2.VerifyRequest.FromString(payload)
+        request = convert.check_request(msg, config.limits, config.default_seconds)
+        if seconds is None:
+            seconds = getattr(request.budget, "seconds", config.default_seconds)
+        with deadline.budget(seconds, cancelled, on_stage):
+            report = check(request, config.limits)
+        response = convert.report_message(report, config.max_report_values)
+        response.id = msg.id
+        verdict = report.verdict.value
+        return Outcome(
+            True, response.SerializeToString(), verdict, report.timings, dict(response.cache_hits)
+        )
+    except Exception as exc:
+        return _failed(exc, request_id)
+
+
+def describe(payload: bytes, config: HandlerConfig, request_id: str = "") -> Outcome:
+    """A serialized DescribeGraphRequest in, a serialized DescribeGraphResponse out."""
+    try:
+        msg = verifier_pb2.DescribeGraphRequest.FromString(payload)
+        request = convert.describe_request(msg, config.limits)
+        with deadline.budget(config.default_seconds):
+            dag, outputs = describe_graph(request, config.limits)
+        response = verifier_pb2.DescribeGraphResponse(
+            dag=convert.dag_message(dag),
+            masked=[leaf.name for leaf in dag.leaves if leaf.masked],
+        )
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(to_tensor(value))
+        return Outcome(True, response.SerializeToString())
+    except Exception as exc:
+        return _failed(exc, request_id)
+
+
+def _failed(exc: Exception, request_id: str) -> Outcome:
+    if isinstance(exc, MemoryError):  # the worker's address-space cap: a resource error
+        exc = LimitError("the check ran out of memory (the server's per-worker cap)", field="memory")
+    status = convert.error_status(exc, request_id)
+    if status.code == grpc.StatusCode.INTERNAL.value[0]:
+        log.exception("internal error in request %s", request_id, exc_info=exc)
+    return Outcome(False, status.SerializeToString())

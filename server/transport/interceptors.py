@@ -1,0 +1,146 @@
+"""Server interceptors: bearer-token auth, and the door (draining, metrics, in-flight count).
+
+Health checks and reflection stay open without a token, so probes and generic tools work; while
+the server warms up or drains, the verifier's methods answer UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from .metrics import Metrics
+
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+VERIFIER_PREFIX = "/crossgrad.v1.VerifierService/"
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+def _denying(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that answers `code` at once."""
+
+    async def deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    return _rewrap(handler, lambda behaviour, streaming_response: deny)
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Any, bool], Any]) -> grpc.RpcMethodHandler:
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+    )
+    for attr, make, streaming_response in kinds:
+        behaviour = getattr(handler, attr)
+        if behaviour is not None:
+            return make(
+                wrap(behaviour, streaming_response),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Every call but health checks and reflection needs `authorization: Bearer <token>`."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
+            return handler
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        given = given.encode() if isinstance(given, str) else given
+        if hmac.compare_digest(given, self._expected):  # constant time: no timing oracle
+            return handler
+        why = "missing bearer token" if not given else "invalid bearer token"
+        return _denying(
+            handler, grpc.StatusCode.UNAUTHENTICATED, f"{why}: send 'authorization: Bearer <token>'"
+        )
+
+
+class DoorInterceptor(grpc.aio.ServerInterceptor):
+    """Counts calls in and out (metrics, in-flight), and turns verifier calls away with UNAVAILABLE
+    while the server is not accepting them (warming up, draining)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.accepting = False
+        self.why_closed = "the server is starting"
+        self.inflight = 0
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method.rsplit("/", 1)[-1]
+        if details.method.startswith(VERIFIER_PREFIX) and not self.accepting:
+            self.metrics.requests.labels(method, "UNAVAILABLE").inc()
+            return _denying(handler, grpc.StatusCode.UNAVAILABLE, self.why_closed)
+        if details.method.startswith(OPEN_PREFIXES):
+            return handler  # probes are not traffic
+        return _rewrap(
+            handler, lambda behaviour, streaming: self._observed(method, behaviour, streaming)
+        )
+
+    def _observed(self, method: str, behaviour: Any, streaming_response: bool) -> Any:
+        if streaming_response:
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                with self._call(method, context):
+                    async for response in behaviour(request, context):
+                        yield response
+
+            return stream
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with self._call(method, context):
+                return await behaviour(request, context)
+
+        return unary
+
+    def _call(self, method: str, context: grpc.aio.ServicerContext) -> _Call:
+        return _Call(self, method, context)
+
+
+class _Call:
+    """Times one call and records its status code, however it ends."""
+
+    def __init__(self, door: DoorInterceptor, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.door, self.method, self.context = door, method, context
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+        self.door.inflight += 1
+        self.door.metrics.inflight.inc()
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        self.door.inflight -= 1
+        self.door.metrics.inflight.dec()
+        code = self.context.code()
+        if code is None:
+            if exc is None:
+                code = grpc.StatusCode.OK
+            elif isinstance(exc, asyncio.CancelledError):  # the client went away
+                code = grpc.StatusCode.CANCELLED
+            else:
+                code = grpc.StatusCode.UNKNOWN
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        self.door.metrics.requests.labels(self.method, name).inc()
+        self.door.metrics.latency.labels(self.method).observe(time.perf_counter() - self.start)

@@ -1,0 +1,140 @@
+"""The server's settings: command-line flags, each with a CROSSGRAD_* environment variable.
+
+A flag wins over its environment variable, which wins over the default, so a container can be
+configured by environment alone (docker-compose) and a person can still override one setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..limits import Limits
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0: any free port (printed, and written to port_file)
+    workers: int = 2  # worker processes; each checks one request at a time
+    token: str = ""  # bearer token required on every call but health checks ("" = none)
+    tls_cert: str = ""  # PEM files: both or neither
+    tls_key: str = ""
+    metrics_port: int = -1  # Prometheus metrics over HTTP on this port (-1 = off, 0 = any free port)
+    metrics_host: str = ""  # default: the gRPC host
+    port_file: str = ""  # write "host:port" here once SERVING (how scripts find a port-0 server)
+    grace_seconds: float = 10.0  # on SIGTERM: how long in-flight calls get to finish
+    budget_seconds: float = 30.0  # a request's total time budget when it names none
+    kill_grace_seconds: float = 1.0  # a worker past its request's budget by this much is killed
+    worker_memory_mb: int = 4096  # address-space cap of each worker process
+    worker_max_requests: int = 0  # recycle a worker after this many checks (0 = never)
+    max_queue: int = 256  # requests waiting for a worker; past this, UNAVAILABLE (server busy)
+    max_message_mb: int = 64  # largest request or response message
+    max_report_values: int = 2_000_000  # entries of source values a report carries (point 0)
+    max_stream_inflight: int = 32  # checks one VerifyStream runs at once
+    cache_size: int = 256  # compiled programs each worker keeps (JAX, sympy, parses)
+    log_level: str = "INFO"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_HELP = {
+    "host": "address to listen on (0.0.0.0 for every interface)",
+    "port": "port to listen on (0: any free port)",
+    "workers": "worker processes (each checks one request at a time)",
+    "token": "require 'authorization: Bearer TOKEN' on every call but health checks",
+    "tls_cert": "PEM certificate chain (with --tls-key: serve TLS)",
+    "tls_key": "PEM private key",
+    "metrics_port": "serve Prometheus metrics over HTTP on this port (-1: off, 0: any free port)",
+    "metrics_host": "address for the metrics endpoint (default: --host)",
+    "port_file": "write host:port to this file once SERVING",
+    "grace_seconds": "on SIGTERM, time in-flight calls get to finish",
+    "budget_seconds": "a request's total time budget when it names none",
+    "kill_grace_seconds": "kill a worker this long after its request's budget ran out",
+    "worker_memory_mb": "address-space cap of each worker process (MiB)",
+    "worker_max_requests": "replace a worker after this many checks (0: never)",
+    "max_queue": "requests that may wait for a worker before the server answers UNAVAILABLE",
+    "max_message_mb": "largest request or response message (MiB)",
+    "max_report_values": "source values (entries) a report may carry",
+    "max_stream_inflight": "checks one VerifyStream call runs at once",
+    "cache_size": "compiled programs each worker keeps",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+_LIMITS_HELP = "a limit of the request language and its checks (see crossgrad.server.limits)"
+
+
+def _env(name: str) -> str:
+    return "CROSSGRAD_" + name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per option (--workers), defaulting to its environment variable (CROSSGRAD_WORKERS)."""
+    for f in dataclasses.fields(ServerOptions):
+        if f.name == "limits":
+            continue
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=None,
+            help=f"{_HELP[f.name]} [env {_env(f.name)}; default {f.default!r}]",
+        )
+    for f in dataclasses.fields(Limits):
+        parser.add_argument(
+            "--limit-" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=None,
+            help=f"{_LIMITS_HELP} [env {_env('limit_' + f.name)}; default {f.default!r}]",
+        )
+
+
+def _value(name: str, default: Any, given: Any) -> Any:
+    if given is not None:
+        return given
+    text = os.environ.get(_env(name))
+    if text is None or text == "":
+        return default
+    try:
+        return type(default)(text)
+    except ValueError:
+        raise SystemExit(f"{_env(name)}={text!r} is not a valid {type(default).__name__}") from None
+
+
+def from_arguments(args: argparse.Namespace) -> ServerOptions:
+    values = {
+        f.name: _value(f.name, f.default, getattr(args, f.name))
+        for f in dataclasses.fields(ServerOptions)
+        if f.name != "limits"
+    }
+    limits = Limits(
+        **{
+            f.name: _value("limit_" + f.name, f.default, getattr(args, "limit_" + f.name))
+            for f in dataclasses.fields(Limits)
+        }
+    )
+    options = ServerOptions(**values, limits=limits)
+    validate(options)
+    return options
+
+
+def validate(options: ServerOptions) -> None:
+    if bool(options.tls_cert) != bool(options.tls_key):
+        raise SystemExit("give both --tls-cert and --tls-key, or neither")
+    if options.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    if not 0 < options.budget_seconds <= options.limits.max_budget_seconds:
+        raise SystemExit("--budget-seconds must be positive and at most --limit-max-budget-seconds")
+
+
+def parse(argv: Sequence[str] | None = None) -> ServerOptions:
+    parser = argparse.ArgumentParser(
+        prog="crossgrad serve", description="Run the crossgrad gRPC server."
+    )
+    add_arguments(parser)
+    return from_arguments(parser.parse_args(argv))

@@ -1,0 +1,179 @@
+"""The gRPC server: VerifierService with health checking, reflection, auth, metrics and a pool of
+warm worker processes; SERVING once the workers are warm, drained gracefully on SIGTERM.
+
+    crossgrad serve --port 50051 --workers 2        (or python -m crossgrad.server serve)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from . import options as options_mod
+from .handlers import HandlerConfig
+from .interceptors import AuthInterceptor, DoorInterceptor
+from .metrics import Metrics, configure_logging
+from .options import ServerOptions
+from .servicer import VerifierServicer
+from .workers import PoolConfig, WorkerPool
+
+log = logging.getLogger("crossgrad.server")
+SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
+
+
+def _grpc_options(options: ServerOptions) -> list[tuple[str, Any]]:
+    size = options.max_message_mb << 20
+    return [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        ("grpc.so_reuseport", 0),  # a second server on the same port is an error, not a silent share
+    ]
+
+
+def _pool_config(options: ServerOptions) -> PoolConfig:
+    handler = HandlerConfig(options.limits, options.budget_seconds, options.max_report_values)
+    return PoolConfig(
+        handler=handler,
+        workers=options.workers,
+        memory_bytes=options.worker_memory_mb << 20,
+        kill_grace=options.kill_grace_seconds,
+        max_queue=options.max_queue,
+        max_requests=options.worker_max_requests,
+        cache_size=options.cache_size,
+    )
+
+
+class Server:
+    """One server: build it, `await start()`, then `await wait_and_drain()` (or `stop()`)."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.metrics = Metrics()
+        self.door = DoorInterceptor(self.metrics)
+        interceptors: list[grpc.aio.ServerInterceptor] = [self.door]
+        if options.token:
+            interceptors.insert(0, AuthInterceptor(options.token))
+        self.pool = WorkerPool(_pool_config(options), self._on_pool_event)
+        self.metrics.track_pool(lambda: self.pool.queued, lambda: self.pool.ready_workers)
+        self.health = health_aio.HealthServicer()
+        self.grpc = grpc.aio.server(interceptors=interceptors, options=_grpc_options(options))
+        servicer = VerifierServicer(
+            self.pool, _pool_config(options).handler, self.metrics, options.max_stream_inflight
+        )
+        verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (
+                SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.grpc,
+        )
+        self.port = 0
+        self.metrics_port = -1
+        self._stop = asyncio.Event()
+
+    def _on_pool_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "restart":
+            self.metrics.restarts.labels(fields["reason"]).inc()
+            log.warning({"event": "worker_restart", **fields})
+        elif event == "killed":
+            self.metrics.kills.labels(fields["why"]).inc()
+            log.warning({"event": "worker_killed", **fields})
+        elif event == "cancelled":
+            self.metrics.cancelled.labels(fields["state"]).inc()
+        elif event == "ready":
+            log.info({"event": "worker_ready", **fields})
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE):
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Listen at once (health says NOT_SERVING while workers warm), then SERVING."""
+        began = time.monotonic()
+        o = self.options
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if o.tls_cert:
+            creds = grpc.ssl_server_credentials(
+                [(Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())]
+            )
+            self.port = self.grpc.add_secure_port(o.address, creds)
+        else:
+            self.port = self.grpc.add_insecure_port(o.address)
+        await self.grpc.start()
+        if o.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(o.metrics_host or o.host, o.metrics_port)
+        await self.pool.start()
+        self.door.accepting = True
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        address = f"{o.host}:{self.port}"
+        if o.port_file:
+            info = {"address": address, "pid": os.getpid(), "metrics_port": self.metrics_port}
+            tmp = Path(o.port_file + ".tmp")
+            tmp.write_text(json.dumps(info))
+            tmp.replace(o.port_file)  # atomic: a reader never sees half a file
+        log.info(
+            {
+                "event": "serving",
+                "address": address,
+                "tls": bool(o.tls_cert),
+                "auth": bool(o.token),
+                "workers": o.workers,
+                "metrics_port": self.metrics_port,
+                "seconds_to_serving": round(time.monotonic() - began, 3),
+            }
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_and_drain(self) -> None:
+        await self._stop.wait()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Health NOT_SERVING, new calls UNAVAILABLE, in-flight calls get the grace period, then
+        the workers exit."""
+        grace = self.options.grace_seconds
+        end = time.monotonic() + grace
+        log.info({"event": "draining", "inflight": self.door.inflight, "grace_seconds": grace})
+        self.door.accepting = False
+        self.door.why_closed = "the server is shutting down; retry on another replica"
+        await self.health.enter_graceful_shutdown()
+        while self.door.inflight > 0 and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        await self.grpc.stop(max(0.0, end - time.monotonic()))
+        await self.pool.close()
+        self.metrics.stop()
+        log.info({"event": "stopped"})
+
+
+async def run(options: ServerOptions) -> int:
+    server = Server(options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    await server.start()
+    await server.wait_and_drain()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = options_mod.parse(argv)
+    configure_logging(options.log_level)
+    return asyncio.run(run(options))

@@ -1,0 +1,207 @@
+"""The VerifierService servicer: a thin translation. Each call is checked where its message is
+converted (in this process, so a bad request never reaches a worker), handed to the worker pool,
+and answered with the worker's serialized report. It holds no verification logic."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from ..deadline import OutOfTime
+from ..validate import prepare
+from . import convert
+from .handlers import HandlerConfig, Outcome
+from .metrics import Metrics
+from .workers import WorkerPool
+
+pb = verifier_pb2
+log = logging.getLogger("crossgrad.server")
+
+# Seconds kept back from the caller's deadline, so the answer can still reach it.
+DEADLINE_MARGIN = 0.02
+
+
+class StatusError(Exception):
+    """An error status computed elsewhere (in a worker), to be returned as it is."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
+def _status(exc: BaseException, request_id: str) -> status_pb2.Status:
+    if isinstance(exc, StatusError):
+        return exc.status
+    if not isinstance(exc, (convert.RequestError, OutOfTime, convert.TransportError)):
+        log.exception({"event": "internal_error", "request_id": request_id}, exc_info=exc)
+    return convert.error_status(exc, request_id)
+
+
+def _program_hash(program: str) -> str:
+    return hashlib.sha256(program.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
+    def __init__(
+        self, pool: WorkerPool, config: HandlerConfig, metrics: Metrics, max_stream_inflight: int
+    ) -> None:
+        self.pool = pool
+        self.config = config
+        self.metrics = metrics
+        self.max_stream_inflight = max_stream_inflight
+        self._ops = convert.ops_message()
+
+    # -- Verify and VerifyStream
+
+    async def Verify(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> verifier_pb2.VerifyResponse:
+        try:
+            return await self._verify(request, context.time_remaining(), "Verify")
+        except StatusError as exc:
+            await _abort(context, exc.status)
+
+    async def VerifyStream(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[verifier_pb2.VerifyStreamResponse]:
+        answers: asyncio.Queue[verifier_pb2.VerifyStreamResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.max_stream_inflight)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(msg: verifier_pb2.VerifyRequest) -> None:
+            try:
+                response = await self._verify(msg, context.time_remaining(), "VerifyStream")
+                await answers.put(pb.VerifyStreamResponse(id=msg.id, response=response))
+            except StatusError as exc:
+                await answers.put(pb.VerifyStreamResponse(id=msg.id, error=exc.status))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            async for item in request_iterator:
+                await slots.acquire()  # at most max_stream_inflight checks of this stream at once
+                task = asyncio.create_task(answer(item.request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*list(tasks))
+            await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+            await reader  # surfaces an error in reading the stream
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def _verify(
+        self, msg: verifier_pb2.VerifyRequest, time_remaining: float | None, method: str
+    ) -> verifier_pb2.VerifyResponse:
+        request_id = uuid.uuid4().hex[:16]
+        fields: dict[str, Any] = {
+            "event": "request",
+            "method": method,
+            "request_id": request_id,
+            "id": msg.id,
+            "program_sha256": _program_hash(msg.program),
+        }
+        outcome: Outcome | None = None
+        code = "OK"
+        try:
+            request = convert.check_request(msg, self.config.limits, self.config.default_seconds)
+            prepared = prepare(request, self.config.limits)  # bad requests stop here
+            seconds = min(
+                getattr(request.budget, "seconds", self.config.default_seconds),
+                self.config.limits.max_budget_seconds,
+            )
+            if time_remaining is not None:
+                seconds = min(seconds, time_remaining - DEADLINE_MARGIN)
+            if seconds <= 0:
+                raise OutOfTime("queue", max(seconds, 0.0))
+            key = hash((prepared.program.cache_key, tuple(prepared.wrt), request.checks))
+            outcome = await self.pool.submit("verify", msg.SerializeToString(), key, seconds, request_id)
+            if not outcome.ok:
+                raise StatusError(status_pb2.Status.FromString(outcome.payload))
+            response = pb.VerifyResponse.FromString(outcome.payload)
+            response.request_id = request_id
+            response.worker = outcome.worker
+            response.timings["queue"] = outcome.queue_seconds
+            response.timings["worker"] = outcome.worker_seconds
+            fields["verdict"] = convert.VERDICT_NAMES.get(response.verdict, "")
+            return response
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as exc:
+            status = _status(exc, request_id)
+            code = _code_name(status.code)
+            if not isinstance(exc, StatusError):
+                exc = StatusError(status)
+            fields["error"] = status.message
+            raise exc from None
+        finally:
+            timings = (outcome.timings or {}) if outcome is not None else {}
+            if outcome is not None:
+                fields.update(
+                    worker=outcome.worker,
+                    queue_s=round(outcome.queue_seconds, 6),
+                    worker_s=round(outcome.worker_seconds, 6),
+                )
+            fields.update(code=code, timings={k: round(v, 6) for k, v in timings.items()})
+            self.metrics.record_check(
+                code, fields.get("verdict", ""), timings, (outcome.cache_hits or {}) if outcome else {}
+            )
+            log.info(fields)
+
+    # -- DescribeGraph and ListOps
+
+    async def DescribeGraph(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> verifier_pb2.DescribeGraphResponse:
+        request_id = uuid.uuid4().hex[:16]
+        try:
+            prepared = prepare(convert.describe_request(request, self.config.limits), self.config.limits)
+            key = hash((prepared.program.cache_key, "describe"))
+            seconds = self.config.default_seconds
+            remaining = context.time_remaining()
+            if remaining is not None:
+                seconds = min(seconds, remaining - DEADLINE_MARGIN)
+            outcome = await self.pool.submit(
+                "describe", request.SerializeToString(), key, seconds, request_id
+            )
+            if not outcome.ok:
+                raise StatusError(status_pb2.Status.FromString(outcome.payload))
+            return pb.DescribeGraphResponse.FromString(outcome.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _abort(context, _status(exc, request_id))
+
+    async def ListOps(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> verifier_pb2.ListOpsResponse:
+        return self._ops
+
+
+async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
+    """End the call with this status, its details in the trailers (grpcio-status's format)."""
+    grpc_status = rpc_status.to_status(status)
+    await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
+
+
+_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
+def _code_name(code: int) -> str:
+    return _CODE_NAMES.get(code, str(code))

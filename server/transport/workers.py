@@ -1,0 +1,449 @@
+"""Worker processes: the CPU-bound checks run here, off the server's GIL, one at a time each.
+
+- Started with `spawn` (JAX is not fork-safe); each imports and warms sympy and JAX before it
+  reports ready, so the first request after SERVING pays no imports.
+- Requests with the same program and shapes go to the same worker (cache affinity) unless it is
+  busy and another is idle; an idle worker takes waiting work from a busy one.
+- Limits from outside: a worker still busy `kill_grace` after its request's budget ran out, or after
+  its caller gave up, is killed (SIGKILL) and replaced; each worker's address space is capped
+  (RLIMIT_AS), so an allocation past it fails inside the check. A worker that dies is replaced and
+  its request gets UNAVAILABLE (safe to retry). The server keeps serving through all of it.
+- Cancellation first tries the cheap way: a flag in shared memory that the check's checkpoints read
+  (crossgrad.server.deadline), so a request whose caller went away stops within milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import grpc
+
+from .convert import TransportError
+from .handlers import HandlerConfig, Outcome
+
+log = logging.getLogger("crossgrad.server")
+
+# Stages a worker reports through shared memory (index 0: between requests).
+STAGES = (
+    "idle",
+    "decode",
+    "parse",
+    "engine",
+    "sympy",
+    "jax",
+    "fd",
+    "compare",
+    "blame",
+    "encode",
+    "check",
+)
+_STAGE_CODE = {name: k for k, name in enumerate(STAGES)}
+# Shared status slots of a worker.
+RUNNING, CANCEL, STAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    handler: HandlerConfig
+    workers: int = 2
+    memory_bytes: int = 4096 << 20  # RLIMIT_AS of each worker (0: none)
+    kill_grace: float = 1.0
+    max_queue: int = 256
+    max_requests: int = 0  # recycle a worker after this many checks (0: never)
+    cache_size: int = 256
+    start_timeout: float = 180.0
+
+
+@dataclass(eq=False)
+class Job:
+    seq: int
+    kind: str  # "verify" or "describe"
+    payload: bytes
+    key: int  # affinity: requests with the same key prefer the same worker
+    seconds: float  # the request's time budget
+    request_id: str
+    future: asyncio.Future[Outcome]
+    enqueued: float = field(default_factory=time.monotonic)
+    started: float = 0.0
+    give_up_at: float = float("inf")  # kill the worker if it is still on this job by then
+    why: str = "deadline"  # what give_up_at is for: "deadline" or "cancelled"
+
+
+@dataclass(eq=False)
+class Worker:
+    index: int
+    process: Any = None
+    conn: Connection | None = None
+    status: Any = None  # shared array: RUNNING job seq, CANCEL job seq, STAGE code
+    ready: bool = False
+    job: Job | None = None
+    queue: collections.deque[Job] = field(default_factory=collections.deque)
+    handled: int = 0
+    killed_for: str = ""  # why we killed it, when we did
+    restarts: int = 0
+    failed_starts: int = 0  # deaths in a row before becoming ready
+
+    @property
+    def load(self) -> int:
+        return (self.job is not None) + len(self.queue)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+# ---------------------------------------------------------------- inside a worker process
+
+
+def _limit_memory(memory_bytes: int) -> None:
+    if memory_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+
+def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -> None:
+    """A worker's life: cap memory, import and warm the core, then check requests one at a time."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _limit_memory(config.memory_bytes)
+    from . import handlers, warmup  # the heavy imports: sympy, JAX, the core
+
+    warmup.configure_caches(config.cache_size)
+    warm_seconds = warmup.warm(config.handler)
+    conn.send_bytes(pickle.dumps(("ready", os.getpid(), warm_seconds)))
+
+    def on_stage(name: str) -> None:
+        status[STAGE] = _STAGE_CODE.get(name, _STAGE_CODE["check"])
+
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the server closed the pipe: exit
+        seq, kind, payload, seconds, request_id = pickle.loads(message)
+        if kind == "stop":
+            return
+        status[RUNNING] = seq
+        on_stage("decode")
+        if kind == "verify":
+            outcome = handlers.verify(
+                payload, config.handler, seconds, lambda s=seq: status[CANCEL] == s, on_stage, request_id
+            )
+        else:
+            outcome = handlers.describe(payload, config.handler, request_id)
+        status[STAGE] = 0
+        status[RUNNING] = 0
+        conn.send_bytes(pickle.dumps((seq, outcome)))
+
+
+# ---------------------------------------------------------------- in the server process
+
+
+class WorkerPool:
+    """Runs jobs on worker processes; async API for the servicer (one event loop)."""
+
+    def __init__(self, config: PoolConfig, on_event: Callable[[str, dict[str, Any]], None]) -> None:
+        self.config = config
+        self.on_event = on_event  # metrics and logs: ("restart", {...}), ("killed", {...}), ...
+        self.workers = [Worker(k) for k in range(config.workers)]
+        self._seq = itertools.count(1)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing = False
+        self._ready_waiters: dict[int, asyncio.Future[None]] = {}
+
+    # -- life cycle
+
+    async def start(self) -> None:
+        """Start every worker and wait until each has imported and warmed the core."""
+        self._loop = asyncio.get_running_loop()
+        waits = [self._spawn(w) for w in self.workers]
+        await asyncio.wait_for(asyncio.gather(*waits), self.config.start_timeout)
+        self._watchdog = asyncio.create_task(self._watch())
+
+    def _spawn(self, worker: Worker) -> asyncio.Future[None]:
+        assert self._loop is not None
+        parent, child = self._ctx.Pipe(duplex=True)
+        worker.status = self._ctx.Array("q", 3, lock=False)
+        worker.process = self._ctx.Process(
+            target=worker_main,
+            args=(child, worker.status, self.config, worker.index),
+            name=f"crossgrad-worker-{worker.index}",
+            daemon=True,
+        )
+        worker.process.start()
+        child.close()
+        worker.conn, worker.ready, worker.job, worker.killed_for, worker.handled = (
+            parent,
+            False,
+            None,
+            "",
+            0,
+        )
+        ready = self._loop.create_future()
+        self._ready_waiters[worker.index] = ready
+        threading.Thread(
+            target=self._read,
+            args=(worker, parent, worker.process),
+            daemon=True,
+            name=f"reader-{worker.index}",
+        ).start()
+        return ready
+
+    def _read(self, worker: Worker, conn: Connection, process: Any) -> None:
+        """Reader thread of one worker process: hand each message to the event loop."""
+        assert self._loop is not None
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
+                self._loop.call_soon_threadsafe(self._on_message, worker, process, data)
+        process.join()
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._on_exit, worker, process)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers: ask nicely, then kill what is left after the timeout."""
+        self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for w in self.workers:
+            for job in [*w.queue, *([w.job] if w.job else [])]:
+                if not job.future.done():
+                    job.future.set_exception(
+                        _unavailable("the server is shutting down", "SHUTTING_DOWN")
+                    )
+            w.queue.clear()
+            if w.conn is not None:
+                with contextlib.suppress(OSError):
+                    w.conn.send_bytes(pickle.dumps((0, "stop", b"", 0.0, "")))
+        end = time.monotonic() + timeout
+        for w in self.workers:
+            if w.process is None:
+                continue
+            while w.process.is_alive() and time.monotonic() < end:
+                await asyncio.sleep(0.02)
+            if w.process.is_alive():
+                w.process.kill()
+            await asyncio.get_running_loop().run_in_executor(None, w.process.join)
+
+    # -- submitting work
+
+    @property
+    def queued(self) -> int:
+        return sum(len(w.queue) for w in self.workers)
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(w.ready for w in self.workers)
+
+    async def submit(
+        self, kind: str, payload: bytes, key: int, seconds: float, request_id: str
+    ) -> Outcome:
+        """Run a job on a worker; cancelling the awaiting task cancels the job."""
+        if self._closing:
+            raise _unavailable("the server is shutting down", "SHUTTING_DOWN")
+        if self.queued >= self.config.max_queue:
+            raise _unavailable(
+                f"the server is busy: {self.queued} requests are waiting for a worker", "BUSY"
+            )
+        assert self._loop is not None
+        job = Job(next(self._seq), kind, payload, key, seconds, request_id, self._loop.create_future())
+        worker = self._choose(key)
+        worker.queue.append(job)
+        self._dispatch(worker)
+        try:
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            self._cancel(job, worker)
+            raise
+
+    def _choose(self, key: int) -> Worker:
+        """The key's own worker while it is free; else an idle one; else the least loaded."""
+        n = len(self.workers)
+        order = [self.workers[(key + i) % n] for i in range(n)]
+        ready = [w for w in order if w.ready] or order
+        idle = [w for w in ready if w.load == 0]
+        return idle[0] if idle else min(ready, key=lambda w: w.load)
+
+    def _dispatch(self, worker: Worker) -> None:
+        if not worker.ready or worker.job is not None:
+            return
+        if not worker.queue:  # take waiting work from the busiest ready worker
+            donor = max(
+                (w for w in self.workers if w is not worker), key=lambda w: len(w.queue), default=None
+            )
+            if donor is None or not donor.queue:
+                return
+            worker.queue.append(donor.queue.popleft())
+        job = worker.queue.popleft()
+        if job.future.done():  # cancelled while it waited
+            self._dispatch(worker)
+            return
+        job.started = time.monotonic()
+        job.give_up_at = job.started + job.seconds + self.config.kill_grace
+        worker.job = job
+        assert worker.conn is not None
+        with contextlib.suppress(OSError):  # it died just now: _on_exit reports the job
+            worker.conn.send_bytes(
+                pickle.dumps((job.seq, job.kind, job.payload, job.seconds, job.request_id))
+            )
+
+    def _cancel(self, job: Job, worker: Worker) -> None:
+        """The caller gave up: drop the job if it waits; else tell the worker to stop it."""
+        for w in self.workers:
+            if job in w.queue:
+                w.queue.remove(job)
+                self.on_event("cancelled", {"state": "queued", "request_id": job.request_id})
+        for w in self.workers:
+            if w.job is job and w.status is not None:
+                w.status[CANCEL] = job.seq
+                job.give_up_at = min(job.give_up_at, time.monotonic() + self.config.kill_grace)
+                job.why = "cancelled"
+                self.on_event("cancelled", {"state": "running", "request_id": job.request_id})
+        job.future.cancel()  # nobody waits for its outcome any more
+
+    # -- events from the workers
+
+    def _on_message(self, worker: Worker, process: Any, data: bytes) -> None:
+        if process is not worker.process:
+            return  # from a worker process already replaced
+        message = pickle.loads(data)
+        if message[0] == "ready":
+            _, pid, warm_seconds = message
+            worker.ready = True
+            self.on_event("ready", {"worker": worker.index, "pid": pid, "warm_seconds": warm_seconds})
+            waiter = self._ready_waiters.pop(worker.index, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            self._dispatch(worker)  # a worker back from a restart takes waiting work
+            return
+        seq, outcome = message
+        job = worker.job
+        worker.job = None
+        worker.handled += 1
+        if job is not None and job.seq == seq and not job.future.done():
+            outcome.worker = worker.index
+            outcome.queue_seconds = job.started - job.enqueued
+            outcome.worker_seconds = time.monotonic() - job.started
+            job.future.set_result(outcome)
+        if self.config.max_requests and worker.handled >= self.config.max_requests:
+            self._replace(worker, "recycled")
+            return
+        self._dispatch(worker)
+
+    def _on_exit(self, worker: Worker, process: Any) -> None:
+        if process is not worker.process or self._closing:
+            return
+        code = process.exitcode
+        reason = worker.killed_for or (
+            f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
+        )
+        waiter = self._ready_waiters.pop(worker.index, None)
+        if waiter is not None and not waiter.done() and self._watchdog is None:
+            # still starting: a worker that cannot start is the server's failure, not a retry
+            waiter.set_exception(RuntimeError(f"worker {worker.index} failed to start ({reason})"))
+            return
+        job = worker.job
+        stage = STAGES[worker.status[STAGE]] if worker.status is not None else ""
+        if job is not None and not job.future.done():
+            job.future.set_exception(self._lost(worker, job, stage))
+        self.on_event("restart", {"worker": worker.index, "reason": reason, "stage": stage})
+        worker.restarts += 1
+        worker.failed_starts = 0 if worker.ready or worker.killed_for else worker.failed_starts + 1
+        worker.job, worker.ready = None, False
+        # a worker that cannot even start (a broken install) is retried with a growing pause
+        delay = min(30.0, 0.5 * 2**worker.failed_starts) if worker.failed_starts else 0.0
+        assert self._loop is not None
+        self._loop.call_later(delay, self._respawn, worker)
+        for w in self.workers:  # its waiting work goes to workers that can take it now
+            self._dispatch(w)
+
+    def _respawn(self, worker: Worker) -> None:
+        if not self._closing:
+            self._spawn(worker)
+
+    def _lost(self, worker: Worker, job: Job, stage: str) -> TransportError:
+        if worker.killed_for == "deadline":
+            return TransportError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the request's time budget ({job.seconds:.3g} s) ran out in the {stage} stage, which "
+                "did not stop by itself; its worker was stopped",
+                "BUDGET_EXHAUSTED",
+                {"stage": stage, "seconds": job.seconds},
+            )
+        if worker.killed_for == "cancelled":
+            return TransportError(
+                grpc.StatusCode.CANCELLED, "cancelled by the caller", "CANCELLED", {"stage": stage}
+            )
+        exit_code = worker.process.exitcode if worker.process is not None else None
+        return _unavailable(
+            f"the worker process checking this request died ({_describe_exit(exit_code)}) in the "
+            f"{stage} stage; the server replaced it and the request is safe to retry",
+            "WORKER_LOST",
+            {"stage": stage, "exit": exit_code},
+        )
+
+    def _replace(self, worker: Worker, why: str) -> None:
+        """Kill a worker (its reader thread then reports the exit, and it is respawned)."""
+        worker.killed_for = why
+        worker.ready = False
+        if worker.process is not None and worker.process.is_alive():
+            worker.process.kill()
+
+    async def _watch(self) -> None:
+        """Every 50 ms: stop workers whose job is past its budget (or whose caller gave up)."""
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            for w in self.workers:
+                job = w.job
+                if job is not None and now > job.give_up_at and not w.killed_for:
+                    self.on_event(
+                        "killed", {"worker": w.index, "why": job.why, "request_id": job.request_id}
+                    )
+                    self._replace(w, job.why)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "workers": [
+                {
+                    "index": w.index,
+                    "pid": w.pid,
+                    "ready": w.ready,
+                    "busy": w.job is not None,
+                    "queued": len(w.queue),
+                    "restarts": w.restarts,
+                }
+                for w in self.workers
+            ]
+        }
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _unavailable(message: str, reason: str, metadata: dict[str, Any] | None = None) -> TransportError:
+    return TransportError(grpc.StatusCode.UNAVAILABLE, message, reason, metadata, retry_after=1.0)
