@@ -10,22 +10,17 @@ Exits 1 when an example gets another verdict than the one it must get.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .client import Client, Input, Result
+from .local_server import LocalServer
 
 
 @dataclass
@@ -113,48 +108,6 @@ def verify_examples(client: Client) -> int:
     return failures
 
 
-@contextlib.contextmanager
-def started_server(
-    extra_args: Sequence[str] = (), timeout: float = 180.0
-) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A server process on a free loopback port, stopped with SIGTERM at the end."""
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = Path(tmp) / "port.json"
-        command = [
-            sys.executable,
-            "-m",
-            "crossgrad.server",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            *extra_args,
-        ]
-        process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            end = time.monotonic() + timeout
-            while not port_file.exists():
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"the server exited with code {process.returncode} before serving"
-                    )
-                if time.monotonic() > end:
-                    raise RuntimeError(f"the server was not SERVING after {timeout:.0f} s")
-                time.sleep(0.05)
-            yield json.loads(port_file.read_text())["address"], process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m crossgrad.clients.examples", description=__doc__.split("\n")[0]
@@ -170,15 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.start_server:
         started = time.monotonic()
-        with started_server() as (address, process):
+        with LocalServer(args=("--log-level", "WARNING")) as server:
             print(
-                f"started a crossgrad server at {address} "
+                f"started a crossgrad server at {server.address} "
                 f"(SERVING after {time.monotonic() - started:.1f} s)\n"
             )
-            with Client(address) as client:
+            with Client(server.address) as client:
                 failures = verify_examples(client)
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(60)
+            code = server.stop()
         print(f"server stopped (exit code {code})")
         return 1 if failures or code != 0 else 0
     if args.server:

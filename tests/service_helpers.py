@@ -1,0 +1,78 @@
+"""Shared by the service tests: requests, a slow program, reading a server's metrics and workers."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import numpy as np
+import psutil
+from crossgrad.clients import build_request
+from prometheus_client.parser import text_string_to_metric_families
+
+WORKED = {
+    "program": "Q = 3*a**3 - b**2",
+    "inputs": {"a": [2.0, 3.0], "b": [6.0, 4.0]},
+    "cotangents": {"Q": [1.0, 1.0]},
+    "checks": ("vjp", "jacobian"),
+}
+# sympy spends minutes on this (its expression swells at every level); only the request's time
+# budget stops it, so it is the slow request of these tests.
+SLOW_PROGRAM = "y = " + "gelu(" * 8 + "x" + ")" * 8
+
+
+def worked_request(id: str = "", **changes: object):
+    fields = {**WORKED, **changes}
+    return build_request(fields.pop("program"), fields.pop("inputs"), id=id, **fields)
+
+
+def slow_request(id: str = "", seconds: float = 30.0):
+    return build_request(SLOW_PROGRAM, {"x": [0.3]}, id=id, budget={"seconds": seconds})
+
+
+def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's Prometheus samples: (name, sorted labels) -> value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    return metrics(port).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def workers(server_pid: int) -> list[psutil.Process]:
+    """The server's worker processes (spawned children; not multiprocessing's resource tracker)."""
+    children = psutil.Process(server_pid).children()
+    return [c for c in children if "resource_tracker" not in " ".join(c.cmdline())]
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
+
+
+def assert_worked_example(result) -> None:
+    assert result.verdict == "PASS", result.text
+    assert result.grad("a").tolist() == [36.0, 81.0]
+    assert result.grad("b").tolist() == [-12.0, -8.0]
+    assert np.array_equal(result.jacobian("Q", "a"), np.diag([36.0, 81.0]))
+    assert np.array_equal(result.jacobian("Q", "b"), np.diag([-12.0, -8.0]))

@@ -1,0 +1,272 @@
+"""The gRPC service, tested as its users reach it: a real server process on a loopback port."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from crossgrad.clients import Client, CrossgradError, build_request
+from crossgrad.clients.local_server import LocalServer
+from crossgrad.engine import OPS
+from crossgrad.server.check import check
+from crossgrad.server.model import CheckRequest, InputSpec
+from crossgrad.server.transport import convert
+from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from service_helpers import (
+    WORKED,
+    assert_worked_example,
+    cpu_seconds,
+    metric,
+    slow_request,
+    wait_for,
+    worked_request,
+    workers,
+)
+
+pb = verifier_pb2
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalServer(args=("--workers", "2", "--metrics-port", "0", "--max-message-mb", "16")) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.address) as c:
+        yield c
+
+
+def _stub(address: str):
+    channel = grpc.insecure_channel(address)  # no retries: these tests look at first answers
+    return channel, verifier_pb2_grpc.VerifierServiceStub(channel)
+
+
+def _rpc_error(call) -> CrossgradError:
+    with pytest.raises(CrossgradError) as info:
+        call()
+    return info.value
+
+
+# ---------------------------------------------------------------- the worked example
+
+
+def test_worked_example_through_verify_is_the_in_process_report(client):
+    result = client.verify(**WORKED)
+    assert_worked_example(result)
+    assert result.response.worker in (0, 1) and result.response.request_id
+    node_names = {n.name for n in result.response.dag.nodes}
+    assert {"SubBackward0", "MulBackward0", "PowBackward0"} <= node_names
+    # the same report as the core computes in-process (the parts that do not depend on time)
+    request = CheckRequest(
+        WORKED["program"],
+        [InputSpec(n, v) for n, v in WORKED["inputs"].items()],
+        cotangents=WORKED["cotangents"],
+        checks=WORKED["checks"],
+    )
+    local = convert.report_message(check(request), 10**6)
+    assert result.response.verdict == local.verdict
+    assert result.response.summary == local.summary
+    assert list(result.response.points) == list(local.points)
+    assert result.response.dag == local.dag
+    assert result.response.outputs == local.outputs
+
+
+def test_worked_example_through_verify_stream(server):
+    channel, stub = _stub(server.address)
+    with channel:
+        requests = [pb.VerifyStreamRequest(request=worked_request(id=f"r{k}")) for k in range(3)]
+        answers = list(stub.VerifyStream(iter(requests), timeout=60))
+    assert sorted(a.id for a in answers) == ["r0", "r1", "r2"]
+    for a in answers:
+        assert a.WhichOneof("result") == "response"
+        assert a.response.id == a.id and a.response.verdict == pb.VERDICT_PASS
+
+
+def test_embedded_client_gives_the_server_report(client):
+    remote = client.verify(**WORKED)
+    local = Client.embedded().verify(**WORKED)
+    assert_worked_example(local)
+    assert list(local.response.points) == list(remote.response.points)
+
+
+# ---------------------------------------------------------------- standard services
+
+
+def test_health_reflection_and_the_op_table(server, client):
+    assert client.health() == "SERVING"
+    assert client.health("crossgrad.v1.VerifierService") == "SERVING"
+    with grpc.insecure_channel(server.address) as channel:
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert "crossgrad.v1.VerifierService" in services and "grpc.health.v1.Health" in services
+    ops = {op.name: op for op in client.list_ops()}
+    assert set(ops) == {name for name, spec in OPS.items() if not spec.internal}
+    assert ops["relu"].conventions["engine"] and ops["relu"].nonsmooth
+    assert [a.name for a in ops["sum"].attributes] == ["axis", "keepdims"]
+    assert "SumBackward" in ops["sum"].backward_node
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_a_bad_program_is_invalid_argument_with_line_and_column(client):
+    error = _rpc_error(lambda: client.verify("h = sin(x)\ny = frobnicate(h)", {"x": [1.0]}))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.field_violations and error.field_violations[0][0] == "program"
+    assert "frobnicate" in error.message
+    assert (error.info["line"], error.info["column"]) == ("2", "5")
+
+
+def test_bad_fields_are_named(client):
+    error = _rpc_error(lambda: client.verify("y = sum(x)", {"x": [1.0]}, cotangents={"z": [1.0]}))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    bad_bytes = build_request("y = sum(x)", {"x": [1.0, 2.0]})
+    bad_bytes.inputs[0].value.data = b"\x00" * 12  # 12 bytes for 2 float64 entries
+    error = _rpc_error(lambda: client.verify_message(bad_bytes))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.field_violations[0][0] == "inputs[x].value" and "12 bytes" in error.message
+
+
+def test_oversize_requests_are_resource_exhausted(client):
+    too_many = np.zeros(1_000_001)  # one over the default limit of elements per input
+    error = _rpc_error(lambda: client.verify("y = sum(x)", {"x": too_many}))
+    assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit" in error.message
+    too_big = np.zeros((2, 1_100_000))  # 17.6 MB: over the server's 16 MB message limit
+    error = _rpc_error(lambda: client.verify("y = sum(x)", {"x": too_big}))
+    assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_short_deadline_stops_the_work_and_the_server_goes_on(server, client):
+    cancelled_before = metric(server.metrics_port, "crossgrad_cancelled_checks_total", state="running")
+    error = _rpc_error(lambda: client.verify_message(slow_request(), timeout=0.1))
+    assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    # the worker stops working on it: within a moment the workers are idle again
+    assert wait_for(
+        lambda: (
+            metric(server.metrics_port, "crossgrad_cancelled_checks_total", state="running")
+            > cancelled_before
+        )
+    )
+    procs = workers(server.pid)
+    time.sleep(1.5)  # cancellation is cooperative, then the worker is killed past its grace
+    before = cpu_seconds(workers(server.pid))
+    time.sleep(1.0)
+    assert cpu_seconds(workers(server.pid)) - before < 0.3
+    assert len(procs) == 2
+    assert_worked_example(client.verify(**WORKED))
+
+
+def test_a_stream_of_200_mixed_requests_gets_200_answers(server):
+    rng = np.random.default_rng(1)
+    requests, kinds = [], {}
+    for k in range(200):
+        rid = f"req-{k}"
+        if k % 10 == 3:
+            msg, kinds[rid] = build_request("y = sum(x ** )", {"x": [1.0]}, id=rid), "invalid"
+        elif k % 20 == 7:
+            msg, kinds[rid] = slow_request(rid, seconds=0.5), "slow"
+        else:
+            a = rng.uniform(1, 2, size=3).tolist()
+            msg = build_request("y = sum(tanh(a) * a ** 2)", {"a": a}, id=rid)
+            kinds[rid] = "valid"
+        requests.append(pb.VerifyStreamRequest(request=msg))
+    channel, stub = _stub(server.address)
+    with channel:
+        answers = list(stub.VerifyStream(iter(requests), timeout=120))
+    assert sorted(a.id for a in answers) == sorted(kinds)
+    for a in answers:
+        if kinds[a.id] == "valid":
+            assert a.WhichOneof("result") == "response" and a.response.verdict == pb.VERDICT_PASS
+        elif kinds[a.id] == "invalid":
+            assert a.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        else:  # over its budget: stopped with the stage it was in
+            assert a.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], a
+            assert "stage" in a.error.message
+
+
+# ---------------------------------------------------------------- auth, draining, faults
+
+
+def test_a_token_is_required_when_set_but_health_stays_open():
+    with LocalServer(args=("--workers", "1", "--token", "s3cret")) as server:
+        for token in (None, "wrong"):
+            with Client(server.address, token=token) as c:
+                error = _rpc_error(lambda c=c: c.verify(**WORKED))
+                assert error.code is grpc.StatusCode.UNAUTHENTICATED
+                assert c.health() == "SERVING"
+        with Client(server.address, token="s3cret") as c:
+            assert_worked_example(c.verify(**WORKED))
+
+
+def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
+    server = LocalServer(args=("--workers", "2", "--grace-seconds", "20"))
+    with server:
+        results: queue.Queue = queue.Queue()
+
+        def call() -> None:
+            channel, stub = _stub(server.address)
+            with channel:
+                try:
+                    results.put(stub.Verify(slow_request(seconds=2.0), timeout=60))
+                except grpc.RpcError as err:
+                    results.put(err)
+
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # both are in flight
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        channel, stub = _stub(server.address)
+        with channel, pytest.raises(grpc.RpcError) as refused:
+            stub.Verify(worked_request(), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        for t in threads:
+            t.join(60)
+        for _ in threads:  # both finished normally: the slow program answers within its budget
+            answer = results.get_nowait()
+            assert isinstance(answer, pb.VerifyResponse), answer
+        assert server.process.wait(30) == 0
+
+
+def test_a_worker_killed_mid_request_is_replaced_and_the_server_goes_on():
+    with LocalServer(args=("--workers", "2", "--metrics-port", "0")) as server:
+        outcome: queue.Queue = queue.Queue()
+
+        def call() -> None:
+            channel, stub = _stub(server.address)
+            with channel:
+                try:
+                    outcome.put(stub.Verify(slow_request(seconds=20.0), timeout=60))
+                except grpc.RpcError as err:
+                    outcome.put(err)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        procs = workers(server.pid)
+        before = {p.pid: cpu_seconds([p]) for p in procs}
+        time.sleep(1.0)
+        busy = max(procs, key=lambda p: cpu_seconds([p]) - before[p.pid])
+        busy.send_signal(signal.SIGKILL)
+        thread.join(60)
+        error = outcome.get_nowait()
+        assert isinstance(error, grpc.RpcError) and error.code() is grpc.StatusCode.UNAVAILABLE
+        assert "died" in error.details() and "retry" in error.details()
+        # the worker count is restored, and later requests succeed
+        assert wait_for(lambda: metric(server.metrics_port, "crossgrad_workers_ready") == 2, 60)
+        assert busy.pid not in {p.pid for p in workers(server.pid)}
+        assert metric(server.metrics_port, "crossgrad_worker_restarts_total", reason="signal 9") == 1
+        with Client(server.address) as c:
+            for _ in range(3):
+                assert_worked_example(c.verify(**WORKED))
+        assert server.stop() == 0
