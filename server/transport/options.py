@@ -36,7 +36,11 @@ class ServerOptions:
     max_message_mb: int = 64  # largest request or response message
     max_report_values: int = 2_000_000  # entries of source values a report carries (point 0)
     max_stream_inflight: int = 32  # checks one VerifyStream runs at once
-    cache_size: int = 256  # compiled programs each worker keeps (JAX, sympy, parses)
+    # what each worker keeps compiled (the same program and shapes again is then a cache hit):
+    # JAX functions (a program has one per kind of check), sympy's compiled derivatives, parses
+    cache_jax: int = 128
+    cache_sympy: int = 64
+    cache_parse: int = 256
     log_level: str = "INFO"
     limits: Limits = field(default_factory=Limits)
 
@@ -64,7 +68,9 @@ _HELP = {
     "max_message_mb": "largest request or response message (MiB)",
     "max_report_values": "source values (entries) a report may carry",
     "max_stream_inflight": "checks one VerifyStream call runs at once",
-    "cache_size": "compiled programs each worker keeps",
+    "cache_jax": "JAX functions each worker keeps compiled",
+    "cache_sympy": "programs whose sympy derivatives each worker keeps compiled",
+    "cache_parse": "parsed programs each worker keeps",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 _LIMITS_HELP = "a limit of the request language and its checks (see crossgrad.server.limits)"

@@ -52,7 +52,11 @@ def _pool_config(options: ServerOptions) -> PoolConfig:
         kill_grace=options.kill_grace_seconds,
         max_queue=options.max_queue,
         max_requests=options.worker_max_requests,
-        cache_size=options.cache_size,
+        cache_sizes={
+            "jax": options.cache_jax,
+            "sympy": options.cache_sympy,
+            "parse": options.cache_parse,
+        },
     )
 
 
@@ -168,7 +172,14 @@ async def run(options: ServerOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
-    await server.start()
+    try:
+        await server.start()
+    except Exception as exc:  # e.g. a worker that cannot start: say so, stop cleanly, exit 1
+        log.error({"event": "start_failed", "error": str(exc)})
+        await server.grpc.stop(0)
+        await server.pool.close()
+        server.metrics.stop()
+        return 1
     await server.wait_and_drain()
     return 0
 

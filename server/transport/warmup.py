@@ -14,13 +14,12 @@ from .handlers import HandlerConfig, verify
 pb = verifier_pb2
 
 
-def configure_caches(size: int) -> None:
-    """Bound each compiled-program cache of this process (parses, sympy, JAX) to `size` entries."""
-    try:
-        from .. import caches
-    except ImportError:  # TEMPORARY: until the core's bounded caches land
-        return
-    caches.configure(size)
+def configure_caches(sizes: dict[str, int]) -> None:
+    """Bound this process's caches (parse, sympy, jax: those its imports registered) to the
+    server's sizes."""
+    from .. import caches
+
+    caches.configure(**{name: size for name, size in sizes.items() if name in caches.stats()})
 
 
 def _request(program: str, inputs: dict[str, list[float]], **fields: object) -> bytes:

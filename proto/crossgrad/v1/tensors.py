@@ -21,6 +21,8 @@ DTYPES: dict[int, tuple[str, str]] = {
     tensor_pb2.DTYPE_BOOL: ("bool", "|b1"),
 }
 ENUM_OF = {name: enum for enum, (name, _) in DTYPES.items()}
+# the dtypes sent as they are (native byte order; big-endian arrays are converted)
+_ENUM_OF_DTYPE = {np.dtype(name): enum for enum, (name, _) in DTYPES.items()}
 MAX_NDIM = 16
 
 
@@ -35,12 +37,14 @@ class TensorError(ValueError):
 def to_tensor(array: npt.ArrayLike) -> tensor_pb2.Tensor:
     """Encode an array (float64, float32, int64 or bool; other numbers become float64)."""
     a = np.asarray(array)
-    if a.dtype.kind == "c":
-        raise TensorError("complex values cannot be sent: the verifier works on real numbers")
-    name = a.dtype.name if a.dtype.name in ENUM_OF else ("int64" if a.dtype.kind in "iu" else "float64")
-    wire = DTYPES[ENUM_OF[name]][1]
+    enum = _ENUM_OF_DTYPE.get(a.dtype)
+    if enum is None:
+        if a.dtype.kind == "c":
+            raise TensorError("complex values cannot be sent: the verifier works on real numbers")
+        enum = ENUM_OF["int64" if a.dtype.kind in "iu" else "float64"]
+    wire = DTYPES[enum][1]
     return tensor_pb2.Tensor(
-        shape=a.shape, dtype=ENUM_OF[name], data=np.ascontiguousarray(a, dtype=wire).tobytes()
+        shape=a.shape, dtype=enum, data=a.astype(wire, order="C", copy=False).tobytes()
     )
 
 
