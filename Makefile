@@ -28,6 +28,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.engine_bench
 	$(PY) -m benchmarks.verify_bench
+	$(PY) -m benchmarks.service_bench
 
 # Regenerate crossgrad.v1 (Python code and .pyi stubs) from proto/crossgrad/v1/*.proto.
 proto: $(STAMP)
