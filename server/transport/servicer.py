@@ -74,6 +74,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[verifier_pb2.VerifyStreamResponse]:
         answers: asyncio.Queue[verifier_pb2.VerifyStreamResponse | None] = asyncio.Queue()
+        # a slot is taken when a request is read and given back when its answer is sent: checks
+        # running plus answers the client has not read stay within max_stream_inflight
         slots = asyncio.Semaphore(self.max_stream_inflight)
         tasks: set[asyncio.Task[None]] = set()
 
@@ -83,12 +85,10 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 await answers.put(pb.VerifyStreamResponse(id=msg.id, response=response))
             except StatusError as exc:
                 await answers.put(pb.VerifyStreamResponse(id=msg.id, error=exc.status))
-            finally:
-                slots.release()
 
         async def read() -> None:
             async for item in request_iterator:
-                await slots.acquire()  # at most max_stream_inflight checks of this stream at once
+                await slots.acquire()
                 task = asyncio.create_task(answer(item.request))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -99,6 +99,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         try:
             while (response := await answers.get()) is not None:
                 yield response
+                slots.release()
             await reader  # surfaces an error in reading the stream
         finally:
             reader.cancel()

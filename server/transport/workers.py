@@ -105,6 +105,7 @@ class Worker:
     killed_for: str = ""  # why we killed it, when we did
     restarts: int = 0
     failed_starts: int = 0  # deaths in a row before becoming ready
+    spawned_at: float = 0.0
 
     @property
     def load(self) -> int:
@@ -197,6 +198,7 @@ class WorkerPool:
             daemon=True,
         )
         worker.process.start()
+        worker.spawned_at = time.monotonic()
         child.close()
         worker.conn, worker.ready, worker.job, worker.killed_for, worker.handled = (
             parent,
@@ -241,6 +243,9 @@ class WorkerPool:
                     w.conn.send_bytes(pickle.dumps((0, "stop", b"", 0.0, "")))
         end = time.monotonic() + timeout
         for w in self.workers:
+            if w.conn is not None and not w.conn.closed:
+                asyncio.get_running_loop().remove_reader(w.conn.fileno())
+                w.conn.close()
             if w.process is None:
                 continue
             while w.process.is_alive() and time.monotonic() < end:
@@ -372,7 +377,8 @@ class WorkerPool:
             job.future.set_exception(self._lost(worker, job, stage))
         self.on_event("restart", {"worker": worker.index, "reason": reason, "stage": stage})
         worker.restarts += 1
-        worker.failed_starts = 0 if worker.ready or worker.killed_for else worker.failed_starts + 1
+        started = worker.ready or worker.killed_for not in ("", "start timeout")
+        worker.failed_starts = 0 if started else worker.failed_starts + 1
         worker.job, worker.ready = None, False
         # a worker that cannot even start (a broken install) is retried with a growing pause
         delay = min(30.0, 0.5 * 2**worker.failed_starts) if worker.failed_starts else 0.0
@@ -425,6 +431,9 @@ class WorkerPool:
                         "killed", {"worker": w.index, "why": job.why, "request_id": job.request_id}
                     )
                     self._replace(w, job.why)
+                elif not w.ready and not w.killed_for and now > w.spawned_at + self.config.start_timeout:
+                    self.on_event("killed", {"worker": w.index, "why": "start timeout"})
+                    self._replace(w, "start timeout")  # hung while starting: try again
 
     def stats(self) -> dict[str, Any]:
         return {
