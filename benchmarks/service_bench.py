@@ -114,10 +114,32 @@ def bench_latency(client: Client, n: int) -> None:
     local = timed(lambda: in_process(msg), n)
     remote = timed(lambda: client.verify_message(msg), n)
     (lp50, lp99), (rp50, rp99) = percentiles(local), percentiles(remote)
+    # A server's worker waits between requests, and on these machines a core that idles for a
+    # millisecond runs the next check slower (sleeping 1.5 ms between in-process checks slows
+    # them by a third). The paced line runs the in-process check with the same gaps a gRPC call
+    # leaves, so the difference to it is what the transport itself costs.
+    gap = max(0.0, (rp50 - lp50) / 1e3)
+    paced = []
+    for _ in range(n):
+        time.sleep(gap)
+        paced.extend(timed(lambda: in_process(msg), 1))
+    pp50 = percentiles(paced)[0]
     print("\n2. worked example, warm (vjp + Jacobians, every reference)")
-    row("in-process p50 / p99", f"{lp50:.2f} / {lp99:.2f} ms")
+    row("in-process p50 / p99, back to back", f"{lp50:.2f} / {lp99:.2f} ms")
+    row(f"in-process p50, paced ({gap * 1e3:.1f} ms idle between checks)", f"{pp50:.2f} ms")
     row("gRPC p50 / p99", f"{rp50:.2f} / {rp99:.2f} ms")
-    row("gRPC p50 - in-process p50", f"{rp50 - lp50:+.2f} ms", "target <= +1 ms", rp50 - lp50 <= 1.0)
+    row(
+        "gRPC p50 - in-process p50 (back to back)",
+        f"{rp50 - lp50:+.2f} ms",
+        "target <= +1 ms",
+        rp50 - lp50 <= 1.0,
+    )
+    row(
+        "gRPC p50 - in-process p50 (paced)",
+        f"{rp50 - pp50:+.2f} ms",
+        "target <= +1 ms",
+        rp50 - pp50 <= 1.0,
+    )
 
 
 def bench_new_program(client: Client, count: int) -> None:
