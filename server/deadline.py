@@ -77,6 +77,33 @@ def budget(
 
 
 @contextmanager
+def within(seconds: float) -> Iterator[Deadline]:
+    """Run the block with at most `seconds` more: the tighter of that and the deadline already
+    installed in this thread (whose cancellation and stage reporting carry over), or a new
+    budget(seconds) when there is none. check() runs under within(request.budget.seconds)."""
+    outer = current()
+    if outer is _UNLIMITED:
+        with budget(seconds) as deadline:
+            yield deadline
+        return
+    at = time.monotonic() + seconds
+    if at >= outer.at:  # the caller's deadline binds first
+        yield outer
+        return
+    inner = Deadline(at, seconds, outer.cancelled, outer.on_stage, outer.stage)
+    _local.deadline = inner
+    try:
+        yield inner
+    finally:
+        _local.deadline = outer
+
+
+def remaining() -> float:
+    """Seconds left before this thread's deadline (math.inf without one)."""
+    return current().remaining()
+
+
+@contextmanager
 def stage(name: str) -> Iterator[None]:
     """Name the stage running now (for OutOfTime's message and the worker's status)."""
     deadline = current()

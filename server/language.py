@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import keyword
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from crossgrad.engine import OPS, ShapeError
 from crossgrad.engine.indexing import canonical_index, getitem, index_shape
 
+from . import caches
 from .ir import IRNode, Operand, Position, Program, Ref
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -145,8 +145,8 @@ class _Builder:
             self._check_input(decl)
             total += math.prod(decl.shape)
             if total > limits.max_total_elements:
-                raise RequestError(
-                    f"the inputs have more than {limits.max_total_elements} elements in all",
+                raise LimitError(
+                    f"the inputs have more than {limits.max_total_elements} elements in all (the limit)",
                     field="inputs",
                 )
             nid = self._add("input", (), (), decl.shape, decl.dtype, None, decl.name, decl.name)
@@ -172,11 +172,15 @@ class _Builder:
                 f"input {decl.name!r} has dtype {decl.dtype!r}; use one of {', '.join(_DTYPES)}",
                 field=field,
             )
-        if len(decl.shape) > 8 or any(int(d) < 0 for d in decl.shape):
+        if any(int(d) < 0 for d in decl.shape):
             raise RequestError(f"input {decl.name!r} has an invalid shape {decl.shape}", field=field)
+        if len(decl.shape) > 8:
+            raise LimitError(
+                f"input {decl.name!r} has {len(decl.shape)} dimensions; the limit is 8", field=field
+            )
         size = math.prod(decl.shape)
         if size > self.limits.max_input_elements:
-            raise RequestError(
+            raise LimitError(
                 f"input {decl.name!r} has {size} elements; the limit is "
                 f"{self.limits.max_input_elements}",
                 field=field,
@@ -195,11 +199,13 @@ class _Builder:
         name: str | None = None,
     ) -> int:
         if len(self.nodes) >= self.limits.max_nodes:
-            raise RequestError(f"the program has more than {self.limits.max_nodes} operations", pos)
+            raise LimitError(
+                f"the program has more than {self.limits.max_nodes} operations (the limit)", pos
+            )
         shapes = shape if op == "split" else (shape,)
         for s in shapes:
             if math.prod(s) > self.limits.max_intermediate_elements:
-                raise RequestError(
+                raise LimitError(
                     f"{op} would produce {math.prod(s)} elements; the limit is "
                     f"{self.limits.max_intermediate_elements}",
                     pos,
@@ -249,7 +255,7 @@ class _Builder:
             raise RequestError(str(exc), pos) from None
         for s in shape if op == "split" else (shape,):
             if len(s) > _MAX_NDIM:
-                raise RequestError(f"{op} would give {len(s)} dimensions; at most {_MAX_NDIM}", pos)
+                raise LimitError(f"{op} would give {len(s)} dimensions; the limit is {_MAX_NDIM}", pos)
         _check_attrs(op, attrs, self.shape_of(operands[0]) if operands else (), pos)
         if op in ("nll_loss", "cross_entropy") and self.dtype_of(operands[1]) != "int64":
             raise RequestError(f"{op}: the target must be an int64 input of class indices", pos)
@@ -370,9 +376,9 @@ class _Builder:
     # ------------------------------------------------------------ expressions
     def expr(self, node: ast.expr, depth: int) -> Operand:
         if depth > self.limits.max_depth:
-            raise RequestError(
+            raise LimitError(
                 f"the expression is nested more than {self.limits.max_depth} "
-                "levels deep; split it into several assignments",
+                "levels deep (the limit); split it into several assignments",
                 _pos(node),
             )
         depth += 1
@@ -469,8 +475,8 @@ class _Builder:
         if isinstance(exponent, Ref):
             return self.op_node("rpow", [exponent], {"base": base}, node)
         if abs(exponent) > self.limits.max_exponent:
-            raise RequestError(
-                f"exponent {exponent} is too large: |exponent| must be at most "
+            raise LimitError(
+                f"exponent {exponent} is too large: the limit of |exponent| is "
                 f"{self.limits.max_exponent:g}",
                 _pos(node),
             )
@@ -480,7 +486,11 @@ class _Builder:
         try:
             if op == "pow":
                 if abs(b) > self.limits.max_exponent and abs(a) != 1:
-                    raise RequestError(f"exponent {b} is too large in a constant", _pos(node))
+                    raise LimitError(
+                        f"exponent {b} is too large in a constant: the limit of |exponent| is "
+                        f"{self.limits.max_exponent:g}",
+                        _pos(node),
+                    )
                 value = a**b
             elif op == "div":
                 value = a / b
@@ -604,7 +614,9 @@ class _Builder:
                 _pos(node),
             )
         if isinstance(value, tuple) and len(value) > 64:
-            raise RequestError(f"{op}: attribute {attr.name} is too long", _pos(node))
+            raise LimitError(
+                f"{op}: attribute {attr.name} is too long (the limit is 64 items)", _pos(node)
+            )
         return value
 
     # ------------------------------------------------------------ indexing
@@ -634,7 +646,10 @@ class _Builder:
             return value
         if isinstance(value, list) and value and all(_is_int(v) for v in value):
             if len(value) > self.limits.max_input_elements:
-                raise RequestError("index list is too long", _pos(node))
+                raise LimitError(
+                    f"index list is too long: the limit is {self.limits.max_input_elements}",
+                    _pos(node),
+                )
             return np.asarray(value, dtype=np.int64)
         raise RequestError(
             "an index must be an int, a slice, None, ..., or a list of ints "
@@ -727,21 +742,18 @@ def parse(
 ) -> Program:
     """Parse and shape-check a program. outputs default to the last assigned variable.
     Programs are immutable, so a repeated request reuses the parse of the first."""
+    if not isinstance(source, str):
+        raise RequestError("the program must be text")
+    if outputs is not None and not all(isinstance(o, str) for o in outputs):
+        raise RequestError("outputs must be names (strings)", field="outputs")
     if isinstance(inputs, Mapping):
         inputs = [InputDecl(n, tuple(s), d) for n, (s, d) in inputs.items()]
     key = (source, tuple(inputs), tuple(outputs or ()), limits)
-    program = _PARSED.get(key)
-    if program is None:
-        program = _parse(source, inputs, outputs, limits)
-        with _PARSED_LOCK:  # requests are served from several threads
-            if len(_PARSED) >= 256:
-                _PARSED.pop(next(iter(_PARSED)), None)
-            _PARSED[key] = program
+    program, _ = _PARSED.get_or_build(key, lambda: _parse(source, inputs, outputs, limits))
     return program
 
 
-_PARSED: dict[Any, Program] = {}
-_PARSED_LOCK = threading.Lock()
+_PARSED = caches.register("parse", 256)  # parsed programs, by text, inputs, outputs and limits
 
 
 def _parse(
@@ -750,7 +762,7 @@ def _parse(
     if not isinstance(source, str):
         raise RequestError("the program must be text")
     if len(source) > limits.max_source_chars:
-        raise RequestError(
+        raise LimitError(
             f"the program has {len(source)} characters; the limit is {limits.max_source_chars}"
         )
     if "\x00" in source:
@@ -760,7 +772,9 @@ def _parse(
     if not tree.body:
         raise RequestError("the program is empty: write at least one assignment")
     if len(tree.body) > limits.max_statements:
-        raise RequestError(f"the program has more than {limits.max_statements} statements")
+        raise LimitError(
+            f"the program has {len(tree.body)} statements; the limit is {limits.max_statements}"
+        )
     for stmt in tree.body:
         builder.statement(stmt)
     assigned = list(dict.fromkeys(builder.assigned))
@@ -800,7 +814,7 @@ def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
         depth += ch in "([{"
         depth -= ch in ")]}"
         if depth > limits.max_depth:
-            raise RequestError(f"brackets are nested more than {limits.max_depth} deep")
+            raise LimitError(f"brackets are nested more than {limits.max_depth} deep (the limit)")
     try:
         tree = ast.parse(source, mode="exec")
     except SyntaxError as exc:
@@ -812,7 +826,7 @@ def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
         )
         raise RequestError(f"syntax error: {exc.msg}", pos) from None
     except (RecursionError, MemoryError):
-        raise RequestError("the program is nested too deeply to parse") from None
+        raise LimitError("the program is nested too deeply to parse (the parser's limit)") from None
     except ValueError as exc:  # e.g. source with null bytes
         raise RequestError(f"the program cannot be parsed: {exc}") from None
     if not source.isascii():
