@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from crossgrad import engine as cg
 
+from . import deadline
 from .backends import engine as engine_backend
 from .backends import jax_backend
 from .compare import Tolerance, close
@@ -97,6 +98,7 @@ def find_culprits(
     rng = np.random.default_rng(seed)
     culprits = []
     for node in nodes:
+        deadline.checkpoint()
         if node.op in ("input", "take") or node.id in skip:
             continue
         value = engine_values[node.id]

@@ -1,2 +1,60 @@
-"""The three ways a program is differentiated: the engine under test, JAX and sympy (plus finite
-differences). Each lowers every op of the table; a test fails when one lacks an op."""
+"""The sources a check compares: the engine under test, and sympy, JAX and finite differences.
+
+Shared here: how big one batch of rows, columns or perturbed points may be, so that the backends
+and the cost estimate (validate.estimate_cost) agree on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..ir import Program
+
+BATCH_ELEMENTS = 1 << 22
+"""Elements of one batched array (items x the elements each needs): 32 MiB of float64."""
+
+
+def batch_size(per_item: int, items: int) -> int:
+    """How many items (Jacobian rows, Hessian columns, perturbed points) one batch computes when
+    each needs arrays of `per_item` elements: at least one, at most `items`."""
+    return max(1, min(items, BATCH_ELEMENTS // max(1, per_item)))
+
+
+def node_elements(shape: object) -> int:
+    """Elements of a node's result (a split's results together)."""
+    if isinstance(shape, tuple) and shape and isinstance(shape[0], tuple):
+        return sum(math.prod(s) for s in shape)
+    return math.prod(shape)  # type: ignore[arg-type]
+
+
+def intermediate_sizes(program: Program) -> tuple[int, int]:
+    """(sum, largest) of the elements of every node's result, inputs included."""
+    sizes = [node_elements(n.shape) for n in program.nodes if n.op != "take"]
+    return sum(sizes), max(sizes, default=0)
+
+
+def estimate_scalar_ops(program: Program) -> int:
+    """About how many scalar definitions sympy's straight-line program will have."""
+    total = 0
+    for node in program.nodes:
+        if node.op in ("matmul", "dot"):
+            shapes = [program.node(a.id).shape for a in node.args]
+            total += math.prod(node.shape) * (shapes[0][-1] if shapes[0] else 1)
+        elif node.op != "split":
+            total += math.prod(node.shape) if isinstance(node.shape, tuple) else 0
+    return total
+
+
+# JAX compiles a program with jax.jit only when it has at most this many nodes (by what it
+# computes); bigger ones run op by op. See jax_backend for the measurements.
+JIT_MAX_NODES = {"value": 64, "vjp": 64, "jac_rows": 64, "flat": 64, "hvp_cols": 16}
+
+
+def operation_count(program: Program) -> int:
+    """Nodes that compute something (not inputs, nor the parts of a split)."""
+    return sum(1 for n in program.nodes if n.op not in ("input", "take"))
+
+
+SYMPY_SAMPLED_MAX_SCALAR_OPS = 2_000_000
+"""Past this size sympy does not even check a sample: its sampled program still evaluates every
+other entry as an exact number (measured 7.7 s and 450 MB for 720,000 scalar operations)."""

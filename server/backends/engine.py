@@ -8,12 +8,15 @@ from typing import Any
 
 import numpy as np
 from crossgrad import engine as cg
-from crossgrad.engine.functional import JACOBIAN_CHUNK_ELEMENTS, identity_rows
+from crossgrad.engine.functional import identity_rows
+from crossgrad.engine.functional import jacobian as engine_jacobian
 
+from .. import deadline
 from ..compare import SourceValues
 from ..derivatives import Derivatives, Point
 from ..ir import IRNode, Program, evaluate
 from ..language import index_for_numpy
+from . import batch_size, intermediate_sizes
 
 
 def _call(fn: Callable[..., Any]) -> Callable[[list[Any], dict[str, Any]], Any]:
@@ -69,6 +72,7 @@ def run(
         return LOWERING[node.op](operands, node.attr_dict)
 
     def tag(node: IRNode, value: Any) -> None:
+        deadline.checkpoint()
         # Each DAG node learns where it came from: the blame names the source line and column.
         fn = getattr(value, "grad_fn", None)
         if fn is not None and fn.metadata.get("ir_node") is None and node.op != "input":
@@ -90,10 +94,16 @@ def function_of(
 
     def f(*xs: cg.Tensor) -> Any:
         leaves = {**{n: cg.tensor(v) for n, v in constants.items()}, **dict(zip(wrt, xs))}
-        env = evaluate(program, leaves, lambda node, o: LOWERING[node.op](o, node.attr_dict))
+        env = evaluate(
+            program, leaves, lambda node, o: LOWERING[node.op](o, node.attr_dict), _checkpoint
+        )
         return env[program.outputs[0][1]]
 
     return f
+
+
+def _checkpoint(node: IRNode, value: Any) -> None:
+    deadline.checkpoint()
 
 
 def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
@@ -111,10 +121,15 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
         with cg.no_grad():
             if _elementwise(program):  # all points at once, along a leading batch axis
                 return _outputs(
-                    evaluate(program, leaves(points, batch=True), apply), program, len(points)
+                    evaluate(program, leaves(points, batch=True), apply, _checkpoint),
+                    program,
+                    len(points),
                 )
             return np.concatenate(
-                [_outputs(evaluate(program, leaves(p, batch=False), apply), program, 1) for p in points]
+                [
+                    _outputs(evaluate(program, leaves(p, batch=False), apply, _checkpoint), program, 1)
+                    for p in points
+                ]
             )
 
     def leaves(points: np.ndarray, batch: bool) -> dict[str, cg.Tensor]:
@@ -167,13 +182,17 @@ def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
             materialize_grads=True,
         )
         d.vjp = {n: SourceValues(g.data.copy()) for n, g in zip(wrt, grads)}
+    _, largest = intermediate_sizes(program)
     if "jacobian" in point.checks:
-        biggest = max([1, *(leaf.data.size for leaf in leaves)])
+        biggest = max([1, largest, *(leaf.data.size for leaf in leaves)])
         for (oname, _), out in zip(program.outputs, outs):
             m = out.data.size
-            step = max(1, JACOBIAN_CHUNK_ELEMENTS // max(m, biggest))  # bounds the batch's memory
+            # a batch of rows carries its cotangents through every node: rows x the largest
+            # intermediate bounds it (a Jacobian through outer(x, y) of 2000x2000 asked for 60 GiB)
+            step = batch_size(max(m, biggest), m)
             rows: list[list[np.ndarray]] = [[] for _ in wrt]
             for start in range(0, m, step):
+                deadline.checkpoint()
                 cot = identity_rows(start, min(start + step, m), m, out.dtype)
                 gs = cg.grad(
                     out,
@@ -192,8 +211,24 @@ def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
                 d.jacobian[(oname, n)] = SourceValues(full)
     if "hessian" in point.checks:
         values = tuple(cg.tensor(engine_run.leaves[n].data) for n in wrt)
-        h = cg.hessian(function_of(program, wrt, point.fixed), values)
+        f = function_of(program, wrt, point.fixed)
+        n_in = sum(v.data.size for v in values)
+        step = batch_size(max(largest, n_in), n_in)
+        if step >= n_in:
+            h = cg.hessian(f, values)
+        else:  # the engine's hessian is the Jacobian of the gradient: in bounded batches of rows
+            h = engine_jacobian(_gradient(f), values, chunk_size=step)
         for i, a in enumerate(wrt):
             for j, b in enumerate(wrt):
                 d.hessian[(a, b)] = SourceValues(np.asarray(h[i][j].data))
     return d
+
+
+def _gradient(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The gradient of a scalar f, differentiable again (what cg.hessian takes the Jacobian of)."""
+
+    def gradient(*xs: cg.Tensor) -> Any:
+        out = f(*xs)
+        return cg.grad(out.reshape(()), xs, create_graph=True, allow_unused=True, materialize_grads=True)
+
+    return gradient

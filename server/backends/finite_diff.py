@@ -2,7 +2,9 @@
 
 Central differences at steps h and h/2 combined by Richardson extrapolation (error O(h^4)), with an
 error estimate from the difference of the two (plus rounding). The function values come from the
-engine's forward pass (itself checked against sympy and JAX), all perturbations in one call.
+engine's forward pass (itself checked against sympy and JAX), or JAX's for many entries, the
+perturbed points in batches that bound memory (backends.batch_size: a batch's points times the
+program's intermediates per point). Every batch and every Hessian column reaches the deadline.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import deadline
 from ..compare import SourceValues
 from ..derivatives import Derivatives, Point
 from ..model import ReferenceStatus
+from . import BATCH_ELEMENTS, batch_size, intermediate_sizes, jax_backend
 from . import engine as engine_backend
-from . import jax_backend
 
 STEP = 1e-3  # relative step; Richardson's error is about STEP**4 times the 5th derivative
 
@@ -28,24 +31,23 @@ class FDResult:
     """Columns of the Jacobian (output entries x sampled input entries) and their error bounds."""
 
     columns: np.ndarray  # (m, k): d output / d input entry, for the k entries asked for
-    error: np.ndarray  # (m, k) estimated absolute error
+    error: np.ndarray  # (m, k) estimated absolute error (truncation and rounding)
+    rounding: np.ndarray  # (m, k) the rounding part of it
 
 
 Batched = Callable[[np.ndarray], np.ndarray]  # (points, n) -> (points, m)
 
 
-POINTS_ELEMENTS = 1 << 22  # perturbed points (x n entries) evaluated in one call: bounds memory
-
-
-def jacobian_columns(f: Batched, x: np.ndarray, entries: np.ndarray) -> FDResult:
-    """d f / d x[entries], f taking a batch of flat float64 points to a batch of flat outputs."""
+def jacobian_columns(f: Batched, x: np.ndarray, entries: np.ndarray, per_point: int = 0) -> FDResult:
+    """d f / d x[entries], f taking a batch of flat float64 points to a batch of flat outputs;
+    per_point: the elements one evaluation of f holds (its intermediates), for the batch size."""
     n = x.size
     h = STEP * np.maximum(1.0, np.abs(x[entries]))
-    chunk = max(1, POINTS_ELEMENTS // (4 * n))
-    parts = [
-        _values_at_steps(f, x, entries[i : i + chunk], h[i : i + chunk])
-        for i in range(0, len(entries), chunk)
-    ]
+    chunk = batch_size(4 * max(n, per_point), len(entries))  # 4 points per entry
+    parts = []
+    for i in range(0, len(entries), chunk):
+        deadline.checkpoint()
+        parts.append(_values_at_steps(f, x, entries[i : i + chunk], h[i : i + chunk]))
     fp, fm, fp2, fm2 = (np.concatenate([p[j] for p in parts]) for j in range(4))
     d1 = (fp - fm) / (2 * h[:, None])
     d2 = (fp2 - fm2) / h[:, None]
@@ -53,7 +55,7 @@ def jacobian_columns(f: Batched, x: np.ndarray, entries: np.ndarray) -> FDResult
     scale = np.max([np.abs(v).max(axis=0, initial=0.0) for v in (fp, fm, fp2, fm2)], axis=0)
     rounding = 16 * np.finfo(np.float64).eps * scale[None, :] / h[:, None]
     error = np.abs(d2 - d1) + rounding
-    return FDResult(rich.T, error.T)
+    return FDResult(rich.T, error.T, np.broadcast_to(rounding, error.shape).T)
 
 
 def _values_at_steps(
@@ -68,11 +70,12 @@ def _values_at_steps(
     return tuple(values[i * k : (i + 1) * k] for i in range(4))
 
 
-def hessian_entries(f: Batched, x: np.ndarray, entries: np.ndarray) -> FDResult:
+def hessian_entries(f: Batched, x: np.ndarray, entries: np.ndarray, per_point: int = 0) -> FDResult:
     """d^2 f_0 / d x_i d x_j (f_0: the first output) for all i and the j of `entries`: central
     differences along j (at steps h and h/2, Richardson again) of the first derivatives along i."""
     columns, errors = [], []
     for j in entries:
+        deadline.checkpoint()
         hj = STEP * max(1.0, abs(x[j]))
         pair = []
         for step in (hj, hj / 2):
@@ -82,12 +85,12 @@ def hessian_entries(f: Batched, x: np.ndarray, entries: np.ndarray) -> FDResult:
             def g(points: np.ndarray, ej: np.ndarray = ej) -> np.ndarray:
                 return f(points + ej)[:, :1] - f(points - ej)[:, :1]
 
-            res = jacobian_columns(g, x, np.arange(x.size))
+            res = jacobian_columns(g, x, np.arange(x.size), 2 * per_point)
             pair.append((res.columns[0] / (2 * step), res.error[0] / (2 * step)))
         (c1, e1), (c2, e2) = pair
         columns.append((4 * c2 - c1) / 3)
         errors.append(np.abs(c2 - c1) + e1 + e2)
-    return FDResult(np.array(columns).T, np.array(errors).T)
+    return FDResult(np.array(columns).T, np.array(errors).T, np.zeros((len(entries), x.size)).T)
 
 
 ENGINE_ENTRIES = 16  # up to this many entries: the engine's forward pass (nothing to compile)
@@ -97,11 +100,13 @@ def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, Refe
     """The VJP, Jacobian and Hessian by finite differences, over a seeded sample of the input
     entries when there are more than the budget allows (the status says so)."""
     d = Derivatives()
-    wrt = point.wrt
+    wrt, checks = point.wrt, point.checks
     sizes = [int(np.size(point.values[n])) for n in wrt]
     total = sum(sizes)
     if not wrt:
         return d, ReferenceStatus("fd", True, "nothing to differentiate")
+    if not {"vjp", "jacobian", "hessian"} & set(checks):
+        return d, ReferenceStatus("fd", True, "no derivatives asked for")
     if total <= budget.fd_max_entries:
         entries, note = np.arange(total), "all entries"
     else:
@@ -113,7 +118,20 @@ def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, Refe
         )
     x = np.concatenate([np.asarray(point.values[n], np.float64).ravel() for n in wrt])
     f = (engine_backend if len(entries) <= ENGINE_ENTRIES else jax_backend).flat_function(point)
-    res = jacobian_columns(f, x, entries)
+    per_point, _ = intermediate_sizes(point.program)
+    cot = np.concatenate([c.ravel() for c in point.cotangents])
+    # only vᵀJ of many outputs: differentiate vᵀf (one output instead of every output's columns,
+    # which took outputs x entries x 8 arrays), and |v|ᵀ|f| for the scale of its rounding error
+    projected = "jacobian" not in checks and cot.size * len(entries) > BATCH_ELEMENTS
+    if projected:
+        res = jacobian_columns(
+            lambda xs: np.stack([(v := f(xs)) @ cot, np.abs(v) @ np.abs(cot)], axis=1),
+            x,
+            entries,
+            per_point,
+        )
+    elif {"vjp", "jacobian"} & set(checks):
+        res = jacobian_columns(f, x, entries, per_point)
     offsets = np.cumsum([0, *sizes])
     everything = len(entries) == total
 
@@ -127,17 +145,24 @@ def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, Refe
         checked[entries[sel] - lo] = True
         return full, full_err, checked
 
-    cot = np.concatenate([c.ravel() for c in point.cotangents])
     for a, n in enumerate(wrt):
         shape = point.shape(n)
-        if "vjp" in point.checks:
+        if "vjp" in checks and projected:
+            error = res.error[0] - res.rounding[0] + res.rounding[1]
+            g, e, ch = columns_of(a, res.columns[0], error)
+            d.vjp[n] = SourceValues(
+                point.masked(n, g.reshape(shape)),
+                None if everything else ch.reshape(shape),
+                e.reshape(shape),
+            )
+        elif "vjp" in checks:
             g, e, ch = columns_of(a, cot @ res.columns, np.abs(cot) @ res.error)
             d.vjp[n] = SourceValues(
                 point.masked(n, g.reshape(shape)),
                 None if everything else ch.reshape(shape),
                 e.reshape(shape),
             )
-        if "jacobian" in point.checks:
+        if "jacobian" in checks:
             start = 0
             for oname, oshape in point.output_shapes():
                 m = math.prod(oshape)
@@ -148,8 +173,8 @@ def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, Refe
                     point.masked(n, g.reshape(full)), checked, e.reshape(full)
                 )
                 start += m
-    if "hessian" in point.checks and total <= budget.hessian_max_inputs:
-        h = hessian_entries(f, x, np.arange(total))
+    if "hessian" in checks and total <= budget.hessian_max_inputs:
+        h = hessian_entries(f, x, np.arange(total), per_point)
         for a, n in enumerate(wrt):
             for b, k in enumerate(wrt):
                 rows, cols = slice(offsets[a], offsets[a + 1]), slice(offsets[b], offsets[b + 1])

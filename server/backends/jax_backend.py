@@ -1,9 +1,12 @@
-"""JAX as a reference: every op lowered to jax.numpy (float64), derivatives by jax.vjp, jax.jacrev
-and jax.hessian, compiled once per (program, shapes, dtypes, what is differentiated) and cached."""
+"""JAX as a reference: every op lowered to jax.numpy (float64); derivatives by jax.vjp, Jacobian
+rows as batches of VJPs and Hessian columns as batches of Hessian-vector products (forward over
+reverse), so that no batch holds more than BATCH_ELEMENTS per array. Small programs are compiled
+once per (program, shapes, dtypes, what is differentiated) and cached; large ones run op by op
+(see JIT_MAX_NODES), which bounds XLA's compile time and reaches the deadline at every node."""
 
 from __future__ import annotations
 
-import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,10 +17,12 @@ from crossgrad.engine import OPS
 from crossgrad.engine.optable import normalize_axes
 from jax.scipy.special import logsumexp as _logsumexp
 
+from .. import caches, deadline
 from ..compare import SourceValues
 from ..derivatives import Derivatives, Point
 from ..ir import IRNode, Program, evaluate
 from ..language import apply_index
+from . import JIT_MAX_NODES, batch_size, intermediate_sizes, operation_count
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_platforms", "cpu")
@@ -149,26 +154,46 @@ def apply_op(node: IRNode, operands: list[Any]) -> Any:
     return LOWERING[node.op](operands, node.attr_dict)
 
 
+def _checkpoint(node: IRNode, value: Any) -> None:
+    deadline.checkpoint()  # run op by op, JAX evaluates each node here: a long program stops
+
+
 def program_function(program: Program, wrt: Sequence[str]) -> Callable[..., tuple[Any, ...]]:
     """f(*wrt_values, *other_values) -> outputs: the program as a function JAX can transform."""
     others = [n for n in program.input_names if n not in wrt]
     names = list(wrt) + others
 
     def f(*values: Any) -> tuple[Any, ...]:
-        env = evaluate(program, dict(zip(names, values)), apply_op)
+        env = evaluate(program, dict(zip(names, values)), apply_op, _checkpoint)
         return tuple(env[i] for _, i in program.outputs)
 
     return f
 
 
-@functools.lru_cache(maxsize=256)
+# Compiled with jax.jit only when XLA's compile time is small and predictable: it grows faster
+# than the program (and cannot be interrupted). Measured (XLA CPU, fusion on), seconds to compile:
+#   nodes, kind          value/vjp     Jacobian rows    Hessian (hvp or jacfwd(jacrev))
+#   ~66, chain of sin     0.06          0.09             250 nodes: 8.7-11.5, 1,000: 173 (4.4 GB)
+#   67, tanh(W @ v)       0.64          0.61             19 nodes: 1.0; 103 nodes: 7.5
+#   1,002 chain           1.05          6.45
+#   3,002 tanh(v)*x+v     > 300 ("Very slow compile?"); the audit's 2,000-statement program
+#                         with a Hessian aborted the process (std::bad_alloc) after 131 s
+# Bigger programs run op by op (JAX's eager mode: every primitive compiled once per shape and
+# cached by JAX): linear in the program, ~0.2 ms a node for a VJP (4,000-node chain: 0.7 s; its
+# Hessian of 1,000 nodes: 0.7-1.4 s), and it reaches the deadline at every node. The thresholds
+# are backends.JIT_MAX_NODES (64 nodes; 16 for the Hessian).
+
+_COMPILED = caches.register("jax", 256)  # jitted functions, by program, what is differentiated, kind
+
+
 def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[..., Any]:
-    """The (uncompiled) function of (wrt values, other values[, cotangents]) for `what`:
-    "value", "vjp" (one cotangent per output), "jacobian", "hessian" (scalar output 0), or
-    ("flat", shapes): all outputs flattened, at a batch of flat points (finite differences)."""
+    """The function of (wrt values, other values[, cotangents or directions]) for `what`:
+    "value"; "vjp" (one cotangent per output); ("jac_rows", B): B rows of the Jacobian of all
+    outputs flattened, from B flat unit cotangents; ("hvp_cols", B): B columns of the Hessian
+    of the scalar output 0, from B flat unit directions; ("flat", shapes): all outputs
+    flattened, at a batch of flat points (finite differences)."""
     f = program_function(program, wrt)
     k, n_out = len(wrt), len(program.outputs)
-    argnums = tuple(range(k))
     if what == "value":
         return f
     if what == "vjp":
@@ -179,31 +204,61 @@ def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[...
             return outs, pullback(tuple(cots))
 
         return vjp
-    if what == "jacobian":
-        return jax.jacrev(f, argnums=argnums)
-    if what == "hessian":
-        return jax.hessian(lambda *a: f(*a)[0], argnums=argnums)
-    _, shapes = what  # ("flat", shapes): all outputs flattened, at a batch of flat points
-    sizes = [int(np.prod(s)) for s in shapes]
+    kind, param = what
+    if kind == "jac_rows":
+
+        def rows(*args: Any) -> Any:
+            values, cots = args[:-1], args[-1]
+            outs, pullback = jax.vjp(lambda *w: f(*w, *values[k:]), *values[:k])
+            return jax.vmap(lambda c: pullback(_unflatten(c, [o.shape for o in outs])))(cots)
+
+        return rows
+    if kind == "hvp_cols":
+
+        def columns(*args: Any) -> Any:
+            values, dirs = args[:-1], args[-1]
+            grad = jax.grad(lambda *w: jnp.reshape(f(*w, *values[k:])[0], ()), argnums=tuple(range(k)))
+            shapes = [v.shape for v in values[:k]]
+            return jax.vmap(lambda d: jax.jvp(grad, tuple(values[:k]), _unflatten(d, shapes))[1])(dirs)
+
+        return columns
+    shapes = param  # ("flat", shapes): all outputs flattened, at a batch of flat points
 
     def flat(v: Any, *others: Any) -> Any:
-        parts, start = [], 0
-        for shape, size in zip(shapes, sizes):
-            parts.append(v[start : start + size].reshape(shape))
-            start += size
+        parts = _unflatten(v, shapes)
         return jnp.concatenate([jnp.ravel(o).astype(jnp.float64) for o in f(*parts, *others)])
 
     return jax.vmap(flat, in_axes=(0,) + (None,) * (len(program.inputs) - k))
 
 
-@functools.lru_cache(maxsize=256)
-def _compiled(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[..., Any]:
-    return jax.jit(_function(program, wrt, what))
+def _unflatten(v: Any, shapes: Sequence[tuple[int, ...]]) -> tuple[Any, ...]:
+    parts, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        parts.append(jnp.reshape(v[start : start + size], shape))
+        start += size
+    return tuple(parts)
+
+
+def jitted(program: Program, what: Any) -> bool:
+    """Whether `what` is compiled for this program (else it runs op by op)."""
+    kind = what if isinstance(what, str) else what[0]
+    return operation_count(program) <= JIT_MAX_NODES[kind]
 
 
 def call(program: Program, wrt: Sequence[str], what: Any, *args: Any) -> Any:
-    """Run `what` for this program, compiled once per (program, shapes, dtypes, what)."""
-    return _compiled(program, tuple(wrt), what)(*args)
+    """Run `what` for this program: compiled once per (program, shapes, dtypes, what) when it is
+    small, op by op otherwise."""
+    if not jitted(program, what):
+        return _function(program, tuple(wrt), what)(*args)
+    key = (program, tuple(wrt), what)
+    fn = _COMPILED.get(key)
+    if fn is not None:
+        return fn(*args)
+    fn = jax.jit(_function(program, tuple(wrt), what))
+    result = fn(*args)  # compiles
+    _COMPILED.put(key, fn)  # kept once it compiled and ran
+    return result
 
 
 def _as_jax(value: np.ndarray) -> Any:
@@ -233,16 +288,60 @@ def derivatives(point: Point) -> Derivatives:
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
     if "jacobian" in checks:
-        jac = call(program, wrt, "jacobian", *args)
-        for oname, per_input in zip(names, jac):
-            for n, block in zip(wrt, per_input):
+        rows = _jacobian_rows(point, args)
+        start = 0
+        for oname, oshape in point.output_shapes():
+            size = math.prod(oshape)
+            for n in wrt:
+                block = rows[n][start : start + size].reshape(oshape + point.shape(n))
                 d.jacobian[(oname, n)] = masked(n, block)
+            start += size
     if "hessian" in checks:
-        hess = call(program, wrt, "hessian", *args)
-        for a, row in zip(wrt, hess):
-            for b, block in zip(wrt, row):
-                d.hessian[(a, b)] = SourceValues(np.asarray(block, dtype=np.float64))
+        h = _hessian(point, args)
+        offsets = np.cumsum([0] + [int(np.size(point.values[n])) for n in wrt])
+        for a, na in enumerate(wrt):
+            for b, nb in enumerate(wrt):
+                block = h[offsets[a] : offsets[a + 1], offsets[b] : offsets[b + 1]]
+                d.hessian[(na, nb)] = SourceValues(block.reshape(point.shape(na) + point.shape(nb)))
     return d
+
+
+def _jacobian_rows(point: Point, args: list[Any]) -> dict[str, np.ndarray]:
+    """Every output entry's gradient (all outputs flattened), per input: shape (m,) + input's,
+    in batches of rows whose cotangents and intermediates stay within BATCH_ELEMENTS."""
+    program, wrt = point.program, point.wrt
+    m = sum(math.prod(s) for _, s in point.output_shapes())
+    _, largest = intermediate_sizes(program)
+    step = batch_size(max(largest, m, *(int(np.size(point.values[n])) for n in wrt)), m)
+    rows = {n: np.zeros((m, *point.shape(n))) for n in wrt}
+    for start in range(0, m, step):
+        deadline.checkpoint()
+        stop = min(start + step, m)
+        cot = np.zeros((step, m))
+        cot[np.arange(stop - start), np.arange(start, stop)] = 1.0
+        grads = call(program, wrt, ("jac_rows", step), *args, jnp.asarray(cot))
+        for n, g in zip(wrt, grads):
+            rows[n][start:stop] = np.asarray(g, dtype=np.float64)[: stop - start]
+    return rows
+
+
+def _hessian(point: Point, args: list[Any]) -> np.ndarray:
+    """The Hessian of the scalar output over every differentiated entry (n x n), from batches
+    of Hessian-vector products with unit directions (forward over reverse, as jax.hessian)."""
+    program, wrt = point.program, point.wrt
+    n = sum(int(np.size(point.values[name])) for name in wrt)
+    _, largest = intermediate_sizes(program)
+    step = batch_size(max(largest, n), n)
+    h = np.zeros((n, n))
+    for start in range(0, n, step):
+        deadline.checkpoint()
+        stop = min(start + step, n)
+        dirs = np.zeros((step, n))
+        dirs[np.arange(stop - start), np.arange(start, stop)] = 1.0
+        cols = call(program, wrt, ("hvp_cols", step), *args, jnp.asarray(dirs))
+        flat = np.concatenate([np.asarray(c, np.float64).reshape(step, -1) for c in cols], axis=1)
+        h[:, start:stop] = flat[: stop - start].T
+    return h
 
 
 def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:

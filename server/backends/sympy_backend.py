@@ -8,10 +8,20 @@ composes them into symbolic adjoint definitions. One lambdify call turns definit
 into a single function, evaluated with mpmath at high precision (50 digits). Keeping the
 definitions small is what makes this fast: differentiating the fully expanded expression of
 sum(tanh(W @ x)) for a 32x32 W takes sympy about 18 s; this takes well under a second.
+
+Bounded cost: every long loop (lowering, the reverse sweep, printing the generated code, rows
+and columns of the evaluation, the elementary functions it calls) checks two deadlines: the
+request's total (deadline.checkpoint: OutOfTime ends the check) and sympy's own share of it
+(budget.sympy_seconds, over every sample point: past it sympy checks a sample, or skips, and
+says so). At 50 digits an elementary function of a huge argument costs time in proportion to
+its magnitude (sin(exp(exp(17))) ran for minutes), so arguments beyond 2^ARGUMENT_BITS are
+refused at that point with a reason, never computed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import threading
 import time
@@ -23,12 +33,15 @@ import mpmath
 import numpy as np
 import sympy as sp
 from crossgrad.engine import OPS
+from sympy.printing.pycode import MpmathPrinter
 
+from .. import caches, deadline
 from ..compare import SourceValues
 from ..derivatives import Derivatives, Point
 from ..ir import IRNode, Program, evaluate
 from ..language import apply_index
 from ..model import ReferenceStatus
+from . import SYMPY_SAMPLED_MAX_SCALAR_OPS, estimate_scalar_ops
 
 PRECISION_DIGITS = 50
 
@@ -37,12 +50,18 @@ class SympyUnavailable(Exception):
     """sympy cannot (or may not, within its budget) check this request; the message says why."""
 
 
-_budget = threading.local()  # the deadline of the symbolic stage running in this thread
+class OutOfShare(SympyUnavailable):
+    """sympy's share of the request's time ran out (the request's own budget may go on)."""
+
+
+_budget = threading.local()  # sympy's own deadline (its share of the request) in this thread
 
 
 def _check_deadline() -> None:
+    """The request's deadline first (OutOfTime, Cancelled), then sympy's share of it."""
+    deadline.checkpoint()
     if time.monotonic() > getattr(_budget, "deadline", math.inf):
-        raise SympyUnavailable("the symbolic stage ran out of its time budget")
+        raise OutOfShare("the symbolic stage ran out of its time budget")
 
 
 # ---------------------------------------------------------------- lowering to object arrays
@@ -218,11 +237,98 @@ class ZeroGradFloor(sp.Function):
         return sp.S.Zero
 
 
-_NUMERIC_FUNCTIONS = {
+ARGUMENT_BITS = 2048
+"""Largest magnitude (in bits) of an argument of exp, sin and their kin at 50 digits. Measured:
+mpmath's sin and exp take 0.2-0.3 ms at 2^2048 (10^616, far past float64's 10^308), 2 to 5 ms at
+2^16000, 20 to 50 ms at 2^64000 and minutes at exp(exp(17)) ~ 2^(3.5e7)."""
+EXPONENT_BITS = 1100
+"""Largest magnitude of an exponent in x ** y: an integral y takes the exact power path, 10 ms
+at 2^1100, 0.34 s at 2^4096 and 12 s at 2^16000 (measured)."""
+
+
+def _too_large(what: str, bits: int) -> SympyUnavailable:
+    return SympyUnavailable(
+        f"at this point {what} is about 2^{bits} (10^{int(bits * math.log10(2))}): far past "
+        f"float64's range, and too large to evaluate at {PRECISION_DIGITS} digits in bounded time"
+    )
+
+
+_ticks = 0
+
+
+def _tick() -> None:
+    """Check the deadlines every 64 elementary functions evaluated."""
+    global _ticks
+    _ticks += 1
+    if not _ticks & 63:
+        _check_deadline()
+
+
+def _bits(x: Any) -> int:
+    m = mpmath.mag(x) if x else 0
+    return int(m) if mpmath.isfinite(m) else 0  # inf and nan: mpmath answers those at once
+
+
+def _guarded(name: str) -> Callable[[Any], Any]:
+    fn = getattr(mpmath, name)
+
+    def guarded(x: Any) -> Any:
+        _tick()
+        if _bits(x) > ARGUMENT_BITS:
+            raise _too_large(f"the argument of {name}", _bits(x))
+        return fn(x)
+
+    guarded.__name__ = name
+    return guarded
+
+
+def _pow(x: Any, y: Any) -> Any:
+    """x ** y for an exponent that is not a small integer constant."""
+    _tick()
+    ybits = _bits(y)
+    if ybits > EXPONENT_BITS:
+        raise _too_large("an exponent", ybits)
+    if ybits + max(_bits(x), 1).bit_length() > ARGUMENT_BITS:  # exp(y log x) of a huge argument
+        raise _too_large("the logarithm of a power", ybits + max(_bits(x), 1).bit_length())
+    return x**y
+
+
+_NUMERIC_FUNCTIONS: dict[str, Any] = {
     "RoundHalfEven": lambda v: _round_half_even(v),
     "ZeroGradSign": lambda v: mpmath.sign(v),
     "ZeroGradFloor": lambda v: mpmath.floor(v),
+    "_pow": _pow,
+    **{_: _guarded(_) for _ in ("exp", "sin", "cos", "tan", "sinh", "cosh", "cot", "sec", "csc")},
 }
+
+
+class _Printer(MpmathPrinter):
+    """sympy's mpmath printer, checking the deadlines as it goes (printing the code is most of
+    lambdify's time: 8.5 of 13 s for an 80,000-operation program) and printing a power whose
+    exponent is not an integer constant as a call to _pow, which refuses huge ones."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "fully_qualified_modules": False,
+                "inline": True,
+                "allow_unknown_functions": True,
+                "user_functions": {k: k for k in _NUMERIC_FUNCTIONS},
+            }
+        )
+        self._printed = 0
+
+    def _print(self, expr: Any, **kwargs: Any) -> str:
+        self._printed += 1
+        if not self._printed & 511:
+            _check_deadline()
+        return super()._print(expr, **kwargs)
+
+    def _print_Pow(self, expr: Any, rational: bool = False) -> str:
+        e = expr.exp
+        if e.is_Integer or e == sp.S.Half or e == -sp.S.Half:
+            return super()._print_Pow(expr, rational=rational)
+        return f"_pow({self._print(expr.base)}, {self._print(e)})"
 
 
 def _round_half_even(v: Any) -> Any:
@@ -501,18 +607,6 @@ def _numbers(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def estimate_scalar_ops(program: Program) -> int:
-    """About how many scalar definitions the straight-line program will have."""
-    total = 0
-    for node in program.nodes:
-        if node.op in ("matmul", "dot", "outer"):
-            shapes = [program.node(a.id).shape for a in node.args]
-            total += math.prod(node.shape) * (shapes[0][-1] if shapes[0] else 1)
-        elif node.op != "split":
-            total += math.prod(node.shape) if isinstance(node.shape, tuple) else 0
-    return total
-
-
 # ---------------------------------------------------------------- exact partial derivatives
 
 
@@ -584,10 +678,11 @@ def compile_function(
             list(args),
             list(results),
             modules=[_NUMERIC_FUNCTIONS, "mpmath"],
+            printer=_Printer(),
             cse=lambda exprs: (defs, exprs),
             docstring_limit=0,
         )
-    except (KeyError, SyntaxError, RecursionError, MemoryError) as exc:
+    except (KeyError, SyntaxError, RecursionError) as exc:
         # e.g. a constant division by zero leaves sympy's complex infinity, which has no code
         raise SympyUnavailable(f"sympy cannot generate code for this program ({exc!r})") from None
 
@@ -595,6 +690,12 @@ def compile_function(
 def evaluate_numeric(fn: Callable[..., list[Any]], values: Sequence[float]) -> list[float]:
     """Call a compiled function at `values` (float64, converted exactly) with 50 digits; the
     results as floats (a complex result, outside the real domain, is nan)."""
+    # mpmath's precision is process-wide: two threads evaluating at once would race (one in
+    # 1,399 concurrent checks computed its "exact" values at float64 precision).
+    wait = min(deadline.remaining(), getattr(_budget, "deadline", math.inf) - time.monotonic())
+    if not _MPMATH_LOCK.acquire(timeout=max(0.0, min(wait, 3600.0))):
+        _check_deadline()
+        raise SympyUnavailable("another check held mpmath for all of this one's time budget")
     try:
         with mpmath.workdps(PRECISION_DIGITS):
             results = fn(*[mpmath.mpf(float(v)) for v in values])
@@ -603,7 +704,12 @@ def evaluate_numeric(fn: Callable[..., list[Any]], values: Sequence[float]) -> l
             f"sympy cannot evaluate at this point ({type(exc).__name__}: {exc}): a derivative "
             "is infinite or undefined here"
         ) from None
+    finally:
+        _MPMATH_LOCK.release()
     return [_real(v) for v in results]
+
+
+_MPMATH_LOCK = threading.Lock()
 
 
 def _real(v: Any) -> float:
@@ -619,7 +725,6 @@ def _real(v: Any) -> float:
 class Compiled:
     """A program's symbolic derivatives, compiled once and reused at every point."""
 
-    line: StraightLine
     entries: list[tuple[str, int]]  # (input, flat index) of each differentiated entry
     wrt: list[sp.Symbol]  # their symbols
     seeds: list[sp.Symbol]  # one per output entry (the cotangent)
@@ -627,11 +732,15 @@ class Compiled:
     n_outputs: int
     hvp: Callable[..., list[Any]] | None = None  # (wrt values, seeds, directions) -> H v
     text: list[dict[str, str]] = field(default_factory=list)
+    defs: int = 0  # definitions in the generated code (its size)
+    note: str = "all entries, exact"  # what the status says about it
+    sampled_entries: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
 
 
-_CACHE: dict[Any, Compiled] = {}
-_CACHE_SIZE = 64
-_CACHE_LOCK = threading.Lock()
+_CACHE = caches.register("sympy", 64)  # compiled derivatives, by program, inputs and sample
+CACHE_MAX_DEFS = 100_000
+"""Compiled code of more definitions is not kept: a cache entry holds its generated code (tens of
+MB for the largest programs), and 64 of those would dwarf everything else a worker keeps."""
 
 
 def _flat_symbols(line: StraightLine, wrt: Sequence[str]) -> list[tuple[str, int, sp.Symbol]]:
@@ -660,13 +769,15 @@ def compile_program(
     seeds = [sp.Symbol(f"_v{k}", real=True) for k in range(len(outs))]
     adefs, grads = reverse_sweep(line.defs, outs, seeds, syms, "_a")
     vjp = compile_function(syms + seeds, line.defs + adefs, outs + grads)
-    compiled = Compiled(line, [(n, k) for n, k, _ in flat], syms, seeds, vjp, len(outs))
+    compiled = Compiled([(n, k) for n, k, _ in flat], syms, seeds, vjp, len(outs))
+    compiled.defs = len(line.defs) + len(adefs)
     if hessian:
         gsyms = [sp.Symbol(f"_g{k}", real=True) for k in range(len(grads))]
         dirs = [sp.Symbol(f"_w{k}", real=True) for k in range(len(grads))]
         second = line.defs + adefs + list(zip(gsyms, grads))
         hdefs, hv = reverse_sweep(second, gsyms, dirs, syms, "_h")
         compiled.hvp = compile_function(syms + seeds + dirs, second + hdefs, hv)
+        compiled.defs += len(hdefs)
     if len(line.defs) <= text_max_ops:
         compiled.text = symbolic_text(line, outs, syms, program.output_names)
     return compiled
@@ -674,13 +785,18 @@ def compile_program(
 
 TEXT_SECONDS = 1.0  # the derivatives as text are a courtesy: they get at most this long
 TEXT_MAX_OPS = 200  # nor are they shown for an output too long to read once expanded
+TEXT_MAX_NODES = 4 * TEXT_MAX_OPS  # expression-tree nodes of a definition once expanded
 
 
 def symbolic_text(
     line: StraightLine, outs: list[Any], syms: list[sp.Symbol], names: Sequence[str], limit: int = 16
 ) -> list[dict[str, str]]:
     """d output_i / d input_j as text and LaTeX, for small programs (the definitions expanded):
-    as many entries as TEXT_SECONDS allow (expanded, a max of 30 entries is a large expression)."""
+    as many entries as TEXT_SECONDS allow (expanded, a max of 30 entries is a large expression).
+    Nothing when an expanded definition would be large: expanding is one sympy call that no
+    deadline reaches (8 nested gelu expand to 3^8 copies of x: sympy ran for minutes)."""
+    if not _expands_small(line.defs):
+        return []
     stop = time.monotonic() + TEXT_SECONDS
     full: dict[Any, Any] = {}
     for t, e in line.defs:
@@ -695,11 +811,26 @@ def symbolic_text(
         for s in syms:
             if time.monotonic() > stop:
                 return entries
+            _check_deadline()
             d = sp.diff(expr, s).xreplace(shown)
             entries.append({"entry": f"d {name}/d {shown[s]}", "text": sp.sstr(d), "latex": sp.latex(d)})
             if len(entries) >= limit:
                 return entries
     return entries
+
+
+def _expands_small(defs: list[tuple[sp.Symbol, Any]]) -> bool:
+    """Whether every definition, with the earlier ones substituted in, stays within
+    TEXT_MAX_NODES expression-tree nodes (counted without building it)."""
+    size: dict[Any, int] = {}
+    for t, e in defs:
+        n = 0
+        for node in sp.preorder_traversal(e):
+            n += size.get(node, 1)
+            if n > TEXT_MAX_NODES:
+                return False
+        size[t] = n
+    return True
 
 
 def _entry_names(line: StraightLine, names: Sequence[str]) -> list[str]:
@@ -711,81 +842,141 @@ def _entry_names(line: StraightLine, names: Sequence[str]) -> list[str]:
 
 
 def cached_compile(key: Any, build_fn: Callable[[], Compiled]) -> tuple[Compiled, bool]:
+    """The compiled derivatives for key, built and kept (when not too large) on a miss."""
     hit = _CACHE.get(key)
     if hit is not None:
         return hit, True
     compiled = build_fn()
-    with _CACHE_LOCK:  # requests are served from several threads
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)), None)
-        _CACHE[key] = compiled
+    if compiled.defs <= CACHE_MAX_DEFS:
+        _CACHE.put(key, compiled)
     return compiled, False
 
 
-def derivatives(point: Point, budget: Any, seed: int) -> tuple[Derivatives, ReferenceStatus]:
-    """sympy's exact values and derivatives at a point, within the budget: over it, a seeded
-    sample of gradient entries is checked, and the status says which. Every stage (the full
-    attempt, then the sample) has budget.sympy_seconds."""
-    program, wrt = point.program, point.wrt
-    status = ReferenceStatus("sympy", ran=True)
-    estimate = estimate_scalar_ops(program)
-    n_inputs = sum(np.size(point.values[n]) for n in wrt)
-    hessian = "hessian" in point.checks and n_inputs <= budget.hessian_max_inputs
-    fixed = tuple((n, np.asarray(v).tobytes()) for n, v in point.fixed.items())
-    compiled = None
+@dataclass
+class Session:
+    """One request's use of sympy, shared by its points: sympy's share of the request's time
+    (budget.sympy_seconds, spent over every point, not at each) and what it compiled."""
+
+    seconds: float
+    used: float = 0.0
+    exact: Compiled | None = None  # compiled at the first point, evaluated at every point
+    inexact: str = ""  # why the exact derivatives are not possible (then each point samples)
+    failed: str = ""  # why sympy cannot check this request at all (then every point says so)
+
+    def left(self) -> float:
+        return max(0.0, self.seconds - self.used)
+
+
+def derivatives(
+    point: Point, budget: Any, seed: int, session: Session | None = None
+) -> tuple[Derivatives, ReferenceStatus]:
+    """sympy's exact values and derivatives at a point, within sympy's share of the request's
+    time (a session shares it among the request's points). The exact derivatives are compiled
+    once and evaluated at each point; over the size budget, or when they do not compile in
+    time, a seeded sample of gradient entries is checked instead (compiled at each point, as
+    the other entries enter as that point's exact numbers), and the status says which."""
+    session = session if session is not None else Session(budget.sympy_seconds)
+    start = time.monotonic()
+    until = start + session.left()
     try:
-        _budget.deadline = time.monotonic() + budget.sympy_seconds
-        if estimate <= budget.sympy_max_scalar_ops:
-            key = (program.cache_key, tuple(wrt), fixed, hessian)
-            try:
-                compiled, hit = cached_compile(
-                    key,
-                    lambda: compile_program(
-                        program,
-                        wrt,
-                        point.values,
-                        dict.fromkeys(wrt),
-                        hessian,
-                        budget.sympy_max_scalar_ops * 4,
-                        budget.symbolic_text_max_ops,
-                    ),
-                )
-                status.note = "compiled earlier (cache)" if hit else "all entries, exact"
-            except SympyUnavailable as exc:
-                status.note = f"{exc}; "
-        if compiled is None:
-            _budget.deadline = time.monotonic() + budget.sympy_seconds
-            why = (
-                f"over budget (about {estimate} scalar operations, budget {budget.sympy_max_scalar_ops})"
-                if estimate > budget.sympy_max_scalar_ops
-                else "so"
+        if session.failed:
+            raise SympyUnavailable(session.failed)
+        if session.used > 0 and session.left() <= 0:
+            raise SympyUnavailable(
+                f"sympy's share of the request's time ({session.seconds:g} s) went to earlier points"
             )
-            compiled = _sampled(point, budget, seed, status, why)
-        status.symbolic = compiled.text
-        return _evaluate(compiled, point, budget, seed), status
+        compiled = session.exact
+        if compiled is None:
+            try:
+                compiled = _compile(point, budget, seed, until, session)
+            except SympyUnavailable as exc:
+                if session.exact is None and not session.inexact:
+                    session.failed = str(exc)  # nothing compiled: no later point will do better
+                raise
+        _budget.deadline = until
+        derivs, partly = _evaluate(compiled, point, budget, seed)
+        note = f"{compiled.note}; {partly}" if partly else compiled.note
+        status = ReferenceStatus(
+            "sympy", True, note, dict(compiled.sampled_entries), list(compiled.text)
+        )
+        return derivs, status
     finally:
         _budget.deadline = math.inf
+        session.used += time.monotonic() - start
 
 
-def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, why: str) -> Compiled:
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name, value in arrays.items():
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    return h.hexdigest()
+
+
+def _compile(point: Point, budget: Any, seed: int, until: float, session: Session) -> Compiled:
+    """The exact derivatives when the program is small enough and they compile in time (in
+    half of what is left, when a sample could follow), else those of a seeded sample."""
+    program, wrt = point.program, point.wrt
+    estimate = estimate_scalar_ops(program)
+    total = sum(int(np.size(point.values[n])) for n in wrt)
+    hessian = "hessian" in point.checks and total <= budget.hessian_max_inputs
+    fixed = _digest(point.fixed)
+    samplable = total > budget.sympy_sample_entries and estimate <= SYMPY_SAMPLED_MAX_SCALAR_OPS
+    if not session.inexact and estimate <= budget.sympy_max_scalar_ops:
+        now = time.monotonic()
+        _budget.deadline = now + (until - now) / 2 if samplable else until
+        key = (program.cache_key, tuple(wrt), fixed, hessian)
+        try:
+            session.exact, _ = cached_compile(
+                key,
+                lambda: compile_program(
+                    program,
+                    wrt,
+                    point.values,
+                    dict.fromkeys(wrt),
+                    hessian,
+                    budget.sympy_max_scalar_ops * 4,
+                    budget.symbolic_text_max_ops,
+                ),
+            )
+            return session.exact
+        except SympyUnavailable as exc:
+            if not samplable:
+                raise
+            session.inexact = f"{exc}; so"
+    elif estimate > SYMPY_SAMPLED_MAX_SCALAR_OPS:
+        raise SympyUnavailable(
+            f"too large for sympy even on a sample of entries (about {estimate} scalar "
+            f"operations; a sample still evaluates the rest as exact numbers, and past "
+            f"{SYMPY_SAMPLED_MAX_SCALAR_OPS} that alone is too long)"
+        )
+    elif not session.inexact:
+        session.inexact = (
+            f"over budget (about {estimate} scalar operations, budget {budget.sympy_max_scalar_ops})"
+        )
+    _budget.deadline = until
+    k = min(budget.sympy_sample_entries, total)
+    key = ("sampled", program.cache_key, tuple(wrt), _digest(point.values), seed, k)
+    compiled, _ = cached_compile(key, lambda: _sampled(point, budget, seed, k))
+    no_hessian = "no Hessian when sampling; " if "hessian" in point.checks else ""
+    return dataclasses.replace(compiled, note=f"{no_hessian}{session.inexact}: {compiled.note}")
+
+
+def _sampled(point: Point, budget: Any, seed: int, k: int) -> Compiled:
     """Symbols for a seeded sample of the gradient's entries only; the rest are exact numbers."""
     sizes = [int(np.size(point.values[n])) for n in point.wrt]
     total = sum(sizes)
-    k = min(budget.sympy_sample_entries, total)
     chosen = np.sort(np.random.default_rng(seed).choice(total, size=k, replace=False))
-    symbolic, start = {}, 0
+    symbolic, start, sampled = {}, 0, {}
     for n, size in zip(point.wrt, sizes):
         mask = np.zeros(size, bool)
         mask[chosen[(chosen >= start) & (chosen < start + size)] - start] = True
         symbolic[n] = mask.reshape(point.shape(n))
-        status.sampled_entries[n] = [
+        sampled[n] = [
             tuple(int(i) for i in np.unravel_index(f, point.shape(n))) for f in np.flatnonzero(mask)
         ]
         start += size
-    if "hessian" in point.checks:
-        status.note += "no Hessian when sampling; "
-    status.note += f"{why}: checked {k} of {total} gradient entries, chosen with seed {seed}"
-    return compile_program(
+    compiled = compile_program(
         point.program,
         point.wrt,
         point.values,
@@ -794,9 +985,14 @@ def _sampled(point: Point, budget: Any, seed: int, status: ReferenceStatus, why:
         budget.sympy_max_scalar_ops * 4,
         0,
     )
+    compiled.sampled_entries = sampled
+    compiled.note = f"checked {k} of {total} gradient entries, chosen with seed {seed}"
+    return compiled
 
 
-def _evaluate(c: Compiled, point: Point, budget: Any, seed: int) -> Derivatives:
+def _evaluate(c: Compiled, point: Point, budget: Any, seed: int) -> tuple[Derivatives, str]:
+    """The values and derivatives at the point, and what was left out (Jacobian rows or Hessian
+    columns past sympy's share of the time: those done are kept, the rest left unchecked)."""
     args = [float(np.asarray(point.values[n]).reshape(-1)[k]) for n, k in c.entries]
     n_out = c.n_outputs
 
@@ -823,11 +1019,18 @@ def _evaluate(c: Compiled, point: Point, budget: Any, seed: int) -> Derivatives:
         d.vjp = {
             n: SourceValues(a, None if ch.all() else ch) for n, (a, ch) in per_input(res[n_out:]).items()
         }
+    partly = []
     if "jacobian" in point.checks:
-        d.jacobian = _jacobian(point, n_out, budget, seed, lambda unit: per_input(run(unit)[n_out:]))
+        d.jacobian, left = _jacobian(
+            point, n_out, budget, seed, lambda unit: per_input(run(unit)[n_out:])
+        )
+        if left:
+            partly.append(f"its time ran out with {left} Jacobian rows to go (left unchecked)")
     if "hessian" in point.checks and c.hvp is not None:
-        d.hessian = _hessian(c, point, args, n_out)
-    return d
+        d.hessian, left = _hessian(c, point, args, n_out)
+        if left:
+            partly.append(f"its time ran out with {left} Hessian columns to go (left unchecked)")
+    return d, "; ".join(partly)
 
 
 def _jacobian(
@@ -836,52 +1039,71 @@ def _jacobian(
     budget: Any,
     seed: int,
     row: Callable[[list[float]], dict[str, tuple[np.ndarray, np.ndarray]]],
-) -> dict[tuple[str, str], SourceValues]:
+) -> tuple[dict[tuple[str, str], SourceValues], int]:
     """Row i of the Jacobian is the VJP with the i-th unit cotangent (a seeded sample of rows
-    when there are more than the budget allows)."""
+    when there are more than the budget allows); and how many rows sympy's share of the time
+    left out."""
     rows = np.arange(n_out)
     if n_out > budget.sympy_max_jacobian_rows:
         rows = np.sort(
             np.random.default_rng(seed).choice(n_out, budget.sympy_max_jacobian_rows, replace=False)
         )
-    blocks, start = {}, 0
+    blocks, starts, start = {}, [], 0
     for oname, oshape in point.output_shapes():
-        size = math.prod(oshape)
         for n in point.wrt:
             full = oshape + point.shape(n)
             blocks[(oname, n)] = SourceValues(np.zeros(full), np.zeros(full, bool))
-        for i in rows[(rows >= start) & (rows < start + size)]:
+        starts.append((oname, oshape, start))
+        start += math.prod(oshape)
+    done = 0
+    try:
+        for i in rows:
             _check_deadline()
+            oname, oshape, first = next(o for o in reversed(starts) if o[2] <= i)
             unit = [0.0] * n_out
             unit[i] = 1.0
-            idx = np.unravel_index(i - start, oshape)
+            idx = np.unravel_index(i - first, oshape)
             for n, (a, ch) in row(unit).items():
                 blocks[(oname, n)].values[idx] = a
                 blocks[(oname, n)].checked[idx] = ch
-        start += size
+            done += 1
+    except OutOfShare:
+        if not done:
+            raise
     for sv in blocks.values():
         if sv.checked.all():
             sv.checked = None
-    return blocks
+    return blocks, len(rows) - done
 
 
 def _hessian(
     c: Compiled, point: Point, args: list[float], n_out: int
-) -> dict[tuple[str, str], SourceValues]:
-    """Column j of the Hessian (of output entry 0) is the Hessian-vector product with unit j."""
+) -> tuple[dict[tuple[str, str], SourceValues], int]:
+    """Column j of the Hessian (of output entry 0) is the Hessian-vector product with unit j;
+    and how many columns sympy's share of the time left out."""
     seeds = [1.0] + [0.0] * (n_out - 1)
     m = len(c.entries)
-    columns = []
-    for j in range(m):
-        _check_deadline()
-        unit = [0.0] * m
-        unit[j] = 1.0
-        columns.append(evaluate_numeric(c.hvp, args + seeds + unit))
-    h = np.array(columns).T
+    h, checked = np.zeros((m, m)), np.zeros((m, m), bool)
+    done = 0
+    try:
+        for j in range(m):
+            _check_deadline()
+            unit = [0.0] * m
+            unit[j] = 1.0
+            h[:, j] = evaluate_numeric(c.hvp, args + seeds + unit)
+            checked[:, j] = True
+            done += 1
+    except OutOfShare:
+        if not done:
+            raise
     offsets = np.cumsum([0] + [int(np.size(point.values[n])) for n in point.wrt])
     blocks = {}
     for a, n in enumerate(point.wrt):
         for b, k in enumerate(point.wrt):
-            block = h[offsets[a] : offsets[a + 1], offsets[b] : offsets[b + 1]]
-            blocks[(n, k)] = SourceValues(block.reshape(point.shape(n) + point.shape(k)))
-    return blocks
+            rows, cols = slice(offsets[a], offsets[a + 1]), slice(offsets[b], offsets[b + 1])
+            shape = point.shape(n) + point.shape(k)
+            part = checked[rows, cols]
+            blocks[(n, k)] = SourceValues(
+                h[rows, cols].reshape(shape), None if part.all() else part.reshape(shape)
+            )
+    return blocks, m - done
