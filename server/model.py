@@ -35,6 +35,10 @@ class SamplePoints:
 
 @dataclass
 class Budget:
+    # The request's total time: every stage and every sample point share it (capped by
+    # Limits.max_budget_seconds, and by the caller's own deadline when it has one).
+    seconds: float = 30.0
+    # sympy's share of it, over the whole request: past it sympy checks a sample, or skips.
     sympy_seconds: float = 10.0
     sympy_max_scalar_ops: int = 60_000  # above this, sympy checks a seeded sample of entries
     sympy_sample_entries: int = 64

@@ -1,0 +1,241 @@
+"""Validation at the boundary: what used to be coerced or ignored without a word is a RequestError
+naming the field, and everything over a limit is a LimitError (RESOURCE_EXHAUSTED), while a
+malformed request stays a plain RequestError (INVALID_ARGUMENT)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from crossgrad.server.check import check
+from crossgrad.server.graph import describe_graph
+from crossgrad.server.language import LimitError, RequestError, parse
+from crossgrad.server.limits import Limits
+from crossgrad.server.model import Budget, CheckRequest, InputSpec, SamplePoints, Verdict
+
+
+def request(**fields: object) -> CheckRequest:
+    base: dict[str, object] = {
+        "program": "y = sum(x * w)",
+        "inputs": [InputSpec("x", [1.0, 2.0]), InputSpec("w", [3.0, 4.0])],
+    }
+    return CheckRequest(**{**base, **fields})
+
+
+def refused(req: CheckRequest, field: str, words: str) -> RequestError:
+    with pytest.raises(RequestError, match=re.escape(words)) as info:
+        check(req)
+    assert info.value.field == field, (info.value.field, info.value)
+    return info.value
+
+
+# ---------------------------------------------------------------- coerced or ignored before
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"inputs": [InputSpec("x", np.array([1 + 2j, 2.0])), InputSpec("w", [3.0, 4.0])]}, "inputs[x]"),
+        ({"inputs": [InputSpec("x", [1.0, 2.0]), InputSpec("w", [3.0, 4j])]}, "inputs[w]"),
+        (
+            {"inputs": [InputSpec("x", [1.0, 2.0], mask=np.array([1, 0j])), InputSpec("w", [3.0, 4.0])]},
+            "inputs[x].mask",
+        ),
+        ({"program": "y = x * w", "cotangents": {"y": [1.0, 1j]}}, "cotangents[y]"),
+        ({"claimed_vjp": {"x": np.array([3.0, 4.0 + 0j])}}, "claimed"),
+        (
+            {"claimed_jacobian": {("y", "x"): np.array([[3.0, 4.0 + 1j]])}, "checks": ("jacobian",)},
+            "claimed",
+        ),
+    ],
+)
+def test_complex_values_are_refused_not_cut_to_their_real_part(fields, field):
+    error = refused(request(**fields), field, "complex values")
+    assert "only real numbers" in error.message
+
+
+def test_text_is_not_read_as_numbers():
+    req = request(inputs=[InputSpec("x", ["1.5", "2"]), InputSpec("w", [3.0, 4.0])])
+    refused(req, "inputs[x]", "not a numeric array")
+
+
+def test_a_mask_on_a_frozen_input_is_refused():
+    inputs = [InputSpec("x", [1.0, 2.0]), InputSpec("w", [3.0, 4.0], requires_grad=False, mask=[1, 0])]
+    refused(request(inputs=inputs), "inputs[w].mask", "does not require grad")
+
+
+def test_a_mask_on_an_integer_input_is_refused():
+    inputs = [
+        InputSpec("x", [1.0, 2.0]),
+        InputSpec("w", [3.0, 4.0]),
+        InputSpec("t", [0, 1], dtype="int64", requires_grad=True, mask=[1, 0]),
+    ]
+    req = request(program="y = sum(x * w) + sum(t * 1.0)", inputs=inputs)
+    refused(req, "inputs[t].mask", "is int64: it is not differentiated")
+
+
+def test_a_mask_where_it_belongs_still_works():
+    inputs = [InputSpec("x", [1.0, 2.0], mask=[1.0, 0.0]), InputSpec("w", [3.0, 4.0])]
+    report = check(request(inputs=inputs))
+    assert report.verdict is Verdict.PASS
+    np.testing.assert_array_equal(report.block("vjp", "x").sources["engine"].values, [3.0, 0.0])
+
+
+def test_a_cotangent_for_an_output_that_does_not_exist_is_refused():
+    req = request(program="y = x * w", cotangents={"y": [1.0, 1.0], "z": [1.0, 1.0]})
+    error = refused(req, "cotangents[z]", "which is not an output")
+    assert "(the outputs: y)" in error.message
+
+
+@pytest.mark.parametrize(
+    ("inputs", "words"),
+    [
+        (
+            [InputSpec("x", [1.0, 2.0]), InputSpec("w", [3.0, 4.0], requires_grad=False)],
+            "do not require grad",
+        ),
+        (
+            [InputSpec("x", [1.0, 2.0]), InputSpec("w", [3, 4], dtype="int64", requires_grad=True)],
+            "int64 inputs (not differentiated)",
+        ),
+    ],
+)
+def test_claims_for_inputs_that_are_not_differentiated_are_refused(inputs, words):
+    refused(request(inputs=inputs, claimed_vjp={"w": [1.0, 2.0]}), "claimed", words)
+    req = request(inputs=inputs, claimed_jacobian={("y", "w"): [[1.0, 2.0]]}, checks=("jacobian",))
+    refused(req, "claimed", words)
+
+
+def test_malformed_claim_keys_are_refused():
+    req = request(claimed_jacobian={"yx": [[1.0, 2.0]]}, checks=("jacobian",))
+    refused(req, "claimed", "(output, input) name pairs")
+
+
+def test_input_names_must_be_nfkc_normalised():
+    # Python reads the program's ℌ as H: an input called ℌ could never be used, and one called
+    # H would silently be the same variable
+    assert parse("y = ℌ * 2", {"H": ((1,), "float64")}).input_names == ("H",)
+    req = request(
+        program="y = sum(ℌ * w)", inputs=[InputSpec("ℌ", [1.0, 2.0]), InputSpec("w", [3.0, 4.0])]
+    )
+    error = refused(req, "inputs[ℌ]", "not NFKC-normalised")
+    assert "'ℌ'" in error.message and "'H'" in error.message
+    req = request(
+        program="y = sum(x * w)", inputs=[InputSpec("ｘ", [1.0, 2.0]), InputSpec("w", [3.0, 4.0])]
+    )
+    refused(req, "inputs[ｘ]", "call the input 'x'")
+
+
+def test_an_input_given_twice_is_refused():
+    inputs = [InputSpec("x", [1.0, 2.0]), InputSpec("w", [3.0, 4.0]), InputSpec("x", [5.0, 6.0])]
+    refused(request(inputs=inputs), "inputs[x]", "input 'x' is given twice")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "samples", "words"),
+    [
+        (
+            "float32",
+            SamplePoints(count=1, distribution="uniform", low=-1e39, high=0.0),
+            "overflow float32",
+        ),
+        ("float32", SamplePoints(count=1, scale=1e38), "the scale may be at most"),
+        (
+            "float64",
+            SamplePoints(count=1, distribution="uniform", low=-1e308, high=1e308),
+            "overflow float64",
+        ),
+        ("float64", SamplePoints(count=1, scale=1e308), "overflow float64"),
+    ],
+)
+def test_sample_ranges_that_overflow_the_inputs_dtype_are_refused(dtype, samples, words):
+    inputs = [InputSpec("x", [1.0, 2.0], dtype=dtype), InputSpec("w", [3.0, 4.0], dtype=dtype)]
+    refused(request(inputs=inputs, samples=samples), "samples", words)
+
+
+def test_sample_ranges_within_the_dtype_are_drawn():
+    inputs = [InputSpec("x", [1.0, 2.0], dtype="float32"), InputSpec("w", [3.0, 4.0], dtype="float32")]
+    samples = SamplePoints(count=2, distribution="uniform", low=-1e30, high=1e30)
+    report = check(request(inputs=inputs, samples=samples, references=("jax",)))
+    drawn = report.points[1].inputs["x"]
+    assert drawn.dtype == np.float32 and np.all(np.isfinite(drawn)) and np.abs(drawn).max() > 1e20
+    # the same range on a frozen float32 input draws nothing, so it is not refused
+    frozen = [
+        InputSpec("x", [1.0, 2.0]),
+        InputSpec("w", [3.0, 4.0], dtype="float32", requires_grad=False),
+    ]
+    samples = SamplePoints(count=1, distribution="uniform", low=-1e39, high=0.0)
+    assert check(request(inputs=frozen, samples=samples, references=("jax",))).points
+
+
+# ---------------------------------------------------------------- limits and malformed requests
+
+
+LIMITS = Limits(max_input_elements=10, max_total_elements=12, max_statements=3, max_nodes=8)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        (
+            {"inputs": [InputSpec("x", np.ones(11)), InputSpec("w", [1.0])]},
+            "inputs[x]",
+            "the limit is 10",
+        ),
+        (
+            {"inputs": [InputSpec("x", np.ones(7)), InputSpec("w", np.ones(7))]},
+            "inputs",
+            "more than 12 elements in all",
+        ),
+        ({"program": "a = x\nb = a\nc = b\ny = sum(c * w)"}, "program", "4 statements; the limit is 3"),
+        ({"program": "y = sum(x * w + x * w + x * w + x * w)"}, "program", "more than 8 operations"),
+        ({"program": "y = sum(x ** 2000 * w)"}, "program", "the limit of |exponent| is 1024"),
+        ({"program": "y = sum(x * w)" + " " * 100_001}, "program", "the limit is 100000"),
+        (
+            {"program": "y = sum(" + "(" * 70 + "x" + ")" * 70 + " * w)"},
+            "program",
+            "nested more than 64",
+        ),
+        ({"budget": Budget(seconds=121.0)}, "budget", "budget.seconds is 121.0; this server's limit"),
+        ({"budget": Budget(sympy_seconds=500.0)}, "budget", "budget.sympy_seconds"),
+        ({"budget": Budget(fd_max_entries=10**9)}, "budget", "budget.fd_max_entries"),
+        ({"budget": Budget(sympy_max_scalar_ops=10**6)}, "budget", "limit is 400000"),
+        ({"samples": SamplePoints(count=65)}, "samples", "samples.count is 65"),
+        (
+            {"checks": ("hessian",), "budget": Budget(hessian_max_inputs=1)},
+            "checks",
+            "hessian_max_inputs",
+        ),
+    ],
+)
+def test_requests_over_a_limit_are_limit_errors(fields, field, words):
+    with pytest.raises(LimitError, match=re.escape(words)) as info:
+        check(request(**fields), LIMITS)
+    assert info.value.field == field, info.value
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"program": "y = sum(x * )"}, "program"),
+        ({"budget": Budget(seconds=float("nan"))}, "budget"),
+        ({"budget": Budget(seconds=0.0)}, "budget"),
+        ({"budget": Budget(sympy_max_scalar_ops=-1)}, "budget"),
+        ({"samples": SamplePoints(count=-1)}, "samples"),
+        ({"inputs": [InputSpec("x", [1.0, 2.0]), InputSpec("w", [np.nan, 1.0])]}, "inputs[w]"),
+        ({"outputs": [["y"]]}, "outputs"),
+    ],
+)
+def test_malformed_requests_are_request_errors_not_limit_errors(fields, field):
+    with pytest.raises(RequestError) as info:
+        check(request(**fields), LIMITS)
+    assert not isinstance(info.value, LimitError) and info.value.field == field, info.value
+
+
+def test_describe_graph_validates_the_same_way():
+    req = request(inputs=[InputSpec("x", [1.0, 2j]), InputSpec("w", [3.0, 4.0])])
+    with pytest.raises(RequestError, match="complex values"):
+        describe_graph(req)
+    dag, outputs = describe_graph(request())
+    assert outputs["y"] == 11.0 and {leaf.name for leaf in dag.leaves} == {"x", "w"}
