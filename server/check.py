@@ -1,10 +1,16 @@
 """A check, end to end: parse, run the engine and the references, compare, explain.
 
 check(request) -> Report runs in-process (no network); the gRPC servicer is a thin layer on top.
+Bounded cost: the whole check runs under one time budget (request.budget.seconds, or the
+caller's tighter deadline), every stage is named to the deadline and long loops reach it, so
+running out raises deadline.OutOfTime (and a caller's cancellation deadline.Cancelled) out of
+check(); the cost was estimated and refused past the limits before any work (validate.prepare);
+running out of memory anyway is a LimitError naming the stage, never a crash.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -15,16 +21,20 @@ import numpy as np
 from crossgrad import engine as cg
 
 from . import blame as blame_mod
+from . import caches, deadline
 from .backends import engine as engine_backend
 from .backends import finite_diff, jax_backend, sympy_backend
 from .compare import Block, SourceValues, Tolerance, compare_block
+from .deadline import Cancelled, OutOfTime
 from .derivatives import Derivatives, Point
 from .graph import dag_of
 from .ir import Program, Ref
 from .kinks import Kink, find_kinks
+from .language import LimitError
 from .limits import DEFAULT_LIMITS, Limits
 from .model import (
     Blame,
+    Budget,
     CheckRequest,
     ConventionNote,
     Dag,
@@ -33,7 +43,14 @@ from .model import (
     Report,
     Verdict,
 )
-from .validate import claimed_derivatives, prepare
+from .validate import prepare
+
+EXTRA_POINT_INPUT_ELEMENTS = 1_000
+"""An extra point's report keeps its drawn inputs up to this many entries in all (see
+PointReport.complete)."""
+
+_FATAL = (OutOfTime, Cancelled, MemoryError)
+"""What ends a check, wherever it happens: never reported as a source's failure."""
 
 
 class _Timer:
@@ -42,15 +59,44 @@ class _Timer:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time the stage and name it to the deadline (OutOfTime and the worker's status say
+        which stage ran out); running out of memory in it is a LimitError that says so."""
         start = time.perf_counter()
         try:
-            yield
+            with deadline.stage(name):
+                yield
+        except MemoryError:
+            raise LimitError(
+                f"the check ran out of memory in the {name} stage", field="memory"
+            ) from None
         finally:
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
 
 
 def check(request: CheckRequest, limits: Limits = DEFAULT_LIMITS) -> Report:
-    """Differentiate the request's program with the engine and every reference; compare."""
+    """Differentiate the request's program with the engine and every reference; compare. All of
+    it within the request's time budget (or the caller's deadline, if that comes first)."""
+    with deadline.within(_seconds(request, limits)), caches.tracking() as hits:
+        try:
+            report = _check(request, limits)
+        except MemoryError:
+            raise LimitError(
+                "the check ran out of memory (drawing sample points or assembling the report)",
+                field="memory",
+            ) from None
+    report.cache_hits = dict(hits)
+    return report
+
+
+def _seconds(request: CheckRequest, limits: Limits) -> float:
+    """The request's total budget, or the default when it is malformed (prepare refuses it)."""
+    seconds = getattr(getattr(request, "budget", None), "seconds", None)
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds > 0:
+        seconds = Budget().seconds
+    return min(float(seconds), limits.max_budget_seconds)
+
+
+def _check(request: CheckRequest, limits: Limits) -> Report:
     timer = _Timer()
     with timer.stage("parse"):
         prepared = prepare(request, limits)
@@ -59,28 +105,31 @@ def check(request: CheckRequest, limits: Limits = DEFAULT_LIMITS) -> Report:
 
     statuses: dict[str, ReferenceStatus] = {}
     reports, dag, outputs = [], Dag(), {}
-    for k, point_values in enumerate([values, *_extra_points(request, values, wrt)]):
+    sympy = sympy_backend.Session(request.budget.sympy_seconds)  # its share, over every point
+    for k, point_values in enumerate(_points(request, values, wrt)):
+        deadline.checkpoint()
         point = Point(program, wrt, point_values, cotangents, masks, request.checks)
         # inf and nan at singular points are results the report states, not warnings for a log
         with np.errstate(all="ignore"):
-            report, run, outs = _check_point(k, request, point, timer, statuses)
+            report, run, outs = _check_point(k, request, point, timer, statuses, prepared, sympy)
         if k == 0 and run is not None:
             dag, outputs = dag_of(run, masks), outs
-        reports.append(report)
+        reports.append(report if k == 0 else _summarised(report))
     verdict = _overall(reports)
     summary = _summary(verdict, reports, statuses)
     error = next((r.summary for r in reports if r.verdict is Verdict.ERROR), "")
     return Report(verdict, summary, reports, statuses, dag, timer.stages, outputs, error)
 
 
-def _extra_points(
+def _points(
     request: CheckRequest, values: dict[str, np.ndarray], wrt: list[str]
-) -> list[dict[str, np.ndarray]]:
+) -> Iterator[dict[str, np.ndarray]]:
+    """The given point, then each extra sample point, drawn when its turn comes."""
+    yield values
     s = request.samples
     if s is None or s.count <= 0:
-        return []
+        return
     rng = np.random.default_rng(s.seed)
-    points = []
     for _ in range(s.count):
         p = dict(values)
         for n in wrt:
@@ -91,8 +140,16 @@ def _extra_points(
                 else rng.normal(0.0, s.scale, shape)
             )
             p[n] = draw.astype(dtype)
-        points.append(p)
-    return points
+        yield p
+
+
+def _summarised(report: PointReport) -> PointReport:
+    """An extra point's report: statistics and worst entries, not every source's arrays."""
+    blocks = [dataclasses.replace(b, sources={}, bad=None) for b in report.blocks]
+    small = sum(np.size(v) for v in report.inputs.values()) <= EXTRA_POINT_INPUT_ELEMENTS
+    return dataclasses.replace(
+        report, inputs=report.inputs if small else {}, blocks=blocks, complete=False
+    )
 
 
 def _check_point(
@@ -101,6 +158,8 @@ def _check_point(
     point: Point,
     timer: _Timer,
     statuses: dict[str, ReferenceStatus],
+    prepared: Any,
+    sympy: sympy_backend.Session,
 ) -> tuple[PointReport, engine_backend.EngineRun | None, dict[str, np.ndarray]]:
     program, values, wrt = point.program, point.values, point.wrt
     dtype = "float32" if wrt and all(values[n].dtype == np.float32 for n in wrt) else "float64"
@@ -111,17 +170,21 @@ def _check_point(
                 program, values, {n: n in wrt for n in program.input_names}, point.masks
             )
             derivs = {"engine": engine_backend.derivatives(run, point)}
+        except _FATAL:
+            raise
         except Exception as exc:  # the engine under test failed on a valid request: the finding
             summary = f"the engine raised {type(exc).__name__}: {exc}"
             return PointReport(k, values, [], [], [], Verdict.ERROR, summary), None, {}
-    if k == 0 and (request.claimed_vjp or request.claimed_jacobian):
-        derivs["claimed"] = claimed_derivatives(request, program, values)
+    if k == 0 and prepared.claimed is not None:
+        derivs["claimed"] = prepared.claimed
     for ref in request.references:
         with timer.stage(ref):
             try:
-                derivs[ref], status = _reference(ref, point, request, k)
+                derivs[ref], status = _reference(ref, point, request, k, sympy)
             except sympy_backend.SympyUnavailable as exc:
                 status = ReferenceStatus(ref, False, str(exc))
+            except _FATAL:
+                raise
             except Exception as exc:  # a reference failing is reported, not fatal
                 status = ReferenceStatus(ref, False, f"failed: {type(exc).__name__}: {exc}")
             if k == 0 or not status.ran:
@@ -138,9 +201,9 @@ def _check_point(
             if n.op not in ("input", "take")
         }
         kinks = find_kinks(list(program.nodes), operand_values)
-    verdict = _point_verdict(
-        blocks, kinks, program, functools.cache(lambda: _entry_reach(run, kinks, wrt))
-    )
+        verdict = _point_verdict(
+            blocks, kinks, program, functools.cache(lambda: _entry_reach(run, kinks, wrt))
+        )
     culprits: list[Blame] = []
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks):
         with timer.stage("blame"):
@@ -165,12 +228,13 @@ def _data(x: Any) -> Any:
 
 
 def _reference(
-    ref: str, point: Point, request: CheckRequest, k: int
+    ref: str, point: Point, request: CheckRequest, k: int, sympy: sympy_backend.Session
 ) -> tuple[Derivatives, ReferenceStatus]:
     if ref == "jax":
         return jax_backend.derivatives(point), ReferenceStatus("jax", True)
-    module = sympy_backend if ref == "sympy" else finite_diff
-    return module.derivatives(point, request.budget, request.seed + k)
+    if ref == "sympy":  # one sample of entries for every point: compiled programs are reused
+        return sympy_backend.derivatives(point, request.budget, request.seed, sympy)
+    return finite_diff.derivatives(point, request.budget, request.seed + k)
 
 
 def _blocks(derivs: dict[str, Derivatives], checks: tuple[str, ...], tol: Tolerance) -> list[Block]:
@@ -271,6 +335,7 @@ def _entry_reach(
     leaves = [run.leaves[n] for n in wrt]
     found: list[dict[str, np.ndarray] | None] = []
     for kink in kinks:
+        deadline.checkpoint()
         operands = [run.values[a.id] for a in kink.node.args if isinstance(a, Ref)]
         tensors = [t for t in operands if isinstance(t, cg.Tensor) and t.requires_grad]
         if kink.entries is None or not tensors or not leaves:
@@ -280,6 +345,8 @@ def _entry_reach(
         try:  # the engine is under test: if it fails here, judge the kink's blocks whole
             total = sum((t * weights).sum() for t in tensors)
             grads = cg.grad(total, leaves, retain_graph=True, allow_unused=True, materialize_grads=True)
+        except _FATAL:
+            raise
         except Exception:
             found.append(None)
             continue

@@ -132,12 +132,18 @@ class Dag:
 @dataclass
 class PointReport:
     point: int  # 0: the given point; 1..: extra samples
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]  # extra points: only when small (complete says)
     blocks: list[Block]
     conventions: list[ConventionNote]
     blame: list[Blame]
     verdict: Verdict
     summary: str
+    # Point 0 is complete. An extra point keeps each block's statistics (pairs, failing counts,
+    # worst entries, status) but not every source's arrays (block.sources is empty and
+    # block.bad None), and its drawn inputs only when they total at most
+    # check.EXTRA_POINT_INPUT_ELEMENTS entries (samples.seed regenerates them): a report with
+    # 64 extra points of large arrays would otherwise reach hundreds of MB.
+    complete: bool = True
 
 
 @dataclass
@@ -150,6 +156,9 @@ class Report:
     timings: dict[str, float]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # engine's values at point 0
     error: str = ""
+    # Per cache this check consulted ("parse", "sympy", "jax"): whether everything it looked up
+    # there was cached. Kept apart from the rest so that a repeated request gets the same report.
+    cache_hits: dict[str, bool] = field(default_factory=dict)
 
     @property
     def blocks(self) -> list[Block]:
