@@ -260,6 +260,7 @@ def _blocks(derivs: dict[str, Derivatives], checks: tuple[str, ...], tol: Tolera
             if quantity == "hessian":
                 output, inp = None, f"{key[0]},{key[1]}"
             shape = table[key].values.shape
+            deadline.checkpoint()  # a block can hold up to 4e6 entries (about a second's work)
             blocks.append(compare_block(Block(quantity, output, inp, shape, sources), tol))
     return blocks
 
