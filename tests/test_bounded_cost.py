@@ -143,7 +143,7 @@ def test_extra_sample_points_share_sympys_time_instead_of_multiplying_it():
     )
     report, _ = answer(request)
     assert isinstance(report, Report) and report.verdict is Verdict.PASS, report
-    assert report.timings["sympy"] < 1.0 + 0.3, report.timings
+    assert report.timings["sympy"] < 1.0 + 0.5, report.timings  # 3 to 6 s before
     assert_worked_example()
 
 
@@ -326,7 +326,7 @@ def test_finite_differences_run_out_of_the_total_budget_in_their_stage():
     )
     error, took = answer(request, 0.4)
     assert isinstance(error, OutOfTime) and error.stage == "fd", error
-    assert "0.4 s" in str(error) and took < 0.4 + 0.5
+    assert "0.4 s" in str(error) and took < 0.4 + 1.0
 
 
 def test_the_callers_deadline_wins_when_it_is_tighter_and_the_requests_when_that_is():
@@ -334,14 +334,14 @@ def test_the_callers_deadline_wins_when_it_is_tighter_and_the_requests_when_that
     start = time.monotonic()
     with deadline.budget(0.5), pytest.raises(OutOfTime) as info:
         check(request)
-    assert time.monotonic() - start < 0.5 + 0.5 and info.value.seconds == 0.5
+    assert time.monotonic() - start < 0.5 + 1.0 and info.value.seconds == 0.5
     request.budget = Budget(seconds=0.5)
     start = time.monotonic()
     with deadline.budget(30.0) as callers:
         with pytest.raises(OutOfTime) as info:
             check(request)
         assert deadline.current() is callers  # and it is back afterwards
-    assert time.monotonic() - start < 0.5 + 0.5 and info.value.seconds == 0.5
+    assert time.monotonic() - start < 0.5 + 1.0 and info.value.seconds == 0.5
     assert_worked_example()
 
 
@@ -379,7 +379,7 @@ def test_a_check_stops_promptly_when_the_caller_cancels():
         check(request)
     took = time.monotonic() - start
     timer.cancel()
-    assert 0.5 <= took < 0.5 + 0.5, took
+    assert 0.5 <= took < 0.5 + 1.0, took  # sympy alone would take ~3 s
     assert info.value.stage == "sympy" and stages[:3] == ["parse", "engine", "sympy"]
     assert_worked_example()
 
