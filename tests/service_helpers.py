@@ -16,9 +16,9 @@ WORKED = {
     "cotangents": {"Q": [1.0, 1.0]},
     "checks": ("vjp", "jacobian"),
 }
-# sympy spends minutes on this (its expression swells at every level); only the request's time
-# budget stops it, so it is the slow request of these tests.
-SLOW_PROGRAM = "y = " + "gelu(" * 8 + "x" + ")" * 8
+_SLOW_W = np.random.default_rng(5).normal(size=(100, 100)) / 10
+_SLOW_X = np.random.default_rng(6).normal(size=100)
+_salts = iter(range(1, 10**6))
 
 
 def worked_request(id: str = "", **changes: object):
@@ -27,7 +27,11 @@ def worked_request(id: str = "", **changes: object):
 
 
 def slow_request(id: str = "", seconds: float = 30.0):
-    return build_request(SLOW_PROGRAM, {"x": [0.3]}, id=id, budget={"seconds": seconds})
+    """About 3 s of sympy (every exact derivative of a 100 x 100 layer), unless the budget is
+    shorter. Each request is a new program (a constant of its own), so no cache shortens it."""
+    program = f"y = sum(tanh(W @ x + {next(_salts)}))"
+    budget = {"seconds": seconds, "sympy_seconds": seconds}
+    return build_request(program, {"W": _SLOW_W, "x": _SLOW_X}, id=id, budget=budget)
 
 
 def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -1,0 +1,129 @@
+"""What operators and generic tools see of the service: JSON requests, the DAG, cache affinity,
+metrics, structured logs, TLS, and a client that installs without sympy and JAX."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+import pytest
+from crossgrad.clients import Client, CrossgradError
+from crossgrad.clients.local_server import LocalServer
+from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
+from google.protobuf import json_format
+from service_helpers import WORKED, assert_worked_example, metric
+
+ROOT = Path(__file__).resolve().parent.parent
+pb = verifier_pb2
+
+
+@pytest.fixture(scope="module")
+def logged_server():
+    """A server whose JSON log lines the tests read."""
+    args = ("--workers", "2", "--metrics-port", "0")
+    with tempfile.TemporaryFile("w+") as log, LocalServer(args=args, stderr=log) as server:
+        server.log = log
+        yield server
+
+
+def _log_lines(server) -> list[dict]:
+    server.log.seek(0)
+    return [json.loads(line) for line in server.log.read().splitlines() if line.startswith("{")]
+
+
+def test_the_readme_grpcurl_request_works_as_json(logged_server):
+    """The JSON of the README's grpcurl example, read by protobuf's JSON mapping (grpcurl's)."""
+    readme = (ROOT / "README.md").read_text()
+    body = re.search(r"grpcurl -plaintext -d '(\{.*?\})' ", readme, re.S).group(1)
+    request = json_format.Parse(body, pb.VerifyRequest())
+    with grpc.insecure_channel(logged_server.address) as channel:
+        response = verifier_pb2_grpc.VerifierServiceStub(channel).Verify(request, timeout=60)
+    assert response.verdict == pb.VERDICT_PASS
+    vjp_a = next(b for b in response.points[0].blocks if b.quantity == "vjp" and b.input == "a")
+    assert json_format.MessageToDict(vjp_a)["values"]["engine"]["shape"] == ["2"]
+
+
+def test_describe_graph_returns_the_dag(logged_server):
+    with Client(logged_server.address) as client:
+        graph = client.describe_graph(
+            "h = tanh(W @ x)\nloss = mean(h ** 2)",
+            {"W": [[1.0, 2.0], [3.0, 4.0]], "x": [0.5, -0.5]},
+        )
+    names = [n.name for n in graph.dag.nodes]
+    assert names[0] == "MeanBackward0" and "TanhBackward0" in names and "MvBackward0" in names
+    assert {leaf.name for leaf in graph.dag.leaves} == {"W", "x"}
+    tanh = next(n for n in graph.dag.nodes if n.name == "TanhBackward0")
+    assert (tanh.position.line, tanh.position.column) == (1, 5)
+    assert graph.dag.dot.startswith("digraph")
+    assert list(graph.outputs) == ["loss"]
+
+
+def test_the_same_program_goes_to_the_same_worker_and_hits_its_caches(logged_server):
+    with Client(logged_server.address) as client:
+        first = client.verify("y = sum(sin(x) * x)", {"x": [0.1, 0.2, 0.3]})
+        again = [client.verify("y = sum(sin(x) * x)", {"x": [0.4, 0.5, 0.6]}) for _ in range(3)]
+    assert not all(first.response.cache_hits.values())
+    for result in again:
+        assert result.response.worker == first.response.worker
+        assert dict(result.response.cache_hits) and all(result.response.cache_hits.values())
+
+
+def test_metrics_and_one_json_log_line_per_request(logged_server):
+    port = logged_server.metrics_port
+    before = metric(port, "crossgrad_requests_total", method="Verify", code="OK")
+    with Client(logged_server.address) as client:
+        result = client.verify(**WORKED, id="my-request")
+        assert_worked_example(result)
+        with pytest.raises(CrossgradError):
+            client.verify("y = (", {"x": [1.0]})
+    assert metric(port, "crossgrad_requests_total", method="Verify", code="OK") == before + 1
+    assert metric(port, "crossgrad_requests_total", method="Verify", code="INVALID_ARGUMENT") >= 1
+    assert metric(port, "crossgrad_verdicts_total", verdict="PASS") >= 1
+    assert metric(port, "crossgrad_workers_ready") == 2
+    assert metric(port, "crossgrad_stage_seconds_count", stage="sympy") >= 1
+    lines = [x for x in _log_lines(logged_server) if x.get("id") == "my-request"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["event"] == "request" and line["verdict"] == "PASS" and line["code"] == "OK"
+    assert line["request_id"] == result.response.request_id
+    assert len(line["program_sha256"]) == 16 and {"sympy", "jax", "engine"} <= set(line["timings"])
+
+
+def test_tls(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    names = "subjectAltName=DNS:localhost,IP:127.0.0.1"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", names, "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key))
+    with LocalServer(args=("--workers", "1", *tls)) as server:
+        with Client(server.address, root_certificates=cert.read_bytes()) as client:
+            assert_worked_example(client.verify(**WORKED))
+        with Client(server.address) as plaintext, pytest.raises(CrossgradError) as refused:
+            plaintext.verify(**WORKED, timeout=5)
+        assert refused.value.code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_client_works_without_sympy_and_jax(logged_server):
+    """The client extra (grpcio, protobuf, numpy) is enough to call a server."""
+    script = f"""
+import sys
+for name in ("sympy", "jax", "jaxlib", "mpmath", "torch"):
+    sys.modules[name] = None  # importing any of them now fails
+from crossgrad.clients import Client
+with Client({logged_server.address!r}) as client:
+    result = client.verify("Q = 3*a**3 - b**2", {{"a": [2.0, 3.0], "b": [6.0, 4.0]}},
+                           cotangents={{"Q": [1.0, 1.0]}})
+print(result.verdict, result.grad("a").tolist())
+assert not any(m in sys.modules and sys.modules[m] is not None for m in ("sympy", "jax"))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "PASS [36.0, 81.0]"
