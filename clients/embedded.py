@@ -5,6 +5,8 @@ report a server gives. Needs the server extra (sympy, JAX)."""
 
 from __future__ import annotations
 
+import uuid
+
 from crossgrad.v1 import verifier_pb2
 from google.rpc import status_pb2
 
@@ -36,11 +38,17 @@ class EmbeddedVerifier:
         return kind.FromString(outcome.payload)
 
     def verify(self, request: verifier_pb2.VerifyRequest) -> verifier_pb2.VerifyResponse:
-        outcome = self._handlers.verify(request.SerializeToString(), self._config)
-        return self._answer(outcome, pb.VerifyResponse)
+        request_id = uuid.uuid4().hex[:16]
+        outcome = self._handlers.verify(request.SerializeToString(), self._config, request_id=request_id)
+        response = self._answer(outcome, pb.VerifyResponse)
+        response.request_id = request_id
+        return response
 
     def describe(self, request: verifier_pb2.DescribeGraphRequest) -> verifier_pb2.DescribeGraphResponse:
-        outcome = self._handlers.describe(request.SerializeToString(), self._config)
+        request_id = uuid.uuid4().hex[:16]
+        outcome = self._handlers.describe(
+            request.SerializeToString(), self._config, request_id=request_id
+        )
         return self._answer(outcome, pb.DescribeGraphResponse)
 
     def list_ops(self) -> verifier_pb2.ListOpsResponse:

@@ -127,3 +127,24 @@ assert not any(m in sys.modules and sys.modules[m] is not None for m in ("sympy"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "PASS [36.0, 81.0]"
+
+
+def test_an_unexpected_error_is_internal_with_a_request_id_in_the_log(monkeypatch, caplog):
+    """A bug in the core must reach the client as INTERNAL (never a dead server, never its
+    traceback), and the log must say which request it was."""
+    from crossgrad.server.transport import handlers
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(handlers, "check", broken)
+    with caplog.at_level("ERROR", logger="crossgrad.worker"), pytest.raises(CrossgradError) as info:
+        Client.embedded().verify(**WORKED)
+    assert info.value.code is grpc.StatusCode.INTERNAL
+    request_id = info.value.info["request_id"]
+    assert request_id and request_id in info.value.message and "a bug" not in info.value.message
+    assert any(
+        r.msg.get("request_id") == request_id and r.exc_info
+        for r in caplog.records
+        if isinstance(r.msg, dict)
+    )

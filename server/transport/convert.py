@@ -104,12 +104,9 @@ def _inputs(inputs: Iterable[verifier_pb2.Input], limits: Limits) -> list[InputS
 
 
 def _budget(b: verifier_pb2.Budget, default_seconds: float) -> Budget:
+    """The fields given, over the core's defaults; the total time defaults to the server's."""
     given = {f.name: v for f, v in b.ListFields()}
-    names = {f.name for f in dataclasses.fields(Budget)}
-    budget = dataclasses.replace(Budget(), **{k: v for k, v in given.items() if k in names})
-    if "seconds" in names and "seconds" not in given:
-        budget = dataclasses.replace(budget, seconds=default_seconds)
-    return budget
+    return dataclasses.replace(Budget(seconds=default_seconds), **given)
 
 
 def _samples(s: verifier_pb2.SamplePoints) -> SamplePoints:
@@ -226,7 +223,7 @@ def _block(block: Block, with_values: bool) -> verifier_pb2.Block:
         ],
         failing=block.failing,
         references_disagree=block.references_disagree,
-        values_omitted=not with_values,
+        values_omitted=not (with_values and block.sources),
     )
     if with_values:
         for name, source in block.sources.items():
@@ -261,7 +258,7 @@ def _point(point: PointReport, with_values: bool) -> verifier_pb2.PointReport:
         conventions=[_convention(c) for c in point.conventions],
         blame=[_blame(b) for b in point.blame],
     )
-    if point.point > 0 and with_values:
+    if point.point > 0 and with_values:  # an extra point's drawn inputs, where it kept them
         for name, value in (point.inputs or {}).items():
             msg.inputs[name].CopyFrom(to_tensor(value))
     return msg
@@ -327,7 +324,7 @@ def report_message(report: Report, max_values: int) -> verifier_pb2.VerifyRespon
         dag=dag_message(report.dag),
         timings=report.timings,
         error=report.error,
-        cache_hits=getattr(report, "cache_hits", {}),
+        cache_hits=report.cache_hits,
     )
     for name, value in report.outputs.items():
         msg.outputs[name].CopyFrom(to_tensor(value))

@@ -61,7 +61,7 @@ def verify(
         msg = verifier_pb2.VerifyRequest.FromString(payload)
         request = convert.check_request(msg, config.limits, config.default_seconds)
         if seconds is None:
-            seconds = getattr(request.budget, "seconds", config.default_seconds)
+            seconds = request.budget.seconds
         with deadline.budget(seconds, cancelled, on_stage):
             report = check(request, config.limits)
         response = convert.report_message(report, config.max_report_values)
@@ -74,12 +74,19 @@ def verify(
         return _failed(exc, request_id)
 
 
-def describe(payload: bytes, config: HandlerConfig, request_id: str = "") -> Outcome:
+def describe(
+    payload: bytes,
+    config: HandlerConfig,
+    seconds: float | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+    on_stage: Callable[[str], None] | None = None,
+    request_id: str = "",
+) -> Outcome:
     """A serialized DescribeGraphRequest in, a serialized DescribeGraphResponse out."""
     try:
         msg = verifier_pb2.DescribeGraphRequest.FromString(payload)
         request = convert.describe_request(msg, config.limits)
-        with deadline.budget(config.default_seconds):
+        with deadline.budget(seconds or config.default_seconds, cancelled, on_stage):
             dag, outputs = describe_graph(request, config.limits)
         response = verifier_pb2.DescribeGraphResponse(
             dag=convert.dag_message(dag),
@@ -97,5 +104,5 @@ def _failed(exc: Exception, request_id: str) -> Outcome:
         exc = LimitError("the check ran out of memory (the server's per-worker cap)", field="memory")
     status = convert.error_status(exc, request_id)
     if status.code == grpc.StatusCode.INTERNAL.value[0]:
-        log.exception("internal error in request %s", request_id, exc_info=exc)
+        log.error({"event": "internal_error", "request_id": request_id}, exc_info=exc)
     return Outcome(False, status.SerializeToString())

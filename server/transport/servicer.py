@@ -122,14 +122,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         try:
             request = convert.check_request(msg, self.config.limits, self.config.default_seconds)
             prepared = prepare(request, self.config.limits)  # bad requests stop here
-            seconds = min(
-                getattr(request.budget, "seconds", self.config.default_seconds),
-                self.config.limits.max_budget_seconds,
-            )
-            if time_remaining is not None:
-                seconds = min(seconds, time_remaining - DEADLINE_MARGIN)
-            if seconds <= 0:
-                raise OutOfTime("queue", max(seconds, 0.0))
+            seconds = _seconds(request.budget.seconds, time_remaining)
             key = hash((prepared.program.cache_key, tuple(prepared.wrt), request.checks))
             outcome = await self.pool.submit("verify", msg.SerializeToString(), key, seconds, request_id)
             if not outcome.ok:
@@ -174,10 +167,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         try:
             prepared = prepare(convert.describe_request(request, self.config.limits), self.config.limits)
             key = hash((prepared.program.cache_key, "describe"))
-            seconds = self.config.default_seconds
-            remaining = context.time_remaining()
-            if remaining is not None:
-                seconds = min(seconds, remaining - DEADLINE_MARGIN)
+            seconds = _seconds(self.config.default_seconds, context.time_remaining())
             outcome = await self.pool.submit(
                 "describe", request.SerializeToString(), key, seconds, request_id
             )
@@ -193,6 +183,14 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> verifier_pb2.ListOpsResponse:
         return self._ops
+
+
+def _seconds(budget: float, time_remaining: float | None) -> float:
+    """The request's budget (validated against the server's cap), within the caller's deadline."""
+    seconds = budget if time_remaining is None else min(budget, time_remaining - DEADLINE_MARGIN)
+    if seconds <= 0:
+        raise OutOfTime("queue", 0.0)
+    return seconds
 
 
 async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:

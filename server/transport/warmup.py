@@ -15,11 +15,10 @@ pb = verifier_pb2
 
 
 def configure_caches(sizes: dict[str, int]) -> None:
-    """Bound this process's caches (parse, sympy, jax: those its imports registered) to the
-    server's sizes."""
+    """Bound this process's caches (parse, sympy, jax) to the server's sizes."""
     from .. import caches
 
-    caches.configure(**{name: size for name, size in sizes.items() if name in caches.stats()})
+    caches.configure(**sizes)
 
 
 def _request(program: str, inputs: dict[str, list[float]], **fields: object) -> bytes:

@@ -148,12 +148,10 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
             return
         status[RUNNING] = seq
         on_stage("decode")
-        if kind == "verify":
-            outcome = handlers.verify(
-                payload, config.handler, seconds, lambda s=seq: status[CANCEL] == s, on_stage, request_id
-            )
-        else:
-            outcome = handlers.describe(payload, config.handler, request_id)
+        handle = handlers.verify if kind == "verify" else handlers.describe
+        outcome = handle(
+            payload, config.handler, seconds, lambda s=seq: status[CANCEL] == s, on_stage, request_id
+        )
         status[STAGE] = 0
         status[RUNNING] = 0
         conn.send_bytes(pickle.dumps((seq, outcome)))
