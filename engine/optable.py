@@ -580,8 +580,8 @@ _SPECS = [
 
 def _index_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
     """The node torch records last for x[index]: it applies the items in order (select for an int,
-    slice unless the slice takes everything, unsqueeze for None), advanced indexing after them,
-    and names a view that changed nothing AliasBackward0."""
+    slice unless the slice takes everything with step 1, unsqueeze for None), advanced indexing
+    after them, and names a view that changed nothing AliasBackward0."""
     index = attrs["index"]
     items = index if isinstance(index, tuple) else (index,)
     if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in items):
@@ -597,7 +597,8 @@ def _index_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
             name, dim = "SelectBackward0", dim + 1
         elif isinstance(i, slice):
             size = shape[dim] if dim < len(shape) else None
-            if size is None or range(*i.indices(size)) != range(size):
+            # a step other than 1 is a slice even where it takes everything (x[:, ::2] of size 1)
+            if size is None or i.step not in (None, 1) or range(*i.indices(size)) != range(size):
                 name = "SliceBackward0"
             dim += 1
     return name

@@ -169,3 +169,20 @@ def test_recording_an_op_leaves_few_objects_for_the_garbage_collector():
     assert kept <= 5 * len(results) + 10, (
         f"{kept / len(results):.2f} tracked objects per op"
     )  # + the loop
+
+
+@pytest.mark.parametrize(
+    ("shape", "index", "name"),
+    [
+        ((3, 1), (slice(None), slice(None, None, 2)), "SliceBackward0"),  # step 2 of a size-1 dim
+        ((3, 1), (slice(None), slice(0, 1)), "AliasBackward0"),
+        ((3, 2, 2), (slice(None), slice(None, None, 1)), "AliasBackward0"),
+        ((3, 2, 2), (Ellipsis, slice(None, None, 2)), "SliceBackward0"),
+    ],
+)
+def test_getitem_nodes_are_named_as_torch_names_them(shape, index, name):
+    """A slice with a step other than 1 is a SliceBackward0 even where it takes everything
+    (hypothesis found x[:, ::2] of a size-1 dimension named AliasBackward0; torch 2.13 names
+    each of these as the table says)."""
+    x = cg.tensor(np.zeros(shape), requires_grad=True)
+    assert x[index].grad_fn.name() == name
