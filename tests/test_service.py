@@ -214,22 +214,27 @@ def test_a_token_is_required_when_set_but_health_stays_open():
             assert_worked_example(c.verify(**WORKED))
 
 
+def _in_background(address: str, request, answers: queue.Queue) -> threading.Thread:
+    """Verify `request` in a thread; its answer (a response or the RpcError) goes to `answers`."""
+
+    def call() -> None:
+        channel, stub = _stub(address)
+        with channel:
+            try:
+                answers.put(stub.Verify(request, timeout=60))
+            except grpc.RpcError as err:
+                answers.put(err)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
 def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
     server = LocalServer(args=("--workers", "2", "--grace-seconds", "20"))
     with server:
         results: queue.Queue = queue.Queue()
-
-        def call() -> None:
-            channel, stub = _stub(server.address)
-            with channel:
-                try:
-                    results.put(stub.Verify(slow_request(seconds=30.0), timeout=60))
-                except grpc.RpcError as err:
-                    results.put(err)
-
-        threads = [threading.Thread(target=call) for _ in range(2)]
-        for t in threads:
-            t.start()
+        threads = [_in_background(server.address, slow_request(seconds=30.0), results) for _ in range(2)]
         time.sleep(0.5)  # both are in flight
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.2)
@@ -248,17 +253,7 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
 def test_a_worker_killed_mid_request_is_replaced_and_the_server_goes_on():
     with LocalServer(args=("--workers", "2", "--metrics-port", "0")) as server:
         outcome: queue.Queue = queue.Queue()
-
-        def call() -> None:
-            channel, stub = _stub(server.address)
-            with channel:
-                try:
-                    outcome.put(stub.Verify(slow_request(seconds=20.0), timeout=60))
-                except grpc.RpcError as err:
-                    outcome.put(err)
-
-        thread = threading.Thread(target=call)
-        thread.start()
+        thread = _in_background(server.address, slow_request(seconds=20.0), outcome)
         procs = workers(server.pid)
         before = {p.pid: cpu_seconds([p]) for p in procs}
         time.sleep(1.0)
