@@ -120,15 +120,21 @@ def vjp(
     """(func(inputs), vᵀ J): the vector-Jacobian product, v shaped like the output(s)."""
     single_in, xs = _prepare(inputs, create_graph)
     single_out, outs = _outputs(func, xs)
-    gs = grad(
-        outs,
-        xs,
-        v,
-        retain_graph=create_graph,
-        create_graph=create_graph,
-        allow_unused=True,
-        materialize_grads=True,
-    )
+    vs = (v,) if single_out else tuple(v) if v is not None else (None,) * len(outs)
+    # outputs that do not depend on the inputs contribute nothing (torch's functional vjp)
+    live = [(o, vi) for o, vi in zip(outs, vs) if o.requires_grad]
+    if live:
+        gs = grad(
+            [o for o, _ in live],
+            xs,
+            None if all(vi is None for _, vi in live) else [vi for _, vi in live],
+            retain_graph=create_graph,
+            create_graph=create_graph,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+    else:
+        gs = tuple(Tensor._make(np.zeros_like(x.data)) for x in xs)
     outputs = outs if create_graph else tuple(o.detach() for o in outs)
     return (outputs[0] if single_out else outputs), (gs[0] if single_in else gs)
 
@@ -179,7 +185,10 @@ def hessian(func: Callable[..., Any], inputs: Any, vectorize: bool = True) -> An
         out = func(*xs)
         if not isinstance(out, Tensor) or out.data.size != 1:
             raise RuntimeError("hessian: the function must return a single-element Tensor")
-        gs = grad(out.reshape(()), xs, create_graph=True, allow_unused=True, materialize_grads=True)
+        if not out.requires_grad:  # independent of the inputs: zero, as torch's hessian says
+            gs = tuple(Tensor._make(np.zeros_like(x.data)) for x in xs)
+        else:
+            gs = grad(out.reshape(()), xs, create_graph=True, allow_unused=True, materialize_grads=True)
         return gs[0] if single_in else gs
 
     return jacobian(gradient, inputs, vectorize=vectorize)

@@ -20,12 +20,43 @@ class ShapeError(ValueError):
 
 
 @dataclass(frozen=True)
+class Domain:
+    """What an attribute's value must satisfy beyond its kind, for the op to mean anything."""
+
+    text: str  # the condition in words, for messages: "positive", "not 0"
+    test: Callable[[Any], bool]
+    why: str = ""  # what goes wrong outside it (what torch computes there)
+
+    def problem(self, op: str, name: str, value: Any) -> str | None:
+        """A message when value lies outside the domain, else None."""
+        if value is None or self.test(value):
+            return None
+        return f"{op}: {name} must be {self.text}, got {value:g}" + (
+            f" ({self.why})" if self.why else ""
+        )
+
+
+SOFTPLUS_BETA = Domain(
+    "positive",
+    lambda v: v > 0,
+    "torch divides by it: 0 gives inf, and a negative beta is another function, not a softplus",
+)
+NONZERO_ORD = Domain(
+    "a nonzero number, inf or -inf",
+    lambda v: v != 0,
+    "ord=0 counts the nonzero entries, which has no gradient",
+)
+
+
+@dataclass(frozen=True)
 class Attr:
     name: str
     kind: str  # "int", "float", "bool", "str", "axis" (int | tuple | None), "shape", "index", "ints",
     # "dtype" (a numpy dtype; internal ops only)
     default: Any = None
     required: bool = False
+    domain: Domain | None = None  # what the value must satisfy beyond its kind (None: any)
+    infinite: bool = False  # a float that may also be inf or -inf (norm's ord)
 
 
 @dataclass(frozen=True)
@@ -108,6 +139,27 @@ def _reduce(op: str, x: Shape, axis: Any = None, keepdims: bool = False, **_: An
     if keepdims:
         return tuple(1 if i in axes else d for i, d in enumerate(x))
     return tuple(d for i, d in enumerate(x) if i not in axes)
+
+
+def _norm(
+    op: str, x: Shape, axis: Any = None, keepdims: bool = False, ord: float = 2.0, **_: Any
+) -> Shape:
+    """A reduction; the inf, -inf and negative norms have no identity, so (as torch) they refuse
+    to reduce an empty dimension."""
+    axes = normalize_axes(op, axis, len(x))
+    if ord < 0 or math.isinf(ord):
+        if axis is None and math.prod(x) == 0:
+            raise ShapeError(
+                f"{op}: cannot compute the {ord:g} norm on an empty tensor because the operation "
+                "does not have an identity"
+            )
+        for a in axes:
+            if x[a] == 0:
+                raise ShapeError(
+                    f"{op}: cannot compute the {ord:g} norm on the dimension {a} because this "
+                    "dimension is empty and the operation does not have an identity"
+                )
+    return _reduce(op, x, axis, keepdims)
 
 
 def _reduce_nonempty(op: str, x: Shape, axis: Any = None, keepdims: bool = False, **_: Any) -> Shape:
@@ -425,7 +477,7 @@ _SPECS = [
         "softplus",
         "SoftplusBackward0",
         None,
-        Attr("beta", "float", 1.0),
+        Attr("beta", "float", 1.0, domain=SOFTPLUS_BETA),
         Attr("threshold", "float", 20.0),
     ),
     _unary("silu", "SiluBackward0"),
@@ -463,7 +515,13 @@ _SPECS = [
     _reduction("logsumexp", "LogsumexpBackward0"),
     _reduction("var", "VarBackward0", None, Attr("correction", "int", 1)),
     _reduction("std", "StdBackward0", "where all entries are equal", Attr("correction", "int", 1)),
-    _reduction("norm", "LinalgVectorNormBackward0", "at the zero vector", Attr("ord", "float", 2.0)),
+    _op1(
+        "norm",
+        (AXIS, KEEPDIMS, Attr("ord", "float", 2.0, domain=NONZERO_ORD, infinite=True)),
+        _norm,
+        "LinalgVectorNormBackward0",
+        "at the zero vector; for ord=inf, -inf at ties of |x|; for ord <= 1 at zero entries",
+    ),
     # linear algebra
     OpSpec("matmul", 2, (), _matmul, _matmul_node_name, operands=("a", "b")),
     OpSpec("dot", 2, (), _dot, "DotBackward0", operands=("a", "b")),
@@ -606,3 +664,28 @@ def _index_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
 
 OPS: dict[str, OpSpec] = {s.name: s for s in _SPECS}
 """Every op, by name."""
+
+
+def attribute_problem(op: str, attrs: dict[str, Any], shapes: Sequence[Shape]) -> str | None:
+    """Why an op's attributes make no sense for a differentiable function (a message), or None.
+    Beyond each attribute's domain: clamp needs a bound, and var and std need degrees of freedom.
+    torch accepts some of these and returns inf or nan (beta=0, correction >= N); crossgrad's
+    request language refuses them, and the engine computes what torch computes."""
+    for attr in OPS[op].attrs:
+        if attr.domain is not None:
+            problem = attr.domain.problem(op, attr.name, attrs.get(attr.name, attr.default))
+            if problem:
+                return problem
+    if op == "clamp" and attrs.get("min") is None and attrs.get("max") is None:
+        return "clamp needs min or max (or both)"
+    if op in ("var", "std"):
+        shape = tuple(shapes[0]) if shapes else ()
+        axes = normalize_axes(op, attrs.get("axis"), len(shape))
+        count = math.prod(shape[a] for a in axes)
+        correction = attrs.get("correction", 1)
+        if correction >= count:
+            return (
+                f"{op}: correction {correction} leaves no degrees of freedom over {count} "
+                f"entr{'y' if count == 1 else 'ies'} (torch returns inf or nan)"
+            )
+    return None

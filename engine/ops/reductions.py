@@ -246,20 +246,33 @@ def _norm_fwd(x: np.ndarray, axis: Any, keepdims: bool, ord: float) -> np.ndarra
     ax, a = _np_axis(x, axis), np.abs(x)
     if ord == math.inf:
         return np.amax(a, axis=ax, keepdims=keepdims)
+    if ord == -math.inf:
+        return np.amin(a, axis=ax, keepdims=keepdims)
+    if ord == 0:  # the number of nonzero entries (nan counts), as torch
+        return np.sum(a != 0, axis=ax, keepdims=keepdims).astype(x.dtype)
     if ord == 2:
         return np.sqrt(np.sum(a * a, axis=ax, keepdims=keepdims))
     if ord == 1:
         return np.sum(a, axis=ax, keepdims=keepdims)
-    return np.sum(a**ord, axis=ax, keepdims=keepdims) ** (1 / ord)
+    with np.errstate(divide="ignore"):  # a negative ord: 0 ** ord is inf, and the norm 0
+        return np.sum(a**ord, axis=ax, keepdims=keepdims) ** (1 / ord)
 
 
 def _norm_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     x, out, p = s[0], _kept(B, n, s[-1]), n._attrs["ord"]
+    if p == 0:  # a count: torch returns no gradient
+        return (None,)
     ge = _expand(B, n, g)
-    if p == math.inf:  # shared evenly among the entries of largest magnitude, as in torch
-        hit = np.abs(data(x)) == data(out)
-        share = hit / np.sum(hit, axis=_axes(n), keepdims=True)
-        return (ge * (share * np.sign(data(x))).astype(data(out).dtype),)
+    if math.isinf(p):
+        # torch: sgn(x) * g / count * mask, the mask the entries whose |x| is the norm (or nan),
+        # so ties share the gradient evenly; torch's sign of nan is 0
+        # (sgn is recorded under create_graph, as torch's: a zero second derivative)
+        xd = np.asarray(data(x))
+        nan = np.isnan(xd)
+        hit = (np.abs(xd) == data(out)) | nan
+        share = (hit / np.sum(hit, axis=_axes(n), keepdims=True)).astype(xd.dtype)
+        sign = B.where(nan, 0.0, B.sign(x)) if nan.any() else B.sign(x)
+        return (ge * share * sign,)
     if p == 1:
         return (ge * B.sign(x),)
     zero = np.asarray(data(out)) == 0  # torch: the gradient at the zero vector is 0
@@ -279,10 +292,12 @@ _NORM = define("norm", _norm_fwd, _norm_vjp, "all", True)
 
 
 def norm(x: Any, ord: float = 2.0, axis: Any = None, keepdims: bool = False) -> Tensor:
-    """The vector p-norm over `axis` (all entries when None), like torch.linalg.vector_norm."""
-    if not (ord == math.inf or ord > 0):
-        raise ValueError(f"norm: ord must be positive or inf, got {ord}")
-    return apply(_NORM, operand(x), axis=_axis_attr(axis), keepdims=bool(keepdims), ord=float(ord))
+    """The vector p-norm over `axis` (all entries when None), like torch.linalg.vector_norm: any
+    ord, inf (the largest |x|) and -inf (the smallest) included; ord=0 counts nonzero entries."""
+    x = operand(x)
+    attrs = {"axis": _axis_attr(axis), "keepdims": bool(keepdims), "ord": float(ord)}
+    _NORM.spec.shape_rule("norm", np.shape(data(x)), **attrs)  # empty and no identity: refused
+    return apply(_NORM, x, **attrs)
 
 
 def _argreduce(name: str, fn: Any) -> Any:
