@@ -43,3 +43,7 @@ class Derivatives:
     vjp: dict[str, SourceValues] = field(default_factory=dict)  # input -> vᵀJ
     jacobian: dict[tuple[str, str], SourceValues] = field(default_factory=dict)  # (output, input)
     hessian: dict[tuple[str, str], SourceValues] = field(default_factory=dict)  # (input, input)
+    # (output, input) pairs with no path from the output back to the input in the graph: their
+    # derivatives are zero, and torch's .grad says None ("no gradient (unused)"). An input is
+    # unused in the VJP when it is unused by every output. Filled by the engine's backend.
+    unused: set[tuple[str, str]] = field(default_factory=set)

@@ -172,21 +172,35 @@ def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
     d = Derivatives(values={n: o.detach().numpy().copy() for (n, _), o in zip(program.outputs, outs)})
     if not wrt:
         return d
+    for (oname, _), out in zip(program.outputs, outs):
+        used = _leaves_reached(out)
+        d.unused |= {(oname, n) for n, leaf in zip(wrt, leaves) if id(leaf) not in used}
+    # An output that requires no grad (it depends on no differentiated input: y = sum(c) with c
+    # frozen) has no graph: torch's backward refuses it, and its derivatives are zero.
+    live = [k for k, o in enumerate(outs) if o.requires_grad]
     if "vjp" in point.checks:
-        grads = cg.grad(
-            outs,
-            leaves,
-            [cg.tensor(c) for c in point.cotangents],
-            retain_graph=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        d.vjp = {n: SourceValues(g.data.copy()) for n, g in zip(wrt, grads)}
+        if live:
+            grads = cg.grad(
+                [outs[k] for k in live],
+                leaves,
+                [cg.tensor(point.cotangents[k]) for k in live],
+                retain_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            d.vjp = {n: SourceValues(g.data.copy()) for n, g in zip(wrt, grads)}
+        else:
+            d.vjp = {n: SourceValues(np.zeros_like(leaf.data)) for n, leaf in zip(wrt, leaves)}
     _, largest = intermediate_sizes(program)
     if "jacobian" in point.checks:
         biggest = max([1, largest, *(leaf.data.size for leaf in leaves)])
         for (oname, _), out in zip(program.outputs, outs):
             m = out.data.size
+            if not out.requires_grad:
+                for n, leaf in zip(wrt, leaves):
+                    zero = np.zeros(out.shape + leaf.shape, leaf.dtype)
+                    d.jacobian[(oname, n)] = SourceValues(zero)
+                continue
             # a batch of rows carries its cotangents through every node: rows x the largest
             # intermediate bounds it (a Jacobian through outer(x, y) of 2000x2000 asked for 60 GiB)
             step = batch_size(max(m, biggest), m)
@@ -224,11 +238,30 @@ def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
     return d
 
 
+def _leaves_reached(out: cg.Tensor) -> set[int]:
+    """The ids of the leaf tensors the output's graph leads back to (itself, for a leaf)."""
+    if out.grad_fn is None:
+        return {id(out)} if out.requires_grad else set()
+    found, seen, stack = set(), {out.grad_fn}, [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cg.AccumulateGrad):
+            found.add(id(node.variable))
+            continue
+        for child, _ in node.next_functions:
+            if child is not None and child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return found
+
+
 def _gradient(f: Callable[..., Any]) -> Callable[..., Any]:
     """The gradient of a scalar f, differentiable again (what cg.hessian takes the Jacobian of)."""
 
     def gradient(*xs: cg.Tensor) -> Any:
         out = f(*xs)
+        if not out.requires_grad:  # independent of the inputs: a zero gradient, a zero Hessian
+            return tuple(cg.Tensor._make(np.zeros_like(x.data)) for x in xs)
         return cg.grad(out.reshape(()), xs, create_graph=True, allow_unused=True, materialize_grads=True)
 
     return gradient
