@@ -4,9 +4,12 @@
     loss = mean((h - y) ** 2)
 
 Assignments; + - * / ** @, unary minus, comparisons; calls to ops of the op table with tensor
-operands and literal attributes (sum(x, axis=0, keepdims=True)); indexing with ints, slices, None,
-..., and lists of ints; int and float literals, pi and e. Anything else is a RequestError with line
-and column. The text is only ever given to ast.parse: never to eval, exec or sympify.
+operands and literal attributes (sum(x, axis=0, keepdims=True); inf and -inf where an attribute
+allows them, as norm's ord); indexing with ints, slices, None, ..., and lists of ints; int and
+float literals, pi and e (until a variable of that name shadows them, as in Python). An output
+may be an input itself (out = x). Anything else, and attributes outside their op's domain, is a
+RequestError with line and column. The text is only ever given to ast.parse: never to eval,
+exec or sympify.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 import numpy as np
 from crossgrad.engine import OPS, ShapeError
 from crossgrad.engine.indexing import canonical_index, getitem, index_shape
+from crossgrad.engine.ops.linalg import mixed_dtype_message
+from crossgrad.engine.optable import attribute_problem
 
 from . import caches
 from .ir import IRNode, Operand, Position, Program, Ref
@@ -59,7 +64,8 @@ _BINOPS = {
     ast.MatMult: "matmul",
 }
 _COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
-_CONSTANTS = {"pi": math.pi, "e": math.e}
+_CONSTANTS = {"pi": math.pi, "e": math.e}  # a variable of the same name shadows them
+_ATTR_CONSTANTS = {**_CONSTANTS, "inf": math.inf}  # in attributes: inf for norm's ord
 # Ops reached through operators only (x ** y, 2 ** x, 1 - x) and the engine's internal ones.
 _HIDDEN = {"pow_tensor", "rpow", "rsub"}
 CALLABLE_OPS = sorted(n for n, s in OPS.items() if not s.internal and n not in _HIDDEN)
@@ -71,25 +77,13 @@ _MAX_INT_LITERAL = 2**53
 _MAX_NDIM = 16
 
 
-def _check_attrs(op: str, attrs: dict[str, Any], shape: tuple[int, ...], pos: Position) -> None:
-    """What an op's attributes must satisfy beyond their types."""
-    if op == "clamp" and attrs["min"] is None and attrs["max"] is None:
-        raise RequestError("clamp needs min or max (or both)", pos)
-    if op == "norm" and not attrs["ord"] > 0:
-        raise RequestError(f"norm: ord must be positive, got {attrs['ord']}", pos)
-    if op in ("var", "std"):
-        axes = (
-            range(len(shape))
-            if attrs["axis"] is None
-            else ([attrs["axis"]] if isinstance(attrs["axis"], int) else attrs["axis"])
-        )
-        count = math.prod(shape[a] for a in axes) if shape else 1
-        if not 0 <= attrs["correction"] < count:
-            raise RequestError(
-                f"{op}: correction {attrs['correction']} leaves no degrees of "
-                f"freedom over {count} entries",
-                pos,
-            )
+def _check_attrs(
+    op: str, attrs: dict[str, Any], shapes: Sequence[tuple[int, ...]], pos: Position
+) -> None:
+    """What an op's attributes must satisfy beyond their types (the op table's domains)."""
+    problem = attribute_problem(op, attrs, shapes)
+    if problem:
+        raise RequestError(problem, pos)
 
 
 def _pos(node: ast.AST) -> Position:
@@ -256,7 +250,7 @@ class _Builder:
         for s in shape if op == "split" else (shape,):
             if len(s) > _MAX_NDIM:
                 raise LimitError(f"{op} would give {len(s)} dimensions; the limit is {_MAX_NDIM}", pos)
-        _check_attrs(op, attrs, self.shape_of(operands[0]) if operands else (), pos)
+        _check_attrs(op, attrs, [self.shape_of(o) for o in operands], pos)
         if op in ("nll_loss", "cross_entropy") and self.dtype_of(operands[1]) != "int64":
             raise RequestError(f"{op}: the target must be an int64 input of class indices", pos)
         dtype = self._result_dtype(op, operands)
@@ -267,6 +261,8 @@ class _Builder:
         )
 
     def _check_operand_dtypes(self, op: str, operands: Sequence[Operand], pos: Position) -> None:
+        if op in ("matmul", "dot"):
+            self._check_same_float_dtype(op, operands, pos)
         for k, o in enumerate(operands):
             dtype = self.dtype_of(o)
             condition = (op == "where" and k == 0) or (op == "masked_fill" and k == 1)
@@ -288,12 +284,27 @@ class _Builder:
                     pos,
                 )
 
+    def _check_same_float_dtype(self, op: str, operands: Sequence[Operand], pos: Position) -> None:
+        """torch multiplies matrices of one dtype only: float32 @ float64 is an error there (the
+        elementwise ops promote instead)."""
+        a, b = operands
+        da, db = self.dtype_of(a), self.dtype_of(b)
+        if not (da and db and da.startswith("float") and db.startswith("float")):
+            return  # numbers and integer operands: refused below
+        message = mixed_dtype_message(op, self.shape_of(a), da, self.shape_of(b), db)
+        if message:
+            raise RequestError(
+                f"{op}: {self._describe(a)} is {da} and {self._describe(b)} is {db}: torch "
+                f"refuses to multiply them ({message}); declare the inputs with one float dtype",
+                pos,
+            )
+
     def _describe(self, operand: Operand) -> str:
         """The operand as the user wrote it: an input's name or the expression's text."""
         if not isinstance(operand, Ref):
             return repr(operand)
         node = self.nodes[operand.id]
-        return repr(node.name if node.op == "input" else node.text)
+        return repr(node.name or node.text)  # an input's or a variable's name, else the text
 
     # ------------------------------------------------------------ statements
     def statement(self, stmt: ast.stmt) -> None:
@@ -341,7 +352,7 @@ class _Builder:
         self.assigned.append(name)
 
     def _check_name(self, name: str, target: ast.AST) -> None:
-        if name.startswith("_") or name in _CONSTANTS or name in OPS:
+        if name.startswith("_") or name in OPS:  # pi and e may be shadowed, as in Python
             raise RequestError(f"{name!r} cannot be assigned (reserved name)", _pos(target))
         if name in dict(self.input_ids):
             raise RequestError(f"{name!r} is an input and cannot be reassigned", _pos(target))
@@ -432,6 +443,10 @@ class _Builder:
             return _CONSTANTS[node.id]
         if node.id in OPS:
             raise RequestError(f"{node.id} is an op: call it, e.g. {node.id}(x)", _pos(node))
+        if node.id in _ATTR_CONSTANTS:
+            raise RequestError(
+                f"{node.id} is a value only for attributes that allow it (norm's ord)", _pos(node)
+            )
         known = ", ".join(sorted(self.scope)) or "none"
         raise RequestError(
             f"undefined name {node.id!r} (inputs and variables defined so far: {known})", _pos(node)
@@ -591,15 +606,22 @@ class _Builder:
                 attrs[attr.name] = attr.default
         return attrs
 
+    def _constants(self, table: dict[str, float]) -> dict[str, float]:
+        """The named constants a literal may use here: those no variable shadows."""
+        return {k: v for k, v in table.items() if k not in self.scope}
+
     def _attr_value(self, op: str, attr: Any, node: ast.expr) -> Any:
-        value = _literal(node)
+        value = _literal(node, self._constants(_ATTR_CONSTANTS))
         kind, ok = attr.kind, False
         if kind == "bool":
             ok = isinstance(value, bool)
         elif kind == "int":
             ok = _is_int(value) or (value is None and attr.default is None)
         elif kind == "float":
-            ok = (_is_number(value) and _finite(value)) or (value is None and attr.default is None)
+            infinite = attr.infinite and isinstance(value, float) and math.isinf(value)
+            ok = (_is_number(value) and (_finite(value) or infinite)) or (
+                value is None and attr.default is None
+            )
         elif kind == "str":
             ok = isinstance(value, str)
         elif kind == "axis":
@@ -608,10 +630,17 @@ class _Builder:
             if _is_int(value):
                 value = (value,) if kind == "shape" else value
             ok = _is_int(value) or _is_int_tuple(value)
-        if not ok:
+        if not ok and isinstance(node, ast.Name) and node.id in self.scope:
+            shadows = " (a variable of that name shadows the constant)" * (node.id in _ATTR_CONSTANTS)
             raise RequestError(
-                f"{op}: attribute {attr.name} must be {_KIND_TEXT[kind]}, got {self._text(node)!r}",
+                f"{op}: attribute {attr.name} must be a literal value, and {node.id!r} is a tensor "
+                f"here{shadows}",
                 _pos(node),
+            )
+        if not ok:
+            what = "a number, inf or -inf" if kind == "float" and attr.infinite else _KIND_TEXT[kind]
+            raise RequestError(
+                f"{op}: attribute {attr.name} must be {what}, got {self._text(node)!r}", _pos(node)
             )
         if isinstance(value, tuple) and len(value) > 64:
             raise LimitError(
@@ -635,13 +664,17 @@ class _Builder:
 
     def _index_item(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Slice):
-            parts = [None if p is None else _literal(p) for p in (node.lower, node.upper, node.step)]
+            constants = self._constants(_CONSTANTS)
+            parts = [
+                None if p is None else _literal(p, constants)
+                for p in (node.lower, node.upper, node.step)
+            ]
             if not all(p is None or _is_int(p) for p in parts):
                 raise RequestError("slice bounds must be int literals", _pos(node))
             if parts[2] is not None and parts[2] <= 0:
                 raise RequestError("slice step must be positive", _pos(node))
             return slice(*parts)
-        value = _literal(node)
+        value = _literal(node, self._constants(_CONSTANTS))
         if value is None or value is Ellipsis or _is_int(value):
             return value
         if isinstance(value, list) and value and all(_is_int(v) for v in value):
@@ -661,7 +694,7 @@ class _Builder:
 _KIND_TEXT = {
     "bool": "True or False",
     "int": "an int",
-    "float": "a number",
+    "float": "a finite number",
     "str": "a string",
     "axis": "an int, a tuple of ints or None",
     "shape": "a tuple of ints",
@@ -688,21 +721,22 @@ def _is_int_tuple(v: Any) -> bool:
     return isinstance(v, tuple) and all(_is_int(x) for x in v)
 
 
-def _literal(node: ast.expr) -> Any:
-    """A literal attribute or index value; anything else is _NOT_LITERAL (ast.literal_eval would
-    accept more than we want, and this never evaluates code)."""
+def _literal(node: ast.expr, constants: Mapping[str, float]) -> Any:
+    """A literal attribute or index value, named constants included (those a variable does not
+    shadow); anything else is _NOT_LITERAL (ast.literal_eval would accept more than we want,
+    and this never evaluates code)."""
     if isinstance(node, ast.Constant) and (
         node.value is None or node.value is Ellipsis or isinstance(node.value, (bool, int, float, str))
     ):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        inner = _literal(node.operand)
+        inner = _literal(node.operand, constants)
         if _is_number(inner):
             return -inner
-    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
-        return _CONSTANTS[node.id]
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
     if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) <= 1_000_000:
-        items = [_literal(e) for e in node.elts]
+        items = [_literal(e, constants) for e in node.elts]
         if all(_is_number(i) for i in items):
             return tuple(items) if isinstance(node, ast.Tuple) else list(items)
     return _NOT_LITERAL
@@ -790,13 +824,7 @@ def _parse(
                 f"{', '.join(assigned) or 'none'})",
                 field="outputs",
             )
-        node = builder.nodes[builder.scope[name]]
-        if node.op == "input":
-            raise RequestError(
-                f"output {name!r} is the input {node.name!r} itself, not a result computed from "
-                "the inputs",
-                field="outputs",
-            )
+        node = builder.nodes[builder.scope[name]]  # an input itself too (out = x: d out/d x = I)
         if node.dtype not in ("float64", "float32"):
             raise RequestError(
                 f"output {name!r} is {node.dtype}: only float results can be differentiated",

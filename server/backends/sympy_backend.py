@@ -363,9 +363,26 @@ def _clamp(v: Any, lo: Any, hi: Any) -> Any:
     return v
 
 
+def _tied_extreme(extreme: Callable[[list], Any]) -> Callable[[list], Any]:
+    """The largest (smallest) item, written so that its exact derivative is torch's: shared
+    evenly among the items tied at it. The items equal to M = max(items), summed and divided by
+    their count C, are M; Piecewise's conditions are not differentiated, so d/d item_i is
+    [item_i == M] / C (sympy's own Max would give Heaviside(0) = 1/2 at each pairwise tie: 1/4,
+    1/4, 1/2 for three), and the second derivative is 0, as torch's."""
+
+    def combine(items: list) -> Any:
+        items = list(_named(_from_list(items)))
+        m = extreme(items)
+        on = [sp.Piecewise((sp.S.One, sp.Eq(i, m)), (sp.S.Zero, True)) for i in items]
+        count = _named(_obj(sp.Add(*on)))[()]
+        return sp.Add(*[sp.Piecewise((i, sp.Eq(i, m)), (sp.S.Zero, True)) for i in items]) / count
+
+    return combine
+
+
 def _norm(x: np.ndarray, ord: float, axis: Any, keepdims: bool) -> np.ndarray:
-    if ord == math.inf:
-        return _reduce(_map(sp.Abs, x), axis, keepdims, _max)
+    if math.isinf(ord):  # the largest (smallest) |x|, ties sharing the gradient, as torch
+        return _reduce(_map(sp.Abs, x), axis, keepdims, _tied_extreme(_max if ord > 0 else _min))
     if ord == 2:
         return _map(sp.sqrt, _reduce(_obj(x * x), axis, keepdims, _add))
     p = _number(ord)
