@@ -11,7 +11,6 @@ running out of memory anyway is a LimitError naming the stage, never a crash.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,13 +21,14 @@ from crossgrad import engine as cg
 
 from . import blame as blame_mod
 from . import caches, deadline
+from . import verdict as verdict_mod
 from .backends import engine as engine_backend
 from .backends import finite_diff, jax_backend, sympy_backend
 from .compare import Block, SourceValues, Tolerance, compare_block
 from .deadline import Cancelled, OutOfTime
 from .derivatives import Derivatives, Point
 from .graph import dag_of
-from .ir import Program, Ref
+from .ir import Ref
 from .kinks import Kink, find_kinks
 from .language import LimitError
 from .limits import DEFAULT_LIMITS, Limits
@@ -36,7 +36,6 @@ from .model import (
     Blame,
     Budget,
     CheckRequest,
-    ConventionNote,
     Dag,
     PointReport,
     ReferenceStatus,
@@ -145,7 +144,13 @@ def _points(
 
 def _summarised(report: PointReport) -> PointReport:
     """An extra point's report: statistics and worst entries, not every source's arrays."""
-    blocks = [dataclasses.replace(b, sources={}, bad=None) for b in report.blocks]
+    blocks = [
+        dataclasses.replace(
+            b, sources={}, bad=None, status_map={}, reference=None, reference_name=None,
+            reference_error=None, witness_disagree={},
+        )
+        for b in report.blocks
+    ]  # fmt: skip
     small = sum(np.size(v) for v in report.inputs.values()) <= EXTRA_POINT_INPUT_ELEMENTS
     return dataclasses.replace(
         report, inputs=report.inputs if small else {}, blocks=blocks, complete=False
@@ -194,30 +199,44 @@ def _check_point(
         summary = f"no reference could check this point ({why})"
         return PointReport(k, values, [], [], [], Verdict.ERROR, summary), run, derivs["engine"].values
     with timer.stage("compare"):
-        blocks = _blocks(derivs, request.checks, tol)
         operand_values = {
             n.id: [_data(run.values[a.id]) if isinstance(a, Ref) else a for a in n.args]
             for n in program.nodes
             if n.op not in ("input", "take")
         }
         kinks = find_kinks(list(program.nodes), operand_values)
-        verdict = _point_verdict(
-            blocks, kinks, program, functools.cache(lambda: _entry_reach(run, kinks, wrt))
+
+        def tolerance(quantity: str, output: str | None, inputs: str) -> Tolerance:
+            dtype = verdict_mod.block_dtype(quantity, output, inputs, point)
+            return Tolerance.for_dtype(dtype, request.rtol, request.atol)
+
+        intervals, how = verdict_mod.kink_intervals(
+            point, kinks, operand_values, lambda key: tolerance(key[0], *_names(key))
         )
+        blocks = _blocks(derivs, point, tolerance, intervals)
+        engine_values = [_data(v) for v in run.values.values()]
+        fp = verdict_mod.FloatingPoint(point, derivs, engine_values)
+        numerical = verdict_mod.numerical_notes(
+            blocks, fp, lambda b: tolerance(b.quantity, b.output, b.input)
+        )
+        verdict = verdict_mod.point_verdict(blocks)
+        conventions = verdict_mod.convention_notes(kinks, blocks, intervals, how)
+        witnesses = verdict_mod.reference_notes(blocks)
     culprits: list[Blame] = []
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks):
         with timer.stage("blame"):
             culprits = blame_mod.find_culprits(
                 list(program.nodes), run.values, {kk.node.id for kk in kinks}, tol, request.seed
             )
-    conventions = [ConventionNote(kk.node.op, kk.node.pos, kk.node.text, kk.conventions) for kk in kinks]
-    summary = _point_summary(verdict, blocks, kinks, culprits)
+    summary = _point_summary(verdict, blocks, kinks, culprits, numerical)
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks) and not culprits:
         summary += (
             "; blame: every node's VJP is right on its own (each checked alone, with one "
             "cotangent): the error comes from how nodes combine, or only with batched cotangents"
         )
-    report = PointReport(k, values, blocks, conventions, culprits, verdict, summary)
+    report = PointReport(
+        k, values, blocks, conventions, culprits, verdict, summary, numerical, witnesses
+    )
     return report, run, derivs["engine"].values
 
 
@@ -237,9 +256,27 @@ def _reference(
     return finite_diff.derivatives(point, request.budget, request.seed + k)
 
 
-def _blocks(derivs: dict[str, Derivatives], checks: tuple[str, ...], tol: Tolerance) -> list[Block]:
+def _names(key: tuple[str, Any]) -> tuple[str | None, str]:
+    """(output, inputs) of a derivative table's key: vjp input; jacobian (output, input);
+    hessian (input, input)."""
+    quantity, k = key
+    if quantity == "vjp":
+        return None, k
+    if quantity == "jacobian":
+        return k
+    return None, f"{k[0]},{k[1]}"
+
+
+def _blocks(
+    derivs: dict[str, Derivatives],
+    point: Point,
+    tolerance: Callable[[str, str | None, str], Tolerance],
+    intervals: dict[tuple[str, Any], Any],
+) -> list[Block]:
+    """Every block judged, each with the tolerance of the dtype it is computed in."""
     blocks: list[Block] = []
     engine = derivs["engine"]
+    unused = verdict_mod.unused_inputs(point.program)
     # forward values: a wrong forward pass explains wrong gradients
     for oname, value in engine.values.items():
         sources = {
@@ -247,21 +284,25 @@ def _blocks(derivs: dict[str, Derivatives], checks: tuple[str, ...], tol: Tolera
             for s, d in derivs.items()
             if oname in d.values
         }
-        blocks.append(compare_block(Block("value", oname, "", value.shape, sources), tol))
+        block = Block("value", oname, "", value.shape, sources)
+        block.dtype = verdict_mod.block_dtype("value", oname, "", point)
+        blocks.append(compare_block(block, tolerance("value", oname, "")))
     for quantity in ("vjp", "jacobian", "hessian"):
-        if quantity not in checks:
+        if quantity not in point.checks:
             continue
         table = getattr(engine, quantity)
         for key in table:
             sources = {
                 s: getattr(d, quantity)[key] for s, d in derivs.items() if key in getattr(d, quantity)
             }
-            output, inp = (None, key) if quantity == "vjp" else key
-            if quantity == "hessian":
-                output, inp = None, f"{key[0]},{key[1]}"
-            shape = table[key].values.shape
+            output, inp = _names((quantity, key))
+            block = Block(quantity, output, inp, table[key].values.shape, sources)
+            block.dtype = verdict_mod.block_dtype(quantity, output, inp, point)
+            outs = [output] if output else list(point.program.output_names)
+            block.unused = quantity != "hessian" and all(inp in unused[o] for o in outs)
             deadline.checkpoint()  # a block can hold up to 4e6 entries (about a second's work)
-            blocks.append(compare_block(Block(quantity, output, inp, shape, sources), tol))
+            interval = intervals.get((quantity, key))
+            blocks.append(compare_block(block, tolerance(quantity, output, inp), interval))
     return blocks
 
 
@@ -269,155 +310,45 @@ def _engine_fails(blocks: list[Block]) -> bool:
     return any(b.failing.get("engine", 0) for b in blocks)
 
 
-def _point_verdict(
-    blocks: list[Block],
-    kinks: list[Kink],
-    program: Program,
-    entry_reach: Callable[[], list[dict[str, np.ndarray] | None]],
-) -> Verdict:
-    """FAIL when the engine or the claimed values disagree with the references, unless kinks
-    explain every disagreeing entry (then a convention difference). entry_reach is computed only
-    when a kink might excuse a failing block."""
-    reach = _kink_reach(program, kinks)
-    verdict = Verdict.PASS
-    for b in blocks:
-        failing = sum(b.failing.values())
-        if not failing and not b.references_disagree:
-            continue
-        excused = b.quantity != "value" and _excused(b, reach)
-        if excused and failing:
-            excused = _entries_excused(b, reach, entry_reach())
-        if failing:
-            b.status = "convention" if excused else "fail"
-        else:
-            b.status = "convention" if excused else "references disagree"
-        if failing and not excused:
-            verdict = Verdict.FAIL
-        elif excused and verdict is Verdict.PASS:
-            verdict = Verdict.PASS_WITH_CONVENTION_DIFFERENCES
-    return verdict
-
-
-def _kink_reach(program: Program, kinks: list[Kink]) -> list[tuple[set[str], set[str]]]:
-    """For each kink: the inputs it depends on and the outputs that depend on it."""
-    inputs_of: dict[int, set[str]] = {}
-    for node in program.nodes:  # in order: operands come first
-        deps = {node.name} if node.op == "input" else set()
-        for a in node.args:
-            if isinstance(a, Ref):
-                deps |= inputs_of[a.id]
-        inputs_of[node.id] = deps
-    reach = []
-    for kink in kinks:
-        downstream = {kink.node.id}
-        for node in program.nodes[kink.node.id + 1 :]:
-            if any(isinstance(a, Ref) and a.id in downstream for a in node.args):
-                downstream.add(node.id)
-        outputs = {name for name, i in program.outputs if i in downstream}
-        reach.append((inputs_of[kink.node.id], outputs))
-    return reach
-
-
-def _excused(block: Block, reach: list[tuple[set[str], set[str]]]) -> bool:
-    return any(_reaches(block, ins, outs) for ins, outs in reach)
-
-
-def _reaches(block: Block, ins: set[str], outs: set[str]) -> bool:
-    return bool(set(block.input.split(",")) & ins) and (block.output is None or block.output in outs)
-
-
-def _entry_reach(
-    run: engine_backend.EngineRun, kinks: list[Kink], wrt: list[str]
-) -> list[dict[str, np.ndarray] | None]:
-    """For each kink, the entries of each input that its kinked entries depend on: only there can
-    its convention change a derivative. Found with the engine: the gradient, at this point, of a
-    random positive weighting of the kinked operand entries (None where that cannot be done)."""
-    rng = np.random.default_rng(0)
-    leaves = [run.leaves[n] for n in wrt]
-    found: list[dict[str, np.ndarray] | None] = []
-    for kink in kinks:
-        deadline.checkpoint()
-        operands = [run.values[a.id] for a in kink.node.args if isinstance(a, Ref)]
-        tensors = [t for t in operands if isinstance(t, cg.Tensor) and t.requires_grad]
-        if kink.entries is None or not tensors or not leaves:
-            found.append(None if kink.entries is None else {})
-            continue
-        weights = rng.uniform(1.0, 2.0, kink.entries.shape) * kink.entries
-        try:  # the engine is under test: if it fails here, judge the kink's blocks whole
-            total = sum((t * weights).sum() for t in tensors)
-            grads = cg.grad(total, leaves, retain_graph=True, allow_unused=True, materialize_grads=True)
-        except _FATAL:
-            raise
-        except Exception:
-            found.append(None)
-            continue
-        found.append({n: (g.data != 0) | ~np.isfinite(g.data) for n, g in zip(wrt, grads)})
-    return found
-
-
-def _entries_excused(
-    block: Block,
-    reach: list[tuple[set[str], set[str]]],
-    entry_reach: list[dict[str, np.ndarray] | None],
-) -> bool:
-    """Whether the kinks that reach a vjp or jacobian block cover every entry that disagrees there
-    (a kink elsewhere in the input excuses nothing). Other blocks are judged whole."""
-    if block.bad is None or block.quantity not in ("vjp", "jacobian"):
-        return True
-    covered = np.zeros(block.shape, bool)
-    for (ins, outs), entries in zip(reach, entry_reach):
-        if not _reaches(block, ins, outs):
-            continue
-        if entries is None:
-            return True  # a reduction's kink: any entry may depend on it
-        mask = entries.get(block.input)
-        if mask is not None:
-            covered = covered | np.broadcast_to(mask, block.shape)
-    return not np.any(block.bad & ~covered)
-
-
 def _overall(points: list[PointReport]) -> Verdict:
-    order = [Verdict.PASS, Verdict.PASS_WITH_CONVENTION_DIFFERENCES, Verdict.FAIL, Verdict.ERROR]
-    return max((p.verdict for p in points), key=order.index)
+    return max((p.verdict for p in points), key=lambda v: v.rank)
 
 
-def _point_summary(verdict: Verdict, blocks: list[Block], kinks: list[Kink], culprits: list) -> str:
+def _point_summary(
+    verdict: Verdict, blocks: list[Block], kinks: list[Kink], culprits: list, numerical: list
+) -> str:
     lines = []
     for b in blocks:
         for src, n in b.failing.items():
             if n:
-                e = b.worst[0] if b.worst else None
-                at = (
-                    f" (worst at {e.index}: {src} {e.values.get(src)!r} vs {e.reference} "
-                    f"{e.values.get(e.reference)!r})"
-                    if e
-                    else ""
-                )
-                what = "entry disagrees" if n == 1 else "entries disagree"
+                e = next((e for e in b.worst if e.status == "fail"), None)
+                at = ""
+                if e is not None:
+                    at = (
+                        f" (worst at {e.index}: {src} {e.values.get(src)!r} vs {e.reference} "
+                        f"{e.values.get(e.reference)!r})"
+                    )
+                what = "entry is wrong" if n == 1 else "entries are wrong"
                 lines.append(f"{b.label}: {n} {src} {what}{at}")
-        if b.references_disagree and not any(b.failing.values()):
-            lines.append(f"{b.label}: the references disagree on {b.references_disagree} entries")
+        unverified = sum(c.get("unverified", 0) for c in b.counts.values())
+        if unverified:
+            lines.append(f"{b.label}: {unverified} entries unverified")
+        if b.unused and not b.failing.get("claimed"):
+            lines.append(f"{b.label}: no gradient (unused)")
+    if numerical:
+        lines.append(f"{len(numerical)} numerical note(s): {numerical[0].why} at {numerical[0].block}")
     for kk in kinks:
         lines.append(kk.describe())
     for c in culprits:
         at = f" at {c.position}" if c.position else ""
         lines.append(f"blame: {c.node_name} ({c.op}){at}: {c.text!r}: {c.detail}")
-    calm = not any(b.references_disagree for b in blocks)
-    head = {
-        Verdict.PASS: "every source agrees"
-        if calm
-        else ("the engine agrees with the references, which disagree among themselves in places"),
-        Verdict.PASS_WITH_CONVENTION_DIFFERENCES: "differences only at non-differentiable points",
-        Verdict.FAIL: "the engine (or the claimed values) disagree with the references",
-        Verdict.ERROR: "error",
-    }[verdict]
-    return "; ".join([head, *lines])
+    return "; ".join([verdict_mod.headline(verdict, blocks), *lines])
 
 
 def _summary(verdict: Verdict, reports: list[PointReport], statuses: dict[str, ReferenceStatus]) -> str:
     parts = [f"{verdict.value}: {reports[0].summary}"]
     if len(reports) > 1:
-        bad = [r.point for r in reports[1:] if r.verdict is not Verdict.PASS]
+        bad = [r.point for r in reports[1:] if not r.verdict.passed]
         parts.append(
             f"{len(reports) - 1} extra point(s): "
             + (f"not all pass (points {bad})" if bad else "all pass")

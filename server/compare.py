@@ -44,6 +44,8 @@ class Entry:
     reference: str
     abs_error: float
     rel_error: float
+    status: str = ""  # of the sources under test there: fail, unverified, convention, numerical
+    admissible: tuple[float, float] | None = None  # at a kink: the one-sided derivatives' range
 
 
 @dataclass
@@ -57,18 +59,46 @@ class PairStat:
 
 
 @dataclass
+class Interval:
+    """Per entry of a block, the range spanned by the one-sided derivatives at the kinks the
+    program sits on (JAX just off each kink, on each side); `reached`: the entries a kink moves."""
+
+    low: np.ndarray
+    high: np.ndarray
+    reached: np.ndarray
+    complete: bool = True  # False: too many kinks to combine every side; reached entries that
+    # differ from the reference are then unverified, not excused
+
+
+# Statuses of an entry of a source under test, from best to worst.
+STATUSES = ("pass", "numerical", "convention", "unverified", "fail")
+
+
+@dataclass
 class Block:
-    quantity: str  # "vjp", "jacobian" or "hessian"
+    quantity: str  # "value", "vjp", "jacobian" or "hessian"
     output: str | None
     input: str
     shape: tuple[int, ...]
     sources: dict[str, SourceValues]
     pairs: list[PairStat] = field(default_factory=list)
     worst: list[Entry] = field(default_factory=list)
-    failing: dict[str, int] = field(default_factory=dict)  # source under test -> bad entries
-    references_disagree: int = 0
-    status: str = "pass"
-    bad: np.ndarray | None = None  # entries where a source under test disagrees (block's shape)
+    failing: dict[str, int] = field(default_factory=dict)  # source under test -> failing entries
+    references_disagree: int = 0  # entries where a witness disagrees with the exact reference
+    status: str = "pass"  # the worst entry status (STATUSES), or "references disagree"
+    bad: np.ndarray | None = None  # entries where a source under test fails (block's shape)
+    # per source under test: entries by status; and who judged the entries (reference -> count)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    judged_by: dict[str, int] = field(default_factory=dict)
+    unsettled: int = 0  # entries no reference could settle (JAX and finite differences differ)
+    unused: bool = False  # the output does not depend on the input: no gradient
+    dtype: str = "float64"  # the precision the block is computed in (its tolerance's)
+    # per source under test: the status of every entry (an index into STATUSES), for the judge
+    status_map: dict[str, np.ndarray] = field(default_factory=dict)
+    reference: np.ndarray | None = None  # flat: the value each entry was judged against
+    reference_name: np.ndarray | None = None  # flat: by whom
+    reference_error: np.ndarray | None = None  # flat: its error bound (finite differences)
+    witness_disagree: dict[str, np.ndarray] = field(default_factory=dict)  # witness -> flat mask
 
     @property
     def label(self) -> str:
@@ -111,9 +141,38 @@ def _errors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _VECTORIZED_ENTRIES = 200_000  # sources x sources x entries compared in one numpy expression
 
 
-def compare_block(block: Block, tol: Tolerance, worst: int = 5) -> Block:
+def compare_block(
+    block: Block, tol: Tolerance, interval: Interval | None = None, worst: int = 5
+) -> Block:
+    """Judge every entry (judge), then count and rank them (summarize)."""
+    judge(block, tol, interval)
+    return summarize(block, tol, interval, worst)
+
+
+def within(values: np.ndarray, interval: Interval, tol: Tolerance) -> np.ndarray:
+    """Entries a kink reaches whose value lies in the one-sided derivatives' range (plus the
+    tolerance); where a side is infinite (sqrt at 0), inf and nan are admissible too."""
+    lo, hi = interval.low.reshape(-1), interval.high.reshape(-1)
+    v = np.asarray(values, np.float64).reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scale = np.maximum(
+            np.abs(np.where(np.isfinite(lo), lo, 0)), np.abs(np.where(np.isfinite(hi), hi, 0))
+        )
+        margin = tol.atol + tol.rtol * scale
+        inside = (v >= lo - margin) & (v <= hi + margin)
+        unbounded = ~np.isfinite(lo) | ~np.isfinite(hi)
+        inside |= unbounded & ~np.isfinite(v)
+    return interval.reached.reshape(-1) & inside
+
+
+def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> None:
+    """Each entry of each source under test against the reference hierarchy: where sympy
+    checked an entry it is the reference, and JAX and finite differences are witnesses whose
+    disagreement is counted, never an excuse; elsewhere JAX is the reference and finite
+    differences must confirm it (where they disagree at a smooth point the entry is unsettled:
+    unverified); only finite differences: they are the reference. At a kink an entry may take any
+    value within the one-sided derivatives' range (a convention)."""
     names = list(block.sources)
-    shape = block.shape
     values = np.stack([np.asarray(s.values, np.float64).reshape(-1) for s in block.sources.values()])
     masks = np.stack([_mask(s).reshape(-1) for s in block.sources.values()])
     errors = np.stack(
@@ -123,47 +182,75 @@ def compare_block(block: Block, tol: Tolerance, worst: int = 5) -> Block:
         ]
     )
     _pair_stats(block, names, values, masks, errors, tol)
-
-    # The reference for each entry: the first reference, in REFERENCE_ORDER, that computed it.
     n = values.shape[1]
+    row = {name: k for k, name in enumerate(names)}
+
+    def admissible(k: int) -> np.ndarray:
+        return np.zeros(n, bool) if interval is None else within(values[k], interval, tol)
+
     ref_value, ref_extra = np.full(n, np.nan), np.zeros(n)
     ref_name = np.full(n, "", dtype=object)
     have = np.zeros(n, bool)
-    for r in (r for r in REFERENCE_ORDER if r in block.sources):
-        k = names.index(r)
+    for r in (r for r in REFERENCE_ORDER if r in row):
+        k = row[r]
         take = masks[k] & ~have
         ref_value[take], ref_extra[take], ref_name[take] = values[k, take], errors[k, take], r
         have |= take
+        block.judged_by[r] = int(take.sum())
+    block.judged_by["none"] = int((~have).sum())
 
-    # References that disagree among themselves on an entry make it uncertain.
-    conflict = np.zeros(n, bool)
-    for r in (r for r in REFERENCE_ORDER if r in block.sources):
-        k = names.index(r)
-        conflict |= masks[k] & have & ~close(values[k], ref_value, tol, ref_extra + errors[k])
-    block.references_disagree = int(conflict.sum())
-
-    flagged = conflict.copy()
-    any_bad = np.zeros(n, bool)
-    refs = [names.index(r) for r in REFERENCE_ORDER if r in block.sources]
-    for src in (u for u in UNDER_TEST if u in block.sources):
-        k = names.index(src)
-        bad = have & masks[k] & ~close(values[k], ref_value, tol, ref_extra)
-        if conflict.any():  # where the references disagree, agreeing with any of them is enough
-            for r in refs:
-                bad &= ~(conflict & masks[r] & close(values[k], values[r], tol, errors[r]))
-        block.failing[src] = int(bad.sum())
-        flagged |= bad
-        any_bad |= bad
-    block.bad = any_bad.reshape(shape)
-    block.worst = _worst_entries(
-        block,
-        ref_value.reshape(shape),
-        ref_name.reshape(shape),
-        flagged.reshape(shape),
-        tol,
-        ref_extra.reshape(shape),
-        worst,
+    # witnesses against the exact reference
+    if "sympy" in row:
+        s = row["sympy"]
+        for w in ("jax", "fd"):
+            if w in row:
+                k = row[w]
+                off = masks[k] & masks[s] & ~close(values[k], values[s], tol, errors[k]) & ~admissible(k)
+                if off.any():
+                    block.witness_disagree[w] = off
+    block.references_disagree = int(
+        np.logical_or.reduce([*block.witness_disagree.values(), np.zeros(n, bool)]).sum()
     )
+    # where sympy did not check: finite differences must confirm JAX
+    unsettled = np.zeros(n, bool)
+    if "jax" in row and "fd" in row:
+        j, f = row["jax"], row["fd"]
+        exact = masks[row["sympy"]] if "sympy" in row else np.zeros(n, bool)
+        differ = ~close(values[j], values[f], tol, errors[f]) & ~(admissible(j) & admissible(f))
+        unsettled = ~exact & masks[j] & masks[f] & differ
+    block.unsettled = int(unsettled.sum())
+    doubtful = unsettled | ~have
+
+    reached = np.zeros(n, bool) if interval is None else interval.reached.reshape(-1)
+    incomplete = interval is not None and not interval.complete
+    for src in (u for u in UNDER_TEST if u in row):
+        k = row[src]
+        differ = masks[k] & have & ~close(values[k], ref_value, tol, ref_extra)
+        convention = differ & admissible(k) & (not incomplete)
+        status = np.zeros(n, np.int8)
+        status[convention] = STATUSES.index("convention")
+        status[differ & ~convention] = STATUSES.index("fail")
+        status[masks[k] & (doubtful | (differ & reached & incomplete))] = STATUSES.index("unverified")
+        block.status_map[src] = status
+    block.reference, block.reference_name = ref_value, ref_name
+    block.reference_error = ref_extra
+
+
+def summarize(block: Block, tol: Tolerance, interval: Interval | None = None, worst: int = 5) -> Block:
+    """Counts per status, the block's status, and its worst entries (from the status map)."""
+    fail = STATUSES.index("fail")
+    bad = np.zeros(int(np.prod(block.shape)), bool)
+    worst_status = 0
+    for src, status in block.status_map.items():
+        block.counts[src] = {name: int((status == k).sum()) for k, name in enumerate(STATUSES) if k}
+        block.failing[src] = block.counts[src]["fail"]
+        bad |= status == fail
+        worst_status = max(worst_status, int(status.max(initial=0)))
+    block.bad = bad.reshape(block.shape)
+    block.status = STATUSES[worst_status]
+    if block.status == "pass" and block.references_disagree:
+        block.status = "references disagree"
+    block.worst = _worst_entries(block, tol, interval, worst)
     return block
 
 
@@ -211,44 +298,46 @@ def _pair_stats(
         )
 
 
-def _worst_entries(
-    block: Block,
-    ref_value: np.ndarray,
-    ref_name: np.ndarray,
-    flagged: np.ndarray,
-    tol: Tolerance,
-    ref_extra: np.ndarray,
-    limit: int,
-) -> list[Entry]:
-    if not flagged.any():
+def _worst_entries(block: Block, tol: Tolerance, interval: Interval | None, limit: int) -> list[Entry]:
+    """The entries that are not a plain pass, worst status first, then by distance from the
+    reference in units of the tolerance."""
+    if not block.status_map or block.reference is None:
         return []
-    # Ranked by how far any source is from the reference (where references disagree, their
-    # spread counts); equal values, both NaN or the same infinity, are no distance.
-    diff = np.full(block.shape, -np.inf)
-    for s in block.sources.values():
-        v = np.asarray(s.values, np.float64)
-        d, _ = _errors(v, ref_value)
-        d = np.where((v == ref_value) | (np.isnan(v) & np.isnan(ref_value)) | ~_mask(s), 0.0, d)
-        diff = np.maximum(diff, np.where(flagged, d, -1.0))  # flagged entries sort first
-    order = np.argsort(-diff, axis=None, kind="stable")[: int(min(limit, flagged.sum()))]
+    status = np.max(np.stack(list(block.status_map.values())), axis=0)
+    if not status.any():
+        return []
+    ref = block.reference
+    scale = tol.atol + tol.rtol * np.abs(np.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0))
+    scale = scale + block.reference_error
+    distance = np.zeros(status.shape)
+    for src in block.status_map:
+        d, _ = _errors(np.asarray(block.sources[src].values, np.float64).reshape(-1), ref)
+        distance = np.maximum(distance, np.where(np.isnan(ref), 0.0, d / scale))
+    order = np.lexsort((-distance, -status))[: int(min(limit, (status > 0).sum()))]
     entries = []
     for flat in order:
         idx = np.unravel_index(flat, block.shape)
         values = {n: float(s.values[idx]) for n, s in block.sources.items() if _mask(s)[idx]}
-        ref = float(ref_value[idx])
-        agree = [n for n in values if bool(close(values[n], ref, tol, ref_extra[idx]))]
-        errors = [abs(v - ref) for v in values.values()]
-        abs_error = max((e if np.isfinite(e) else np.inf for e in errors), default=0.0)
-        rel_error = abs_error / abs(ref) if np.isfinite(ref) and ref != 0 else np.inf
+        r = float(ref[flat])
+        agree = [n for n in values if bool(close(values[n], r, tol, block.reference_error[flat]))]
+        abs_error = max((abs(values[u] - r) for u in UNDER_TEST if u in values), default=0.0)
+        abs_error = float(abs_error) if np.isfinite(abs_error) else float("inf")
+        rel_error = (
+            abs_error / abs(r) if np.isfinite(r) and r != 0 else (0.0 if not abs_error else np.inf)
+        )
         entries.append(
             Entry(
                 tuple(int(i) for i in idx),
                 values,
                 agree,
                 [n for n in values if n not in agree],
-                str(ref_name[idx]),
-                float(abs_error),
-                float(rel_error) if abs_error else 0.0,
+                str(block.reference_name[flat]),
+                abs_error,
+                float(rel_error),
+                STATUSES[int(status[flat])],
+                None
+                if interval is None or not interval.reached.reshape(-1)[flat]
+                else (float(interval.low.reshape(-1)[flat]), float(interval.high.reshape(-1)[flat])),
             )
         )
     return entries

@@ -47,6 +47,12 @@ def dag_of(run: engine_backend.EngineRun, masks: dict[str, np.ndarray]) -> Dag:
                 [ids[c] for c, _ in node.next_functions if c is not None],
             )
         )
+    for out in run.outputs:  # an output that is an input itself (out = x): a leaf, no grad_fn
+        name = leaf_names.get(id(out))
+        if out.grad_fn is None and out.requires_grad and name not in {f.name for f in dag.leaves}:
+            dag.leaves.append(
+                DagLeaf(len(ids) + len(dag.leaves), name, tuple(out.shape), True, name in masks)
+            )
     dag.frozen = [n for n, t in run.leaves.items() if not t.requires_grad]
     dag.dot = cg.to_dot(run.outputs, run.leaves)
     return dag

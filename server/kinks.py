@@ -201,3 +201,109 @@ def find_kinks(nodes: list[IRNode], operand_values: dict[int, list[Any]]) -> lis
             entries = None if where is None else np.asarray(where(operands, node.attr_dict))
             kinks.append(Kink(node, CONVENTIONS.get(node.op, {}), entries))
     return kinks
+
+
+# ---------------------------------------------------------------- one-sided derivatives
+
+DELTA = 1e-9  # relative shift off a kink: one side's slope, far below every tolerance elsewhere
+POLE_DELTA = 1e-15  # for slopes that diverge at the kink: the shifted slope is then huge
+MAX_SIDES = 16  # patterns per kink (a tie of k entries has k; a zero vector 2 per entry)
+# Ops whose slope is infinite on the kink (a domain edge or a pole): the range is unbounded there.
+UNBOUNDED = {"sqrt", "log", "log1p", "reciprocal", "tan", "pow", "pow_tensor", "rpow", "div"}
+
+Shift = dict[int, np.ndarray]  # operand index -> what to add to it
+
+
+@dataclass(frozen=True)
+class Sides:
+    """Shifts that put a kinked op just off its kink, one pattern per side (or per tied entry
+    that could win): the generalized gradient there is spanned by the derivatives at these
+    points. `complete` is False when there were more sides than MAX_SIDES (some left out)."""
+
+    patterns: list[Shift]
+    unbounded: bool
+    complete: bool = True
+
+
+def _delta(x: np.ndarray, op: str) -> np.ndarray:
+    return (POLE_DELTA if op in UNBOUNDED else DELTA) * np.maximum(1.0, np.abs(x))
+
+
+def _full(operands: list[Any], shape: tuple[int, ...]) -> int | None:
+    """An array operand with the full (broadcast) shape: the one a shift can move entry by entry."""
+    for k, o in enumerate(operands):
+        if isinstance(o, np.ndarray) and o.shape == shape:
+            return k
+    return None
+
+
+def _groups(x: np.ndarray, axis: Any) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """x with the reduced axes moved last and flattened (one row per reduction), and the map
+    back to x's shape."""
+    from crossgrad.engine.optable import normalize_axes
+
+    axes = normalize_axes("kink", axis, x.ndim)
+    rest = [a for a in range(x.ndim) if a not in axes]
+    moved = np.transpose(x, rest + list(axes))
+    rows = moved.reshape(-1, int(np.prod([x.shape[a] for a in axes], dtype=int)))
+
+    def back(r: np.ndarray) -> np.ndarray:
+        return np.transpose(r.reshape(moved.shape), np.argsort(rest + list(axes)))
+
+    return rows, back
+
+
+def _entrywise(x: np.ndarray, axis: Any, on: np.ndarray, op: str) -> Sides:
+    """± a small shift at each entry of the rows (reductions) that sit on the kink, one entry at
+    a time: the one-sided directional derivatives (norm at zero, std of equal entries)."""
+    rows, back = _groups(np.asarray(x, np.float64), axis)
+    width = rows.shape[1]
+    count = min(width, MAX_SIDES // 2)
+    patterns = []
+    for j in range(count):
+        shift = np.zeros(rows.shape)
+        shift[on, j] = _delta(rows[on, j], op)
+        patterns += [{0: back(shift)}, {0: back(-shift)}]
+    return Sides(patterns, False, complete=count == width)
+
+
+def _ties_sides(x: np.ndarray, axis: Any, biggest: bool, op: str) -> Sides:
+    """max/min reductions with ties: each tied entry in turn made the winner."""
+    rows, back = _groups(np.asarray(x, np.float64), axis)
+    best = rows.max(axis=1, keepdims=True) if biggest else rows.min(axis=1, keepdims=True)
+    tied = rows == best
+    tied &= tied.sum(axis=1, keepdims=True) > 1
+    rank = np.cumsum(tied, axis=1) - 1
+    count = int(tied.sum(axis=1).max(initial=0))
+    patterns = []
+    for j in range(min(count, MAX_SIDES)):
+        pick = tied & (rank == j)
+        shift = np.where(pick, _delta(rows, op), 0.0) * (1.0 if biggest else -1.0)
+        patterns.append({0: back(shift)})
+    return Sides(patterns, False, complete=count <= MAX_SIDES)
+
+
+def sides(kink: Kink, operands: list[Any]) -> Sides | None:
+    """How to step off this kink on each side (None: the op's operands cannot be shifted entry
+    by entry, e.g. both broadcast; the kink's reach is then unverified)."""
+    op, attrs = kink.node.op, kink.node.attr_dict
+    x = operands[0]
+    if op in ("max", "amax", "min", "amin"):
+        return _ties_sides(x, attrs["axis"], op in ("max", "amax"), op)
+    if op in ("norm", "std"):
+        rows, _ = _groups(np.asarray(x, np.float64), attrs["axis"])
+        centred = rows - rows.mean(axis=1, keepdims=True) if op == "std" else rows
+        on = np.all(centred == 0, axis=1)
+        return _entrywise(x, attrs["axis"], on, op)
+    if kink.entries is None:
+        return None
+    entries = np.asarray(kink.entries, bool)
+    if op == "div":  # a zero denominator: shift the denominator
+        k = 1 if np.shape(operands[1]) == entries.shape else None
+    else:
+        k = _full(operands, entries.shape)
+    if k is None:
+        return None
+    base = np.asarray(operands[k], np.float64)
+    step = np.where(entries, _delta(base, op), 0.0)
+    return Sides([{k: step}, {k: -step}], op in UNBOUNDED)

@@ -68,10 +68,27 @@ class CheckRequest:
 
 
 class Verdict(StrEnum):
+    """From best to worst; a report takes the worst of its points, a point the worst of its
+    entries. PASS_WITH_* differ from the exact values only where that is admissible: at a kink
+    within the range of the one-sided derivatives (conventions), or where floating point itself
+    departs from the exact value and the engine equals the same computation done correctly in
+    its precision (numerical notes). UNVERIFIED: some entry no reference could settle (never a
+    PASS)."""
+
     PASS = "PASS"
+    PASS_WITH_NUMERICAL_NOTES = "PASS_WITH_NUMERICAL_NOTES"
     PASS_WITH_CONVENTION_DIFFERENCES = "PASS_WITH_CONVENTION_DIFFERENCES"
+    UNVERIFIED = "UNVERIFIED"
     FAIL = "FAIL"
     ERROR = "ERROR"
+
+    @property
+    def rank(self) -> int:
+        return list(Verdict).index(self)
+
+    @property
+    def passed(self) -> bool:
+        return self.rank <= Verdict.PASS_WITH_CONVENTION_DIFFERENCES.rank
 
 
 @dataclass
@@ -96,10 +113,41 @@ class Blame:
 
 @dataclass
 class ConventionNote:
+    """A kink the program sits on: what each party returned there, and what is admissible."""
+
     op: str
     position: Position | None
     text: str
-    conventions: dict[str, str]
+    conventions: dict[str, str]  # party -> what it returned at the kinked entries
+    admissible: str = ""  # the range of the one-sided derivatives, where it was computed
+
+
+@dataclass
+class NumericalNote:
+    """An entry where floating point departs from the exact value and the engine (or claim)
+    equals the same computation done in its precision: not a wrong rule."""
+
+    block: str  # the block's label
+    index: tuple[int, ...]
+    source: str  # "engine" or "claimed"
+    value: float
+    exact: float
+    same_precision: float  # JAX, computing in the same dtype
+    why: str  # overflow, underflow, ill-conditioning, float32 rounding
+    condition: float  # how far the derivative moves, relative, per relative ulp of the inputs
+
+
+@dataclass
+class ReferenceNote:
+    """A witness (JAX, finite differences) disagreeing with the exact reference, or JAX and
+    finite differences disagreeing where sympy did not check: reported, never an excuse."""
+
+    block: str
+    reference: str  # the witness that disagrees
+    against: str  # whom with
+    entries: int
+    index: tuple[int, ...]  # the worst one
+    values: dict[str, float]
 
 
 @dataclass
@@ -138,6 +186,8 @@ class PointReport:
     blame: list[Blame]
     verdict: Verdict
     summary: str
+    numerical: list[NumericalNote] = field(default_factory=list)
+    reference_notes: list[ReferenceNote] = field(default_factory=list)
     # Point 0 is complete. An extra point keeps each block's statistics (pairs, failing counts,
     # worst entries, status) but not every source's arrays (block.sources is empty and
     # block.bad None), and its drawn inputs only when they total at most

@@ -210,7 +210,8 @@ def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[...
         def rows(*args: Any) -> Any:
             values, cots = args[:-1], args[-1]
             outs, pullback = jax.vjp(lambda *w: f(*w, *values[k:]), *values[:k])
-            return jax.vmap(lambda c: pullback(_unflatten(c, [o.shape for o in outs])))(cots)
+            shapes, dtypes = [o.shape for o in outs], [o.dtype for o in outs]
+            return jax.vmap(lambda c: pullback(_unflatten(c, shapes, dtypes)))(cots)
 
         return rows
     if kind == "hvp_cols":
@@ -218,8 +219,9 @@ def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[...
         def columns(*args: Any) -> Any:
             values, dirs = args[:-1], args[-1]
             grad = jax.grad(lambda *w: jnp.reshape(f(*w, *values[k:])[0], ()), argnums=tuple(range(k)))
-            shapes = [v.shape for v in values[:k]]
-            return jax.vmap(lambda d: jax.jvp(grad, tuple(values[:k]), _unflatten(d, shapes))[1])(dirs)
+            shapes, dtypes = [v.shape for v in values[:k]], [v.dtype for v in values[:k]]
+            tangents = lambda d: _unflatten(d, shapes, dtypes)  # noqa: E731
+            return jax.vmap(lambda d: jax.jvp(grad, tuple(values[:k]), tangents(d))[1])(dirs)
 
         return columns
     shapes = param  # ("flat", shapes): all outputs flattened, at a batch of flat points
@@ -231,11 +233,13 @@ def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[...
     return jax.vmap(flat, in_axes=(0,) + (None,) * (len(program.inputs) - k))
 
 
-def _unflatten(v: Any, shapes: Sequence[tuple[int, ...]]) -> tuple[Any, ...]:
+def _unflatten(v: Any, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any] = ()) -> tuple[Any, ...]:
+    """v's consecutive pieces in the given shapes (and dtypes, where given)."""
     parts, start = [], 0
-    for shape in shapes:
+    for k, shape in enumerate(shapes):
         size = math.prod(shape)
-        parts.append(jnp.reshape(v[start : start + size], shape))
+        part = jnp.reshape(v[start : start + size], shape)
+        parts.append(part.astype(dtypes[k]) if dtypes else part)
         start += size
     return tuple(parts)
 
@@ -261,16 +265,19 @@ def call(program: Program, wrt: Sequence[str], what: Any, *args: Any) -> Any:
     return result
 
 
-def _as_jax(value: np.ndarray) -> Any:
+def _as_jax(value: np.ndarray, native: bool = False) -> Any:
     value = np.asarray(value)
-    return jnp.asarray(value, jnp.float64 if value.dtype.kind == "f" else value.dtype)
+    return jnp.asarray(value, jnp.float64 if value.dtype.kind == "f" and not native else value.dtype)
 
 
-def derivatives(point: Point) -> Derivatives:
-    """JAX's values and derivatives at a point (masks multiply the gradients, as hooks do)."""
+def derivatives(point: Point, native: bool = False) -> Derivatives:
+    """JAX's values and derivatives at a point (masks multiply the gradients, as hooks do).
+    JAX is a float64 reference whatever the request's dtypes (the engine keeps float32);
+    native=True computes in the inputs' own dtypes instead: the same computation the engine
+    does, done by another implementation, for judging floating point's own errors."""
     program, wrt, checks = point.program, point.wrt, point.checks
-    # JAX is a float64 reference whatever the request's dtype (the engine keeps float32).
-    args = [_as_jax(point.values[n]) for n in wrt] + [_as_jax(v) for v in point.fixed.values()]
+    args = [_as_jax(point.values[n], native) for n in wrt]
+    args += [_as_jax(v, native) for v in point.fixed.values()]
     names = program.output_names
     d = Derivatives()
     if "vjp" not in checks or not wrt:
@@ -283,7 +290,8 @@ def derivatives(point: Point) -> Derivatives:
         return SourceValues(point.masked(name, np.asarray(g, dtype=np.float64)))
 
     if "vjp" in checks:
-        cots = [jnp.asarray(c, jnp.float64) for c in point.cotangents]
+        dtypes = [program.node(i).dtype if native else "float64" for _, i in program.outputs]
+        cots = [jnp.asarray(c, dtype) for c, dtype in zip(point.cotangents, dtypes)]
         outs, grads = call(program, wrt, "vjp", *args, *cots)
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
@@ -350,3 +358,44 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     what = ("flat", tuple(point.shape(n) for n in point.wrt))
     others = [_as_jax(v) for v in point.fixed.values()]
     return lambda xs: np.asarray(call(point.program, point.wrt, what, jnp.asarray(xs), *others))
+
+
+def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> Derivatives:
+    """The VJP and Jacobian (as the point's checks ask) with some nodes' operands shifted: node id
+    -> operand index -> what to add. Just off a kink this gives one side's derivatives. Run op by
+    op (a few evaluations per kinked point: compiling each would cost more)."""
+    program, wrt = point.program, point.wrt
+    others = [n for n in program.input_names if n not in wrt]
+
+    def apply(node: IRNode, operands: list[Any]) -> Any:
+        shift = shifts.get(node.id)
+        if shift:
+            operands = [o + jnp.asarray(shift[k]) if k in shift else o for k, o in enumerate(operands)]
+        return apply_op(node, operands)
+
+    def f(*w: Any) -> tuple[Any, ...]:
+        values = dict(zip(wrt, w)) | {n: _as_jax(point.values[n]) for n in others}
+        env = evaluate(program, values, apply, _checkpoint)
+        return tuple(env[i] for _, i in program.outputs)
+
+    outs, pullback = jax.vjp(f, *[_as_jax(point.values[n]) for n in wrt])
+    d = Derivatives(values={n: np.asarray(o) for n, o in zip(program.output_names, outs)})
+
+    def masked(name: str, g: Any) -> SourceValues:
+        return SourceValues(point.masked(name, np.asarray(g, dtype=np.float64)))
+
+    if "vjp" in point.checks:
+        grads = pullback(tuple(jnp.asarray(c, o.dtype) for c, o in zip(point.cotangents, outs)))
+        d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
+    if "jacobian" in point.checks:
+        shapes = [o.shape for o in outs]
+        m = sum(math.prod(s) for s in shapes)
+        rows = jax.vmap(lambda c: pullback(_unflatten(c, shapes)))(jnp.eye(m))
+        start = 0
+        for oname, shape in zip(program.output_names, shapes):
+            size = math.prod(shape)
+            for n, r in zip(wrt, rows):
+                block = np.asarray(r)[start : start + size].reshape(shape + point.shape(n))
+                d.jacobian[(oname, n)] = masked(n, block)
+            start += size
+    return d
