@@ -1,113 +1,1492 @@
-"""Blame: when the engine disagrees with references that agree, find the node whose VJP is wrong.
+"""Blame: when the engine's derivatives are wrong, find the node whose VJP rule is wrong.
 
-Each node's rule is checked in isolation: the op is re-run on fresh leaves holding the operand
-values saved from the engine's forward pass, its VJP is taken with a random cotangent, and the
-result is compared with JAX's VJP of the same op at the same operands.
+Each node of the program is checked alone, at the operand values the engine's forward pass saved:
+its op is re-run by the engine on fresh leaves holding those values, and what the engine's rule
+gives is compared with a reference's derivatives of the same op at the same values:
+
+- first order: the VJP with one random cotangent;
+- batched: BATCH_COTANGENTS random cotangents at once through is_grads_batched (the path the
+  engine's jacobian takes), compared row by row;
+- create_graph: the VJP taken with create_graph=True (its values), then differentiated again:
+  the gradient of <VJP, w> for a random w, with respect to the operands and to the cotangent
+  (the VJP of the VJP);
+- each of these with every float operand requiring grad and, when the request froze some of the
+  node's operands (they did not require grad in the engine's forward pass), with those operands
+  frozen as in the request: a rule may take another path when an operand needs no gradient.
+  Integer and boolean operands, and numbers, are constants.
+
+The reference, per node: sympy (exact) when the node is small (SYMPY_MAX_COST) and its symbolic
+derivatives build within SYMPY_NODE_SECONDS (and blame's SYMPY_TOTAL_SECONDS): every float operand
+gets one symbol per entry, the op is lowered by sympy_backend.LOWERING, differentiated by a
+reverse sweep (twice, for create_graph) and evaluated at the saved values with 50-digit mpmath.
+Otherwise JAX in float64 (float32 operands and cotangents cast to float64 first: handing JAX a
+float32 cotangent for a result it promoted to float64 was a ValueError out of check()), and JAX
+also where sympy cannot evaluate at a point. The blame's detail names the reference that judged,
+and find_culprits' `checks` says what was checked, with which reference, for how many nodes.
+
+Kinks: at a node whose operands sit on a non-differentiable point (kinks.find_kinks, and the
+entries blame adds itself: norm's zero entries for ord <= 1, its ties for ord=inf, std over equal
+entries), the reference is evaluated with the kinked operand entries shifted to each side
+(kink_sides), at two distances (to tell a converging one-sided derivative from a diverging one).
+Entries where the sides agree with the reference at the point are judged exactly; at the others
+the engine's value must lie within the range the one-sided derivatives span (plus the tolerance;
+infinite or NaN where a one-sided derivative diverges). Entries the sides could not cover (past a
+cap on how many sides are tried, or where every side is undefined) are left unverified, never
+called wrong.
+
+A rule that returns a gradient of the wrong shape (the engine raises) is blamed with its node,
+line and column. Tolerances follow the dtype each quantity is computed in (float32 operands or
+results: float32 tolerances). Floating point is not a wrong rule: an entry where the engine
+equals JAX computing the same op in the engine's dtypes (float32 overflow), or is off the exact
+value by no more than a correct computation in that precision is near this point (_spread: an
+ill-conditioned std), is not held against the rule.
+
+A node whose only fault is the VJP of its VJP, when that VJP is made of an op blamed on its own
+account (tanh's VJP multiplies: differentiating it runs mul's rule), is not blamed; the culprit's
+detail names it.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import mpmath
 import numpy as np
+import sympy as sp
 from crossgrad import engine as cg
+from crossgrad.engine.optable import normalize_axes
 
 from . import deadline
 from .backends import engine as engine_backend
-from .backends import jax_backend
+from .backends import jax_backend, sympy_backend
 from .compare import Tolerance, close
+from .deadline import Cancelled, OutOfTime
 from .ir import IRNode, Ref
+from .kinks import find_kinks
 from .model import Blame
 
+BATCH_COTANGENTS = 4
+"""Cotangents pushed at once through the batched path (rows of a Jacobian)."""
+SYMPY_MAX_COST = 1_200
+"""sympy takes a node when its float operand entries plus its result entries (times the length
+of each dot product, for matmul, dot and outer) are at most this many: sympy builds, compiles
+and evaluates about 500 such scalar operations a second (elementwise tanh, softmax), so this
+keeps a node's exact reference to a few seconds at most, and which reference judges a node a
+matter of its size, not of the machine's load."""
+SYMPY_NODE_SECONDS = 3.0
+"""A safety net on top of SYMPY_MAX_COST: sympy's time for one node; past it, JAX judges it."""
+SYMPY_TOTAL_SECONDS = 10.0
+"""sympy's time over one blame; past it, JAX judges the remaining nodes."""
+TIE_SIDES_CAP = 16
+"""At most this many tied entries of a max/min reduction are raised (lowered) in turn."""
+ENTRY_SIDES_CAP = 8
+"""At most this many entries of a zero vector (norm) or of equal entries (std) are moved each way."""
+DELTA = 1e-4
+"""Shift of a kinked entry, relative to its magnitude (or to its operand's, at 0)..."""
+DELTA_RATIO = 1e-4
+"""...and the second, nearer shift, as a fraction of the first."""
+DIVERGING = 1.25
+"""A one-sided derivative diverges when, nearer the kink, its magnitude grows by this factor."""
 
-def _values(x: Any) -> Any:
-    return x.data if isinstance(x, cg.Tensor) else x
+CONDITION_ULPS = 4
+"""Operands moved by this many rounding errors (relative) to measure a point's conditioning..."""
+CONDITION_POINTS = 4
+"""...at this many seeded points..."""
+CONDITION_MARGIN = 4.0
+"""...and an engine this many times that far from the exact value is floating point, not a rule."""
+
+_FATAL = (OutOfTime, Cancelled, MemoryError)
+_EXACT = "sympy"
 
 
-def _is_float_tensor(x: Any) -> bool:
+class Culprits(list):
+    """find_culprits' answer: the blamed nodes (Blame, in program order), and in `checks` what
+    was checked, in words (for the report, above all when no node is found)."""
+
+    checks: str = ""
+
+
+# ---------------------------------------------------------------- kinks: the sides of each op
+
+
+def _float(x: Any) -> bool:
     return isinstance(x, np.ndarray) and x.dtype.kind == "f"
 
 
-def check_node(
-    node: IRNode, operands: list[Any], tol: Tolerance, rng: np.random.Generator
-) -> Blame | None:
-    """Compare the engine's VJP of one op with JAX's at the given operand values."""
-    arrays = [_values(o) for o in operands]
-    leaves = [
-        cg.tensor(a, requires_grad=True)
-        if _is_float_tensor(a)
-        else (cg.tensor(a) if isinstance(a, np.ndarray) else a)
-        for a in arrays
-    ]
-    attrs = node.attr_dict
-    with cg.enable_grad():
-        out = engine_backend.LOWERING[node.op](leaves, attrs)
-    outs = out if isinstance(out, tuple) else (out,)
-    diff = [k for k, leaf in enumerate(leaves) if isinstance(leaf, cg.Tensor) and leaf.requires_grad]
-    if not diff or not all(o.requires_grad for o in outs):
-        return None
-    cots = [rng.standard_normal(o.shape).astype(o.dtype) for o in outs]
-    ours = cg.grad(
-        list(outs),
-        [leaves[k] for k in diff],
-        [cg.tensor(c) for c in cots],
-        allow_unused=True,
-        materialize_grads=True,
-    )
+def _delta(x: np.ndarray) -> np.ndarray:
+    """DELTA times each entry's magnitude (at 0: the operand's largest finite magnitude, or 1)."""
+    x = np.asarray(x, np.float64)
+    a = np.abs(np.where(np.isfinite(x), x, 0.0))
+    scale = float(a.max()) if a.size and a.max() > 0 else 1.0
+    return DELTA * np.where(a > 0, a, scale)
 
-    def f(*xs: Any) -> Any:
-        full = list(arrays)
-        for k, x in zip(diff, xs):
+
+def _reduce_to(mask: np.ndarray, shape: tuple[int, ...], how: Callable[..., Any] = np.any) -> np.ndarray:
+    """A mask over the broadcast shape, onto an operand of `shape` that was broadcast to it."""
+    mask = np.asarray(mask, bool)
+    lead = mask.ndim - len(shape)
+    if lead > 0:
+        mask = how(mask, axis=tuple(range(lead)))
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and mask.shape[i] != 1)
+    if axes:
+        mask = how(mask, axis=axes, keepdims=True)
+    return np.broadcast_to(mask, shape).copy()
+
+
+def _side(n: int, k: int, shift: np.ndarray) -> list[np.ndarray | None]:
+    return [shift if j == k else None for j in range(n)]
+
+
+def _both(n: int, k: int, shift: np.ndarray) -> list[list[np.ndarray | None]]:
+    return [_side(n, k, shift), _side(n, k, -shift)]
+
+
+def _shift(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """+delta at the (finite) entries of mask, 0 elsewhere."""
+    mask = mask & np.isfinite(np.asarray(x, np.float64))
+    return np.where(mask, _delta(x), 0.0)
+
+
+def _rows(shape: tuple[int, ...], axis: Any) -> np.ndarray:
+    """Flat indices of a reduction's operand, one row per result entry (in the result's order)."""
+    nd = len(shape)
+    axes = normalize_axes("reduce", axis, nd) if nd else ()
+    kept = [a for a in range(nd) if a not in axes]
+    index = np.arange(math.prod(shape)).reshape(shape)
+    moved = np.transpose(index, kept + list(axes)) if nd else index
+    n = math.prod(shape[a] for a in axes)
+    return moved.reshape(-1, n) if n else moved.reshape(-1, 0)
+
+
+def _tied_rows(x: np.ndarray, axis: Any, top: bool) -> list[np.ndarray]:
+    """Per result entry, the flat indices of the operand's tied extrema (empty: no tie)."""
+    flat = np.asarray(x, np.float64).reshape(-1)
+    out = []
+    for row in _rows(np.shape(x), axis):
+        v = flat[row]
+        finite = v[np.isfinite(v)] if v.size else v
+        if v.size < 2 or finite.size < v.size:
+            out.append(np.zeros(0, int))
+            continue
+        best = v.max() if top else v.min()
+        hit = row[v == best]
+        out.append(hit if hit.size > 1 else np.zeros(0, int))
+    return out
+
+
+def _equal_rows(x: np.ndarray, axis: Any, rows_where: Callable[[np.ndarray], bool]) -> list[np.ndarray]:
+    """Per result entry, its row of flat indices when rows_where(values of the row), else empty."""
+    flat = np.asarray(x, np.float64).reshape(-1)
+    return [
+        row if row.size and np.isfinite(flat[row]).all() and rows_where(flat[row]) else np.zeros(0, int)
+        for row in _rows(np.shape(x), axis)
+    ]
+
+
+def _turns(x: np.ndarray, rows: list[np.ndarray], cap: int, signs: Sequence[Any]) -> list[np.ndarray]:
+    """Shift arrays moving, in turn, the t-th listed entry of every listed row (rows with fewer
+    entries repeat theirs), each way in `signs`; at most `cap` turns."""
+    counts = [r.size for r in rows if r.size]
+    if not counts:
+        return []
+    step = _delta(x).reshape(-1)
+    shifts = []
+    for t in range(min(max(counts), cap)):
+        for sign in signs:
+            s = np.zeros(np.size(x))
+            for r in rows:
+                if r.size:
+                    j = r[t % r.size]
+                    s[j] = sign * step[j] if not callable(sign) else sign(j) * step[j]
+            shifts.append(s.reshape(np.shape(x)))
+    return shifts
+
+
+_UNARY_BOTH = {"relu", "abs", "leaky_relu", "sign", "floor", "round", "clamp", "tan", "reciprocal"}
+_COMPARISONS = {"lt", "le", "gt", "ge", "eq", "ne"}
+_RIGHT_ONLY = {"sqrt": 0.0, "log": 0.0, "log1p": -1.0}  # domain edge: the kink from the right
+_BALLS = {"norm", "std"}
+"""Ops whose generalized gradient at a kink is a ball: the sides (one per entry and way) span each
+entry's range, not that of a combination of entries."""
+_SIDED = {
+    *_UNARY_BOTH,
+    *_COMPARISONS,
+    *_RIGHT_ONLY,
+    "maximum",
+    "minimum",
+    "div",
+    "pow",
+    "pow_tensor",
+    "rpow",
+    "max",
+    "amax",
+    "min",
+    "amin",
+    "norm",
+    "std",
+}
+"""Ops whose kinks kink_sides knows how to approach from each side."""
+
+
+def kink_sides(
+    node: IRNode, operands: list[Any], entries: np.ndarray | None
+) -> list[list[np.ndarray | None]]:
+    """The sides from which to approach the kinks of `node` at these operand values.
+
+    Each side is a list with one item per operand: a shift array (shaped like the operand, float64)
+    to add to it, or None to leave it as it is. Every side moves every kinked entry it covers (so
+    that no side sees the op exactly at its kink), by DELTA relative to the entry's magnitude; the
+    caller scales the shifts to come nearer (the shifts are linear in DELTA). The range spanned by
+    the derivatives on the sides, per entry, is the admissible (generalized) gradient there.
+
+    `entries`: for the elementwise ops, the kinked entries as kinks.find_kinks gives them (over the
+    operands broadcast together); None when find_kinks did not flag the node (then only the
+    reductions, whose kinked entries are found here, have sides). An empty list: no kink (judge
+    exactly). Per op:
+      relu, abs, leaky_relu, sign, floor, round, clamp, tan, reciprocal, comparisons: operand 0
+        (for comparisons, the first tensor operand) +/- delta at the kinked entries;
+      sqrt, log (at 0), log1p (at -1): from the right only (the left leaves the domain); entries
+        already outside the domain are not moved;
+      pow (base 0): both sides for an integer exponent, else from the right; pow_tensor (base 0):
+        from the right, and from the left where the exponent is an integer; div (divisor 0):
+        operand 1 +/- delta; rpow with a base <= 0: every entry +/- delta;
+      maximum, minimum (ties): one operand +/- delta at the ties (a full-shaped one if any);
+      max, amax (min, amin) with tied extrema: raise (lower) each tied entry in turn, at most
+        TIE_SIDES_CAP turns;
+      norm: 0 < ord <= 1, the zero entries +/- delta together (the norm is separable in them);
+        ord < 0, a zero alone in its row +/- delta; ord = inf (-inf), the largest (smallest)
+        magnitudes when tied or 0, raised (lowered) in turn, a zero both ways; ord > 1, the zero
+        vectors +/- delta on each entry in turn, at most ENTRY_SIDES_CAP entries;
+      std over equal entries: +/- delta on each entry in turn, at most ENTRY_SIDES_CAP entries.
+    kink_beyond_cap names the kinked entries no side moves (past the caps; several zeros of a
+    norm with ord < 0 or -inf, where the one that decides is not defined).
+    """
+    op, a, n = node.op, node.attr_dict, len(operands)
+    x = operands[0] if operands else None
+    if op not in _SIDED:
+        return []
+    if op in ("max", "amax", "min", "amin"):
+        top = op in ("max", "amax")
+        if not _float(x):
+            return []
+        rows = _tied_rows(x, a["axis"], top)
+        return [_side(n, 0, s) for s in _turns(x, rows, TIE_SIDES_CAP, (1.0 if top else -1.0,))]
+    if op == "std":
+        if not _float(x) or _count(x, a["axis"]) - a["correction"] <= 0:
+            return []
+        rows = _equal_rows(x, a["axis"], lambda v: bool((v == v[0]).all()) and v.size > 1)
+        return [_side(n, 0, s) for s in _turns(x, rows, ENTRY_SIDES_CAP, (1.0, -1.0))]
+    if op == "norm":
+        return _norm_sides(node, x, n)
+    if op == "rpow":  # a base <= 0 (an attribute) puts every entry on the kink
+        if a["base"] > 0 or not _float(x):
+            return []
+        return _both(n, 0, _shift(x, np.ones(x.shape, bool)))
+    if entries is None:
+        return []
+    entries = np.asarray(entries, bool)
+    if not entries.any():
+        return []
+    if op in _UNARY_BOTH:
+        if not _float(x):
+            return []
+        shift = _shift(x, _reduce_to(entries, x.shape))
+        if op == "clamp" and a["min"] is not None and a["max"] is not None and a["max"] > a["min"]:
+            shift = np.minimum(shift, (a["max"] - a["min"]) / 4)  # not past the other bound
+        return _both(n, 0, shift)
+    if op in _RIGHT_ONLY:
+        if not _float(x):
+            return []
+        mask = _reduce_to(entries, x.shape) & (x == _RIGHT_ONLY[op])
+        return [_side(n, 0, _shift(x, mask))] if mask.any() else []
+    if op == "pow":
+        if not _float(x):
+            return []
+        shift = _shift(x, _reduce_to(entries, x.shape))
+        e = a["exponent"]
+        return _both(n, 0, shift) if float(e).is_integer() else [_side(n, 0, shift)]
+    if op == "pow_tensor":
+        if not _float(x):
+            return []
+        y = np.asarray(operands[1], np.float64)
+        mask = _reduce_to(entries, x.shape)
+        whole = np.broadcast_to(np.isfinite(y) & (y == np.round(y)), entries.shape)
+        integral = _reduce_to(whole | ~entries, x.shape, np.all)
+        right = _shift(x, mask)
+        return [_side(n, 0, right), _side(n, 0, np.where(integral, -right, right))]
+    if op == "div":
+        y = operands[1]
+        return _both(n, 1, _shift(y, _reduce_to(entries, y.shape))) if _float(y) else []
+    # maximum, minimum and the comparisons: move one tensor operand, full-shaped if one is
+    tensors = [k for k in (0, 1) if _float(operands[k])]
+    if not tensors:
+        return []
+    full = [k for k in tensors if operands[k].shape == entries.shape]
+    k = (full or tensors)[0]
+    return _both(n, k, _shift(operands[k], _reduce_to(entries, operands[k].shape)))
+
+
+def _count(x: np.ndarray, axis: Any) -> int:
+    return int(_rows(np.shape(x), axis).shape[1])
+
+
+def _norm_kinks(
+    x: np.ndarray, axis: Any, p: float
+) -> tuple[list[np.ndarray], tuple[Callable[[int], float], ...], int, np.ndarray]:
+    """A norm's kinks: per result entry the flat indices of its kinked entries, to move in turn
+    (each way given by the sign functions), at most `cap` turns; and the entries left
+    unverified (past the cap, or several zeros where one alone decides: ord -inf or < 0).
+    ord = +/-inf: the largest (smallest) magnitudes when tied or 0, raised (lowered) in turn,
+    a zero both ways; ord > 1: the zero vectors, each entry both ways."""
+    mags = np.abs(np.asarray(x, np.float64)).reshape(-1)
+    sgn = np.sign(np.asarray(x, np.float64)).reshape(-1)
+    unverified = np.zeros(mags.size, bool)
+    rows: list[np.ndarray] = []
+    if math.isinf(p):
+        cap, away = TIE_SIDES_CAP, (1.0 if p > 0 else -1.0)
+        for r in _rows(np.shape(x), axis):
+            v = mags[r]
+            if not v.size:
+                rows.append(r)
+                continue
+            best = v.max() if p > 0 else v.min()
+            hit = r[v == best]
+            if not (hit.size > 1 or best == 0):
+                rows.append(r[:0])
+            elif p < 0 and best == 0 and hit.size > 1:
+                unverified[hit] = True
+                rows.append(r[:0])
+            else:
+                unverified[hit[cap:]] = True
+                rows.append(hit)
+
+        def up(j: int) -> float:
+            return away * (sgn[j] if sgn[j] else away)
+
+        def down(j: int) -> float:
+            return away * (sgn[j] if sgn[j] else -away)
+
+        return rows, (up, down), cap, unverified
+    for r in _rows(np.shape(x), axis):
+        zero = bool(r.size) and not mags[r].any()
+        rows.append(r if zero else r[:0])
+        if zero:
+            unverified[r[ENTRY_SIDES_CAP:]] = True
+    return rows, (lambda j: 1.0, lambda j: -1.0), ENTRY_SIDES_CAP, unverified
+
+
+def _norm_sides(node: IRNode, x: Any, n: int) -> list[list[np.ndarray | None]]:
+    if not _float(x) or not np.isfinite(x).all():
+        return []
+    a = node.attr_dict
+    p = a["ord"]
+    if math.isinf(p) or p > 1:
+        rows, signs, cap, _ = _norm_kinks(x, a["axis"], p)
+        shifts = {s.tobytes(): s for s in _turns(x, rows, cap, signs)}  # a nonzero tie: one way
+        return [_side(n, 0, s) for s in shifts.values()]
+    zero = x == 0
+    if p < 0:  # a zero alone in its row decides the norm there; several: unverified
+        counts = np.zeros(x.size, int)
+        for r in _rows(x.shape, a["axis"]):
+            counts[r] = zero.reshape(-1)[r].sum()
+        zero = zero & (counts.reshape(x.shape) == 1)
+    # 0 <= ord <= 1: the norm is separable in its zero entries: all of them, each way
+    return _both(n, 0, _shift(x, zero)) if zero.any() else []
+
+
+def kink_beyond_cap(node: IRNode, operands: list[Any]) -> np.ndarray | None:
+    """The entries of operand 0 (and so of its gradient) at a kink that kink_sides leaves
+    unmoved because of its caps (a tie among more than TIE_SIDES_CAP entries, a zero vector or
+    equal entries longer than ENTRY_SIDES_CAP): unverified, never judged. None: there are none."""
+    op, a = node.op, node.attr_dict
+    x = operands[0] if operands else None
+    if not _float(x):
+        return None
+    if op in ("max", "amax", "min", "amin"):
+        rows, cap = _tied_rows(x, a["axis"], op in ("max", "amax")), TIE_SIDES_CAP
+    elif op == "std" and _count(x, a["axis"]) - a["correction"] > 0:
+        rows = _equal_rows(x, a["axis"], lambda v: bool((v == v[0]).all()) and v.size > 1)
+        cap = ENTRY_SIDES_CAP
+    elif op == "norm" and np.isfinite(x).all():
+        p = a["ord"]
+        if math.isinf(p) or p > 1:
+            beyond = _norm_kinks(x, a["axis"], p)[3].reshape(x.shape)
+        elif p < 0:
+            zero = (x == 0).reshape(-1)
+            beyond = np.zeros(x.size, bool)
+            for r in _rows(x.shape, a["axis"]):
+                if zero[r].sum() > 1:
+                    beyond[r[zero[r]]] = True
+            beyond = beyond.reshape(x.shape)
+        else:
+            return None
+        return beyond if beyond.any() else None
+    else:
+        return None
+    out = np.zeros(x.size, bool)
+    for r in rows:
+        out[r[cap:]] = True
+    return out.reshape(x.shape) if out.any() else None
+
+
+# ---------------------------------------------------------------- references for one node
+
+
+@dataclass
+class _Node:
+    """One node under blame: its operands as the engine saved them, and as float64."""
+
+    node: IRNode
+    operands: list[Any]
+    wide: list[Any]  # float operands as float64 arrays; everything else as given
+    floats: list[int]  # which operands are float tensors (differentiable)
+    frozen: set[int]  # float operands that did not require grad in the request
+    names: list[str]  # how the detail calls each operand
+    out_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    out_dtypes: list[Any] = field(default_factory=list)
+
+    @property
+    def entries(self) -> int:
+        return sum(int(np.size(self.operands[k])) for k in self.floats)
+
+
+class _SympyRef:
+    """The node's exact derivatives: one symbol per float operand entry, the op lowered by
+    sympy_backend.LOWERING, reverse sweeps for the VJP and for the VJP of the VJP."""
+
+    def __init__(self, nd: _Node) -> None:
+        lower = sympy_backend.LOWERING.get(nd.node.op)
+        if lower is None:
+            raise sympy_backend.SympyUnavailable(f"{nd.node.op} has no symbolic form")
+        objs: list[Any] = []
+        syms: list[sp.Symbol] = []
+        for k, v in enumerate(nd.operands):
+            if k in nd.floats:
+                s = sympy_backend.input_symbols(k, v.shape)
+                objs.append(s)
+                syms.extend(s.reshape(-1))
+            elif isinstance(v, np.ndarray) and v.dtype == bool:
+                b = np.empty(v.shape, dtype=object)
+                for idx in np.ndindex(*v.shape):
+                    b[idx] = sp.true if v[idx] else sp.false
+                objs.append(b)
+            elif isinstance(v, (int, float)):  # a literal: exact (where() may return it as is)
+                objs.append(sympy_backend._number(v))
+            else:
+                objs.append(v)
+        line = sympy_backend.StraightLine({})
+        # the lowering names its shared intermediates (a mean, a softmax's sum) in this line
+        sympy_backend._building.line = line
+        try:
+            result = line.define(lower(objs, nd.node.attr_dict))
+        finally:
+            sympy_backend._building.line = None
+        outs = result if isinstance(result, tuple) else (result,)
+        flat = [e for o in outs for e in sympy_backend._obj(o).reshape(-1)]
+        seeds = [sp.Symbol(f"_v{i}", real=True) for i in range(len(flat))]
+        memo: dict[Any, dict[int, Any]] = {}
+        adefs, grads = _reverse_sweep(line.defs, flat, seeds, syms, "_a", memo)
+        self.first_fn = sympy_backend.compile_function(syms + seeds, line.defs + adefs, grads)
+        gsyms = [sp.Symbol(f"_g{i}", real=True) for i in range(len(grads))]
+        ws = [sp.Symbol(f"_w{i}", real=True) for i in range(len(grads))]
+        second = line.defs + adefs + list(zip(gsyms, grads))
+        hdefs, hv = _reverse_sweep(second, gsyms, ws, syms + seeds, "_h", memo)
+        self.second_fn = sympy_backend.compile_function(syms + seeds + ws, second + hdefs, hv)
+        self.nd = nd
+
+    def _args(self, xs: list[Any], cots: Sequence[np.ndarray]) -> list[float]:
+        values = [np.asarray(xs[k], np.float64).reshape(-1) for k in self.nd.floats]
+        values += [np.asarray(c, np.float64).reshape(-1) for c in cots]
+        return np.concatenate(values).tolist() if values else []
+
+    def _split(self, flat: list[float], shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+        out, start = [], 0
+        for shape in shapes:
+            size = math.prod(shape)
+            out.append(np.array(flat[start : start + size], np.float64).reshape(shape))
+            start += size
+        return out
+
+    def first(
+        self, xs: list[Any], cots: Sequence[np.ndarray], bits: int | None = None
+    ) -> list[np.ndarray]:
+        flat = _evaluate(self.first_fn, self._args(xs, cots), bits)
+        return self._split(flat, [np.shape(self.nd.operands[k]) for k in self.nd.floats])
+
+    def second(
+        self,
+        xs: list[Any],
+        cots: Sequence[np.ndarray],
+        ws: Sequence[np.ndarray],
+        bits: int | None = None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        wflat = [np.asarray(w, np.float64).reshape(-1) for w in ws]
+        args = self._args(xs, cots) + np.concatenate(wflat or [np.zeros(0)]).tolist()
+        flat = _evaluate(self.second_fn, args, bits)
+        shapes = [np.shape(self.nd.operands[k]) for k in self.nd.floats] + list(self.nd.out_shapes)
+        parts = self._split(flat, shapes)
+        return parts[: len(self.nd.floats)], parts[len(self.nd.floats) :]
+
+
+_DUMMIES = [sp.Symbol(f"_d{i}", real=True) for i in range(8)]
+
+
+def _partials(e: Any, wrt: set, memo: dict[Any, dict[int, Any]]) -> dict[Any, Any]:
+    """d e / d s for every symbol s of `wrt` in e (as sympy_backend's reverse sweep takes them),
+    with sympy.diff done once per pattern: an elementwise node's entries are one expression of
+    different symbols (tanh(x_0), tanh(x_1), ...), and sympy.diff costs milliseconds a call."""
+    if e.is_Symbol:
+        return {e: sp.S.One} if e in wrt else {}
+    if e.is_Add or e.is_Mul:
+        acc: dict[Any, list] = {}
+        args = e.args
+        for k, term in enumerate(args):
+            for s, d in _partials(term, wrt, memo).items():
+                acc.setdefault(s, []).append(d if e.is_Add else sp.Mul(*args[:k], d, *args[k + 1 :]))
+        return {s: sp.Add(*ds) for s, ds in acc.items()}
+    free = sorted(e.free_symbols, key=str)
+    if len(free) > len(_DUMMIES):
+        return _diff_each(e, free, wrt)
+    to = dict(zip(free, _DUMMIES))
+    pattern = e.xreplace(to)
+    known = memo.get(pattern)
+    if known is None:
+        known = {i: _diff(pattern, d) for i, d in enumerate(_DUMMIES[: len(free)])}
+        memo[pattern] = known
+    back = {d: s for s, d in to.items()}
+    return {s: known[i].xreplace(back) for i, s in enumerate(free) if s in wrt}
+
+
+def _diff(e: Any, s: Any) -> Any:
+    d = sp.diff(e, s)
+    if d.has(sp.Derivative, sp.DiracDelta):  # piecewise-constant parts: zero almost everywhere
+        d = d.replace(lambda z: isinstance(z, (sp.Derivative, sp.DiracDelta)), lambda z: 0)
+    return sp.sympify(d)
+
+
+def _diff_each(e: Any, free: list[Any], wrt: set) -> dict[Any, Any]:
+    return {s: _diff(e, s) for s in free if s in wrt}
+
+
+def _reverse_sweep(
+    defs: list[tuple[sp.Symbol, Any]],
+    outputs: Sequence[Any],
+    seeds: Sequence[Any],
+    wrt: Sequence[sp.Symbol],
+    prefix: str,
+    memo: dict[Any, dict[int, Any]],
+) -> tuple[list[tuple[sp.Symbol, Any]], list[Any]]:
+    """sympy_backend.reverse_sweep, with _partials' derivatives taken once per pattern."""
+    differentiable = {t for t, _ in defs} | set(wrt)
+    adj: dict[Any, list] = {}
+    for out, seed in zip(outputs, seeds):
+        if out in differentiable:
+            adj.setdefault(out, []).append(seed)
+    adjoint_defs: list[tuple[sp.Symbol, Any]] = []
+    for t, e in reversed(defs):
+        terms = adj.pop(t, None)
+        if not terms:
+            continue
+        sympy_backend._check_deadline()
+        a = sp.Symbol(f"{prefix}{len(adjoint_defs)}", real=True)
+        adjoint_defs.append((a, sp.Add(*terms)))
+        for s, d in _partials(e, differentiable, memo).items():
+            if d != 0:
+                adj.setdefault(s, []).append(a * d)
+    return adjoint_defs, [sp.Add(*adj.get(s, [])) for s in wrt]
+
+
+def _evaluate(fn: Callable[..., list[Any]], args: list[float], bits: int | None) -> list[float]:
+    """The compiled function at 50 digits (exact); or, `bits` given, with every operation rounded
+    to that many bits (53: float64, 24: float32): the exact formula computed in that precision."""
+    if bits is None:
+        return sympy_backend.evaluate_numeric(fn, args)
+    lock = sympy_backend._MPMATH_LOCK  # mpmath's precision is process-wide
+    if not lock.acquire(timeout=max(0.0, min(deadline.remaining(), 60.0))):
+        raise sympy_backend.SympyUnavailable("another check held mpmath")
+    try:
+        with mpmath.workprec(bits):
+            results = fn(*[mpmath.mpf(float(v)) for v in args])
+    finally:
+        lock.release()
+    return [sympy_backend._real(v) for v in results]
+
+
+class _JaxRef:
+    """JAX's derivatives of the node's op: in float64 (float operands and cotangents cast), or,
+    `native`, in the dtypes the engine computed in (to tell a floating-point effect)."""
+
+    def __init__(self, nd: _Node, native: bool = False) -> None:
+        self.nd = nd
+        self.native = native
+        self.constants = [
+            jnp.asarray(v) if isinstance(v, np.ndarray) and k not in nd.floats else v
+            for k, v in enumerate(nd.operands)
+        ]
+
+    def _f(self, *xs: Any) -> tuple[Any, ...]:
+        full = list(self.constants)
+        for k, x in zip(self.nd.floats, xs):
             full[k] = x
-        result = jax_backend.LOWERING[node.op](
-            [jnp.asarray(v) if isinstance(v, np.ndarray) else v for v in full], attrs
-        )
+        result = jax_backend.LOWERING[self.nd.node.op](full, self.nd.node.attr_dict)
         return result if isinstance(result, tuple) else (result,)
 
-    _, pullback = jax.vjp(f, *[jnp.asarray(arrays[k]) for k in diff])
-    theirs = pullback(tuple(jnp.asarray(c) for c in cots))
-    worst, where = 0.0, ""
-    for k, g_ours, g_ref in zip(diff, ours, theirs):
-        a, b = g_ours.data, np.asarray(g_ref)
-        if a.shape != b.shape:
-            return _blame(node, np.inf, f"operand {k}: gradient of shape {a.shape}, expected {b.shape}")
-        bad = ~close(a, b, tol)
+    def _primals(self, xs: list[Any]) -> list[Any]:
+        if self.native:  # the values given, in the engine's dtypes
+            return [
+                jnp.asarray(np.asarray(xs[k]).astype(self.nd.operands[k].dtype)) for k in self.nd.floats
+            ]
+        return [jnp.asarray(np.asarray(xs[k], np.float64)) for k in self.nd.floats]
+
+    @staticmethod
+    def _cots(cots: Sequence[np.ndarray], outs: Sequence[Any]) -> tuple[Any, ...]:
+        # each cotangent in the dtype JAX computed that result in (a float32 cotangent for a
+        # result JAX promoted to float64 is a ValueError out of jax.vjp)
+        return tuple(jnp.asarray(np.asarray(c), dtype=o.dtype) for c, o in zip(cots, outs))
+
+    def first(self, xs: list[Any], cots: Sequence[np.ndarray]) -> list[np.ndarray]:
+        outs, pullback = jax.vjp(self._f, *self._primals(xs))
+        return [np.asarray(g, np.float64) for g in pullback(self._cots(cots, outs))]
+
+    def second(
+        self, xs: list[Any], cots: Sequence[np.ndarray], ws: Sequence[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        primals = self._primals(xs)
+        outs = jax.eval_shape(self._f, *primals)
+        cs = self._cots(cots, outs)
+        wj = [jnp.asarray(np.asarray(w), dtype=p.dtype) for w, p in zip(ws, primals)]
+
+        def inner(ps: list[Any], cs: tuple[Any, ...]) -> Any:
+            _, pullback = jax.vjp(self._f, *ps)
+            return sum(jnp.sum(g * w) for g, w in zip(pullback(cs), wj))
+
+        gx, gv = jax.grad(inner, argnums=(0, 1))(primals, cs)
+        return [np.asarray(g, np.float64) for g in gx], [np.asarray(g, np.float64) for g in gv]
+
+
+class _Reference:
+    """sympy where it can (exact), JAX elsewhere; remembers which judged."""
+
+    def __init__(self, nd: _Node, budget: _SympyBudget) -> None:
+        self.nd = nd
+        self.jax = _JaxRef(nd)
+        self.sympy: _SympyRef | None = None
+        self.why = ""  # why JAX judges (some or all of) this node
+        self.used: set[str] = set()
+        self.budget = budget
+        reason = _too_large(nd)
+        if reason:
+            self.why = reason
+        elif budget.left() <= 0:
+            self.why = f"sympy's {SYMPY_TOTAL_SECONDS:g} s for blame went to earlier nodes"
+        else:
+            self.sympy = self._sympy(lambda: _SympyRef(nd))
+
+    def _sympy(self, build: Callable[[], Any]) -> Any:
+        with self.budget.share():
+            try:
+                return build()
+            except _FATAL:
+                raise
+            except sympy_backend.OutOfShare:
+                self.why = f"sympy ran out of its time for this node ({SYMPY_NODE_SECONDS:g} s)"
+            except sympy_backend.SympyUnavailable as exc:
+                self.why = f"sympy: {exc}"
+            except Exception as exc:  # sympy cannot express or compile it: JAX judges
+                self.why = f"sympy cannot build it ({type(exc).__name__}: {str(exc)[:80]})"
+        return None
+
+    def _call(self, name: str, *args: Any) -> Any:
+        if self.sympy is not None:
+            with self.budget.share():
+                try:
+                    result = getattr(self.sympy, name)(*args)
+                    self.used.add(_EXACT)
+                    return result
+                except _FATAL:
+                    raise
+                except sympy_backend.OutOfShare:
+                    self.sympy = None
+                    self.why = f"sympy ran out of its time for this node ({SYMPY_NODE_SECONDS:g} s)"
+                except Exception:  # not at this point (an infinite derivative): JAX says there
+                    if not self.why:
+                        self.why = "sympy could not evaluate at some points"
+        self.used.add("JAX")
+        return getattr(self.jax, name)(*args)
+
+    def first(self, xs: list[Any], cots: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self._call("first", xs, cots)
+
+    def second(
+        self, xs: list[Any], cots: Sequence[np.ndarray], ws: Sequence[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return self._call("second", xs, cots, ws)
+
+    def rounded(self, name: str, *args: Any) -> Any:
+        """sympy's formula computed in the node's precision (None without sympy): what a
+        straightforward float implementation gets, for _spread."""
+        if self.sympy is None:
+            return None
+        bits = 24 if _narrow(self.nd) else 53
+        with self.budget.share():
+            try:
+                return getattr(self.sympy, name)(*args, bits=bits)
+            except _FATAL:
+                raise
+            except Exception:
+                return None
+
+    def describe(self) -> str:
+        if self.used == {_EXACT}:
+            return "sympy (exact)"
+        if _EXACT in self.used:
+            return f"sympy (exact), and JAX (float64) where {self.why or 'sympy could not'}"
+        return f"JAX (float64; {self.why})" if self.why else "JAX (float64)"
+
+
+class _SympyBudget:
+    """sympy's time over one blame (SYMPY_TOTAL_SECONDS) and for each node."""
+
+    def __init__(self) -> None:
+        self.used = 0.0
+        self.node_until = math.inf
+
+    def left(self) -> float:
+        return SYMPY_TOTAL_SECONDS - self.used
+
+    def start_node(self) -> None:
+        self.node_until = time.monotonic() + SYMPY_NODE_SECONDS
+
+    @contextmanager
+    def share(self) -> Iterator[None]:
+        """sympy's deadline (sympy_backend's own, which its loops check) for the block."""
+        start = time.monotonic()
+        sympy_backend._budget.deadline = min(self.node_until, start + max(0.0, self.left()))
+        try:
+            yield
+        finally:
+            sympy_backend._budget.deadline = math.inf
+            self.used += time.monotonic() - start
+
+
+def _too_large(nd: _Node) -> str:
+    """Why sympy does not take this node (empty: it does)."""
+    out = sum(math.prod(shape) for shape in nd.out_shapes)
+    inner = 1
+    if nd.node.op in ("matmul", "dot"):
+        first = np.shape(nd.operands[0])
+        inner = first[-1] if first else 1
+    cost = nd.entries + out * inner
+    if cost > SYMPY_MAX_COST:
+        return f"too large for sympy ({cost} scalar operations, at most {SYMPY_MAX_COST})"
+    return ""
+
+
+# ---------------------------------------------------------------- judging one quantity
+
+
+@dataclass
+class _Finding:
+    check: str  # which check found it (a batch's row, a create_graph part)
+    detail: str
+    error: float
+    kind: str = ""  # the check, as find_culprits lists them
+
+
+@dataclass
+class _Item:
+    """One array to judge: the engine's, what it is, its tolerance, entries left unverified."""
+
+    engine: np.ndarray
+    what: str
+    tol: Tolerance
+    skip: np.ndarray | None = None
+
+
+def _limits(
+    near: list[np.ndarray], nearer: list[np.ndarray], tol: Tolerance
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per entry, the range [lo, hi] the one-sided derivatives span (a side diverging: to
+    infinity), and whether any side was defined there."""
+    shape = near[0].shape if near else ()
+    lo, hi = np.full(shape, np.inf), np.full(shape, -np.inf)
+    any_side = np.zeros(shape, bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for v1, v2 in zip(near, nearer):
+            ok = ~np.isnan(v2)
+            v1 = np.where(np.isnan(v1), v2, v1)
+            grows = ok & ((np.abs(v2) > DIVERGING * np.abs(v1) + tol.atol) | np.isinf(v2))
+            spread = np.where(grows, 0.0, np.abs(v1 - v2))
+            s_lo = np.where(grows & (v2 < 0), -np.inf, np.minimum(v2 - spread, np.where(grows, v1, v2)))
+            s_hi = np.where(grows & (v2 > 0), np.inf, np.maximum(v2 + spread, np.where(grows, v1, v2)))
+            lo = np.where(ok, np.minimum(lo, s_lo), lo)
+            hi = np.where(ok, np.maximum(hi, s_hi), hi)
+            any_side |= ok
+    return lo, hi, any_side
+
+
+def _judge(
+    check: str,
+    items: list[_Item],
+    evaluate: Callable[[list[Any]], list[np.ndarray]],
+    nd: _Node,
+    sides: list[list[np.ndarray | None]],
+    excuse: Callable[[list[Any]], list[np.ndarray] | None] | None,
+    rounded: Callable[[list[Any]], list[np.ndarray] | None] | None,
+    ref: _Reference,
+    stats: _Stats | None,
+    second_order: bool = False,
+) -> _Finding | None:
+    """Compare each item with the reference at the node's operands: exactly where the sides of
+    its kinks (if any) agree with the point itself, within the range the one-sided derivatives
+    span where they do not. An entry where the engine equals JAX computing the same op in the
+    engine's dtypes (finite, at a kink) is floating point, not a wrong rule. Second order
+    (`second_order`): where a one-sided derivative diverges, or at a norm's or std's kink, a
+    value outside the range is left unverified (see below). The worst finding, or None; `stats`
+    (when given) counts the entries judged at kinks and those left unverified."""
+    center = evaluate(nd.wide)
+    near: list[list[np.ndarray]] = []
+    nearer: list[list[np.ndarray]] = []
+    for side in sides:
+        deadline.checkpoint()
+        near.append(evaluate(_shifted(nd.wide, side, 1.0)))
+        nearer.append(evaluate(_shifted(nd.wide, side, DELTA_RATIO)))
+    worst: _Finding | None = None
+    native: list[np.ndarray] | None = None
+    spread: list[np.ndarray] | None = None
+    partial = any(item.skip is not None for item in items)  # some kinked entries not moved
+    for i, item in enumerate(items):
+        e = np.asarray(item.engine, np.float64)
+        c = np.asarray(center[i], np.float64)
+        if e.shape != c.shape:
+            return _Finding(
+                check, f"{item.what}: a gradient of shape {e.shape}, expected {c.shape}", math.inf
+            )
+        judged = np.ones(e.shape, bool) if item.skip is None else ~np.broadcast_to(item.skip, e.shape)
+        unverified = ~judged
+        exact = judged
+        ranged = bad_range = np.zeros(e.shape, bool)
+        lo = hi = c
+        if sides:
+            v1 = [np.asarray(n[i], np.float64) for n in near]
+            v2 = [np.asarray(n[i], np.float64) for n in nearer]
+            moved = np.zeros(e.shape, bool)
+            for a, b in zip(v1, v2):
+                moved |= ~close(a, c, item.tol) | ~close(b, c, item.tol)
+            lo, hi, any_side = _limits(v1, v2, item.tol)
+            exact = judged & ~moved
+            unverified = unverified | (judged & moved & ~any_side)
+            ranged = judged & moved & any_side
+            with np.errstate(invalid="ignore", over="ignore"):
+                inside = (e >= lo - (item.tol.atol + item.tol.rtol * np.abs(lo))) & (
+                    e <= hi + (item.tol.atol + item.tol.rtol * np.abs(hi))
+                )
+            unbounded = (lo == -np.inf) | (hi == np.inf)
+            nonfinite_ok = (np.isposinf(e) & (hi == np.inf)) | (np.isneginf(e) & (lo == -np.inf))
+            nonfinite_ok |= np.isnan(e) & unbounded
+            bad_range = ranged & ~np.where(np.isfinite(e), inside, nonfinite_ok)
+            if second_order:
+                # the first derivative there is itself a convention (diverging one-sided slopes),
+                # or the sides span only part of the generalized gradient (a ball for norm and
+                # std, which <VJP, w> sees whole): outside the span is not proof of a wrong rule
+                loose = unbounded | (nd.node.op in _BALLS) | partial
+                unverified = unverified | (bad_range & loose)
+                bad_range = bad_range & ~loose
+        wrong = exact & ~close(e, c, item.tol)
+        if (wrong.any() or bad_range.any()) and excuse is not None:
+            if native is None:
+                native = excuse(nd.wide) or []
+            if i < len(native):
+                same = close(e, native[i], item.tol)
+                wrong = wrong & ~same
+                bad_range = bad_range & ~(same & np.isfinite(native[i]))
+        if second_order and partial and item.skip is None:
+            # <VJP, w> with respect to a cotangent mixes kinked entries, some never moved
+            unverified = unverified | wrong
+            wrong = np.zeros(e.shape, bool)
+        if wrong.any():
+            if spread is None:
+                spread = _spread(evaluate, [excuse, rounded], nd, center)
+            with np.errstate(invalid="ignore", over="ignore"):
+                wrong = wrong & ~(np.abs(e - c) <= CONDITION_MARGIN * spread[i] + item.tol.atol)
+        if stats is not None:
+            stats.unverified += int(unverified.sum())
+            stats.kink_entries += int(ranged.sum())
+        bad = wrong | bad_range
         if not bad.any():
             continue
-        errors = np.where(bad, np.nan_to_num(np.abs(a - b), nan=np.inf), -1.0)
-        idx = np.unravel_index(np.argmax(errors), a.shape)
-        if errors[idx] >= worst:
-            at = tuple(map(int, idx))
-            where = f"operand {k} entry {at}: engine {float(a[idx]):.10g}, JAX {float(b[idx]):.10g}"
-            worst = float(errors[idx])
-    return _blame(node, worst, where) if where else None
+        with np.errstate(invalid="ignore", over="ignore"):
+            dist = np.where(wrong, np.abs(e - c), np.maximum(lo - e, e - hi))
+        dist = np.where(bad, np.nan_to_num(dist, nan=np.inf, posinf=np.inf), -1.0)
+        idx = np.unravel_index(int(np.argmax(dist)), e.shape)
+        if wrong[idx]:
+            said = f"{ref.describe()} {float(c[idx]):.10g}"
+        else:
+            said = (
+                "outside the range the one-sided derivatives span at this kink, "
+                f"[{float(lo[idx]):.10g}, {float(hi[idx]):.10g}] ({ref.describe()})"
+            )
+        at = tuple(int(j) for j in idx)
+        detail = f"{item.what}, entry {at}: engine {float(e[idx]):.10g}, {said}"
+        if worst is None or float(dist[idx]) > worst.error:
+            worst = _Finding(check, detail, float(dist[idx]))
+    return worst
 
 
-def _blame(node: IRNode, err: float, detail: str) -> Blame:
-    """node_name is the op until find_culprits names the engine's node."""
-    return Blame(node.op, node.op, node.id, node.pos, node.text, err, detail)
+def _spread(
+    evaluate: Callable[[list[Any]], list[np.ndarray]],
+    floats: list[Callable[[list[Any]], list[np.ndarray] | None] | None],
+    nd: _Node,
+    center: list[np.ndarray],
+) -> list[np.ndarray]:
+    """Per entry, how far from the exact value a correct computation in the node's dtype may
+    land near this point: the largest of how far the exact reference moves when the float
+    operands move by CONDITION_ULPS rounding errors (at CONDITION_POINTS seeded points), and how
+    far each of `floats` (the same derivative computed in the node's precision: JAX in the
+    engine's dtypes, sympy's formula rounded to float64 or float32) is from the exact value,
+    there and at the point. At an ill-conditioned point (std of [1 + 1e-12, 1, 1]) rounding
+    alone makes errors of 1e-4, and torch makes them too; a wrong rule is off by more."""
+    eps = float(np.finfo(np.float32 if _narrow(nd) else np.float64).eps) * CONDITION_ULPS
+    rng = np.random.default_rng(0)
+    out = [np.zeros(np.shape(c)) for c in center]
+
+    def widen(values: list[np.ndarray] | None, exact: list[np.ndarray]) -> None:
+        for o, v, c in zip(out, values or [], exact):
+            with np.errstate(invalid="ignore", over="ignore"):
+                d = np.abs(np.asarray(v, np.float64) - c)
+            o[...] = np.fmax(o, np.where(np.isfinite(d), d, 0.0))
+
+    floats = [f for f in floats if f is not None]
+    for f in floats:
+        widen(f(nd.wide), center)
+    for _ in range(CONDITION_POINTS):
+        deadline.checkpoint()
+        xs = [
+            x * (1 + eps * rng.uniform(-1, 1, np.shape(x))) if k in nd.floats else x
+            for k, x in enumerate(nd.wide)
+        ]
+        exact = [np.asarray(v, np.float64) for v in evaluate(xs)]
+        widen(exact, center)
+        for f in floats:
+            widen(f(xs), exact)
+    return out
+
+
+def _narrow(nd: _Node) -> bool:
+    """Whether the node computes in float32 (a float32 operand or result)."""
+    return any(np.dtype(d) == np.float32 for d in nd.out_dtypes) or any(
+        nd.operands[k].dtype == np.float32 for k in nd.floats
+    )
+
+
+def _shifted(xs: list[Any], side: list[np.ndarray | None], scale: float) -> list[Any]:
+    return [x if s is None else np.asarray(x, np.float64) + scale * s for x, s in zip(xs, side)]
+
+
+# ---------------------------------------------------------------- the engine on one node
+
+
+class _RuleRaised(Exception):
+    """The engine raised while running the node's rule (a wrong shape, a wrong count...)."""
+
+
+def _forward(nd: _Node, diff: Sequence[int]) -> tuple[list[Any], tuple[Any, ...]]:
+    leaves = []
+    for k, v in enumerate(nd.operands):
+        if isinstance(v, np.ndarray):
+            leaves.append(cg.tensor(v.copy(), requires_grad=k in diff))
+        else:
+            leaves.append(v)
+    with cg.enable_grad():
+        out = engine_backend.LOWERING[nd.node.op](leaves, nd.node.attr_dict)
+    return leaves, out if isinstance(out, tuple) else (out,)
+
+
+def _backward(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except _FATAL:
+        raise
+    except Exception as exc:  # the rule under test failed: that is the finding
+        raise _RuleRaised(f"{type(exc).__name__}: {exc}") from None
+
+
+def _grad(outs: Sequence[Any], inputs: Sequence[Any], cots: Sequence[Any], **kw: Any) -> list[Any]:
+    live = [k for k, o in enumerate(outs) if o.requires_grad]
+    if not live:
+        return [cg.zeros(*i.shape, dtype=i.dtype) for i in inputs]
+    return list(
+        cg.grad(
+            [outs[k] for k in live],
+            list(inputs),
+            [cots[k] for k in live],
+            allow_unused=True,
+            materialize_grads=True,
+            **kw,
+        )
+    )
+
+
+def _engine_first(nd: _Node, diff: list[int], cots: list[np.ndarray]) -> list[np.ndarray]:
+    leaves, outs = _forward(nd, diff)
+    gs = _backward(lambda: _grad(outs, [leaves[k] for k in diff], [cg.tensor(c) for c in cots]))
+    return [g.data for g in gs]
+
+
+def _engine_batched(nd: _Node, diff: list[int], rows: list[np.ndarray]) -> list[np.ndarray]:
+    leaves, outs = _forward(nd, diff)
+    gs = _backward(
+        lambda: _grad(
+            outs, [leaves[k] for k in diff], [cg.tensor(r) for r in rows], is_grads_batched=True
+        )
+    )
+    return [g.data for g in gs]
+
+
+def _engine_create_graph(
+    nd: _Node, diff: list[int], cots: list[np.ndarray], ws: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], set[str]]:
+    """The VJP under create_graph; the gradient of <VJP, w> with respect to the operands in
+    `diff` and to the cotangents (the VJP's own graph pulled back with w as its cotangent: no op
+    of blame's own enters it); and the ops that VJP's graph is made of."""
+    leaves, outs = _forward(nd, diff)
+    vs = [cg.tensor(c, requires_grad=True) for c in cots]
+    xs = [leaves[k] for k in diff]
+    gs = _backward(lambda: _grad(outs, xs, vs, create_graph=True))
+    live = [j for j, g in enumerate(gs) if g.requires_grad]
+    if not live:
+        second = [np.zeros(t.shape, t.dtype) for t in xs + vs]
+    else:
+        result = _backward(
+            lambda: cg.grad(
+                [gs[j] for j in live],
+                xs + vs,
+                [cg.tensor(ws[j]) for j in live],
+                allow_unused=True,
+                materialize_grads=True,
+            )
+        )
+        second = [r.data for r in result]
+    return [g.data for g in gs], second[: len(xs)], second[len(xs) :], _ops_of(gs, outs)
+
+
+def _ops_of(gs: Sequence[Any], outs: Sequence[Any]) -> set[str]:
+    """The ops of the graph that computed gs (the VJP under create_graph), not the forward's."""
+    forward = {id(o.grad_fn) for o in outs if o.grad_fn is not None}
+    seen: set[int] = set()
+    ops: set[str] = set()
+    stack = [g.grad_fn for g in gs if g.grad_fn is not None]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen or id(fn) in forward:
+            continue
+        seen.add(id(fn))
+        impl = getattr(fn, "impl", None)
+        if impl is not None:
+            ops.add(impl.spec.name)
+        stack.extend(child for child, _ in getattr(fn, "next_functions", ()))
+    return ops
+
+
+# ---------------------------------------------------------------- checking one node
+
+
+@dataclass
+class _Stats:
+    checked: int = 0
+    with_frozen: int = 0
+    at_kinks: int = 0
+    kink_entries: int = 0
+    unverified: int = 0
+    by: dict[str, int] = field(default_factory=dict)
+    why_jax: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _tol(dtypes: Sequence[Any], overrides: tuple[float | None, float | None]) -> Tolerance:
+    narrow = any(np.dtype(d) == np.float32 for d in dtypes if d is not None)
+    return Tolerance.for_dtype("float32" if narrow else "float64", *overrides)
+
+
+@dataclass
+class _Outcome:
+    findings: list[_Finding]  # at most one per check, in the order the checks ran
+    vjp_ops: set[str] = field(default_factory=set)  # the ops its create_graph VJP is made of
+
+
+def _check(
+    nd: _Node,
+    sides: list[list[np.ndarray | None]],
+    skip: np.ndarray | None,
+    rng: np.random.Generator,
+    overrides: tuple[float | None, float | None],
+    ref: _Reference,
+    stats: _Stats,
+) -> _Outcome:
+    """Every check of one node, in each configuration of frozen operands."""
+    shapes, dtypes = nd.out_shapes, nd.out_dtypes
+    cot = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
+    rows = [rng.standard_normal((BATCH_COTANGENTS, *s)).astype(d) for s, d in zip(shapes, dtypes)]
+    ws = {
+        k: rng.standard_normal(np.shape(nd.operands[k])).astype(nd.operands[k].dtype) for k in nd.floats
+    }
+    cot64 = [np.asarray(c, np.float64) for c in cot]
+    row64 = [[np.asarray(x[r], np.float64) for x in rows] for r in range(BATCH_COTANGENTS)]
+    memo: dict[Any, Any] = {}
+
+    def memoized(key: Any, fn: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+        """The reference at operand values xs, computed once per configuration-free key (the
+        reference's derivatives with respect to an operand do not depend on which others are
+        frozen)."""
+
+        def get(xs: list[Any]) -> Any:
+            k = (key, _fingerprint(xs))
+            if k not in memo:
+                deadline.checkpoint()
+                memo[k] = fn(xs)
+            return memo[k]
+
+        return get
+
+    first = memoized("first", lambda xs: ref.first(xs, cot64))
+    row_first = [
+        memoized(("row", r), lambda xs, r=r: ref.first(xs, row64[r])) for r in range(BATCH_COTANGENTS)
+    ]
+    native = _JaxRef(nd, native=True)
+    outcome = _Outcome([])
+    seen: set[str] = set()
+
+    def found(check: str, f: _Finding | None) -> None:
+        if f is not None and check not in seen:
+            seen.add(check)
+            f.kind = check
+            outcome.findings.append(f)
+
+    configs = [("", list(nd.floats))]
+    frozen_diff = [k for k in nd.floats if k not in nd.frozen]
+    if nd.frozen and frozen_diff:
+        names = ", ".join(nd.names[k] for k in sorted(nd.frozen))
+        configs.append((f" (with {names} frozen, as in the request)", frozen_diff))
+    for tag, diff in configs:
+        deadline.checkpoint()
+        counting = stats if not tag else None  # entries are counted once per node
+
+        def sel(values: list[np.ndarray], diff: list[int] = diff) -> list[np.ndarray]:
+            return [values[nd.floats.index(k)] for k in diff]
+
+        def items(
+            values: list[np.ndarray], what: str = "gradient of", diff: list[int] = diff
+        ) -> list[_Item]:
+            return [
+                _Item(
+                    v,
+                    f"{what} {nd.names[k]}",
+                    _tol([nd.operands[k].dtype, *dtypes], overrides),
+                    skip if k == 0 else None,
+                )
+                for v, k in zip(values, diff)
+            ]
+
+        def in_float(cs: list[np.ndarray], sel: Callable[..., Any] = sel) -> tuple[Any, Any]:
+            """The first-order derivative computed in the node's precision: by JAX in the
+            engine's dtypes, and by sympy's formula rounded (see _spread)."""
+
+            def rounded(xs: list[Any]) -> Any:
+                values = ref.rounded("first", xs, cs)
+                return None if values is None else sel(values)
+
+            return (lambda xs: _quiet(lambda: sel(native.first(xs, cs)))), rounded
+
+        def judge(
+            label: str,
+            its: list[_Item],
+            evaluate: Callable[..., Any],
+            floats: tuple[Any, Any],
+            n: Any = None,
+            second_order: bool = False,
+        ) -> Any:
+            excuse, rounded = floats
+            return _judge(label, its, evaluate, nd, sides, excuse, rounded, ref, n, second_order)
+
+        # (a) first order, one random cotangent
+        label = f"first order{tag}"
+        try:
+            got = _engine_first(nd, diff, cot)
+            f = judge(label, items(got), lambda xs, sel=sel: sel(first(xs)), in_float(cot64), counting)
+            found(label, f)
+        except _RuleRaised as exc:
+            found(label, _Finding(label, f"the engine raised {exc}", math.inf))
+        # (b) several cotangents at once, as a Jacobian pushes them, row by row
+        label = f"{BATCH_COTANGENTS} batched cotangents{tag}"
+        try:
+            got = _engine_batched(nd, diff, rows)
+            for g, k in zip(got, diff):
+                want = (BATCH_COTANGENTS, *np.shape(nd.operands[k]))
+                if g.shape != want:
+                    raise _RuleRaised(
+                        f"returned batched gradients of {nd.names[k]} of shape {g.shape}, "
+                        f"expected {want}"
+                    )
+            for r in range(BATCH_COTANGENTS):
+                f = judge(
+                    f"{label}, row {r}",
+                    items([g[r] for g in got]),
+                    lambda xs, sel=sel, r=r: sel(row_first[r](xs)),
+                    in_float(row64[r]),
+                )
+                if f is not None:
+                    found(label, f)
+                    break
+        except _RuleRaised as exc:
+            found(label, _Finding(label, f"the engine raised {exc}", math.inf))
+        # (c) create_graph: the VJP's values, then the VJP of the VJP
+        label = f"create_graph{tag}"
+        try:
+            values, second_x, second_v, ops = _engine_create_graph(nd, diff, cot, [ws[k] for k in diff])
+            outcome.vjp_ops |= ops
+            f = judge(
+                f"{label}, the VJP's values",
+                items(values),
+                lambda xs, sel=sel: sel(first(xs)),
+                in_float(cot64),
+            )
+            if f is None:
+                w64 = [
+                    np.asarray(ws[k], np.float64) if k in diff else np.zeros(ws[k].shape)
+                    for k in nd.floats
+                ]
+                wn = [ws[k] if k in diff else np.zeros_like(ws[k]) for k in nd.floats]
+
+                def second(xs: list[Any], sel: Callable[..., Any] = sel, w64: Any = w64) -> Any:
+                    gx, gv = ref.second(xs, cot64, w64)
+                    return [*sel(gx), *gv]
+
+                def native_second(xs: list[Any], sel: Callable[..., Any] = sel, wn: Any = wn) -> Any:
+                    gx, gv = native.second(xs, cot64, wn)
+                    return [*sel(gx), *gv]
+
+                def rounded_second(xs: list[Any], sel: Callable[..., Any] = sel, w64: Any = w64) -> Any:
+                    values = ref.rounded("second", xs, cot64, w64)
+                    return None if values is None else [*sel(values[0]), *values[1]]
+
+                its = items(second_x, "d<VJP, w>/d") + [
+                    _Item(v, f"d<VJP, w>/d cotangent {j}", _tol([dtypes[j]], overrides))
+                    for j, v in enumerate(second_v)
+                ]
+                f = judge(
+                    f"{label}, the VJP of the VJP",
+                    its,
+                    memoized(("second", tuple(diff)), second),
+                    (lambda xs, f=native_second: _quiet(lambda: f(xs)), rounded_second),
+                    second_order=True,
+                )
+            found(label, f)
+        except _RuleRaised as exc:
+            found(label, _Finding(label, f"the engine raised {exc}", math.inf))
+    return outcome
+
+
+def _fingerprint(xs: list[Any]) -> tuple[Any, ...]:
+    """Operand values as a key: float arrays by content, constants (the same objects) by id."""
+    return tuple((x.shape, x.tobytes()) if _float(x) else id(x) for x in xs)
+
+
+def _quiet(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except _FATAL:
+        raise
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------- every node
+
+
+def _overrides(tol: Tolerance | None, rtol: float | None, atol: float | None) -> tuple[Any, Any]:
+    """The request's own tolerances: given, or read from an old caller's `tol` when it is not one
+    of the dtype defaults."""
+    if rtol is not None or atol is not None or tol is None:
+        return rtol, atol
+    defaults = [Tolerance.for_dtype(d) for d in ("float64", "float32")]
+    if any(tol.rtol == d.rtol and tol.atol == d.atol for d in defaults):
+        return None, None
+    return tol.rtol, tol.atol
+
+
+def _values(x: Any) -> Any:
+    if isinstance(x, cg.Tensor):
+        return x.data
+    return x
 
 
 def find_culprits(
-    nodes: list[IRNode], engine_values: dict[int, Any], skip: set[int], tol: Tolerance, seed: int
-) -> list[Blame]:
-    """Every node whose own VJP disagrees with JAX's, in program order (nodes in `skip`, e.g. at a
-    kink where conventions differ, are not judged)."""
+    nodes: list[IRNode],
+    engine_values: dict[int, Any],
+    skip: set[int] | None = None,
+    tol: Tolerance | None = None,
+    seed: int = 0,
+    *,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> Culprits:
+    """Every node whose own VJP rule is wrong, in program order, each checked alone (see the
+    module's docstring), as a Culprits list whose `checks` says what was checked.
+
+    nodes: the program's IR nodes; engine_values: the engine's tensor for every node id (its
+    forward pass, as engine_backend.run left it). rtol, atol: the request's own tolerances (None:
+    the defaults of each quantity's dtype). `skip` and `tol` are the old call's: kink nodes are now
+    checked against their one-sided derivatives (skip is ignored), and `tol` counts only when it
+    is not a dtype default (then it is the request's own tolerance)."""
+    del skip  # kinks are judged by admissibility now, not skipped
+    overrides = _overrides(tol, rtol, atol)
     rng = np.random.default_rng(seed)
-    culprits = []
+    by_id = {n.id: n for n in nodes}
+    stats = _Stats()
+    budget = _SympyBudget()
+    blamed: list[tuple[Blame, _Outcome]] = []
     for node in nodes:
         deadline.checkpoint()
-        if node.op in ("input", "take") or node.id in skip:
+        if node.op in ("input", "take"):
             continue
-        value = engine_values[node.id]
-        grad_fn = (value[0] if isinstance(value, tuple) else value).grad_fn
+        value = engine_values.get(node.id)
+        grad_fn = getattr(value[0] if isinstance(value, tuple) else value, "grad_fn", None)
         if grad_fn is None:
             continue
-        operands = [engine_values[a.id] if isinstance(a, Ref) else a for a in node.args]
-        blame = check_node(node, operands, tol, rng)
-        if blame is not None:
-            blame.node_name = grad_fn.name()
-            culprits.append(blame)
+        nd = _prepare(node, engine_values, by_id)
+        if nd is None:
+            stats.skipped += 1
+            continue
+        kinked = find_kinks([node], {node.id: nd.wide})
+        entries = kinked[0].entries if kinked else None
+        sides = kink_sides(node, nd.wide, entries) if nd.floats else []
+        skip_mask = kink_beyond_cap(node, nd.wide)
+        budget.start_node()
+        ref = _Reference(nd, budget)
+        outcome = _check(nd, sides, skip_mask, rng, overrides, ref, stats)
+        stats.checked += 1
+        stats.with_frozen += bool(nd.frozen)
+        stats.at_kinks += bool(sides) or skip_mask is not None
+        if _EXACT in ref.used:
+            stats.by[_EXACT] = stats.by.get(_EXACT, 0) + 1
+        elif ref.used:
+            stats.by["JAX"] = stats.by.get("JAX", 0) + 1
+            stats.why_jax.append(ref.why)
+        if outcome.findings:
+            first, *others = outcome.findings
+            detail = f"{first.check}: {first.detail}"
+            if others:
+                detail += f"; also wrong in: {'; '.join(f.kind for f in others)}"
+            if ref.used and ref.describe() not in detail:
+                detail += f" (reference: {ref.describe()})"
+            blame = Blame(grad_fn.name(), node.op, node.id, node.pos, node.text, first.error, detail)
+            blamed.append((blame, outcome))
+    culprits = Culprits(_primary(blamed))
+    culprits.checks = _describe(stats)
     return culprits
+
+
+_SECOND_ORDER = ", the VJP of the VJP"
+
+
+def _primary(blamed: list[tuple[Blame, _Outcome]]) -> list[Blame]:
+    """The culprits, without a node whose only fault is the VJP of its VJP when that VJP is made
+    of an op blamed on its own account (differentiating tanh's VJP runs mul's rule: a wrong mul
+    shows there too); the node that was dropped is named in the culprit's detail."""
+    primary = {
+        b.op
+        for b, o in blamed
+        if any(_SECOND_ORDER not in f.check or "raised" in f.detail for f in o.findings)
+    }
+    kept: list[Blame] = []
+    echoes: dict[str, list[str]] = {}
+    for b, o in blamed:
+        second_only = all(_SECOND_ORDER in f.check and "raised" not in f.detail for f in o.findings)
+        through = sorted(op for op in o.vjp_ops & primary if op != b.op)
+        if second_only and through:
+            where = f" at {b.position}" if b.position else ""
+            for op in through:
+                echoes.setdefault(op, []).append(f"{b.node_name}{where}")
+            continue
+        kept.append(b)
+    for b in kept:
+        if b.op in echoes:
+            b.detail += (
+                f"; this rule also runs in the create_graph path of {', '.join(echoes[b.op])}, "
+                "which is off for that reason"
+            )
+    return kept
+
+
+def _prepare(node: IRNode, values: dict[int, Any], by_id: dict[int, IRNode]) -> _Node | None:
+    """The node's operands as the engine's forward pass left them (None: an operand is a whole
+    multi-output value, which no op of the table takes)."""
+    operands, frozen, names, floats = [], set(), [], []
+    for k, arg in enumerate(node.args):
+        if isinstance(arg, Ref):
+            v = values.get(arg.id)
+            if v is None or isinstance(v, tuple):
+                return None
+            source = by_id.get(arg.id)
+            label = (source.name or source.text) if source is not None else ""
+            names.append(f"operand {k} ({label})" if label else f"operand {k}")
+            data = _values(v)
+            if _float(data):
+                floats.append(k)
+                if not v.requires_grad:
+                    frozen.add(k)
+            operands.append(data)
+        else:
+            names.append(f"operand {k} ({arg!r})")
+            operands.append(arg)
+    wide = [np.asarray(v, np.float64) if k in floats else v for k, v in enumerate(operands)]
+    out = values[node.id]
+    outs = out if isinstance(out, tuple) else (out,)
+    return _Node(
+        node,
+        operands,
+        wide,
+        floats,
+        frozen,
+        names,
+        [tuple(o.shape) for o in outs],
+        [o.dtype for o in outs],
+    )
+
+
+def _describe(s: _Stats) -> str:
+    if not s.checked:
+        return "no node with a gradient to check"
+    nodes = f"{s.checked} node{'s' if s.checked != 1 else ''}"
+    text = (
+        f"each of {nodes} checked alone at its saved operands: first order, "
+        f"{BATCH_COTANGENTS} batched cotangents, create_graph (the VJP of its VJP), "
+        "every float operand requiring grad"
+    )
+    if s.with_frozen:
+        text += f", and frozen operands as in the request ({s.with_frozen} with some)"
+    if s.at_kinks:
+        text += (
+            f"; {s.at_kinks} at kinks, against their one-sided derivatives "
+            f"({s.kink_entries} gradient entries judged by the admissible range)"
+        )
+    if s.unverified:
+        text += (
+            f"; {s.unverified} gradient entries at kinks left unverified (past the caps on "
+            "sides, or undefined on every side)"
+        )
+    refs = [f"sympy for {s.by[_EXACT]}"] if s.by.get(_EXACT) else []
+    if s.by.get("JAX"):
+        why = f" ({s.why_jax[0]})" if len(set(s.why_jax)) == 1 else ""
+        refs.append(f"JAX for {s.by['JAX']}{why}")
+    text += f"; reference: {', '.join(refs)}"
+    if s.skipped:
+        text += f"; {s.skipped} not checked (an operand is a multi-output value)"
+    return text
