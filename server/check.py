@@ -214,10 +214,11 @@ def _check_point(
             point, kinks, operand_values, lambda key: tolerance(key[0], *_names(key))
         )
         blocks = _blocks(derivs, point, tolerance, intervals)
+        verdict_mod.hull_check(blocks, intervals, lambda b: tolerance(b.quantity, b.output, b.input))
         engine_values = [_data(v) for v in run.values.values()]
         fp = verdict_mod.FloatingPoint(point, derivs, engine_values)
         numerical = verdict_mod.numerical_notes(
-            blocks, fp, lambda b: tolerance(b.quantity, b.output, b.input)
+            blocks, fp, lambda b: tolerance(b.quantity, b.output, b.input), intervals
         )
         verdict = verdict_mod.point_verdict(blocks)
         conventions = verdict_mod.convention_notes(kinks, blocks, intervals, how)

@@ -68,6 +68,10 @@ class Interval:
     reached: np.ndarray
     complete: bool = True  # False: too many kinks to combine every side; reached entries that
     # differ from the reference are then unverified, not excused
+    base: np.ndarray | None = None  # flat: the derivatives with every kinked group on one side
+    # per kinked group, its sides' differences from the base (sides x flat entries); None where
+    # they do not span the generalized gradient (only the range per entry is then used)
+    sides: list[np.ndarray] | None = None
 
 
 # Statuses of an entry of a source under test, from best to worst.
@@ -99,6 +103,7 @@ class Block:
     reference_name: np.ndarray | None = None  # flat: by whom
     reference_error: np.ndarray | None = None  # flat: its error bound (finite differences)
     witness_disagree: dict[str, np.ndarray] = field(default_factory=dict)  # witness -> flat mask
+    interval: Interval | None = None  # the kinks' one-sided range, where a kink reaches the block
 
     @property
     def label(self) -> str:
@@ -146,7 +151,7 @@ def compare_block(
 ) -> Block:
     """Judge every entry (judge), then count and rank them (summarize)."""
     judge(block, tol, interval)
-    return summarize(block, tol, interval, worst)
+    return summarize(block, tol, worst)
 
 
 def within(values: np.ndarray, interval: Interval, tol: Tolerance) -> np.ndarray:
@@ -184,6 +189,7 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
     _pair_stats(block, names, values, masks, errors, tol)
     n = values.shape[1]
     row = {name: k for k, name in enumerate(names)}
+    block.interval = interval
 
     def admissible(k: int) -> np.ndarray:
         return np.zeros(n, bool) if interval is None else within(values[k], interval, tol)
@@ -199,13 +205,19 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         block.judged_by[r] = int(take.sum())
     block.judged_by["none"] = int((~have).sum())
 
+    # At entries a kink moves, the one-sided derivatives' range is the judge: references may
+    # differ there by convention (JAX's nan for the norm of a zero vector, finite differences'
+    # average), so they neither witness nor need confirming.
+    reached = np.zeros(n, bool) if interval is None else interval.reached.reshape(-1)
+    settled_by_kink = reached if interval is not None and interval.complete else np.zeros(n, bool)
+
     # witnesses against the exact reference
     if "sympy" in row:
         s = row["sympy"]
         for w in ("jax", "fd"):
             if w in row:
                 k = row[w]
-                off = masks[k] & masks[s] & ~close(values[k], values[s], tol, errors[k]) & ~admissible(k)
+                off = masks[k] & masks[s] & ~close(values[k], values[s], tol, errors[k]) & ~reached
                 if off.any():
                     block.witness_disagree[w] = off
     block.references_disagree = int(
@@ -216,27 +228,27 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
     if "jax" in row and "fd" in row:
         j, f = row["jax"], row["fd"]
         exact = masks[row["sympy"]] if "sympy" in row else np.zeros(n, bool)
-        differ = ~close(values[j], values[f], tol, errors[f]) & ~(admissible(j) & admissible(f))
-        unsettled = ~exact & masks[j] & masks[f] & differ
+        differ = ~close(values[j], values[f], tol, errors[f])
+        unsettled = ~exact & masks[j] & masks[f] & differ & ~reached
     block.unsettled = int(unsettled.sum())
-    doubtful = unsettled | ~have
+    doubtful = (unsettled | ~have) & ~settled_by_kink
 
-    reached = np.zeros(n, bool) if interval is None else interval.reached.reshape(-1)
-    incomplete = interval is not None and not interval.complete
     for src in (u for u in UNDER_TEST if u in row):
         k = row[src]
-        differ = masks[k] & have & ~close(values[k], ref_value, tol, ref_extra)
-        convention = differ & admissible(k) & (not incomplete)
+        differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
+        convention = differ & settled_by_kink & admissible(k)
         status = np.zeros(n, np.int8)
         status[convention] = STATUSES.index("convention")
         status[differ & ~convention] = STATUSES.index("fail")
-        status[masks[k] & (doubtful | (differ & reached & incomplete))] = STATUSES.index("unverified")
+        status[masks[k] & (doubtful | (differ & reached & ~settled_by_kink))] = STATUSES.index(
+            "unverified"
+        )
         block.status_map[src] = status
     block.reference, block.reference_name = ref_value, ref_name
     block.reference_error = ref_extra
 
 
-def summarize(block: Block, tol: Tolerance, interval: Interval | None = None, worst: int = 5) -> Block:
+def summarize(block: Block, tol: Tolerance, worst: int = 5) -> Block:
     """Counts per status, the block's status, and its worst entries (from the status map)."""
     fail = STATUSES.index("fail")
     bad = np.zeros(int(np.prod(block.shape)), bool)
@@ -250,7 +262,7 @@ def summarize(block: Block, tol: Tolerance, interval: Interval | None = None, wo
     block.status = STATUSES[worst_status]
     if block.status == "pass" and block.references_disagree:
         block.status = "references disagree"
-    block.worst = _worst_entries(block, tol, interval, worst)
+    block.worst = _worst_entries(block, tol, block.interval, worst)
     return block
 
 

@@ -207,7 +207,7 @@ def find_kinks(nodes: list[IRNode], operand_values: dict[int, list[Any]]) -> lis
 
 DELTA = 1e-9  # relative shift off a kink: one side's slope, far below every tolerance elsewhere
 POLE_DELTA = 1e-15  # for slopes that diverge at the kink: the shifted slope is then huge
-MAX_SIDES = 16  # patterns per kink (a tie of k entries has k; a zero vector 2 per entry)
+MAX_GROUP = 8  # entries of a zero vector (norm, std) whose directions are sampled
 # Ops whose slope is infinite on the kink (a domain edge or a pole): the range is unbounded there.
 UNBOUNDED = {"sqrt", "log", "log1p", "reciprocal", "tan", "pow", "pow_tensor", "rpow", "div"}
 
@@ -216,12 +216,19 @@ Shift = dict[int, np.ndarray]  # operand index -> what to add to it
 
 @dataclass(frozen=True)
 class Sides:
-    """Shifts that put a kinked op just off its kink, one pattern per side (or per tied entry
-    that could win): the generalized gradient there is spanned by the derivatives at these
-    points. `complete` is False when there were more sides than MAX_SIDES (some left out)."""
+    """How to step off a kink. The kink falls into independent groups (a kinked entry of an
+    elementwise op; a row of tied entries of a max; a zero row of a norm), each with its
+    alternatives: shifts that put it just off the kink on one side (or make one tied entry the
+    winner). The generalized gradient is the set of derivatives where each group takes a convex
+    combination of its alternatives' derivatives.
+    `hull`: whether those alternatives span it exactly (piecewise-linear kinks and ties); the
+    norm of a zero vector and the std of equal entries have a ball, which sampled directions
+    only approximate (then only the range per entry is used). `complete`: no group or
+    alternative was left out."""
 
-    patterns: list[Shift]
+    groups: list[list[Shift]]
     unbounded: bool
+    hull: bool = True
     complete: bool = True
 
 
@@ -237,7 +244,7 @@ def _full(operands: list[Any], shape: tuple[int, ...]) -> int | None:
     return None
 
 
-def _groups(x: np.ndarray, axis: Any) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+def _rows(x: np.ndarray, axis: Any) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """x with the reduced axes moved last and flattened (one row per reduction), and the map
     back to x's shape."""
     from crossgrad.engine.optable import normalize_axes
@@ -253,48 +260,53 @@ def _groups(x: np.ndarray, axis: Any) -> tuple[np.ndarray, Callable[[np.ndarray]
     return rows, back
 
 
-def _entrywise(x: np.ndarray, axis: Any, on: np.ndarray, op: str) -> Sides:
-    """± a small shift at each entry of the rows (reductions) that sit on the kink, one entry at
-    a time: the one-sided directional derivatives (norm at zero, std of equal entries)."""
-    rows, back = _groups(np.asarray(x, np.float64), axis)
-    width = rows.shape[1]
-    count = min(width, MAX_SIDES // 2)
-    patterns = []
-    for j in range(count):
-        shift = np.zeros(rows.shape)
-        shift[on, j] = _delta(rows[on, j], op)
-        patterns += [{0: back(shift)}, {0: back(-shift)}]
-    return Sides(patterns, False, complete=count == width)
+def _one(shape: tuple[int, ...], row: int, col: int, value: float) -> np.ndarray:
+    out = np.zeros(shape)
+    out[row, col] = value
+    return out
 
 
-def _ties_sides(x: np.ndarray, axis: Any, biggest: bool, op: str) -> Sides:
-    """max/min reductions with ties: each tied entry in turn made the winner."""
-    rows, back = _groups(np.asarray(x, np.float64), axis)
+def _zero_rows(x: np.ndarray, axis: Any, on: np.ndarray, op: str) -> Sides:
+    """The norm of a zero row, the std of a row of equal entries: ± a small step along each of
+    its entries (the first MAX_GROUP)."""
+    rows, back = _rows(np.asarray(x, np.float64), axis)
+    width = min(rows.shape[1], MAX_GROUP)
+    groups = []
+    for r in np.flatnonzero(on):
+        step = _delta(rows[r], op)
+        groups.append(
+            [{0: back(_one(rows.shape, r, j, sign * step[j]))} for j in range(width) for sign in (1, -1)]
+        )
+    return Sides(groups, False, hull=False, complete=width == rows.shape[1])
+
+
+def _tie_sides(x: np.ndarray, axis: Any, biggest: bool, op: str) -> Sides:
+    """max/min reductions with ties: in each tied row, each tied entry in turn the winner."""
+    rows, back = _rows(np.asarray(x, np.float64), axis)
     best = rows.max(axis=1, keepdims=True) if biggest else rows.min(axis=1, keepdims=True)
-    tied = rows == best
-    tied &= tied.sum(axis=1, keepdims=True) > 1
-    rank = np.cumsum(tied, axis=1) - 1
-    count = int(tied.sum(axis=1).max(initial=0))
-    patterns = []
-    for j in range(min(count, MAX_SIDES)):
-        pick = tied & (rank == j)
-        shift = np.where(pick, _delta(rows, op), 0.0) * (1.0 if biggest else -1.0)
-        patterns.append({0: back(shift)})
-    return Sides(patterns, False, complete=count <= MAX_SIDES)
+    tied = (rows == best) & ((rows == best).sum(axis=1, keepdims=True) > 1)
+    sign = 1.0 if biggest else -1.0
+    groups = [
+        [
+            {0: back(_one(rows.shape, r, j, sign * _delta(rows[r, j], op)))}
+            for j in np.flatnonzero(tied[r])
+        ]
+        for r in np.flatnonzero(tied.any(axis=1))
+    ]
+    return Sides(groups, False)
 
 
 def sides(kink: Kink, operands: list[Any]) -> Sides | None:
-    """How to step off this kink on each side (None: the op's operands cannot be shifted entry
-    by entry, e.g. both broadcast; the kink's reach is then unverified)."""
+    """How to step off this kink (None: its operands cannot be shifted entry by entry, e.g. both
+    broadcast; what it may reach is then unverified)."""
     op, attrs = kink.node.op, kink.node.attr_dict
     x = operands[0]
     if op in ("max", "amax", "min", "amin"):
-        return _ties_sides(x, attrs["axis"], op in ("max", "amax"), op)
+        return _tie_sides(x, attrs["axis"], op in ("max", "amax"), op)
     if op in ("norm", "std"):
-        rows, _ = _groups(np.asarray(x, np.float64), attrs["axis"])
+        rows, _ = _rows(np.asarray(x, np.float64), attrs["axis"])
         centred = rows - rows.mean(axis=1, keepdims=True) if op == "std" else rows
-        on = np.all(centred == 0, axis=1)
-        return _entrywise(x, attrs["axis"], on, op)
+        return _zero_rows(x, attrs["axis"], np.all(centred == 0, axis=1), op)
     if kink.entries is None:
         return None
     entries = np.asarray(kink.entries, bool)
@@ -304,6 +316,10 @@ def sides(kink: Kink, operands: list[Any]) -> Sides | None:
         k = _full(operands, entries.shape)
     if k is None:
         return None
-    base = np.asarray(operands[k], np.float64)
-    step = np.where(entries, _delta(base, op), 0.0)
-    return Sides([{k: step}, {k: -step}], op in UNBOUNDED)
+    step = _delta(np.asarray(operands[k], np.float64), op)
+    groups = []
+    for flat in np.flatnonzero(entries):
+        one = np.zeros(entries.size)
+        one[flat] = step.reshape(-1)[flat]
+        groups.append([{k: one.reshape(entries.shape)}, {k: -one.reshape(entries.shape)}])
+    return Sides(groups, op in UNBOUNDED)

@@ -250,10 +250,11 @@ def jitted(program: Program, what: Any) -> bool:
     return operation_count(program) <= JIT_MAX_NODES[kind]
 
 
-def call(program: Program, wrt: Sequence[str], what: Any, *args: Any) -> Any:
+def call(program: Program, wrt: Sequence[str], what: Any, *args: Any, eager: bool = False) -> Any:
     """Run `what` for this program: compiled once per (program, shapes, dtypes, what) when it is
-    small, op by op otherwise."""
-    if not jitted(program, what):
+    small, op by op otherwise (or when eager: XLA may rewrite a compiled program, e.g. fold
+    log(exp(x)) into x, which op by op never does)."""
+    if eager or not jitted(program, what):
         return _function(program, tuple(wrt), what)(*args)
     key = (program, tuple(wrt), what)
     fn = _COMPILED.get(key)
@@ -273,15 +274,15 @@ def _as_jax(value: np.ndarray, native: bool = False) -> Any:
 def derivatives(point: Point, native: bool = False) -> Derivatives:
     """JAX's values and derivatives at a point (masks multiply the gradients, as hooks do).
     JAX is a float64 reference whatever the request's dtypes (the engine keeps float32);
-    native=True computes in the inputs' own dtypes instead: the same computation the engine
-    does, done by another implementation, for judging floating point's own errors."""
+    native=True computes in the inputs' own dtypes instead, op by op: the same computation the
+    engine does, done by another implementation, for judging floating point's own errors."""
     program, wrt, checks = point.program, point.wrt, point.checks
     args = [_as_jax(point.values[n], native) for n in wrt]
     args += [_as_jax(v, native) for v in point.fixed.values()]
     names = program.output_names
     d = Derivatives()
     if "vjp" not in checks or not wrt:
-        outs = call(program, wrt, "value", *args)
+        outs = call(program, wrt, "value", *args, eager=native)
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
     if not wrt:
         return d
@@ -292,11 +293,11 @@ def derivatives(point: Point, native: bool = False) -> Derivatives:
     if "vjp" in checks:
         dtypes = [program.node(i).dtype if native else "float64" for _, i in program.outputs]
         cots = [jnp.asarray(c, dtype) for c, dtype in zip(point.cotangents, dtypes)]
-        outs, grads = call(program, wrt, "vjp", *args, *cots)
+        outs, grads = call(program, wrt, "vjp", *args, *cots, eager=native)
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
     if "jacobian" in checks:
-        rows = _jacobian_rows(point, args)
+        rows = _jacobian_rows(point, args, native)
         start = 0
         for oname, oshape in point.output_shapes():
             size = math.prod(oshape)
@@ -305,7 +306,7 @@ def derivatives(point: Point, native: bool = False) -> Derivatives:
                 d.jacobian[(oname, n)] = masked(n, block)
             start += size
     if "hessian" in checks:
-        h = _hessian(point, args)
+        h = _hessian(point, args, native)
         offsets = np.cumsum([0] + [int(np.size(point.values[n])) for n in wrt])
         for a, na in enumerate(wrt):
             for b, nb in enumerate(wrt):
@@ -314,7 +315,7 @@ def derivatives(point: Point, native: bool = False) -> Derivatives:
     return d
 
 
-def _jacobian_rows(point: Point, args: list[Any]) -> dict[str, np.ndarray]:
+def _jacobian_rows(point: Point, args: list[Any], eager: bool = False) -> dict[str, np.ndarray]:
     """Every output entry's gradient (all outputs flattened), per input: shape (m,) + input's,
     in batches of rows whose cotangents and intermediates stay within BATCH_ELEMENTS."""
     program, wrt = point.program, point.wrt
@@ -327,13 +328,13 @@ def _jacobian_rows(point: Point, args: list[Any]) -> dict[str, np.ndarray]:
         stop = min(start + step, m)
         cot = np.zeros((step, m))
         cot[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        grads = call(program, wrt, ("jac_rows", step), *args, jnp.asarray(cot))
+        grads = call(program, wrt, ("jac_rows", step), *args, jnp.asarray(cot), eager=eager)
         for n, g in zip(wrt, grads):
             rows[n][start:stop] = np.asarray(g, dtype=np.float64)[: stop - start]
     return rows
 
 
-def _hessian(point: Point, args: list[Any]) -> np.ndarray:
+def _hessian(point: Point, args: list[Any], eager: bool = False) -> np.ndarray:
     """The Hessian of the scalar output over every differentiated entry (n x n), from batches
     of Hessian-vector products with unit directions (forward over reverse, as jax.hessian)."""
     program, wrt = point.program, point.wrt
@@ -346,7 +347,7 @@ def _hessian(point: Point, args: list[Any]) -> np.ndarray:
         stop = min(start + step, n)
         dirs = np.zeros((step, n))
         dirs[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        cols = call(program, wrt, ("hvp_cols", step), *args, jnp.asarray(dirs))
+        cols = call(program, wrt, ("hvp_cols", step), *args, jnp.asarray(dirs), eager=eager)
         flat = np.concatenate([np.asarray(c, np.float64).reshape(step, -1) for c in cols], axis=1)
         h[:, start:stop] = flat[: stop - start].T
     return h

@@ -1,0 +1,173 @@
+"""Verdict soundness (issue 8): the outside audit's false PASSes now FAIL, its false FAILs now pass
+with a note saying why, witnesses never outvote the exact reference, and what no reference could
+settle is UNVERIFIED, never PASS."""
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from crossgrad.engine.ops import IMPLS
+from crossgrad.server.check import check
+from crossgrad.server.model import Budget, CheckRequest, InputSpec, Verdict
+
+PASSED = (Verdict.PASS, Verdict.PASS_WITH_CONVENTION_DIFFERENCES, Verdict.PASS_WITH_NUMERICAL_NOTES)
+
+
+@contextmanager
+def scaled_vjp(op, factor=1.1):
+    """The engine's rule for `op` made wrong by a factor (restored afterwards)."""
+    impl = IMPLS[op]
+    original = impl.vjp
+    impl.vjp = lambda B, node, g, s: tuple(
+        None if r is None else r * factor for r in original(B, node, g, s)
+    )
+    try:
+        yield
+    finally:
+        impl.vjp = original
+
+
+def run(source, claimed=None, **inputs):
+    specs = [
+        InputSpec(n, v[0], dtype=v[1]) if isinstance(v, tuple) else InputSpec(n, v)
+        for n, v in inputs.items()
+    ]
+    return check(CheckRequest(source, specs, claimed_vjp=claimed or {}))
+
+
+# ---------------------------------------------------------------- false PASS, now FAIL
+
+
+def test_a_kink_whose_operand_depends_on_every_entry_excuses_none_of_sins_entries():
+    with scaled_vjp("sin"):
+        report = run("y = relu(sum(x) - 1) + sum(sin(x))", x=[0.25, 0.25, 0.5])
+    assert report.verdict is Verdict.FAIL, report.summary
+    assert report.block("vjp", "x").failing["engine"] == 3
+
+
+@pytest.mark.parametrize(
+    ("source", "x", "claim"),
+    [
+        ("y = sum(relu(x))", [0.0, 1.0], [17.0, 1.0]),
+        ("y = sum(abs(x))", [0.0, 1.0], [-40.0, 1.0]),
+        ("y = max(x)", [2.0, 2.0, 1.0], [5.0, -3.0, 0.0]),
+        ("y = amax(x)", [2.0, 2.0, 1.0], [1.5, -0.5, 0.0]),
+        ("y = sum(clamp(x, min=0.0, max=1.0))", [0.0, 1.0, 0.5], [2.0, 1.0, 1.0]),
+        ("y = norm(x)", [0.0, 0.0], [3.0, 0.0]),
+        ("y = sum(sqrt(x))", [0.0, 1.0], [5.0, 0.5]),
+    ],
+)
+def test_a_value_outside_the_one_sided_derivatives_fails_even_at_a_kink(source, x, claim):
+    report = run(source, claimed={"x": claim}, x=x)
+    assert report.verdict is Verdict.FAIL, report.summary
+    assert "the claimed values are wrong" in report.summary
+
+
+@pytest.mark.parametrize(
+    ("source", "x", "claim"),
+    [
+        ("y = sum(relu(x))", [0.0, 1.0], [0.5, 1.0]),
+        ("y = sum(relu(x))", [0.0, 1.0], [1.0, 1.0]),
+        ("y = sum(abs(x))", [0.0, 1.0], [-0.3, 1.0]),
+        ("y = max(x)", [2.0, 2.0, 1.0], [0.3, 0.7, 0.0]),
+        ("y = norm(x)", [0.0, 0.0], [0.6, -0.6]),
+    ],
+)
+def test_a_value_within_the_one_sided_derivatives_is_a_convention(source, x, claim):
+    report = run(source, claimed={"x": claim}, x=x)
+    assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
+    note = report.points[0].conventions[0]
+    assert note.admissible.startswith("[") and "claimed" in note.conventions
+
+
+def test_finite_differences_cannot_outvote_the_exact_reference():
+    """x[0] = 1e-12 is not a kink, but finite differences step across it and say 0.5."""
+    report = run("y = sum(relu(x))", claimed={"x": [0.5, 1.0]}, x=[1e-12, 1.0])
+    assert report.verdict is Verdict.FAIL, report.summary
+    block = report.block("vjp", "x")
+    assert block.failing == {"engine": 0, "claimed": 1}
+    notes = report.points[0].reference_notes
+    assert any(n.reference == "fd" and n.against == "sympy" and n.index == (0,) for n in notes)
+
+
+def test_a_correct_engine_passes_where_a_witness_is_off():
+    report = run("y = sum(relu(x))", x=[1e-12, 1.0])
+    assert report.verdict is Verdict.PASS, report.summary
+    assert "a witness disagrees" in report.summary
+
+
+# ---------------------------------------------------------------- false FAIL, now a note
+
+
+@pytest.mark.parametrize(
+    ("source", "x", "dtype", "why"),
+    [
+        ("y = sum(exp(x))", [100.0, 1.0], "float32", "overflow in float32"),
+        ("y = sum(log(exp(x)))", [1000.0, 1.0], "float64", "overflow in float64"),
+        ("y = std(x)", [1 + 1e-12, 1.0, 1.0], "float64", "ill-conditioning in float64"),
+    ],
+)
+def test_floating_point_departing_from_the_exact_value_is_a_numerical_note(source, x, dtype, why):
+    report = run(source, x=(x, dtype))
+    assert report.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, report.summary
+    notes = report.points[0].numerical
+    assert notes and all(n.why == why for n in notes)
+    note = notes[0]
+    assert note.source == "engine" and note.value != note.exact
+    assert note.same_precision == note.value or np.isclose(note.same_precision, note.value, rtol=1e-3)
+
+
+def test_a_wrong_rule_still_fails_where_floating_point_is_in_trouble():
+    with scaled_vjp("exp", 1.5):
+        report = run("y = sum(exp(x))", x=([100.0, 1.0], "float32"))
+    assert report.verdict is Verdict.FAIL, report.summary
+
+
+def test_mixed_precision_programs_are_judged_in_the_precision_of_each_block():
+    report = run("y = sum(a * b + tanh(a))", a=([0.3, 0.7], "float32"), b=[1.0, 2.0])
+    assert report.verdict is Verdict.PASS, report.summary
+    assert {b.input: b.dtype for b in report.blocks if b.quantity == "vjp"} == {
+        "a": "float32",
+        "b": "float64",
+    }
+
+
+# ---------------------------------------------------------------- what cannot be settled
+
+
+def test_jax_and_finite_differences_disagreeing_where_sympy_did_not_check_is_unverified(monkeypatch):
+    from crossgrad.server.backends import finite_diff
+
+    original = finite_diff.derivatives
+
+    def off(point, budget, seed):
+        d, status = original(point, budget, seed)
+        for source in d.vjp.values():
+            source.values = source.values + 1.0  # a witness that says something else
+        return d, status
+
+    monkeypatch.setattr(finite_diff, "derivatives", off)
+    report = check(
+        CheckRequest("y = sum(tanh(x))", [InputSpec("x", [0.1, 0.2])], references=("jax", "fd"))
+    )
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert report.block("vjp", "x").unsettled == 2
+
+
+def test_a_claim_no_reference_checked_is_not_a_pass():
+    report = check(
+        CheckRequest(
+            "y = sum(tanh(x))",
+            [InputSpec("x", np.linspace(-1, 1, 10))],
+            references=("sympy",),
+            claimed_vjp={"x": np.zeros(10)},
+            budget=Budget(sympy_max_scalar_ops=1, sympy_sample_entries=0),
+        )
+    )
+    assert report.verdict not in PASSED, report.summary
+
+
+def test_an_unused_input_has_no_gradient():
+    report = run("y = sum(a * 2)", a=[1.0, 2.0], b=[3.0])
+    assert report.verdict is Verdict.PASS, report.summary
+    assert report.block("vjp", "b").unused and "no gradient (unused)" in report.summary
