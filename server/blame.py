@@ -568,7 +568,14 @@ def _diff(e: Any, s: Any) -> Any:
     d = sp.diff(e, s)
     if d.has(sp.Derivative, sp.DiracDelta):  # piecewise-constant parts: zero almost everywhere
         d = d.replace(lambda z: isinstance(z, (sp.Derivative, sp.DiracDelta)), lambda z: 0)
+    if d.has(sp.Heaviside):  # the same values; printing Heaviside for mpmath takes 0.1 s a call
+        d = d.replace(lambda z: isinstance(z, sp.Heaviside), _step)
     return sp.sympify(d)
+
+
+def _step(h: Any) -> Any:
+    at0 = h.args[1] if len(h.args) > 1 else sp.S.Half
+    return sp.Piecewise((sp.S.One, h.args[0] > 0), (sp.S.Zero, h.args[0] < 0), (at0, True))
 
 
 def _diff_each(e: Any, free: list[Any], wrt: set) -> dict[Any, Any]:
@@ -1078,21 +1085,23 @@ def _engine_create_graph(
 
 
 def _ops_of(gs: Sequence[Any], outs: Sequence[Any]) -> set[str]:
-    """The ops of the graph that computed gs (the VJP under create_graph), not the forward's."""
-    forward = {id(o.grad_fn) for o in outs if o.grad_fn is not None}
-    seen: set[int] = set()
-    ops: set[str] = set()
-    stack = [g.grad_fn for g in gs if g.grad_fn is not None]
-    while stack:
-        fn = stack.pop()
-        if fn is None or id(fn) in seen or id(fn) in forward:
-            continue
-        seen.add(id(fn))
-        impl = getattr(fn, "impl", None)
-        if impl is not None:
-            ops.add(impl.spec.name)
-        stack.extend(child for child, _ in getattr(fn, "next_functions", ()))
-    return ops
+    """The ops of the graph that computed gs (the VJP under create_graph), not the forward's (a
+    composite's inner nodes, cross_entropy's log_softmax, are the forward's too)."""
+
+    def walk(starts: list[Any], stop: set[int]) -> dict[int, Any]:
+        seen: dict[int, Any] = {}
+        stack = list(starts)
+        while stack:
+            fn = stack.pop()
+            if fn is None or id(fn) in seen or id(fn) in stop:
+                continue
+            seen[id(fn)] = fn
+            stack.extend(child for child, _ in getattr(fn, "next_functions", ()))
+        return seen
+
+    forward = walk([o.grad_fn for o in outs], set())
+    vjp = walk([g.grad_fn for g in gs], set(forward))
+    return {fn.impl.spec.name for fn in vjp.values() if getattr(fn, "impl", None) is not None}
 
 
 # ---------------------------------------------------------------- checking one node
