@@ -1117,6 +1117,7 @@ class _Stats:
     by: dict[str, int] = field(default_factory=dict)
     why_jax: list[str] = field(default_factory=list)
     skipped: int = 0
+    failed: list[str] = field(default_factory=list)  # nodes blame could not check, and why
 
 
 def _tol(dtypes: Sequence[Any], overrides: tuple[float | None, float | None]) -> Tolerance:
@@ -1379,7 +1380,14 @@ def find_culprits(
         skip_mask = kink_beyond_cap(node, nd.wide)
         budget.start_node()
         ref = _Reference(nd, budget)
-        outcome = _check(nd, sides, skip_mask, rng, overrides, ref, stats)
+        try:
+            outcome = _check(nd, sides, skip_mask, rng, overrides, ref, stats)
+        except _FATAL:
+            raise
+        except Exception as exc:  # blame's own harness failed on this node: say so, go on
+            where = f" at {node.pos}" if node.pos else ""
+            stats.failed.append(f"{grad_fn.name()}{where} ({type(exc).__name__}: {str(exc)[:100]})")
+            continue
         stats.checked += 1
         stats.with_frozen += bool(nd.frozen)
         stats.at_kinks += bool(sides) or skip_mask is not None
@@ -1472,7 +1480,8 @@ def _prepare(node: IRNode, values: dict[int, Any], by_id: dict[int, IRNode]) -> 
 
 def _describe(s: _Stats) -> str:
     if not s.checked:
-        return "no node with a gradient to check"
+        failed = f" (blame itself failed on: {'; '.join(s.failed)})" if s.failed else ""
+        return f"no node with a gradient to check{failed}"
     nodes = f"{s.checked} node{'s' if s.checked != 1 else ''}"
     text = (
         f"each of {nodes} checked alone at its saved operands: first order, "
@@ -1495,7 +1504,10 @@ def _describe(s: _Stats) -> str:
     if s.by.get("JAX"):
         why = f" ({s.why_jax[0]})" if len(set(s.why_jax)) == 1 else ""
         refs.append(f"JAX for {s.by['JAX']}{why}")
-    text += f"; reference: {', '.join(refs)}"
+    if refs:
+        text += f"; reference: {', '.join(refs)}"
     if s.skipped:
         text += f"; {s.skipped} not checked (an operand is a multi-output value)"
+    if s.failed:
+        text += f"; not checked, blame itself failed: {'; '.join(s.failed)}"
     return text

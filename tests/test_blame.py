@@ -385,6 +385,20 @@ def test_the_old_call_still_works():
     assert found.checks.startswith("each of 2 nodes")
 
 
+def test_a_node_blame_cannot_check_is_named_not_a_crash(monkeypatch):
+    from crossgrad.server.backends import jax_backend
+
+    def broken(o, a):
+        raise RuntimeError("no lowering today")
+
+    monkeypatch.setattr(blame, "SYMPY_MAX_COST", 0)
+    monkeypatch.setitem(jax_backend.LOWERING, "tanh", broken)
+    found = culprits("y = sum(tanh(x))", {"x": [0.5, -1.0]})
+    assert not found
+    assert "not checked, blame itself failed: TanhBackward0 at line 1, column 9" in found.checks
+    assert found.checks.startswith("each of 1 node checked alone"), found.checks
+
+
 def _node(op, shape, **attrs):
     return IRNode(1, op, (), tuple(attrs.items()), shape, "float64")
 
