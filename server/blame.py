@@ -49,7 +49,9 @@ detail names it.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -499,10 +501,12 @@ class _SympyRef:
         second = line.defs + adefs + list(zip(gsyms, grads))
         hdefs, hv = _reverse_sweep(second, gsyms, ws, syms + seeds, "_h", memo)
         self.second_fn = sympy_backend.compile_function(syms + seeds + ws, second + hdefs, hv)
-        self.nd = nd
+        self.floats = list(nd.floats)
+        self.in_shapes = [np.shape(nd.operands[k]) for k in nd.floats]
+        self.out_shapes = list(nd.out_shapes)
 
     def _args(self, xs: list[Any], cots: Sequence[np.ndarray]) -> list[float]:
-        values = [np.asarray(xs[k], np.float64).reshape(-1) for k in self.nd.floats]
+        values = [np.asarray(xs[k], np.float64).reshape(-1) for k in self.floats]
         values += [np.asarray(c, np.float64).reshape(-1) for c in cots]
         return np.concatenate(values).tolist() if values else []
 
@@ -518,7 +522,7 @@ class _SympyRef:
         self, xs: list[Any], cots: Sequence[np.ndarray], bits: int | None = None
     ) -> list[np.ndarray]:
         flat = _evaluate(self.first_fn, self._args(xs, cots), bits)
-        return self._split(flat, [np.shape(self.nd.operands[k]) for k in self.nd.floats])
+        return self._split(flat, self.in_shapes)
 
     def second(
         self,
@@ -530,9 +534,9 @@ class _SympyRef:
         wflat = [np.asarray(w, np.float64).reshape(-1) for w in ws]
         args = self._args(xs, cots) + np.concatenate(wflat or [np.zeros(0)]).tolist()
         flat = _evaluate(self.second_fn, args, bits)
-        shapes = [np.shape(self.nd.operands[k]) for k in self.nd.floats] + list(self.nd.out_shapes)
+        shapes = self.in_shapes + self.out_shapes
         parts = self._split(flat, shapes)
-        return parts[: len(self.nd.floats)], parts[len(self.nd.floats) :]
+        return parts[: len(self.floats)], parts[len(self.floats) :]
 
 
 _DUMMIES = [sp.Symbol(f"_d{i}", real=True) for i in range(8)]
@@ -694,21 +698,42 @@ class _Reference:
         elif budget.left() <= 0:
             self.why = f"sympy's {SYMPY_TOTAL_SECONDS:g} s for blame went to earlier nodes"
         else:
-            self.sympy = self._sympy(lambda: _SympyRef(nd))
+            self.sympy = self._sympy(nd)
 
-    def _sympy(self, build: Callable[[], Any]) -> Any:
+    def _sympy(self, nd: _Node) -> _SympyRef | None:
+        """The node's compiled exact derivatives, built once per op, attributes, shapes and
+        constant operands (every sample point of a request, every request of a program, uses
+        them again; the values enter only when they are evaluated)."""
+        key = _sympy_key(nd)
+        with _COMPILED_LOCK:
+            known = _COMPILED.get(key)
+            if known is not None:
+                _COMPILED.move_to_end(key)
+        if isinstance(known, str):
+            self.why = known
+            return None
+        if known is not None:
+            return known
         with self.budget.share():
             try:
-                return build()
+                built: _SympyRef | str = _SympyRef(nd)
             except _FATAL:
                 raise
-            except sympy_backend.OutOfShare:
+            except sympy_backend.OutOfShare:  # time: another try may fit; not remembered
                 self.why = f"sympy ran out of its time for this node ({SYMPY_NODE_SECONDS:g} s)"
+                return None
             except sympy_backend.SympyUnavailable as exc:
-                self.why = f"sympy: {exc}"
+                built = f"sympy: {exc}"
             except Exception as exc:  # sympy cannot express or compile it: JAX judges
-                self.why = f"sympy cannot build it ({type(exc).__name__}: {str(exc)[:80]})"
-        return None
+                built = f"sympy cannot build it ({type(exc).__name__}: {str(exc)[:80]})"
+        with _COMPILED_LOCK:
+            _COMPILED[key] = built
+            while len(_COMPILED) > COMPILED_NODES:
+                _COMPILED.popitem(last=False)
+        if isinstance(built, str):
+            self.why = built
+            return None
+        return built
 
     def _call(self, name: str, *args: Any) -> Any:
         if self.sympy is not None:
@@ -756,6 +781,27 @@ class _Reference:
         if _EXACT in self.used:
             return f"sympy (exact), and JAX (float64) where {self.why or 'sympy could not'}"
         return f"JAX (float64; {self.why})" if self.why else "JAX (float64)"
+
+
+COMPILED_NODES = 256
+"""Nodes whose compiled exact derivatives blame keeps (at most SYMPY_MAX_COST scalar operations
+each: a few hundred kB of generated code at most)."""
+_COMPILED: OrderedDict[Any, Any] = OrderedDict()  # _sympy_key -> _SympyRef, or why not
+_COMPILED_LOCK = threading.Lock()
+
+
+def _sympy_key(nd: _Node) -> tuple[Any, ...]:
+    """What a node's symbolic derivatives depend on: op, attributes, the float operands' shapes
+    and the other operands' values (a where's condition, a target, a number)."""
+    parts: list[Any] = []
+    for k, v in enumerate(nd.operands):
+        if k in nd.floats:
+            parts.append(("float", v.shape))
+        elif isinstance(v, np.ndarray):
+            parts.append(("array", v.dtype.str, v.shape, v.tobytes()))
+        else:
+            parts.append(("number", type(v).__name__, repr(v)))
+    return (nd.node.op, repr(nd.node.attrs), tuple(parts), tuple(nd.out_shapes))
 
 
 class _SympyBudget:
