@@ -185,10 +185,14 @@ def build_request(
                 "DISTRIBUTION_" + str(fields["distribution"]).upper()
             )
         msg.samples.CopyFrom(pb.SamplePoints(**fields))
-    for name, value in (claimed_vjp or {}).items():
-        msg.claimed_vjp.add(input=name, gradient=_tensor(value, "float64"))
+    for name, value in (claimed_vjp or {}).items():  # None: "no gradient", torch's .grad None
+        claim = msg.claimed_vjp.add(input=name, none=value is None)
+        if value is not None:
+            claim.gradient.CopyFrom(_tensor(value, "float64"))
     for (output, name), value in (claimed_jacobian or {}).items():
-        msg.claimed_jacobian.add(output=output, input=name, jacobian=_tensor(value, "float64"))
+        claim = msg.claimed_jacobian.add(output=output, input=name, none=value is None)
+        if value is not None:
+            claim.jacobian.CopyFrom(_tensor(value, "float64"))
     if budget:
         msg.budget.CopyFrom(pb.Budget(**budget))
     return msg
@@ -207,7 +211,8 @@ class Result:
 
     @property
     def passed(self) -> bool:
-        return self.verdict in ("PASS", "PASS_WITH_CONVENTION_DIFFERENCES")
+        """PASS, or a pass with notes (numerical, conventions at kinks); never UNVERIFIED."""
+        return self.verdict in ("PASS", "PASS_WITH_NUMERICAL_NOTES", "PASS_WITH_CONVENTION_DIFFERENCES")
 
     @property
     def summary(self) -> str:
@@ -245,6 +250,7 @@ class Result:
         return self.values("jacobian", input, output, source)
 
     def raise_for_discrepancies(self) -> None:
+        """Raise unless the verdict is a pass (UNVERIFIED raises too: nothing settled it)."""
         if not self.passed:
             raise DiscrepancyError(self.text)
 

@@ -24,7 +24,7 @@ from . import caches, deadline
 from . import verdict as verdict_mod
 from .backends import engine as engine_backend
 from .backends import finite_diff, jax_backend, sympy_backend
-from .compare import Block, SourceValues, Tolerance, compare_block
+from .compare import STATUSES, Block, SourceValues, Tolerance, compare_block, summarize
 from .deadline import Cancelled, OutOfTime
 from .derivatives import Derivatives, Point
 from .graph import dag_of
@@ -303,8 +303,27 @@ def _blocks(
             block.unused = quantity != "hessian" and all(inp in unused[o] for o in outs)
             deadline.checkpoint()  # a block can hold up to 4e6 entries (about a second's work)
             interval = intervals.get((quantity, key))
-            blocks.append(compare_block(block, tolerance(quantity, output, inp), interval))
+            tol = tolerance(quantity, output, inp)
+            block = compare_block(block, tol, interval)
+            claimed = derivs.get("claimed")
+            if claimed is not None and quantity != "hessian" and key in getattr(claimed, quantity):
+                _judge_no_gradient_claim(block, claimed, outs, tol)
+            blocks.append(block)
     return blocks
+
+
+def _judge_no_gradient_claim(
+    block: Block, claimed: Derivatives, outputs: list[str], tol: Tolerance
+) -> None:
+    """A claim of "no gradient" (None) is right exactly when the outputs do not depend on the
+    input; zeros where they do (a gradient that happens to vanish) is still a gradient."""
+    says_none = all((o, block.input) in claimed.unused for o in outputs)
+    if not says_none:
+        return
+    block.claimed_none = True
+    status = block.status_map["claimed"]
+    status[:] = STATUSES.index("pass") if block.unused else STATUSES.index("fail")
+    summarize(block, tol)
 
 
 def _engine_fails(blocks: list[Block]) -> bool:
@@ -321,7 +340,9 @@ def _point_summary(
     lines = []
     for b in blocks:
         for src, n in b.failing.items():
-            if n:
+            if n and src == "claimed" and b.claimed_none:
+                lines.append(f"{b.label}: claimed no gradient, but the output depends on the input")
+            elif n:
                 e = next((e for e in b.worst if e.status == "fail"), None)
                 at = ""
                 if e is not None:

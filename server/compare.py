@@ -96,6 +96,7 @@ class Block:
     judged_by: dict[str, int] = field(default_factory=dict)
     unsettled: int = 0  # entries no reference could settle (JAX and finite differences differ)
     unused: bool = False  # the output does not depend on the input: no gradient
+    claimed_none: bool = False  # the claim is "no gradient" (torch's .grad None)
     dtype: str = "float64"  # the precision the block is computed in (its tolerance's)
     # per source under test: the status of every entry (an index into STATUSES), for the judge
     status_map: dict[str, np.ndarray] = field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .compare import Block
 from .ir import Position
 from .model import Report
 
@@ -16,28 +17,63 @@ def _at(position: Position | None) -> str:
     return f" at {position}" if position else ""
 
 
+def _block_line(block: Block) -> str:
+    if block.unused and block.quantity != "value":
+        return f"  {block.label}: no gradient (unused)"
+    pairs = ", ".join(
+        f"{p.a}~{p.b} {_num(p.max_abs)}" + (f" ({p.disagreeing} off)" if p.disagreeing else "")
+        for p in block.pairs
+        if "engine" in (p.a, p.b) or "claimed" in (p.a, p.b)
+    )
+    judged = ", ".join(f"{n} {c}" for n, c in block.judged_by.items() if c)
+    counts = "; ".join(
+        f"{src}: " + ", ".join(f"{c} {status}" for status, c in by.items() if c)
+        for src, by in block.counts.items()
+        if any(by.values())
+    )
+    return (
+        f"  {block.label} {block.shape} {block.dtype}: {block.status}; {pairs}"
+        + (f" [judged by {judged}]" if judged else "")
+        + (f" [{counts}]" if counts else "")
+    )
+
+
 def format_report(report: Report, max_blocks: int = 20) -> str:
     lines = [f"verdict: {report.verdict.value}", f"summary: {report.summary}"]
     point = report.points[0] if report.points else None
     if point is not None:
         lines.append("blocks (max |difference| between sources, entries that disagree):")
         for block in point.blocks[:max_blocks]:
-            pairs = ", ".join(
-                f"{p.a}~{p.b} {_num(p.max_abs)}" + (f" ({p.disagreeing} off)" if p.disagreeing else "")
-                for p in block.pairs
-                if "engine" in (p.a, p.b) or "claimed" in (p.a, p.b)
-            )
-            lines.append(f"  {block.label} {block.shape}: {block.status}; {pairs}")
+            lines.append(_block_line(block))
             for entry in block.worst[:3]:
                 values = ", ".join(f"{k} {_num(v)}" for k, v in entry.values.items())
+                admissible = (
+                    f"; admissible [{_num(entry.admissible[0])}, {_num(entry.admissible[1])}]"
+                    if entry.admissible
+                    else ""
+                )
                 lines.append(
-                    f"    at {entry.index}: {values}; agree with {entry.reference}: "
-                    f"{', '.join(entry.agree) or 'none'}"
+                    f"    {entry.status} at {entry.index}: {values}; agree with {entry.reference}: "
+                    f"{', '.join(entry.agree) or 'none'}{admissible}"
                 )
         for note in point.conventions:
             lines.append(f"  non-differentiable point: {note.op}{_at(note.position)} ({note.text})")
-            for party, convention in note.conventions.items():
-                lines.append(f"    {party}: {convention}")
+            for party, returned in note.conventions.items():
+                lines.append(f"    {party} returned {returned}")
+            if note.admissible:
+                lines.append(f"    admissible: {note.admissible}")
+        for n in point.numerical[:5]:
+            lines.append(
+                f"  numerical note: {n.block} {n.index}: {n.source} {_num(n.value)}, exact "
+                f"{_num(n.exact)}, JAX in the same precision {_num(n.same_precision)}: {n.why} "
+                f"(condition {_num(n.condition)})"
+            )
+        for r in point.reference_notes[:5]:
+            values = ", ".join(f"{k} {_num(v)}" for k, v in r.values.items())
+            lines.append(
+                f"  witness: {r.reference} disagrees with {r.against} on {r.entries} entries of "
+                f"{r.block} (at {r.index}: {values})"
+            )
         for blame in point.blame:
             lines.append(
                 f"  blame: {blame.node_name} ({blame.op}){_at(blame.position)}: "

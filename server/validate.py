@@ -580,10 +580,17 @@ def prepare(request: CheckRequest, limits: Limits = DEFAULT_LIMITS) -> Prepared:
 def claimed_derivatives(
     request: CheckRequest, program: Program, values: dict[str, np.ndarray]
 ) -> Derivatives:
+    """The claimed VJP and Jacobians as a source. A claim of None is "no gradient" (what torch's
+    .grad holds for an input the outputs do not depend on): recorded in `unused`, with zeros."""
     d = Derivatives()
+    outputs = [name for name, _ in program.outputs]
     for name, g in request.claimed_vjp.items():
         if name not in values:
             raise RequestError(f"claimed gradient for unknown input {name!r}", field="claimed")
+        if g is None:
+            d.vjp[name] = SourceValues(np.zeros(values[name].shape))
+            d.unused |= {(o, name) for o in outputs}
+            continue
         arr = _array(g, np.float64, f"the claimed gradient of {name!r}", "claimed", finite=False)
         if arr.shape != values[name].shape:
             raise RequestError(
@@ -599,6 +606,10 @@ def claimed_derivatives(
                 f"claimed Jacobian for unknown pair ({oname!r}, {name!r})", field="claimed"
             )
         shape = program.node(outs[oname]).shape + values[name].shape
+        if j is None:
+            d.jacobian[(oname, name)] = SourceValues(np.zeros(shape))
+            d.unused.add((oname, name))
+            continue
         arr = _array(j, np.float64, f"the claimed Jacobian d {oname}/d {name}", "claimed", finite=False)
         if arr.shape != shape:
             raise RequestError(

@@ -171,3 +171,11 @@ def test_an_unused_input_has_no_gradient():
     report = run("y = sum(a * 2)", a=[1.0, 2.0], b=[3.0])
     assert report.verdict is Verdict.PASS, report.summary
     assert report.block("vjp", "b").unused and "no gradient (unused)" in report.summary
+
+
+def test_a_claimed_none_means_no_gradient_and_is_checked_as_such():
+    inputs = {"a": [1.0, 2.0], "b": [3.0]}
+    right = run("y = sum(a * 2)", claimed={"a": [2.0, 2.0], "b": None}, **inputs)
+    assert right.verdict is Verdict.PASS, right.summary
+    wrong = run("y = sum(a * 2)", claimed={"a": None, "b": None}, **inputs)
+    assert wrong.verdict is Verdict.FAIL and "claimed no gradient, but" in wrong.summary

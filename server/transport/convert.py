@@ -44,12 +44,7 @@ DOMAIN = "crossgrad"
 
 CHECKS = {pb.CHECK_VJP: "vjp", pb.CHECK_JACOBIAN: "jacobian", pb.CHECK_HESSIAN: "hessian"}
 REFERENCES = {pb.REFERENCE_SYMPY: "sympy", pb.REFERENCE_JAX: "jax", pb.REFERENCE_FD: "fd"}
-VERDICTS = {
-    Verdict.PASS: pb.VERDICT_PASS,
-    Verdict.PASS_WITH_CONVENTION_DIFFERENCES: pb.VERDICT_PASS_WITH_CONVENTION_DIFFERENCES,
-    Verdict.FAIL: pb.VERDICT_FAIL,
-    Verdict.ERROR: pb.VERDICT_ERROR,
-}
+VERDICTS = {v: pb.Verdict.Value(f"VERDICT_{v.value}") for v in Verdict}
 VERDICT_NAMES = {v: k.value for k, v in VERDICTS.items()}
 
 
@@ -79,6 +74,15 @@ def _enums(values: Iterable[int], table: Mapping[int, str], field: str, enum: An
     if len(set(out)) != len(out):
         raise RequestError(f"{field} names the same value twice", field=field)
     return tuple(out)
+
+
+def _claim(msg: Any, tensor: Any, name: str, field: str, limits: Limits) -> np.ndarray | None:
+    """A claimed array, or None for a claim of "no gradient"."""
+    if msg.none:
+        if msg.HasField(name):
+            raise RequestError(f"{field}: give a {name} or none, not both", field=field)
+        return None
+    return _array(tensor, field, limits)
 
 
 def _unique(names: Iterable[str], field: str) -> None:
@@ -218,9 +222,20 @@ def _block(block: Block, with_values: bool) -> verifier_pb2.Block:
                 reference=e.reference,
                 abs_error=e.abs_error,
                 rel_error=e.rel_error,
+                status=e.status,
+                **(
+                    {"admissible_low": e.admissible[0], "admissible_high": e.admissible[1]}
+                    if e.admissible
+                    else {}
+                ),
             )
             for e in block.worst
         ],
+        counts={src: pb.StatusCounts(**counts) for src, counts in block.counts.items()},
+        judged_by=block.judged_by,
+        unsettled=block.unsettled,
+        unused=block.unused,
+        dtype=block.dtype,
         failing=block.failing,
         references_disagree=block.references_disagree,
         values_omitted=not (with_values and block.sources),
@@ -233,7 +248,11 @@ def _block(block: Block, with_values: bool) -> verifier_pb2.Block:
 
 def _convention(note: ConventionNote) -> verifier_pb2.ConventionNote:
     return pb.ConventionNote(
-        op=note.op, position=_position(note.position), text=note.text, conventions=note.conventions
+        op=note.op,
+        position=_position(note.position),
+        text=note.text,
+        conventions=note.conventions,
+        admissible=note.admissible,
     )
 
 
@@ -257,6 +276,8 @@ def _point(point: PointReport, with_values: bool) -> verifier_pb2.PointReport:
         blocks=[_block(b, with_values) for b in point.blocks],
         conventions=[_convention(c) for c in point.conventions],
         blame=[_blame(b) for b in point.blame],
+        numerical=[pb.NumericalNote(**dataclasses.asdict(n)) for n in point.numerical],
+        reference_notes=[pb.ReferenceNote(**dataclasses.asdict(n)) for n in point.reference_notes],
     )
     if point.point > 0 and with_values:  # an extra point's drawn inputs, where it kept them
         for name, value in (point.inputs or {}).items():

@@ -30,6 +30,8 @@ class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_PASS_WITH_CONVENTION_DIFFERENCES: _ClassVar[Verdict]
     VERDICT_FAIL: _ClassVar[Verdict]
     VERDICT_ERROR: _ClassVar[Verdict]
+    VERDICT_PASS_WITH_NUMERICAL_NOTES: _ClassVar[Verdict]
+    VERDICT_UNVERIFIED: _ClassVar[Verdict]
 
 class Distribution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +51,8 @@ VERDICT_PASS: Verdict
 VERDICT_PASS_WITH_CONVENTION_DIFFERENCES: Verdict
 VERDICT_FAIL: Verdict
 VERDICT_ERROR: Verdict
+VERDICT_PASS_WITH_NUMERICAL_NOTES: Verdict
+VERDICT_UNVERIFIED: Verdict
 DISTRIBUTION_UNSPECIFIED: Distribution
 DISTRIBUTION_NORMAL: Distribution
 DISTRIBUTION_UNIFORM: Distribution
@@ -104,22 +108,26 @@ class Budget(_message.Message):
     def __init__(self, seconds: _Optional[float] = ..., sympy_seconds: _Optional[float] = ..., sympy_max_scalar_ops: _Optional[int] = ..., sympy_sample_entries: _Optional[int] = ..., sympy_max_jacobian_rows: _Optional[int] = ..., symbolic_text_max_ops: _Optional[int] = ..., fd_max_entries: _Optional[int] = ..., fd_sample_entries: _Optional[int] = ..., hessian_max_inputs: _Optional[int] = ...) -> None: ...
 
 class ClaimedGradient(_message.Message):
-    __slots__ = ("input", "gradient")
+    __slots__ = ("input", "gradient", "none")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    NONE_FIELD_NUMBER: _ClassVar[int]
     input: str
     gradient: _tensor_pb2.Tensor
-    def __init__(self, input: _Optional[str] = ..., gradient: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    none: bool
+    def __init__(self, input: _Optional[str] = ..., gradient: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., none: _Optional[bool] = ...) -> None: ...
 
 class ClaimedJacobian(_message.Message):
-    __slots__ = ("output", "input", "jacobian")
+    __slots__ = ("output", "input", "jacobian", "none")
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     JACOBIAN_FIELD_NUMBER: _ClassVar[int]
+    NONE_FIELD_NUMBER: _ClassVar[int]
     output: str
     input: str
     jacobian: _tensor_pb2.Tensor
-    def __init__(self, output: _Optional[str] = ..., input: _Optional[str] = ..., jacobian: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    none: bool
+    def __init__(self, output: _Optional[str] = ..., input: _Optional[str] = ..., jacobian: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., none: _Optional[bool] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("id", "program", "inputs", "outputs", "cotangents", "checks", "references", "rtol", "atol", "samples", "claimed_vjp", "claimed_jacobian", "budget", "seed", "blame")
@@ -179,7 +187,7 @@ class PairStat(_message.Message):
     def __init__(self, a: _Optional[str] = ..., b: _Optional[str] = ..., max_abs: _Optional[float] = ..., max_rel: _Optional[float] = ..., disagreeing: _Optional[int] = ..., compared: _Optional[int] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("index", "values", "agree", "disagree", "reference", "abs_error", "rel_error")
+    __slots__ = ("index", "values", "agree", "disagree", "reference", "abs_error", "rel_error", "status", "admissible_low", "admissible_high")
     class ValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +202,9 @@ class Entry(_message.Message):
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
     REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSIBLE_LOW_FIELD_NUMBER: _ClassVar[int]
+    ADMISSIBLE_HIGH_FIELD_NUMBER: _ClassVar[int]
     index: _containers.RepeatedScalarFieldContainer[int]
     values: _containers.ScalarMap[str, float]
     agree: _containers.RepeatedScalarFieldContainer[str]
@@ -201,10 +212,25 @@ class Entry(_message.Message):
     reference: str
     abs_error: float
     rel_error: float
-    def __init__(self, index: _Optional[_Iterable[int]] = ..., values: _Optional[_Mapping[str, float]] = ..., agree: _Optional[_Iterable[str]] = ..., disagree: _Optional[_Iterable[str]] = ..., reference: _Optional[str] = ..., abs_error: _Optional[float] = ..., rel_error: _Optional[float] = ...) -> None: ...
+    status: str
+    admissible_low: float
+    admissible_high: float
+    def __init__(self, index: _Optional[_Iterable[int]] = ..., values: _Optional[_Mapping[str, float]] = ..., agree: _Optional[_Iterable[str]] = ..., disagree: _Optional[_Iterable[str]] = ..., reference: _Optional[str] = ..., abs_error: _Optional[float] = ..., rel_error: _Optional[float] = ..., status: _Optional[str] = ..., admissible_low: _Optional[float] = ..., admissible_high: _Optional[float] = ...) -> None: ...
+
+class StatusCounts(_message.Message):
+    __slots__ = ("numerical", "convention", "unverified", "fail")
+    NUMERICAL_FIELD_NUMBER: _ClassVar[int]
+    CONVENTION_FIELD_NUMBER: _ClassVar[int]
+    UNVERIFIED_FIELD_NUMBER: _ClassVar[int]
+    FAIL_FIELD_NUMBER: _ClassVar[int]
+    numerical: int
+    convention: int
+    unverified: int
+    fail: int
+    def __init__(self, numerical: _Optional[int] = ..., convention: _Optional[int] = ..., unverified: _Optional[int] = ..., fail: _Optional[int] = ...) -> None: ...
 
 class Block(_message.Message):
-    __slots__ = ("quantity", "output", "input", "shape", "status", "pairs", "worst", "failing", "references_disagree", "values", "values_omitted", "label")
+    __slots__ = ("quantity", "output", "input", "shape", "status", "pairs", "worst", "failing", "references_disagree", "values", "values_omitted", "label", "counts", "judged_by", "unsettled", "unused", "dtype")
     class FailingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +245,20 @@ class Block(_message.Message):
         key: str
         value: _tensor_pb2.Tensor
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: StatusCounts
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[StatusCounts, _Mapping]] = ...) -> None: ...
+    class JudgedByEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +271,11 @@ class Block(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     VALUES_OMITTED_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    JUDGED_BY_FIELD_NUMBER: _ClassVar[int]
+    UNSETTLED_FIELD_NUMBER: _ClassVar[int]
+    UNUSED_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     quantity: str
     output: str
     input: str
@@ -243,10 +288,15 @@ class Block(_message.Message):
     values: _containers.MessageMap[str, _tensor_pb2.Tensor]
     values_omitted: bool
     label: str
-    def __init__(self, quantity: _Optional[str] = ..., output: _Optional[str] = ..., input: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., status: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[PairStat, _Mapping]]] = ..., worst: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., failing: _Optional[_Mapping[str, int]] = ..., references_disagree: _Optional[int] = ..., values: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., values_omitted: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
+    counts: _containers.MessageMap[str, StatusCounts]
+    judged_by: _containers.ScalarMap[str, int]
+    unsettled: int
+    unused: bool
+    dtype: str
+    def __init__(self, quantity: _Optional[str] = ..., output: _Optional[str] = ..., input: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., status: _Optional[str] = ..., pairs: _Optional[_Iterable[_Union[PairStat, _Mapping]]] = ..., worst: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., failing: _Optional[_Mapping[str, int]] = ..., references_disagree: _Optional[int] = ..., values: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., values_omitted: _Optional[bool] = ..., label: _Optional[str] = ..., counts: _Optional[_Mapping[str, StatusCounts]] = ..., judged_by: _Optional[_Mapping[str, int]] = ..., unsettled: _Optional[int] = ..., unused: _Optional[bool] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class ConventionNote(_message.Message):
-    __slots__ = ("op", "position", "text", "conventions")
+    __slots__ = ("op", "position", "text", "conventions", "admissible")
     class ConventionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -258,11 +308,56 @@ class ConventionNote(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CONVENTIONS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSIBLE_FIELD_NUMBER: _ClassVar[int]
     op: str
     position: _tensor_pb2.SourcePosition
     text: str
     conventions: _containers.ScalarMap[str, str]
-    def __init__(self, op: _Optional[str] = ..., position: _Optional[_Union[_tensor_pb2.SourcePosition, _Mapping]] = ..., text: _Optional[str] = ..., conventions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    admissible: str
+    def __init__(self, op: _Optional[str] = ..., position: _Optional[_Union[_tensor_pb2.SourcePosition, _Mapping]] = ..., text: _Optional[str] = ..., conventions: _Optional[_Mapping[str, str]] = ..., admissible: _Optional[str] = ...) -> None: ...
+
+class NumericalNote(_message.Message):
+    __slots__ = ("block", "index", "source", "value", "exact", "same_precision", "why", "condition")
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXACT_FIELD_NUMBER: _ClassVar[int]
+    SAME_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    block: str
+    index: _containers.RepeatedScalarFieldContainer[int]
+    source: str
+    value: float
+    exact: float
+    same_precision: float
+    why: str
+    condition: float
+    def __init__(self, block: _Optional[str] = ..., index: _Optional[_Iterable[int]] = ..., source: _Optional[str] = ..., value: _Optional[float] = ..., exact: _Optional[float] = ..., same_precision: _Optional[float] = ..., why: _Optional[str] = ..., condition: _Optional[float] = ...) -> None: ...
+
+class ReferenceNote(_message.Message):
+    __slots__ = ("block", "reference", "against", "entries", "index", "values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    AGAINST_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    block: str
+    reference: str
+    against: str
+    entries: int
+    index: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, block: _Optional[str] = ..., reference: _Optional[str] = ..., against: _Optional[str] = ..., entries: _Optional[int] = ..., index: _Optional[_Iterable[int]] = ..., values: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Blame(_message.Message):
     __slots__ = ("node_name", "op", "ir_node", "position", "text", "max_abs_error", "detail")
@@ -283,7 +378,7 @@ class Blame(_message.Message):
     def __init__(self, node_name: _Optional[str] = ..., op: _Optional[str] = ..., ir_node: _Optional[int] = ..., position: _Optional[_Union[_tensor_pb2.SourcePosition, _Mapping]] = ..., text: _Optional[str] = ..., max_abs_error: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class PointReport(_message.Message):
-    __slots__ = ("point", "verdict", "summary", "blocks", "conventions", "blame", "inputs")
+    __slots__ = ("point", "verdict", "summary", "blocks", "conventions", "blame", "inputs", "numerical", "reference_notes")
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +393,8 @@ class PointReport(_message.Message):
     CONVENTIONS_FIELD_NUMBER: _ClassVar[int]
     BLAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    NUMERICAL_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_NOTES_FIELD_NUMBER: _ClassVar[int]
     point: int
     verdict: Verdict
     summary: str
@@ -305,7 +402,9 @@ class PointReport(_message.Message):
     conventions: _containers.RepeatedCompositeFieldContainer[ConventionNote]
     blame: _containers.RepeatedCompositeFieldContainer[Blame]
     inputs: _containers.MessageMap[str, _tensor_pb2.Tensor]
-    def __init__(self, point: _Optional[int] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., summary: _Optional[str] = ..., blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ..., conventions: _Optional[_Iterable[_Union[ConventionNote, _Mapping]]] = ..., blame: _Optional[_Iterable[_Union[Blame, _Mapping]]] = ..., inputs: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ...) -> None: ...
+    numerical: _containers.RepeatedCompositeFieldContainer[NumericalNote]
+    reference_notes: _containers.RepeatedCompositeFieldContainer[ReferenceNote]
+    def __init__(self, point: _Optional[int] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., summary: _Optional[str] = ..., blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ..., conventions: _Optional[_Iterable[_Union[ConventionNote, _Mapping]]] = ..., blame: _Optional[_Iterable[_Union[Blame, _Mapping]]] = ..., inputs: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., numerical: _Optional[_Iterable[_Union[NumericalNote, _Mapping]]] = ..., reference_notes: _Optional[_Iterable[_Union[ReferenceNote, _Mapping]]] = ...) -> None: ...
 
 class SampledEntries(_message.Message):
     __slots__ = ("input", "flat_index")
