@@ -18,7 +18,9 @@ gives is compared with a reference's derivatives of the same op at the same valu
 The reference, per node: sympy (exact) when the node is small (SYMPY_MAX_COST) and its symbolic
 derivatives build within SYMPY_NODE_SECONDS (and blame's SYMPY_TOTAL_SECONDS): every float operand
 gets one symbol per entry, the op is lowered by sympy_backend.LOWERING, differentiated by a
-reverse sweep (twice, for create_graph) and evaluated at the saved values with 50-digit mpmath.
+reverse sweep (twice, for create_graph), compiled once per op, attributes, shapes and constant
+operands (kept for later points and requests), and evaluated at the saved values with 50-digit
+mpmath.
 Otherwise JAX in float64 (float32 operands and cotangents cast to float64 first: handing JAX a
 float32 cotangent for a result it promoted to float64 was a ValueError out of check()), and JAX
 also where sympy cannot evaluate at a point. The blame's detail names the reference that judged,
