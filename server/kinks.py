@@ -166,11 +166,26 @@ _DETECTORS: dict[str, Callable[[list[Any], dict[str, Any]], bool]] = {
     "amin": lambda o, a: _ties(o[0], a["axis"]),
     "max": lambda o, a: _ties(o[0], a["axis"]),
     "min": lambda o, a: _ties(o[0], a["axis"]),
-    "norm": lambda o, a: _zero(np.sqrt(np.sum(np.square(o[0]), axis=a["axis"]))),
+    "norm": lambda o, a: _norm_kinked(np.asarray(o[0], np.float64), a),
     "where": lambda o, a: False,  # the condition's own comparison is checked where it is made
     "std": lambda o, a: _zero(np.std(o[0], axis=a["axis"])) if np.size(o[0]) else False,
     "rpow": lambda o, a: a["base"] <= 0,
 }
+
+
+def _norm_kinked(x: np.ndarray, attrs: dict[str, Any]) -> bool:
+    """norm's kinks: a zero vector; for ord <= 1 any zero entry; for ord = inf ties of |x| at
+    the largest, for -inf at the smallest (and a zero entry there)."""
+    if x.size == 0:
+        return False
+    rows = _rows(x, attrs["axis"])[0]
+    mags, p = np.abs(rows), attrs["ord"]
+    if np.any(np.all(rows == 0, axis=1)) or (np.isfinite(p) and p <= 1 and np.any(rows == 0)):
+        return True
+    if np.isinf(p):
+        best = mags.max(axis=1, keepdims=True) if p > 0 else mags.min(axis=1, keepdims=True)
+        return bool(np.any((mags == best).sum(axis=1) > 1) or (p < 0 and np.any(best == 0)))
+    return False
 
 
 @dataclass(frozen=True)
@@ -296,6 +311,32 @@ def _tie_sides(x: np.ndarray, axis: Any, biggest: bool, op: str) -> Sides:
     return Sides(groups, False)
 
 
+def _norm_sides(x: np.ndarray, attrs: dict[str, Any]) -> Sides:
+    """A zero row: directions, as std's; otherwise per row its kinked entries: for ord <= 1 each
+    zero entry ± a step; for ord = ±inf each of the entries tied at the largest (smallest) |x|
+    in turn made the winner, and a zero entry at the smallest ± a step."""
+    rows, back = _rows(x, attrs["axis"])
+    zero = np.all(rows == 0, axis=1)
+    found = _zero_rows(x, attrs["axis"], zero, "norm")
+    p, groups = attrs["ord"], list(found.groups)
+    mags = np.abs(rows)
+    for r in np.flatnonzero(~zero):
+        step = _delta(rows[r], "norm")
+        if np.isfinite(p) and p <= 1:
+            at = np.flatnonzero(rows[r] == 0)
+        elif np.isinf(p):
+            best = mags[r].max() if p > 0 else mags[r].min()
+            tied = np.flatnonzero(mags[r] == best)
+            if len(tied) > 1 and best > 0:  # the winner's |x| moved away from the others'
+                direction = np.where(rows[r] >= 0, 1.0, -1.0) * (1.0 if p > 0 else -1.0)
+                groups.append([{0: back(_one(rows.shape, r, j, direction[j] * step[j]))} for j in tied])
+            at = tied if best == 0 else np.array([], int)
+        else:
+            at = np.array([], int)
+        groups += [[{0: back(_one(rows.shape, r, j, sign * step[j]))} for sign in (1, -1)] for j in at]
+    return Sides(groups, False, hull=found.hull or not groups, complete=found.complete)
+
+
 def sides(kink: Kink, operands: list[Any]) -> Sides | None:
     """How to step off this kink (None: its operands cannot be shifted entry by entry, e.g. both
     broadcast; what it may reach is then unverified)."""
@@ -303,9 +344,11 @@ def sides(kink: Kink, operands: list[Any]) -> Sides | None:
     x = operands[0]
     if op in ("max", "amax", "min", "amin"):
         return _tie_sides(x, attrs["axis"], op in ("max", "amax"), op)
-    if op in ("norm", "std"):
+    if op == "norm":
+        return _norm_sides(np.asarray(x, np.float64), attrs)
+    if op == "std":
         rows, _ = _rows(np.asarray(x, np.float64), attrs["axis"])
-        centred = rows - rows.mean(axis=1, keepdims=True) if op == "std" else rows
+        centred = rows - rows.mean(axis=1, keepdims=True)
         return _zero_rows(x, attrs["axis"], np.all(centred == 0, axis=1), op)
     if kink.entries is None:
         return None
