@@ -28,7 +28,7 @@ from .compare import STATUSES, Block, SourceValues, Tolerance, compare_block, su
 from .deadline import Cancelled, OutOfTime
 from .derivatives import Derivatives, Point
 from .graph import dag_of
-from .ir import Ref
+from .ir import Program, Ref
 from .kinks import Kink, find_kinks
 from .language import LimitError
 from .limits import DEFAULT_LIMITS, Limits
@@ -167,8 +167,7 @@ def _check_point(
     sympy: sympy_backend.Session,
 ) -> tuple[PointReport, engine_backend.EngineRun | None, dict[str, np.ndarray]]:
     program, values, wrt = point.program, point.values, point.wrt
-    dtype = "float32" if wrt and all(values[n].dtype == np.float32 for n in wrt) else "float64"
-    tol = Tolerance.for_dtype(dtype, request.rtol, request.atol)
+    run = None
     with timer.stage("engine"):
         try:
             run = engine_backend.run(
@@ -179,7 +178,12 @@ def _check_point(
             raise
         except Exception as exc:  # the engine under test failed on a valid request: the finding
             summary = f"the engine raised {type(exc).__name__}: {exc}"
-            return PointReport(k, values, [], [], [], Verdict.ERROR, summary), None, {}
+            culprits: list[Blame] = []
+            if run is not None and request.blame:  # a rule that broke backward (a wrong shape)
+                with timer.stage("blame"):
+                    culprits = _blame(program, run, request)
+                summary += "".join(f"; blame: {c.node_name} at {c.position}" for c in culprits)
+            return PointReport(k, values, [], [], culprits, Verdict.ERROR, summary), None, {}
     if k == 0 and prepared.claimed is not None:
         derivs["claimed"] = prepared.claimed
     for ref in request.references:
@@ -223,22 +227,27 @@ def _check_point(
         verdict = verdict_mod.point_verdict(blocks)
         conventions = verdict_mod.convention_notes(kinks, blocks, intervals, how)
         witnesses = verdict_mod.reference_notes(blocks)
-    culprits: list[Blame] = []
+    culprits = []
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks):
         with timer.stage("blame"):
-            culprits = blame_mod.find_culprits(
-                list(program.nodes), run.values, {kk.node.id for kk in kinks}, tol, request.seed
-            )
+            culprits = _blame(program, run, request)
     summary = _point_summary(verdict, blocks, kinks, culprits, numerical)
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks) and not culprits:
         summary += (
-            "; blame: every node's VJP is right on its own (each checked alone, with one "
-            "cotangent): the error comes from how nodes combine, or only with batched cotangents"
+            f"; blame: no node's rule is wrong on its own ({culprits.checks}): the error comes "
+            "from how nodes combine"
         )
     report = PointReport(
         k, values, blocks, conventions, culprits, verdict, summary, numerical, witnesses
     )
     return report, run, derivs["engine"].values
+
+
+def _blame(program: Program, run: engine_backend.EngineRun, request: CheckRequest) -> Any:
+    """Every node whose own rule is wrong (blame.Culprits: a list with the checks made)."""
+    return blame_mod.find_culprits(
+        list(program.nodes), run.values, seed=request.seed, rtol=request.rtol, atol=request.atol
+    )
 
 
 def _data(x: Any) -> Any:

@@ -440,18 +440,27 @@ def test_no_reference_able_to_run_is_an_error_not_a_pass():
     assert "no reference could check" in report.summary and "time budget" in report.summary
 
 
-def test_a_failure_no_single_node_explains_says_so():
+def test_a_failure_no_single_node_explains_says_so(monkeypatch):
+    """A gradient mask applied twice (the hooks, not any node's rule): blame checks every node
+    alone, finds each right, and says which checks it made."""
+    monkeypatch.setattr(engine_backend, "_mask_hook", lambda mask: lambda g: g * mask * 2)
+    inputs = [InputSpec("x", [0.5, 1.0], mask=[1.0, 0.0])]
+    report = check(CheckRequest("y = sum(tanh(x))", inputs))
+    assert report.verdict is Verdict.FAIL, report.summary
+    assert not report.points[0].blame
+    assert "no node's rule is wrong on its own (each of" in report.summary
+    assert "batched" in report.summary and "create_graph" in report.summary
+
+
+def test_a_rule_returning_a_wrong_shape_is_blamed_with_its_position():
     impl = IMPLS["tanh"]
     original = impl.vjp
-
-    def wrong_only_when_batched(B, node, g, s):
-        (grad,) = original(B, node, g, s)
-        return (grad * 2 if g.ndim > len(node._out_meta[0][0]) else grad,)
-
-    impl.vjp = wrong_only_when_batched
+    impl.vjp = lambda B, node, g, s: tuple(r[..., :1] for r in original(B, node, g, s))
     try:
-        report = check(CheckRequest("y = tanh(x)", [InputSpec("x", [0.5, 1.0])], checks=("jacobian",)))
+        report = check(CheckRequest("h = x * 2\ny = sum(tanh(h))", [InputSpec("x", [0.5, 1.0])]))
     finally:
         impl.vjp = original
-    assert report.verdict is Verdict.FAIL
-    assert not report.points[0].blame and "every node's VJP is right on its own" in report.summary
+    assert report.verdict is Verdict.ERROR
+    (blame,) = report.points[0].blame
+    assert blame.node_name == "TanhBackward0" and (blame.position.line, blame.position.col) == (2, 9)
+    assert "TanhBackward0 at line 2, column 9" in report.summary
