@@ -61,7 +61,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import mpmath
 import numpy as np
 import sympy as sp
 from crossgrad import engine as cg
@@ -466,43 +465,13 @@ class _SympyRef:
     sympy_backend.LOWERING, reverse sweeps for the VJP and for the VJP of the VJP."""
 
     def __init__(self, nd: _Node) -> None:
-        lower = sympy_backend.LOWERING.get(nd.node.op)
-        if lower is None:
-            raise sympy_backend.SympyUnavailable(f"{nd.node.op} has no symbolic form")
-        objs: list[Any] = []
-        syms: list[sp.Symbol] = []
-        for k, v in enumerate(nd.operands):
-            if k in nd.floats:
-                s = sympy_backend.input_symbols(k, v.shape)
-                objs.append(s)
-                syms.extend(s.reshape(-1))
-            elif isinstance(v, np.ndarray) and v.dtype == bool:
-                b = np.empty(v.shape, dtype=object)
-                for idx in np.ndindex(*v.shape):
-                    b[idx] = sp.true if v[idx] else sp.false
-                objs.append(b)
-            elif isinstance(v, (int, float)):  # a literal: exact (where() may return it as is)
-                objs.append(sympy_backend._number(v))
-            else:
-                objs.append(v)
-        line = sympy_backend.StraightLine({})
-        # the lowering names its shared intermediates (a mean, a softmax's sum) in this line
-        sympy_backend._building.line = line
-        try:
-            result = line.define(lower(objs, nd.node.attr_dict))
-        finally:
-            sympy_backend._building.line = None
-        outs = result if isinstance(result, tuple) else (result,)
-        flat = [e for o in outs for e in sympy_backend._obj(o).reshape(-1)]
+        line, syms, flat = sympy_backend.build_op(nd.node.op, nd.operands, nd.node.attr_dict, nd.floats)
         seeds = [sp.Symbol(f"_v{i}", real=True) for i in range(len(flat))]
-        memo: dict[Any, dict[int, Any]] = {}
-        adefs, grads = _reverse_sweep(line.defs, flat, seeds, syms, "_a", memo)
+        memo: sympy_backend.Memo = {}
+        adefs, grads = sympy_backend.reverse_sweep(line.defs, flat, seeds, syms, "_a", memo)
         self.first_fn = sympy_backend.compile_function(syms + seeds, line.defs + adefs, grads)
-        gsyms = [sp.Symbol(f"_g{i}", real=True) for i in range(len(grads))]
-        ws = [sp.Symbol(f"_w{i}", real=True) for i in range(len(grads))]
-        second = line.defs + adefs + list(zip(gsyms, grads))
-        hdefs, hv = _reverse_sweep(second, gsyms, ws, syms + seeds, "_h", memo)
-        self.second_fn = sympy_backend.compile_function(syms + seeds + ws, second + hdefs, hv)
+        ws, defs, hv = sympy_backend.reverse_sweep_again(line.defs + adefs, grads, syms + seeds, memo)
+        self.second_fn = sympy_backend.compile_function(syms + seeds + ws, defs, hv)
         self.floats = list(nd.floats)
         self.in_shapes = [np.shape(nd.operands[k]) for k in nd.floats]
         self.out_shapes = list(nd.out_shapes)
@@ -523,7 +492,7 @@ class _SympyRef:
     def first(
         self, xs: list[Any], cots: Sequence[np.ndarray], bits: int | None = None
     ) -> list[np.ndarray]:
-        flat = _evaluate(self.first_fn, self._args(xs, cots), bits)
+        flat = sympy_backend.evaluate_numeric(self.first_fn, self._args(xs, cots), bits)
         return self._split(flat, self.in_shapes)
 
     def second(
@@ -535,101 +504,10 @@ class _SympyRef:
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         wflat = [np.asarray(w, np.float64).reshape(-1) for w in ws]
         args = self._args(xs, cots) + np.concatenate(wflat or [np.zeros(0)]).tolist()
-        flat = _evaluate(self.second_fn, args, bits)
+        flat = sympy_backend.evaluate_numeric(self.second_fn, args, bits)
         shapes = self.in_shapes + self.out_shapes
         parts = self._split(flat, shapes)
         return parts[: len(self.floats)], parts[len(self.floats) :]
-
-
-_DUMMIES = [sp.Symbol(f"_d{i}", real=True) for i in range(8)]
-
-
-def _partials(e: Any, wrt: set, memo: dict[Any, dict[int, Any]]) -> dict[Any, Any]:
-    """d e / d s for every symbol s of `wrt` in e (as sympy_backend's reverse sweep takes them),
-    with sympy.diff done once per pattern: an elementwise node's entries are one expression of
-    different symbols (tanh(x_0), tanh(x_1), ...), and sympy.diff costs milliseconds a call."""
-    if e.is_Symbol:
-        return {e: sp.S.One} if e in wrt else {}
-    if e.is_Add or e.is_Mul:
-        acc: dict[Any, list] = {}
-        args = e.args
-        for k, term in enumerate(args):
-            for s, d in _partials(term, wrt, memo).items():
-                acc.setdefault(s, []).append(d if e.is_Add else sp.Mul(*args[:k], d, *args[k + 1 :]))
-        return {s: sp.Add(*ds) for s, ds in acc.items()}
-    free = sorted(e.free_symbols, key=str)
-    if len(free) > len(_DUMMIES):
-        return _diff_each(e, free, wrt)
-    to = dict(zip(free, _DUMMIES))
-    pattern = e.xreplace(to)
-    known = memo.get(pattern)
-    if known is None:
-        known = {i: _diff(pattern, d) for i, d in enumerate(_DUMMIES[: len(free)])}
-        memo[pattern] = known
-    back = {d: s for s, d in to.items()}
-    return {s: known[i].xreplace(back) for i, s in enumerate(free) if s in wrt}
-
-
-def _diff(e: Any, s: Any) -> Any:
-    d = sp.diff(e, s)
-    if d.has(sp.Derivative, sp.DiracDelta):  # piecewise-constant parts: zero almost everywhere
-        d = d.replace(lambda z: isinstance(z, (sp.Derivative, sp.DiracDelta)), lambda z: 0)
-    if d.has(sp.Heaviside):  # the same values; printing Heaviside for mpmath takes 0.1 s a call
-        d = d.replace(lambda z: isinstance(z, sp.Heaviside), _step)
-    return sp.sympify(d)
-
-
-def _step(h: Any) -> Any:
-    at0 = h.args[1] if len(h.args) > 1 else sp.S.Half
-    return sp.Piecewise((sp.S.One, h.args[0] > 0), (sp.S.Zero, h.args[0] < 0), (at0, True))
-
-
-def _diff_each(e: Any, free: list[Any], wrt: set) -> dict[Any, Any]:
-    return {s: _diff(e, s) for s in free if s in wrt}
-
-
-def _reverse_sweep(
-    defs: list[tuple[sp.Symbol, Any]],
-    outputs: Sequence[Any],
-    seeds: Sequence[Any],
-    wrt: Sequence[sp.Symbol],
-    prefix: str,
-    memo: dict[Any, dict[int, Any]],
-) -> tuple[list[tuple[sp.Symbol, Any]], list[Any]]:
-    """sympy_backend.reverse_sweep, with _partials' derivatives taken once per pattern."""
-    differentiable = {t for t, _ in defs} | set(wrt)
-    adj: dict[Any, list] = {}
-    for out, seed in zip(outputs, seeds):
-        if out in differentiable:
-            adj.setdefault(out, []).append(seed)
-    adjoint_defs: list[tuple[sp.Symbol, Any]] = []
-    for t, e in reversed(defs):
-        terms = adj.pop(t, None)
-        if not terms:
-            continue
-        sympy_backend._check_deadline()
-        a = sp.Symbol(f"{prefix}{len(adjoint_defs)}", real=True)
-        adjoint_defs.append((a, sp.Add(*terms)))
-        for s, d in _partials(e, differentiable, memo).items():
-            if d != 0:
-                adj.setdefault(s, []).append(a * d)
-    return adjoint_defs, [sp.Add(*adj.get(s, [])) for s in wrt]
-
-
-def _evaluate(fn: Callable[..., list[Any]], args: list[float], bits: int | None) -> list[float]:
-    """The compiled function at 50 digits (exact); or, `bits` given, with every operation rounded
-    to that many bits (53: float64, 24: float32): the exact formula computed in that precision."""
-    if bits is None:
-        return sympy_backend.evaluate_numeric(fn, args)
-    lock = sympy_backend._MPMATH_LOCK  # mpmath's precision is process-wide
-    if not lock.acquire(timeout=max(0.0, min(deadline.remaining(), 60.0))):
-        raise sympy_backend.SympyUnavailable("another check held mpmath")
-    try:
-        with mpmath.workprec(bits):
-            results = fn(*[mpmath.mpf(float(v)) for v in args])
-    finally:
-        lock.release()
-    return [sympy_backend._real(v) for v in results]
 
 
 class _JaxRef:
@@ -823,11 +701,10 @@ class _SympyBudget:
     def share(self) -> Iterator[None]:
         """sympy's deadline (sympy_backend's own, which its loops check) for the block."""
         start = time.monotonic()
-        sympy_backend._budget.deadline = min(self.node_until, start + max(0.0, self.left()))
         try:
-            yield
+            with sympy_backend.share_until(min(self.node_until, start + max(0.0, self.left()))):
+                yield
         finally:
-            sympy_backend._budget.deadline = math.inf
             self.used += time.monotonic() - start
 
 

@@ -25,7 +25,8 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,17 @@ def _check_deadline() -> None:
         raise OutOfShare("the symbolic stage ran out of its time budget")
 
 
+@contextmanager
+def share_until(until: float) -> Iterator[None]:
+    """sympy's own deadline (its share of the request's time, which its loops check: past it,
+    OutOfShare) for the block, in this thread."""
+    _budget.deadline = until
+    try:
+        yield
+    finally:
+        _budget.deadline = math.inf
+
+
 # ---------------------------------------------------------------- lowering to object arrays
 
 
@@ -98,6 +110,16 @@ def _map(fn: Callable[..., Any], *xs: Any) -> np.ndarray:
 
 
 _building = threading.local()  # the straight-line program being built in this thread
+
+
+@contextmanager
+def _building_in(line: StraightLine) -> Iterator[None]:
+    """Lowerings in the block name their shared intermediates in `line` (see _named)."""
+    _building.line = line
+    try:
+        yield
+    finally:
+        _building.line = None
 
 
 def _named(value: Any) -> Any:
@@ -608,13 +630,38 @@ def build(
             raise SympyUnavailable(f"{node.op} has no symbolic form")
         return line.define(lower(operands, node.attr_dict))
 
-    _building.line = line
-    try:
+    with _building_in(line):
         env = evaluate(program, env_inputs, apply)
-    finally:
-        _building.line = None
     line.outputs = [env[i] for _, i in program.outputs]
     return line
+
+
+def build_op(
+    op: str, operands: Sequence[Any], attrs: dict[str, Any], symbolic: Sequence[int]
+) -> tuple[StraightLine, list[sp.Symbol], list[Any]]:
+    """One op alone, scalarised: the operands at the positions in `symbolic` (arrays) get one
+    symbol per entry; boolean arrays and numbers enter as exact values, anything else (an
+    integer target) as it is. The line, its symbols in order, and every result entry (flat)."""
+    lower = LOWERING.get(op)
+    if lower is None:
+        raise SympyUnavailable(f"{op} has no symbolic form")
+    objs: list[Any] = []
+    syms: list[sp.Symbol] = []
+    for k, v in enumerate(operands):
+        if k in symbolic:
+            objs.append(input_symbols(k, np.shape(v)))
+            syms.extend(objs[-1].reshape(-1))
+        elif isinstance(v, np.ndarray) and v.dtype == bool:
+            objs.append(_map(_number, v))
+        elif isinstance(v, (int, float)):  # a literal: exact (where() may return it as is)
+            objs.append(_number(v))
+        else:
+            objs.append(v)
+    line = StraightLine({})
+    with _building_in(line):
+        result = line.define(lower(objs, attrs))
+    outs = result if isinstance(result, tuple) else (result,)
+    return line, syms, [e for o in outs for e in _obj(o).reshape(-1)]
 
 
 def _numbers(values: np.ndarray) -> np.ndarray:
@@ -627,31 +674,55 @@ def _numbers(values: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- exact partial derivatives
 
 
-def _partials(e: Any, wrt: set) -> dict[Any, Any]:
-    """d e / d s for every symbol s of `wrt` in e, in one pass (sums and products directly;
-    anything else by sympy.diff, on small expressions)."""
+_DUMMIES = [sp.Symbol(f"_d{i}", real=True) for i in range(8)]
+Memo = dict[Any, dict[int, Any]]
+"""Derivatives already taken, by pattern (an expression with its symbols renamed _DUMMIES in
+order) and the position of the dummy they are taken with respect to."""
+
+
+def _partials(e: Any, wrt: set, memo: Memo) -> dict[Any, Any]:
+    """d e / d s for every symbol s of `wrt` in e, in one pass: sums and products directly,
+    anything else by sympy.diff once per pattern (an elementwise op's entries are one expression
+    of different symbols, tanh(x_0), tanh(x_1), ..., and sympy.diff costs milliseconds a call)."""
     if e.is_Symbol:
         return {e: sp.S.One} if e in wrt else {}
-    if e.is_Add:
+    if e.is_Add or e.is_Mul:
         acc: dict[Any, list] = {}
-        for term in e.args:
-            for s, d in _partials(term, wrt).items():
-                acc.setdefault(s, []).append(d)
-        return {s: sp.Add(*ds) for s, ds in acc.items()}
-    if e.is_Mul:
-        acc = {}
         args = e.args
-        for k, factor in enumerate(args):
-            for s, d in _partials(factor, wrt).items():
-                acc.setdefault(s, []).append(sp.Mul(*args[:k], d, *args[k + 1 :]))
+        for k, term in enumerate(args):
+            for s, d in _partials(term, wrt, memo).items():
+                acc.setdefault(s, []).append(d if e.is_Add else sp.Mul(*args[:k], d, *args[k + 1 :]))
         return {s: sp.Add(*ds) for s, ds in acc.items()}
+    free = sorted(e.free_symbols, key=str)
+    if len(free) > len(_DUMMIES):
+        return {s: _diff(e, s) for s in free if s in wrt}
+    pattern = e.xreplace(dict(zip(free, _DUMMIES)))
+    known = memo.setdefault(pattern, {})
+    back = dict(zip(_DUMMIES, free))
     out = {}
-    for s in e.free_symbols & wrt:
-        d = sp.diff(e, s)
-        if d.has(sp.Derivative, sp.DiracDelta):  # piecewise-constant parts: zero almost everywhere
-            d = d.replace(lambda z: isinstance(z, (sp.Derivative, sp.DiracDelta)), lambda z: 0)
-        out[s] = d
+    for i, s in enumerate(free):
+        if s in wrt:
+            if i not in known:
+                known[i] = _diff(pattern, _DUMMIES[i])
+            out[s] = known[i].xreplace(back)
     return out
+
+
+def _diff(e: Any, s: Any) -> Any:
+    """sympy.diff, with the derivatives of piecewise-constant parts (Derivative, DiracDelta)
+    zero, as they are almost everywhere, and Heaviside written as a Piecewise of the same values
+    (printing Heaviside for mpmath takes 0.1 s a call: a clamp took 1.3 s to compile)."""
+    d = sp.diff(e, s)
+    if d.has(sp.Derivative, sp.DiracDelta):
+        d = d.replace(lambda z: isinstance(z, (sp.Derivative, sp.DiracDelta)), lambda z: 0)
+    if d.has(sp.Heaviside):
+        d = d.replace(lambda z: isinstance(z, sp.Heaviside), _step)
+    return sp.sympify(d)
+
+
+def _step(h: Any) -> Any:
+    at0 = h.args[1] if len(h.args) > 1 else sp.S.Half
+    return sp.Piecewise((sp.S.One, h.args[0] > 0), (sp.S.Zero, h.args[0] < 0), (at0, True))
 
 
 def reverse_sweep(
@@ -660,9 +731,12 @@ def reverse_sweep(
     seeds: Sequence[Any],
     wrt: Sequence[sp.Symbol],
     prefix: str,
+    memo: Memo | None = None,
 ) -> tuple[list[tuple[sp.Symbol, Any]], list[Any]]:
     """Symbolic reverse mode over straight-line definitions: returns the adjoint definitions and,
-    for each symbol of `wrt`, the expression of sum_i seed_i * d output_i / d symbol."""
+    for each symbol of `wrt`, the expression of sum_i seed_i * d output_i / d symbol. `memo`:
+    derivatives taken by an earlier sweep over the same definitions (kept there)."""
+    memo = {} if memo is None else memo
     differentiable = {t for t, _ in defs} | set(wrt)
     adj: dict[Any, list] = {}
     for out, seed in zip(outputs, seeds):
@@ -676,10 +750,23 @@ def reverse_sweep(
         _check_deadline()
         a = sp.Symbol(f"{prefix}{len(adjoint_defs)}", real=True)
         adjoint_defs.append((a, sp.Add(*terms)))
-        for s, d in _partials(e, differentiable).items():
+        for s, d in _partials(e, differentiable, memo).items():
             if d != 0:
                 adj.setdefault(s, []).append(a * d)
     return adjoint_defs, [sp.Add(*adj.get(s, [])) for s in wrt]
+
+
+def reverse_sweep_again(
+    defs: list[tuple[sp.Symbol, Any]], grads: Sequence[Any], wrt: Sequence[sp.Symbol], memo: Memo
+) -> tuple[list[sp.Symbol], list[tuple[sp.Symbol, Any]], list[Any]]:
+    """The reverse sweep of <grads, w> (grads: a first sweep's results over `defs`), for new
+    direction symbols w: a Hessian-vector product, or the VJP of a VJP. Returns w, every
+    definition in order (those of `defs` first) and d<grads, w>/d s for each s of `wrt`."""
+    named = [sp.Symbol(f"_g{k}", real=True) for k in range(len(grads))]
+    dirs = [sp.Symbol(f"_w{k}", real=True) for k in range(len(grads))]
+    second = defs + list(zip(named, grads))
+    hdefs, results = reverse_sweep(second, named, dirs, wrt, "_h", memo)
+    return dirs, second + hdefs, results
 
 
 # ---------------------------------------------------------------- numbers at high precision
@@ -704,9 +791,13 @@ def compile_function(
         raise SympyUnavailable(f"sympy cannot generate code for this program ({exc!r})") from None
 
 
-def evaluate_numeric(fn: Callable[..., list[Any]], values: Sequence[float]) -> list[float]:
-    """Call a compiled function at `values` (float64, converted exactly) with 50 digits; the
-    results as floats (a complex result, outside the real domain, is nan)."""
+def evaluate_numeric(
+    fn: Callable[..., list[Any]], values: Sequence[float], bits: int | None = None
+) -> list[float]:
+    """Call a compiled function at `values` (float64, converted exactly) with 50 digits; or,
+    `bits` given, with every operation rounded to that many bits (53: float64, 24: float32), the
+    exact formula computed in that precision. The results as floats (a complex result, outside
+    the real domain, is nan)."""
     # mpmath's precision is process-wide: two threads evaluating at once would race (one in
     # 1,399 concurrent checks computed its "exact" values at float64 precision).
     wait = min(deadline.remaining(), getattr(_budget, "deadline", math.inf) - time.monotonic())
@@ -714,7 +805,7 @@ def evaluate_numeric(fn: Callable[..., list[Any]], values: Sequence[float]) -> l
         _check_deadline()
         raise SympyUnavailable("another check held mpmath for all of this one's time budget")
     try:
-        with mpmath.workdps(PRECISION_DIGITS):
+        with mpmath.workdps(PRECISION_DIGITS) if bits is None else mpmath.workprec(bits):
             results = fn(*[mpmath.mpf(float(v)) for v in values])
     except (ZeroDivisionError, ValueError, OverflowError, TypeError) as exc:
         raise SympyUnavailable(
@@ -784,17 +875,15 @@ def compile_program(
     syms = [s for _, _, s in flat]
     outs = [e for o in line.outputs for e in _obj(o).reshape(-1)]
     seeds = [sp.Symbol(f"_v{k}", real=True) for k in range(len(outs))]
-    adefs, grads = reverse_sweep(line.defs, outs, seeds, syms, "_a")
+    memo: Memo = {}
+    adefs, grads = reverse_sweep(line.defs, outs, seeds, syms, "_a", memo)
     vjp = compile_function(syms + seeds, line.defs + adefs, outs + grads)
     compiled = Compiled([(n, k) for n, k, _ in flat], syms, seeds, vjp, len(outs))
     compiled.defs = len(line.defs) + len(adefs)
     if hessian:
-        gsyms = [sp.Symbol(f"_g{k}", real=True) for k in range(len(grads))]
-        dirs = [sp.Symbol(f"_w{k}", real=True) for k in range(len(grads))]
-        second = line.defs + adefs + list(zip(gsyms, grads))
-        hdefs, hv = reverse_sweep(second, gsyms, dirs, syms, "_h")
-        compiled.hvp = compile_function(syms + seeds + dirs, second + hdefs, hv)
-        compiled.defs += len(hdefs)
+        dirs, defs, hv = reverse_sweep_again(line.defs + adefs, grads, syms, memo)
+        compiled.hvp = compile_function(syms + seeds + dirs, defs, hv)
+        compiled.defs = len(defs)
     if len(line.defs) <= text_max_ops:
         compiled.text = symbolic_text(line, outs, syms, program.output_names)
     return compiled
