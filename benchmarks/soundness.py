@@ -9,7 +9,7 @@ and leave correct gradients alone?
 It measures the in-process core, crossgrad.server.check.check, in four parts:
 
 1. Mutation table. Every differentiable op of the table (crossgrad.engine.OPS) sits in a small
-   chain, `z = OP(...)` then `y = sum(tanh(z) * v)` (benchmarks/soundness_programs.py), and its
+   chain, `z = OP(...)` then `y = sum(sin(z) * v)` (benchmarks/soundness_programs.py), and its
    VJP rule is corrupted by monkeypatching the engine's OpImpl.vjp (restored on exit) in one of
    nine ways (classes()). For each: detection (verdict FAIL with the engine failing) and blame
    (report.points[0].blame[0] names a node of the mutated op). A corruption that never changes
@@ -378,7 +378,10 @@ def print_table(
     for c in cells:
         by[(c.op, c.cls)].append(c)
     width = max(7, variants + 1)
-    print("\n1. Mutation table: each op's VJP corrupted, inside z = OP(...); y = sum(tanh(z) * v)")
+    print(
+        "\n1. Mutation table: each op's VJP corrupted, inside z = OP(...); y = sum(sin(z) * v)\n"
+        "   (tanh for sin, mean for sum, / for mul: the op under test appears once)"
+    )
     for cls in cls_list:
         print(f"   {cls.label:8s} {cls.description}")
     print(textwrap.indent(LEGEND, "   "))
@@ -387,6 +390,8 @@ def print_table(
     print(head)
     print("   " + "-" * (len(head) - 3))
     for op in DIFFERENTIABLE:
+        if not any(by[(op, cls.key)] for cls in cls_list):
+            continue  # not run (--ops)
         row = f"   {op:34s}"
         for cls in cls_list:
             row += f"{''.join(SYMBOL[c.status] for c in by[(op, cls.key)]):>{width}s}"
@@ -434,7 +439,11 @@ def print_table(
             "   worst ops (cells missed or not blamed): "
             + ", ".join(f"{op} {n}" for op, n in worst.most_common(12))
         )
-    print("\n   first misses per class (program, verdict, what blame said):")
+    missed_any = any(c.status in ("-", "d", "x", "E") for c in cells)
+    print(
+        "\n   first misses per class (program, verdict, what blame said):"
+        + ("" if missed_any else " none")
+    )
     for cls in cls_list:
         missed = [c for c in cells if c.cls == cls.key and c.status in ("-", "d", "x", "E")]
         for c in missed[:2]:
@@ -949,7 +958,7 @@ def run_kinks(seconds: float) -> list[KinkResult]:
     results = []
     for case in kink_cases():
         for claim in case.claims:
-            inputs = [InputSpec(n, np.asarray(v, float)) for n, v in case.inputs.items()]
+            inputs = [_spec(n, np.asarray(v, float), case.dtype, True) for n, v in case.inputs.items()]
             request = CheckRequest(
                 case.source,
                 inputs,
@@ -957,8 +966,8 @@ def run_kinks(seconds: float) -> list[KinkResult]:
                 budget=Budget(seconds=seconds),
             )
             if case.mutation is not None:
-                op, key = case.mutation
-                with mutated(op, key, 0.0):
+                op, key, rel = case.mutation
+                with mutated(op, key, rel):
                     out = run_check(request)
             else:
                 out = run_check(request)
@@ -987,8 +996,8 @@ def run_kinks(seconds: float) -> list[KinkResult]:
 
 def print_kinks(results: list[KinkResult], examples: int) -> dict[str, int]:
     print(
-        "\n3. Kink programs, at and next to their kinks: wrong claims must FAIL, "
-        "admissible ones must not"
+        "\n3. Kink programs, at and next to their kinks (and two ill-conditioned ones): wrong "
+        "claims and corrupted rules must FAIL, admissible claims and the correct engine must not"
     )
     print(f"   {'program':46s} {'where':8s} {'claim':34s} {'expected':9s} {'verdict':18s} result")
     for r in results:
@@ -1174,18 +1183,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     if kinks:
         line(
-            "kink programs: no false PASS among wrong claims and rules",
+            "kink and edge programs: no false PASS among wrong claims, rules",
             f"{kinks['false PASS']} false PASS of {kinks['must FAIL']}",
             kinks["false PASS"] == 0,
         )
         line(
-            "kink programs: every wrong claim and rule FAILs",
+            "kink and edge programs: every wrong claim and rule FAILs",
             f"{kinks['must FAIL'] - kinks['false PASS'] - kinks['not FAIL other']} "
             f"of {kinks['must FAIL']}",
             kinks["false PASS"] == 0 and kinks["not FAIL other"] == 0,
         )
         line(
-            "kink programs: admissible claims and the engine do not FAIL",
+            "kink and edge programs: admissible claims, engine do not FAIL",
             f"{kinks['false FAIL']} false FAIL of {kinks['must not FAIL']}",
             kinks["false FAIL"] == 0 and kinks["errors"] == 0,
         )

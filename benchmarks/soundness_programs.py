@@ -24,7 +24,7 @@ MUTATED_IMPL = {"cross_entropy": "nll_loss"}
 
 @dataclass
 class OpCase:
-    """The op under test as `z = ...` (core), inside y = sum(tanh(z) * v)."""
+    """The op under test as `z = ...` (core), inside y = sum(sin(z) * v)."""
 
     op: str
     variant: str  # a short description (shapes, attributes)
@@ -269,11 +269,18 @@ def _decls(inputs: dict[str, np.ndarray], dtype: str = "float64") -> dict[str, t
 
 
 def chain(case: OpCase, rng: np.random.Generator) -> None:
-    """source = core, then y = sum(tanh(z) * v) with v shaped like z (a varied cotangent)."""
+    """source = core, then y = sum(sin(z) * v) with v shaped like z (a varied cotangent). sin, not
+    tanh: a saturated tanh makes ill-conditioned entries, which belong to the random programs.
+    The op under test appears once: tanh for sin, mean for sum, / for mul (two corrupted nodes
+    in a row could undo each other: one entry's sign flipped twice)."""
     program = parse(case.core, _decls(case.inputs), outputs=["z"])
     shape = program.node(dict(program.outputs)["z"]).shape
-    case.inputs = {**case.inputs, "v": rng.normal(size=shape)}
-    case.source = case.core + "\ny = sum(tanh(z) * v)"
+    v = rng.uniform(0.5, 1.5, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    case.inputs = {**case.inputs, "v": v}
+    f = "tanh" if case.op == "sin" else "sin"
+    reduce = "mean" if case.op == "sum" else "sum"
+    times = "/" if case.op == "mul" else "*"
+    case.source = f"{case.core}\ny = {reduce}({f}(z) {times} v)"
 
 
 # ---------------------------------------------------------------- kink programs
@@ -293,7 +300,8 @@ class KinkCase:
     source: str
     inputs: dict[str, Any]
     claims: list[KinkClaim]
-    mutation: tuple[str, str] | None = None  # (op, class): the engine's rule corrupted
+    mutation: tuple[str, str, float] | None = None  # (op, class, rel): the engine's rule corrupted
+    dtype: str = "float64"
 
 
 def _c(label: str, must_fail: bool, **claimed: Any) -> KinkClaim:
@@ -662,7 +670,7 @@ def kink_cases() -> list[KinkCase]:
             "y = relu(sum(x) - 1) + sum(sin(x))",
             {"x": x_rs.tolist()},
             [KinkClaim("sin's rule negated (engine)", None, True)],
-            ("sin", "sign-all"),
+            ("sin", "sign-all", 0.0),
         ),
         K(
             "relu",
@@ -670,7 +678,7 @@ def kink_cases() -> list[KinkCase]:
             "y = sum(relu(x))",
             {"x": [0.0, 1.0, 2.0, -1.0]},
             [KinkClaim("relu's rule x1.1 + 0.01 (engine)", None, True)],
-            ("relu", "affine"),
+            ("relu", "affine", 0.0),
         ),
         K(
             "max",
@@ -678,7 +686,31 @@ def kink_cases() -> list[KinkCase]:
             "y = max(x)",
             {"x": [2.0, 2.0, 0.0]},
             [KinkClaim("max's rule x10 (engine)", None, True)],
-            ("max", "x10"),
+            ("max", "x10", 0.0),
+        ),
+        # no kink, but one entry ill-conditioned (tanh saturated): it must excuse only itself
+        K(
+            "saturated tanh",
+            "near",
+            "z = x ** w\ny = sum(tanh(z) * v)",
+            {
+                "x": [[1.958, 1.799, 1.954], [1.622, 0.761, 1.530]],
+                "w": [3.8, 0.146, 1.482],
+                "v": [[1.272, 0.660, 0.613], [-0.846, 1.046, -0.900]],
+            },
+            [KinkClaim("pow_tensor's rule for x x (1 + 1e-6) (engine)", None, True)],
+            ("pow_tensor", "ndim", 1e-6),
+        ),
+        K(
+            "saturated tanh",
+            "near",
+            "z = x ** 3\ny = sum(tanh(z) * v)",
+            {
+                "x": [[-0.27989608, 0.8336878, 2.0486016], [1.3577194, -1.7099249, -0.06318549]],
+                "v": [[-0.77133495, 0.8037407, -1.480771], [-1.2933205, 1.235517, 0.9297876]],
+            },
+            [ENGINE],
+            dtype="float32",
         ),
     ]
 
@@ -1075,7 +1107,7 @@ class Generator:
                     raise _Reject("too few entries")
                 parts.append(f"correction={corr}")
             if op == "norm":
-                parts.append(f"ord={float(rng.choice([1.0, 2.0, 3.0]))}")
+                parts.append(f"ord={rng.choice(['1.0', '2.0', '3.0', 'inf'])}")
             positive = op in ("norm",) or (
                 a.positive and op in ("sum", "mean", "prod", "max", "min", "amax", "amin")
             )
