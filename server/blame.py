@@ -26,15 +26,14 @@ float32 cotangent for a result it promoted to float64 was a ValueError out of ch
 also where sympy cannot evaluate at a point. The blame's detail names the reference that judged,
 and find_culprits' `checks` says what was checked, with which reference, for how many nodes.
 
-Kinks: at a node whose operands sit on a non-differentiable point (kinks.find_kinks, and the
-entries blame adds itself: norm's zero entries for ord <= 1, its ties for ord=inf, std over equal
-entries), the reference is evaluated with the kinked operand entries shifted to each side
-(kink_sides), at two distances (to tell a converging one-sided derivative from a diverging one).
-Entries where the sides agree with the reference at the point are judged exactly; at the others
-the engine's value must lie within the range the one-sided derivatives span (plus the tolerance;
-infinite or NaN where a one-sided derivative diverges). Entries the sides could not cover (past a
-cap on how many sides are tried, or where every side is undefined) are left unverified, never
-called wrong.
+Kinks: at a node whose operands sit on a non-differentiable point (kinks.find_kinks), the
+reference is evaluated with the kinked operand entries shifted to each side (kinks.sides, as
+kink_sides turns them into shifts of the node's operands), at two distances (to tell a
+converging one-sided derivative from a diverging one). Entries where the sides agree with the
+reference at the point are judged exactly; at the others the engine's value must lie within the
+range the one-sided derivatives span (plus the tolerance; infinite or NaN where a one-sided
+derivative diverges). Entries the sides could not cover (past a cap on how many sides are tried,
+or where every side is undefined) are left unverified, never called wrong.
 
 A rule that returns a gradient of the wrong shape (the engine raises) is blamed with its node,
 line and column. Tolerances follow the dtype each quantity is computed in (float32 operands or
@@ -64,15 +63,14 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 from crossgrad import engine as cg
-from crossgrad.engine.optable import normalize_axes
 
-from . import deadline
+from . import deadline, kinks
 from .backends import engine as engine_backend
 from .backends import jax_backend, sympy_backend
 from .compare import Tolerance, close
 from .deadline import Cancelled, OutOfTime
 from .ir import IRNode, Ref
-from .kinks import find_kinks
+from .kinks import BALLS, Kink, Sides, find_kinks
 from .model import Blame
 
 BATCH_COTANGENTS = 4
@@ -88,9 +86,8 @@ SYMPY_NODE_SECONDS = 3.0
 SYMPY_TOTAL_SECONDS = 10.0
 """sympy's time over one blame; past it, JAX judges the remaining nodes."""
 TIE_SIDES_CAP = 16
-"""At most this many tied entries of a max/min reduction are raised (lowered) in turn."""
-ENTRY_SIDES_CAP = 8
-"""At most this many entries of a zero vector (norm) or of equal entries (std) are moved each way."""
+"""At most this many tied entries of a max/min reduction (or of a norm's largest or smallest
+magnitudes, for ord = inf or -inf) are moved in turn."""
 DELTA = 1e-4
 """Shift of a kinked entry, relative to its magnitude (or to its operand's, at 0)..."""
 DELTA_RATIO = 1e-4
@@ -123,7 +120,7 @@ def _float(x: Any) -> bool:
     return isinstance(x, np.ndarray) and x.dtype.kind == "f"
 
 
-def _delta(x: np.ndarray) -> np.ndarray:
+def _delta(x: np.ndarray, op: str = "") -> np.ndarray:
     """DELTA times each entry's magnitude (at 0: the operand's largest finite magnitude, or 1)."""
     x = np.asarray(x, np.float64)
     a = np.abs(np.where(np.isfinite(x), x, 0.0))
@@ -131,312 +128,37 @@ def _delta(x: np.ndarray) -> np.ndarray:
     return DELTA * np.where(a > 0, a, scale)
 
 
-def _reduce_to(mask: np.ndarray, shape: tuple[int, ...], how: Callable[..., Any] = np.any) -> np.ndarray:
-    """A mask over the broadcast shape, onto an operand of `shape` that was broadcast to it."""
-    mask = np.asarray(mask, bool)
-    lead = mask.ndim - len(shape)
-    if lead > 0:
-        mask = how(mask, axis=tuple(range(lead)))
-    axes = tuple(i for i, d in enumerate(shape) if d == 1 and mask.shape[i] != 1)
-    if axes:
-        mask = how(mask, axis=axes, keepdims=True)
-    return np.broadcast_to(mask, shape).copy()
-
-
-def _side(n: int, k: int, shift: np.ndarray) -> list[np.ndarray | None]:
-    return [shift if j == k else None for j in range(n)]
-
-
-def _both(n: int, k: int, shift: np.ndarray) -> list[list[np.ndarray | None]]:
-    return [_side(n, k, shift), _side(n, k, -shift)]
-
-
-def _shift(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """+delta at the (finite) entries of mask, 0 elsewhere."""
-    mask = mask & np.isfinite(np.asarray(x, np.float64))
-    return np.where(mask, _delta(x), 0.0)
-
-
-def _rows(shape: tuple[int, ...], axis: Any) -> np.ndarray:
-    """Flat indices of a reduction's operand, one row per result entry (in the result's order)."""
-    nd = len(shape)
-    axes = normalize_axes("reduce", axis, nd) if nd else ()
-    kept = [a for a in range(nd) if a not in axes]
-    index = np.arange(math.prod(shape)).reshape(shape)
-    moved = np.transpose(index, kept + list(axes)) if nd else index
-    n = math.prod(shape[a] for a in axes)
-    return moved.reshape(-1, n) if n else moved.reshape(-1, 0)
-
-
-def _tied_rows(x: np.ndarray, axis: Any, top: bool) -> list[np.ndarray]:
-    """Per result entry, the flat indices of the operand's tied extrema (empty: no tie)."""
-    flat = np.asarray(x, np.float64).reshape(-1)
-    out = []
-    for row in _rows(np.shape(x), axis):
-        v = flat[row]
-        finite = v[np.isfinite(v)] if v.size else v
-        if v.size < 2 or finite.size < v.size:
-            out.append(np.zeros(0, int))
-            continue
-        best = v.max() if top else v.min()
-        hit = row[v == best]
-        out.append(hit if hit.size > 1 else np.zeros(0, int))
-    return out
-
-
-def _equal_rows(x: np.ndarray, axis: Any, rows_where: Callable[[np.ndarray], bool]) -> list[np.ndarray]:
-    """Per result entry, its row of flat indices when rows_where(values of the row), else empty."""
-    flat = np.asarray(x, np.float64).reshape(-1)
-    return [
-        row if row.size and np.isfinite(flat[row]).all() and rows_where(flat[row]) else np.zeros(0, int)
-        for row in _rows(np.shape(x), axis)
-    ]
-
-
-def _turns(x: np.ndarray, rows: list[np.ndarray], cap: int, signs: Sequence[Any]) -> list[np.ndarray]:
-    """Shift arrays moving, in turn, the t-th listed entry of every listed row (rows with fewer
-    entries repeat theirs), each way in `signs`; at most `cap` turns."""
-    counts = [r.size for r in rows if r.size]
-    if not counts:
-        return []
-    step = _delta(x).reshape(-1)
-    shifts = []
-    for t in range(min(max(counts), cap)):
-        for sign in signs:
-            s = np.zeros(np.size(x))
-            for r in rows:
-                if r.size:
-                    j = r[t % r.size]
-                    s[j] = sign * step[j] if not callable(sign) else sign(j) * step[j]
-            shifts.append(s.reshape(np.shape(x)))
-    return shifts
-
-
-_UNARY_BOTH = {"relu", "abs", "leaky_relu", "sign", "floor", "round", "clamp", "tan", "reciprocal"}
-_COMPARISONS = {"lt", "le", "gt", "ge", "eq", "ne"}
-_RIGHT_ONLY = {"sqrt": 0.0, "log": 0.0, "log1p": -1.0}  # domain edge: the kink from the right
-_BALLS = {"norm", "std"}
-"""Ops whose generalized gradient at a kink is a ball: the sides (one per entry and way) span each
-entry's range, not that of a combination of entries."""
-_SIDED = {
-    *_UNARY_BOTH,
-    *_COMPARISONS,
-    *_RIGHT_ONLY,
-    "maximum",
-    "minimum",
-    "div",
-    "pow",
-    "pow_tensor",
-    "rpow",
-    "max",
-    "amax",
-    "min",
-    "amin",
-    "norm",
-    "std",
-}
-"""Ops whose kinks kink_sides knows how to approach from each side."""
+def _sides(node: IRNode, operands: list[Any], entries: np.ndarray | None) -> Sides | None:
+    return kinks.sides(Kink(node, {}, entries), operands, _delta, TIE_SIDES_CAP)
 
 
 def kink_sides(
     node: IRNode, operands: list[Any], entries: np.ndarray | None
 ) -> list[list[np.ndarray | None]]:
-    """The sides from which to approach the kinks of `node` at these operand values.
-
-    Each side is a list with one item per operand: a shift array (shaped like the operand, float64)
-    to add to it, or None to leave it as it is. Every side moves every kinked entry it covers (so
-    that no side sees the op exactly at its kink), by DELTA relative to the entry's magnitude; the
-    caller scales the shifts to come nearer (the shifts are linear in DELTA). The range spanned by
-    the derivatives on the sides, per entry, is the admissible (generalized) gradient there.
+    """The sides from which to approach the kinks of `node` at these operand values: kinks.sides
+    (DELTA away, relative to each entry's magnitude; at most TIE_SIDES_CAP tied entries), every
+    group on its t-th alternative at once (Sides.turns), so that no side sees the op exactly at
+    its kink. Each side is a list with one item per operand: a shift array (shaped like the
+    operand, float64) to add to it, or None to leave it as it is; the caller scales the shifts
+    to come nearer (they are linear in DELTA). The range spanned by the derivatives on the sides,
+    per entry, is the admissible (generalized) gradient there; a side that leaves the op's domain
+    is not taken.
 
     `entries`: for the elementwise ops, the kinked entries as kinks.find_kinks gives them (over the
     operands broadcast together); None when find_kinks did not flag the node (then only the
-    reductions, whose kinked entries are found here, have sides). An empty list: no kink (judge
-    exactly). Per op:
-      relu, abs, leaky_relu, sign, floor, round, clamp, tan, reciprocal, comparisons: operand 0
-        (for comparisons, the first tensor operand) +/- delta at the kinked entries;
-      sqrt, log (at 0), log1p (at -1): from the right only (the left leaves the domain); entries
-        already outside the domain are not moved;
-      pow (base 0): both sides for an integer exponent, else from the right; pow_tensor (base 0):
-        from the right, and from the left where the exponent is an integer; div (divisor 0):
-        operand 1 +/- delta; rpow with a base <= 0: every entry +/- delta;
-      maximum, minimum (ties): one operand +/- delta at the ties (a full-shaped one if any);
-      max, amax (min, amin) with tied extrema: raise (lower) each tied entry in turn, at most
-        TIE_SIDES_CAP turns;
-      norm: 0 < ord <= 1, the zero entries +/- delta together (the norm is separable in them);
-        ord < 0, a zero alone in its row +/- delta; ord = inf (-inf), the largest (smallest)
-        magnitudes when tied or 0, raised (lowered) in turn, a zero both ways; ord > 1, the zero
-        vectors +/- delta on each entry in turn, at most ENTRY_SIDES_CAP entries;
-      std over equal entries: +/- delta on each entry in turn, at most ENTRY_SIDES_CAP entries.
-    kink_beyond_cap names the kinked entries no side moves (past the caps; several zeros of a
-    norm with ord < 0 or -inf, where the one that decides is not defined).
-    """
-    op, a, n = node.op, node.attr_dict, len(operands)
-    x = operands[0] if operands else None
-    if op not in _SIDED:
-        return []
-    if op in ("max", "amax", "min", "amin"):
-        top = op in ("max", "amax")
-        if not _float(x):
-            return []
-        rows = _tied_rows(x, a["axis"], top)
-        return [_side(n, 0, s) for s in _turns(x, rows, TIE_SIDES_CAP, (1.0 if top else -1.0,))]
-    if op == "std":
-        if not _float(x) or _count(x, a["axis"]) - a["correction"] <= 0:
-            return []
-        rows = _equal_rows(x, a["axis"], lambda v: bool((v == v[0]).all()) and v.size > 1)
-        return [_side(n, 0, s) for s in _turns(x, rows, ENTRY_SIDES_CAP, (1.0, -1.0))]
-    if op == "norm":
-        return _norm_sides(node, x, n)
-    if op == "rpow":  # a base <= 0 (an attribute) puts every entry on the kink
-        if a["base"] > 0 or not _float(x):
-            return []
-        return _both(n, 0, _shift(x, np.ones(x.shape, bool)))
-    if entries is None:
-        return []
-    entries = np.asarray(entries, bool)
-    if not entries.any():
-        return []
-    if op in _UNARY_BOTH:
-        if not _float(x):
-            return []
-        shift = _shift(x, _reduce_to(entries, x.shape))
-        if op == "clamp" and a["min"] is not None and a["max"] is not None and a["max"] > a["min"]:
-            shift = np.minimum(shift, (a["max"] - a["min"]) / 4)  # not past the other bound
-        return _both(n, 0, shift)
-    if op in _RIGHT_ONLY:
-        if not _float(x):
-            return []
-        mask = _reduce_to(entries, x.shape) & (x == _RIGHT_ONLY[op])
-        return [_side(n, 0, _shift(x, mask))] if mask.any() else []
-    if op == "pow":
-        if not _float(x):
-            return []
-        shift = _shift(x, _reduce_to(entries, x.shape))
-        e = a["exponent"]
-        return _both(n, 0, shift) if float(e).is_integer() else [_side(n, 0, shift)]
-    if op == "pow_tensor":
-        if not _float(x):
-            return []
-        y = np.asarray(operands[1], np.float64)
-        mask = _reduce_to(entries, x.shape)
-        whole = np.broadcast_to(np.isfinite(y) & (y == np.round(y)), entries.shape)
-        integral = _reduce_to(whole | ~entries, x.shape, np.all)
-        right = _shift(x, mask)
-        return [_side(n, 0, right), _side(n, 0, np.where(integral, -right, right))]
-    if op == "div":
-        y = operands[1]
-        return _both(n, 1, _shift(y, _reduce_to(entries, y.shape))) if _float(y) else []
-    # maximum, minimum and the comparisons: move one tensor operand, full-shaped if one is
-    tensors = [k for k in (0, 1) if _float(operands[k])]
-    if not tensors:
-        return []
-    full = [k for k in tensors if operands[k].shape == entries.shape]
-    k = (full or tensors)[0]
-    return _both(n, k, _shift(operands[k], _reduce_to(entries, operands[k].shape)))
-
-
-def _count(x: np.ndarray, axis: Any) -> int:
-    return int(_rows(np.shape(x), axis).shape[1])
-
-
-def _norm_kinks(
-    x: np.ndarray, axis: Any, p: float
-) -> tuple[list[np.ndarray], tuple[Callable[[int], float], ...], int, np.ndarray]:
-    """A norm's kinks: per result entry the flat indices of its kinked entries, to move in turn
-    (each way given by the sign functions), at most `cap` turns; and the entries left
-    unverified (past the cap, or several zeros where one alone decides: ord -inf or < 0).
-    ord = +/-inf: the largest (smallest) magnitudes when tied or 0, raised (lowered) in turn,
-    a zero both ways; ord > 1: the zero vectors, each entry both ways."""
-    mags = np.abs(np.asarray(x, np.float64)).reshape(-1)
-    sgn = np.sign(np.asarray(x, np.float64)).reshape(-1)
-    unverified = np.zeros(mags.size, bool)
-    rows: list[np.ndarray] = []
-    if math.isinf(p):
-        cap, away = TIE_SIDES_CAP, (1.0 if p > 0 else -1.0)
-        for r in _rows(np.shape(x), axis):
-            v = mags[r]
-            if not v.size:
-                rows.append(r)
-                continue
-            best = v.max() if p > 0 else v.min()
-            hit = r[v == best]
-            if not (hit.size > 1 or best == 0):
-                rows.append(r[:0])
-            elif p < 0 and best == 0 and hit.size > 1:
-                unverified[hit] = True
-                rows.append(r[:0])
-            else:
-                unverified[hit[cap:]] = True
-                rows.append(hit)
-
-        def up(j: int) -> float:
-            return away * (sgn[j] if sgn[j] else away)
-
-        def down(j: int) -> float:
-            return away * (sgn[j] if sgn[j] else -away)
-
-        return rows, (up, down), cap, unverified
-    for r in _rows(np.shape(x), axis):
-        zero = bool(r.size) and not mags[r].any()
-        rows.append(r if zero else r[:0])
-        if zero:
-            unverified[r[ENTRY_SIDES_CAP:]] = True
-    return rows, (lambda j: 1.0, lambda j: -1.0), ENTRY_SIDES_CAP, unverified
-
-
-def _norm_sides(node: IRNode, x: Any, n: int) -> list[list[np.ndarray | None]]:
-    if not _float(x) or not np.isfinite(x).all():
-        return []
-    a = node.attr_dict
-    p = a["ord"]
-    if math.isinf(p) or p > 1:
-        rows, signs, cap, _ = _norm_kinks(x, a["axis"], p)
-        shifts = {s.tobytes(): s for s in _turns(x, rows, cap, signs)}  # a nonzero tie: one way
-        return [_side(n, 0, s) for s in shifts.values()]
-    zero = x == 0
-    if p < 0:  # a zero alone in its row decides the norm there; several: unverified
-        counts = np.zeros(x.size, int)
-        for r in _rows(x.shape, a["axis"]):
-            counts[r] = zero.reshape(-1)[r].sum()
-        zero = zero & (counts.reshape(x.shape) == 1)
-    # 0 <= ord <= 1: the norm is separable in its zero entries: all of them, each way
-    return _both(n, 0, _shift(x, zero)) if zero.any() else []
+    reductions, whose kinked rows kinks.sides finds, have sides). An empty list: no kink (judge
+    exactly). kink_beyond_cap names the kinked entries no side moves."""
+    found = _sides(node, operands, entries)
+    return [] if found is None else found.turns(len(operands))
 
 
 def kink_beyond_cap(node: IRNode, operands: list[Any]) -> np.ndarray | None:
-    """The entries of operand 0 (and so of its gradient) at a kink that kink_sides leaves
-    unmoved because of its caps (a tie among more than TIE_SIDES_CAP entries, a zero vector or
-    equal entries longer than ENTRY_SIDES_CAP): unverified, never judged. None: there are none."""
-    op, a = node.op, node.attr_dict
-    x = operands[0] if operands else None
-    if not _float(x):
-        return None
-    if op in ("max", "amax", "min", "amin"):
-        rows, cap = _tied_rows(x, a["axis"], op in ("max", "amax")), TIE_SIDES_CAP
-    elif op == "std" and _count(x, a["axis"]) - a["correction"] > 0:
-        rows = _equal_rows(x, a["axis"], lambda v: bool((v == v[0]).all()) and v.size > 1)
-        cap = ENTRY_SIDES_CAP
-    elif op == "norm" and np.isfinite(x).all():
-        p = a["ord"]
-        if math.isinf(p) or p > 1:
-            beyond = _norm_kinks(x, a["axis"], p)[3].reshape(x.shape)
-        elif p < 0:
-            zero = (x == 0).reshape(-1)
-            beyond = np.zeros(x.size, bool)
-            for r in _rows(x.shape, a["axis"]):
-                if zero[r].sum() > 1:
-                    beyond[r[zero[r]]] = True
-            beyond = beyond.reshape(x.shape)
-        else:
-            return None
-        return beyond if beyond.any() else None
-    else:
-        return None
-    out = np.zeros(x.size, bool)
-    for r in rows:
-        out[r[cap:]] = True
-    return out.reshape(x.shape) if out.any() else None
+    """The entries of operand 0 (and so of its gradient) at a kink of a reduction that
+    kink_sides leaves unmoved (past the caps: a tie among more than TIE_SIDES_CAP entries, a zero
+    vector or equal entries longer than kinks.MAX_GROUP; several zeros of a norm with ord < 0 or
+    -inf, where the one that decides is not defined): unverified, never judged. None: none."""
+    found = _sides(node, operands, None)
+    return None if found is None else found.beyond
 
 
 # ---------------------------------------------------------------- references for one node
@@ -828,7 +550,7 @@ def _judge(
                 # the first derivative there is itself a convention (diverging one-sided slopes),
                 # or the sides span only part of the generalized gradient (a ball for norm and
                 # std, which <VJP, w> sees whole): outside the span is not proof of a wrong rule
-                loose = unbounded | (nd.node.op in _BALLS) | partial
+                loose = unbounded | (nd.node.op in BALLS) | partial
                 unverified = unverified | (bad_range & loose)
                 bad_range = bad_range & ~loose
         wrong = exact & ~close(e, c, item.tol)
