@@ -220,7 +220,16 @@ def _check_point(
         blocks = _blocks(derivs, point, tolerance, intervals)
         verdict_mod.hull_check(blocks, intervals, lambda b: tolerance(b.quantity, b.output, b.input))
         engine_values = [_data(v) for v in run.values.values()]
-        fp = verdict_mod.FloatingPoint(point, derivs, engine_values)
+        fp = verdict_mod.FloatingPoint(
+            point,
+            derivs,
+            engine_values,
+            lambda bits: (
+                sympy_backend.rounded(point, request.budget, request.seed + k, sympy, bits)
+                if "sympy" in derivs
+                else None
+            ),
+        )
         numerical = verdict_mod.numerical_notes(
             blocks, fp, lambda b: tolerance(b.quantity, b.output, b.input), intervals
         )

@@ -31,7 +31,7 @@ from .model import ConventionNote, NumericalNote, ReferenceNote, Verdict
 MAX_SIDE_RUNS = 64  # evaluations of the program just off the kinks (groups x their sides)
 MAX_KINK_WORK = 50_000  # nodes x those evaluations
 MAX_NOTES = 20
-PROBES = 4  # input perturbations of a few ulps, to see how far rounding moves a derivative
+PROBES = 4  # runs of Monte Carlo arithmetic, to see how far rounding moves a derivative
 NOISE_LIMIT = 1e-2  # rounding noise beyond this fraction of a value: the entry cannot be verified
 
 Key = tuple[str, Any]  # (quantity, key in Derivatives' table)
@@ -293,11 +293,19 @@ def _hull_misfit(
 
 class FloatingPoint:
     """What the engine's precision itself does at this point, computed when a failing entry
-    needs it: JAX in the inputs' own dtypes, and how far rounding-sized changes of the inputs
-    move JAX's derivatives."""
+    needs it: JAX op by op in the inputs' own dtypes, how far rounding moves its values (Monte
+    Carlo arithmetic), and the exact formula computed in that precision (sympy at 53 or 24 bits).
+    `rounded(bits)` gives that last one (None where sympy has no exact formula)."""
 
-    def __init__(self, point: Point, derivs: dict[str, Derivatives], engine_values: list[Any]) -> None:
-        self.point, self.derivs = point, derivs
+    def __init__(
+        self,
+        point: Point,
+        derivs: dict[str, Derivatives],
+        engine_values: list[Any],
+        rounded: Callable[[int], Derivatives | None],
+    ) -> None:
+        self.point, self.derivs, self._rounded_at = point, derivs, rounded
+        self._rounded: dict[int, Derivatives | None] = {}
         self.overflowed = any(
             isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v))
             for v in engine_values
@@ -313,46 +321,44 @@ class FloatingPoint:
         source = _lookup(self._native, block)
         return None if source is None else np.asarray(source.values, np.float64)
 
+    def formula_error(self, block: Block, exact: np.ndarray) -> np.ndarray | None:
+        """How far the exact formula lands from the exact value when computed in the block's
+        precision, per entry: the largest over that precision and one and two bits less (one
+        rounding of a saturated tanh, one ulp either way, can move 1 - tanh^2 by its whole size:
+        a single evaluation's luck is no measure)."""
+        bits = int(np.finfo(block.dtype).nmant) + 1
+        worst = None
+        for b in (bits - 2, bits - 1, bits):
+            if b not in self._rounded:
+                self._rounded[b] = self._rounded_at(b)
+            found = None if self._rounded[b] is None else _lookup(self._rounded[b], block)
+            if found is None:
+                return None
+            with np.errstate(invalid="ignore", over="ignore"):
+                error = np.abs(np.asarray(found.values, np.float64).reshape(exact.shape) - exact)
+            error = np.where(np.isnan(error), np.inf, error)
+            worst = error if worst is None else np.maximum(worst, error)
+        return worst
+
     def spread(self, block: Block) -> np.ndarray | None:
-        """Per entry, how far JAX's derivative moves when the inputs move by a few ulps."""
+        """Per entry, how far rounding in this very computation moves JAX's value: a few runs
+        of Monte Carlo arithmetic (every op's result rounded at random to within the block's
+        precision, computing in float64) against the same computation without it."""
         if block.dtype not in self._spread:
             eps = float(np.finfo(block.dtype).eps)
-            base = self.derivs.get("jax") or jax_backend.derivatives(self.point)
-            rng = np.random.default_rng(0)
-            moved = []
-            for _ in range(PROBES):
+            base = jax_backend.derivatives(self.point, apply=jax_backend.apply_op)
+            runs = []
+            for k in range(PROBES):
                 deadline.checkpoint()
-                values = dict(self.point.values)
-                for n in self.point.wrt:
-                    x = np.asarray(values[n], np.float64)
-                    values[n] = x * (1.0 + 4 * eps * rng.uniform(-1.0, 1.0, x.shape))
-                moved.append(jax_backend.derivatives(_with_values(self.point, values)))
-            self._spread[block.dtype] = {"base": base, "moved": moved}
+                runs.append(jax_backend.derivatives(self.point, apply=jax_backend.noisy(eps, k)))
+            self._spread[block.dtype] = {"base": base, "runs": runs}
         got = self._spread[block.dtype]
         base = _lookup(got["base"], block)
         if base is None:
             return None
         with np.errstate(invalid="ignore", over="ignore"):
-            diffs = [np.abs(np.asarray(_lookup(m, block).values) - base.values) for m in got["moved"]]
+            diffs = [np.abs(np.asarray(_lookup(r, block).values) - base.values) for r in got["runs"]]
             return np.nan_to_num(np.max(diffs, axis=0), nan=np.inf)
-
-
-def _noise(spread: np.ndarray | None, exact: np.ndarray, kinked: np.ndarray) -> np.ndarray:
-    """Each entry's rounding noise: its own spread, or, relative to its size, the largest
-    relative spread of its block (rounding in an intermediate every entry shares, a mean or a
-    norm, reaches them all). Entries a kink moves jump when rounding crosses the kink: they say
-    nothing of the noise of the others."""
-    if spread is None:
-        return np.zeros(exact.shape)
-    size = np.maximum(np.abs(np.nan_to_num(exact, posinf=0.0, neginf=0.0)), np.finfo(np.float64).tiny)
-    with np.errstate(invalid="ignore", over="ignore"):
-        relative = spread / size
-        shared = float(np.max(relative[np.isfinite(relative) & ~kinked], initial=0.0))
-        return np.where(np.isfinite(spread), np.maximum(spread, shared * size), spread)
-
-
-def _with_values(point: Point, values: dict[str, np.ndarray]) -> Point:
-    return Point(point.program, point.wrt, values, point.cotangents, point.masks, point.checks)
 
 
 def _lookup(d: Derivatives, block: Block) -> SourceValues | None:
@@ -388,11 +394,14 @@ def numerical_notes(
             continue
         tol = tolerance(block)
         exact = block.reference.reshape(same.shape)
-        spread = _noise(fp.spread(block), exact, kinked)
+        spread = fp.spread(block)
+        spread = np.zeros(exact.shape) if spread is None else spread.reshape(exact.shape)
+        formula = fp.formula_error(block, exact)
+        formula = np.zeros(exact.shape) if formula is None else formula
         info = np.finfo(block.dtype)
         margin = tol.atol + tol.rtol * np.abs(np.nan_to_num(exact))
         with np.errstate(invalid="ignore", over="ignore"):
-            ill = spread > margin
+            ill = (spread > margin) | (formula > margin)
             huge = np.abs(exact) > info.max
             tiny = (exact != 0) & (np.abs(exact) < info.tiny * 2**16)
         for src, status in block.status_map.items():
@@ -402,10 +411,21 @@ def numerical_notes(
                 inexact = ~np.isfinite(value) | ~np.isfinite(same)
                 overflow = (inexact & np.isfinite(exact)) | huge | (fp.overflowed & inexact)
                 evidence = overflow | tiny | ill
-            # the same computation in the same precision: equal up to its own rounding noise
-            excuse = failing & evidence & close(value, same, tol, 10 * spread)
+            # the same computation in the same precision, equal up to its own rounding noise; or
+            # no further from the exact value than ten times the exact formula computed there
             with np.errstate(invalid="ignore", over="ignore"):
-                noisy = excuse & ill & ~overflow & (spread > NOISE_LIMIT * np.abs(exact))
+                like_formula = np.abs(value - exact) <= 10 * formula + margin
+                # the exact value is not representable in this dtype and the engine's overflowed
+                # forward pass gave a non-finite value (inf / inf is nan): IEEE's answer
+                unrepresentable = fp.overflowed & (huge | ~np.isfinite(exact)) & ~np.isfinite(value)
+            excuse = (
+                failing
+                & evidence
+                & (close(value, same, tol, 10 * spread) | like_formula | unrepresentable)
+            )
+            noise = np.maximum(spread, np.where(np.isfinite(formula), formula, 0.0))
+            with np.errstate(invalid="ignore", over="ignore"):
+                noisy = excuse & ill & ~overflow & (noise > NOISE_LIMIT * np.abs(exact))
             status.reshape(same.shape)[noisy] = unverified
             excuse &= ~noisy
             if not excuse.any():
@@ -415,7 +435,7 @@ def numerical_notes(
                 idx = np.unravel_index(flat, same.shape)
                 why = "overflow" if overflow[idx] else "underflow" if tiny[idx] else "ill-conditioning"
                 scale = max(abs(float(np.nan_to_num(exact[idx]))), info.tiny)
-                condition = float(spread[idx]) / (4 * float(info.eps) * scale)
+                condition = float(noise[idx]) / (float(info.eps) * scale)
                 notes.append(
                     NumericalNote(
                         block.label,

@@ -158,13 +158,18 @@ def _checkpoint(node: IRNode, value: Any) -> None:
     deadline.checkpoint()  # run op by op, JAX evaluates each node here: a long program stops
 
 
-def program_function(program: Program, wrt: Sequence[str]) -> Callable[..., tuple[Any, ...]]:
+Apply = Callable[[IRNode, list[Any]], Any]
+
+
+def program_function(
+    program: Program, wrt: Sequence[str], apply: Apply = apply_op
+) -> Callable[..., tuple[Any, ...]]:
     """f(*wrt_values, *other_values) -> outputs: the program as a function JAX can transform."""
     others = [n for n in program.input_names if n not in wrt]
     names = list(wrt) + others
 
     def f(*values: Any) -> tuple[Any, ...]:
-        env = evaluate(program, dict(zip(names, values)), apply_op, _checkpoint)
+        env = evaluate(program, dict(zip(names, values)), apply, _checkpoint)
         return tuple(env[i] for _, i in program.outputs)
 
     return f
@@ -186,13 +191,15 @@ def program_function(program: Program, wrt: Sequence[str]) -> Callable[..., tupl
 _COMPILED = caches.register("jax", 256)  # jitted functions, by program, what is differentiated, kind
 
 
-def _function(program: Program, wrt: tuple[str, ...], what: Any) -> Callable[..., Any]:
+def _function(
+    program: Program, wrt: tuple[str, ...], what: Any, apply: Apply = apply_op
+) -> Callable[..., Any]:
     """The function of (wrt values, other values[, cotangents or directions]) for `what`:
     "value"; "vjp" (one cotangent per output); ("jac_rows", B): B rows of the Jacobian of all
     outputs flattened, from B flat unit cotangents; ("hvp_cols", B): B columns of the Hessian
     of the scalar output 0, from B flat unit directions; ("flat", shapes): all outputs
     flattened, at a batch of flat points (finite differences)."""
-    f = program_function(program, wrt)
+    f = program_function(program, wrt, apply)
     k, n_out = len(wrt), len(program.outputs)
     if what == "value":
         return f
@@ -250,12 +257,13 @@ def jitted(program: Program, what: Any) -> bool:
     return operation_count(program) <= JIT_MAX_NODES[kind]
 
 
-def call(program: Program, wrt: Sequence[str], what: Any, *args: Any, eager: bool = False) -> Any:
+def call(program: Program, wrt: Sequence[str], what: Any, *args: Any, apply: Apply | None = None) -> Any:
     """Run `what` for this program: compiled once per (program, shapes, dtypes, what) when it is
-    small, op by op otherwise (or when eager: XLA may rewrite a compiled program, e.g. fold
-    log(exp(x)) into x, which op by op never does)."""
-    if eager or not jitted(program, what):
-        return _function(program, tuple(wrt), what)(*args)
+    small, op by op otherwise; or op by op with `apply` (JAX's own apply_op, or one that adds
+    rounding noise) when it is given: XLA may rewrite a compiled program, e.g. fold log(exp(x))
+    into x, which op by op never does."""
+    if apply is not None or not jitted(program, what):
+        return _function(program, tuple(wrt), what, apply or apply_op)(*args)
     key = (program, tuple(wrt), what)
     fn = _COMPILED.get(key)
     if fn is not None:
@@ -271,18 +279,20 @@ def _as_jax(value: np.ndarray, native: bool = False) -> Any:
     return jnp.asarray(value, jnp.float64 if value.dtype.kind == "f" and not native else value.dtype)
 
 
-def derivatives(point: Point, native: bool = False) -> Derivatives:
+def derivatives(point: Point, native: bool = False, apply: Apply | None = None) -> Derivatives:
     """JAX's values and derivatives at a point (masks multiply the gradients, as hooks do).
     JAX is a float64 reference whatever the request's dtypes (the engine keeps float32);
     native=True computes in the inputs' own dtypes instead, op by op: the same computation the
-    engine does, done by another implementation, for judging floating point's own errors."""
+    engine does, done by another implementation, for judging floating point's own errors.
+    `apply` evaluates each op instead of apply_op (op by op): see noisy()."""
+    eager = apply or (apply_op if native else None)
     program, wrt, checks = point.program, point.wrt, point.checks
     args = [_as_jax(point.values[n], native) for n in wrt]
     args += [_as_jax(v, native) for v in point.fixed.values()]
     names = program.output_names
     d = Derivatives()
     if "vjp" not in checks or not wrt:
-        outs = call(program, wrt, "value", *args, eager=native)
+        outs = call(program, wrt, "value", *args, apply=eager)
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
     if not wrt:
         return d
@@ -293,11 +303,11 @@ def derivatives(point: Point, native: bool = False) -> Derivatives:
     if "vjp" in checks:
         dtypes = [program.node(i).dtype if native else "float64" for _, i in program.outputs]
         cots = [jnp.asarray(c, dtype) for c, dtype in zip(point.cotangents, dtypes)]
-        outs, grads = call(program, wrt, "vjp", *args, *cots, eager=native)
+        outs, grads = call(program, wrt, "vjp", *args, *cots, apply=eager)
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
     if "jacobian" in checks:
-        rows = _jacobian_rows(point, args, native)
+        rows = _jacobian_rows(point, args, eager)
         start = 0
         for oname, oshape in point.output_shapes():
             size = math.prod(oshape)
@@ -306,7 +316,7 @@ def derivatives(point: Point, native: bool = False) -> Derivatives:
                 d.jacobian[(oname, n)] = masked(n, block)
             start += size
     if "hessian" in checks:
-        h = _hessian(point, args, native)
+        h = _hessian(point, args, eager)
         offsets = np.cumsum([0] + [int(np.size(point.values[n])) for n in wrt])
         for a, na in enumerate(wrt):
             for b, nb in enumerate(wrt):
@@ -315,7 +325,7 @@ def derivatives(point: Point, native: bool = False) -> Derivatives:
     return d
 
 
-def _jacobian_rows(point: Point, args: list[Any], eager: bool = False) -> dict[str, np.ndarray]:
+def _jacobian_rows(point: Point, args: list[Any], eager: Apply | None = None) -> dict[str, np.ndarray]:
     """Every output entry's gradient (all outputs flattened), per input: shape (m,) + input's,
     in batches of rows whose cotangents and intermediates stay within BATCH_ELEMENTS."""
     program, wrt = point.program, point.wrt
@@ -328,13 +338,13 @@ def _jacobian_rows(point: Point, args: list[Any], eager: bool = False) -> dict[s
         stop = min(start + step, m)
         cot = np.zeros((step, m))
         cot[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        grads = call(program, wrt, ("jac_rows", step), *args, jnp.asarray(cot), eager=eager)
+        grads = call(program, wrt, ("jac_rows", step), *args, jnp.asarray(cot), apply=eager)
         for n, g in zip(wrt, grads):
             rows[n][start:stop] = np.asarray(g, dtype=np.float64)[: stop - start]
     return rows
 
 
-def _hessian(point: Point, args: list[Any], eager: bool = False) -> np.ndarray:
+def _hessian(point: Point, args: list[Any], eager: Apply | None = None) -> np.ndarray:
     """The Hessian of the scalar output over every differentiated entry (n x n), from batches
     of Hessian-vector products with unit directions (forward over reverse, as jax.hessian)."""
     program, wrt = point.program, point.wrt
@@ -347,7 +357,7 @@ def _hessian(point: Point, args: list[Any], eager: bool = False) -> np.ndarray:
         stop = min(start + step, n)
         dirs = np.zeros((step, n))
         dirs[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        cols = call(program, wrt, ("hvp_cols", step), *args, jnp.asarray(dirs), eager=eager)
+        cols = call(program, wrt, ("hvp_cols", step), *args, jnp.asarray(dirs), apply=eager)
         flat = np.concatenate([np.asarray(c, np.float64).reshape(step, -1) for c in cols], axis=1)
         h[:, start:stop] = flat[: stop - start].T
     return h
@@ -359,6 +369,43 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     what = ("flat", tuple(point.shape(n) for n in point.wrt))
     others = [_as_jax(v) for v in point.fixed.values()]
     return lambda xs: np.asarray(call(point.program, point.wrt, what, jnp.asarray(xs), *others))
+
+
+def noisy(eps: float, seed: int) -> Apply:
+    """An apply that rounds every op's result to a random nearby value (relative error up to
+    eps): Monte Carlo arithmetic. A few runs show how far rounding in this very computation can
+    move each result, entry by entry: cancellation between ops included, and, for the ops that
+    subtract an intermediate of their own (a mean, a log-sum-exp), inside them too."""
+    rng = np.random.default_rng(seed)
+
+    def jiggle(v: Any) -> Any:
+        if not jnp.issubdtype(jnp.result_type(v), jnp.floating):
+            return v
+        return v * jnp.asarray(1.0 + eps * rng.uniform(-1.0, 1.0, jnp.shape(v)), jnp.result_type(v))
+
+    def centred(x: Any, axis: Any, keepdims: bool, correction: int, root: bool) -> Any:
+        m = jiggle(jnp.mean(x, axis=axis, keepdims=True))
+        d = jiggle(x - m)
+        count = x.size if axis is None else math.prod(x.shape[a] for a in np.atleast_1d(axis))
+        v = jiggle(jnp.sum(d * d, axis=axis, keepdims=keepdims)) / (count - correction)
+        return jnp.sqrt(v) if root else v
+
+    def log_softmax(x: Any, axis: Any) -> Any:
+        return jiggle(x - jiggle(jax.nn.logsumexp(x, axis=axis, keepdims=True)))
+
+    inside = {
+        "var": lambda o, a: centred(o[0], _ax(o[0], a), a["keepdims"], a["correction"], False),
+        "std": lambda o, a: centred(o[0], _ax(o[0], a), a["keepdims"], a["correction"], True),
+        "log_softmax": lambda o, a: log_softmax(o[0], a["axis"]),
+        "softmax": lambda o, a: jnp.exp(log_softmax(o[0], a["axis"])),
+    }
+
+    def apply(node: IRNode, operands: list[Any]) -> Any:
+        lower = inside.get(node.op)
+        out = lower(operands, node.attr_dict) if lower else apply_op(node, operands)
+        return tuple(jiggle(o) for o in out) if isinstance(out, tuple) else jiggle(out)
+
+    return apply
 
 
 def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> Derivatives:

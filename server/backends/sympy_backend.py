@@ -1093,14 +1093,25 @@ def _sampled(point: Point, budget: Any, seed: int, k: int) -> Compiled:
     return compiled
 
 
-def _evaluate(c: Compiled, point: Point, budget: Any, seed: int) -> tuple[Derivatives, str]:
+def rounded(point: Point, budget: Any, seed: int, session: Session, bits: int) -> Derivatives | None:
+    """The exact formula computed with every operation rounded to `bits` (53: float64, 24:
+    float32) at this point: how far rounding alone takes the exact derivatives there. None when
+    sympy has no exact formula for the request (sampled, or failed)."""
+    if session.exact is None:
+        return None
+    return _evaluate(session.exact, point, budget, seed, bits)[0]
+
+
+def _evaluate(
+    c: Compiled, point: Point, budget: Any, seed: int, bits: int | None = None
+) -> tuple[Derivatives, str]:
     """The values and derivatives at the point, and what was left out (Jacobian rows or Hessian
     columns past sympy's share of the time: those done are kept, the rest left unchecked)."""
     args = [float(np.asarray(point.values[n]).reshape(-1)[k]) for n, k in c.entries]
     n_out = c.n_outputs
 
     def run(seeds: list[float]) -> list[float]:
-        return evaluate_numeric(c.vjp, args + seeds)
+        return evaluate_numeric(c.vjp, args + seeds, bits)
 
     def per_input(flat_values: list[float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Gradient entries (in c.entries order) as arrays per input, with what was computed."""
@@ -1130,7 +1141,7 @@ def _evaluate(c: Compiled, point: Point, budget: Any, seed: int) -> tuple[Deriva
         if left:
             partly.append(f"its time ran out with {left} Jacobian rows to go (left unchecked)")
     if "hessian" in point.checks and c.hvp is not None:
-        d.hessian, left = _hessian(c, point, args, n_out)
+        d.hessian, left = _hessian(c, point, args, n_out, bits)
         if left:
             partly.append(f"its time ran out with {left} Hessian columns to go (left unchecked)")
     return d, "; ".join(partly)
@@ -1180,7 +1191,7 @@ def _jacobian(
 
 
 def _hessian(
-    c: Compiled, point: Point, args: list[float], n_out: int
+    c: Compiled, point: Point, args: list[float], n_out: int, bits: int | None = None
 ) -> tuple[dict[tuple[str, str], SourceValues], int]:
     """Column j of the Hessian (of output entry 0) is the Hessian-vector product with unit j;
     and how many columns sympy's share of the time left out."""
@@ -1193,7 +1204,7 @@ def _hessian(
             _check_deadline()
             unit = [0.0] * m
             unit[j] = 1.0
-            h[:, j] = evaluate_numeric(c.hvp, args + seeds + unit)
+            h[:, j] = evaluate_numeric(c.hvp, args + seeds + unit, bits)
             checked[:, j] = True
             done += 1
     except OutOfShare:
