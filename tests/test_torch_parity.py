@@ -256,6 +256,16 @@ assigning_a_grad_of_another_dtype.words = "attempting to assign a gradient with 
 a_hook_that_changes_the_dtype.words = "hook '<lambda>' has changed the type of value"
 
 
+def maximum_and_minimum_select_the_gradient_rather_than_multiply_it(L):
+    """The loser gets 0 even when the gradient is nan or inf; at a nan operand both get it."""
+    out = []
+    for fn in ("maximum", "minimum"):
+        x, y = _tensor(L, [1.0, 2.0, 3.0, 2.0]), _tensor(L, [2.0, 1.0, float("nan"), 2.0])
+        getattr(L, fn)(x, y).backward(_tensor(L, [float("nan"), float("inf"), 1.0, 4.0], False))
+        out.append((x.grad, y.grad))
+    return out
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -285,6 +295,7 @@ CASES = [
     max_and_min_along_a_dim_return_values_and_indices,
     reductions_over_no_dims_reduce_over_all,
     masked_fill_with_a_value_that_requires_grad,
+    maximum_and_minimum_select_the_gradient_rather_than_multiply_it,
 ]
 
 

@@ -94,17 +94,16 @@ def _rpow_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
 _RPOW = define("rpow", lambda x, base: np.power(base, x), _rpow_vjp, save_output=True)
 
 
-def _tie_weights(x: Any, y: Any, greater: bool) -> np.ndarray:
-    """Share of the gradient going to x: 1 where x wins, 1/2 at ties (torch and JAX), else 0."""
-    xd, yd = np.asarray(data(x)), np.asarray(data(y))
-    wins = xd > yd if greater else xd < yd
-    return np.where(wins, 1.0, np.where(xd == yd, 0.5, 0.0))
-
-
 def _extremum_vjp(greater: bool) -> Any:
+    """As torch: the winner gets the gradient, ties split it in halves, and the loser gets 0
+    selected, not multiplied (a nan or inf gradient does not leak into it); where an operand is
+    nan neither loses, so both get it."""
+
     def vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
-        w = _tie_weights(s[0], s[1], greater).astype(n._out_meta[0][1])
-        return _binary_grads(B, n, g, g * w, g * (1 - w))
+        xd, yd = np.asarray(data(s[0])), np.asarray(data(s[1]))
+        x_loses, y_loses = (xd < yd, xd > yd) if greater else (xd > yd, xd < yd)
+        shared = B.where(xd == yd, g * 0.5, g)
+        return _binary_grads(B, n, g, B.where(x_loses, 0.0, shared), B.where(y_loses, 0.0, shared))
 
     return vjp
 
