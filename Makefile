@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.engine_bench
 	$(PY) -m benchmarks.verify_bench
 	$(PY) -m benchmarks.service_bench
+	$(PY) -m benchmarks.soundness --quick
 
 # Regenerate crossgrad.v1 (Python code and .pyi stubs) from proto/crossgrad/v1/*.proto.
 proto: $(STAMP)
