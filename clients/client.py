@@ -9,6 +9,9 @@
         print(result.verdict, result.grad("a"))       # PASS [36. 81.]
         result.raise_for_discrepancies()
 
+        # many checks over one VerifyStream, at most 8 in flight; one result per request, in order
+        results = client.verify_many([request_1, request_2], concurrency=8)
+
 This module needs grpcio, protobuf and numpy only (the `client` extra); the embedded mode imports
 the verification core (the `server` extra) when it is first used.
 """
@@ -16,14 +19,18 @@ the verification core (the `server` extra) when it is first used.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
 import numpy.typing as npt
-from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
+from crossgrad.v1 import tensor_pb2, verifier_pb2, verifier_pb2_grpc
 from crossgrad.v1.tensors import from_tensor, to_tensor
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,7 +38,10 @@ from grpc_status import rpc_status
 
 pb = verifier_pb2
 SERVICE = "crossgrad.v1.VerifierService"
-DEFAULT_TIMEOUT = 120.0
+DEFAULT_TIMEOUT = 120.0  # a Verify call (the server's own default budget is 30 s)
+SHORT_TIMEOUT = 30.0  # ListOps, DescribeGraph
+DEFAULT_CONCURRENCY = 8  # verify_many: checks in flight at once
+STREAM_ATTEMPTS = 3  # verify_many: streams tried when the connection drops (UNAVAILABLE)
 
 # Retry what is safe to retry (a check has no side effects): a server that is draining or lost a
 # worker answers UNAVAILABLE, and another attempt (another replica, a new worker) succeeds.
@@ -113,10 +123,13 @@ def _error_from_rpc(err: grpc.RpcError, target: str) -> CrossgradError:
     if status is not None:
         return error_from_status(status)
     code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-    message = err.details() if isinstance(err, grpc.Call) else str(err)
-    if code is grpc.StatusCode.UNAVAILABLE and "connect" in (message or "").lower():
+    message = (err.details() if isinstance(err, grpc.Call) else str(err)) or code.name
+    # UNAVAILABLE without the server's status details is the channel's own: nobody answered
+    if code is grpc.StatusCode.UNAVAILABLE:
         message = f"cannot reach a crossgrad server at {target}: {message}"
-    return CrossgradError(code, message or code.name)
+    elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = f"no answer from {target} before the deadline: {message}"
+    return CrossgradError(code, " ".join(message.split()))  # one line: grpc's can hold newlines
 
 
 @dataclass
@@ -199,14 +212,40 @@ def build_request(
 
 
 class Result:
-    """A verification report: the verdict, the text, and every block's values as arrays."""
+    """A verification report: the verdict, the text, and every block's values as arrays.
 
-    def __init__(self, response: verifier_pb2.VerifyResponse) -> None:
-        self.response = response
+    In verify_many a request the server refused (or that could not be built) gives a Result
+    with `error` set (a CrossgradError) instead of a response; its verdict is ERROR. `request`
+    is the request it answers and `index` its position among the requests."""
+
+    def __init__(
+        self,
+        response: verifier_pb2.VerifyResponse | None = None,
+        *,
+        request: verifier_pb2.VerifyRequest | None = None,
+        error: CrossgradError | None = None,
+        index: int = 0,
+    ) -> None:
+        if (response is None) == (error is None):
+            raise ValueError("a Result holds a response or an error")
+        self.response = response if response is not None else pb.VerifyResponse()
+        self.request = request
+        self.error = error
+        self.index = index
+
+    @property
+    def id(self) -> str:
+        """The request's id (echoed by the server)."""
+        if self.error is not None:
+            return self.request.id if self.request is not None else ""
+        return self.response.id
 
     @property
     def verdict(self) -> str:
-        """PASS, PASS_WITH_CONVENTION_DIFFERENCES, FAIL or ERROR."""
+        """PASS, PASS_WITH_NUMERICAL_NOTES, PASS_WITH_CONVENTION_DIFFERENCES, UNVERIFIED, FAIL or
+        ERROR (a refused request is ERROR too, with `error` set)."""
+        if self.error is not None:
+            return "ERROR"
         return VERDICTS.get(self.response.verdict, "VERDICT_UNSPECIFIED").removeprefix("VERDICT_")
 
     @property
@@ -216,17 +255,19 @@ class Result:
 
     @property
     def summary(self) -> str:
-        return self.response.summary
+        return str(self.error) if self.error is not None else self.response.summary
 
     @property
     def text(self) -> str:
-        return self.response.text
+        return str(self.error) if self.error is not None else self.response.text
 
     @property
     def outputs(self) -> dict[str, np.ndarray]:
         return {n: from_tensor(t) for n, t in self.response.outputs.items()}
 
     def block(self, quantity: str, input: str, output: str = "", point: int = 0) -> verifier_pb2.Block:
+        if self.error is not None:
+            raise self.error
         for b in self.response.points[point].blocks:
             if b.quantity == quantity and b.input == input and (not output or b.output == output):
                 return b
@@ -249,28 +290,109 @@ class Result:
     def jacobian(self, output: str, input: str, source: str = "engine") -> np.ndarray:
         return self.values("jacobian", input, output, source)
 
+    def hessian(self, input: str, output: str = "", source: str = "engine") -> np.ndarray:
+        return self.values("hessian", input, output, source)
+
     def raise_for_discrepancies(self) -> None:
-        """Raise unless the verdict is a pass (UNVERIFIED raises too: nothing settled it)."""
+        """Raise unless the verdict is a pass (UNVERIFIED raises too: nothing settled it). A
+        refused request raises its CrossgradError."""
+        if self.error is not None:
+            raise self.error
         if not self.passed:
             raise DiscrepancyError(self.text)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in the report as JSON-ready data: arrays as nested lists, enums by name,
+        non-finite numbers as the strings "nan", "inf" and "-inf" (strict JSON has none)."""
+        if self.error is not None:
+            return {
+                "id": self.id,
+                "verdict": "ERROR",
+                "passed": False,
+                "error": {
+                    "code": self.error.code.name,
+                    "message": self.error.message,
+                    "field_violations": [
+                        {"field": f, "description": d} for f, d in self.error.field_violations
+                    ],
+                    "info": self.error.info,
+                },
+            }
+        body = message_to_dict(self.response)
+        body.pop("verdict")
+        return {"id": body.pop("id"), "verdict": self.verdict, "passed": self.passed, **body}
+
     def __str__(self) -> str:
+        if self.error is not None:
+            return f"request {self.id!r}: {self.error}" if self.id else str(self.error)
         return self.text
 
     def __repr__(self) -> str:
         return f"<Result {self.verdict}: {self.summary[:80]}>"
 
 
+def _json_number(x: float) -> float | str:
+    return x if math.isfinite(x) else str(x)  # "nan", "inf", "-inf"
+
+
+def _json_array(array: np.ndarray) -> Any:
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        return np.vectorize(_json_number, otypes=[object])(array).tolist()
+    return array.tolist()
+
+
+def _json_value(field: Any, value: Any) -> Any:
+    if field.message_type is not None:
+        if field.message_type.full_name == tensor_pb2.Tensor.DESCRIPTOR.full_name:
+            return _json_array(from_tensor(value))
+        return message_to_dict(value)
+    if field.enum_type is not None:
+        known = field.enum_type.values_by_number.get(value)
+        if known is None:
+            return value  # a value newer than this client's contract
+        prefix = field.enum_type.values[0].name.removesuffix("UNSPECIFIED")  # "VERDICT_"
+        return known.name.removeprefix(prefix)
+    if isinstance(value, float):
+        return _json_number(value)
+    return value
+
+
+def message_to_dict(message: Any) -> dict[str, Any]:
+    """A protobuf message as plain data with every field present (unset optional fields and
+    submessages are None); Tensors become nested lists, int64 stays a number (protobuf's own
+    JSON mapping writes it as a string and tensors as base64)."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.name] = {k: _json_value(value_field, v) for k, v in value.items()}
+        elif field.is_repeated:
+            out[field.name] = [_json_value(field, v) for v in value]
+        elif field.has_presence and not message.HasField(field.name):
+            out[field.name] = None
+        else:
+            out[field.name] = _json_value(field, value)
+    return out
+
+
 class Client:
     """A crossgrad server at `target` ("host:port", "dns:///name:port" for round-robin over its
-    addresses), or embedded in this process when target is None."""
+    addresses), or embedded in this process when target is None (`Client.embedded()`).
+
+    token: sent as `authorization: Bearer TOKEN`. tls: True for TLS with the system's roots (or
+    `root_certificates`), or grpc.ChannelCredentials of your own. timeout: the default deadline of
+    a Verify call in seconds (ListOps and DescribeGraph get SHORT_TIMEOUT, health 5 s).
+    Calls that fail with UNAVAILABLE (a draining server, a lost worker, a replica going away) are
+    retried by gRPC itself (SERVICE_CONFIG); nothing else is, so a bad request fails at once.
+    """
 
     def __init__(
         self,
         target: str | None = None,
         *,
         token: str | None = None,
-        tls: bool = False,
+        tls: bool | grpc.ChannelCredentials = False,
         root_certificates: bytes | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         load_balancing: str = "round_robin",
@@ -291,7 +413,9 @@ class Client:
             ("grpc.max_receive_message_length", 256 << 20),
             ("grpc.max_send_message_length", 256 << 20),
         ]
-        if tls or root_certificates:
+        if isinstance(tls, grpc.ChannelCredentials):
+            self._channel = grpc.secure_channel(target, tls, options=options)
+        elif tls or root_certificates:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(target, creds, options=options)
         else:
@@ -302,6 +426,11 @@ class Client:
     @classmethod
     def embedded(cls) -> Client:
         return cls(None)
+
+    @property
+    def where(self) -> str:
+        """ "embedded" or the target, for messages."""
+        return "embedded" if self._embedded is not None else str(self.target)
 
     def close(self) -> None:
         if self._channel is not None:
@@ -332,7 +461,8 @@ class Client:
         """Check a program at a point. fields: outputs, cotangents, checks ("vjp", "jacobian",
         "hessian"), references ("sympy", "jax", "fd"), rtol, atol, samples, claimed_vjp,
         claimed_jacobian, budget, seed, blame, id."""
-        return Result(self.verify_message(build_request(program, inputs, **fields), timeout))
+        request = build_request(program, inputs, **fields)
+        return Result(self.verify_message(request, timeout), request=request)
 
     def verify_message(
         self, request: verifier_pb2.VerifyRequest, timeout: float | None = None
@@ -341,6 +471,145 @@ class Client:
             return self._embedded.verify(request)
         return self._call(self._stub.Verify, request, timeout)
 
+    def verify_many(
+        self,
+        requests: Iterable[verifier_pb2.VerifyRequest | Mapping[str, Any]],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+    ) -> list[Result]:
+        """Check many requests, at most `concurrency` at once, over one VerifyStream (embedded:
+        a pool of that many threads). Returns one Result per request, in the requests' order.
+
+        A request is a VerifyRequest or the keyword arguments of verify() as a dict
+        ({"program": ..., "inputs": ..., "checks": [...]}). A request that is refused (or cannot
+        be built) gives a Result with `error` set and the others go on. If the call as a whole
+        fails before any answer (server unreachable, bad token) it raises CrossgradError; a
+        connection lost later is retried on a new stream for the requests still unanswered.
+        timeout: for the whole call (default: the client's timeout per `concurrency` requests)."""
+        results = sorted(
+            self.verify_stream(requests, concurrency=concurrency, timeout=timeout),
+            key=lambda r: r.index,
+        )
+        return results
+
+    def verify_stream(
+        self,
+        requests: Iterable[verifier_pb2.VerifyRequest | Mapping[str, Any]],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+    ) -> Iterator[Result]:
+        """verify_many's results as each check finishes (for progress bars); `result.index` is
+        the request's position and `result.request` the request itself."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        items: list[tuple[int, verifier_pb2.VerifyRequest]] = []
+        failed: list[Result] = []
+        for k, given in enumerate(requests):
+            try:
+                items.append((k, _as_request(given)))
+            except (ValueError, TypeError, KeyError) as exc:
+                error = CrossgradError(grpc.StatusCode.INVALID_ARGUMENT, f"request {k}: {exc}")
+                failed.append(Result(error=error, index=k))
+        yield from failed
+        if not items:
+            return
+        if timeout is None:
+            timeout = self.timeout * math.ceil(len(items) / concurrency)
+        if self._embedded is not None:
+            yield from self._embedded_stream(items, concurrency)
+        else:
+            yield from self._remote_stream(items, concurrency, time.monotonic() + timeout)
+
+    def _embedded_stream(
+        self, items: list[tuple[int, verifier_pb2.VerifyRequest]], concurrency: int
+    ) -> Iterator[Result]:
+        def run(k: int, request: verifier_pb2.VerifyRequest) -> Result:
+            try:
+                return Result(self._embedded.verify(request), request=request, index=k)
+            except CrossgradError as error:
+                return Result(error=error, request=request, index=k)
+
+        waiting = iter(items)
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="crossgrad-verify") as pool:
+            running: set[Future[Result]] = set()
+            try:
+                while True:
+                    for k, request in waiting:  # top up to `concurrency` checks in flight
+                        running.add(pool.submit(run, k, request))
+                        if len(running) >= concurrency:
+                            break
+                    if not running:
+                        return
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        yield future.result()
+            finally:
+                for future in running:
+                    future.cancel()
+
+    def _remote_stream(
+        self, items: list[tuple[int, verifier_pb2.VerifyRequest]], concurrency: int, deadline: float
+    ) -> Iterator[Result]:
+        pending = dict(items)
+        answered = False
+        for attempt in range(1, STREAM_ATTEMPTS + 1):
+            # A slot is taken when a request is sent and given back when its answer arrives, so
+            # at most `concurrency` checks are in flight; stopped ends the feeder with the call.
+            slots = threading.Semaphore(concurrency)
+            stopped = threading.Event()
+
+            def feed(
+                todo: list[tuple[int, verifier_pb2.VerifyRequest]],
+                slots: threading.Semaphore = slots,
+                stopped: threading.Event = stopped,
+            ) -> Iterator[verifier_pb2.VerifyStreamRequest]:
+                for k, request in todo:
+                    while not slots.acquire(timeout=0.1):
+                        if stopped.is_set():
+                            return
+                    if stopped.is_set():
+                        return
+                    wire = pb.VerifyRequest()
+                    wire.CopyFrom(request)
+                    wire.id = f"{k}:{request.id}"  # unique on the stream, whatever the caller's ids
+                    yield pb.VerifyStreamRequest(request=wire)
+
+            call = self._stub.VerifyStream(
+                feed(sorted(pending.items())),
+                timeout=max(deadline - time.monotonic(), 0.001),
+                metadata=self._metadata,
+            )
+            try:
+                for answer in call:
+                    k = int(answer.id.split(":", 1)[0])
+                    request = pending.pop(k, None)
+                    if request is None:
+                        continue  # not ours (cannot happen with a correct server)
+                    slots.release()
+                    answered = True
+                    if answer.HasField("error"):
+                        yield Result(error=error_from_status(answer.error), request=request, index=k)
+                    else:
+                        answer.response.id = request.id
+                        yield Result(answer.response, request=request, index=k)
+                return
+            except grpc.RpcError as err:
+                error = _error_from_rpc(err, self.target or "")
+                retry = error.code is grpc.StatusCode.UNAVAILABLE and attempt < STREAM_ATTEMPTS
+                if retry and time.monotonic() < deadline:
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                if not answered:
+                    raise error from None
+                for k, request in sorted(pending.items()):  # the call failed under them
+                    yield Result(error=error, request=request, index=k)
+                return
+            finally:
+                stopped.set()
+                call.cancel()
+
     def describe_graph(
         self,
         program: str,
@@ -348,16 +617,19 @@ class Client:
         outputs: Sequence[str] = (),
         timeout: float | None = None,
     ) -> verifier_pb2.DescribeGraphResponse:
+        """The engine's DAG for the program at these inputs (forward pass only); `.dag.dot` is
+        its Graphviz DOT text."""
         full = build_request(program, inputs, outputs=outputs)
         request = pb.DescribeGraphRequest(program=program, inputs=full.inputs, outputs=outputs)
         if self._embedded is not None:
             return self._embedded.describe(request)
-        return self._call(self._stub.DescribeGraph, request, timeout)
+        return self._call(self._stub.DescribeGraph, request, timeout or SHORT_TIMEOUT)
 
     def list_ops(self, timeout: float | None = None) -> list[verifier_pb2.Op]:
+        """The op table: every operation the request language knows."""
         if self._embedded is not None:
             return list(self._embedded.list_ops().ops)
-        return list(self._call(self._stub.ListOps, pb.ListOpsRequest(), timeout).ops)
+        return list(self._call(self._stub.ListOps, pb.ListOpsRequest(), timeout or SHORT_TIMEOUT).ops)
 
     def health(self, service: str = "", timeout: float = 5.0) -> str:
         """SERVING, NOT_SERVING, ... (embedded: always SERVING)."""
@@ -367,3 +639,12 @@ class Client:
             self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
         )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _as_request(given: verifier_pb2.VerifyRequest | Mapping[str, Any]) -> verifier_pb2.VerifyRequest:
+    if isinstance(given, pb.VerifyRequest):
+        return given
+    if isinstance(given, Mapping):
+        fields = dict(given)
+        return build_request(fields.pop("program"), fields.pop("inputs"), **fields)
+    raise TypeError(f"a request is a VerifyRequest or a dict of verify()'s arguments, not {type(given)}")
