@@ -35,13 +35,21 @@ bench: $(STAMP)
 proto: $(STAMP)
 	$(PY) proto/generate.py
 
-# Graphviz renders the DAG picture to SVG; without root we carry on and write DOT only.
+# Debian packages: Graphviz renders the DAG picture to SVG; nginx and docker-compose are for the
+# deployment's tests (tests/test_deploy.py runs deploy/nginx.conf with nginx and validates
+# docker-compose.yml). Only what is missing is installed; without root we warn and carry on
+# (DAG pictures are DOT only, the deployment tests skip).
+SYSTEM_DEPS := dot:graphviz nginx:nginx docker-compose:docker-compose
 system-deps:
-	@command -v dot >/dev/null 2>&1 || { \
+	@missing=""; for dep in $(SYSTEM_DEPS); do \
+	  command -v $${dep%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${dep%%:*} ] || missing="$$missing $${dep#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
-	      || echo "warning: could not install graphviz; DAG pictures will be DOT only"; \
-	  else echo "warning: graphviz missing and not root; DAG pictures will be DOT only"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing"; \
+	  else echo "warning: not root, so not installing$$missing (DOT only; deployment tests skip)"; fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
