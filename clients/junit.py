@@ -1,0 +1,64 @@
+"""JUnit XML for CI: one <testsuite> per suite file, one <testcase> per case; an unexpected verdict
+or a regression is a <failure> carrying the report's text, a case that could not be checked (a
+rejected request, an unreachable server) an <error>."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .suite import Outcome
+
+
+def _suite_element(name: str, file: str, outcomes: Sequence[Outcome]) -> ET.Element:
+    failures = sum(1 for o in outcomes if o.error is None and not o.ok)
+    errors = sum(1 for o in outcomes if o.error is not None)
+    seconds = sum(o.seconds for o in outcomes)
+    suite = ET.Element(
+        "testsuite",
+        name=name,
+        file=file,
+        tests=str(len(outcomes)),
+        failures=str(failures),
+        errors=str(errors),
+        skipped="0",
+        time=f"{seconds:.3f}",
+    )
+    for o in outcomes:
+        case = ET.SubElement(
+            suite, "testcase", classname=name, name=o.case.name, file=file, time=f"{o.seconds:.3f}"
+        )
+        if o.case.line:
+            case.set("line", str(o.case.line))
+        if o.error is not None:
+            ET.SubElement(case, "error", message=o.error, type="CheckError").text = o.error
+        elif not o.ok:
+            kind = "UnexpectedVerdict" if not o.verdict_ok else "Regression"
+            ET.SubElement(case, "failure", message=o.headline, type=kind).text = o.details()
+        if o.result is not None:
+            ET.SubElement(case, "system-out").text = o.result.summary
+    return suite
+
+
+def write(path: str | Path, outcomes: Sequence[Outcome]) -> None:
+    """Write the report; suites keep the order in which they were given."""
+    by_suite: dict[tuple[str, str], list[Outcome]] = {}
+    for o in outcomes:
+        by_suite.setdefault((o.case.suite, str(o.case.path)), []).append(o)
+    root = ET.Element(
+        "testsuites",
+        name="crossgrad",
+        tests=str(len(outcomes)),
+        failures=str(sum(1 for o in outcomes if o.error is None and not o.ok)),
+        errors=str(sum(1 for o in outcomes if o.error is not None)),
+        time=f"{sum(o.seconds for o in outcomes):.3f}",
+    )
+    for (name, file), group in by_suite.items():
+        root.append(_suite_element(name, file, group))
+    tree = ET.ElementTree(root)
+    ET.indent(tree)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tree.write(path, encoding="utf-8", xml_declaration=True)

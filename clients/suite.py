@@ -1,0 +1,350 @@
+"""`crossgrad check SUITE...`: run YAML gradient-regression suites, for CI.
+
+    crossgrad check examples/crossgrad_examples.yaml                  # embedded, in this process
+    crossgrad check suite.yaml --server 127.0.0.1:50051 --junit build/crossgrad.xml
+    crossgrad check suite.yaml --start-server --update-baseline baseline.json
+    crossgrad check suite.yaml --baseline baseline.json                # regressions since then
+
+Exit codes: 0 every case got its expected verdict (and nothing moved since the baseline);
+1 a case got another verdict, or a value or derivative moved beyond tolerance; 2 a usage, input
+or connection error (one line on stderr; --debug shows the traceback).
+The suite format is described in crossgrad.clients.suite_format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import baseline as baselines
+from .client import Client, CrossgradError, Result
+from .suite_format import MAX_CASES, Case, SuiteError, load_suite
+
+MAX_TOTAL_CASES = 10 * MAX_CASES
+DEFAULT_JOBS = 4
+
+
+@dataclass
+class Outcome:
+    """What one case got: its verdict (or the error that kept it from being checked), how long it
+    took, and what moved since the baseline."""
+
+    case: Case
+    seconds: float
+    result: Result | None = None
+    error: str | None = None  # the call failed: rejected request, unreachable server, ...
+    regressions: list[baselines.Regression] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return self.result.verdict if self.result is not None else "NOT CHECKED"
+
+    @property
+    def verdict_ok(self) -> bool:
+        return self.result is not None and self.result.verdict in self.case.expect
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verdict_ok and not self.regressions
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "ERROR"
+        if not self.verdict_ok:
+            return "UNEXPECTED"
+        return "REGRESSION" if self.regressions else "ok"
+
+    @property
+    def headline(self) -> str:
+        """One line: what went wrong (empty when nothing did)."""
+        if self.error is not None:
+            return f"{self.case.id}: not checked: {self.error}"
+        parts = []
+        if not self.verdict_ok:
+            parts.append(f"expected {' or '.join(self.case.expect)}, got {self.verdict}")
+        if self.regressions:
+            parts.append(f"{len(self.regressions)} regression(s) since the baseline")
+        return f"{self.case.id}: {'; '.join(parts)}" if parts else ""
+
+    def details(self) -> str:
+        """The headline, the regressions, and the report when the verdict was not the expected one."""
+        lines = [self.headline]
+        lines += [f"regression: {r}" for r in self.regressions]
+        if self.result is not None and not self.verdict_ok:
+            lines += ["", self.result.text]
+        return "\n".join(lines)
+
+
+def request_fields(case: Case) -> dict[str, Any]:
+    return {**case.fields, "id": case.id}
+
+
+def check_case(client: Client, case: Case, timeout: float | None = None) -> Outcome:
+    started = time.monotonic()
+    try:
+        result = client.verify(case.program, case.inputs, timeout=timeout, **request_fields(case))
+    except CrossgradError as exc:
+        return Outcome(case, time.monotonic() - started, error=str(exc))
+    return Outcome(case, time.monotonic() - started, result=result)
+
+
+def run_cases(
+    client: Client,
+    cases: Sequence[Case],
+    jobs: int = DEFAULT_JOBS,
+    timeout: float | None = None,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Check every case, `jobs` at a time (threads: the work happens in the server or, embedded,
+    in the core, which is thread-safe); outcomes come back in the cases' order."""
+    outcomes: dict[int, Outcome] = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(check_case, client, case, timeout): k for k, case in enumerate(cases)}
+        for future in as_completed(futures):
+            outcome = future.result()
+            outcomes[futures[future]] = outcome
+            if on_done is not None:
+                on_done(outcome)
+    return [outcomes[k] for k in range(len(cases))]
+
+
+def apply_baseline(outcomes: Sequence[Outcome], recorded: dict[str, Any], rtol: float | None,
+                   atol: float | None) -> list[str]:  # fmt: skip
+    """Attach regressions to the outcomes; returns notes (cases the baseline does not know)."""
+    notes = []
+    for o in outcomes:
+        if o.case.id not in recorded:
+            notes.append(f"{o.case.id}: not in the baseline (record it with --update-baseline)")
+            continue
+        if o.result is None:
+            continue  # not checked: the error says so already
+        o.regressions = baselines.compare(
+            o.case.id,
+            recorded[o.case.id],
+            baselines.snapshot(o.result),
+            o.case.rtol if rtol is None else rtol,
+            o.case.atol if atol is None else atol,
+        )
+    return notes
+
+
+# ---------------------------------------------------------------- terminal output
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # CI logs are not terminals: give the table room instead of rich's 80 columns.
+    return Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
+
+
+def summary_table(outcomes: Sequence[Outcome]) -> Any:
+    from rich.table import Table
+
+    several = len({o.case.suite for o in outcomes}) > 1
+    table = Table(title="crossgrad check", title_justify="left")
+    table.add_column("case", overflow="fold")
+    table.add_column("expected")
+    table.add_column("got")
+    table.add_column("time", justify="right")
+    table.add_column("ok")
+    style = {"ok": "green", "UNEXPECTED": "bold red", "REGRESSION": "bold red", "ERROR": "bold magenta"}
+    for o in outcomes:
+        table.add_row(
+            o.case.id if several else o.case.name,
+            " or ".join(o.case.expect),
+            o.verdict,
+            f"{o.seconds:.2f} s",
+            f"[{style[o.status]}]{o.status}[/]",
+        )
+    return table
+
+
+def print_summary(outcomes: Sequence[Outcome], seconds: float, verbose: bool = False) -> None:
+    console = _console()
+    for o in outcomes:
+        if verbose and o.result is not None:
+            console.rule(o.case.id)
+            console.print(o.result.text, markup=False)
+    console.print(summary_table(outcomes))
+    for o in outcomes:
+        if not o.ok:
+            console.rule(f"{o.case.id}: {o.status}", style="red")
+            console.print(o.details(), markup=False)
+    bad = [o for o in outcomes if not o.ok]
+    regressions = sum(len(o.regressions) for o in outcomes)
+    console.print(
+        f"{len(outcomes)} cases in {seconds:.1f} s: {len(outcomes) - len(bad)} as expected, "
+        f"{sum(o.status == 'UNEXPECTED' for o in outcomes)} unexpected, "
+        f"{regressions} regression(s), {sum(o.error is not None for o in outcomes)} not checked",
+        markup=False,
+    )
+
+
+def _run_with_progress(client: Client, cases: Sequence[Case], jobs: int, timeout: float | None,
+                       show: bool) -> list[Outcome]:  # fmt: skip
+    if not show:
+        return run_cases(client, cases, jobs, timeout)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=_console(stderr=True), transient=True) as progress:
+        task = progress.add_task("checking", total=len(cases))
+        return run_cases(
+            client, cases, jobs, timeout, on_done=lambda o: progress.update(task, advance=1)
+        )
+
+
+# ---------------------------------------------------------------- the command
+
+
+class UsageError(Exception):
+    """Exit code 2 with this one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossgrad check",
+        description="Run YAML gradient-regression suites (embedded by default).",
+    )
+    parser.add_argument("suites", nargs="+", metavar="SUITE", help="YAML suite files")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--server", metavar="ADDR", help="check through the crossgrad server at HOST:PORT"
+    )
+    where.add_argument(
+        "--start-server", action="store_true", help="start a local server for the run, then stop it"
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("CROSSGRAD_TOKEN"), help="bearer token [env CROSSGRAD_TOKEN]"
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=DEFAULT_JOBS, help="cases checked at once")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per case (over gRPC)")
+    parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per case)")
+    parser.add_argument(
+        "--baseline", metavar="FILE", help="report values that moved since this baseline"
+    )
+    parser.add_argument(
+        "--update-baseline", metavar="FILE", help="record each case's values and derivatives (JSON)"
+    )
+    parser.add_argument("--baseline-rtol", type=float, help="override the regression tolerance")
+    parser.add_argument("--baseline-atol", type=float, help="override the regression tolerance")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print every case's report")
+    parser.add_argument("--debug", action="store_true", help="tracebacks for errors")
+    return parser
+
+
+def _load_all(paths: Sequence[str]) -> list[Case]:
+    cases: list[Case] = []
+    seen: dict[str, Path] = {}
+    for raw in paths:
+        suite = load_suite(raw)
+        for case in suite.cases:
+            if case.id in seen:
+                raise SuiteError(
+                    f"{suite.path}: case {case.name!r}: suite {suite.name!r} also has it in "
+                    f"{seen[case.id]} (give one of the suites another `suite:` name)"
+                )
+            seen[case.id] = suite.path
+        cases += suite.cases
+        if len(cases) > MAX_TOTAL_CASES:
+            raise SuiteError(f"more than {MAX_TOTAL_CASES} cases in all (the limit)")
+    return cases
+
+
+def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case]) -> int:
+    started = time.monotonic()
+    if client.target is not None:
+        try:
+            status = client.health(timeout=min(args.timeout or 10.0, 10.0))
+        except CrossgradError as exc:
+            raise UsageError(
+                f"cannot reach a crossgrad server at {client.target}: {exc.message}"
+            ) from None
+        if status != "SERVING":
+            raise UsageError(f"the crossgrad server at {client.target} is {status}, not SERVING")
+    recorded = baselines.load(args.baseline) if args.baseline else None
+    outcomes = _run_with_progress(client, cases, args.jobs, args.timeout, sys.stderr.isatty())
+    notes = []
+    if recorded is not None:
+        notes = apply_baseline(outcomes, recorded, args.baseline_rtol, args.baseline_atol)
+    print_summary(outcomes, time.monotonic() - started, args.verbose)
+    for note in notes:
+        print(f"note: {note}")
+    if args.junit:
+        from . import junit
+
+        junit.write(args.junit, outcomes)
+        print(f"JUnit XML written to {args.junit}")
+    if args.update_baseline:
+        checked = {o.case.id: baselines.snapshot(o.result) for o in outcomes if o.result is not None}
+        baselines.save(args.update_baseline, checked)
+        print(f"baseline of {len(checked)} case(s) written to {args.update_baseline}")
+    errors = [o for o in outcomes if o.error is not None]
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        print(f"crossgrad check: {errors[0].headline}{more}", file=sys.stderr)
+        return 2
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help 0
+        return int(exc.code or 0)
+    if args.jobs < 1:
+        parser.print_usage(sys.stderr)
+        print("crossgrad check: error: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        cases = _load_all(args.suites)
+        if args.baseline:
+            baselines.load(args.baseline)  # a bad baseline fails before any case runs
+        if args.start_server:
+            from .local_server import LocalServer
+
+            with LocalServer(args=("--log-level", "WARNING")) as server:
+                with Client(server.address) as client:
+                    code = _check(args, client, cases)
+                if server.stop() != 0:
+                    print("crossgrad check: the local server did not stop cleanly", file=sys.stderr)
+                    return 2
+                return code
+        if args.server:
+            with Client(args.server, token=args.token) as client:
+                return _check(args, client, cases)
+        try:
+            client = Client.embedded()
+        except ImportError as exc:
+            raise UsageError(f"{exc} (or check through a server with --server ADDR)") from None
+        return _check(args, client, cases)
+    except (
+        SuiteError,
+        baselines.BaselineError,
+        UsageError,
+        CrossgradError,
+        RuntimeError,
+        OSError,
+    ) as exc:
+        if args.debug:
+            raise
+        print(f"crossgrad check: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("crossgrad check: interrupted", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

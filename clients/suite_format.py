@@ -1,0 +1,498 @@
+"""YAML gradient-regression suites: loading and validation.
+
+A suite is a YAML file (read with pyyaml's safe loader only) with a list of cases:
+
+    suite: examples                 # optional name (default: the file's stem)
+    defaults:                       # optional, merged into every case (a case's own keys win)
+      references: [sympy, jax, fd]
+    cases:
+      - name: worked example
+        program: Q = 3*a**3 - b**2
+        inputs:
+          a: [2, 3]                                 # inline
+          b: {file: data/b.npy}                     # .npy, or .npz with `key` (default: the name)
+          x: {random: {shape: [4], distribution: uniform, low: -1, high: 1, seed: 7}}
+          W: {file: layer.npz, mask: {file: layer.npz, key: mask}}
+          y: {value: [1, 0], frozen: true}          # requires_grad: false
+        cotangents: {Q: [1, 1]}
+        checks: [vjp, jacobian]
+        expect: PASS
+
+Every problem is a SuiteError whose message names the file, the YAML line, the case and the field.
+Paths are relative to the suite file. Sizes are capped (cases, elements, file sizes) so that a
+suite cannot make the runner allocate without bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .client import CHECKS, REFERENCES, Input
+
+MAX_SUITE_BYTES = 4 << 20
+MAX_CASES = 1000  # per suite file
+MAX_ELEMENTS = 1_000_000  # per tensor, as the server's per-input limit
+MAX_NDIM = 8
+MAX_DATA_FILE_BYTES = 64 << 20
+MAX_SAMPLE_POINTS = 64
+
+VERDICTS = (
+    "PASS",
+    "PASS_WITH_NUMERICAL_NOTES",
+    "PASS_WITH_CONVENTION_DIFFERENCES",
+    "UNVERIFIED",
+    "FAIL",
+    "ERROR",
+)
+DTYPES = ("float64", "float32")
+CASE_KEYS = {
+    "name", "description", "program", "inputs", "outputs", "cotangents", "checks", "references",
+    "rtol", "atol", "samples", "claimed_vjp", "expect", "seed", "budget", "blame",
+}  # fmt: skip
+BUDGET_KEYS = {
+    "seconds", "sympy_seconds", "sympy_max_scalar_ops", "sympy_sample_entries",
+    "sympy_max_jacobian_rows", "symbolic_text_max_ops", "fd_max_entries", "fd_sample_entries",
+    "hessian_max_inputs",
+}  # fmt: skip
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be run as written; str() is one line naming file, line, case and field."""
+
+
+@dataclass
+class Case:
+    name: str
+    suite: str  # the suite's name
+    path: Path  # the suite file
+    line: int  # where the case starts in it (1-based; 0 when unknown)
+    program: str
+    inputs: dict[str, Input]
+    expect: tuple[str, ...]
+    fields: dict[str, Any] = field(default_factory=dict)  # the rest of build_request's arguments
+    description: str = ""
+
+    @property
+    def id(self) -> str:
+        """Unique across suites: the key of the case in baselines and reports."""
+        return f"{self.suite}::{self.name}"
+
+    @property
+    def rtol(self) -> float | None:
+        return self.fields.get("rtol")
+
+    @property
+    def atol(self) -> float | None:
+        return self.fields.get("atol")
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    cases: list[Case]
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _lines(node: Any, path: tuple[Any, ...], out: dict[tuple[Any, ...], int], where: str) -> None:
+    """Record the line of every node by its path (keys and list indices); reject duplicate keys,
+    which pyyaml would silently resolve to the last one."""
+    import yaml
+
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name in seen:
+                raise SuiteError(f"{where}:{key.start_mark.line + 1}: duplicate key {name!r}")
+            seen.add(name)
+            _lines(value, (*path, name), out, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, (*path, i), out, where)
+
+
+def _parse_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    import yaml
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite: {exc.strerror or exc}") from None
+    if size > MAX_SUITE_BYTES:
+        raise SuiteError(f"{path}: the suite is {size} bytes; the limit is {MAX_SUITE_BYTES}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"{path}: cannot read the suite: {exc}") from None
+    loader = yaml.SafeLoader(text)  # safe: plain data only, never python objects
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SuiteError(f"{path}: the suite is empty (it needs a `cases:` list)")
+        lines: dict[tuple[Any, ...], int] = {}
+        _lines(node, (), lines, str(path))
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{path}{at}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+# ---------------------------------------------------------------- validation
+
+
+class _Where:
+    """Where a value sits (file, case, field path), to name it in an error."""
+
+    def __init__(self, path: Path, lines: dict[tuple[Any, ...], int], case: str = "", at: tuple = ()):
+        self.path, self.lines, self.case, self.at = path, lines, case, at
+
+    def __truediv__(self, key: Any) -> _Where:
+        return _Where(self.path, self.lines, self.case, (*self.at, key))
+
+    @property
+    def line(self) -> int:
+        for n in range(len(self.at), -1, -1):  # the innermost node pyyaml knows
+            if self.at[:n] in self.lines:
+                return self.lines[self.at[:n]]
+        return 0
+
+    def field_name(self) -> str:
+        parts = list(self.at[2:] if self.at[:1] == ("cases",) else self.at)
+        text = ""
+        for p in parts:
+            text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
+        return text
+
+    def error(self, message: str) -> SuiteError:
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        parts = [where]
+        if self.case:
+            parts.append(f"case {self.case}")
+        name = self.field_name()
+        if name:
+            parts.append(f"field {name!r}")
+        return SuiteError(": ".join(parts) + ": " + message)
+
+
+def _number(value: Any, where: _Where, minimum: float | None = 0.0) -> float:
+    # YAML 1.1 reads 1e-7 (no dot) as a string: accept what float() reads, never evaluate anything.
+    if isinstance(value, bool):
+        raise where.error(f"expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise where.error(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
+        raise where.error(f"expected a finite number >= {minimum:g}, got {value!r}")
+    return number
+
+
+def _integer(value: Any, where: _Where, low: int = 0, high: int = 2**63 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise where.error(f"expected an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _string_list(value: Any, where: _Where, allowed: Sequence[str] = ()) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise where.error(f"expected a name or a list of names, got {value!r}")
+    for v in items:
+        if allowed and v not in allowed:
+            raise where.error(f"unknown value {v!r}; use one of {', '.join(allowed)}")
+    return items
+
+
+def _mapping(value: Any, where: _Where, what: str = "a mapping") -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise where.error(f"expected {what}, got {type(value).__name__}")
+    return value
+
+
+def _check_size(array: np.ndarray, where: _Where) -> np.ndarray:
+    if array.ndim > MAX_NDIM or array.size > MAX_ELEMENTS:
+        raise where.error(
+            f"a tensor of shape {array.shape}; the limits are {MAX_NDIM} dimensions and "
+            f"{MAX_ELEMENTS} elements"
+        )
+    if array.dtype.kind not in "biuf":
+        raise where.error(f"expected numbers, got an array of dtype {array.dtype}")
+    return array
+
+
+def _load_array(spec: Mapping[str, Any], default_key: str, where: _Where) -> np.ndarray:
+    raw = spec["file"]
+    if not isinstance(raw, str) or not raw:
+        raise (where / "file").error(f"expected a path, got {raw!r}")
+    file = Path(raw) if Path(raw).is_absolute() else where.path.parent / raw
+    try:
+        size = file.stat().st_size
+    except OSError:
+        raise (where / "file").error(f"no such file {str(file)!r}") from None
+    if size > MAX_DATA_FILE_BYTES:
+        raise (where / "file").error(f"{raw} is {size} bytes; the limit is {MAX_DATA_FILE_BYTES}")
+    key = spec.get("key", default_key)
+    try:
+        if file.suffix == ".npy":
+            array = np.load(file, allow_pickle=False)  # never unpickle: data only
+        elif file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as archive:
+                if key not in archive.files:
+                    raise (where / "key").error(
+                        f"{raw} has no array {key!r}; it has {', '.join(archive.files) or 'none'}"
+                    )
+                array = archive[key]
+        else:
+            raise (where / "file").error(f"{raw}: use a .npy or .npz file")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, SuiteError):
+            raise
+        raise (where / "file").error(f"cannot load {raw}: {exc}") from None
+    return _check_size(np.asarray(array), where)
+
+
+RANDOM_KEYS = {"shape", "distribution", "low", "high", "mean", "scale", "seed", "dtype"}
+
+
+def _random_array(spec: Any, where: _Where) -> np.ndarray:
+    spec = _mapping(spec, where)
+    unknown = set(spec) - RANDOM_KEYS
+    if unknown:
+        raise (where / sorted(unknown)[0]).error(f"unknown key; use {', '.join(sorted(RANDOM_KEYS))}")
+    shape = spec.get("shape", [])
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM:
+        raise (where / "shape").error(f"expected a list of at most {MAX_NDIM} sizes, got {shape!r}")
+    shape = [_integer(n, where / "shape" / i, 0, MAX_ELEMENTS) for i, n in enumerate(shape)]
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise (where / "shape").error(f"{math.prod(shape)} elements; the limit is {MAX_ELEMENTS}")
+    # An explicit seed: two inputs drawn with the same default seed would be equal, and equal
+    # operands sit on kinks (maximum(a, b) ties), which is a trap no one should fall into silently.
+    if "seed" not in spec:
+        raise (where / "seed").error(
+            "a random input needs a seed (the same suite gives the same inputs)"
+        )
+    rng = np.random.default_rng(_integer(spec["seed"], where / "seed"))
+    distribution = spec.get("distribution", "normal")
+    if distribution == "normal":
+        mean = _number(spec.get("mean", 0.0), where / "mean", None)
+        array = rng.normal(mean, _number(spec.get("scale", 1.0), where / "scale"), size=shape)
+    elif distribution == "uniform":
+        low = _number(spec.get("low", -1.0), where / "low", None)
+        high = _number(spec.get("high", 1.0), where / "high", None)
+        if high < low:
+            raise (where / "high").error(f"high {high:g} is below low {low:g}")
+        array = rng.uniform(low, high, size=shape)
+    else:
+        raise (where / "distribution").error(f"use normal or uniform, got {distribution!r}")
+    return array
+
+
+def _tensor(value: Any, where: _Where, default_key: str) -> np.ndarray:
+    """A tensor given inline (a number or nested lists), by file, or as seeded random values."""
+    if isinstance(value, dict):
+        sources = [k for k in ("value", "file", "random") if k in value]
+        if len(sources) != 1:
+            raise where.error("give exactly one of value, file or random")
+        if sources[0] == "file":
+            return _load_array(value, default_key, where)
+        if sources[0] == "random":
+            return _random_array(value["random"], where / "random")
+        return _tensor(value["value"], where / "value", default_key)
+    if isinstance(value, bool | str) or value is None:
+        raise where.error(f"expected a number, a list of numbers, or a mapping, got {value!r}")
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise where.error("expected numbers in nested lists of equal lengths") from None
+    return _check_size(array, where)
+
+
+INPUT_KEYS = {"value", "file", "key", "random", "requires_grad", "frozen", "mask", "dtype"}
+
+
+def _input(name: str, value: Any, where: _Where) -> Input:
+    if not isinstance(value, dict):
+        return Input(_tensor(value, where, name))
+    unknown = set(value) - INPUT_KEYS
+    if unknown:
+        raise (where / sorted(unknown)[0]).error(f"unknown key; use {', '.join(sorted(INPUT_KEYS))}")
+    array = _tensor({k: value[k] for k in ("value", "file", "key", "random") if k in value}, where, name)
+    requires_grad = True
+    for flag, meaning in (("requires_grad", True), ("frozen", False)):
+        if flag in value:
+            if not isinstance(value[flag], bool):
+                raise (where / flag).error(f"expected true or false, got {value[flag]!r}")
+            requires_grad = value[flag] == meaning
+    mask = None
+    if "mask" in value:
+        mask = _tensor(value["mask"], where / "mask", f"{name}_mask")
+        if mask.shape != array.shape:
+            raise (where / "mask").error(f"the mask has shape {mask.shape}; the input has {array.shape}")
+    dtype = value.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise (where / "dtype").error(f"use one of {', '.join(DTYPES)}, got {dtype!r}")
+    return Input(array, requires_grad=requires_grad, mask=mask, dtype=dtype)
+
+
+def _claimed_vjp(value: Any, where: _Where) -> dict[str, np.ndarray | None]:
+    """A .npz path (its arrays, by input name), or input -> tensor (null: "no gradient")."""
+    if isinstance(value, str):
+        file = where.path.parent / value
+        if file.suffix != ".npz":
+            raise where.error(f"{value}: a claimed gradient file is an .npz of arrays named by input")
+        try:
+            with np.load(file, allow_pickle=False) as archive:
+                names = list(archive.files)
+        except (OSError, ValueError) as exc:
+            raise where.error(f"cannot load {value}: {exc}") from None
+        return {n: _load_array({"file": value, "key": n}, n, where) for n in names}
+    claims: dict[str, np.ndarray | None] = {}
+    for name, given in _mapping(value, where).items():
+        claims[name] = None if given is None else _tensor(given, where / name, name)
+    return claims
+
+
+def _case(raw: Any, where: _Where, suite: str) -> Case:
+    raw = _mapping(raw, where, "a case (a mapping with name, program, inputs, ...)")
+    unknown = set(raw) - CASE_KEYS
+    if unknown:
+        raise (where / sorted(unknown)[0]).error(
+            f"unknown key; a case has {', '.join(sorted(CASE_KEYS))}"
+        )
+    for required in ("name", "program", "inputs"):
+        if required not in raw:
+            raise where.error(f"the case has no {required!r}")
+    program = raw["program"]
+    if not isinstance(program, str) or not program.strip():
+        raise (where / "program").error("expected the program's text")
+    inputs_raw = _mapping(raw["inputs"], where / "inputs", "a mapping of input names to values")
+    if not inputs_raw:
+        raise (where / "inputs").error("the case has no inputs")
+    inputs = {name: _input(name, v, where / "inputs" / name) for name, v in inputs_raw.items()}
+
+    fields: dict[str, Any] = {}
+    if "outputs" in raw:
+        fields["outputs"] = _string_list(raw["outputs"], where / "outputs")
+    if "cotangents" in raw:
+        cot = _mapping(raw["cotangents"], where / "cotangents", "a mapping of output names to values")
+        fields["cotangents"] = {o: _tensor(v, where / "cotangents" / o, o) for o, v in cot.items()}
+    if "checks" in raw:
+        fields["checks"] = _string_list(raw["checks"], where / "checks", list(CHECKS))
+    if "references" in raw:
+        fields["references"] = _string_list(raw["references"], where / "references", list(REFERENCES))
+    for tol in ("rtol", "atol"):
+        if tol in raw:
+            fields[tol] = _number(raw[tol], where / tol)
+    if "seed" in raw:
+        fields["seed"] = _integer(raw["seed"], where / "seed")
+    if "blame" in raw:
+        if not isinstance(raw["blame"], bool):
+            raise (where / "blame").error(f"expected true or false, got {raw['blame']!r}")
+        fields["blame"] = raw["blame"]
+    if "samples" in raw:
+        fields["samples"] = _samples(raw["samples"], where / "samples")
+    if "budget" in raw:
+        budget = _mapping(raw["budget"], where / "budget")
+        for key, v in budget.items():
+            if key not in BUDGET_KEYS:
+                raise (where / "budget" / key).error(
+                    f"unknown key; use {', '.join(sorted(BUDGET_KEYS))}"
+                )
+            budget[key] = _number(v, where / "budget" / key)
+            if key != "seconds" and key != "sympy_seconds":
+                budget[key] = int(budget[key])
+        fields["budget"] = budget
+    if "claimed_vjp" in raw:
+        fields["claimed_vjp"] = _claimed_vjp(raw["claimed_vjp"], where / "claimed_vjp")
+
+    expect = [v.upper() for v in _string_list(raw.get("expect", "PASS"), where / "expect")]
+    for v in expect:
+        if v.removeprefix("VERDICT_") not in VERDICTS:
+            raise (where / "expect").error(f"unknown verdict {v!r}; use one of {', '.join(VERDICTS)}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise (where / "description").error("expected text")
+    return Case(
+        name=str(raw["name"]),
+        suite=suite,
+        path=where.path,
+        line=where.line,
+        program=program,
+        inputs=inputs,
+        expect=tuple(v.removeprefix("VERDICT_") for v in expect),
+        fields=fields,
+        description=description,
+    )
+
+
+def _samples(value: Any, where: _Where) -> dict[str, Any]:
+    spec = _mapping(value, where)
+    out: dict[str, Any] = {}
+    for key, v in spec.items():
+        if key in ("count", "seed"):
+            high = MAX_SAMPLE_POINTS if key == "count" else 2**63 - 1
+            out[key] = _integer(v, where / key, 0, high)
+        elif key in ("low", "high", "scale"):
+            out[key] = _number(v, where / key, None)
+        elif key == "distribution":
+            if v not in ("normal", "uniform"):
+                raise (where / key).error(f"use normal or uniform, got {v!r}")
+            out[key] = v
+        else:
+            raise (where / key).error("unknown key; use count, seed, distribution, low, high, scale")
+    return out
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate one suite file; raises SuiteError naming file, line, case and field."""
+    path = Path(path)
+    data, lines = _parse_yaml(path)
+    top = _Where(path, lines)
+    if not isinstance(data, dict):
+        raise top.error("a suite is a mapping with a `cases:` list")
+    unknown = set(data) - {"suite", "description", "defaults", "cases"}
+    if unknown:
+        raise (top / sorted(unknown)[0]).error(
+            "unknown key; a suite has suite, description, defaults, cases"
+        )
+    name = data.get("suite", path.stem)
+    if not isinstance(name, str) or not name or "::" in name:
+        raise (top / "suite").error(f"expected a name without '::', got {name!r}")
+    defaults = _mapping(data.get("defaults") or {}, top / "defaults")
+    if "name" in defaults:
+        raise (top / "defaults" / "name").error("a default name makes no sense: each case has its own")
+    cases_raw = data.get("cases")
+    if not isinstance(cases_raw, list) or not cases_raw:
+        raise (top / "cases").error("expected a non-empty list of cases")
+    if len(cases_raw) > MAX_CASES:
+        raise (top / "cases").error(f"{len(cases_raw)} cases; the limit is {MAX_CASES} per suite")
+    cases: list[Case] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(cases_raw):
+        where = top / "cases" / i
+        label = f"#{i + 1}"
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str | int):
+            label = repr(str(raw["name"]))
+        where.case = label
+        merged = {**defaults, **raw} if isinstance(raw, dict) else raw
+        case = _case(merged, where, name)
+        if case.name in seen:
+            raise where.error(f"the name is already used by case #{seen[case.name] + 1}")
+        seen[case.name] = i
+        cases.append(case)
+    return Suite(name, path, cases)
