@@ -737,8 +737,9 @@ def compare_with_torch(p: RandomProgram, out: Outcome) -> tuple[str, str, str]:
         engine = b.sources.get("engine")
         if key not in theirs or engine is None:
             continue
-        # the precision it was computed in (the report keeps some blocks as float64 copies)
-        dtypes = {str(np.asarray(engine.values).dtype), str(np.asarray(theirs[key]).dtype)}
+        # the precision it was computed in (the report keeps some blocks as float64 copies; the
+        # verifier's block dtype also knows of float32 ops on the way)
+        dtypes = {str(np.asarray(engine.values).dtype), str(np.asarray(theirs[key]).dtype), b.dtype}
         dtype = "float32" if "float32" in dtypes else "float64"
         ok, rel = agree(engine.values, theirs[key], dtype)
         compared += 1

@@ -37,12 +37,51 @@ NOISE_LIMIT = 1e-2  # rounding noise beyond this fraction of a value: the entry 
 Key = tuple[str, Any]  # (quantity, key in Derivatives' table)
 
 
+# Ops whose VJP reads no operand value (only shapes, indices or a boolean condition): a float32
+# operand of theirs off the path to the input rounds nothing in that input's gradient.
+_VALUE_FREE_VJP = frozenset(
+    "add sub rsub neg sum mean clone broadcast_to expand reshape flatten squeeze unsqueeze "
+    "permute transpose flip getitem pad concat stack split take where masked_fill".split()
+)
+
+
 def block_dtype(quantity: str, output: str | None, inputs: str, point: Point) -> str:
-    """The precision a block is computed in: float32 when its output or an input is float32."""
-    dtypes = {point.values[n].dtype.name for n in inputs.split(",") if n in point.values}
-    outs = [output] if output else list(point.program.output_names)
-    dtypes |= {point.program.node(i).dtype for n, i in point.program.outputs if n in outs}
-    return "float32" if "float32" in dtypes else "float64"
+    """The precision a block is computed in: float32 when its result is cast to float32 (a
+    float32 input's gradient, a float32 output) or when float32 rounding reaches it: a float32
+    op on the way from its inputs to its outputs, or one whose value a VJP on that way reads
+    (a float64 loss of sin(float32 x) and float64 t: d/dt = -sin(x) carries float32's error).
+    A float32 input alone rounds nothing: float64 holds its values exactly."""
+    program = point.program
+    names = [n for n in inputs.split(",") if n in point.values]
+    dtypes = {point.values[n].dtype.name for n in names}
+    outs = [output] if output else list(program.output_names)
+    out_ids = [i for n, i in program.outputs if n in outs]
+    dtypes |= {program.node(i).dtype for i in out_ids}
+    if "float32" in dtypes:
+        return "float32"
+    starts = {i for n, i in program.inputs if n in names}
+    return "float32" if _float32_reaches(program, out_ids, starts) else "float64"
+
+
+def _float32_reaches(program: Program, out_ids: list[int], starts: set[int]) -> bool:
+    """Whether a float32 op's rounding reaches the derivative of out_ids with respect to the
+    input nodes `starts` (every value of the outputs' forward pass when there are none)."""
+    on_path = set(starts)  # nodes that depend on an input of the block (none: value blocks)
+    for node in program.nodes:  # in order: operands come first
+        if any(isinstance(a, Ref) and a.id in on_path for a in node.args):
+            on_path.add(node.id)
+    seen, todo = set(out_ids), list(out_ids)
+    while todo:  # each node once
+        node = program.node(todo.pop())
+        if node.op != "input" and node.dtype == "float32":
+            return True
+        # off the path every operand's rounding reaches the node's value, which a VJP reads
+        reads_values = node.id not in on_path or node.op not in _VALUE_FREE_VJP
+        for a in node.args:
+            if isinstance(a, Ref) and a.id not in seen and (reads_values or a.id in on_path):
+                seen.add(a.id)
+                todo.append(a.id)
+    return False
 
 
 def unused_inputs(program: Program) -> dict[str, set[str]]:
@@ -310,8 +349,24 @@ class FloatingPoint:
             isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v))
             for v in engine_values
         )
+        engine = derivs.get("engine")
+        self._bad_outputs = {
+            name
+            for name, v in (engine.values.items() if engine else ())
+            if not np.all(np.isfinite(np.asarray(v, np.float64)))
+        }
         self._native: Derivatives | None = None
         self._spread: dict[str, dict[Any, np.ndarray]] = {}
+
+    def ieee_non_finite(self, block: Block, same: np.ndarray) -> bool:
+        """Whether IEEE arithmetic in this precision makes this block non-finite after a forward
+        overflow: its output's value is itself inf or nan (nothing finite follows from it), or
+        the same computation gives non-finite entries in it too (a batched Jacobian or Hessian
+        then spreads them, inf * 0 = nan, across every row, as torch's does)."""
+        outputs = {block.output} if block.output else set(self.point.program.output_names)
+        return self.overflowed and (
+            bool(outputs & self._bad_outputs) or not bool(np.all(np.isfinite(same)))
+        )
 
     def same_precision(self, block: Block) -> np.ndarray | None:
         """JAX's values of the block computed op by op in the inputs' own dtypes (JAX's
@@ -415,9 +470,14 @@ def numerical_notes(
             # no further from the exact value than ten times the exact formula computed there
             with np.errstate(invalid="ignore", over="ignore"):
                 like_formula = np.abs(value - exact) <= 10 * formula + margin
-                # the exact value is not representable in this dtype and the engine's overflowed
-                # forward pass gave a non-finite value (inf / inf is nan): IEEE's answer
-                unrepresentable = fp.overflowed & (huge | ~np.isfinite(exact)) & ~np.isfinite(value)
+                # the engine's overflowed forward pass gave a non-finite value where the exact
+                # value is not representable in this dtype (inf / inf is nan), or where IEEE
+                # arithmetic makes the block non-finite anyway: IEEE's answer
+                unrepresentable = (
+                    fp.overflowed
+                    & (huge | ~np.isfinite(exact) | fp.ieee_non_finite(block, same))
+                    & ~np.isfinite(value)
+                )
             excuse = (
                 failing
                 & evidence

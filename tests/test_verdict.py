@@ -179,3 +179,36 @@ def test_a_claimed_none_means_no_gradient_and_is_checked_as_such():
     assert right.verdict is Verdict.PASS, right.summary
     wrong = run("y = sum(a * 2)", claimed={"a": None, "b": None}, **inputs)
     assert wrong.verdict is Verdict.FAIL and "claimed no gradient, but" in wrong.summary
+
+
+def test_a_float64_gradient_that_reads_a_float32_value_is_judged_in_float32():
+    # d/dt of bce(sin(x), t) is -sin(x), computed in float32: its error reaches t's gradient,
+    # while b's gradient (a * b + sum(...): mul reads a, add reads nothing) stays exact
+    report = run(
+        "y = sum(binary_cross_entropy_with_logits(sin(x), t, reduction='none')) + sum(a * b + sum(tanh(c)))",
+        x=([0.80749077, 0.6183401], "float32"),
+        t=[0.25, 0.9],
+        a=[0.3, 0.7],
+        b=[1.0, 2.0],
+        c=([0.3, 0.1], "float32"),
+    )
+    assert report.verdict is Verdict.PASS, report.summary
+    dtypes = {b.input: b.dtype for b in report.blocks if b.quantity == "vjp"}
+    assert dtypes == {"x": "float32", "t": "float32", "a": "float64", "b": "float64", "c": "float32"}
+
+
+def test_non_finite_derivatives_after_a_forward_overflow_are_ieees_answer():
+    # exp(100) is inf in float32; clamp's zero gradient times exp's inf is nan (torch's too), and
+    # the Hessian's batched rows all meet that nan: numerical notes, not a FAIL
+    spec = InputSpec("x", [1.0, 100.0], dtype="float32")
+    report = check(CheckRequest("y = sum(clamp(exp(x), max=7700.0))", [spec], checks=["vjp", "hessian"]))
+    assert report.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, report.summary
+    assert all(n.why == "overflow in float32" for n in report.points[0].numerical)
+
+
+def test_finite_differences_run_on_float32_frozen_operands_beside_float64_points():
+    specs = [InputSpec("a", [[1.0, 2.0], [3.0, 4.0]], dtype="float32", requires_grad=False)]
+    specs.append(InputSpec("x", [0.1, 0.2], dtype="float32"))
+    report = check(CheckRequest("y = sum(tanh(a @ x))", specs))
+    assert report.verdict is Verdict.PASS, report.summary
+    assert report.references["fd"].ran, report.references["fd"].note

@@ -114,6 +114,10 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     shapes = [point.shape(n) for n in wrt]
     offsets = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
 
+    # in float64 throughout, as the points are: a reference of the exact derivative (and a
+    # float32 operand beside a float64 one would make matmul raise, as torch's does)
+    fixed = {n: v.astype(np.float64) if v.dtype.kind == "f" else v for n, v in point.fixed.items()}
+
     def apply(node: IRNode, operands: list[Any]) -> Any:
         return LOWERING[node.op](operands, node.attr_dict)
 
@@ -134,7 +138,7 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
 
     def leaves(points: np.ndarray, batch: bool) -> dict[str, cg.Tensor]:
         lead = (len(points),) if batch else ()
-        out = {n: cg.Tensor._make(v[None] if batch else v) for n, v in point.fixed.items()}
+        out = {n: cg.Tensor._make(v[None] if batch else v) for n, v in fixed.items()}
         for n, shape, lo, hi in zip(wrt, shapes, offsets[:-1], offsets[1:]):
             out[n] = cg.Tensor._make(points[..., lo:hi].reshape(lead + tuple(shape)))
         return out
