@@ -127,9 +127,17 @@ def save(path: str | Path, cases: dict[str, list[dict[str, Any]]]) -> None:
         except BaselineError:
             merged = {}  # an unreadable old file is replaced, not merged
     merged.update(cases)
-    body = {"format": FORMAT, "version": VERSION, "cases": dict(sorted(merged.items()))}
+    # One block per line: small diffs in review when a baseline is updated on purpose.
+    lines = ["{", f'  "format": "{FORMAT}",', f'  "version": {VERSION},', '  "cases": {']
+    for k, (case, blocks) in enumerate(sorted(merged.items())):
+        lines.append(f"    {json.dumps(case)}: [")
+        lines += [
+            f"      {json.dumps(b)}" + ("," if j < len(blocks) - 1 else "") for j, b in enumerate(blocks)
+        ]
+        lines.append("    ]" + ("," if k < len(merged) - 1 else ""))
+    lines += ["  }", "}"]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(path)  # atomic: a crashed run never leaves half a baseline
 
 

@@ -1,10 +1,13 @@
-"""The main job: verify the examples through a crossgrad server, the worked example first.
+"""The main job: the worked example's report, then the example suite, through a crossgrad server.
 
     python -m crossgrad.clients.examples --start-server   # start a server, verify through it, stop it
     python -m crossgrad.clients.examples --server HOST:PORT
     python -m crossgrad.clients.examples                  # embedded: in-process, no server
 
-Exits 1 when an example gets another verdict than the one it must get.
+The cases are examples/crossgrad_examples.yaml (`--suite` for another): the seed's worked example
+first, with its gradients, Jacobians and the engine's DAG, then every case with a summary table.
+Exits 1 when a case gets another verdict than the one it must get (or the server does not stop
+cleanly), 2 when the suite cannot be read or the server cannot be reached.
 """
 
 from __future__ import annotations
@@ -14,64 +17,42 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
-from .client import Client, Input, Result
+from .client import Client, CrossgradError, Result
 from .local_server import LocalServer
+from .suite import Outcome, print_summary, request_fields, run_cases
+from .suite_format import Case, SuiteError, load_suite
+
+WORKED_EXAMPLE = "worked example"
 
 
-@dataclass
-class Example:
-    title: str
-    expected: str
-    program: str
-    inputs: dict[str, Any]
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-def examples() -> list[Example]:
-    rng = np.random.default_rng(0)
-    W, x = rng.normal(size=(3, 4)), rng.normal(size=4)
-    mask = np.array([[1, 0, 1, 1], [1, 1, 0, 1], [0, 1, 1, 1]], dtype=float)
-    worked = {"a": [2.0, 3.0], "b": [6.0, 4.0]}
-    return [
-        Example(
-            "worked example: Q = 3a^3 - b^2, gradient [1, 1], Jacobians",
-            "PASS",
-            "Q = 3*a**3 - b**2",
-            worked,
-            {"cotangents": {"Q": [1.0, 1.0]}, "checks": ("vjp", "jacobian")},
-        ),
-        Example(
-            "a layer with masked weights (hooks keep them fixed)",
-            "PASS",
-            "h = tanh(W @ x)\nloss = mean(h ** 2)",
-            {"W": Input(W, mask=mask), "x": x},
-        ),
-        Example(
-            "relu at its kink: a convention difference, not a failure",
-            "PASS_WITH_CONVENTION_DIFFERENCES",
-            "y = sum(relu(x))",
-            {"x": [0.0, 1.5, -2.0]},
-        ),
-        Example(
-            "a claimed gradient that is wrong in one entry",
-            "FAIL",
-            "Q = 3*a**3 - b**2",
-            worked,
-            {"cotangents": {"Q": [1.0, 1.0]}, "claimed_vjp": {"a": [36.0, 81.0], "b": [-12.0, -8.5]}},
-        ),
-    ]
+def default_suite() -> Path:
+    """examples/ beside the package's source folders (a checkout or an editable install), else
+    examples/ in the working directory."""
+    beside = Path(__file__).resolve().parent.parent / "examples" / "crossgrad_examples.yaml"
+    return beside if beside.exists() else Path("examples") / "crossgrad_examples.yaml"
 
 
 def _worked_example_details(result: Result) -> list[str]:
+    """Each input's .grad and each Jacobian (its diagonal when it is diagonal), then the DAG."""
+    blocks = result.response.points[0].blocks
+    grads = [f"{b.input}.grad = {result.grad(b.input).tolist()}" for b in blocks if b.quantity == "vjp"]
+    jacobians = []
+    for b in (b for b in blocks if b.quantity == "jacobian"):
+        jac = result.jacobian(b.output, b.input)
+        square = jac.ndim == 2 and jac.shape[0] == jac.shape[1]
+        shown = (
+            f"diag{np.diag(jac).tolist()}"
+            if square and np.count_nonzero(jac - np.diag(np.diag(jac))) == 0
+            else jac.tolist()
+        )
+        jacobians.append(f"d{b.output}/d{b.input} = {shown}")
     lines = [
-        f"a.grad = {result.grad('a').tolist()}   b.grad = {result.grad('b').tolist()}",
-        f"dQ/da = diag{np.diag(result.jacobian('Q', 'a')).tolist()}   "
-        f"dQ/db = diag{np.diag(result.jacobian('Q', 'b')).tolist()}",
+        "   ".join(grads),
+        "   ".join(jacobians),
         "the engine's DAG (grad_fn -> next_functions):",
     ]
     dag = result.response.dag
@@ -88,24 +69,29 @@ def _worked_example_details(result: Result) -> list[str]:
     return lines
 
 
-def verify_examples(client: Client) -> int:
-    """Verify every example; print what a user needs; return how many got an unexpected verdict."""
-    failures = 0
-    for k, ex in enumerate(examples()):
-        result = client.verify(ex.program, ex.inputs, **ex.fields)
-        ok = result.verdict == ex.expected
-        failures += not ok
-        print(
-            f"=== {ex.title}: expected {ex.expected}, got {result.verdict}"
-            + ("" if ok else "  <-- UNEXPECTED")
-        )
-        if k == 0:
-            print("\n".join(_worked_example_details(result)))
-        print(result.text)
-        print()
-    total = len(examples())
-    print(f"{total - failures} of {total} examples gave the expected verdict")
-    return failures
+def verify_examples(client: Client, cases: Sequence[Case]) -> int:
+    """The worked example's report, then the other cases with a summary table; returns how many
+    cases got an unexpected verdict."""
+    started = time.monotonic()
+    worked = next((c for c in cases if c.name == WORKED_EXAMPLE), cases[0])
+    fields = request_fields(worked)
+    result = client.verify(fields.pop("program"), fields.pop("inputs"), **fields)
+    ok = result.verdict in worked.expect
+    print(
+        f"=== {worked.name}: {worked.program.strip()}, expected {' or '.join(worked.expect)}, "
+        f"got {result.verdict}" + ("" if ok else "  <-- UNEXPECTED")
+    )
+    if result.error is None:
+        print("\n".join(line for line in _worked_example_details(result) if line))
+    print(result.text)
+    print()
+    rest = [c for c in cases if c is not worked]
+    print(f"=== the example suite: {len(cases)} cases ({worked.path})")
+    outcomes = run_cases(client, rest)
+    first = Outcome(worked, sum(result.response.timings.values()), result=result)
+    everything = [first, *outcomes]
+    print_summary(everything, time.monotonic() - started)
+    return sum(not o.ok for o in everything)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,24 +106,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--token", default=os.environ.get("CROSSGRAD_TOKEN"), help="bearer token [env CROSSGRAD_TOKEN]"
     )
+    parser.add_argument("--suite", type=Path, default=None, help="the suite (default: the examples)")
     args = parser.parse_args(argv)
-    if args.start_server:
-        started = time.monotonic()
-        with LocalServer(args=("--log-level", "WARNING")) as server:
-            print(
-                f"started a crossgrad server at {server.address} "
-                f"(SERVING after {time.monotonic() - started:.1f} s)\n"
-            )
-            with Client(server.address) as client:
-                failures = verify_examples(client)
-            code = server.stop()
-        print(f"server stopped (exit code {code})")
-        return 1 if failures or code != 0 else 0
-    if args.server:
-        with Client(args.server, token=args.token) as client:
-            return 1 if verify_examples(client) else 0
-    print("embedded: verifying in this process (no server)\n")
-    return 1 if verify_examples(Client.embedded()) else 0
+    try:
+        cases = load_suite(args.suite or default_suite()).cases
+        if args.start_server:
+            started = time.monotonic()
+            with LocalServer(args=("--log-level", "WARNING")) as server:
+                print(
+                    f"started a crossgrad server at {server.address} "
+                    f"(SERVING after {time.monotonic() - started:.1f} s)\n"
+                )
+                with Client(server.address) as client:
+                    failures = verify_examples(client, cases)
+                code = server.stop()
+            print(f"server stopped (exit code {code})")
+            return 1 if failures or code != 0 else 0
+        if args.server:
+            with Client(args.server, token=args.token) as client:
+                return 1 if verify_examples(client, cases) else 0
+        print("embedded: verifying in this process (no server)\n")
+        return 1 if verify_examples(Client.embedded(), cases) else 0
+    except (SuiteError, CrossgradError, RuntimeError) as exc:
+        print(f"examples: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,16 +83,21 @@ class Outcome:
 
 
 def request_fields(case: Case) -> dict[str, Any]:
-    return {**case.fields, "id": case.id}
+    """The case as verify()'s keyword arguments."""
+    return {"program": case.program, "inputs": case.inputs, **case.fields, "id": case.id}
 
 
-def check_case(client: Client, case: Case, timeout: float | None = None) -> Outcome:
-    started = time.monotonic()
-    try:
-        result = client.verify(case.program, case.inputs, timeout=timeout, **request_fields(case))
-    except CrossgradError as exc:
-        return Outcome(case, time.monotonic() - started, error=str(exc))
-    return Outcome(case, time.monotonic() - started, result=result)
+def _seconds(result: Result) -> float:
+    """How long the check took where it ran: the worker's whole check on a server, the sum of the
+    stages embedded (wall time would count the queue behind other cases)."""
+    timings = result.response.timings
+    return timings["worker"] if "worker" in timings else sum(timings.values())
+
+
+def _outcome(case: Case, result: Result) -> Outcome:
+    if result.error is not None:
+        return Outcome(case, 0.0, error=str(result.error))
+    return Outcome(case, _seconds(result), result=result)
 
 
 def run_cases(
@@ -103,17 +107,22 @@ def run_cases(
     timeout: float | None = None,
     on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Check every case, `jobs` at a time (threads: the work happens in the server or, embedded,
-    in the core, which is thread-safe); outcomes come back in the cases' order."""
+    """Check every case, at most `jobs` at once (over one VerifyStream, or a thread pool
+    embedded); outcomes come back in the cases' order. Raises CrossgradError when the server
+    cannot be reached at all."""
     outcomes: dict[int, Outcome] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(check_case, client, case, timeout): k for k, case in enumerate(cases)}
-        for future in as_completed(futures):
-            outcome = future.result()
-            outcomes[futures[future]] = outcome
-            if on_done is not None:
-                on_done(outcome)
+    requests = [request_fields(case) for case in cases]
+    for result in client.verify_stream(requests, concurrency=max(1, jobs), timeout=timeout):
+        outcome = _outcome(cases[result.index], result)
+        outcomes[result.index] = outcome
+        if on_done is not None:
+            on_done(outcome)
     return [outcomes[k] for k in range(len(cases))]
+
+
+def check_case(client: Client, case: Case, timeout: float | None = None) -> Outcome:
+    """One case (the pytest plugin's items)."""
+    return run_cases(client, [case], 1, timeout)[0]
 
 
 def apply_baseline(outcomes: Sequence[Outcome], recorded: dict[str, Any], rtol: float | None,
@@ -228,7 +237,9 @@ def _parser() -> argparse.ArgumentParser:
         "--token", default=os.environ.get("CROSSGRAD_TOKEN"), help="bearer token [env CROSSGRAD_TOKEN]"
     )
     parser.add_argument("--jobs", "-j", type=int, default=DEFAULT_JOBS, help="cases checked at once")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per case (over gRPC)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds for the whole run (over gRPC)"
+    )
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per case)")
     parser.add_argument(
         "--baseline", metavar="FILE", help="report values that moved since this baseline"
