@@ -1,58 +1,514 @@
 """The `crossgrad` command.
 
-crossgrad serve [options]          run the gRPC server (crossgrad serve --help)
-crossgrad health [--server ADDR]   ask a server's health service (exit 0 when SERVING)
+  crossgrad verify PROGRAM [NAME=VALUE ...]   check a program's derivatives (embedded, or --server)
+  crossgrad graph PROGRAM [NAME=VALUE ...]    the engine's DAG (--dot FILE, --svg FILE)
+  crossgrad ops [NAME ...]                    the op table
+  crossgrad health [--server ADDR]            ask a server's health service (exit 0 when SERVING)
+  crossgrad check SUITE ...                   run YAML gradient-regression suites
+  crossgrad serve [options]                   run the gRPC server (crossgrad serve --help)
+
+PROGRAM is program text ("Q = 3*a**3 - b**2"), a file holding it, or - for stdin. A VALUE is JSON
+([2, 3], 1.5, [[1, 0], [0, 1]]), a .npy file, or an array in an .npz file (file.npz:key; file.npz
+alone takes the array named like the input, or its only array).
+
+Exit codes: 0 all pass, 1 discrepancies, 2 usage, input or connection errors. Errors are one line
+on stderr; --debug shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
-from .client import Client, CrossgradError
+import numpy as np
+from crossgrad.v1.tensors import from_tensor
+
+from .client import (
+    CHECKS,
+    REFERENCES,
+    Client,
+    CrossgradError,
+    Input,
+    Result,
+    build_request,
+    message_to_dict,
+)
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """Bad arguments or input files: exit 2 with the message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit 2, as argparse does)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+# -- reading arguments
+
+
+def read_program(arg: str) -> str:
+    """Program text, a file holding it, or - for stdin."""
+    if arg == "-":
+        return sys.stdin.read()
+    try:
+        path = Path(arg)
+        if path.is_file():
+            return path.read_text()
+    except (OSError, ValueError):
+        pass  # text too long or odd to be a file name: it is program text
+    return arg
+
+
+def _load_file(spec: str, name: str) -> np.ndarray:
+    path, _, key = spec.partition(".npz:")
+    if key:
+        path += ".npz"
+    try:
+        if path.endswith(".npy"):
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as arrays:
+            if key:
+                if key not in arrays:
+                    raise UsageError(f"{path} has no array {key!r} (it has {', '.join(arrays.files)})")
+                return arrays[key]
+            if name in arrays:
+                return arrays[name]
+            if len(arrays.files) == 1:
+                return arrays[arrays.files[0]]
+            raise UsageError(f"{path} holds {', '.join(arrays.files)}: say which with {name}={path}:KEY")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {name} from {path}: {exc}") from None
+
+
+def parse_value(name: str, text: str) -> np.ndarray:
+    """A value from JSON or an .npy/.npz file; never eval (request text stays data)."""
+    if text.endswith((".npy", ".npz")) or ".npz:" in text:
+        return _load_file(text, name)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise UsageError(
+            f"{name}={text}: not a JSON number or list (like [2, 3]) nor an .npy/.npz file"
+        ) from None
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise UsageError(f"{name}={text}: not a rectangular array of numbers") from None
+    return array
+
+
+def parse_assignments(items: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    """NAME=VALUE items (inputs, cotangents, claimed gradients, masks)."""
+    out: dict[str, np.ndarray] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise UsageError(f"{what} {item!r}: write NAME=VALUE, like a=[2,3] or a=a.npy")
+        if name in out:
+            raise UsageError(f"{what} {name} is given twice")
+        out[name] = parse_value(name, text.strip())
+    return out
+
+
+def read_inputs_file(path: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz, or a JSON object {name: value}."""
+    try:
+        if path.endswith(".json"):
+            data = json.loads(Path(path).read_text())
+            if not isinstance(data, dict):
+                raise UsageError(f"{path}: a JSON inputs file holds an object {{name: value}}")
+            return {k: parse_value(k, json.dumps(v)) for k, v in data.items()}
+        with np.load(path, allow_pickle=False) as arrays:
+            return {k: arrays[k] for k in arrays.files}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read inputs from {path}: {exc}") from None
+
+
+def _names(items: Sequence[str]) -> list[str]:
+    """--frozen a,b --frozen c -> [a, b, c]."""
+    return [n.strip() for item in items for n in item.split(",") if n.strip()]
+
+
+def _choices(text: str, known: dict[str, Any], what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown {what} {', '.join(unknown)}: choose from {', '.join(known)}")
+    return names
+
+
+def build_inputs(args: argparse.Namespace) -> dict[str, Input]:
+    values: dict[str, np.ndarray] = {}
+    for path in args.inputs_file:
+        values.update(read_inputs_file(path))
+    values.update(parse_assignments(args.inputs, "input"))  # given on the line: wins over files
+    if not values:
+        raise UsageError("no inputs: give NAME=VALUE (like a=[2,3]) or --inputs FILE.npz")
+    frozen = set(_names(args.frozen))
+    masks = parse_assignments(args.mask, "mask")
+    for name in (frozen | set(masks)) - set(values):
+        raise UsageError(f"--frozen/--mask name {name!r} is not an input ({', '.join(values)})")
+    return {
+        name: Input(value, requires_grad=name not in frozen, mask=masks.get(name), dtype=args.dtype)
+        for name, value in values.items()
+    }
+
+
+# -- options shared by subcommands
+
+
+def _connection_options(parser: argparse.ArgumentParser, default_server: str | None) -> None:
+    where = "embedded in this process" if default_server is None else default_server
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("CROSSGRAD_SERVER", default_server),
+        metavar="ADDR",
+        help=f"a server, host:port or dns:///name:port [env CROSSGRAD_SERVER; default {where}]",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("CROSSGRAD_TOKEN"), help="bearer token [env CROSSGRAD_TOKEN]"
+    )
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (the system's roots)")
+    parser.add_argument("--ca-cert", metavar="FILE", help="TLS with this root certificate (PEM)")
+    parser.add_argument("--timeout", type=float, help="deadline of the call in seconds")
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the report (auto: on a terminal; NO_COLOR is honoured)",
+    )
+
+
+def _program_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("program", help="program text, a file holding it, or - for stdin")
+    parser.add_argument("inputs", nargs="*", metavar="NAME=VALUE", help="inputs: a=[2,3], a=a.npy")
+    parser.add_argument(
+        "--inputs",
+        dest="inputs_file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="inputs from an .npz (every array) or a JSON object; NAME=VALUE wins",
+    )
+    parser.add_argument(
+        "--frozen", action="append", default=[], metavar="NAMES", help="inputs that do not require grad"
+    )
+    parser.add_argument(
+        "--mask",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a gradient mask (1 keeps, 0 freezes)",
+    )
+    parser.add_argument(
+        "--dtype", choices=("float64", "float32"), help="the inputs' dtype (default: float64)"
+    )
+    parser.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an output (default: the last assigned)",
+    )
+
+
+def _client(args: argparse.Namespace) -> Client:
+    if not args.server:
+        try:
+            return Client.embedded()
+        except ImportError as exc:
+            raise UsageError(f"{exc}; or call a server with --server ADDR") from None
+    certificates = None
+    if args.ca_cert:
+        try:
+            certificates = Path(args.ca_cert).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read --ca-cert: {exc}") from None
+    timeout = {"timeout": args.timeout} if args.timeout else {}
+    return Client(args.server, token=args.token, tls=args.tls, root_certificates=certificates, **timeout)
+
+
+def _console(args: argparse.Namespace) -> Any:
+    from .report import make_console  # rich: the cli extra
+
+    return make_console(args.color)
+
+
+# -- subcommands
+
+
+def _verify(args: argparse.Namespace) -> int:
+    program = read_program(args.program)
+    inputs = build_inputs(args)
+    claimed = parse_assignments(args.claimed, "--claimed")
+    fields: dict[str, Any] = {
+        "outputs": args.output,
+        "cotangents": parse_assignments(args.cotangent, "--cotangent"),
+        "checks": _choices(args.checks, CHECKS, "check"),
+        "references": _choices(args.references, REFERENCES, "reference") if args.references else (),
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "claimed_vjp": claimed,
+        "seed": args.seed,
+        "blame": not args.no_blame,
+        "id": args.id,
+    }
+    if args.samples:
+        fields["samples"] = {"count": args.samples, "seed": args.seed}
+    if args.budget:
+        fields["budget"] = {"seconds": args.budget}
+    try:
+        request = build_request(program, inputs, **fields)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with _client(args) as client:
+        result = Result(client.verify_message(request, args.timeout), request=request)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif args.text:
+        print(result.text)
+    else:
+        from .report import print_result
+
+        print_result(_console(args), result, title=f"crossgrad verify ({client.where})")
+    return 0 if result.passed else 1
+
+
+def _graph(args: argparse.Namespace) -> int:
+    program = read_program(args.program)
+    inputs = build_inputs(args)
+    with _client(args) as client:
+        described = client.describe_graph(program, inputs, outputs=args.output, timeout=args.timeout)
+    dag = described.dag
+    to_stdout = args.dot == "-"
+    if args.dot and not to_stdout:
+        _write(args.dot, dag.dot)
+    if args.svg:
+        _render_svg(dag.dot, args.svg)
+    if to_stdout:
+        sys.stdout.write(dag.dot)
+        return 0
+    if args.json:
+        print(json.dumps(message_to_dict(described), indent=2))
+        return 0
+    from .report import dag_tree, format_array
+
+    console = _console(args)
+    console.print(dag_tree(dag, list(described.outputs)))
+    for name, tensor in described.outputs.items():
+        console.print(f"{name} = {format_array(from_tensor(tensor))}")
+    for path, what in ((args.dot, "DOT"), (args.svg, "SVG")):
+        if path and path != "-":
+            console.print(f"wrote {what} to {path}")
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}") from None
+
+
+def _render_svg(dot_text: str, path: str) -> None:
+    dot = shutil.which("dot")
+    if dot is None:
+        raise UsageError(
+            f"cannot write {path}: Graphviz's `dot` is not installed (apt install graphviz); "
+            "--dot FILE writes the DOT text to render elsewhere"
+        )
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [dot, "-Tsvg", "-o", path], input=dot_text, text=True, capture_output=True, timeout=60
+    )
+    if done.returncode != 0:
+        raise UsageError(f"dot -Tsvg failed on the graph: {' '.join(done.stderr.split())}")
+
+
+def _ops(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        ops = client.list_ops(timeout=args.timeout)
+    if args.names:
+        unknown = set(args.names) - {op.name for op in ops}
+        if unknown:
+            raise UsageError(f"no op named {', '.join(sorted(unknown))} (crossgrad ops lists them)")
+        ops = [op for op in ops if op.name in args.names]
+    if args.json:
+        print(json.dumps([message_to_dict(op) for op in ops], indent=2))
+        return 0
+    from .report import ops_table
+
+    _console(args).print(ops_table(ops))
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.health(args.service, timeout=args.timeout or 5.0)
+    print(status)
+    return 0 if status == "SERVING" else 1
 
 
 def _serve(argv: Sequence[str]) -> int:
     try:
         from crossgrad.server.transport.server import main as serve
     except ImportError as exc:
-        print(
-            f"crossgrad serve needs the server extra (pip install 'crossgrad[server]'): {exc}",
-            file=sys.stderr,
-        )
-        return 2
-    return serve(argv)
+        raise UsageError(
+            f"crossgrad serve needs the server extra (pip install 'crossgrad[server]'): {exc}"
+        ) from None
+    return serve(list(argv))
 
 
-def _health(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="crossgrad health")
-    parser.add_argument("--server", default=os.environ.get("CROSSGRAD_SERVER", DEFAULT_SERVER))
-    parser.add_argument("--service", default="", help="a service name ('' for the whole server)")
-    parser.add_argument("--timeout", type=float, default=5.0)
-    args = parser.parse_args(argv)
+def _check(argv: Sequence[str]) -> int:
     try:
-        with Client(args.server) as client:
-            status = client.health(args.service, timeout=args.timeout)
-    except CrossgradError as exc:
-        print(f"crossgrad health: {args.server}: {exc}", file=sys.stderr)
-        return 2
-    print(status)
-    return 0 if status == "SERVING" else 1
+        from .suite import main as run_suites  # written beside this module; loaded only for check
+    except ModuleNotFoundError as exc:
+        if exc.name == "crossgrad.clients.suite":
+            raise UsageError(
+                "crossgrad check is not available: crossgrad.clients.suite is missing"
+            ) from None
+        raise UsageError(
+            f"crossgrad check needs the cli extra (pip install 'crossgrad[cli]'): {exc}"
+        ) from None
+    return run_suites(list(argv))
 
 
-COMMANDS = {"serve": _serve, "health": _health}
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(
+        prog="crossgrad",
+        description="Differentiate a function three ways (crossgrad's engine, sympy, JAX) and report "
+        "where they disagree.",
+        epilog="Exit codes: 0 all pass, 1 discrepancies, 2 usage, input or connection errors.",
+    )
+    top.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check a program's derivatives against sympy, JAX and finite differences",
+        description="Check a program's derivatives at a point; exit 0 when it passes, 1 when not.",
+    )
+    _program_options(verify)
+    verify.add_argument(
+        "--cotangent", action="append", default=[], metavar="NAME=VALUE",
+        help="the gradient flowing into an output (backward(gradient=...)); a scalar's defaults to 1",
+    )  # fmt: skip
+    verify.add_argument(
+        "--checks", default="vjp", metavar="LIST", help="vjp,jacobian,hessian (default: vjp)"
+    )
+    verify.add_argument(
+        "--references", default="", metavar="LIST", help="sympy,jax,fd (default: all three)"
+    )
+    verify.add_argument("--rtol", type=float, help="relative tolerance (default: by dtype)")
+    verify.add_argument("--atol", type=float, help="absolute tolerance (default: by dtype)")
+    verify.add_argument(
+        "--claimed", action="append", default=[], metavar="NAME=VALUE",
+        help="a gradient computed elsewhere, checked like the engine's (vjp)",
+    )  # fmt: skip
+    verify.add_argument("--samples", type=int, default=0, metavar="N", help="also check N random points")
+    verify.add_argument("--seed", type=int, default=0, help="seeds every sampled choice")
+    verify.add_argument("--budget", type=float, metavar="SECONDS", help="the request's time budget")
+    verify.add_argument("--no-blame", action="store_true", help="do not look for the node to blame")
+    verify.add_argument("--id", default="", help="a request id (echoed, and in the server's log)")
+    report = verify.add_mutually_exclusive_group()
+    report.add_argument("--json", action="store_true", help="the whole report as JSON on stdout")
+    report.add_argument("--text", action="store_true", help="the report as plain text")
+    _connection_options(verify, None)
+    _common_options(verify)
+    verify.set_defaults(run=_verify)
+
+    graph = sub.add_parser(
+        "graph",
+        help="the engine's DAG for a program (DOT, SVG)",
+        description="Run the engine's forward pass and show the DAG it records (grad_fn nodes).",
+    )
+    _program_options(graph)
+    graph.add_argument("--dot", metavar="FILE", help="write Graphviz DOT (- for stdout)")
+    graph.add_argument("--svg", metavar="FILE", help="render SVG with Graphviz's dot")
+    graph.add_argument("--json", action="store_true", help="the DAG as JSON")
+    _connection_options(graph, None)
+    _common_options(graph)
+    graph.set_defaults(run=_graph)
+
+    ops = sub.add_parser("ops", help="the op table", description="Every operation a program may use.")
+    ops.add_argument("names", nargs="*", metavar="NAME", help="only these ops")
+    ops.add_argument("--json", action="store_true", help="the table as JSON")
+    _connection_options(ops, None)
+    _common_options(ops)
+    ops.set_defaults(run=_ops)
+
+    health = sub.add_parser(
+        "health", help="ask a server's health service", description="Exit 0 when the server is SERVING."
+    )
+    health.add_argument("--service", default="", help="a service name ('' for the whole server)")
+    _connection_options(health, DEFAULT_SERVER)
+    _common_options(health)
+    health.set_defaults(run=_health)
+
+    # parsed by their own modules: listed here for --help
+    sub.add_parser(
+        "check", help="run YAML gradient-regression suites (crossgrad check --help)", add_help=False
+    )
+    sub.add_parser("serve", help="run the gRPC server (crossgrad serve --help)", add_help=False)
+    return top
+
+
+PASSTHROUGH: dict[str, Callable[[Sequence[str]], int]] = {"serve": _serve, "check": _check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr)
-        return 2
-    return COMMANDS[args[0]](args[1:])
+    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
+    try:
+        command = next((a for a in args if not a.startswith("-")), None)
+        if command in PASSTHROUGH:
+            k = args.index(command)
+            rest = [a for a in args[:k] if a != "--debug"] + args[k + 1 :]
+            return PASSTHROUGH[command](rest)
+        parsed = parser().parse_args(args)
+        if parsed.command is None:
+            parser().print_help(sys.stderr)
+            return USAGE_ERROR
+        return parsed.run(parsed)
+    except KeyboardInterrupt:
+        print("crossgrad: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, CrossgradError) as exc:
+        if debug:
+            raise
+        print(f"crossgrad: {_one_line(exc)}", file=sys.stderr)
+        return USAGE_ERROR
+    except Exception as exc:
+        if debug:
+            raise
+        name = type(exc).__name__
+        print(f"crossgrad: unexpected {name}: {_one_line(exc)} (--debug: traceback)", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":
