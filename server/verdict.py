@@ -40,8 +40,11 @@ Key = tuple[str, Any]  # (quantity, key in Derivatives' table)
 # Ops whose VJP reads no operand value (only shapes, indices or a boolean condition): a float32
 # operand of theirs off the path to the input rounds nothing in that input's gradient.
 _VALUE_FREE_VJP = frozenset(
-    "add sub rsub neg sum mean clone broadcast_to expand reshape flatten squeeze unsqueeze "
-    "permute transpose flip getitem pad concat stack split take where masked_fill".split()
+    {
+        *("add", "sub", "rsub", "neg", "sum", "mean", "clone", "where", "masked_fill"),
+        *("broadcast_to", "expand", "reshape", "flatten", "squeeze", "unsqueeze", "permute"),
+        *("transpose", "flip", "getitem", "pad", "concat", "stack", "split", "take"),
+    }
 )
 
 

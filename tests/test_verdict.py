@@ -185,7 +185,8 @@ def test_a_float64_gradient_that_reads_a_float32_value_is_judged_in_float32():
     # d/dt of bce(sin(x), t) is -sin(x), computed in float32: its error reaches t's gradient,
     # while b's gradient (a * b + sum(...): mul reads a, add reads nothing) stays exact
     report = run(
-        "y = sum(binary_cross_entropy_with_logits(sin(x), t, reduction='none')) + sum(a * b + sum(tanh(c)))",
+        "y = sum(binary_cross_entropy_with_logits(sin(x), t, reduction='none'))"
+        " + sum(a * b + sum(tanh(c)))",
         x=([0.80749077, 0.6183401], "float32"),
         t=[0.25, 0.9],
         a=[0.3, 0.7],
