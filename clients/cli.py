@@ -475,13 +475,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 PASSTHROUGH: dict[str, Callable[[Sequence[str]], int]] = {"serve": _serve, "check": _check}
+COMMANDS = ("verify", "graph", "ops", "health", *PASSTHROUGH)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
+    command = next((a for a in args if not a.startswith("-")), None)
+    prog = f"crossgrad {command}" if command in COMMANDS else "crossgrad"
     try:
-        command = next((a for a in args if not a.startswith("-")), None)
         if command in PASSTHROUGH:
             k = args.index(command)
             rest = [a for a in args[:k] if a != "--debug"] + args[k + 1 :]
@@ -491,19 +493,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser().print_help(sys.stderr)
             return USAGE_ERROR
         return parsed.run(parsed)
+    except BrokenPipeError:
+        # the reader went away (crossgrad ops | head): not an error of ours; keep Python quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # the shell's code for SIGPIPE
     except KeyboardInterrupt:
         print("crossgrad: interrupted", file=sys.stderr)
         return 130
     except (UsageError, CrossgradError) as exc:
         if debug:
             raise
-        print(f"crossgrad: {_one_line(exc)}", file=sys.stderr)
+        print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
         return USAGE_ERROR
     except Exception as exc:
         if debug:
             raise
         name = type(exc).__name__
-        print(f"crossgrad: unexpected {name}: {_one_line(exc)} (--debug: traceback)", file=sys.stderr)
+        print(f"{prog}: unexpected {name}: {_one_line(exc)} (--debug: traceback)", file=sys.stderr)
         return USAGE_ERROR
 
 

@@ -320,7 +320,19 @@ class Result:
             }
         body = message_to_dict(self.response)
         body.pop("verdict")
-        return {"id": body.pop("id"), "verdict": self.verdict, "passed": self.passed, **body}
+        # the engine's gradients at the given point, for `jq .grad.a` (the blocks have the rest)
+        grads = {
+            b.input: _json_array(from_tensor(b.values["engine"]))
+            for b in (self.response.points[0].blocks if self.response.points else ())
+            if b.quantity == "vjp" and "engine" in b.values
+        }
+        return {
+            "id": body.pop("id"),
+            "verdict": self.verdict,
+            "passed": self.passed,
+            "grad": grads,
+            **body,
+        }
 
     def __str__(self) -> str:
         if self.error is not None:
