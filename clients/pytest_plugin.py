@@ -1,1 +1,154 @@
-"""pytest plugin: collects crossgrad*.yaml suites and gives the `crossgrad` fixture (not yet built)."""
+"""pytest plugin (entry point `pytest11`): crossgrad suites as tests, and a `crossgrad` fixture.
+
+- Files named crossgrad*.yaml (or .yml) are collected as suites: one test item per case, which
+  fails, with the report's text, when the case gets another verdict than it expects.
+- The `crossgrad` fixture verifies from a test:
+
+      def test_layer(crossgrad):
+          crossgrad.assert_verified("y = sum(tanh(W @ x))", {"W": W, "x": x})
+
+- `--crossgrad-server HOST:PORT` (and `--crossgrad-token`) checks through a server; without it
+  everything runs embedded, in-process (which needs the server extra: sympy and JAX). Given a
+  server, nothing here imports sympy or JAX, and nothing beyond pytest is imported until a suite
+  or the fixture is used (pytest loads this plugin in every run).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .client import Client, Result
+    from .suite_format import Case
+
+_CLIENT = pytest.StashKey["Client"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("crossgrad", "crossgrad gradient verification")
+    group.addoption(
+        "--crossgrad-server",
+        metavar="ADDR",
+        default=os.environ.get("CROSSGRAD_SERVER"),
+        help="check crossgrad suites and the crossgrad fixture through this server (HOST:PORT) "
+        "instead of in-process [env CROSSGRAD_SERVER]",
+    )
+    group.addoption(
+        "--crossgrad-token",
+        metavar="TOKEN",
+        default=os.environ.get("CROSSGRAD_TOKEN"),
+        help="bearer token for --crossgrad-server [env CROSSGRAD_TOKEN]",
+    )
+
+
+def _client(config: pytest.Config) -> Client:
+    """One client for the session: a channel to the server, or the embedded verifier."""
+    if _CLIENT not in config.stash:
+        from .client import Client
+
+        server = config.getoption("crossgrad_server")
+        token = config.getoption("crossgrad_token")
+        config.stash[_CLIENT] = Client(server, token=token) if server else Client.embedded()
+    return config.stash[_CLIENT]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CLIENT in config.stash:
+        config.stash[_CLIENT].close()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix in (".yaml", ".yml") and file_path.name.startswith("crossgrad"):
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None
+
+
+class SuiteFile(pytest.File):
+    def collect(self) -> Iterator[CaseItem]:
+        from .suite_format import SuiteError, load_suite
+
+        try:
+            suite = load_suite(self.path)
+        except SuiteError as exc:
+            raise self.CollectError(str(exc)) from None
+        for case in suite.cases:
+            yield CaseItem.from_parent(self, name=case.name, case=case)
+
+
+class CaseFailed(Exception):
+    """A case that did not get its expected verdict, regressed, or could not be checked."""
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case: Case, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+
+    def runtest(self) -> None:
+        from .client import CrossgradError
+        from .suite import check_case
+
+        try:
+            outcome = check_case(_client(self.config), self.case)
+        except CrossgradError as exc:  # the server as a whole: unreachable, bad token
+            raise CaseFailed(f"{self.case.id}: not checked: {exc}") from None
+        if not outcome.ok:
+            raise CaseFailed(outcome.details())
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, CaseFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, max(self.case.line - 1, 0), f"crossgrad case: {self.case.id}"
+
+
+class Crossgrad:
+    """The `crossgrad` fixture: `verify` returns the Result; `assert_verified` fails the test with
+    the report's text unless the verdict is a pass (or one of `expect`)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def verify(self, program: str, inputs: Mapping[str, Any], **fields: Any) -> Result:
+        return self.client.verify(program, inputs, **fields)
+
+    def assert_verified(
+        self,
+        program: str,
+        inputs: Mapping[str, Any],
+        *,
+        expect: str | Sequence[str] | None = None,
+        **fields: Any,
+    ) -> Result:
+        """Verify and fail the test unless the verdict is PASS (or a pass with notes or
+        conventions), or one of `expect` when given; fields are Client.verify's."""
+        from .client import CrossgradError
+
+        __tracebackhide__ = True
+        try:
+            result = self.client.verify(program, inputs, **fields)
+        except CrossgradError as exc:
+            pytest.fail(f"crossgrad could not check the program: {exc}", pytrace=False)
+        if expect is None:
+            ok, wanted = result.passed, "a pass"
+        else:
+            expected = [expect] if isinstance(expect, str) else list(expect)
+            ok, wanted = result.verdict in expected, " or ".join(expected)
+        if not ok:
+            pytest.fail(
+                f"crossgrad: expected {wanted}, got {result.verdict}\n{result.text}", pytrace=False
+            )
+        return result
+
+
+@pytest.fixture(scope="session")
+def crossgrad(pytestconfig: pytest.Config) -> Crossgrad:
+    """Verify gradients from a test: embedded, or through --crossgrad-server."""
+    return Crossgrad(_client(pytestconfig))
