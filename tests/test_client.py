@@ -1,0 +1,222 @@
+"""The Python client: verify_many over a real server and embedded (every answer matched to its
+request, a bad request answered on its own), the concurrency bound and a dropped stream (against a
+stub server that records what the client sends), results as JSON, and the one-line message when no
+server answers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+from crossgrad.clients import Client, CrossgradError, DiscrepancyError, Input, build_request
+from crossgrad.clients.client import SERVICE_CONFIG
+from crossgrad.clients.local_server import LocalServer
+from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
+from service_helpers import WORKED, assert_worked_example
+
+pb = verifier_pb2
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalServer(args=("--workers", "2", "--log-level", "WARNING")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return Client.embedded()
+
+
+def _mixed_requests():
+    """Valid and invalid requests, with ids repeated on purpose: matching must not rely on them."""
+    worked = {**WORKED, "id": "same"}
+    return [
+        worked,  # 0: PASS
+        {**worked, "program": "Q = 3*a**"},  # 1: a syntax error (INVALID_ARGUMENT from the server)
+        {**worked, "claimed_vjp": {"a": [36.0, 81.0], "b": [-12.0, -8.5]}},  # 2: FAIL
+        {**worked, "checks": ("bogus",)},  # 3: cannot be built (INVALID_ARGUMENT in the client)
+        build_request("y = sum(tanh(x))", {"x": [0.5, -1.0]}, id="tanh"),  # 4: a message, PASS
+        {**worked, "inputs": {"a": [2.0, 3.0], "b": [6.0, 4.0, 1.0]}},  # 5: shapes do not broadcast
+        {**worked, "id": "last", "inputs": {"a": [1.0, 2.0], "b": [0.5, 4.0]}},  # 6: PASS
+    ]
+
+
+def _assert_mixed_answers(results):
+    assert [r.index for r in results] == list(range(7))
+    assert [r.verdict for r in results] == ["PASS", "ERROR", "FAIL", "ERROR", "PASS", "ERROR", "PASS"]
+    assert_worked_example_vjp(results[0])
+    assert results[1].error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "line 1, column 10" in str(results[1].error)
+    assert results[1].request.program == "Q = 3*a**"  # the request it answers
+    assert results[2].error is None and results[2].grad("b", "claimed").tolist() == [-12.0, -8.5]
+    assert "bogus" in str(results[3].error) and results[3].request is None
+    assert results[4].id == "tanh"
+    assert np.allclose(results[4].grad("x"), 1 - np.tanh([0.5, -1.0]) ** 2)
+    assert results[5].error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert results[6].id == "last" and results[6].grad("a").tolist() == [9.0, 36.0]
+    assert results[6].grad("b").tolist() == [-1.0, -8.0]
+    for r in results:
+        if r.error is not None:
+            with pytest.raises(CrossgradError):
+                r.raise_for_discrepancies()
+    with pytest.raises(DiscrepancyError, match="claimed"):
+        results[2].raise_for_discrepancies()
+
+
+def assert_worked_example_vjp(result):
+    assert result.verdict == "PASS", result.text
+    assert result.grad("a").tolist() == [36.0, 81.0]
+    assert result.grad("b").tolist() == [-12.0, -8.0]
+
+
+def test_verify_many_over_a_real_server_matches_every_answer_to_its_request(server):
+    with Client(server.address) as client:
+        results = client.verify_many(_mixed_requests(), concurrency=3)
+        _assert_mixed_answers(results)
+        # the same through verify_stream: as they finish, each carrying its index
+        streamed = list(client.verify_stream(_mixed_requests(), concurrency=2))
+        assert sorted(r.index for r in streamed) == list(range(7))
+        _assert_mixed_answers(sorted(streamed, key=lambda r: r.index))
+
+
+def test_verify_many_embedded_gives_the_same_answers(embedded):
+    _assert_mixed_answers(embedded.verify_many(_mixed_requests(), concurrency=2))
+
+
+def test_verify_over_a_server_returns_arrays_and_a_readable_report(server):
+    with Client(server.address) as client:
+        result = client.verify(**WORKED)
+        assert_worked_example(result)
+        assert result.outputs["Q"].tolist() == [-12.0, 65.0]
+        text = str(result)
+        assert text.startswith("verdict: PASS") and "vjp d / d a" in text
+        result.raise_for_discrepancies()  # a pass does not raise
+        assert client.health() == "SERVING"
+        ops = {op.name: op for op in client.list_ops()}
+        assert ops["tanh"].backward_node == "TanhBackward0"
+        # a scalar output: the server's DescribeGraph asks a cotangent of a vector one (see test_cli)
+        dag = client.describe_graph("y = sum(3*a**3 - b**2)", WORKED["inputs"]).dag
+        names = [n.name for n in dag.nodes]
+        assert names == ["SumBackward0", "SubBackward0", "PowBackward0", "MulBackward0", "PowBackward0"]
+        assert sorted(leaf.name for leaf in dag.leaves) == ["a", "b"]
+        assert dag.dot.startswith("digraph")
+
+
+def test_to_dict_is_strict_json_with_arrays_and_names(embedded):
+    result = embedded.verify(
+        "y = log(x)", {"x": Input([0.0, 1.0])}, outputs=["y"], cotangents={"y": [1, 1]}
+    )
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))  # no NaN or Infinity tokens
+    assert data["verdict"] == result.verdict
+    assert data["grad"]["x"] == ["inf", 1.0]  # d log(x) / dx at 0: inf, as a string
+    block = next(b for b in data["points"][0]["blocks"] if b["quantity"] == "vjp")
+    assert block["shape"] == [2] and block["dtype"] == "float64"  # int64 as numbers, not strings
+    assert data["points"][0]["verdict"] == result.verdict  # enums by their short names
+
+
+def test_an_unreachable_server_is_one_clear_line_naming_the_target():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{s.getsockname()[1]}"
+    with Client(target) as client, pytest.raises(CrossgradError) as raised:
+        client.verify(**WORKED, timeout=10)
+    assert raised.value.code is grpc.StatusCode.UNAVAILABLE
+    assert f"cannot reach a crossgrad server at {target}" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    with Client(target) as client, pytest.raises(CrossgradError, match="cannot reach"):
+        client.verify_many([WORKED, WORKED], timeout=10)  # the whole call fails: it raises
+
+
+def test_only_unavailable_is_retried():
+    (config,) = json.loads(SERVICE_CONFIG)["methodConfig"]
+    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+
+
+# -- against a stub VerifyStream server that records what the client does
+
+
+class _StubVerifier(verifier_pb2_grpc.VerifierServiceServicer):
+    """Reads requests ahead of its answers (so a client that sent too many would be seen) and
+    answers each after a pause; the first `drop_after` answers of the first stream are followed
+    by UNAVAILABLE (a replica going away)."""
+
+    def __init__(self, drop_after: int | None = None) -> None:
+        self.max_outstanding = 0
+        self.streams = 0
+        self.received_ids: list[str] = []
+        self.drop_after = drop_after
+        self._lock = threading.Lock()
+
+    def VerifyStream(self, request_iterator, context):
+        with self._lock:
+            self.streams += 1
+            first = self.streams == 1
+        received: list[pb.VerifyRequest] = []
+        done = threading.Event()
+
+        def read():
+            for item in request_iterator:
+                with self._lock:
+                    received.append(item.request)
+                    self.received_ids.append(item.request.id)
+            done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        answered = 0
+        while True:
+            time.sleep(0.15)  # time for a client that ignores its bound to send more
+            with self._lock:
+                self.max_outstanding = max(self.max_outstanding, len(received) - answered)
+                if answered == len(received):
+                    if done.is_set():
+                        return
+                    continue
+                request = received[answered]
+            if first and self.drop_after is not None and answered == self.drop_after:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+            answered += 1
+            yield pb.VerifyStreamResponse(
+                id=request.id, response=pb.VerifyResponse(id=request.id, verdict=pb.VERDICT_PASS)
+            )
+
+
+@pytest.fixture
+def stub_server(request):
+    stub = _StubVerifier(drop_after=getattr(request, "param", None))
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(stub, grpc_server)
+    port = grpc_server.add_insecure_port("127.0.0.1:0")
+    grpc_server.start()
+    yield stub, f"127.0.0.1:{port}"
+    grpc_server.stop(0)
+
+
+def _requests(n):
+    return [build_request("y = sum(x)", {"x": [float(k)]}, id=f"r{k}") for k in range(n)]
+
+
+def test_verify_many_keeps_at_most_concurrency_checks_in_flight(stub_server):
+    stub, address = stub_server
+    with Client(address) as client:
+        results = client.verify_many(_requests(6), concurrency=2)
+    assert [r.id for r in results] == [f"r{k}" for k in range(6)]
+    assert all(r.verdict == "PASS" for r in results)
+    assert stub.max_outstanding == 2  # the bound was used, never exceeded
+
+
+@pytest.mark.parametrize("stub_server", [2], indirect=True)
+def test_a_dropped_stream_is_resumed_for_the_unanswered_requests(stub_server):
+    stub, address = stub_server
+    with Client(address) as client:
+        results = client.verify_many(_requests(5), concurrency=2)
+    assert [(r.id, r.verdict) for r in results] == [(f"r{k}", "PASS") for k in range(5)]
+    assert stub.streams == 2
+    resent = [i.split(":", 1)[1] for i in stub.received_ids[-3:]]
+    assert sorted(resent) == ["r2", "r3", "r4"]  # only the unanswered ones, once more
