@@ -172,7 +172,8 @@ class _Where:
         return 0
 
     def field_name(self) -> str:
-        parts = list(self.at[2:] if self.at[:1] == ("cases",) else self.at)
+        in_case = len(self.at) >= 2 and self.at[0] == "cases" and isinstance(self.at[1], int)
+        parts = list(self.at[2:] if in_case else self.at)  # a case's fields are named within it
         text = ""
         for p in parts:
             text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))

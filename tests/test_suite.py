@@ -1,0 +1,301 @@
+"""`crossgrad check` as a user runs it (a subprocess): the example suite embedded and through a real
+server, JUnit XML read back, baselines and regressions (a VJP rule changed in the subprocess),
+and bad suites refused with one line naming file, line, case and field."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from crossgrad.clients.local_server import LocalServer
+from crossgrad.clients.suite_format import load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "crossgrad_examples.yaml"
+CHECK = [sys.executable, "-m", "crossgrad.clients.cli", "check"]
+
+# A small suite for the baseline tests: a tanh layer (the rule we corrupt) and a program without
+# tanh, which must not regress.
+SMALL_SUITE = """\
+suite: small
+cases:
+  - name: tanh layer
+    program: |
+      h = tanh(W @ x)
+      loss = sum(h ** 2)
+    inputs:
+      W: {random: {shape: [2, 3], seed: 1}}
+      x: {value: [0.5, -1.0, 2.0], frozen: true}
+  - name: polynomial
+    program: Q = 3*a**3 - b**2
+    inputs: {a: [2, 3], b: [6, 4]}
+    cotangents: {Q: [1, 1]}
+"""
+
+# The engine's tanh VJP scaled by 1.001 in the checking process only: a subtle wrong rule.
+PATCHED_CHECK = """\
+import sys
+from crossgrad.engine.ops.core import IMPLS
+from crossgrad.clients import suite
+
+right = IMPLS["tanh"].vjp
+IMPLS["tanh"].vjp = lambda B, n, g, s: tuple(v * 1.001 for v in right(B, n, g, s))
+sys.exit(suite.main(sys.argv[1:]))
+"""
+
+
+def run(
+    args: list[str], command: list[str] = CHECK, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def junit(path: Path) -> ET.Element:
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    return root
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalServer(args=("--workers", "1", "--log-level", "WARNING")) as s:
+        yield s
+
+
+def _check_example_report(proc: subprocess.CompletedProcess, xml: Path) -> None:
+    cases = load_suite(EXAMPLES).cases
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(cases)} cases in" in proc.stdout
+    assert f"{len(cases)} as expected, 0 unexpected, 0 regression(s), 0 not checked" in proc.stdout
+    for case in cases:
+        assert case.name in proc.stdout
+    root = junit(xml)
+    assert root.get("tests") == str(len(cases))
+    assert root.get("failures") == "0" and root.get("errors") == "0"
+    testcases = root.findall("./testsuite/testcase")
+    assert [t.get("name") for t in testcases] == [c.name for c in cases]
+    assert all(t.find("failure") is None and t.find("error") is None for t in testcases)
+    # Each testcase carries the report's summary, verdict first.
+    out = {t.get("name"): t.findtext("system-out") for t in testcases}
+    assert out["relu at its kink"].startswith("PASS_WITH_CONVENTION_DIFFERENCES")
+    assert out["a claimed gradient wrong in one entry"].startswith("FAIL: the claimed values are wrong")
+
+
+def test_example_suite_embedded(tmp_path):
+    xml = tmp_path / "out" / "junit.xml"
+    proc = run([str(EXAMPLES), "--junit", str(xml)])
+    _check_example_report(proc, xml)
+    assert "PASS_WITH_CONVENTION_DIFFERENCES" in proc.stdout
+
+
+def test_example_suite_through_a_server(server, tmp_path):
+    xml = tmp_path / "junit.xml"
+    proc = run([str(EXAMPLES), "--server", server.address, "--junit", str(xml), "--jobs", "3"])
+    _check_example_report(proc, xml)
+
+
+def test_a_wrong_expectation_fails_with_the_report_in_junit(server, tmp_path):
+    suite = tmp_path / "kinks.yaml"
+    suite.write_text(
+        textwrap.dedent("""\
+        cases:
+          - name: relu at zero, wrongly expected to pass cleanly
+            program: y = sum(relu(x))
+            inputs: {x: [0.0, 1.5]}
+            expect: PASS
+          - name: smooth
+            program: y = sum(sin(x))
+            inputs: {x: [0.3, 1.5]}
+        """)
+    )
+    xml = tmp_path / "junit.xml"
+    proc = run([str(suite), "--server", server.address, "--junit", str(xml)])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "UNEXPECTED" in proc.stdout
+    root = junit(xml)
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("2", "1", "0")
+    bad, good = root.findall("./testsuite/testcase")
+    assert bad.get("classname") == "kinks" and good.find("failure") is None
+    failure = bad.find("failure")
+    assert failure is not None
+    assert failure.get("type") == "UnexpectedVerdict"
+    assert failure.get("message") == (
+        "kinks::relu at zero, wrongly expected to pass cleanly: "
+        "expected PASS, got PASS_WITH_CONVENTION_DIFFERENCES"
+    )
+    # The discrepancy text: the report, with the convention at the kink and each party's value.
+    assert "non-differentiable point: relu" in failure.text
+    assert "engine returned 0 at vjp d / d x (0,)" in failure.text
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """The small suite and a baseline recorded from it (embedded)."""
+    where = tmp_path_factory.mktemp("baseline")
+    suite = where / "small.yaml"
+    suite.write_text(SMALL_SUITE)
+    baseline = where / "baseline.json"
+    proc = run([str(suite), "--update-baseline", str(baseline)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"baseline of 2 case(s) written to {baseline}" in proc.stdout
+    return suite, baseline
+
+
+def _values(baseline: Path, case: str, quantity: str, input: str = "", output: str = "") -> list:
+    blocks = json.loads(baseline.read_text())["cases"][case]
+    (block,) = [
+        b
+        for b in blocks
+        if (b["quantity"], b["input"]) == (quantity, input) and (not output or b["output"] == output)
+    ]
+    return block["values"]
+
+
+def test_baseline_records_values_and_gradients(recorded):
+    _, baseline = recorded
+    data = json.loads(baseline.read_text())
+    assert data["format"] == "crossgrad-baseline" and data["version"] == 1
+    assert set(data["cases"]) == {"small::tanh layer", "small::polynomial"}
+    assert _values(baseline, "small::polynomial", "vjp", "a") == [36.0, 81.0]
+    assert _values(baseline, "small::polynomial", "vjp", "b") == [-12.0, -8.0]
+    assert _values(baseline, "small::polynomial", "value", output="Q") == [-12.0, 65.0]
+    assert len(_values(baseline, "small::tanh layer", "vjp", "W")) == 6
+    # x is frozen: no gradient recorded for it.
+    assert not [b for b in data["cases"]["small::tanh layer"] if b["input"] == "x"]
+
+
+def test_unchanged_code_has_no_regression(recorded):
+    suite, baseline = recorded
+    proc = run([str(suite), "--baseline", str(baseline)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 regression(s)" in proc.stdout
+
+
+def test_a_changed_vjp_rule_is_a_regression(recorded, tmp_path):
+    suite, baseline = recorded
+    xml = tmp_path / "junit.xml"
+    proc = run(
+        [str(suite), "--baseline", str(baseline), "--junit", str(xml)],
+        command=[sys.executable, "-c", PATCHED_CHECK],
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("regression: ")]
+    # Every entry of W's gradient moved; 3 are shown per block (the count says how many more).
+    assert lines and all(
+        line.startswith("regression: small::tanh layer: vjp (input W) at (") for line in lines
+    )
+    assert "3 more entries of this block moved" in proc.stdout
+    old = _values(recorded[1], "small::tanh layer", "vjp", "W")
+    for line in lines:
+        m = re.match(r".* at \((\d+), (\d+)\): (\S+) -> (\S+) \(beyond rtol", line)
+        assert m, line
+        i, j, before, after = int(m[1]), int(m[2]), float(m[3]), float(m[4])
+        assert before == pytest.approx(old[3 * i + j], rel=1e-11)
+        assert after == pytest.approx(before * 1.001, rel=1e-9)
+    assert "small::polynomial" not in "\n".join(lines)  # no tanh there: nothing moved
+    # The verifier sees the wrong rule too, and blames the tanh node.
+    assert "expected PASS, got FAIL" in proc.stdout
+    assert "blame: TanhBackward0" in proc.stdout
+    failure = junit(xml).find("./testsuite/testcase[@name='tanh layer']/failure")
+    assert failure is not None and "regression: small::tanh layer: vjp (input W)" in failure.text
+
+
+def test_a_moved_value_alone_is_a_regression(recorded, tmp_path):
+    """The verdict stays PASS; only the baseline says something changed (exit 1, REGRESSION)."""
+    suite, baseline = recorded
+    data = json.loads(baseline.read_text())
+    for block in data["cases"]["small::polynomial"]:
+        if block["quantity"] == "vjp" and block["input"] == "b":
+            block["values"][1] = -8.001
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    proc = run([str(suite), "--baseline", str(edited)])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "REGRESSION" in proc.stdout
+    assert (
+        "regression: small::polynomial: vjp (input b) at (1,): -8.001 -> -8 (beyond rtol 1e-09"
+        in proc.stdout
+    )
+    assert "0 unexpected, 1 regression(s)" in proc.stdout
+    # A looser tolerance lets the same move through.
+    proc = run([str(suite), "--baseline", str(edited), "--baseline-rtol", "1e-3"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+BAD_SUITES = [
+    # (suite text, the line, the words the one-line error must contain)
+    ("cases:\n  - name: c1\n    program: y = sum(x)\n    inputs: {x: [1, 2]}\n    expct: PASS\n",
+     5, ["case 'c1'", "field 'expct'", "unknown key"]),
+    ("cases:\n  - name: ragged\n    program: y = sum(x)\n    inputs:\n      x: [[1, 2], [3]]\n",
+     5, ["case 'ragged'", "field 'inputs.x'", "nested lists of equal lengths"]),
+    ("cases:\n  - name: r\n    program: y = sum(x)\n    inputs:\n      x: {random: {shape: [3]}}\n",
+     5, ["case 'r'", "field 'inputs.x.random.seed'", "needs a seed"]),
+    ("cases:\n  - name: f\n    program: y = sum(W)\n    inputs:\n      W: {file: nowhere.npz}\n",
+     5, ["case 'f'", "field 'inputs.W.file'", "no such file"]),
+    ("cases:\n  - name: v\n    program: y = sum(x)\n    inputs: {x: [1]}\n    expect: GREAT\n",
+     5, ["case 'v'", "field 'expect'", "unknown verdict 'GREAT'"]),
+    ("cases:\n  - name: t\n    program: y = sum(x)\n    inputs: {x: [1]}\n    rtol: -1\n",
+     5, ["case 't'", "field 'rtol'", "expected a finite number"]),
+    ("cases:\n  - name: d\n    program: y = x\n    inputs: {x: [1]}\n  - name: d\n    program: y = x\n"
+     "    inputs: {x: [1]}\n", 5, ["case 'd'", "already used by case #1"]),
+    ("cases:\n  - name: y\n    program: y = x: z\n", 3, ["invalid YAML", "mapping values"]),
+    ("cases:\n  - name: k\n    program: y = x\n    inputs: {x: [1]}\n    inputs: {x: [2]}\n",
+     5, ["duplicate key 'inputs'"]),
+    ("suite: s\n", 1, ["field 'cases'", "non-empty list of cases"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "line", "words"), BAD_SUITES)
+def test_a_bad_suite_exits_2_with_one_line(tmp_path, text, line, words):
+    suite = tmp_path / "bad.yaml"
+    suite.write_text(text)
+    proc = run([str(suite)])
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    error = proc.stderr.strip()
+    assert "\n" not in error and "Traceback" not in error, error
+    assert error.startswith(f"crossgrad check: {suite}:{line}: "), error
+    for w in words:
+        assert w in error
+
+
+def test_data_files_are_read_relative_to_the_suite(tmp_path):
+    """The example suite's .npz files resolve from the suite's folder, wherever we run from."""
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "examples", copy)
+    cases = {c.name: c for c in load_suite(copy / "crossgrad_examples.yaml").cases}
+    layer = cases["MLP layer with partly frozen weights"]
+    assert layer.inputs["W"].mask.tolist()[0] == [1, 0, 1, 1]
+    assert layer.inputs["x"].requires_grad is False
+    assert cases["claimed gradients from another framework"].fields["claimed_vjp"]["a"].tolist() == [
+        36.0,
+        81.0,
+    ]
+    random = cases["log-softmax loss at seeded random points"].inputs["W"].value
+    again = load_suite(copy / "crossgrad_examples.yaml").cases[-1].inputs["W"].value
+    assert random.shape == (4, 3) and (random == again).all()  # seeded: the same every time
+
+
+def test_an_unreachable_server_exits_2(tmp_path):
+    proc = run([str(EXAMPLES), "--server", "127.0.0.1:1"], timeout=60)
+    assert proc.returncode == 2
+    error = proc.stderr.strip()
+    assert "\n" not in error and error.startswith(
+        "crossgrad check: cannot reach a crossgrad server at 127.0.0.1:1"
+    )
+
+
+def test_usage_errors_exit_2():
+    proc = run([])
+    assert proc.returncode == 2 and "required: SUITE" in proc.stderr
+    proc = run([str(EXAMPLES), "--jobs", "0"])
+    assert proc.returncode == 2 and "--jobs must be at least 1" in proc.stderr
+    proc = run([str(EXAMPLES), "--baseline", str(EXAMPLES)])  # YAML is not a JSON baseline
+    assert proc.returncode == 2 and "not a JSON baseline" in proc.stderr
