@@ -1,0 +1,148 @@
+"""The pytest plugin in a throwaway project (pytester, pytest in a subprocess as a user runs it):
+the example suite collected one item per case, the `crossgrad` fixture, a bad suite as a
+collection error, and a run against a server with sympy and JAX unimportable."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from crossgrad.clients.local_server import LocalServer
+from crossgrad.clients.suite_format import load_suite
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+N_EXAMPLES = len(load_suite(EXAMPLES / "crossgrad_examples.yaml").cases)
+
+FIXTURE_TESTS = """\
+import numpy as np
+import pytest
+
+WORKED = ("Q = 3*a**3 - b**2", {"a": [2.0, 3.0], "b": [6.0, 4.0]})
+
+
+def test_worked_example(crossgrad):
+    result = crossgrad.assert_verified(*WORKED, cotangents={"Q": [1.0, 1.0]})
+    assert result.grad("a").tolist() == [36.0, 81.0]
+    assert result.grad("b").tolist() == [-12.0, -8.0]
+
+
+def test_a_frozen_part_of_a_layer(crossgrad):
+    W = np.arange(6.0).reshape(2, 3) / 10
+    mask = np.array([[1, 0, 1], [0, 1, 1]], dtype=float)
+    from crossgrad.clients import Input
+
+    x = Input([1.0, -2.0, 0.5], requires_grad=False)
+    result = crossgrad.assert_verified("y = sum(tanh(W @ x))", {"W": Input(W, mask=mask), "x": x})
+    assert (result.grad("W")[mask == 0] == 0).all()
+
+
+def test_a_wrong_claim_is_expected_to_fail(crossgrad):
+    crossgrad.assert_verified(
+        *WORKED, cotangents={"Q": [1.0, 1.0]}, claimed_vjp={"a": [36.0, 80.0]}, expect="FAIL"
+    )
+
+
+def test_a_wrong_claim_fails_the_test(crossgrad):
+    crossgrad.assert_verified(*WORKED, cotangents={"Q": [1.0, 1.0]}, claimed_vjp={"a": [36.0, 80.0]})
+"""
+
+WRONG_EXPECTATION = """\
+suite: wrong
+cases:
+  - name: relu at zero expected to pass cleanly
+    program: y = sum(relu(x))
+    inputs: {x: [0.0, 2.0]}
+    expect: PASS
+"""
+
+
+def _project(pytester: pytest.Pytester) -> None:
+    for name in ("crossgrad_examples.yaml", "mlp_layer.npz", "claimed_worked_example.npz",
+                 "claimed_wrong_entry.npz"):  # fmt: skip
+        shutil.copy(EXAMPLES / name, pytester.path / name)
+    pytester.makepyfile(test_fixture=FIXTURE_TESTS)
+
+
+def test_example_suite_and_fixture_embedded(pytester):
+    _project(pytester)
+    (pytester.path / "crossgrad_wrong.yaml").write_text(WRONG_EXPECTATION)
+    (pytester.path / "other.yaml").write_text("not: a suite\n")  # not crossgrad*: ignored
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    # The example suite's cases and three fixture tests pass; the wrong expectation and the
+    # wrong claim fail.
+    result.assert_outcomes(passed=N_EXAMPLES + 3, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*crossgrad_examples.yaml::worked example PASSED*",
+            "*crossgrad_examples.yaml::relu at its kink PASSED*",
+            "*crossgrad_wrong.yaml::relu at zero expected to pass cleanly FAILED*",
+        ]
+    )
+    out = result.stdout.str()
+    # The suite item fails with the headline and the report's text.
+    assert (
+        "wrong::relu at zero expected to pass cleanly: "
+        "expected PASS, got PASS_WITH_CONVENTION_DIFFERENCES" in out
+    )
+    assert "non-differentiable point: relu" in out
+    # The fixture's helper fails with the verdict and the report.
+    assert "crossgrad: expected a pass, got FAIL" in out
+    assert "1 claimed entry is wrong (worst at (1,): claimed 80.0 vs sympy 81.0)" in out
+
+
+def test_a_bad_suite_is_a_collection_error(pytester):
+    (pytester.path / "crossgrad_bad.yaml").write_text(
+        "cases:\n  - name: b\n    program: y = sum(x)\n    inputs: {x: [1, 2]}\n    expect: MAYBE\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*crossgrad_bad.yaml:5: case 'b': field 'expect': unknown verdict 'MAYBE'*"]
+    )
+
+
+# sympy and JAX made unimportable in the subprocess: a client against a server needs neither.
+BLOCK_IMPORTS = """\
+import sys
+
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("sympy", "jax", "jaxlib"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def test_through_a_server_without_sympy_or_jax(pytester, monkeypatch):
+    _project(pytester)
+    pytester.makepyfile(
+        test_no_heavy_imports=textwrap.dedent("""\
+        import sys
+
+        def test_nothing_heavy_was_imported(crossgrad):
+            crossgrad.assert_verified("y = sum(x ** 2)", {"x": [1.0, 2.0]})
+            assert not [m for m in ("sympy", "jax") if m in sys.modules]
+
+        def test_sympy_is_really_blocked():
+            try:
+                import sympy  # noqa: F401
+            except ImportError:
+                return
+            raise AssertionError("sympy imported")
+        """)
+    )
+    (pytester.path / "sitecustomize.py").write_text(BLOCK_IMPORTS)
+    with LocalServer(args=("--workers", "1", "--log-level", "WARNING")) as server:
+        monkeypatch.setenv("PYTHONPATH", str(pytester.path))  # after the server started: not for it
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", f"--crossgrad-server={server.address}"
+        )
+    result.assert_outcomes(passed=N_EXAMPLES + 3 + 2, failed=1)  # the wrong claim still fails
+    assert "crossgrad: expected a pass, got FAIL" in result.stdout.str()
