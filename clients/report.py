@@ -51,7 +51,8 @@ STATUS_STYLES = {
 # the order sources are shown in: the ones under test first, then the references
 SOURCES = ("engine", "claimed", "sympy", "jax", "fd")
 STAGES = ("queue", "worker", "parse", "engine", "sympy", "jax", "fd", "compare", "blame")
-MAX_SYMBOLIC = 6  # symbolic derivatives shown (the JSON report has them all)
+MAX_SYMBOLIC = 6  # symbolic derivatives shown (the JSON report has them all) ...
+MAX_SYMBOLIC_CHARS = 90  # ... and of each, this much
 
 
 def make_console(color: str = "auto", stderr: bool = False) -> Console:
@@ -72,15 +73,18 @@ def status_style(status: str) -> str:
 
 
 def format_array(array: Any, threshold: int = 24) -> str:
-    """Compact numbers: "[36, 81]", "-12", 2-D arrays on several lines; large arrays summarised."""
+    """Compact numbers: "[36, 81]", "-12", a matrix on several lines; an array of more than
+    `threshold` entries or more than two dimensions as its range (--json has every value)."""
     a = np.asarray(array)
-    if a.dtype.kind == "b":
-        return np.array2string(a, separator=", ", threshold=threshold, edgeitems=3)
+    if a.size > threshold or a.ndim > 2:
+        finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a.ravel()
+        if finite.size == 0:
+            return f"{a.size} values, none finite"
+        low, high = (float(finite.min()) + 0.0, float(finite.max()) + 0.0)
+        return f"{a.size} values in [{low:.6g}, {high:.6g}]"
     return np.array2string(
         a,
         separator=", ",
-        threshold=threshold,
-        edgeitems=3,
         # + 0.0 turns -0 into 0: a sign on zero is noise in a gradient table
         formatter={"float_kind": lambda x: f"{x + 0.0:.6g}", "int_kind": str},
     )
@@ -233,7 +237,10 @@ def _references(response: verifier_pb2.VerifyResponse) -> list[Text]:
         lines.append(line)
         shown = [s for s in ref.symbolic if s.text != "0"]
         for s in shown[:MAX_SYMBOLIC]:
-            lines.append(Text(f"    {s.entry} = {s.text}", "dim"))
+            line = f"{s.entry} = {s.text}"
+            if len(line) > MAX_SYMBOLIC_CHARS:
+                line = line[: MAX_SYMBOLIC_CHARS - 1] + "…"
+            lines.append(Text(f"    {line}", "dim"))
         if len(shown) > MAX_SYMBOLIC:
             lines.append(Text(f"    ... {len(shown) - MAX_SYMBOLIC} more (--json has them all)", "dim"))
     return lines
