@@ -30,6 +30,9 @@ DEFAULT_TOLERANCES = {"float64": (1e-9, 1e-12), "float32": (1e-5, 1e-7)}
 MAX_REPORTED_PER_BLOCK = 3  # the worst entries of a moved block; the count says how many more
 
 
+MAX_BASELINE_BYTES = 256 << 20
+
+
 class BaselineError(ValueError):
     """A baseline file that cannot be read."""
 
@@ -97,11 +100,30 @@ def snapshot(result: Result) -> list[dict[str, Any]]:
     return blocks
 
 
+def _check_block(path: str | Path, case: str, block: Any) -> None:
+    keys = ("quantity", "output", "input", "shape", "values")
+    ok = isinstance(block, dict) and all(k in block for k in keys)
+    ok = ok and isinstance(block["shape"], list) and isinstance(block["values"], list)
+    ok = ok and all(isinstance(n, int) and n >= 0 for n in block["shape"])
+    if not ok or math.prod(block["shape"]) != len(block["values"]):
+        raise BaselineError(
+            f"{path}: case {case!r}: a malformed block (rewrite it with --update-baseline)"
+        )
+
+
 def load(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """Read a baseline and check its shape, so that comparing never trips over a hand edit."""
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_BASELINE_BYTES:
+            raise BaselineError(
+                f"{path}: {size} bytes; the limit for a baseline is {MAX_BASELINE_BYTES}"
+            )
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read the baseline: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(
+            f"{path}: cannot read the baseline: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     except json.JSONDecodeError as exc:
         raise BaselineError(f"{path}:{exc.lineno}: not a JSON baseline: {exc.msg}") from None
     if (
@@ -114,6 +136,11 @@ def load(path: str | Path) -> dict[str, list[dict[str, Any]]]:
         raise BaselineError(
             f"{path}: baseline version {data.get('version')!r}; this crossgrad reads {VERSION}"
         )
+    for case, blocks in data["cases"].items():
+        if not isinstance(blocks, list):
+            raise BaselineError(f"{path}: case {case!r}: expected a list of blocks")
+        for block in blocks:
+            _check_block(path, case, block)
     return data["cases"]
 
 
