@@ -151,18 +151,24 @@ class Replica(Process):
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.read().decode()
 
-    def calls(self, method: str = "Verify", code: str = "OK") -> int:
-        """crossgrad_requests_total{method, code}: the calls this replica answered."""
+    def counter(self, name: str, **labels: str) -> int:
+        """The sum of a counter's samples with these labels (e.g. crossgrad_requests_total)."""
         return int(
             sum(
                 sample.value
                 for family in text_string_to_metric_families(self.metrics())
                 for sample in family.samples
-                if sample.name == "crossgrad_requests_total"
-                and sample.labels.get("method") == method
-                and sample.labels.get("code") == code
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
             )
         )
+
+    def calls(self, method: str = "Verify", code: str = "OK") -> int:
+        """The RPCs of this method this replica answered with this code (a stream is one)."""
+        return self.counter("crossgrad_requests_total", method=method, code=code)
+
+    def checks(self, code: str = "OK") -> int:
+        """The checks this replica ran, unary or inside a VerifyStream."""
+        return self.counter("crossgrad_checks_total", code=code)
 
 
 def start_replica(name: str, service: Mapping[str, Any], workdir: Path) -> Replica:
