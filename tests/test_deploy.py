@@ -8,6 +8,7 @@ Run with -s to see the figures (calls per replica, failed calls)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
-from crossgrad.clients import Client, CrossgradError
+from crossgrad.clients import Client, CrossgradError, build_request
+from crossgrad.v1 import verifier_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,6 +96,8 @@ def test_compose_services_agree_with_each_other():
         health = svc["healthcheck"]["test"]
         assert health[:3] == ["CMD", "crossgrad", "health"], health
         assert health[health.index("--server") + 1] == f"127.0.0.1:{env['CROSSGRAD_PORT']}"
+        # The shared name dns:///crossgrad:50051 resolves to every replica (client round_robin).
+        assert "crossgrad" in svc["networks"]["default"]["aliases"]
         published = [str(p).rsplit(":", 1)[-1] for p in svc.get("ports", [])]
         assert env["CROSSGRAD_METRICS_PORT"] in published, f"{name} publishes its metrics port"
     nginx_ports = [str(p).rsplit(":", 1)[-1] for p in SERVICES["nginx"]["ports"]]
@@ -208,17 +213,24 @@ def test_check_service_through_nginx(deployment):
 @needs_nginx
 def test_client_side_round_robin_over_two_replicas(deployment):
     """No load balancer: the client's channel balances per call over the addresses it is given
-    (`ipv4:` lists them; `dns:///name:port` takes them from DNS), with a round_robin policy."""
+    (`ipv4:` lists them; `dns:///crossgrad:50051` takes them from DNS), with round_robin: the
+    Client's default (grpc.lb_policy_name), or any gRPC channel's service config."""
     replicas = deployment.replicas
-    a, b = (r.address for r in replicas.values())
+    target = "ipv4:" + ",".join(r.address for r in replicas.values())
+    config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
     before = {name: r.calls() for name, r in replicas.items()}
-    with Client(f"ipv4:{a},{b}") as client:  # Client sets grpc.lb_policy_name round_robin
+    with Client(target) as client:
         for _ in range(20):
             assert client.verify(**WORKED).verdict == "PASS"
+    with grpc.insecure_channel(target, options=[("grpc.service_config", config)]) as channel:
+        stub = verifier_pb2_grpc.VerifierServiceStub(channel)
+        request = build_request(**WORKED)
+        for _ in range(20):
+            stub.Verify(request, timeout=60, wait_for_ready=True)
     served = {name: r.calls() - before[name] for name, r in replicas.items()}
-    print(f"\n[deploy] client-side round_robin over ipv4:{a},{b}: {served}")
+    print(f"\n[deploy] client-side round_robin over {target} (2 channels x 20 calls): {served}")
     # Calls made before both connections are up go to the ready one; after that, alternately.
-    assert sum(served.values()) == 20 and min(served.values()) >= 5, served
+    assert sum(served.values()) == 40 and min(served.values()) >= 10, served
 
 
 def _load_until(address: str, stop: threading.Event, outcomes: Counter, errors: list[str]) -> None:
