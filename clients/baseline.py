@@ -47,6 +47,7 @@ class Regression:
     old: Any
     new: Any
     note: str = ""
+    more: int = 0  # further entries of the block that moved and are not listed
 
     @property
     def entry(self) -> str:
@@ -213,5 +214,6 @@ def compare(
             note = f" (beyond rtol {r:g}, atol {t:g}" + (
                 f"; {more} more entries of this block moved)" if k == 0 and more else ")"
             )
-            found.append(Regression(case, q, o, i, index, float(a[flat]), float(b[flat]), note))
+            extra = more if k == 0 else 0
+            found.append(Regression(case, q, o, i, index, float(a[flat]), float(b[flat]), note, extra))
     return found

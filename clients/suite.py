@@ -62,6 +62,11 @@ class Outcome:
         return "REGRESSION" if self.regressions else "ok"
 
     @property
+    def moved(self) -> int:
+        """Entries that moved since the baseline (some are summarised, not listed)."""
+        return sum(1 + r.more for r in self.regressions)
+
+    @property
     def headline(self) -> str:
         """One line: what went wrong (empty when nothing did)."""
         if self.error is not None:
@@ -70,7 +75,7 @@ class Outcome:
         if not self.verdict_ok:
             parts.append(f"expected {' or '.join(self.case.expect)}, got {self.verdict}")
         if self.regressions:
-            parts.append(f"{len(self.regressions)} regression(s) since the baseline")
+            parts.append(f"{self.moved} entries moved since the baseline")
         return f"{self.case.id}: {'; '.join(parts)}" if parts else ""
 
     def details(self) -> str:
@@ -190,7 +195,7 @@ def print_summary(outcomes: Sequence[Outcome], seconds: float, verbose: bool = F
             console.rule(f"{o.case.id}: {o.status}", style="red")
             console.print(o.details(), markup=False)
     bad = [o for o in outcomes if not o.ok]
-    regressions = sum(len(o.regressions) for o in outcomes)
+    regressions = sum(o.moved for o in outcomes)
     console.print(
         f"{len(outcomes)} cases in {seconds:.1f} s: {len(outcomes) - len(bad)} as expected, "
         f"{sum(o.status == 'UNEXPECTED' for o in outcomes)} unexpected, "

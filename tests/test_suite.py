@@ -192,6 +192,10 @@ def test_a_changed_vjp_rule_is_a_regression(recorded, tmp_path):
         line.startswith("regression: small::tanh layer: vjp (input W) at (") for line in lines
     )
     assert "3 more entries of this block moved" in proc.stdout
+    assert (
+        "small::tanh layer: expected PASS, got FAIL; 6 entries moved since the baseline" in proc.stdout
+    )
+    assert "1 unexpected, 6 regression(s)" in proc.stdout
     old = _values(recorded[1], "small::tanh layer", "vjp", "W")
     for line in lines:
         m = re.match(r".* at \((\d+), (\d+)\): (\S+) -> (\S+) \(beyond rtol", line)
