@@ -219,7 +219,7 @@ def _check_point(
         )
         blocks = _blocks(derivs, point, tolerance, intervals)
         verdict_mod.hull_check(blocks, intervals, lambda b: tolerance(b.quantity, b.output, b.input))
-        engine_values = [_data(v) for v in run.values.values()]
+        engine_values = {i: _data(v) for i, v in run.values.items()}
         fp = verdict_mod.FloatingPoint(
             point,
             derivs,

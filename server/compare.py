@@ -225,18 +225,27 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         np.logical_or.reduce([*block.witness_disagree.values(), np.zeros(n, bool)]).sum()
     )
     # where sympy did not check: finite differences must confirm JAX
-    unsettled = np.zeros(n, bool)
-    if "jax" in row and "fd" in row:
-        j, f = row["jax"], row["fd"]
+    unsettled, lone = np.zeros(n, bool), np.zeros(n, bool)
+    if "jax" in row:
+        j = row["jax"]
         exact = masks[row["sympy"]] if "sympy" in row else np.zeros(n, bool)
-        differ = ~close(values[j], values[f], tol, errors[f])
-        unsettled = ~exact & masks[j] & masks[f] & differ & ~reached
-    block.unsettled = int(unsettled.sum())
+        confirmed = np.zeros(n, bool)
+        if "fd" in row:
+            f = row["fd"]
+            agree = close(values[j], values[f], tol, errors[f])
+            unsettled = ~exact & masks[j] & masks[f] & ~agree & ~reached
+            confirmed = masks[f] & agree
+        # JAX's inf or nan that nothing confirms proves nothing against a finite value: IEEE
+        # arithmetic makes one of an overflow anywhere on the way (its batched Hessian rows
+        # meet 0 * inf = nan)
+        lone = ~exact & masks[j] & ~np.isfinite(values[j]) & ~confirmed & ~reached
     doubtful = (unsettled | ~have) & ~settled_by_kink
 
     for src in (u for u in UNDER_TEST if u in row):
         k = row[src]
         differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
+        unsettled |= differ & lone
+        doubtful |= differ & lone
         convention = differ & settled_by_kink & admissible(k)
         status = np.zeros(n, np.int8)
         status[convention] = STATUSES.index("convention")
@@ -245,6 +254,7 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
             "unverified"
         )
         block.status_map[src] = status
+    block.unsettled = int(unsettled.sum())
     block.reference, block.reference_name = ref_value, ref_name
     block.reference_error = ref_extra
 

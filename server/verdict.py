@@ -67,8 +67,15 @@ def block_dtype(quantity: str, output: str | None, inputs: str, point: Point) ->
 
 
 def _float32_reaches(program: Program, out_ids: list[int], starts: set[int]) -> bool:
-    """Whether a float32 op's rounding reaches the derivative of out_ids with respect to the
-    input nodes `starts` (every value of the outputs' forward pass when there are none)."""
+    return _reaches(program, out_ids, starts, lambda n: n.op != "input" and n.dtype == "float32")
+
+
+def _reaches(
+    program: Program, out_ids: list[int], starts: set[int], found: Callable[[Any], bool]
+) -> bool:
+    """Whether a node where `found` holds bears on the derivative of out_ids with respect to the
+    input nodes `starts` (on every value of the outputs' forward pass when there are none): it
+    lies on the way, or a VJP on the way reads its value."""
     on_path = set(starts)  # nodes that depend on an input of the block (none: value blocks)
     for node in program.nodes:  # in order: operands come first
         if any(isinstance(a, Ref) and a.id in on_path for a in node.args):
@@ -76,7 +83,7 @@ def _float32_reaches(program: Program, out_ids: list[int], starts: set[int]) -> 
     seen, todo = set(out_ids), list(out_ids)
     while todo:  # each node once
         node = program.node(todo.pop())
-        if node.op != "input" and node.dtype == "float32":
+        if found(node):
             return True
         # off the path every operand's rounding reaches the node's value, which a VJP reads
         reads_values = node.id not in on_path or node.op not in _VALUE_FREE_VJP
@@ -343,33 +350,31 @@ class FloatingPoint:
         self,
         point: Point,
         derivs: dict[str, Derivatives],
-        engine_values: list[Any],
+        engine_values: dict[int, Any],
         rounded: Callable[[int], Derivatives | None],
     ) -> None:
         self.point, self.derivs, self._rounded_at = point, derivs, rounded
         self._rounded: dict[int, Derivatives | None] = {}
-        self.overflowed = any(
-            isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v))
-            for v in engine_values
-        )
-        engine = derivs.get("engine")
-        self._bad_outputs = {
-            name
-            for name, v in (engine.values.items() if engine else ())
-            if not np.all(np.isfinite(np.asarray(v, np.float64)))
+        self._non_finite = {
+            i
+            for i, v in engine_values.items()
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v))
         }
+        self.overflowed = bool(self._non_finite)
         self._native: Derivatives | None = None
         self._spread: dict[str, dict[Any, np.ndarray]] = {}
 
-    def ieee_non_finite(self, block: Block, same: np.ndarray) -> bool:
-        """Whether IEEE arithmetic in this precision makes this block non-finite after a forward
-        overflow: its output's value is itself inf or nan (nothing finite follows from it), or
-        the same computation gives non-finite entries in it too (a batched Jacobian or Hessian
-        then spreads them, inf * 0 = nan, across every row, as torch's does)."""
-        outputs = {block.output} if block.output else set(self.point.program.output_names)
-        return self.overflowed and (
-            bool(outputs & self._bad_outputs) or not bool(np.all(np.isfinite(same)))
-        )
+    def ieee_non_finite(self, block: Block) -> bool:
+        """Whether a non-finite value of the forward pass bears on this block (on the way from
+        its inputs to its outputs, or read by a VJP on the way): IEEE arithmetic then gives
+        non-finite derivatives (the chain rule's 0 * inf is nan, as in torch), whatever the
+        exact value; JAX, which skips zero derivatives, can stay finite."""
+        program = self.point.program
+        outs = [block.output] if block.output else list(program.output_names)
+        out_ids = [i for n, i in program.outputs if n in outs]
+        names = block.input.split(",") if block.quantity != "value" else []
+        starts = {i for n, i in program.inputs if n in names}
+        return self.overflowed and _reaches(program, out_ids, starts, lambda n: n.id in self._non_finite)
 
     def same_precision(self, block: Block) -> np.ndarray | None:
         """JAX's values of the block computed op by op in the inputs' own dtypes (JAX's
@@ -474,11 +479,11 @@ def numerical_notes(
             with np.errstate(invalid="ignore", over="ignore"):
                 like_formula = np.abs(value - exact) <= 10 * formula + margin
                 # the engine's overflowed forward pass gave a non-finite value where the exact
-                # value is not representable in this dtype (inf / inf is nan), or where IEEE
-                # arithmetic makes the block non-finite anyway: IEEE's answer
+                # value is not representable in this dtype (inf / inf is nan), or where an
+                # overflowed value bears on the block: IEEE's answer
                 unrepresentable = (
                     fp.overflowed
-                    & (huge | ~np.isfinite(exact) | fp.ieee_non_finite(block, same))
+                    & (huge | ~np.isfinite(exact) | fp.ieee_non_finite(block))
                     & ~np.isfinite(value)
                 )
             excuse = (
@@ -564,7 +569,8 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
         count = sum(c.get("unverified", 0) for b in blocks for c in b.counts.values())
         unsettled = sum(b.unsettled for b in blocks)
         unchecked = sum(b.judged_by.get("none", 0) for b in blocks)
-        why = [f"{unsettled} where JAX and finite differences disagree"] if unsettled else []
+        alone = "finite differences disagree, or its inf or nan stands alone"
+        why = [f"{unsettled} where JAX is unconfirmed ({alone})"] if unsettled else []
         why += [f"{unchecked} that no reference checked"] if unchecked else []
         why = why or ["at kinks whose one-sided derivatives could not all be found, or where "
                       "rounding noise is larger than the values"]  # fmt: skip

@@ -266,6 +266,19 @@ def maximum_and_minimum_select_the_gradient_rather_than_multiply_it(L):
     return out
 
 
+def binary_cross_entropy_with_logits_at_infinite_logits(L):
+    """inf where the logit is +inf (torch's form; max(x, 0) - x y would be inf - inf = nan)."""
+    bce = (
+        torch.nn.functional.binary_cross_entropy_with_logits
+        if L is torch
+        else L.binary_cross_entropy_with_logits
+    )
+    x = _tensor(L, [float("inf"), float("-inf"), 3.0, -700.0])
+    loss = bce(x, _tensor(L, [0.8, 0.3, 0.2, 0.9], False), reduction="none")
+    loss.backward(_tensor(L, [1.0, 1.0, 1.0, 1.0], False))
+    return loss.detach(), x.grad
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -296,6 +309,7 @@ CASES = [
     reductions_over_no_dims_reduce_over_all,
     masked_fill_with_a_value_that_requires_grad,
     maximum_and_minimum_select_the_gradient_rather_than_multiply_it,
+    binary_cross_entropy_with_logits_at_infinite_logits,
 ]
 
 

@@ -213,3 +213,25 @@ def test_finite_differences_run_on_float32_frozen_operands_beside_float64_points
     report = check(CheckRequest("y = sum(tanh(a @ x))", specs))
     assert report.verdict is Verdict.PASS, report.summary
     assert report.references["fd"].ran, report.references["fd"].note
+
+
+def test_a_zero_derivative_times_an_overflowed_one_is_ieees_nan_not_a_wrong_rule():
+    # exp(100) is inf in float32: sign's zero derivative times expm1's inf is nan in the engine
+    # (and torch); JAX skips zero derivatives and says 0, the exact value
+    spec = InputSpec("x", [100.0, 1.0], dtype="float32")
+    report = check(CheckRequest("y = sum(sign(expm1(exp(x))))", [spec]))
+    assert report.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, report.summary
+    with scaled_vjp("exp", 1.5):  # still nan at 100; wrong at 1
+        report = check(CheckRequest("y = sum(sign(expm1(exp(x))) + exp(x))", [spec]))
+    assert report.verdict is Verdict.FAIL, report.summary
+
+
+def test_jaxs_lone_nan_after_an_overflow_leaves_a_finite_engine_value_unverified():
+    # sympy left out: JAX is the reference, and its batched Hessian rows meet 0 * inf = nan;
+    # finite differences are not finite there either. Nothing settles those entries.
+    specs = [InputSpec("x", [800.0, 1.0]), InputSpec("t", [0.3, 0.6])]
+    program = "y = binary_cross_entropy_with_logits(expm1(x), t, reduction='sum')"
+    report = check(CheckRequest(program, specs, checks=("vjp", "hessian"), references=("jax", "fd")))
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert "its inf or nan stands alone" in report.summary
+    assert report.block("vjp", "x").counts["engine"]["fail"] == 0

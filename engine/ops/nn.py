@@ -104,8 +104,9 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
 
 
 def _bce_fwd(x: np.ndarray, y: np.ndarray, reduction: str) -> np.ndarray:
-    # max(x, 0) - x*y + log(1 + exp(-|x|)): stable for large |x|.
-    return _reduce_loss(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))), reduction)
+    # (1 - y) x + max(-x, 0) + log(1 + exp(-|x|)), torch's form: stable for large |x|, and at
+    # x = inf it is inf, where max(x, 0) - x y would be inf - inf = nan
+    return _reduce_loss((1 - y) * x + np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x))), reduction)
 
 
 def _bce_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:

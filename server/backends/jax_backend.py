@@ -136,7 +136,7 @@ LOWERING: dict[str, L] = {
     "nll_loss": lambda o, a: _nll(o[0], o[1], a["reduction"]),
     "cross_entropy": lambda o, a: _nll(jax.nn.log_softmax(o[0], axis=1), o[1], a["reduction"]),
     "binary_cross_entropy_with_logits": lambda o, a: _reduce(
-        jnp.maximum(o[0], 0) - o[0] * o[1] + jnp.log1p(jnp.exp(-jnp.abs(o[0]))), a["reduction"]
+        (1 - o[1]) * o[0] + jnp.maximum(-o[0], 0) + jnp.log1p(jnp.exp(-jnp.abs(o[0]))), a["reduction"]
     ),
     "lt": lambda o, a: o[0] < o[1],
     "le": lambda o, a: o[0] <= o[1],
