@@ -129,7 +129,7 @@ class Process:
 
 
 def spawn(name: str, command: Sequence[str], env: Mapping[str, str], log: Path) -> Process:
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         popen = subprocess.Popen(
             list(command),
             env=dict(env),
@@ -171,19 +171,22 @@ class Replica(Process):
         return self.counter("crossgrad_checks_total", code=code)
 
 
-def start_replica(name: str, service: Mapping[str, Any], workdir: Path) -> Replica:
+def start_replica(
+    name: str, service: Mapping[str, Any], workdir: Path, port: int = 0, metrics_port: int = 0
+) -> Replica:
     """A compose crossgrad service as a local server: its command and environment, listening on
-    a free loopback port, metrics on another (if the service serves metrics)."""
+    a loopback port (0: a free one), metrics on another (if the service serves metrics)."""
     port_file = workdir / f"{name}.port.json"
+    port_file.unlink(missing_ok=True)  # a restart waits for its own port file
     env = environment(service)
     local = {
         "CROSSGRAD_HOST": "127.0.0.1",
-        "CROSSGRAD_PORT": "0",
+        "CROSSGRAD_PORT": str(port),
         "CROSSGRAD_PORT_FILE": str(port_file),
         "PYTHONUNBUFFERED": "1",
     }
     if env.get("CROSSGRAD_METRICS_PORT", "-1") != "-1":
-        local["CROSSGRAD_METRICS_PORT"] = "0"
+        local["CROSSGRAD_METRICS_PORT"] = str(metrics_port)
         local["CROSSGRAD_METRICS_HOST"] = "127.0.0.1"
     command = local_command(service["command"])
     process = spawn(name, command, {**os.environ, **env, **local}, workdir / f"{name}.log")
@@ -285,6 +288,21 @@ class Deployment:
     workdir: Path
     replicas: dict[str, Replica]
     nginx: Nginx
+    processes: list[Process] = field(default_factory=list)  # all started, stopped on exit
+
+    def restart(self, name: str) -> Replica:
+        """Start a stopped replica again on its old ports (nginx's upstream names them)."""
+        old = self.replicas[name]
+        if old.popen.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        port = int(old.address.rpartition(":")[2])
+        replica = start_replica(
+            name, self.compose["services"][name], self.workdir, port, max(old.metrics_port, 0)
+        )
+        self.processes.append(replica)
+        wait_for_replica(replica, self.workdir)
+        self.replicas[name] = replica
+        return replica
 
 
 @contextlib.contextmanager
@@ -304,7 +322,7 @@ def local_deployment(compose: dict[str, Any] | None = None) -> Iterator[Deployme
             env = nginx_environment(compose["services"]["nginx"], replicas, compose, workdir)
             nginx = start_nginx(env, workdir)
             processes.append(nginx)
-            yield Deployment(compose, workdir, replicas, nginx)
+            yield Deployment(compose, workdir, replicas, nginx, processes)
         finally:
             for process in reversed(processes):
                 process.stop()

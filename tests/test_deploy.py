@@ -7,9 +7,11 @@ Run with -s to see the figures (calls per replica, failed calls)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -244,44 +246,94 @@ def _load_until(address: str, stop: threading.Event, outcomes: Counter, errors: 
                 errors.append(str(exc))
 
 
+@contextlib.contextmanager
+def _load(address: str, threads: int = 6):
+    """Threads calling Verify (each with its own channel) until the block ends."""
+    stop, outcomes, errors = threading.Event(), Counter(), []
+    workers = [
+        threading.Thread(target=_load_until, args=(address, stop, outcomes, errors))
+        for _ in range(threads)
+    ]
+    for t in workers:
+        t.start()
+    try:
+        yield outcomes, errors
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(90)
+
+
+def _wait(condition, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.05)
+
+
+def _nginx_figures(lines: list[str]) -> dict[str, int]:
+    """nginx's view of the Verify calls: "a, b" in upstream is a call passed on from replica a to
+    b; a 502 went back to the client (which retried it)."""
+    lines = [line for line in lines if "/Verify " in line]
+    upstreams = [line.split("upstream=")[1].split(" upstream_status=")[0] for line in lines]
+    return {
+        "nginx_passed_on": sum(", " in u for u in upstreams),
+        "nginx_answered_502": sum(" 502 " in line for line in lines),
+    }
+
+
+@needs_nginx
+def test_replica_drained_and_restarted_under_load_costs_no_call(deployment):
+    """A rolling restart: replica 2 gets SIGTERM (docker stop) under load, drains and exits 0, is
+    started again on its port, and nginx sends it calls again; no call fails."""
+    nginx, name = deployment.nginx, "crossgrad-2"
+    lines_before = len(nginx.access_lines())
+    with _load(nginx.address) as (outcomes, errors):
+        before = deployment.replicas[name].calls()
+        _wait(lambda: deployment.replicas[name].calls() >= before + 20, 30)
+        drained = time.monotonic()
+        assert deployment.replicas[name].stop(signal.SIGTERM, timeout=30) == 0
+        drain_seconds = time.monotonic() - drained
+        ok_while_down = outcomes["ok"]
+        restarted = deployment.restart(name)
+        ok_while_down = outcomes["ok"] - ok_while_down
+        _wait(lambda: restarted.calls() >= 20, 30)
+        served_after_restart = restarted.calls()
+    figures = {
+        "calls": sum(outcomes.values()),
+        "ok": outcomes["ok"],
+        "failed": outcomes["failed"],
+        "drain_seconds": round(drain_seconds, 2),
+        "ok_while_replica_down": ok_while_down,
+        "served_by_restarted_replica": served_after_restart,
+        **_nginx_figures(nginx.access_lines()[lines_before:]),
+    }
+    print(f"\n[deploy] replica drained (SIGTERM) and restarted under load: {figures}")
+    assert outcomes["failed"] == 0, errors[:5]
+    assert set(outcomes) == {"ok"}, outcomes
+    assert served_after_restart >= 20, "nginx uses the restarted replica again"
+
+
 # Last in this file: it kills a replica of the module's deployment (a second deployment would
 # cost its start-up again, 5-15 s on a busy machine).
 @needs_nginx
 def test_replica_killed_under_load_costs_no_call(deployment):
     """Six threads call Verify through nginx; one replica is SIGKILLed (with its workers) mid-way.
-    Every call still succeeds: nginx passes a call whose replica refuses or drops the
-    connection to the other one (grpc_next_upstream), and the client retries UNAVAILABLE."""
+    Every call still succeeds: nginx passes a call whose replica refuses the connection to the
+    other one (grpc_next_upstream), and a call in flight on the killed replica comes back as
+    UNAVAILABLE, which the client's retry policy sends again (nginx cannot resend gRPC bodies)."""
     nginx, victim = deployment.nginx, deployment.replicas["crossgrad-2"]
     survivor = deployment.replicas["crossgrad-1"]
     lines_before = len(nginx.access_lines())
     victim_before, survivor_before = victim.calls(), survivor.calls()
-    stop, outcomes, errors = threading.Event(), Counter(), []
-    threads = [
-        threading.Thread(target=_load_until, args=(nginx.address, stop, outcomes, errors))
-        for _ in range(6)
-    ]
-    for t in threads:
-        t.start()
-    try:
-        end = time.monotonic() + 30
-        while victim.calls() < victim_before + 20 and time.monotonic() < end:  # both busy
-            time.sleep(0.05)
+    with _load(nginx.address) as (outcomes, errors):
+        _wait(lambda: victim.calls() >= victim_before + 20, 30)  # both replicas busy
         served_by_victim = victim.calls() - victim_before
         ok_before_kill = outcomes["ok"]
         victim.kill()  # SIGKILL to its process group: the server and its workers
-        killed_at = time.monotonic()
         # Go on for 3 s and 40 calls at least (the survivor alone), 20 s at most.
-        while time.monotonic() < killed_at + 20 and (
-            time.monotonic() < killed_at + 3 or outcomes["ok"] < ok_before_kill + 40
-        ):
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(90)
-    assert victim.popen.wait(10) == -9
-    lines = [line for line in nginx.access_lines()[lines_before:] if "/Verify " in line]
-    upstreams = [line.split("upstream=")[1].split(" upstream_status=")[0] for line in lines]
+        killed_at = time.monotonic()
+        _wait(lambda: time.monotonic() > killed_at + 3 and outcomes["ok"] >= ok_before_kill + 40, 20)
+    assert victim.popen.wait(10) == -signal.SIGKILL
     figures = {
         "calls": sum(outcomes.values()),
         "ok": outcomes["ok"],
@@ -289,9 +341,7 @@ def test_replica_killed_under_load_costs_no_call(deployment):
         "ok_after_kill": outcomes["ok"] - ok_before_kill,
         "served_by_killed_replica_before_kill": served_by_victim,
         "served_by_survivor": survivor.calls() - survivor_before,
-        # nginx's view: "a, b" is a call passed on from replica a to b; 502 went back to the client
-        "nginx_passed_on": sum(", " in u for u in upstreams),
-        "nginx_answered_502": sum(" 502 " in line for line in lines),
+        **_nginx_figures(nginx.access_lines()[lines_before:]),
     }
     print(f"\n[deploy] replica killed under load (6 threads through nginx): {figures}")
     assert outcomes["failed"] == 0, errors[:5]
