@@ -11,7 +11,7 @@ from crossgrad import engine as cg
 from .backends import engine as engine_backend
 from .limits import DEFAULT_LIMITS, Limits
 from .model import CheckRequest, Dag, DagLeaf, DagNode
-from .validate import prepare
+from .validate import Prepared, prepare
 
 MAX_DAG_NODES = 100_000  # a program has at most Limits.max_nodes operations; this bounds the walk
 
@@ -58,11 +58,16 @@ def dag_of(run: engine_backend.EngineRun, masks: dict[str, np.ndarray]) -> Dag:
     return dag
 
 
+def prepare_description(request: CheckRequest, limits: Limits = DEFAULT_LIMITS) -> Prepared:
+    """The request validated for a forward pass alone (no derivatives: no cotangent needed)."""
+    return prepare(dataclasses.replace(request, checks=()), limits)
+
+
 def describe_graph(
     request: CheckRequest, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Dag, dict[str, np.ndarray]]:
     """Parse the request and run the engine's forward pass only: the DAG and the output values."""
-    prepared = prepare(dataclasses.replace(request, checks=()), limits)
+    prepared = prepare_description(request, limits)
     with np.errstate(all="ignore"):
         run = engine_backend.run(
             prepared.program,

@@ -17,6 +17,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from ..deadline import OutOfTime
+from ..graph import prepare_description
 from ..validate import prepare
 from . import convert
 from .handlers import HandlerConfig, Outcome
@@ -165,7 +166,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     ) -> verifier_pb2.DescribeGraphResponse:
         request_id = uuid.uuid4().hex[:16]
         try:
-            prepared = prepare(convert.describe_request(request, self.config.limits), self.config.limits)
+            described = convert.describe_request(request, self.config.limits)
+            prepared = prepare_description(described, self.config.limits)
             key = hash((prepared.program.cache_key, "describe"))
             seconds = _seconds(self.config.default_seconds, context.time_remaining())
             outcome = await self.pool.submit(
