@@ -1,7 +1,8 @@
 """The docker-compose deployment, without Docker: the compose file validated by docker-compose,
 and what its services declare run as local processes on 127.0.0.1 (deploy/local.py): two server
 replicas, Debian's nginx with deploy/nginx.conf, the healthcheck command and the check service's
-command. Requests spread over both replicas, and a replica killed under load costs no call.
+command. Requests spread over both replicas (through nginx, and by the client's own round_robin);
+a replica drained and restarted, then one killed, under load cost no call.
 
 Run with -s to see the figures (calls per replica, failed calls)."""
 
@@ -28,7 +29,7 @@ from crossgrad.v1 import verifier_pb2_grpc
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str, path: Path):
+def _import_by_path(name: str, path: Path):
     # deploy/ is not a package of the distribution: load its modules by path.
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -37,8 +38,8 @@ def _load(name: str, path: Path):
     return module
 
 
-local = _load("crossgrad_deploy_local", ROOT / "deploy" / "local.py")
-lock = _load("crossgrad_deploy_lock", ROOT / "deploy" / "lock.py")
+local = _import_by_path("crossgrad_deploy_local", ROOT / "deploy" / "local.py")
+lock = _import_by_path("crossgrad_deploy_lock", ROOT / "deploy" / "lock.py")
 
 COMPOSE = local.load_compose()
 SERVICES = COMPOSE["services"]
@@ -247,7 +248,7 @@ def _load_until(address: str, stop: threading.Event, outcomes: Counter, errors: 
 
 
 @contextlib.contextmanager
-def _load(address: str, threads: int = 6):
+def _under_load(address: str, threads: int = 6):
     """Threads calling Verify (each with its own channel) until the block ends."""
     stop, outcomes, errors = threading.Event(), Counter(), []
     workers = [
@@ -287,7 +288,7 @@ def test_replica_drained_and_restarted_under_load_costs_no_call(deployment):
     started again on its port, and nginx sends it calls again; no call fails."""
     nginx, name = deployment.nginx, "crossgrad-2"
     lines_before = len(nginx.access_lines())
-    with _load(nginx.address) as (outcomes, errors):
+    with _under_load(nginx.address) as (outcomes, errors):
         before = deployment.replicas[name].calls()
         _wait(lambda: deployment.replicas[name].calls() >= before + 20, 30)
         drained = time.monotonic()
@@ -325,7 +326,7 @@ def test_replica_killed_under_load_costs_no_call(deployment):
     survivor = deployment.replicas["crossgrad-1"]
     lines_before = len(nginx.access_lines())
     victim_before, survivor_before = victim.calls(), survivor.calls()
-    with _load(nginx.address) as (outcomes, errors):
+    with _under_load(nginx.address) as (outcomes, errors):
         _wait(lambda: victim.calls() >= victim_before + 20, 30)  # both replicas busy
         served_by_victim = victim.calls() - victim_before
         ok_before_kill = outcomes["ok"]
