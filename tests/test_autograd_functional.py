@@ -125,3 +125,11 @@ def test_batched_grad_outputs():
     y = x**2
     (g,) = cg.grad(y, x, np.eye(3), is_grads_batched=True)
     np.testing.assert_array_equal(g.data, np.diag([2.0, 4.0, 6.0]))
+
+
+def test_second_derivative_of_prod_does_not_cancel_at_tiny_entries():
+    # d/dx (prod / x) = 1/x - x/x^2 cancels at x = 3e-10 (an error of eps/x = 7e-7, torch's too);
+    # the product of the other entries has no division: d2/dx2 sin(prod(x)) = -sin(x) exactly
+    x = np.array([[3e-10], [-2e-9]])
+    h = cg.hessian(lambda t: cg.sum(cg.sin(cg.prod(t, axis=-1))), cg.tensor(x)).data.reshape(2, 2)
+    np.testing.assert_allclose(h, np.diag(-np.sin(x[:, 0])), rtol=1e-12, atol=1e-24)
