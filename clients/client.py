@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -489,6 +490,7 @@ class Client:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float | None = None,
+        streams: int = 1,
     ) -> list[Result]:
         """Check many requests, at most `concurrency` at once, over one VerifyStream (embedded:
         a pool of that many threads). Returns one Result per request, in the requests' order.
@@ -498,9 +500,11 @@ class Client:
         be built) gives a Result with `error` set and the others go on. If the call as a whole
         fails before any answer (server unreachable, bad token) it raises CrossgradError; a
         connection lost later is retried on a new stream for the requests still unanswered.
-        timeout: for the whole call (default: the client's timeout per `concurrency` requests)."""
+        timeout: for the whole call (default: the client's timeout per `concurrency` requests).
+        streams: deal the requests over this many VerifyStreams at once (sharing `concurrency`):
+        a load balancer sends each stream to one replica, so more streams spread over more."""
         results = sorted(
-            self.verify_stream(requests, concurrency=concurrency, timeout=timeout),
+            self.verify_stream(requests, concurrency=concurrency, timeout=timeout, streams=streams),
             key=lambda r: r.index,
         )
         return results
@@ -511,6 +515,7 @@ class Client:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float | None = None,
+        streams: int = 1,
     ) -> Iterator[Result]:
         """verify_many's results as each check finishes (for progress bars); `result.index` is
         the request's position and `result.request` the request itself."""
@@ -531,8 +536,52 @@ class Client:
             timeout = self.timeout * math.ceil(len(items) / concurrency)
         if self._embedded is not None:
             yield from self._embedded_stream(items, concurrency)
+        elif streams > 1 and len(items) > 1:
+            yield from self._spread(items, concurrency, streams, time.monotonic() + timeout)
         else:
             yield from self._remote_stream(items, concurrency, time.monotonic() + timeout)
+
+    def _spread(
+        self,
+        items: list[tuple[int, verifier_pb2.VerifyRequest]],
+        concurrency: int,
+        streams: int,
+        deadline: float,
+    ) -> Iterator[Result]:
+        """The requests dealt over several VerifyStreams, each in its own thread; results as
+        they come. A stream that fails before any answer anywhere raises as one stream would;
+        later, its unanswered requests get its error."""
+        streams = min(streams, len(items))
+        groups = [items[i::streams] for i in range(streams)]
+        per_stream = max(1, math.ceil(concurrency / streams))
+        found: queue.Queue[Result | tuple[CrossgradError, list[int]] | None] = queue.Queue()
+
+        def run(group: list[tuple[int, verifier_pb2.VerifyRequest]]) -> None:
+            try:
+                for result in self._remote_stream(group, per_stream, deadline):
+                    found.put(result)
+            except CrossgradError as error:
+                found.put((error, [k for k, _ in group]))
+            finally:
+                found.put(None)
+
+        for group in groups:
+            threading.Thread(target=run, args=(group,), daemon=True).start()
+        requests, given = dict(items), set()
+        failures: list[tuple[CrossgradError, list[int]]] = []
+        for _ in range(streams):
+            while (item := found.get()) is not None:
+                if isinstance(item, Result):
+                    given.add(item.index)
+                    yield item
+                else:
+                    failures.append(item)
+        if failures and not given:
+            raise failures[0][0]
+        for error, indices in failures:
+            for k in indices:
+                if k not in given:
+                    yield Result(error=error, request=requests[k], index=k)
 
     def _embedded_stream(
         self, items: list[tuple[int, verifier_pb2.VerifyRequest]], concurrency: int

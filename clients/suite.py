@@ -112,12 +112,13 @@ def run_cases(
     timeout: float | None = None,
     on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Check every case, at most `jobs` at once (over one VerifyStream, or a thread pool
-    embedded); outcomes come back in the cases' order. Raises CrossgradError when the server
-    cannot be reached at all."""
+    """Check every case, at most `jobs` at once (over `jobs` VerifyStreams, so that a load
+    balancer spreads them over its replicas; a thread pool embedded); outcomes come back in the
+    cases' order. Raises CrossgradError when the server cannot be reached at all."""
     outcomes: dict[int, Outcome] = {}
     requests = [request_fields(case) for case in cases]
-    for result in client.verify_stream(requests, concurrency=max(1, jobs), timeout=timeout):
+    jobs = max(1, jobs)
+    for result in client.verify_stream(requests, concurrency=jobs, timeout=timeout, streams=jobs):
         outcome = _outcome(cases[result.index], result)
         outcomes[result.index] = outcome
         if on_done is not None:

@@ -84,6 +84,16 @@ def test_verify_many_over_a_real_server_matches_every_answer_to_its_request(serv
         streamed = list(client.verify_stream(_mixed_requests(), concurrency=2))
         assert sorted(r.index for r in streamed) == list(range(7))
         _assert_mixed_answers(sorted(streamed, key=lambda r: r.index))
+        # dealt over three streams (what spreads a suite over replicas behind a balancer)
+        _assert_mixed_answers(client.verify_many(_mixed_requests(), concurrency=3, streams=3))
+
+
+def test_verify_many_over_several_streams_to_no_server_raises_once():
+    with (
+        Client("127.0.0.1:1", timeout=5) as client,
+        pytest.raises(CrossgradError, match=r"127\.0\.0\.1:1"),
+    ):
+        client.verify_many(_mixed_requests(), streams=3)
 
 
 def test_verify_many_embedded_gives_the_same_answers(embedded):

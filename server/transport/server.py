@@ -60,6 +60,9 @@ def _pool_config(options: ServerOptions) -> PoolConfig:
     )
 
 
+LAME_DUCK_SECONDS = 0.25
+
+
 class Server:
     """One server: build it, `await start()`, then `await wait_and_drain()` (or `stop()`)."""
 
@@ -108,10 +111,14 @@ class Server:
             await self.health.set(name, status)
 
     async def start(self) -> None:
-        """Listen at once (health says NOT_SERVING while workers warm), then SERVING."""
+        """Warm the workers, then listen and say SERVING: a replica that is starting refuses
+        connections, so a load balancer sends its calls elsewhere (an UNAVAILABLE answer from a
+        listening server is a gRPC status nginx cannot see, and calls would run out of retries)."""
         began = time.monotonic()
         o = self.options
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if o.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(o.metrics_host or o.host, o.metrics_port)
+        await self.pool.start()
         if o.tls_cert:
             creds = grpc.ssl_server_credentials(
                 [(Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())]
@@ -120,9 +127,6 @@ class Server:
         else:
             self.port = self.grpc.add_insecure_port(o.address)
         await self.grpc.start()
-        if o.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve(o.metrics_host or o.host, o.metrics_port)
-        await self.pool.start()
         self.door.accepting = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         address = f"{o.host}:{self.port}"
@@ -159,7 +163,10 @@ class Server:
         self.door.accepting = False
         self.door.why_closed = "the server is shutting down; retry on another replica"
         await self.health.enter_graceful_shutdown()
-        while self.door.inflight > 0 and time.monotonic() < end:
+        # a short lame-duck period: a call let in just before the door closed is counted in
+        # flight only once its handler runs, so an early count of 0 is not yet the last word
+        settled = time.monotonic() + min(LAME_DUCK_SECONDS, grace)
+        while (self.door.inflight > 0 or time.monotonic() < settled) and time.monotonic() < end:
             await asyncio.sleep(0.02)
         await self.grpc.stop(max(0.0, end - time.monotonic()))
         await self.pool.close()
