@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.verify_bench
 	$(PY) -m benchmarks.service_bench
 	$(PY) -m benchmarks.soundness --quick
+	$(PY) -m benchmarks.suite_bench --quick
 
 # Regenerate crossgrad.v1 (Python code and .pyi stubs) from proto/crossgrad/v1/*.proto.
 proto: $(STAMP)

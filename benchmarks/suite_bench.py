@@ -4,13 +4,13 @@
     .venv/bin/python -m benchmarks.suite_bench --quick      # 100 cases
 
 Targets, each given the same cases through crossgrad check's own runner (clients/suite.py,
-run_cases: --jobs cases at once, over one VerifyStream; embedded, a pool of threads):
+run_cases: --jobs cases at once, dealt over --jobs VerifyStreams; embedded, a pool of threads):
 - embedded: in this process, no server;
 - one server: replica crossgrad-1 of the deployment, called directly;
 - two replicas behind nginx: the deployment of docker-compose.yml run as local processes
   (deploy/local.py: the compose services' commands and environments, Debian's nginx).
-nginx balances per HTTP/2 request and a VerifyStream is one request, so a suite run over one
-stream lands on one replica; the same cases as unary Verify calls from --jobs threads are
+nginx balances per HTTP/2 request and a VerifyStream is one request, so each of the suite's
+streams lands on one replica; the same cases as unary Verify calls from --jobs threads are
 measured too (one server, and through nginx), where each call is balanced on its own.
 
 Every target is warmed with the example suite first (each server compiles each program once per
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{row['target']:<44} {row['rate']:8.1f} {row['rate'] / base:13.2f}x   {split}")
     unary_one, unary_nginx = rows[3]["rate"], rows[4]["rate"]
     print(
-        f"\nratios: nginx + 2 replicas / one server = {rows[2]['rate'] / base:.2f} (one stream), "
+        f"\nratios: nginx + 2 replicas / one server = {rows[2]['rate'] / base:.2f} (suite runner), "
         f"{unary_nginx / unary_one:.2f} (unary calls); embedded / one server = "
         f"{rows[0]['rate'] / base:.2f}"
     )
