@@ -55,19 +55,23 @@ def block_dtype(quantity: str, output: str | None, inputs: str, point: Point) ->
     (a float64 loss of sin(float32 x) and float64 t: d/dt = -sin(x) carries float32's error).
     A float32 input alone rounds nothing: float64 holds its values exactly."""
     program = point.program
-    names = [n for n in inputs.split(",") if n in point.values]
-    dtypes = {point.values[n].dtype.name for n in names}
-    outs = [output] if output else list(program.output_names)
-    out_ids = [i for n, i in program.outputs if n in outs]
+    out_ids, starts = _ends(program, output, inputs)
+    dtypes = {point.values[n].dtype.name for n in inputs.split(",") if n in point.values}
     dtypes |= {program.node(i).dtype for i in out_ids}
-    if "float32" in dtypes:
+    if "float32" in dtypes or _reaches(program, out_ids, starts, _computed_in_float32):
         return "float32"
-    starts = {i for n, i in program.inputs if n in names}
-    return "float32" if _float32_reaches(program, out_ids, starts) else "float64"
+    return "float64"
 
 
-def _float32_reaches(program: Program, out_ids: list[int], starts: set[int]) -> bool:
-    return _reaches(program, out_ids, starts, lambda n: n.op != "input" and n.dtype == "float32")
+def _computed_in_float32(node: Any) -> bool:
+    return node.op != "input" and node.dtype == "float32"
+
+
+def _ends(program: Program, output: str | None, inputs: str) -> tuple[list[int], set[int]]:
+    """A block's output nodes (every output when it names none) and its input nodes."""
+    outs = [output] if output else list(program.output_names)
+    names = set(inputs.split(","))
+    return [i for n, i in program.outputs if n in outs], {i for n, i in program.inputs if n in names}
 
 
 def _reaches(
@@ -370,10 +374,7 @@ class FloatingPoint:
         non-finite derivatives (the chain rule's 0 * inf is nan, as in torch), whatever the
         exact value; JAX, which skips zero derivatives, can stay finite."""
         program = self.point.program
-        outs = [block.output] if block.output else list(program.output_names)
-        out_ids = [i for n, i in program.outputs if n in outs]
-        names = block.input.split(",") if block.quantity != "value" else []
-        starts = {i for n, i in program.inputs if n in names}
+        out_ids, starts = _ends(program, block.output, block.input)
         return self.overflowed and _reaches(program, out_ids, starts, lambda n: n.id in self._non_finite)
 
     def same_precision(self, block: Block) -> np.ndarray | None:
