@@ -121,8 +121,8 @@ _OTHERS_MAX = 1 << 20  # entries of the k x k layout _product_of_others builds (
 
 def _product_of_others(B: Any, x: Any, axes: tuple[int, ...]) -> Any:
     """For each entry, the product over `axes` of the other entries, in differentiable ops: the
-    reduced entries are laid out k x k with the diagonal set to 1 (O(k^2), used only with zeros
-    under create_graph)."""
+    reduced entries are laid out k x k with the diagonal set to 1 (O(k^2): used under
+    create_graph, where the layout is small or an entry is 0)."""
     shape = x.shape
     kept = [a for a in range(len(shape)) if a not in axes]
     perm = (*kept, *axes)
