@@ -49,7 +49,7 @@ class UsageError(Exception):
     """Bad arguments or input files: exit 2 with the message."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse with its usage errors on one line (exit 2, as argparse does)."""
 
     def error(self, message: str) -> NoReturn:
@@ -69,6 +69,8 @@ def read_program(arg: str) -> str:
             return path.read_text()
     except (OSError, ValueError):
         pass  # text too long or odd to be a file name: it is program text
+    if "=" not in arg:  # every program assigns its outputs: this was meant as a file
+        raise UsageError(f"no such program file: {arg} (program text assigns, e.g. 'y = sum(x)')")
     return arg
 
 
@@ -273,6 +275,8 @@ def _verify(args: argparse.Namespace) -> int:
         "blame": not args.no_blame,
         "id": args.id,
     }
+    if args.samples < 0:
+        raise UsageError(f"--samples must be 0 or more, not {args.samples}")
     if args.samples:
         fields["samples"] = {"count": args.samples, "seed": args.seed}
     if args.budget:
@@ -338,7 +342,10 @@ def _render_svg(dot_text: str, path: str) -> None:
             f"cannot write {path}: Graphviz's `dot` is not installed (apt install graphviz); "
             "--dot FILE writes the DOT text to render elsewhere"
         )
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc}") from None
     done = subprocess.run(
         [dot, "-Tsvg", "-o", path], input=dot_text, text=True, capture_output=True, timeout=60
     )
@@ -395,14 +402,14 @@ def _check(argv: Sequence[str]) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(
+    top = OneLineParser(
         prog="crossgrad",
         description="Differentiate a function three ways (crossgrad's engine, sympy, JAX) and report "
         "where they disagree.",
         epilog="Exit codes: 0 all pass, 1 discrepancies, 2 usage, input or connection errors.",
     )
     top.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     verify = sub.add_parser(
         "verify",
@@ -488,7 +495,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             k = args.index(command)
             rest = [a for a in args[:k] if a != "--debug"] + args[k + 1 :]
             return PASSTHROUGH[command](rest)
-        parsed = parser().parse_args(args)
+        top = parser()
+        parsed, extra = top.parse_known_args(args)
+        # NAME=VALUE inputs may also come after options (verify P --cotangent Q=[1,1] a=[2,3]):
+        # argparse leaves those over, as it cannot resume a positional list after an option
+        if extra and hasattr(parsed, "inputs") and not any(a.startswith("-") for a in extra):
+            parsed.inputs = [*parsed.inputs, *extra]
+        elif extra:
+            top.error(f"unrecognized arguments: {' '.join(extra)}")
         if parsed.command is None:
             parser().print_help(sys.stderr)
             return USAGE_ERROR

@@ -78,7 +78,7 @@ def verify_examples(client: Client, cases: Sequence[Case]) -> int:
     result = client.verify(fields.pop("program"), fields.pop("inputs"), **fields)
     ok = result.verdict in worked.expect
     print(
-        f"=== {worked.name}: {worked.program.strip()}, expected {' or '.join(worked.expect)}, "
+        f"=== {worked.name}: {worked.program.strip()}, expected {worked.expected}, "
         f"got {result.verdict}" + ("" if ok else "  <-- UNEXPECTED")
     )
     if result.error is None:

@@ -63,9 +63,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix in (".yaml", ".yml") and file_path.name.startswith("crossgrad"):
+    named = file_path.suffix in (".yaml", ".yml") and file_path.name.startswith("crossgrad")
+    if named and _looks_like_a_suite(file_path):
         return SuiteFile.from_parent(parent, path=file_path)
     return None
+
+
+def _looks_like_a_suite(path: Path) -> bool:
+    """A top-level `cases:` key: other crossgrad*.yaml files (settings, compose) are not ours.
+    A suite with mistakes in it still is one, and its collection error says what they are."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as text:
+            return any(line.startswith("cases:") for line, _ in zip(text, range(10_000)))
+    except OSError:
+        return False
 
 
 class SuiteFile(pytest.File):
@@ -135,7 +146,11 @@ class Crossgrad:
         try:
             result = self.client.verify(program, inputs, **fields)
         except CrossgradError as exc:
-            pytest.fail(f"crossgrad could not check the program: {exc}", pytrace=False)
+            problem = str(exc)  # failed outside the except: no chained traceback in the report
+        else:
+            problem = ""
+        if problem:
+            pytest.fail(f"crossgrad could not check the program: {problem}", pytrace=False)
         if expect is None:
             ok, wanted = result.passed, "a pass"
         else:

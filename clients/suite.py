@@ -73,7 +73,7 @@ class Outcome:
             return f"{self.case.id}: not checked: {self.error}"
         parts = []
         if not self.verdict_ok:
-            parts.append(f"expected {' or '.join(self.case.expect)}, got {self.verdict}")
+            parts.append(f"expected {self.case.expected}, got {self.verdict}")
         if self.regressions:
             parts.append(f"{self.moved} entries moved since the baseline")
         return f"{self.case.id}: {'; '.join(parts)}" if parts else ""
@@ -176,7 +176,7 @@ def summary_table(outcomes: Sequence[Outcome]) -> Any:
     for o in outcomes:
         table.add_row(
             o.case.id if several else o.case.name,
-            " or ".join(o.case.expect),
+            o.case.expected,
             o.verdict,
             f"{o.seconds:.2f} s",
             f"[{style[o.status]}]{o.status}[/]",
@@ -227,14 +227,19 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .cli import OneLineParser  # the command's parsers: usage errors on one line
+
+    parser = OneLineParser(
         prog="crossgrad check",
         description="Run YAML gradient-regression suites (embedded by default).",
     )
     parser.add_argument("suites", nargs="+", metavar="SUITE", help="YAML suite files")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--server", metavar="ADDR", help="check through the crossgrad server at HOST:PORT"
+        "--server",
+        metavar="ADDR",
+        default=os.environ.get("CROSSGRAD_SERVER"),
+        help="check through the crossgrad server at HOST:PORT [env CROSSGRAD_SERVER]",
     )
     where.add_argument(
         "--start-server", action="store_true", help="start a local server for the run, then stop it"
@@ -242,6 +247,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token", default=os.environ.get("CROSSGRAD_TOKEN"), help="bearer token [env CROSSGRAD_TOKEN]"
     )
+    parser.add_argument("--tls", action="store_true", help="connect with TLS (the system's roots)")
+    parser.add_argument("--ca-cert", metavar="FILE", help="TLS with this root certificate (PEM)")
     parser.add_argument("--jobs", "-j", type=int, default=DEFAULT_JOBS, help="cases checked at once")
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds for the whole run (over gRPC)"
@@ -284,9 +291,7 @@ def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case]) -> i
         try:
             status = client.health(timeout=min(args.timeout or 10.0, 10.0))
         except CrossgradError as exc:
-            raise UsageError(
-                f"cannot reach a crossgrad server at {client.target}: {exc.message}"
-            ) from None
+            raise UsageError(str(exc)) from None
         if status != "SERVING":
             raise UsageError(f"the crossgrad server at {client.target} is {status}, not SERVING")
     recorded = baselines.load(args.baseline) if args.baseline else None
@@ -321,8 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: usage errors exit 2, --help 0
         return int(exc.code or 0)
     if args.jobs < 1:
-        parser.print_usage(sys.stderr)
-        print("crossgrad check: error: --jobs must be at least 1", file=sys.stderr)
+        print(f"crossgrad check: --jobs must be at least 1, not {args.jobs}", file=sys.stderr)
         return 2
     try:
         cases = _load_all(args.suites)
@@ -339,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return 2
                 return code
         if args.server:
-            with Client(args.server, token=args.token) as client:
+            roots = Path(args.ca_cert).read_bytes() if args.ca_cert else None
+            with Client(args.server, token=args.token, tls=args.tls, root_certificates=roots) as client:
                 return _check(args, client, cases)
         try:
             client = Client.embedded()
@@ -360,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("crossgrad check: interrupted", file=sys.stderr)
-        return 2
+        return 130  # as the other commands: the shell's code for SIGINT
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ def unused_address() -> str:
 # -- verify
 
 
+def test_inputs_may_follow_options():
+    out = crossgrad("verify", "Q = 3*a**3 - b**2", "--cotangent", "Q=[1,1]", "a=[2,3]", "b=[6,4]")
+    assert out.returncode == 0, out.stderr
+    assert "verdict: PASS" in out.stdout
+
+
 def test_verify_embedded_prints_the_worked_example():
     out = crossgrad("verify", *WORKED)
     assert out.returncode == 0, out.stderr

@@ -72,6 +72,7 @@ def test_example_suite_and_fixture_embedded(pytester):
     _project(pytester)
     (pytester.path / "crossgrad_wrong.yaml").write_text(WRONG_EXPECTATION)
     (pytester.path / "other.yaml").write_text("not: a suite\n")  # not crossgrad*: ignored
+    (pytester.path / "crossgrad-settings.yaml").write_text("port: 50051\n")  # no cases: ignored
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
     # The example suite's cases and three fixture tests pass; the wrong expectation and the
     # wrong claim fail.

@@ -5,6 +5,7 @@ and bad suites refused with one line naming file, line, case and field."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -193,7 +194,7 @@ def test_a_changed_vjp_rule_is_a_regression(recorded, tmp_path):
     )
     assert "3 more entries of this block moved" in proc.stdout
     assert (
-        "small::tanh layer: expected PASS, got FAIL; 6 entries moved since the baseline" in proc.stdout
+        "small::tanh layer: expected a pass, got FAIL; 6 entries moved since the baseline" in proc.stdout
     )
     assert "1 unexpected, 6 regression(s)" in proc.stdout
     old = _values(recorded[1], "small::tanh layer", "vjp", "W")
@@ -205,7 +206,7 @@ def test_a_changed_vjp_rule_is_a_regression(recorded, tmp_path):
         assert after == pytest.approx(before * 1.001, rel=1e-9)
     assert "small::polynomial" not in "\n".join(lines)  # no tanh there: nothing moved
     # The verifier sees the wrong rule too, and blames the tanh node.
-    assert "expected PASS, got FAIL" in proc.stdout
+    assert "expected a pass, got FAIL" in proc.stdout
     assert "blame: TanhBackward0" in proc.stdout
     failure = junit(xml).find("./testsuite/testcase[@name='tanh layer']/failure")
     assert failure is not None and "regression: small::tanh layer: vjp (input W)" in failure.text
@@ -292,8 +293,17 @@ def test_an_unreachable_server_exits_2(tmp_path):
     assert proc.returncode == 2
     error = proc.stderr.strip()
     assert "\n" not in error and error.startswith(
-        "crossgrad check: cannot reach a crossgrad server at 127.0.0.1:1"
+        "crossgrad check: UNAVAILABLE: cannot reach a crossgrad server at 127.0.0.1:1"
     )
+    assert error.count("cannot reach") == 1
+
+
+def test_the_server_comes_from_crossgrad_server_too():
+    environment = {**os.environ, "CROSSGRAD_SERVER": "127.0.0.1:1"}
+    proc = subprocess.run(
+        [*CHECK, str(EXAMPLES)], capture_output=True, text=True, timeout=60, cwd=ROOT, env=environment
+    )
+    assert proc.returncode == 2 and "127.0.0.1:1" in proc.stderr, proc.stdout + proc.stderr
 
 
 def test_usage_errors_exit_2():
