@@ -26,7 +26,7 @@ class ServerOptions:
     tls_key: str = ""
     metrics_port: int = -1  # Prometheus metrics over HTTP on this port (-1 = off, 0 = any free port)
     metrics_host: str = ""  # default: the gRPC host
-    port_file: str = ""  # write "host:port" here once SERVING (how scripts find a port-0 server)
+    port_file: str = ""  # JSON {address, pid, metrics_port} once SERVING (finds a port-0 server)
     grace_seconds: float = 10.0  # on SIGTERM: how long in-flight calls get to finish
     budget_seconds: float = 30.0  # a request's total time budget when it names none
     kill_grace_seconds: float = 1.0  # a worker past its request's budget by this much is killed
@@ -58,7 +58,7 @@ _HELP = {
     "tls_key": "PEM private key",
     "metrics_port": "serve Prometheus metrics over HTTP on this port (-1: off, 0: any free port)",
     "metrics_host": "address for the metrics endpoint (default: --host)",
-    "port_file": "write host:port to this file once SERVING",
+    "port_file": 'once SERVING, write {"address": "host:port", "pid", "metrics_port"} (JSON) here',
     "grace_seconds": "on SIGTERM, time in-flight calls get to finish",
     "budget_seconds": "a request's total time budget when it names none",
     "kill_grace_seconds": "kill a worker this long after its request's budget ran out",
