@@ -273,7 +273,9 @@ class Result:
             if b.quantity == quantity and b.input == input and (not output or b.output == output):
                 return b
         raise KeyError(
-            f"no {quantity} block for input {input!r}" + (f" and output {output!r}" if output else "")
+            f"no {quantity} block for input {input!r}"
+            + (f" and output {output!r}" if output else "")
+            + " (an input that does not require grad has none, as torch's .grad stays None)"
         )
 
     def values(self, quantity: str, input: str, output: str = "", source: str = "engine") -> np.ndarray:
