@@ -286,7 +286,12 @@ def _verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     with _client(args) as client:
-        result = Result(client.verify_message(request, args.timeout), request=request)
+        try:
+            result = Result(client.verify_message(request, args.timeout), request=request)
+        except CrossgradError as exc:
+            if args.json:  # machines read stdout: the error in the report's shape there too
+                print(json.dumps(Result(error=exc, request=request).to_dict(), indent=2))
+            raise
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif args.text:

@@ -43,6 +43,16 @@ def _suite_element(name: str, file: str, outcomes: Sequence[Outcome]) -> ET.Elem
     return suite
 
 
+def write_error(path: str | Path, message: str) -> None:
+    """A run that could not check anything (bad suite, unreachable server, refused token): one
+    errored testcase, so that a CI job that publishes the report still shows why."""
+    root = ET.Element("testsuites", name="crossgrad", tests="1", failures="0", errors="1")
+    suite = ET.SubElement(root, "testsuite", name="crossgrad check", tests="1", failures="0", errors="1")
+    case = ET.SubElement(suite, "testcase", classname="crossgrad check", name="the run")
+    ET.SubElement(case, "error", message=message, type="RunError").text = message
+    _save(root, path)
+
+
 def write(path: str | Path, outcomes: Sequence[Outcome]) -> None:
     """Write the report; suites keep the order in which they were given."""
     by_suite: dict[tuple[str, str], list[Outcome]] = {}
@@ -58,6 +68,10 @@ def write(path: str | Path, outcomes: Sequence[Outcome]) -> None:
     )
     for (name, file), group in by_suite.items():
         root.append(_suite_element(name, file, group))
+    _save(root, path)
+
+
+def _save(root: ET.Element, path: str | Path) -> None:
     tree = ET.ElementTree(root)
     ET.indent(tree)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ The suite format is described in crossgrad.clients.suite_format.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -362,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"crossgrad check: {exc}", file=sys.stderr)
+        if args.junit:
+            from . import junit
+
+            with contextlib.suppress(OSError):  # the error above is the one to report
+                junit.write_error(args.junit, str(exc))
         return 2
     except KeyboardInterrupt:
         print("crossgrad check: interrupted", file=sys.stderr)

@@ -86,6 +86,12 @@ def test_verify_against_a_server_as_json(server):
     assert blocks[("jacobian", "a")]["values"]["sympy"] == [[36.0, 0.0], [0.0, 81.0]]
     assert blocks[("vjp", "b")]["values"]["jax"] == [-12.0, -8.0]
     assert report["worker"] >= 0 and report["request_id"]  # it went through the server
+    # a refused request: exit 2, one line on stderr, and the error in the report's shape on stdout
+    out = crossgrad("verify", "y = sum(x **", "x=[1]", "--server", server.address, "--json")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    error = json.loads(out.stdout)
+    assert error["verdict"] == "ERROR" and error["error"]["code"] == "INVALID_ARGUMENT"
+    assert error["error"]["info"]["line"] == "1"
 
 
 def test_verify_reads_the_program_and_inputs_from_files(tmp_path, server):

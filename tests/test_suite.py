@@ -289,8 +289,11 @@ def test_data_files_are_read_relative_to_the_suite(tmp_path):
 
 
 def test_an_unreachable_server_exits_2(tmp_path):
-    proc = run([str(EXAMPLES), "--server", "127.0.0.1:1"], timeout=60)
+    xml = tmp_path / "junit.xml"
+    proc = run([str(EXAMPLES), "--server", "127.0.0.1:1", "--junit", str(xml)], timeout=60)
     assert proc.returncode == 2
+    error = junit(xml).find("./testsuite/testcase/error")  # CI still publishes why
+    assert error is not None and "127.0.0.1:1" in error.get("message")
     error = proc.stderr.strip()
     assert "\n" not in error and error.startswith(
         "crossgrad check: UNAVAILABLE: cannot reach a crossgrad server at 127.0.0.1:1"
