@@ -485,6 +485,11 @@ def load_suite(path: str | Path) -> Suite:
     defaults = _mapping(data.get("defaults") or {}, top / "defaults")
     if "name" in defaults:
         raise (top / "defaults" / "name").error("a default name makes no sense: each case has its own")
+    unknown = set(defaults) - CASE_KEYS  # named where it is written, not in the first case
+    if unknown:
+        raise (top / "defaults" / sorted(unknown)[0]).error(
+            f"unknown key; a case has {', '.join(sorted(CASE_KEYS))}"
+        )
     cases_raw = data.get("cases")
     if not isinstance(cases_raw, list) or not cases_raw:
         raise (top / "cases").error("expected a non-empty list of cases")

@@ -254,6 +254,8 @@ BAD_SUITES = [
     ("cases:\n  - name: k\n    program: y = x\n    inputs: {x: [1]}\n    inputs: {x: [2]}\n",
      5, ["duplicate key 'inputs'"]),
     ("suite: s\n", 1, ["field 'cases'", "non-empty list of cases"]),
+    ("defaults:\n  refrences: [sympy]\ncases:\n  - name: a\n    program: y = sum(x)\n"
+     "    inputs: {x: [1]}\n", 2, ["field 'defaults.refrences'", "unknown key"]),
 ]  # fmt: skip
 
 
