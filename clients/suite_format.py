@@ -414,7 +414,10 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
     if "samples" in raw:
         fields["samples"] = _samples(raw["samples"], where / "samples")
     if "budget" in raw:
-        budget = _mapping(raw["budget"], where / "budget")
+        given = raw["budget"]  # a number is the total seconds, as the CLI's --budget
+        number = isinstance(given, int | float) and not isinstance(given, bool)
+        given = {"seconds": given} if number else given
+        budget = _mapping(given, where / "budget")
         for key, v in budget.items():
             if key not in BUDGET_KEYS:
                 raise (where / "budget" / key).error(

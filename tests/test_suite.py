@@ -273,6 +273,16 @@ def test_a_bad_suite_exits_2_with_one_line(tmp_path, text, line, words):
         assert w in error
 
 
+def test_a_budget_is_seconds_or_the_requests_budget_fields(tmp_path):
+    suite = tmp_path / "budgets.yaml"
+    suite.write_text(
+        "cases:\n  - {name: a, program: y = sum(x), inputs: {x: [1]}, budget: 5}\n"
+        "  - {name: b, program: y = sum(x), inputs: {x: [1]}, budget: {seconds: 3, sympy_seconds: 1}}\n"
+    )
+    a, b = load_suite(suite).cases
+    assert a.fields["budget"] == {"seconds": 5} and b.fields["budget"]["sympy_seconds"] == 1
+
+
 def test_data_files_are_read_relative_to_the_suite(tmp_path):
     """The example suite's .npz files resolve from the suite's folder, wherever we run from."""
     copy = tmp_path / "elsewhere"
