@@ -1,4 +1,4 @@
-"""Server interceptors: bearer-token auth, and the door (draining, metrics, in-flight count).
+"""Bearer-token auth (an interceptor), and the door (draining, metrics, in-flight count).
 
 Health checks and reflection stay open without a token, so probes and generic tools work; while
 the server warms up or drains, the verifier's methods answer UNAVAILABLE.
@@ -17,7 +17,6 @@ import grpc
 from .metrics import Metrics
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-VERIFIER_PREFIX = "/crossgrad.v1.VerifierService/"
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
@@ -73,9 +72,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-class DoorInterceptor(grpc.aio.ServerInterceptor):
+class Door:
     """Counts calls in and out (metrics, in-flight), and turns verifier calls away with UNAVAILABLE
-    while the server is not accepting them (warming up, draining)."""
+    while the server is not accepting them (draining). It wraps the servicer's methods once, at
+    registration, rather than intercepting: with no interceptor, gRPC looks handlers up without
+    a coroutine per call (about 0.1 ms of each call's latency)."""
+
+    METHODS = ("Verify", "VerifyStream", "DescribeGraph", "ListOps")
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -83,26 +86,19 @@ class DoorInterceptor(grpc.aio.ServerInterceptor):
         self.why_closed = "the server is starting"
         self.inflight = 0
 
-    async def intercept_service(
-        self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method = details.method.rsplit("/", 1)[-1]
-        if details.method.startswith(VERIFIER_PREFIX) and not self.accepting:
-            self.metrics.requests.labels(method, "UNAVAILABLE").inc()
-            return _denying(handler, grpc.StatusCode.UNAVAILABLE, self.why_closed)
-        if details.method.startswith(OPEN_PREFIXES):
-            return handler  # probes are not traffic
-        return _rewrap(
-            handler, lambda behaviour, streaming: self._observed(method, behaviour, streaming)
-        )
+    def guard(self, servicer: Any) -> Any:
+        """The servicer with each verifier method wrapped (before it is added to a server)."""
+        for method in self.METHODS:
+            behaviour = getattr(servicer, method)
+            streaming = method == "VerifyStream"
+            setattr(servicer, method, self._observed(method, behaviour, streaming))
+        return servicer
 
     def _observed(self, method: str, behaviour: Any, streaming_response: bool) -> Any:
         if streaming_response:
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._turn_away(method, context)
                 with self._call(method, context):
                     async for response in behaviour(request, context):
                         yield response
@@ -110,10 +106,16 @@ class DoorInterceptor(grpc.aio.ServerInterceptor):
             return stream
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._turn_away(method, context)
             with self._call(method, context):
                 return await behaviour(request, context)
 
         return unary
+
+    async def _turn_away(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        if not self.accepting:
+            self.metrics.requests.labels(method, "UNAVAILABLE").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, self.why_closed)
 
     def _call(self, method: str, context: grpc.aio.ServicerContext) -> _Call:
         return _Call(self, method, context)
@@ -122,7 +124,7 @@ class DoorInterceptor(grpc.aio.ServerInterceptor):
 class _Call:
     """Times one call and records its status code, however it ends."""
 
-    def __init__(self, door: DoorInterceptor, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, door: Door, method: str, context: grpc.aio.ServicerContext) -> None:
         self.door, self.method, self.context = door, method, context
 
     def __enter__(self) -> None:

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from . import options as options_mod
 from .handlers import HandlerConfig
-from .interceptors import AuthInterceptor, DoorInterceptor
+from .interceptors import AuthInterceptor, Door
 from .metrics import Metrics, configure_logging
 from .options import ServerOptions
 from .servicer import VerifierServicer
@@ -69,10 +69,8 @@ class Server:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.metrics = Metrics()
-        self.door = DoorInterceptor(self.metrics)
-        interceptors: list[grpc.aio.ServerInterceptor] = [self.door]
-        if options.token:
-            interceptors.insert(0, AuthInterceptor(options.token))
+        self.door = Door(self.metrics)
+        interceptors = [AuthInterceptor(options.token)] if options.token else []
         self.pool = WorkerPool(_pool_config(options), self._on_pool_event)
         self.metrics.track_pool(lambda: self.pool.queued, lambda: self.pool.ready_workers)
         self.health = health_aio.HealthServicer()
@@ -80,7 +78,7 @@ class Server:
         servicer = VerifierServicer(
             self.pool, _pool_config(options).handler, self.metrics, options.max_stream_inflight
         )
-        verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, self.grpc)
+        verifier_pb2_grpc.add_VerifierServiceServicer_to_server(self.door.guard(servicer), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (
