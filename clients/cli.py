@@ -240,14 +240,21 @@ def _client(args: argparse.Namespace) -> Client:
             return Client.embedded()
         except ImportError as exc:
             raise UsageError(f"{exc}; or call a server with --server ADDR") from None
+    return connect(args.server, args.token, args.tls, args.ca_cert, args.timeout)
+
+
+def connect(
+    server: str, token: str | None, tls: bool, ca_cert: str | None, timeout: float | None = None
+) -> Client:
+    """A client of a server from the command's connection options (verify, graph, ops, check)."""
     certificates = None
-    if args.ca_cert:
+    if ca_cert:
         try:
-            certificates = Path(args.ca_cert).read_bytes()
+            certificates = Path(ca_cert).read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read --ca-cert: {exc}") from None
-    timeout = {"timeout": args.timeout} if args.timeout else {}
-    return Client(args.server, token=args.token, tls=args.tls, root_certificates=certificates, **timeout)
+    timeout_arg = {"timeout": timeout} if timeout else {}
+    return Client(server, token=token, tls=tls, root_certificates=certificates, **timeout_arg)
 
 
 def _console(args: argparse.Namespace) -> Any:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import baseline as baselines
+from .cli import OneLineParser, UsageError, connect  # the command's parsing and connecting
 from .client import Client, CrossgradError, Result
 from .suite_format import MAX_CASES, Case, SuiteError, load_suite
 
@@ -223,13 +224,7 @@ def _run_with_progress(client: Client, cases: Sequence[Case], jobs: int, timeout
 # ---------------------------------------------------------------- the command
 
 
-class UsageError(Exception):
-    """Exit code 2 with this one line."""
-
-
 def _parser() -> argparse.ArgumentParser:
-    from .cli import OneLineParser  # the command's parsers: usage errors on one line
-
     parser = OneLineParser(
         prog="crossgrad check",
         description="Run YAML gradient-regression suites (embedded by default).",
@@ -344,8 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return 2
                 return code
         if args.server:
-            roots = Path(args.ca_cert).read_bytes() if args.ca_cert else None
-            with Client(args.server, token=args.token, tls=args.tls, root_certificates=roots) as client:
+            with connect(args.server, args.token, args.tls, args.ca_cert) as client:
                 return _check(args, client, cases)
         try:
             client = Client.embedded()
