@@ -11,6 +11,7 @@ running out of memory anyway is a LimitError naming the stage, never a crash.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -210,6 +211,7 @@ def _check_point(
         }
         kinks = find_kinks(list(program.nodes), operand_values)
 
+        @functools.cache  # asked for each block by kinks, comparison, hull and notes
         def tolerance(quantity: str, output: str | None, inputs: str) -> Tolerance:
             dtype = verdict_mod.block_dtype(quantity, output, inputs, point)
             return Tolerance.for_dtype(dtype, request.rtol, request.atol)
@@ -304,8 +306,9 @@ def _blocks(
             if oname in d.values
         }
         block = Block("value", oname, "", value.shape, sources)
-        block.dtype = verdict_mod.block_dtype("value", oname, "", point)
-        blocks.append(compare_block(block, tolerance("value", oname, "")))
+        tol = tolerance("value", oname, "")
+        block.dtype = tol.dtype
+        blocks.append(compare_block(block, tol))
     for quantity in ("vjp", "jacobian", "hessian"):
         if quantity not in point.checks:
             continue
@@ -316,12 +319,12 @@ def _blocks(
             }
             output, inp = _names((quantity, key))
             block = Block(quantity, output, inp, table[key].values.shape, sources)
-            block.dtype = verdict_mod.block_dtype(quantity, output, inp, point)
+            tol = tolerance(quantity, output, inp)
+            block.dtype = tol.dtype
             outs = [output] if output else list(point.program.output_names)
             block.unused = quantity != "hessian" and all(inp in unused[o] for o in outs)
             deadline.checkpoint()  # a block can hold up to 4e6 entries (about a second's work)
             interval = intervals.get((quantity, key))
-            tol = tolerance(quantity, output, inp)
             block = compare_block(block, tol, interval)
             claimed = derivs.get("claimed")
             if claimed is not None and quantity != "hessian" and key in getattr(claimed, quantity):

@@ -19,12 +19,13 @@ UNDER_TEST = ("engine", "claimed")
 class Tolerance:
     rtol: float
     atol: float
+    dtype: str = "float64"  # the precision a block is computed in, which set the defaults
 
     @staticmethod
     def for_dtype(dtype: str, rtol: float | None = None, atol: float | None = None) -> Tolerance:
         default = (1e-4, 1e-6) if dtype == "float32" else (1e-7, 1e-10)
         return Tolerance(
-            rtol if rtol is not None else default[0], atol if atol is not None else default[1]
+            rtol if rtol is not None else default[0], atol if atol is not None else default[1], dtype
         )
 
 
