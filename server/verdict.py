@@ -463,6 +463,7 @@ def numerical_notes(
         formula = fp.formula_error(block, exact)
         formula = np.zeros(exact.shape) if formula is None else formula
         info = np.finfo(block.dtype)
+        ieee = fp.ieee_non_finite(block)  # an overflowed value bears on this block
         margin = tol.atol + tol.rtol * np.abs(np.nan_to_num(exact))
         with np.errstate(invalid="ignore", over="ignore"):
             ill = (spread > margin) | (formula > margin)
@@ -483,9 +484,7 @@ def numerical_notes(
                 # value is not representable in this dtype (inf / inf is nan), or where an
                 # overflowed value bears on the block: IEEE's answer
                 unrepresentable = (
-                    fp.overflowed
-                    & (huge | ~np.isfinite(exact) | fp.ieee_non_finite(block))
-                    & ~np.isfinite(value)
+                    fp.overflowed & (huge | ~np.isfinite(exact) | ieee) & ~np.isfinite(value)
                 )
             excuse = (
                 failing
