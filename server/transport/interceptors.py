@@ -1,7 +1,7 @@
 """Bearer-token auth (an interceptor), and the door (draining, metrics, in-flight count).
 
 Health checks and reflection stay open without a token, so probes and generic tools work; while
-the server warms up or drains, the verifier's methods answer UNAVAILABLE.
+the server drains, the verifier's methods answer UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Door:
     """Counts calls in and out (metrics, in-flight), and turns verifier calls away with UNAVAILABLE
     while the server is not accepting them (draining). It wraps the servicer's methods once, at
     registration, rather than intercepting: with no interceptor, gRPC looks handlers up without
-    a coroutine per call (about 0.1 ms of each call's latency)."""
+    a coroutine and a new handler per call."""
 
     METHODS = ("Verify", "VerifyStream", "DescribeGraph", "ListOps")
 
