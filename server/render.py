@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 from .compare import Block
 from .ir import Position
@@ -10,7 +10,7 @@ from .model import Report
 
 
 def _num(x: float) -> str:
-    return f"{x:.6g}" if np.isfinite(x) else str(x)
+    return f"{x:.6g}" if math.isfinite(x) else str(x)
 
 
 def _at(position: Position | None) -> str:

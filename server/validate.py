@@ -20,6 +20,7 @@ from .backends import (
     intermediate_sizes,
     node_elements,
     operation_count,
+    per_program,
 )
 from .compare import SourceValues
 from .derivatives import Derivatives
@@ -403,6 +404,12 @@ class Cost:
     memory_parts: dict[str, int]  # memory_bytes by what holds it
 
 
+@per_program
+def _elements_work(program: Program) -> int:
+    """One forward pass of the program, in element-operations."""
+    return sum(_node_work(program, n) for n in program.nodes)
+
+
 def _node_work(program: Program, node: Any) -> int:
     if node.op in ("input", "take"):
         return 0
@@ -440,7 +447,7 @@ def estimate_cost(request: CheckRequest, program: Program, wrt_sizes: dict[str, 
     backends' own batch sizes, backends.batch_size, and JAX's choice to compile or not)."""
     checks, refs, budget = request.checks, request.references, request.budget
     nodes = operation_count(program)
-    elements = sum(_node_work(program, n) for n in program.nodes)
+    elements = _elements_work(program)
     total_elems, largest = intermediate_sizes(program)
     n_in = sum(wrt_sizes.values())
     leaf = max(wrt_sizes.values(), default=0)

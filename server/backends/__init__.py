@@ -6,6 +6,7 @@ and the cost estimate (validate.estimate_cost) agree on it.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from ..ir import Program
@@ -27,12 +28,19 @@ def node_elements(shape: object) -> int:
     return math.prod(shape)  # type: ignore[arg-type]
 
 
+# A program's measures are asked for by the cost estimate and by several stages, for every request;
+# a program is immutable and hashed by what defines it, so each is computed once per program.
+per_program = functools.lru_cache(maxsize=512)
+
+
+@per_program
 def intermediate_sizes(program: Program) -> tuple[int, int]:
     """(sum, largest) of the elements of every node's result, inputs included."""
     sizes = [node_elements(n.shape) for n in program.nodes if n.op != "take"]
     return sum(sizes), max(sizes, default=0)
 
 
+@per_program
 def estimate_scalar_ops(program: Program) -> int:
     """About how many scalar definitions sympy's straight-line program will have."""
     total = 0
@@ -50,6 +58,7 @@ def estimate_scalar_ops(program: Program) -> int:
 JIT_MAX_NODES = {"value": 64, "vjp": 64, "jac_rows": 64, "flat": 64, "hvp_cols": 16}
 
 
+@per_program
 def operation_count(program: Program) -> int:
     """Nodes that compute something (not inputs, nor the parts of a split)."""
     return sum(1 for n in program.nodes if n.op not in ("input", "take"))

@@ -25,10 +25,8 @@ from ..kinks import CONVENTIONS
 from ..language import LimitError, RequestError
 from ..limits import Limits
 from ..model import (
-    Blame,
     Budget,
     CheckRequest,
-    ConventionNote,
     Dag,
     InputSpec,
     PointReport,
@@ -45,7 +43,6 @@ DOMAIN = "crossgrad"
 CHECKS = {pb.CHECK_VJP: "vjp", pb.CHECK_JACOBIAN: "jacobian", pb.CHECK_HESSIAN: "hessian"}
 REFERENCES = {pb.REFERENCE_SYMPY: "sympy", pb.REFERENCE_JAX: "jax", pb.REFERENCE_FD: "fd"}
 VERDICTS = {v: pb.Verdict.Value(f"VERDICT_{v.value}") for v in Verdict}
-VERDICT_NAMES = {v: k.value for k, v in VERDICTS.items()}
 
 
 # ---------------------------------------------------------------- requests
@@ -187,50 +184,26 @@ def _position(pos: Position | None) -> tensor_pb2.SourcePosition | None:
     )
 
 
-def _values(source: SourceValues) -> tensor_pb2.Tensor:
+def _add_values(source: SourceValues, out: tensor_pb2.Tensor) -> None:
     values = np.asarray(source.values, np.float64)
     if source.checked is not None:
         values = np.where(source.checked, values, np.nan)
-    return to_tensor(values)
+    to_tensor(values, out)
 
 
-def _block(block: Block, with_values: bool) -> verifier_pb2.Block:
-    msg = pb.Block(
+# A report is built top-down: each part is added to its parent (repeated.add(), map[key]) and
+# filled in place. Building parts first and passing them to their parents copies each part once
+# per level: a fifth of the report's encoding time on the worked example.
+
+
+def _add_block(blocks: Any, block: Block, with_values: bool) -> None:
+    msg = blocks.add(
         quantity=block.quantity,
         output=block.output or "",
         input=block.input,
         shape=block.shape,
         status=block.status,
         label=block.label,
-        pairs=[
-            pb.PairStat(
-                a=p.a,
-                b=p.b,
-                max_abs=p.max_abs,
-                max_rel=p.max_rel,
-                disagreeing=p.disagreeing,
-                compared=p.compared,
-            )
-            for p in block.pairs
-        ],
-        worst=[
-            pb.Entry(
-                index=e.index,
-                values=e.values,
-                agree=e.agree,
-                disagree=e.disagree,
-                reference=e.reference,
-                abs_error=e.abs_error,
-                rel_error=e.rel_error,
-                status=e.status,
-                **(
-                    {"admissible_low": e.admissible[0], "admissible_high": e.admissible[1]}
-                    if e.admissible
-                    else {}
-                ),
-            )
-            for e in block.worst
-        ],
         counts={src: pb.StatusCounts(**counts) for src, counts in block.counts.items()},
         judged_by=block.judged_by,
         unsettled=block.unsettled,
@@ -240,67 +213,79 @@ def _block(block: Block, with_values: bool) -> verifier_pb2.Block:
         references_disagree=block.references_disagree,
         values_omitted=not (with_values and block.sources),
     )
+    for p in block.pairs:
+        msg.pairs.add(
+            a=p.a,
+            b=p.b,
+            max_abs=p.max_abs,
+            max_rel=p.max_rel,
+            disagreeing=p.disagreeing,
+            compared=p.compared,
+        )
+    for e in block.worst:
+        msg.worst.add(
+            index=e.index,
+            values=e.values,
+            agree=e.agree,
+            disagree=e.disagree,
+            reference=e.reference,
+            abs_error=e.abs_error,
+            rel_error=e.rel_error,
+            status=e.status,
+            **(
+                {"admissible_low": e.admissible[0], "admissible_high": e.admissible[1]}
+                if e.admissible
+                else {}
+            ),
+        )
     if with_values:
         for name, source in block.sources.items():
-            msg.values[name].CopyFrom(_values(source))
-    return msg
+            _add_values(source, msg.values[name])
 
 
-def _convention(note: ConventionNote) -> verifier_pb2.ConventionNote:
-    return pb.ConventionNote(
-        op=note.op,
-        position=_position(note.position),
-        text=note.text,
-        conventions=note.conventions,
-        admissible=note.admissible,
-    )
-
-
-def _blame(b: Blame) -> verifier_pb2.Blame:
-    return pb.Blame(
-        node_name=b.node_name,
-        op=b.op,
-        ir_node=b.ir_node,
-        position=_position(b.position),
-        text=b.text,
-        max_abs_error=b.max_abs_error,
-        detail=b.detail,
-    )
-
-
-def _point(point: PointReport, with_values: bool) -> verifier_pb2.PointReport:
-    msg = pb.PointReport(
-        point=point.point,
-        verdict=VERDICTS[point.verdict],
-        summary=point.summary,
-        blocks=[_block(b, with_values) for b in point.blocks],
-        conventions=[_convention(c) for c in point.conventions],
-        blame=[_blame(b) for b in point.blame],
-        numerical=[pb.NumericalNote(**dataclasses.asdict(n)) for n in point.numerical],
-        reference_notes=[pb.ReferenceNote(**dataclasses.asdict(n)) for n in point.reference_notes],
-    )
+def _add_point(points: Any, point: PointReport, with_values: bool) -> None:
+    msg = points.add(point=point.point, verdict=VERDICTS[point.verdict], summary=point.summary)
+    for b in point.blocks:
+        _add_block(msg.blocks, b, with_values)
+    for c in point.conventions:
+        msg.conventions.add(
+            op=c.op,
+            position=_position(c.position),
+            text=c.text,
+            conventions=c.conventions,
+            admissible=c.admissible,
+        )
+    for b in point.blame:
+        msg.blame.add(
+            node_name=b.node_name,
+            op=b.op,
+            ir_node=b.ir_node,
+            position=_position(b.position),
+            text=b.text,
+            max_abs_error=b.max_abs_error,
+            detail=b.detail,
+        )
+    for n in point.numerical:
+        msg.numerical.add(**dataclasses.asdict(n))
+    for n in point.reference_notes:
+        msg.reference_notes.add(**dataclasses.asdict(n))
     if point.point > 0 and with_values:  # an extra point's drawn inputs, where it kept them
         for name, value in (point.inputs or {}).items():
-            msg.inputs[name].CopyFrom(to_tensor(value))
-    return msg
+            to_tensor(value, msg.inputs[name])
 
 
-def _reference(status: ReferenceStatus, shapes: Mapping[str, tuple[int, ...]]) -> Any:
-    sampled = [
-        pb.SampledEntries(
-            input=name,
-            flat_index=[int(np.ravel_multi_index(i, shapes[name])) if i else 0 for i in entries],
-        )
-        for name, entries in status.sampled_entries.items()
-        if name in shapes
-    ]
-    return pb.ReferenceStatus(
-        name=status.name,
-        ran=status.ran,
-        note=status.note,
-        sampled=sampled,
-        symbolic=[pb.SymbolicDerivative(**s) for s in status.symbolic],
-    )
+def _add_reference(
+    references: Any, status: ReferenceStatus, shapes: Mapping[str, tuple[int, ...]]
+) -> None:
+    msg = references.add(name=status.name, ran=status.ran, note=status.note)
+    for name, entries in status.sampled_entries.items():
+        if name in shapes:
+            msg.sampled.add(
+                input=name,
+                flat_index=[int(np.ravel_multi_index(i, shapes[name])) if i else 0 for i in entries],
+            )
+    for s in status.symbolic:
+        msg.symbolic.add(**s)
 
 
 def dag_message(dag: Dag) -> verifier_pb2.Dag:
@@ -340,15 +325,17 @@ def report_message(report: Report, max_values: int) -> verifier_pb2.VerifyRespon
         verdict=VERDICTS[report.verdict],
         summary=report.summary,
         text=format_report(report),
-        points=[_point(p, with_values) for p in report.points],
-        references=[_reference(s, shapes) for s in report.references.values()],
         dag=dag_message(report.dag),
         timings=report.timings,
         error=report.error,
         cache_hits=report.cache_hits,
     )
+    for p in report.points:
+        _add_point(msg.points, p, with_values)
+    for s in report.references.values():
+        _add_reference(msg.references, s, shapes)
     for name, value in report.outputs.items():
-        msg.outputs[name].CopyFrom(to_tensor(value))
+        to_tensor(value, msg.outputs[name])
     return msg
 
 

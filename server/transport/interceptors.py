@@ -144,5 +144,6 @@ class _Call:
             else:
                 code = grpc.StatusCode.UNKNOWN
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        self.door.metrics.requests.labels(self.method, name).inc()
-        self.door.metrics.latency.labels(self.method).observe(time.perf_counter() - self.start)
+        metrics = self.door.metrics
+        metrics.labelled(metrics.requests, self.method, name).inc()
+        metrics.labelled(metrics.latency, self.method).observe(time.perf_counter() - self.start)

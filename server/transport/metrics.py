@@ -58,6 +58,16 @@ class Metrics:
         self.inflight = Gauge("crossgrad_inflight_requests", "RPCs being served", registry=r)
         self.queued = Gauge("crossgrad_queued_checks", "Checks waiting for a worker", registry=r)
         self.workers_ready = Gauge("crossgrad_workers_ready", "Worker processes ready", registry=r)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def labelled(self, metric: Any, *values: str) -> Any:
+        """metric.labels(*values), looked up once: prometheus-client's labels() checks the values
+        and takes a lock on every call, a dozen times a request. The label values come from fixed
+        sets (methods, codes, stages, verdicts, caches), so this stays small."""
+        child = self._children.get((metric, values))
+        if child is None:
+            child = self._children[(metric, values)] = metric.labels(*values)
+        return child
 
     def track_pool(self, queued: Callable[[], float], ready: Callable[[], float]) -> None:
         self.queued.set_function(queued)
@@ -77,13 +87,13 @@ class Metrics:
     def record_check(
         self, code: str, verdict: str, timings: Mapping[str, float], cache_hits: Mapping[str, bool]
     ) -> None:
-        self.checks.labels(code).inc()
+        self.labelled(self.checks, code).inc()
         if verdict:
-            self.verdicts.labels(verdict).inc()
+            self.labelled(self.verdicts, verdict).inc()
         for stage, seconds in timings.items():
-            self.stages.labels(stage).observe(seconds)
+            self.labelled(self.stages, stage).observe(seconds)
         for cache, hit in cache_hits.items():
-            self.cache.labels(cache, "hit" if hit else "miss").inc()
+            self.labelled(self.cache, cache, "hit" if hit else "miss").inc()
 
 
 class JsonFormatter(logging.Formatter):

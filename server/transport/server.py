@@ -52,6 +52,7 @@ def _pool_config(options: ServerOptions) -> PoolConfig:
         kill_grace=options.kill_grace_seconds,
         max_queue=options.max_queue,
         max_requests=options.worker_max_requests,
+        spin_seconds=options.worker_spin_ms / 1e3,
         cache_sizes={
             "jax": options.cache_jax,
             "sympy": options.cache_sympy,

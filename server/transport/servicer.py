@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +16,7 @@ from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from ..caches import LRU
 from ..deadline import OutOfTime
 from ..graph import prepare_description
 from ..validate import prepare
@@ -29,6 +30,14 @@ log = logging.getLogger("crossgrad.server")
 
 # Seconds kept back from the caller's deadline, so the answer can still reach it.
 DEADLINE_MARGIN = 0.02
+# Requests of up to VALIDATED_MAX_BYTES that passed validation are remembered by a digest of their
+# bytes: the same bytes validate the same way on this server (its limits are fixed), so a request
+# sent again (a suite run again, a client polling) skips the server's decoding, parsing and cost
+# estimate (0.07 ms warm, about 0.2 ms in a server that idled while its worker ran: measured on the
+# worked example). The worker decodes it as always. Larger requests are not hashed: validating
+# them costs little beside their check.
+VALIDATED_CAPACITY = 4096
+VALIDATED_MAX_BYTES = 64 << 10
 
 
 class StatusError(Exception):
@@ -47,6 +56,18 @@ def _status(exc: BaseException, request_id: str) -> status_pb2.Status:
     return convert.error_status(exc, request_id)
 
 
+def new_request_id() -> str:
+    """16 hex digits, random (os.urandom: a quarter of uuid4's cost, and as unlikely to repeat
+    across replicas)."""
+    return os.urandom(8).hex()
+
+
+def _digest(payload: bytes) -> bytes | None:
+    if len(payload) > VALIDATED_MAX_BYTES:
+        return None
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
 def _program_hash(program: str) -> str:
     return hashlib.sha256(program.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
@@ -60,6 +81,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         self.metrics = metrics
         self.max_stream_inflight = max_stream_inflight
         self._ops = convert.ops_message()
+        self._validated = LRU("validated", VALIDATED_CAPACITY)
 
     # -- Verify and VerifyStream
 
@@ -110,22 +132,24 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     async def _verify(
         self, msg: verifier_pb2.VerifyRequest, time_remaining: float | None, method: str
     ) -> verifier_pb2.VerifyResponse:
-        request_id = uuid.uuid4().hex[:16]
-        fields: dict[str, Any] = {
-            "event": "request",
-            "method": method,
-            "request_id": request_id,
-            "id": msg.id,
-            "program_sha256": _program_hash(msg.program),
-        }
+        request_id = new_request_id()
         outcome: Outcome | None = None
-        code = "OK"
+        code, error, validated = "OK", "", ""
         try:
-            request = convert.check_request(msg, self.config.limits, self.config.default_seconds)
-            prepared = prepare(request, self.config.limits)  # bad requests stop here
-            seconds = _seconds(request.budget.seconds, time_remaining)
-            key = hash((prepared.program.cache_key, tuple(prepared.wrt), request.checks))
-            outcome = await self.pool.submit("verify", msg.SerializeToString(), key, seconds, request_id)
+            payload = msg.SerializeToString()
+            digest = _digest(payload)
+            known = self._validated.get(digest) if digest else None
+            validated = "miss" if known is None else "hit"
+            if known is None:
+                request = convert.check_request(msg, self.config.limits, self.config.default_seconds)
+                prepared = prepare(request, self.config.limits)  # bad requests stop here
+                affinity = hash((prepared.program.cache_key, tuple(prepared.wrt), request.checks))
+                known = (affinity, request.budget.seconds)
+                if digest:
+                    self._validated.put(digest, known)
+            affinity, budget = known
+            seconds = _seconds(budget, time_remaining)
+            outcome = await self.pool.submit("verify", payload, affinity, seconds, request_id)
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
             response = pb.VerifyResponse.FromString(outcome.payload)
@@ -133,38 +157,64 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             response.worker = outcome.worker
             response.timings["queue"] = outcome.queue_seconds
             response.timings["worker"] = outcome.worker_seconds
-            fields["verdict"] = convert.VERDICT_NAMES.get(response.verdict, "")
             return response
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
         except Exception as exc:
             status = _status(exc, request_id)
-            code = _code_name(status.code)
-            if not isinstance(exc, StatusError):
-                exc = StatusError(status)
-            fields["error"] = status.message
-            raise exc from None
+            code, error = _code_name(status.code), status.message
+            raise (exc if isinstance(exc, StatusError) else StatusError(status)) from None
         finally:
-            timings = (outcome.timings or {}) if outcome is not None else {}
-            if outcome is not None:
-                fields.update(
-                    worker=outcome.worker,
-                    queue_s=round(outcome.queue_seconds, 6),
-                    worker_s=round(outcome.worker_seconds, 6),
-                )
-            fields.update(code=code, timings={k: round(v, 6) for k, v in timings.items()})
-            self.metrics.record_check(
-                code, fields.get("verdict", ""), timings, (outcome.cache_hits or {}) if outcome else {}
+            # metrics and the log line on the event loop's next turn, once the answer is on its way
+            asyncio.get_running_loop().call_soon(
+                self._account, method, request_id, msg, code, error, outcome, validated
             )
-            log.info(fields)
+
+    def _account(
+        self,
+        method: str,
+        request_id: str,
+        msg: verifier_pb2.VerifyRequest,
+        code: str,
+        error: str,
+        outcome: Outcome | None,
+        validated: str,
+    ) -> None:
+        """One check's metrics and its JSON log line."""
+        timings = (outcome.timings or {}) if outcome is not None else {}
+        verdict = outcome.verdict if outcome is not None and outcome.ok else ""
+        self.metrics.record_check(code, verdict, timings, (outcome.cache_hits or {}) if outcome else {})
+        if validated:
+            self.metrics.labelled(self.metrics.cache, "validated", validated).inc()
+        if not log.isEnabledFor(logging.INFO):
+            return
+        fields: dict[str, Any] = {
+            "event": "request",
+            "method": method,
+            "request_id": request_id,
+            "id": msg.id,
+            "program_sha256": _program_hash(msg.program),
+        }
+        if verdict:
+            fields["verdict"] = verdict
+        if error:
+            fields["error"] = error
+        if outcome is not None:
+            fields.update(
+                worker=outcome.worker,
+                queue_s=round(outcome.queue_seconds, 6),
+                worker_s=round(outcome.worker_seconds, 6),
+            )
+        fields.update(code=code, timings={k: round(v, 6) for k, v in timings.items()})
+        log.info(fields)
 
     # -- DescribeGraph and ListOps
 
     async def DescribeGraph(
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> verifier_pb2.DescribeGraphResponse:
-        request_id = uuid.uuid4().hex[:16]
+        request_id = new_request_id()
         try:
             described = convert.describe_request(request, self.config.limits)
             prepared = prepare_description(described, self.config.limits)

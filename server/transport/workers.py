@@ -73,6 +73,7 @@ class PoolConfig:
     kill_grace: float = 1.0
     max_queue: int = 256
     max_requests: int = 0  # recycle a worker after this many checks (0: never)
+    spin_seconds: float = 0.0  # after a check, poll this long for the next before sleeping
     cache_sizes: dict[str, int] = field(default_factory=dict)  # caches.configure(**cache_sizes)
     start_timeout: float = 180.0
 
@@ -140,6 +141,7 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
 
     while True:
         try:
+            _poll(conn, config.spin_seconds)
             message = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the server closed the pipe: exit
@@ -155,6 +157,16 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
         status[STAGE] = 0
         status[RUNNING] = 0
         conn.send_bytes(pickle.dumps((seq, outcome)))
+
+
+def _poll(conn: Connection, seconds: float) -> None:
+    """Wait up to `seconds` for the next request without sleeping, yielding the core to anything
+    else that can run. On these virtual machines a process that sleeps and is woken by the pipe
+    answers later and runs slower (its core went idle); measured with the worked example over
+    gRPC, back to back: p50 0.15 ms lower with 3 ms of polling."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end and not conn.poll(0):
+        os.sched_yield()
 
 
 # ---------------------------------------------------------------- in the server process

@@ -34,18 +34,21 @@ class TensorError(ValueError):
         self.too_large = too_large
 
 
-def to_tensor(array: npt.ArrayLike) -> tensor_pb2.Tensor:
-    """Encode an array (float64, float32, int64 or bool; other numbers become float64)."""
+def to_tensor(array: npt.ArrayLike, out: tensor_pb2.Tensor | None = None) -> tensor_pb2.Tensor:
+    """Encode an array (float64, float32, int64 or bool; other numbers become float64), into `out`
+    when given (a field of a message being built: filled in place instead of copied in)."""
     a = np.asarray(array)
     enum = _ENUM_OF_DTYPE.get(a.dtype)
     if enum is None:
         if a.dtype.kind == "c":
             raise TensorError("complex values cannot be sent: the verifier works on real numbers")
         enum = ENUM_OF["int64" if a.dtype.kind in "iu" else "float64"]
-    wire = DTYPES[enum][1]
-    return tensor_pb2.Tensor(
-        shape=a.shape, dtype=enum, data=a.astype(wire, order="C", copy=False).tobytes()
-    )
+    data = a.astype(DTYPES[enum][1], order="C", copy=False).tobytes()
+    if out is None:
+        return tensor_pb2.Tensor(shape=a.shape, dtype=enum, data=data)
+    out.shape.extend(a.shape)
+    out.dtype, out.data = enum, data
+    return out
 
 
 def from_tensor(
