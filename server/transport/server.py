@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
@@ -27,11 +26,10 @@ from .handlers import HandlerConfig
 from .interceptors import AuthInterceptor, Door
 from .metrics import Metrics, configure_logging
 from .options import ServerOptions
-from .servicer import VerifierServicer
+from .servicer import SERVICE, VerifierServicer, register
 from .workers import PoolConfig, WorkerPool
 
 log = logging.getLogger("crossgrad.server")
-SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 
 
 def _grpc_options(options: ServerOptions) -> list[tuple[str, Any]]:
@@ -79,7 +77,7 @@ class Server:
         servicer = VerifierServicer(
             self.pool, _pool_config(options).handler, self.metrics, options.max_stream_inflight
         )
-        verifier_pb2_grpc.add_VerifierServiceServicer_to_server(self.door.guard(servicer), self.grpc)
+        register(self.door.guard(servicer), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (

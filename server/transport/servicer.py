@@ -26,6 +26,7 @@ from .metrics import Metrics
 from .workers import WorkerPool
 
 pb = verifier_pb2
+SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 log = logging.getLogger("crossgrad.server")
 
 # Seconds kept back from the caller's deadline, so the answer can still reach it.
@@ -85,9 +86,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
 
     # -- Verify and VerifyStream
 
-    async def Verify(
-        self, request: Any, context: grpc.aio.ServicerContext
-    ) -> verifier_pb2.VerifyResponse:
+    async def Verify(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        """The worker's serialized VerifyResponse, sent as it is (see register)."""
         try:
             return await self._verify(request, context.time_remaining(), "Verify")
         except StatusError as exc:
@@ -105,7 +105,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         async def answer(msg: verifier_pb2.VerifyRequest) -> None:
             try:
                 response = await self._verify(msg, context.time_remaining(), "VerifyStream")
-                await answers.put(pb.VerifyStreamResponse(id=msg.id, response=response))
+                await answers.put(
+                    pb.VerifyStreamResponse(id=msg.id, response=pb.VerifyResponse.FromString(response))
+                )
             except StatusError as exc:
                 await answers.put(pb.VerifyStreamResponse(id=msg.id, error=exc.status))
 
@@ -131,7 +133,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
 
     async def _verify(
         self, msg: verifier_pb2.VerifyRequest, time_remaining: float | None, method: str
-    ) -> verifier_pb2.VerifyResponse:
+    ) -> bytes:
+        """The serialized VerifyResponse, or StatusError."""
         request_id = new_request_id()
         outcome: Outcome | None = None
         code, error, validated = "OK", "", ""
@@ -152,12 +155,14 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             outcome = await self.pool.submit("verify", payload, affinity, seconds, request_id)
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
-            response = pb.VerifyResponse.FromString(outcome.payload)
-            response.request_id = request_id
-            response.worker = outcome.worker
-            response.timings["queue"] = outcome.queue_seconds
-            response.timings["worker"] = outcome.worker_seconds
-            return response
+            # what only the server knows, appended: a message's serialized fields that come later
+            # override (scalars) or add to (maps) earlier ones, so the worker's bytes stay as they are
+            known_here = pb.VerifyResponse(
+                request_id=request_id,
+                worker=outcome.worker,
+                timings={"queue": outcome.queue_seconds, "worker": outcome.worker_seconds},
+            )
+            return outcome.payload + known_here.SerializeToString()
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
@@ -235,6 +240,29 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> verifier_pb2.ListOpsResponse:
         return self._ops
+
+
+def register(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
+    """Add the servicer to the server as the generated code would, except that Verify answers
+    with bytes sent as they are: the worker's report is not parsed and serialized again here."""
+
+    class Capture:
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            pass
+
+        def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+            self.handlers = handlers
+
+    capture = Capture()
+    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, capture)
+    handlers = capture.handlers
+    handlers["Verify"] = handlers["Verify"]._replace(response_serializer=_as_bytes)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
+def _as_bytes(response: bytes | verifier_pb2.VerifyResponse) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
 
 
 def _seconds(budget: float, time_remaining: float | None) -> float:
