@@ -94,6 +94,50 @@ def test_metrics_and_one_json_log_line_per_request(logged_server):
     assert len(line["program_sha256"]) == 16 and {"sympy", "jax", "engine"} <= set(line["timings"])
 
 
+def test_a_request_sent_again_skips_validation_but_new_bytes_are_validated(logged_server):
+    """The server remembers requests that passed validation by their bytes: the same request
+    again is a hit; the same program with a NaN input is new bytes, validated and refused."""
+    port = logged_server.metrics_port
+    hits = metric(port, "crossgrad_cache_lookups_total", cache="validated", result="hit")
+    program, inputs = "y = sum(exp(x) * x)", {"x": [0.25, 0.5]}
+    with Client(logged_server.address) as client:
+        first = client.verify(program, inputs)
+        again = client.verify(program, inputs)
+        with pytest.raises(CrossgradError) as nan:
+            client.verify(program, {"x": [0.25, float("nan")]})
+        for _ in range(2):  # refused requests are not remembered: refused every time
+            with pytest.raises(CrossgradError) as unknown:
+                client.verify(program, inputs, references=["sympy"], checks=["vjp"], rtol=-1.0)
+    assert nan.value.code is grpc.StatusCode.INVALID_ARGUMENT and "NaN" in str(nan.value)
+    assert unknown.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert first.response.verdict == again.response.verdict == pb.VERDICT_PASS
+    assert again.response.request_id != first.response.request_id
+    assert {"queue", "worker", "sympy"} <= set(again.response.timings)
+    assert metric(port, "crossgrad_cache_lookups_total", cache="validated", result="hit") == hits + 1
+
+
+def test_workers_answer_without_polling_between_requests():
+    """--worker-spin-ms 0: workers sleep on their pipe between requests and still answer."""
+    with LocalServer(args=("--workers", "1", "--worker-spin-ms", "0")) as server:
+        with Client(server.address) as client:
+            for _ in range(3):
+                assert_worked_example(client.verify(**WORKED))
+        assert server.stop() == 0
+
+
+def test_server_options_come_from_flags_then_environment_and_are_checked(monkeypatch):
+    from crossgrad.server.transport import options
+
+    monkeypatch.setenv("CROSSGRAD_WORKER_SPIN_MS", "0.5")
+    assert options.parse([]).worker_spin_ms == 0.5
+    assert options.parse(["--worker-spin-ms", "0"]).worker_spin_ms == 0.0
+    with pytest.raises(SystemExit, match="--worker-spin-ms must be from 0 to 1000"):
+        options.parse(["--worker-spin-ms", "-1"])
+    monkeypatch.setenv("CROSSGRAD_WORKERS", "many")
+    with pytest.raises(SystemExit, match="CROSSGRAD_WORKERS='many' is not a valid int"):
+        options.parse([])
+
+
 def test_tls(tmp_path):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     names = "subjectAltName=DNS:localhost,IP:127.0.0.1"
