@@ -66,9 +66,8 @@ def verify(
             report = check(request, config.limits)
         response = convert.report_message(report, config.max_report_values)
         response.id = msg.id
-        verdict = report.verdict.value
         return Outcome(
-            True, response.SerializeToString(), verdict, report.timings, dict(response.cache_hits)
+            True, response.SerializeToString(), report.verdict.value, report.timings, report.cache_hits
         )
     except Exception as exc:
         return _failed(exc, request_id)
