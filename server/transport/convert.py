@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 from crossgrad.engine import OPS
 from crossgrad.v1 import tensor_pb2, verifier_pb2
-from crossgrad.v1.tensors import TensorError, from_tensor, to_tensor
+from crossgrad.v1.tensors import TensorError, from_tensor, tensor_fields
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
@@ -184,27 +184,57 @@ def _position(pos: Position | None) -> tensor_pb2.SourcePosition | None:
     )
 
 
-def _add_values(source: SourceValues, out: tensor_pb2.Tensor) -> None:
+def _values(source: SourceValues) -> dict[str, Any]:
     values = np.asarray(source.values, np.float64)
     if source.checked is not None:
         values = np.where(source.checked, values, np.nan)
-    to_tensor(values, out)
+    return tensor_fields(values)
 
 
-# A report is built top-down: each part is added to its parent (repeated.add(), map[key]) and
-# filled in place. Building parts first and passing them to their parents copies each part once
-# per level: a fifth of the report's encoding time on the worked example.
+# A report's parts are built as dicts of fields and the response from them in one constructor
+# call, which protobuf fills in C: building each part as a message and passing it to its parent
+# copies it once per level, and adding parts one by one costs a Python call per field (both
+# measured slower on the worked example: 145 and 106 us against 80).
 
 
-def _add_block(blocks: Any, block: Block, with_values: bool) -> None:
-    msg = blocks.add(
+def _block(block: Block, with_values: bool) -> dict[str, Any]:
+    return dict(
         quantity=block.quantity,
         output=block.output or "",
         input=block.input,
         shape=block.shape,
         status=block.status,
         label=block.label,
-        counts={src: pb.StatusCounts(**counts) for src, counts in block.counts.items()},
+        pairs=[
+            dict(
+                a=p.a,
+                b=p.b,
+                max_abs=p.max_abs,
+                max_rel=p.max_rel,
+                disagreeing=p.disagreeing,
+                compared=p.compared,
+            )
+            for p in block.pairs
+        ],
+        worst=[
+            dict(
+                index=e.index,
+                values=e.values,
+                agree=e.agree,
+                disagree=e.disagree,
+                reference=e.reference,
+                abs_error=e.abs_error,
+                rel_error=e.rel_error,
+                status=e.status,
+                **(
+                    {"admissible_low": e.admissible[0], "admissible_high": e.admissible[1]}
+                    if e.admissible
+                    else {}
+                ),
+            )
+            for e in block.worst
+        ],
+        counts=block.counts,
         judged_by=block.judged_by,
         unsettled=block.unsettled,
         unused=block.unused,
@@ -212,80 +242,62 @@ def _add_block(blocks: Any, block: Block, with_values: bool) -> None:
         failing=block.failing,
         references_disagree=block.references_disagree,
         values_omitted=not (with_values and block.sources),
+        values={n: _values(s) for n, s in block.sources.items()} if with_values else {},
     )
-    for p in block.pairs:
-        msg.pairs.add(
-            a=p.a,
-            b=p.b,
-            max_abs=p.max_abs,
-            max_rel=p.max_rel,
-            disagreeing=p.disagreeing,
-            compared=p.compared,
-        )
-    for e in block.worst:
-        msg.worst.add(
-            index=e.index,
-            values=e.values,
-            agree=e.agree,
-            disagree=e.disagree,
-            reference=e.reference,
-            abs_error=e.abs_error,
-            rel_error=e.rel_error,
-            status=e.status,
-            **(
-                {"admissible_low": e.admissible[0], "admissible_high": e.admissible[1]}
-                if e.admissible
-                else {}
-            ),
-        )
-    if with_values:
-        for name, source in block.sources.items():
-            _add_values(source, msg.values[name])
 
 
-def _add_point(points: Any, point: PointReport, with_values: bool) -> None:
-    msg = points.add(point=point.point, verdict=VERDICTS[point.verdict], summary=point.summary)
-    for b in point.blocks:
-        _add_block(msg.blocks, b, with_values)
-    for c in point.conventions:
-        msg.conventions.add(
-            op=c.op,
-            position=_position(c.position),
-            text=c.text,
-            conventions=c.conventions,
-            admissible=c.admissible,
-        )
-    for b in point.blame:
-        msg.blame.add(
-            node_name=b.node_name,
-            op=b.op,
-            ir_node=b.ir_node,
-            position=_position(b.position),
-            text=b.text,
-            max_abs_error=b.max_abs_error,
-            detail=b.detail,
-        )
-    for n in point.numerical:
-        msg.numerical.add(**dataclasses.asdict(n))
-    for n in point.reference_notes:
-        msg.reference_notes.add(**dataclasses.asdict(n))
-    if point.point > 0 and with_values:  # an extra point's drawn inputs, where it kept them
-        for name, value in (point.inputs or {}).items():
-            to_tensor(value, msg.inputs[name])
+def _point(point: PointReport, with_values: bool) -> dict[str, Any]:
+    return dict(
+        point=point.point,
+        verdict=VERDICTS[point.verdict],
+        summary=point.summary,
+        blocks=[_block(b, with_values) for b in point.blocks],
+        conventions=[
+            dict(
+                op=c.op,
+                position=_position(c.position),
+                text=c.text,
+                conventions=c.conventions,
+                admissible=c.admissible,
+            )
+            for c in point.conventions
+        ],
+        blame=[
+            dict(
+                node_name=b.node_name,
+                op=b.op,
+                ir_node=b.ir_node,
+                position=_position(b.position),
+                text=b.text,
+                max_abs_error=b.max_abs_error,
+                detail=b.detail,
+            )
+            for b in point.blame
+        ],
+        numerical=[dataclasses.asdict(n) for n in point.numerical],
+        reference_notes=[dataclasses.asdict(n) for n in point.reference_notes],
+        # an extra point's drawn inputs, where it kept them
+        inputs={n: tensor_fields(v) for n, v in (point.inputs or {}).items()}
+        if point.point > 0 and with_values
+        else {},
+    )
 
 
-def _add_reference(
-    references: Any, status: ReferenceStatus, shapes: Mapping[str, tuple[int, ...]]
-) -> None:
-    msg = references.add(name=status.name, ran=status.ran, note=status.note)
-    for name, entries in status.sampled_entries.items():
-        if name in shapes:
-            msg.sampled.add(
+def _reference(status: ReferenceStatus, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    return dict(
+        name=status.name,
+        ran=status.ran,
+        note=status.note,
+        sampled=[
+            dict(
                 input=name,
                 flat_index=[int(np.ravel_multi_index(i, shapes[name])) if i else 0 for i in entries],
             )
-    for s in status.symbolic:
-        msg.symbolic.add(**s)
+            for name, entries in status.sampled_entries.items()
+            if name in shapes
+        ],
+        symbolic=status.symbolic,
+    )
 
 
 def dag_message(dag: Dag) -> verifier_pb2.Dag:
@@ -321,22 +333,18 @@ def report_message(report: Report, max_values: int) -> verifier_pb2.VerifyRespon
     """The whole report; source values while they stay within max_values entries."""
     with_values = _value_entries(report.points) <= max_values
     shapes = {n: np.shape(v) for n, v in (report.points[0].inputs if report.points else {}).items()}
-    msg = pb.VerifyResponse(
+    return pb.VerifyResponse(
         verdict=VERDICTS[report.verdict],
         summary=report.summary,
         text=format_report(report),
+        points=[_point(p, with_values) for p in report.points],
+        references=[_reference(s, shapes) for s in report.references.values()],
         dag=dag_message(report.dag),
         timings=report.timings,
         error=report.error,
         cache_hits=report.cache_hits,
+        outputs={n: tensor_fields(v) for n, v in report.outputs.items()},
     )
-    for p in report.points:
-        _add_point(msg.points, p, with_values)
-    for s in report.references.values():
-        _add_reference(msg.references, s, shapes)
-    for name, value in report.outputs.items():
-        to_tensor(value, msg.outputs[name])
-    return msg
 
 
 # ---------------------------------------------------------------- the op table

@@ -8,6 +8,7 @@ what, so a bad tensor is a clear error and never a silently reshaped or truncate
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,9 +35,9 @@ class TensorError(ValueError):
         self.too_large = too_large
 
 
-def to_tensor(array: npt.ArrayLike, out: tensor_pb2.Tensor | None = None) -> tensor_pb2.Tensor:
-    """Encode an array (float64, float32, int64 or bool; other numbers become float64), into `out`
-    when given (a field of a message being built: filled in place instead of copied in)."""
+def tensor_fields(array: npt.ArrayLike) -> dict[str, Any]:
+    """An array's Tensor fields (float64, float32, int64 or bool; other numbers become float64),
+    for building a message that holds tensors in one constructor call."""
     a = np.asarray(array)
     enum = _ENUM_OF_DTYPE.get(a.dtype)
     if enum is None:
@@ -44,11 +45,12 @@ def to_tensor(array: npt.ArrayLike, out: tensor_pb2.Tensor | None = None) -> ten
             raise TensorError("complex values cannot be sent: the verifier works on real numbers")
         enum = ENUM_OF["int64" if a.dtype.kind in "iu" else "float64"]
     data = a.astype(DTYPES[enum][1], order="C", copy=False).tobytes()
-    if out is None:
-        return tensor_pb2.Tensor(shape=a.shape, dtype=enum, data=data)
-    out.shape.extend(a.shape)
-    out.dtype, out.data = enum, data
-    return out
+    return {"shape": a.shape, "dtype": enum, "data": data}
+
+
+def to_tensor(array: npt.ArrayLike) -> tensor_pb2.Tensor:
+    """Encode an array as a Tensor (see tensor_fields)."""
+    return tensor_pb2.Tensor(**tensor_fields(array))
 
 
 def from_tensor(
