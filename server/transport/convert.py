@@ -193,8 +193,8 @@ def _values(source: SourceValues) -> dict[str, Any]:
 
 # A report's parts are built as dicts of fields and the response from them in one constructor
 # call, which protobuf fills in C: building each part as a message and passing it to its parent
-# copies it once per level, and adding parts one by one costs a Python call per field (both
-# measured slower on the worked example: 145 and 106 us against 80).
+# copies it once per level, and adding parts one by one costs Python calls (the worked example's
+# whole report: 145 us as messages, 106 us added one by one, 100 us as dicts).
 
 
 def _block(block: Block, with_values: bool) -> dict[str, Any]:
