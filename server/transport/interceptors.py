@@ -85,6 +85,7 @@ class Door:
         self.accepting = False
         self.why_closed = "the server is starting"
         self.inflight = 0
+        metrics.inflight.set_function(lambda: self.inflight)
 
     def guard(self, servicer: Any) -> Any:
         """The servicer with each verifier method wrapped (before it is added to a server)."""
@@ -98,7 +99,8 @@ class Door:
         if streaming_response:
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._turn_away(method, context)
+                if not self.accepting:
+                    await self._turn_away(method, context)
                 with self._call(method, context):
                     async for response in behaviour(request, context):
                         yield response
@@ -106,16 +108,16 @@ class Door:
             return stream
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await self._turn_away(method, context)
+            if not self.accepting:
+                await self._turn_away(method, context)
             with self._call(method, context):
                 return await behaviour(request, context)
 
         return unary
 
     async def _turn_away(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        if not self.accepting:
-            self.metrics.requests.labels(method, "UNAVAILABLE").inc()
-            await context.abort(grpc.StatusCode.UNAVAILABLE, self.why_closed)
+        self.metrics.labelled(self.metrics.requests, method, "UNAVAILABLE").inc()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, self.why_closed)
 
     def _call(self, method: str, context: grpc.aio.ServicerContext) -> _Call:
         return _Call(self, method, context)
@@ -130,11 +132,9 @@ class _Call:
     def __enter__(self) -> None:
         self.start = time.perf_counter()
         self.door.inflight += 1
-        self.door.metrics.inflight.inc()
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
         self.door.inflight -= 1
-        self.door.metrics.inflight.dec()
         code = self.context.code()
         if code is None:
             if exc is None:

@@ -290,7 +290,9 @@ class WorkerPool:
         worker.queue.append(job)
         self._dispatch(worker)
         try:
-            return await asyncio.shield(job.future)
+            # not shielded: cancelling the caller cancels job.future too, which is what _cancel
+            # does anyway (and a shield's extra future costs a turn of the event loop)
+            return await job.future
         except asyncio.CancelledError:
             self._cancel(job, worker)
             raise
