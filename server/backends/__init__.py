@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..ir import Program
+
+T = TypeVar("T")
 
 BATCH_ELEMENTS = 1 << 22
 """Elements of one batched array (items x the elements each needs): 32 MiB of float64."""
@@ -28,9 +32,20 @@ def node_elements(shape: object) -> int:
     return math.prod(shape)  # type: ignore[arg-type]
 
 
-# A program's measures are asked for by the cost estimate and by several stages, for every request;
-# a program is immutable and hashed by what defines it, so each is computed once per program.
-per_program = functools.lru_cache(maxsize=512)
+def per_program(measure: Callable[[Program], T]) -> Callable[[Program], T]:
+    """Compute measure(program) once per program and keep it on the program (in its __dict__, as
+    functools.cached_property does), so it lives and dies with it. A program's measures are asked
+    for by the cost estimate and by several stages, for every request; a program is immutable."""
+    key = f"_measure_{measure.__module__}.{measure.__qualname__}"
+
+    @functools.wraps(measure)
+    def once(program: Program) -> T:
+        memo = program.__dict__
+        if key not in memo:
+            memo[key] = measure(program)
+        return memo[key]
+
+    return once
 
 
 @per_program
