@@ -70,12 +70,13 @@ class Server:
         self.metrics = Metrics()
         self.door = Door(self.metrics)
         interceptors = [AuthInterceptor(options.token)] if options.token else []
-        self.pool = WorkerPool(_pool_config(options), self._on_pool_event)
+        pool_config = _pool_config(options)
+        self.pool = WorkerPool(pool_config, self._on_pool_event)
         self.metrics.track_pool(lambda: self.pool.queued, lambda: self.pool.ready_workers)
         self.health = health_aio.HealthServicer()
         self.grpc = grpc.aio.server(interceptors=interceptors, options=_grpc_options(options))
         servicer = VerifierServicer(
-            self.pool, _pool_config(options).handler, self.metrics, options.max_stream_inflight
+            self.pool, pool_config.handler, self.metrics, options.max_stream_inflight
         )
         register(self.door.guard(servicer), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -123,8 +124,8 @@ class Server:
             self.port = self.grpc.add_secure_port(o.address, creds)
         else:
             self.port = self.grpc.add_insecure_port(o.address)
+        self.door.accepting = True  # before listening: no call can find a warm server closed
         await self.grpc.start()
-        self.door.accepting = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         address = f"{o.host}:{self.port}"
         if o.port_file:
