@@ -5,8 +5,6 @@ report a server gives. Needs the server extra (sympy, JAX)."""
 
 from __future__ import annotations
 
-import uuid
-
 from crossgrad.v1 import verifier_pb2
 from google.rpc import status_pb2
 
@@ -38,14 +36,14 @@ class EmbeddedVerifier:
         return kind.FromString(outcome.payload)
 
     def verify(self, request: verifier_pb2.VerifyRequest) -> verifier_pb2.VerifyResponse:
-        request_id = uuid.uuid4().hex[:16]
+        request_id = self._handlers.new_request_id()
         outcome = self._handlers.verify(request.SerializeToString(), self._config, request_id=request_id)
         response = self._answer(outcome, pb.VerifyResponse)
         response.request_id = request_id
         return response
 
     def describe(self, request: verifier_pb2.DescribeGraphRequest) -> verifier_pb2.DescribeGraphResponse:
-        request_id = uuid.uuid4().hex[:16]
+        request_id = self._handlers.new_request_id()
         outcome = self._handlers.describe(
             request.SerializeToString(), self._config, request_id=request_id
         )

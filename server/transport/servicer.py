@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from ..deadline import OutOfTime
 from ..graph import prepare_description
 from ..validate import prepare
 from . import convert
-from .handlers import HandlerConfig, Outcome
+from .handlers import HandlerConfig, Outcome, new_request_id
 from .metrics import Metrics
 from .workers import WorkerPool
 
@@ -55,12 +54,6 @@ def _status(exc: BaseException, request_id: str) -> status_pb2.Status:
     if not isinstance(exc, (convert.RequestError, OutOfTime, convert.TransportError)):
         log.exception({"event": "internal_error", "request_id": request_id}, exc_info=exc)
     return convert.error_status(exc, request_id)
-
-
-def new_request_id() -> str:
-    """16 hex digits, random (os.urandom: a quarter of uuid4's cost, and as unlikely to repeat
-    across replicas)."""
-    return os.urandom(8).hex()
 
 
 def _digest(payload: bytes) -> bytes | None:
