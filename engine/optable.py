@@ -342,7 +342,9 @@ def _masked_fill(op: str, x: Shape, mask: Shape, **_: Any) -> Shape:
 
 
 def _softmax(op: str, x: Shape, axis: int = -1, **_: Any) -> Shape:
-    normalize_axis(op, axis, max(len(x), 1))
+    a = normalize_axis(op, axis, max(len(x), 1))
+    if x and x[a] == 0:  # its log-sum-exp has no identity (numpy's max refuses it)
+        raise ShapeError(f"{op}: cannot normalise over an empty dimension of shape {_fmt(x)}")
     return x
 
 
@@ -512,7 +514,9 @@ _SPECS = [
     ),
     _op1("amax", (AXIS, KEEPDIMS), _reduce_nonempty, "AmaxBackward0", "at ties (split evenly)"),
     _op1("amin", (AXIS, KEEPDIMS), _reduce_nonempty, "AminBackward0", "at ties (split evenly)"),
-    _reduction("logsumexp", "LogsumexpBackward0"),
+    OpSpec(  # the log of an empty sum is -inf in torch; numpy's max refuses it: refused here
+        "logsumexp", 1, (AXIS, KEEPDIMS), _reduce_nonempty, "LogsumexpBackward0", operands=("x",)
+    ),
     _reduction("var", "VarBackward0", None, Attr("correction", "int", 1)),
     _reduction("std", "StdBackward0", "where all entries are equal", Attr("correction", "int", 1)),
     _op1(

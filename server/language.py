@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 import keyword
 import math
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,8 +68,8 @@ _BINOPS = {
 _COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
 _CONSTANTS = {"pi": math.pi, "e": math.e}  # a variable of the same name shadows them
 _ATTR_CONSTANTS = {**_CONSTANTS, "inf": math.inf}  # in attributes: inf for norm's ord
-# Ops reached through operators only (x ** y, 2 ** x, 1 - x) and the engine's internal ones.
-_HIDDEN = {"pow_tensor", "rpow", "rsub"}
+# Ops reached through operators only (x ** y, 2 ** x, 1 - x, x[i]) and the engine's internal ones.
+_HIDDEN = {"pow_tensor", "rpow", "rsub", "getitem"}
 CALLABLE_OPS = sorted(n for n, s in OPS.items() if not s.internal and n not in _HIDDEN)
 _ELEMENTWISE_BINARY = {
     n for n, s in OPS.items() if s.arity == 2 and s.shape_rule.__name__ == "_broadcast"
@@ -838,14 +840,24 @@ def _parse(
 
 def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
     depth = 0
-    for ch in source:  # bounded by max_source_chars; guards the parser against deep nesting
+    for at, ch in enumerate(source):  # bounded by max_source_chars; guards the parser
         depth += ch in "([{"
         depth -= ch in ")]}"
         if depth > limits.max_depth:
-            raise LimitError(f"brackets are nested more than {limits.max_depth} deep (the limit)")
+            raise LimitError(
+                f"brackets are nested more than {limits.max_depth} deep (the limit)",
+                _position_at(source, at),
+            )
     try:
         tree = ast.parse(source, mode="exec")
     except SyntaxError as exc:
+        digits = sys.get_int_max_str_digits()
+        long_number = re.search(rf"\d{{{digits + 1},}}", source) if digits else None
+        if long_number:  # Python's message has no position, and names its own setting
+            raise LimitError(
+                f"a number of {len(long_number.group())} digits; the limit is {digits}",
+                _position_at(source, long_number.start()),
+            ) from None
         pos = Position(
             exc.lineno or 1,
             exc.offset or 1,
@@ -860,6 +872,13 @@ def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
     if not source.isascii():
         _columns_in_characters(tree, lines)
     return tree
+
+
+def _position_at(source: str, at: int) -> Position:
+    """The line and column (from 1, in characters) of source[at]."""
+    line = source.count("\n", 0, at) + 1
+    col = at - source.rfind("\n", 0, at)
+    return Position(line, col, line, col)
 
 
 def _lines(source: str) -> list[str]:

@@ -285,6 +285,14 @@ def _validate_mask(spec: Any, arr: np.ndarray, field: str) -> None:
             f"the mask of {spec.name!r} has shape {mask.shape}; the input has shape {arr.shape}",
             field=field,
         )
+    other = np.flatnonzero((mask != 0) & (mask != 1))
+    if other.size:
+        index = tuple(int(i) for i in np.unravel_index(other[0], mask.shape))
+        raise RequestError(
+            f"the mask of {spec.name!r} holds {float(mask[index]):g} at {list(index)}: a mask "
+            "entry is 1 (keep the gradient) or 0 (freeze it)",
+            field=field,
+        )
 
 
 def _check_sizes(

@@ -290,6 +290,23 @@ def test_running_out_of_memory_in_a_stage_is_a_limit_error_naming_it(monkeypatch
     assert_worked_example()
 
 
+def test_jax_running_out_of_memory_is_a_limit_error_not_a_failed_reference(monkeypatch):
+    """XLA's allocator failing reaches Python as a JaxRuntimeError: it was reported as "jax:
+    failed" (an ERROR verdict) or escaped as an internal error."""
+    import jax
+
+    def no_memory(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 32000000 bytes.")
+
+    monkeypatch.setattr(jax_backend, "call", no_memory)
+    request = CheckRequest("y = sum(x * x)", [InputSpec("x", [1.0, 2.0])], references=("jax",))
+    with pytest.raises(LimitError, match="out of memory in the jax stage") as info:
+        check(request)
+    assert info.value.field == "memory"
+    monkeypatch.undo()
+    assert_worked_example()
+
+
 def test_extra_points_keep_statistics_not_arrays():
     # a report with 64 extra points of large arrays reached 481 MB
     request = CheckRequest(

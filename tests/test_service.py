@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from crossgrad.clients import Client, CrossgradError, build_request
+from crossgrad.clients.client import error_from_status
 from crossgrad.clients.local_server import LocalServer
 from crossgrad.engine import OPS
 from crossgrad.server.check import check
@@ -20,6 +21,7 @@ from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from grpc_status import rpc_status
 from service_helpers import (
     WORKED,
     assert_worked_example,
@@ -147,6 +149,57 @@ def test_oversize_requests_are_resource_exhausted(client):
     assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def test_bytes_that_are_not_a_request_are_invalid_argument_and_the_server_goes_on(server, client):
+    channel = grpc.insecure_channel(server.address)
+    with channel:
+        for method in ("Verify", "DescribeGraph", "ListOps"):
+            call = channel.unary_unary(f"/crossgrad.v1.VerifierService/{method}")
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"\x0a\x05ab", timeout=10)  # field 1 says 5 bytes follow; 2 do
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, (method, info.value)
+            assert "not a valid crossgrad.v1." in info.value.details()
+    assert_worked_example(client.verify(**WORKED))
+
+
+def test_a_claim_of_no_gradient_is_read_as_such(client):
+    fields = {"cotangents": {"Q": [1.0, 1.0]}}
+    inputs = {"a": [2.0, 3.0], "c": [1.0]}
+    # Q does not depend on c: "no gradient" is right for c, and wrong for a
+    right = client.verify("Q = 3*a**3", inputs, claimed_vjp={"c": None}, **fields)
+    assert right.verdict == "PASS", right.text
+    wrong = client.verify("Q = 3*a**3", inputs, claimed_vjp={"a": None}, **fields)
+    assert wrong.verdict == "FAIL", wrong.text
+    both = build_request("Q = 3*a**3", inputs, claimed_vjp={"c": [0.0]}, **fields)
+    both.claimed_vjp[0].none = True
+    error = _rpc_error(lambda: client.verify_message(both))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT and "not both" in error.message
+
+
+def test_an_empty_tensor_with_huge_dimensions_is_refused(client):
+    msg = worked_request()
+    msg.inputs[0].value.Clear()
+    msg.inputs[0].value.shape[:] = [0, 2**62, 2**62]  # no entries; numpy cannot shape it
+    error = _rpc_error(lambda: client.verify_message(msg))
+    assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED, error
+    assert error.field_violations[0][0] == "inputs[a].value" and "no entries" in error.message
+
+
+def test_time_waiting_for_a_worker_counts_against_the_budget(server, client):
+    """Both workers busy: a request with a 1 s budget is not answered 3 s later with a PASS, but
+    after about 1 s with DEADLINE_EXCEEDED in the queue stage."""
+    answers: queue.Queue = queue.Queue()
+    busy = [_in_background(server.address, slow_request(seconds=6.0), answers) for _ in range(2)]
+    time.sleep(0.5)
+    start = time.monotonic()
+    error = _rpc_error(lambda: client.verify(**WORKED, budget={"seconds": 1.0}))
+    took = time.monotonic() - start
+    assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED and error.info["stage"] == "queue"
+    assert took < 1.0 + 1.0, took
+    for t in busy:
+        t.join(60)
+    assert_worked_example(client.verify(**WORKED))
+
+
 def _stopped_checks(port: int) -> float:
     """Checks stopped early: out of their time budget, or cancelled by their caller."""
     return metric(port, "crossgrad_checks_total", code="DEADLINE_EXCEEDED") + sum(
@@ -242,6 +295,11 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
         with channel, pytest.raises(grpc.RpcError) as refused:
             stub.Verify(worked_request(), timeout=10)
         assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        # with the server's reason and a retry delay: not mistaken for a server nobody reached
+        status = rpc_status.from_call(refused.value)
+        assert status is not None and len(status.details) == 2  # ErrorInfo and RetryInfo
+        error = error_from_status(status)
+        assert error.info["reason"] == "SHUTTING_DOWN", error
         for t in threads:
             t.join(60)
         for _ in threads:  # both finished normally: the slow program answers within its budget

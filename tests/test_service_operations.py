@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from crossgrad.clients import Client, CrossgradError
 from crossgrad.clients.local_server import LocalServer
 from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
 from google.protobuf import json_format
-from service_helpers import WORKED, assert_worked_example, metric
+from service_helpers import WORKED, assert_worked_example, metric, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pb = verifier_pb2
@@ -61,6 +63,16 @@ def test_describe_graph_returns_the_dag(logged_server):
     assert (tanh.position.line, tanh.position.column) == (1, 5)
     assert graph.dag.dot.startswith("digraph")
     assert list(graph.outputs) == ["loss"]
+    with Client(logged_server.address) as client:
+        assert len(client.list_ops()) > 50
+        with pytest.raises(CrossgradError):
+            client.describe_graph("h = tanh(W @ x", {"W": [[1.0]], "x": [0.5]})
+    # one JSON line for each of them too, as for checks
+    lines = [x for x in _log_lines(logged_server) if x.get("method") in ("DescribeGraph", "ListOps")]
+    codes = [(x["method"], x["code"]) for x in lines]
+    assert ("DescribeGraph", "OK") in codes and ("ListOps", "OK") in codes, codes
+    assert ("DescribeGraph", "INVALID_ARGUMENT") in codes, codes
+    assert all(len(x["program_sha256"]) == 16 for x in lines if x["method"] == "DescribeGraph")
 
 
 def test_the_same_program_goes_to_the_same_worker_and_hits_its_caches(logged_server):
@@ -131,11 +143,83 @@ def test_server_options_come_from_flags_then_environment_and_are_checked(monkeyp
     monkeypatch.setenv("CROSSGRAD_WORKER_SPIN_MS", "0.5")
     assert options.parse([]).worker_spin_ms == 0.5
     assert options.parse(["--worker-spin-ms", "0"]).worker_spin_ms == 0.0
-    with pytest.raises(SystemExit, match="--worker-spin-ms must be from 0 to 1000"):
+    with pytest.raises(
+        SystemExit, match=r"--worker-spin-ms \(env CROSSGRAD_WORKER_SPIN_MS\) must be from 0 to 1000"
+    ):
         options.parse(["--worker-spin-ms", "-1"])
+    monkeypatch.setenv("CROSSGRAD_PORT", "-5")  # was wrapped around to port 65531
+    with pytest.raises(SystemExit, match=r"--port \(env CROSSGRAD_PORT\) must be from 0 to 65535"):
+        options.parse([])
+    monkeypatch.delenv("CROSSGRAD_PORT")
+    refused = {
+        ("--port", "99999"): "--port",
+        ("--metrics-port", "70000"): "--metrics-port",
+        ("--max-queue", "0"): "--max-queue",  # every call would have been turned away as busy
+        ("--grace-seconds", "-1"): "--grace-seconds",
+        ("--log-level", "BOGUS"): "--log-level",
+        ("--limit-max-nodes", "0"): "--limit-max-nodes",
+        ("--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"): "cannot read",
+    }
+    for argv, words in refused.items():
+        with pytest.raises(SystemExit, match=re.escape(words)):
+            options.parse(list(argv))
     monkeypatch.setenv("CROSSGRAD_WORKERS", "many")
     with pytest.raises(SystemExit, match="CROSSGRAD_WORKERS='many' is not a valid int"):
         options.parse([])
+
+
+def test_calls_without_the_token_are_counted_and_logged():
+    args = ("--workers", "1", "--token", "s3cret", "--metrics-port", "0")
+    with tempfile.TemporaryFile("w+") as log, LocalServer(args=args, stderr=log) as server:
+        server.log = log
+        for token in (None, "wrong"):
+            with Client(server.address, token=token) as c, pytest.raises(CrossgradError):
+                c.list_ops()
+        port = server.metrics_port
+        assert metric(port, "crossgrad_requests_total", method="ListOps", code="UNAUTHENTICATED") == 2
+        lines = [x for x in _log_lines(server) if x.get("code") == "UNAUTHENTICATED"]
+        assert sorted(x["error"] for x in lines) == ["invalid bearer token", "missing bearer token"]
+
+
+def test_a_worker_whose_memory_grew_past_the_mark_is_replaced_after_its_check():
+    """--worker-recycle-mb 100 is below what any warm worker holds (about 330 MB): each check is
+    answered, then its worker is replaced (memory a large check freed stays with the process)."""
+    args = ("--workers", "1", "--worker-recycle-mb", "100", "--metrics-port", "0")
+    with LocalServer(args=args) as server, Client(server.address) as client:
+        assert_worked_example(client.verify(**WORKED))
+        port = server.metrics_port
+        assert wait_for(lambda: metric(port, "crossgrad_worker_restarts_total", reason="memory") == 1)
+        assert wait_for(lambda: metric(port, "crossgrad_workers_ready") == 1, 120)
+        assert_worked_example(client.verify(**WORKED))
+
+
+def test_the_warm_up_runs_whatever_the_limits_for_requests_are():
+    """Limits that refuse parts of the warm-up (a 9-entry Hessian, a**3, a 1 s budget) used to
+    stop the workers from starting; they apply to requests, not to the server's own warm-up."""
+    args = ("--workers", "1", "--budget-seconds", "1", "--limit-max-hessian-entries", "4",
+            "--limit-max-exponent", "2")  # fmt: skip
+    with LocalServer(args=args) as server, Client(server.address) as client:
+        error = None
+        try:
+            client.verify("y = sum(x ** 3)", {"x": [1.0, 2.0]})
+        except CrossgradError as exc:
+            error = exc
+        assert error is not None and error.code is grpc.StatusCode.RESOURCE_EXHAUSTED, error
+        assert client.verify("y = sum(x ** 2)", {"x": [1.0, 2.0]}).verdict == "PASS"
+
+
+def test_sigterm_while_starting_stops_without_ever_serving(tmp_path):
+    port_file = tmp_path / "port.json"
+    command = [sys.executable, "-m", "crossgrad.server", "serve", "--port", "0", "--workers", "2",
+               "--port-file", str(port_file)]  # fmt: skip
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: len(psutil.Process(server.pid).children()) >= 2, 30)
+    spawned = psutil.Process(server.pid).children(recursive=True)
+    server.send_signal(signal.SIGTERM)  # the workers are still importing and warming up
+    assert server.wait(20) == 0, server.stderr.read()
+    assert not port_file.exists()  # it never listened
+    assert '"while": "starting"' in server.stderr.read()
+    assert psutil.wait_procs(spawned, timeout=10)[1] == []  # no worker left behind
 
 
 def test_tls(tmp_path):

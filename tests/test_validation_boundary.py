@@ -82,6 +82,36 @@ def test_a_mask_where_it_belongs_still_works():
     np.testing.assert_array_equal(report.block("vjp", "x").sources["engine"].values, [3.0, 0.0])
 
 
+def test_a_mask_entry_is_0_or_1():
+    inputs = [InputSpec("x", [1.0, 2.0], mask=[0.5, 1.0]), InputSpec("w", [3.0, 4.0])]
+    refused(request(inputs=inputs), "inputs[x].mask", "holds 0.5 at [0]: a mask entry is 1")
+
+
+@pytest.mark.parametrize(
+    ("program", "words"),
+    [
+        ("y = logsumexp(x[0:0])", "logsumexp: cannot reduce an empty dimension"),
+        ("y = sum(softmax(x[0:0], axis=0))", "softmax: cannot normalise over an empty dimension"),
+        ("y = sum(log_softmax(x[0:0]))", "log_softmax: cannot normalise over an empty dimension"),
+        ("y = sum(getitem(x))", "unknown function 'getitem'"),  # x[i] is how it is written
+    ],
+)
+def test_ops_the_engine_cannot_run_are_refused_where_they_are_written(program, words):
+    """These reached the engine and came back as an ERROR verdict (numpy's max of nothing, a
+    missing index)."""
+    error = refused(request(program=program), "program", words)
+    assert error.pos is not None and error.pos.line == 1
+
+
+def test_limits_of_the_text_say_where():
+    long_number = "y = sum(x) * 2 + " + "9" * 5000
+    error = refused(request(program=long_number), "program", "a number of 5000 digits")
+    assert (error.pos.line, error.pos.col) == (1, 18) and "sys." not in error.message
+    deep = "z = sum(x)\ny = " + "(" * 70 + "x" + ")" * 70
+    error = refused(request(program=deep), "program", "brackets are nested more than 64 deep")
+    assert (error.pos.line, error.pos.col) == (2, 69)
+
+
 def test_a_cotangent_for_an_output_that_does_not_exist_is_refused():
     req = request(program="y = x * w", cotangents={"y": [1.0, 1.0], "z": [1.0, 1.0]})
     error = refused(req, "cotangents[z]", "which is not an output")

@@ -1,7 +1,10 @@
 """The verification core, in process: references agree on every op, corrupted VJPs are caught and
 blamed, kinks are conventions, masks and claimed values are checked."""
 
+import os
 import re
+import subprocess
+import sys
 from contextlib import contextmanager
 
 import numpy as np
@@ -464,3 +467,25 @@ def test_a_rule_returning_a_wrong_shape_is_blamed_with_its_position():
     (blame,) = report.points[0].blame
     assert blame.node_name == "TanhBackward0" and (blame.position.line, blame.position.col) == (2, 9)
     assert "TanhBackward0 at line 2, column 9" in report.summary
+
+
+_SAME_SUM_EVERY_TIME = """
+import os, sys
+import crossgrad.server.check  # sets XLA's flags before JAX starts its backend
+import jax, jax.numpy as jnp, numpy as np
+assert "xla_cpu_multi_thread_eigen=false" in os.environ["XLA_FLAGS"]
+X = np.random.default_rng(0).normal(size=(1000, 1000))
+gelu = jax.nn.gelu
+f = jax.jit(lambda X: jnp.sum(gelu(gelu(gelu(jnp.broadcast_to(X, (4, 1000, 1000)))))))
+sums = {float(f(X)) for _ in range(40)}
+sys.exit(0 if len(sums) == 1 else f"different sums: {sorted(sums)}")
+"""
+
+
+def test_jax_in_process_gives_the_same_sum_every_time():
+    """With XLA's multi-threaded Eigen pool this jitted sum came out different in one call of
+    every few (a false FAIL against the engine); the core turns the pool off in-process."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    command = [sys.executable, "-c", _SAME_SUM_EVERY_TIME]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -6,6 +6,7 @@ once per (program, shapes, dtypes, what is differentiated) and cached; large one
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -274,11 +275,30 @@ def call(program: Program, wrt: Sequence[str], what: Any, *args: Any, apply: App
     return result
 
 
+def _memory_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """XLA's allocator running out is a JaxRuntimeError to Python; here it becomes MemoryError,
+    as numpy's does, so every stage treats it alike: a resource error for the request, never a
+    reference that "failed" or an internal error."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except jax.errors.JaxRuntimeError as exc:
+            text = str(exc)
+            if "RESOURCE_EXHAUSTED" in text or "Out of memory" in text:
+                raise MemoryError(f"JAX ran out of memory: {text.splitlines()[0]}") from None
+            raise
+
+    return wrapped
+
+
 def _as_jax(value: np.ndarray, native: bool = False) -> Any:
     value = np.asarray(value)
     return jnp.asarray(value, jnp.float64 if value.dtype.kind == "f" and not native else value.dtype)
 
 
+@_memory_errors
 def derivatives(point: Point, native: bool = False, apply: Apply | None = None) -> Derivatives:
     """JAX's values and derivatives at a point (masks multiply the gradients, as hooks do).
     JAX is a float64 reference whatever the request's dtypes (the engine keeps float32);
@@ -368,7 +388,9 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     entry, flattened; other inputs fixed): compiled once, then fast for many points."""
     what = ("flat", tuple(point.shape(n) for n in point.wrt))
     others = [_as_jax(v) for v in point.fixed.values()]
-    return lambda xs: np.asarray(call(point.program, point.wrt, what, jnp.asarray(xs), *others))
+    return _memory_errors(
+        lambda xs: np.asarray(call(point.program, point.wrt, what, jnp.asarray(xs), *others))
+    )
 
 
 def noisy(eps: float, seed: int) -> Apply:
@@ -408,6 +430,7 @@ def noisy(eps: float, seed: int) -> Apply:
     return apply
 
 
+@_memory_errors
 def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> Derivatives:
     """The VJP and Jacobian (as the point's checks ask) with some nodes' operands shifted: node id
     -> operand index -> what to add. Just off a kink this gives one side's derivatives. Run op by

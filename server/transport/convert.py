@@ -17,6 +17,7 @@ from crossgrad.v1 import tensor_pb2, verifier_pb2
 from crossgrad.v1.tensors import TensorError, from_tensor, tensor_fields
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from ..compare import Block, SourceValues
 from ..deadline import Cancelled, OutOfTime
@@ -137,11 +138,14 @@ def check_request(
     cotangents = {n: _array(t, f"cotangents[{n}]", limits) for n, t in msg.cotangents.items()}
     _unique((c.input for c in msg.claimed_vjp), "claimed_vjp")
     claimed_vjp = {
-        c.input: _array(c.gradient, f"claimed_vjp[{c.input}]", limits) for c in msg.claimed_vjp
+        c.input: _claim(c, c.gradient, "gradient", f"claimed_vjp[{c.input}]", limits)
+        for c in msg.claimed_vjp
     }
     _unique((f"{c.output}/{c.input}" for c in msg.claimed_jacobian), "claimed_jacobian")
     claimed_jacobian = {
-        (c.output, c.input): _array(c.jacobian, f"claimed_jacobian[{c.output}/{c.input}]", limits)
+        (c.output, c.input): _claim(
+            c, c.jacobian, "jacobian", f"claimed_jacobian[{c.output}/{c.input}]", limits
+        )
         for c in msg.claimed_jacobian
     }
     checks = _enums(msg.checks, CHECKS, "checks", pb.Check) or ("vjp",)
@@ -478,3 +482,9 @@ def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
         return _status(exc.code, exc.message, details)
     message = f"internal error (request id {request_id}): see the server's log"
     return _status(grpc.StatusCode.INTERNAL, message, [_info("INTERNAL", {"request_id": request_id})])
+
+
+async def abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
+    """End the call with this status, its details in the trailers (grpcio-status's format)."""
+    grpc_status = rpc_status.to_status(status)
+    await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)

@@ -8,28 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from . import convert
 from .metrics import Metrics
+
+log = logging.getLogger("crossgrad.server")
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
-
-
-def _denying(
-    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
-) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as `handler` that answers `code` at once."""
-
-    async def deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, message)
-
-    return _rewrap(handler, lambda behaviour, streaming_response: deny)
 
 
 def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Any, bool], Any]) -> grpc.RpcMethodHandler:
@@ -51,10 +44,12 @@ def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Any, bool], Any]) ->
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Every call but health checks and reflection needs `authorization: Bearer <token>`."""
+    """Every call but health checks and reflection needs `authorization: Bearer <token>`. A call
+    without it is counted (crossgrad_requests_total{code="UNAUTHENTICATED"}) and logged."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, metrics: Metrics) -> None:
         self._expected = f"Bearer {token}".encode()
+        self.metrics = metrics
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -67,9 +62,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if hmac.compare_digest(given, self._expected):  # constant time: no timing oracle
             return handler
         why = "missing bearer token" if not given else "invalid bearer token"
-        return _denying(
-            handler, grpc.StatusCode.UNAUTHENTICATED, f"{why}: send 'authorization: Bearer <token>'"
-        )
+        method = details.method.rsplit("/", 1)[-1]
+
+        async def deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            self.metrics.labelled(self.metrics.requests, method, "UNAUTHENTICATED").inc()
+            log.warning(
+                {"event": "request", "method": method, "code": "UNAUTHENTICATED", "error": why,
+                 "peer": context.peer()}
+            )  # fmt: skip
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, f"{why}: send 'authorization: Bearer <token>'"
+            )
+
+        return _rewrap(handler, lambda behaviour, streaming_response: deny)  # same kind
 
 
 class Door:
@@ -116,8 +121,14 @@ class Door:
         return unary
 
     async def _turn_away(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        """UNAVAILABLE with the server's details (ErrorInfo SHUTTING_DOWN, RetryInfo): a client
+        tells it from a server it cannot reach, and retries elsewhere."""
         self.metrics.labelled(self.metrics.requests, method, "UNAVAILABLE").inc()
-        await context.abort(grpc.StatusCode.UNAVAILABLE, self.why_closed)
+        log.info({"event": "request", "method": method, "code": "UNAVAILABLE", "error": self.why_closed})
+        error = convert.TransportError(
+            grpc.StatusCode.UNAVAILABLE, self.why_closed, "SHUTTING_DOWN", retry_after=1.0
+        )
+        await convert.abort(context, convert.error_status(error))
 
     def _call(self, method: str, context: grpc.aio.ServicerContext) -> _Call:
         return _Call(self, method, context)

@@ -32,6 +32,7 @@ class ServerOptions:
     kill_grace_seconds: float = 1.0  # a worker past its request's budget by this much is killed
     worker_memory_mb: int = 4096  # address-space cap of each worker process
     worker_max_requests: int = 0  # recycle a worker after this many checks (0 = never)
+    worker_recycle_mb: int = 0  # replace a worker whose memory grew past this (0: half the cap)
     worker_spin_ms: float = 2.0  # a worker that finished polls this long for its next request
     max_queue: int = 256  # requests waiting for a worker; past this, UNAVAILABLE (server busy)
     max_message_mb: int = 64  # largest request or response message
@@ -65,6 +66,8 @@ _HELP = {
     "kill_grace_seconds": "kill a worker this long after its request's budget ran out",
     "worker_memory_mb": "address-space cap of each worker process (MiB)",
     "worker_max_requests": "replace a worker after this many checks (0: never)",
+    "worker_recycle_mb": "replace a worker after a check that took its resident memory past this "
+    "(MiB; 0: half of --worker-memory-mb): memory it freed stays with the process",
     "worker_spin_ms": "after a check, a worker polls (yielding its core) this long for the next "
     "request before it sleeps: a quicker answer to back-to-back requests for a little CPU (0: off)",
     "max_queue": "requests that may wait for a worker before the server answers UNAVAILABLE",
@@ -132,15 +135,56 @@ def from_arguments(args: argparse.Namespace) -> ServerOptions:
     return options
 
 
+# The range of each numeric option (inclusive): a value outside is a usage error naming the flag
+# and its variable, before anything starts (a port past 65535 was otherwise wrapped around).
+_RANGES: dict[str, tuple[float, float]] = {
+    "port": (0, 65535),
+    "workers": (1, 256),
+    "metrics_port": (-1, 65535),
+    "grace_seconds": (0, 3600),
+    "kill_grace_seconds": (0.05, 600),
+    "worker_memory_mb": (0, 1 << 30),
+    "worker_max_requests": (0, 1 << 62),
+    "worker_recycle_mb": (0, 1 << 30),
+    "worker_spin_ms": (0, 1000),
+    "max_queue": (1, 1 << 20),
+    "max_message_mb": (1, 2047),  # gRPC's message sizes are 32-bit
+    "max_report_values": (0, 1 << 40),
+    "max_stream_inflight": (1, 4096),
+    "cache_jax": (0, 1 << 20),
+    "cache_sympy": (0, 1 << 20),
+    "cache_parse": (0, 1 << 20),
+}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')} (env {_env(name)})"
+
+
 def validate(options: ServerOptions) -> None:
+    """Refuse settings the server cannot run with, naming the flag, before anything starts."""
+    for name, (low, high) in _RANGES.items():
+        value = getattr(options, name)
+        if not low <= value <= high:
+            raise SystemExit(f"{_flag(name)} must be from {low:g} to {high:g}, got {value!r}")
+    for f in dataclasses.fields(Limits):
+        value = getattr(options.limits, f.name)
+        if not value > 0:
+            raise SystemExit(f"{_flag('limit_' + f.name)} must be positive, got {value!r}")
+    if not 0 < options.budget_seconds <= options.limits.max_budget_seconds:
+        raise SystemExit(
+            f"{_flag('budget_seconds')} must be positive and at most "
+            f"{_flag('limit_max_budget_seconds')} ({options.limits.max_budget_seconds:g})"
+        )
+    if options.log_level.upper() not in LOG_LEVELS:
+        raise SystemExit(f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}")
     if bool(options.tls_cert) != bool(options.tls_key):
         raise SystemExit("give both --tls-cert and --tls-key, or neither")
-    if options.workers < 1:
-        raise SystemExit("--workers must be at least 1")
-    if not 0 <= options.worker_spin_ms <= 1000:
-        raise SystemExit("--worker-spin-ms must be from 0 to 1000")
-    if not 0 < options.budget_seconds <= options.limits.max_budget_seconds:
-        raise SystemExit("--budget-seconds must be positive and at most --limit-max-budget-seconds")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(options, name)
+        if path and not os.access(path, os.R_OK):
+            raise SystemExit(f"{_flag(name)}: cannot read {path!r}")
 
 
 def parse(argv: Sequence[str] | None = None) -> ServerOptions:

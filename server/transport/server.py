@@ -7,6 +7,7 @@ warm worker processes; SERVING once the workers are warm, drained gracefully on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ def _pool_config(options: ServerOptions) -> PoolConfig:
         handler=handler,
         workers=options.workers,
         memory_bytes=options.worker_memory_mb << 20,
+        recycle_bytes=(options.worker_recycle_mb or options.worker_memory_mb // 2) << 20,
         kill_grace=options.kill_grace_seconds,
         max_queue=options.max_queue,
         max_requests=options.worker_max_requests,
@@ -69,7 +71,7 @@ class Server:
         self.options = options
         self.metrics = Metrics()
         self.door = Door(self.metrics)
-        interceptors = [AuthInterceptor(options.token)] if options.token else []
+        interceptors = [AuthInterceptor(options.token, self.metrics)] if options.token else []
         pool_config = _pool_config(options)
         self.pool = WorkerPool(pool_config, self._on_pool_event)
         self.metrics.track_pool(lambda: self.pool.queued, lambda: self.pool.ready_workers)
@@ -114,13 +116,21 @@ class Server:
         listening server is a gRPC status nginx cannot see, and calls would run out of retries)."""
         began = time.monotonic()
         o = self.options
-        if o.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve(o.metrics_host or o.host, o.metrics_port)
-        await self.pool.start()
+        # what can fail at once fails before the workers' warm-up: the TLS files, the metrics port
+        creds = None
         if o.tls_cert:
-            creds = grpc.ssl_server_credentials(
-                [(Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())]
-            )
+            pem = (Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes())
+            creds = grpc.ssl_server_credentials([pem])
+        if o.metrics_port >= 0:
+            host = o.metrics_host or o.host
+            try:
+                self.metrics_port = self.metrics.serve(host, o.metrics_port)
+            except OSError as exc:
+                raise RuntimeError(
+                    f"--metrics-port {o.metrics_port}: cannot listen on {host}: {exc.strerror or exc}"
+                ) from None
+        await self.pool.start()
+        if creds is not None:
             self.port = self.grpc.add_secure_port(o.address, creds)
         else:
             self.port = self.grpc.add_insecure_port(o.address)
@@ -152,6 +162,12 @@ class Server:
         await self._stop.wait()
         await self.drain()
 
+    async def abandon(self) -> None:
+        """Stop at once, from any point of start(): nothing is in flight yet."""
+        await self.grpc.stop(0)
+        await self.pool.close(timeout=1.0)  # a warming worker has nothing to finish
+        self.metrics.stop()
+
     async def drain(self) -> None:
         """Health NOT_SERVING, new calls UNAVAILABLE, in-flight calls get the grace period, then
         the workers exit."""
@@ -177,13 +193,20 @@ async def run(options: ServerOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
-    try:
-        await server.start()
-    except Exception as exc:  # e.g. a worker that cannot start: say so, stop cleanly, exit 1
-        log.error({"event": "start_failed", "error": str(exc)})
-        await server.grpc.stop(0)
-        await server.pool.close()
-        server.metrics.stop()
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(server._stop.wait())
+    await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():  # SIGTERM while the workers warm up: never listen, exit 0
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        log.info({"event": "stopped", "while": "starting"})
+        await server.abandon()
+        return 0
+    if starting.exception() is not None:  # e.g. a worker that cannot start: say so, exit 1
+        log.error({"event": "start_failed", "error": str(starting.exception())})
+        await server.abandon()
         return 1
     await server.wait_and_drain()
     return 0

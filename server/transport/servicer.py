@@ -8,12 +8,12 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
+from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
-from grpc_status import rpc_status
 
 from ..caches import LRU
 from ..deadline import OutOfTime
@@ -62,6 +62,28 @@ def _digest(payload: bytes) -> bytes | None:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
 
+class Validated(NamedTuple):
+    """What the server keeps of a request that passed validation (see VALIDATED_CAPACITY)."""
+
+    affinity: int  # which worker's caches suit it
+    seconds: float  # its budget
+    id: str  # for the log line
+    program_hash: str
+
+
+_UNREAD = Validated(0, 0.0, "", "")  # a request not (yet) parsed, for the log line
+
+
+def _parse(kind: Any, data: bytes) -> Any:
+    """A request message from the bytes the server received (see register)."""
+    try:
+        return kind.FromString(data)
+    except DecodeError as exc:
+        raise convert.RequestError(
+            f"the request is not a valid {kind.DESCRIPTOR.full_name} message: {exc}", field="request"
+        ) from None
+
+
 def _program_hash(program: str) -> str:
     return hashlib.sha256(program.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
@@ -79,12 +101,12 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
 
     # -- Verify and VerifyStream
 
-    async def Verify(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+    async def Verify(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """The worker's serialized VerifyResponse, sent as it is (see register)."""
         try:
-            return await self._verify(request, context.time_remaining(), "Verify")
+            return await self._verify(request, None, context.time_remaining(), "Verify")
         except StatusError as exc:
-            await _abort(context, exc.status)
+            await convert.abort(context, exc.status)
 
     async def VerifyStream(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -97,7 +119,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
 
         async def answer(msg: verifier_pb2.VerifyRequest) -> None:
             try:
-                response = await self._verify(msg, context.time_remaining(), "VerifyStream")
+                payload = msg.SerializeToString()
+                response = await self._verify(payload, msg, context.time_remaining(), "VerifyStream")
                 await answers.put(
                     pb.VerifyStreamResponse(id=msg.id, response=pb.VerifyResponse.FromString(response))
                 )
@@ -105,13 +128,18 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 await answers.put(pb.VerifyStreamResponse(id=msg.id, error=exc.status))
 
         async def read() -> None:
-            async for item in request_iterator:
-                await slots.acquire()
-                task = asyncio.create_task(answer(item.request))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            await asyncio.gather(*list(tasks))
-            await answers.put(None)
+            try:
+                async for item in request_iterator:
+                    # a message that is not a VerifyStreamRequest has no id to answer by: it
+                    # ends the stream (INVALID_ARGUMENT) once the answers before it are sent
+                    msg = _parse(pb.VerifyStreamRequest, item).request
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(msg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                await asyncio.gather(*list(tasks))
+            finally:
+                await answers.put(None)
 
         reader = asyncio.create_task(read())
         try:
@@ -119,33 +147,43 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 yield response
                 slots.release()
             await reader  # surfaces an error in reading the stream
+        except convert.RequestError as exc:
+            await convert.abort(context, _status(exc, ""))
         finally:
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
 
     async def _verify(
-        self, msg: verifier_pb2.VerifyRequest, time_remaining: float | None, method: str
+        self,
+        payload: bytes,
+        msg: verifier_pb2.VerifyRequest | None,
+        time_remaining: float | None,
+        method: str,
     ) -> bytes:
-        """The serialized VerifyResponse, or StatusError."""
+        """The serialized VerifyResponse for a serialized VerifyRequest (`msg`: the same, parsed,
+        when it is at hand), or StatusError."""
         request_id = new_request_id()
         outcome: Outcome | None = None
         code, error, validated = "OK", "", ""
+        about = _UNREAD  # the request, for the log line, as far as it was read
         try:
-            payload = msg.SerializeToString()
             digest = _digest(payload)
             known = self._validated.get(digest) if digest else None
             validated = "miss" if known is None else "hit"
             if known is None:
+                if msg is None:
+                    msg = _parse(pb.VerifyRequest, payload)
+                about = _UNREAD._replace(id=msg.id, program_hash=_program_hash(msg.program))
                 request = convert.check_request(msg, self.config.limits, self.config.default_seconds)
                 prepared = prepare(request, self.config.limits)  # bad requests stop here
                 affinity = hash((prepared.program.cache_key, tuple(prepared.wrt), request.checks))
-                known = (affinity, request.budget.seconds)
+                known = about._replace(affinity=affinity, seconds=request.budget.seconds)
                 if digest:
                     self._validated.put(digest, known)
-            affinity, budget = known
-            seconds = _seconds(budget, time_remaining)
-            outcome = await self.pool.submit("verify", payload, affinity, seconds, request_id)
+            about = known
+            seconds = _seconds(known.seconds, time_remaining)
+            outcome = await self.pool.submit("verify", payload, known.affinity, seconds, request_id)
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
             # what only the server knows, appended: a message's serialized fields that come later
@@ -166,14 +204,14 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         finally:
             # metrics and the log line on the event loop's next turn, once the answer is on its way
             asyncio.get_running_loop().call_soon(
-                self._account, method, request_id, msg, code, error, outcome, validated
+                self._account, method, request_id, about, code, error, outcome, validated
             )
 
     def _account(
         self,
         method: str,
         request_id: str,
-        msg: verifier_pb2.VerifyRequest,
+        about: Validated,
         code: str,
         error: str,
         outcome: Outcome | None,
@@ -185,59 +223,88 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         self.metrics.record_check(code, verdict, timings, (outcome.cache_hits or {}) if outcome else {})
         if validated:
             self.metrics.labelled(self.metrics.cache, "validated", validated).inc()
-        if not log.isEnabledFor(logging.INFO):
-            return
-        fields: dict[str, Any] = {
-            "event": "request",
-            "method": method,
-            "request_id": request_id,
-            "id": msg.id,
-            "program_sha256": _program_hash(msg.program),
-        }
-        if verdict:
-            fields["verdict"] = verdict
-        if error:
-            fields["error"] = error
-        if outcome is not None:
-            fields.update(
-                worker=outcome.worker,
-                queue_s=round(outcome.queue_seconds, 6),
-                worker_s=round(outcome.worker_seconds, 6),
-            )
-        fields.update(code=code, timings={k: round(v, 6) for k, v in timings.items()})
-        log.info(fields)
+        _log_request(method, request_id, about, code, error, outcome)
 
     # -- DescribeGraph and ListOps
 
     async def DescribeGraph(
-        self, request: Any, context: grpc.aio.ServicerContext
+        self, request: bytes, context: grpc.aio.ServicerContext
     ) -> verifier_pb2.DescribeGraphResponse:
         request_id = new_request_id()
+        about, code, error, outcome = _UNREAD, "OK", "", None
         try:
-            described = convert.describe_request(request, self.config.limits)
+            msg = _parse(pb.DescribeGraphRequest, request)
+            about = _UNREAD._replace(program_hash=_program_hash(msg.program))
+            described = convert.describe_request(msg, self.config.limits)
             prepared = prepare_description(described, self.config.limits)
             key = hash((prepared.program.cache_key, "describe"))
             seconds = _seconds(self.config.default_seconds, context.time_remaining())
-            outcome = await self.pool.submit(
-                "describe", request.SerializeToString(), key, seconds, request_id
-            )
+            outcome = await self.pool.submit("describe", request, key, seconds, request_id)
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
             return pb.DescribeGraphResponse.FromString(outcome.payload)
         except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
         except Exception as exc:
-            await _abort(context, _status(exc, request_id))
+            status = _status(exc, request_id)
+            code, error = _code_name(status.code), status.message
+            await convert.abort(context, status)
+        finally:
+            asyncio.get_running_loop().call_soon(
+                _log_request, "DescribeGraph", request_id, about, code, error, outcome
+            )
 
     async def ListOps(
-        self, request: Any, context: grpc.aio.ServicerContext
+        self, request: bytes, context: grpc.aio.ServicerContext
     ) -> verifier_pb2.ListOpsResponse:
-        return self._ops
+        code, error = "OK", ""
+        try:
+            _parse(pb.ListOpsRequest, request)
+            return self._ops
+        except convert.RequestError as exc:
+            status = _status(exc, "")
+            code, error = _code_name(status.code), status.message
+            await convert.abort(context, status)
+        finally:
+            _log_request("ListOps", "", _UNREAD, code, error, None)
+
+
+def _log_request(
+    method: str, request_id: str, about: Validated, code: str, error: str, outcome: Outcome | None
+) -> None:
+    """A call's JSON log line: which request, how it ended, where its time went."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    timings = (outcome.timings or {}) if outcome is not None else {}
+    verdict = outcome.verdict if outcome is not None and outcome.ok else ""
+    fields: dict[str, Any] = {
+        "event": "request",
+        "method": method,
+        "request_id": request_id,
+        "id": about.id,
+        "program_sha256": about.program_hash,
+    }
+    if verdict:
+        fields["verdict"] = verdict
+    if error:
+        fields["error"] = error
+    if outcome is not None:
+        fields.update(
+            worker=outcome.worker,
+            queue_s=round(outcome.queue_seconds, 6),
+            worker_s=round(outcome.worker_seconds, 6),
+        )
+    fields.update(code=code, timings={k: round(v, 6) for k, v in timings.items()})
+    log.info(fields)
 
 
 def register(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
-    """Add the servicer to the server as the generated code would, except that Verify answers
-    with bytes sent as they are: the worker's report is not parsed and serialized again here."""
+    """Add the servicer to the server as the generated code would, except that the methods take
+    their requests' bytes as they came (so bytes that are not a valid message get INVALID_ARGUMENT
+    naming it, where gRPC's own parsing answers UNKNOWN, and a request the server remembers is
+    not parsed at all), and Verify answers with bytes sent as they are (the worker's report is not
+    parsed and serialized again here)."""
 
     class Capture:
         def add_generic_rpc_handlers(self, handlers: Any) -> None:
@@ -248,7 +315,7 @@ def register(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
 
     capture = Capture()
     verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, capture)
-    handlers = capture.handlers
+    handlers = {name: h._replace(request_deserializer=None) for name, h in capture.handlers.items()}
     handlers["Verify"] = handlers["Verify"]._replace(response_serializer=_as_bytes)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
@@ -264,12 +331,6 @@ def _seconds(budget: float, time_remaining: float | None) -> float:
     if seconds <= 0:
         raise OutOfTime("queue", 0.0)
     return seconds
-
-
-async def _abort(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
-    """End the call with this status, its details in the trailers (grpcio-status's format)."""
-    grpc_status = rpc_status.to_status(status)
-    await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
 
 
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}

@@ -32,6 +32,7 @@ from typing import Any
 
 import grpc
 
+from ..deadline import OutOfTime
 from .convert import TransportError
 from .handlers import HandlerConfig, Outcome
 
@@ -70,6 +71,7 @@ class PoolConfig:
     handler: HandlerConfig
     workers: int = 2
     memory_bytes: int = 4096 << 20  # RLIMIT_AS of each worker (0: none)
+    recycle_bytes: int = 0  # replace a worker whose resident memory ever passed this (0: never)
     kill_grace: float = 1.0
     max_queue: int = 256
     max_requests: int = 0  # recycle a worker after this many checks (0: never)
@@ -84,13 +86,17 @@ class Job:
     kind: str  # "verify" or "describe"
     payload: bytes
     key: int  # affinity: requests with the same key prefer the same worker
-    seconds: float  # the request's time budget
+    seconds: float  # the request's time budget, from when it was submitted (queueing counts)
     request_id: str
     future: asyncio.Future[Outcome]
     enqueued: float = field(default_factory=time.monotonic)
     started: float = 0.0
     give_up_at: float = float("inf")  # kill the worker if it is still on this job by then
     why: str = "deadline"  # what give_up_at is for: "deadline" or "cancelled"
+
+    @property
+    def expires_at(self) -> float:
+        return self.enqueued + self.seconds
 
 
 @dataclass(eq=False)
@@ -156,7 +162,15 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
         )
         status[STAGE] = 0
         status[RUNNING] = 0
-        conn.send_bytes(pickle.dumps((seq, outcome)))
+        conn.send_bytes(pickle.dumps((seq, outcome, _grew(config.recycle_bytes))))
+
+
+def _grew(recycle_bytes: int) -> bool:
+    """Whether this worker's resident memory ever passed recycle_bytes. Memory freed after a
+    large check stays with the allocators (Python's, glibc's, XLA's), so the next large check
+    could run out under the cap although it fits in a new worker: such a worker is replaced."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    return 0 < recycle_bytes < peak
 
 
 def _poll(conn: Connection, seconds: float) -> None:
@@ -316,17 +330,22 @@ class WorkerPool:
                 return
             worker.queue.append(donor.queue.popleft())
         job = worker.queue.popleft()
-        if job.future.done():  # cancelled while it waited
+        job.started = time.monotonic()
+        left = job.expires_at - job.started  # the budget less the time it waited
+        if job.future.done() or left <= 0:  # cancelled, or out of time, while it waited
+            self._expire(job)
             self._dispatch(worker)
             return
-        job.started = time.monotonic()
-        job.give_up_at = job.started + job.seconds + self.config.kill_grace
+        job.give_up_at = job.started + left + self.config.kill_grace
         worker.job = job
         assert worker.conn is not None
         with contextlib.suppress(OSError):  # it died just now: _on_exit reports the job
-            worker.conn.send_bytes(
-                pickle.dumps((job.seq, job.kind, job.payload, job.seconds, job.request_id))
-            )
+            worker.conn.send_bytes(pickle.dumps((job.seq, job.kind, job.payload, left, job.request_id)))
+
+    def _expire(self, job: Job) -> None:
+        """A job whose budget ran out before a worker took it: DEADLINE_EXCEEDED, stage queue."""
+        if not job.future.done():
+            job.future.set_exception(OutOfTime("queue", job.seconds))
 
     def _cancel(self, job: Job, worker: Worker) -> None:
         """The caller gave up: drop the job if it waits; else tell the worker to stop it."""
@@ -357,7 +376,7 @@ class WorkerPool:
                 waiter.set_result(None)
             self._dispatch(worker)  # a worker back from a restart takes waiting work
             return
-        seq, outcome = message
+        seq, outcome, grew = message
         job = worker.job
         worker.job = None
         worker.handled += 1
@@ -368,6 +387,9 @@ class WorkerPool:
             job.future.set_result(outcome)
         if self.config.max_requests and worker.handled >= self.config.max_requests:
             self._replace(worker, "recycled")
+            return
+        if grew:
+            self._replace(worker, "memory")
             return
         self._dispatch(worker)
 
@@ -432,11 +454,15 @@ class WorkerPool:
             worker.process.kill()
 
     async def _watch(self) -> None:
-        """Every 50 ms: stop workers whose job is past its budget (or whose caller gave up)."""
+        """Every 50 ms: stop workers whose job is past its budget (or whose caller gave up), and
+        answer jobs whose budget ran out while they waited."""
         while True:
             await asyncio.sleep(0.05)
             now = time.monotonic()
             for w in self.workers:
+                for waiting in [j for j in w.queue if now > j.expires_at]:
+                    w.queue.remove(waiting)
+                    self._expire(waiting)
                 job = w.job
                 if job is not None and now > job.give_up_at and not w.killed_for:
                     self.on_event(

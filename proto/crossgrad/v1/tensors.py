@@ -25,6 +25,7 @@ ENUM_OF = {name: enum for enum, (name, _) in DTYPES.items()}
 # the dtypes sent as they are (native byte order; big-endian arrays are converted)
 _ENUM_OF_DTYPE = {np.dtype(name): enum for enum, (name, _) in DTYPES.items()}
 MAX_NDIM = 16
+MAX_EMPTY_SPAN = 2**40  # see from_tensor
 
 
 class TensorError(ValueError):
@@ -73,6 +74,15 @@ def from_tensor(
     size = math.prod(shape)
     if max_elements is not None and size > max_elements:
         raise TensorError(f"{size} elements; the limit is {max_elements}", too_large=True)
+    # [0, 2**62, 2**62] has no entries, but numpy cannot shape an array whose other dimensions
+    # span more than it can address: an empty tensor's dimensions stay within the limit too
+    span = math.prod(d for d in shape if d)
+    if size == 0 and span > (max_elements or MAX_EMPTY_SPAN):
+        raise TensorError(
+            f"shape {list(shape)} has no entries, but its other dimensions span {span}; the "
+            f"limit is {max_elements or MAX_EMPTY_SPAN}",
+            too_large=True,
+        )
     if t.values:
         if len(t.values) != size:
             raise TensorError(f"{len(t.values)} values for shape {list(shape)} ({size} entries)")
