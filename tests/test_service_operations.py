@@ -67,12 +67,16 @@ def test_describe_graph_returns_the_dag(logged_server):
         assert len(client.list_ops()) > 50
         with pytest.raises(CrossgradError):
             client.describe_graph("h = tanh(W @ x", {"W": [[1.0]], "x": [0.5]})
-    # one JSON line for each of them too, as for checks
-    lines = [x for x in _log_lines(logged_server) if x.get("method") in ("DescribeGraph", "ListOps")]
-    codes = [(x["method"], x["code"]) for x in lines]
-    assert ("DescribeGraph", "OK") in codes and ("ListOps", "OK") in codes, codes
-    assert ("DescribeGraph", "INVALID_ARGUMENT") in codes, codes
-    assert all(len(x["program_sha256"]) == 16 for x in lines if x["method"] == "DescribeGraph")
+
+    # one JSON line for each of them too, as for checks (written once the answer is sent)
+    def codes() -> list[tuple[str, str]]:
+        lines = [x for x in _log_lines(logged_server) if x.get("method") in ("DescribeGraph", "ListOps")]
+        return [(x["method"], x["code"]) for x in lines]
+
+    assert wait_for(lambda: ("DescribeGraph", "INVALID_ARGUMENT") in codes(), 10), codes()
+    assert ("DescribeGraph", "OK") in codes() and ("ListOps", "OK") in codes(), codes()
+    described = [x for x in _log_lines(logged_server) if x.get("method") == "DescribeGraph"]
+    assert described and all(len(x["program_sha256"]) == 16 for x in described)
 
 
 def test_the_same_program_goes_to_the_same_worker_and_hits_its_caches(logged_server):

@@ -471,7 +471,7 @@ def test_a_rule_returning_a_wrong_shape_is_blamed_with_its_position():
 
 _SAME_SUM_EVERY_TIME = """
 import os, sys
-import crossgrad.server.check  # sets XLA's flags before JAX starts its backend
+import crossgrad.server.check  # starts JAX's CPU client with one thread
 import jax, jax.numpy as jnp, numpy as np
 assert "xla_cpu_multi_thread_eigen=false" in os.environ["XLA_FLAGS"]
 X = np.random.default_rng(0).normal(size=(1000, 1000))
@@ -483,8 +483,9 @@ sys.exit(0 if len(sums) == 1 else f"different sums: {sorted(sums)}")
 
 
 def test_jax_in_process_gives_the_same_sum_every_time():
-    """With XLA's multi-threaded Eigen pool this jitted sum came out different in one call of
-    every few (a false FAIL against the engine); the core turns the pool off in-process."""
+    """XLA's CPU pool races in a reduction over a broadcast: this jitted sum came out different
+    in most calls on a loaded machine (a false FAIL against the engine). The core starts JAX with
+    a pool of one thread (see crossgrad.server.backends)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     command = [sys.executable, "-c", _SAME_SUM_EVERY_TIME]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -14,13 +14,13 @@ from typing import TypeVar
 
 from ..ir import Program
 
-# XLA's CPU runtime with its multi-threaded Eigen pool (jax 0.10.2, this 2-core machine) computed
-# different sums for the same jitted call: sum(gelu(gelu(gelu(X)))) over 4 x 1000 x 1000 gave
-# 911427.4 and, in one of every few calls, 922323.9, 933502.4 or 966120.6; a reference that
-# changes its mind is a false FAIL. Single-threaded it agreed every time. The workers run so
-# anyway (transport.workers.SINGLE_THREADED); this is for the core in-process. XLA reads the
-# flags when its backend starts: set here, before jax_backend imports JAX.
-_SINGLE_THREADED_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# XLA's CPU runtime runs large loops on a pool of threads, and a reduction over a broadcast races
+# in it (jax-ml/jax#39741, tensorflow/tensorflow#126812): sum(gelu(gelu(gelu(broadcast_to(X,
+# (4, 1000, 1000)))))) gave up to 35 different sums in 40 calls on this machine under load, up to
+# 15 % off: a reference that changes its mind is a false FAIL. jax_backend starts JAX's CPU client
+# with a pool of one thread, and Eigen's own pool is off (set here, before JAX reads its flags).
+# The workers run so too (transport.workers.SINGLE_THREADED).
+_SINGLE_THREADED_XLA = "--xla_cpu_multi_thread_eigen=false"
 if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SINGLE_THREADED_XLA}".strip()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,24 @@ from . import JIT_MAX_NODES, batch_size, intermediate_sizes, operation_count
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_platforms", "cpu")
+
+
+def _start_with_one_thread() -> None:
+    """Start JAX's CPU client while this thread may run on one core only: XLA sizes its pool by
+    the cores it may use, so the pool has one thread and nothing races (see backends/__init__).
+    The thread may use every core again afterwards. A client started earlier keeps its pool."""
+    if not hasattr(os, "sched_setaffinity"):  # not Linux: XLA's pool as it comes
+        jax.devices()
+        return
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        jax.devices()
+    finally:
+        os.sched_setaffinity(0, cores)
+
+
+_start_with_one_thread()
 
 
 def _shape(op: str, x: Any, attrs: dict[str, Any]) -> tuple[int, ...]:

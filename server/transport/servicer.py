@@ -131,7 +131,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             try:
                 async for item in request_iterator:
                     # a message that is not a VerifyStreamRequest has no id to answer by: it
-                    # ends the stream (INVALID_ARGUMENT) once the answers before it are sent
+                    # ends the stream (INVALID_ARGUMENT) after the answers already finished;
+                    # checks still running are cancelled
                     msg = _parse(pb.VerifyStreamRequest, item).request
                     await slots.acquire()
                     task = asyncio.create_task(answer(msg))

@@ -60,7 +60,8 @@ SINGLE_THREADED = {
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
-    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",  # and one thread in XLA's own pool:
+    # backends.jax_backend starts the client so (a race in it gave wrong sums)
 }
 # Shared status slots of a worker.
 RUNNING, CANCEL, STAGE = 0, 1, 2
