@@ -134,7 +134,10 @@ def read_inputs_file(path: str) -> dict[str, np.ndarray]:
             if not isinstance(data, dict):
                 raise UsageError(f"{path}: a JSON inputs file holds an object {{name: value}}")
             return {k: parse_value(k, json.dumps(v)) for k, v in data.items()}
-        with np.load(path, allow_pickle=False) as arrays:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # one .npy array has no names
+            raise UsageError(f"{path}: --inputs takes an .npz (named arrays) or a .json object")
+        with loaded as arrays:
             return {k: arrays[k] for k in arrays.files}
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read inputs from {path}: {exc}") from None
@@ -173,11 +176,22 @@ def build_inputs(args: argparse.Namespace) -> dict[str, Input]:
 # -- options shared by subcommands
 
 
+def server_address(text: str) -> str:
+    """--server's value (and CROSSGRAD_SERVER's): an empty one is a mistake (an unset variable
+    in quotes), not a wish to run embedded, which would answer SERVING without any server."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty: give HOST:PORT, or leave --server and CROSSGRAD_SERVER out to run embedded"
+        )
+    return text
+
+
 def _connection_options(parser: argparse.ArgumentParser, default_server: str | None) -> None:
     where = "embedded in this process" if default_server is None else default_server
     parser.add_argument(
         "--server",
         default=os.environ.get("CROSSGRAD_SERVER", default_server),
+        type=server_address,
         metavar="ADDR",
         help=f"a server, host:port or dns:///name:port [env CROSSGRAD_SERVER; default {where}]",
     )

@@ -23,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +42,9 @@ SERVICE = "crossgrad.v1.VerifierService"
 DEFAULT_TIMEOUT = 120.0  # a Verify call (the server's own default budget is 30 s)
 SHORT_TIMEOUT = 30.0  # ListOps, DescribeGraph
 DEFAULT_CONCURRENCY = 8  # verify_many: checks in flight at once
-STREAM_ATTEMPTS = 3  # verify_many: streams tried when the connection drops (UNAVAILABLE)
+STREAM_ATTEMPTS = 3  # verify_many: streams tried before any answer (a server down: say so soon)
+RESUME_ATTEMPTS = 8  # verify_many, once answers came: streams tried for the requests still open
+# (a replica restarting takes seconds: backoffs of 0.4, 0.8, 1.6, then 2 s span about 11 s)
 
 # Retry what is safe to retry (a check has no side effects): a server that is draining or lost a
 # worker answers UNAVAILABLE, and another attempt (another replica, a new worker) succeeds.
@@ -217,7 +219,8 @@ class Result:
 
     In verify_many a request the server refused (or that could not be built) gives a Result
     with `error` set (a CrossgradError) instead of a response; its verdict is ERROR. `request`
-    is the request it answers and `index` its position among the requests."""
+    is the request it answers (one that could not be built: a VerifyRequest with its id only)
+    and `index` its position among the requests."""
 
     def __init__(
         self,
@@ -272,10 +275,12 @@ class Result:
         for b in self.response.points[point].blocks:
             if b.quantity == quantity and b.input == input and (not output or b.output == output):
                 return b
+        there = sorted({f"{b.quantity} {b.input}" for b in self.response.points[point].blocks})
         raise KeyError(
             f"no {quantity} block for input {input!r}"
             + (f" and output {output!r}" if output else "")
-            + " (an input that does not require grad has none, as torch's .grad stays None)"
+            + " (an input that does not require grad has none, as torch's .grad stays None; "
+            + f"the report's blocks: {', '.join(there)})"
         )
 
     def values(self, quantity: str, input: str, output: str = "", source: str = "engine") -> np.ndarray:
@@ -293,8 +298,10 @@ class Result:
     def jacobian(self, output: str, input: str, source: str = "engine") -> np.ndarray:
         return self.values("jacobian", input, output, source)
 
-    def hessian(self, input: str, output: str = "", source: str = "engine") -> np.ndarray:
-        return self.values("hessian", input, output, source)
+    def hessian(self, input: str, other: str = "", source: str = "engine") -> np.ndarray:
+        """The block d2 y / d input d other of the Hessian (other: input itself by default),
+        shaped input's shape + other's shape."""
+        return self.values("hessian", f"{input},{other or input}", "", source)
 
     def raise_for_discrepancies(self) -> None:
         """Raise unless the verdict is a pass (UNVERIFIED raises too: nothing settled it). A
@@ -529,8 +536,13 @@ class Client:
             try:
                 items.append((k, _as_request(given)))
             except (ValueError, TypeError, KeyError) as exc:
-                error = CrossgradError(grpc.StatusCode.INVALID_ARGUMENT, f"request {k}: {exc}")
-                failed.append(Result(error=error, index=k))
+                what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+                error = CrossgradError(grpc.StatusCode.INVALID_ARGUMENT, f"request {k}: {what}")
+                # the request as far as it goes: its id, so that the caller can match it
+                known = None
+                if isinstance(given, Mapping):
+                    known = pb.VerifyRequest(id=str(given.get("id", "")))
+                failed.append(Result(error=error, request=known, index=k))
         yield from failed
         if not items:
             return
@@ -553,31 +565,38 @@ class Client:
         """The requests dealt over several VerifyStreams, each in its own thread; results as
         they come. A stream that fails before any answer anywhere raises as one stream would;
         later, its unanswered requests get its error."""
-        streams = min(streams, len(items))
+        streams = min(streams, concurrency, len(items))  # each stream has a check in flight
         groups = [items[i::streams] for i in range(streams)]
-        per_stream = max(1, math.ceil(concurrency / streams))
+        shares = [concurrency // streams + (i < concurrency % streams) for i in range(streams)]
         found: queue.Queue[Result | tuple[CrossgradError, list[int]] | None] = queue.Queue()
+        abandoned = threading.Event()  # the caller stopped reading: every stream ends
+        calls: list[Any] = []
 
-        def run(group: list[tuple[int, verifier_pb2.VerifyRequest]]) -> None:
+        def run(group: list[tuple[int, verifier_pb2.VerifyRequest]], share: int) -> None:
             try:
-                for result in self._remote_stream(group, per_stream, deadline):
+                for result in self._remote_stream(group, share, deadline, abandoned, calls.append):
                     found.put(result)
             except CrossgradError as error:
                 found.put((error, [k for k, _ in group]))
             finally:
                 found.put(None)
 
-        for group in groups:
-            threading.Thread(target=run, args=(group,), daemon=True).start()
+        for group, share in zip(groups, shares):
+            threading.Thread(target=run, args=(group, share), daemon=True).start()
         requests, given = dict(items), set()
         failures: list[tuple[CrossgradError, list[int]]] = []
-        for _ in range(streams):
-            while (item := found.get()) is not None:
-                if isinstance(item, Result):
-                    given.add(item.index)
-                    yield item
-                else:
-                    failures.append(item)
+        try:
+            for _ in range(streams):
+                while (item := found.get()) is not None:
+                    if isinstance(item, Result):
+                        given.add(item.index)
+                        yield item
+                    else:
+                        failures.append(item)
+        finally:
+            abandoned.set()
+            for call in list(calls):
+                call.cancel()
         if failures and not given:
             raise failures[0][0]
         for error, indices in failures:
@@ -613,11 +632,21 @@ class Client:
                     future.cancel()
 
     def _remote_stream(
-        self, items: list[tuple[int, verifier_pb2.VerifyRequest]], concurrency: int, deadline: float
+        self,
+        items: list[tuple[int, verifier_pb2.VerifyRequest]],
+        concurrency: int,
+        deadline: float,
+        abandoned: threading.Event | None = None,
+        on_call: Callable[[Any], None] = lambda call: None,
     ) -> Iterator[Result]:
+        """The requests over one VerifyStream, again over a new one for those still open when
+        it fails or a request gets a retry-safe UNAVAILABLE (a lost worker, a busy or draining
+        server), within the deadline."""
         pending = dict(items)
         answered = False
-        for attempt in range(1, STREAM_ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             # A slot is taken when a request is sent and given back when its answer arrives, so
             # at most `concurrency` checks are in flight; stopped ends the feeder with the call.
             slots = threading.Semaphore(concurrency)
@@ -644,34 +673,48 @@ class Client:
                 timeout=max(deadline - time.monotonic(), 0.001),
                 metadata=self._metadata,
             )
+            on_call(call)
+            retry_safe: dict[int, CrossgradError] = {}  # answered UNAVAILABLE: to send again
+            error: CrossgradError | None = None
             try:
                 for answer in call:
                     k = int(answer.id.split(":", 1)[0])
-                    request = pending.pop(k, None)
+                    request = pending.get(k)
                     if request is None:
                         continue  # not ours (cannot happen with a correct server)
                     slots.release()
                     answered = True
                     if answer.HasField("error"):
-                        yield Result(error=error_from_status(answer.error), request=request, index=k)
+                        failure = error_from_status(answer.error)
+                        if failure.code is grpc.StatusCode.UNAVAILABLE:
+                            retry_safe[k] = failure
+                            continue
+                        yield Result(error=failure, request=pending.pop(k), index=k)
                     else:
                         answer.response.id = request.id
-                        yield Result(answer.response, request=request, index=k)
-                return
+                        yield Result(answer.response, request=pending.pop(k), index=k)
             except grpc.RpcError as err:
                 error = _error_from_rpc(err, self.target or "")
-                retry = error.code is grpc.StatusCode.UNAVAILABLE and attempt < STREAM_ATTEMPTS
-                if retry and time.monotonic() < deadline:
-                    time.sleep(0.2 * 2**attempt)
-                    continue
-                if not answered:
-                    raise error from None
-                for k, request in sorted(pending.items()):  # the call failed under them
-                    yield Result(error=error, request=request, index=k)
-                return
             finally:
                 stopped.set()
                 call.cancel()
+            if not pending:
+                return
+            if error is None:  # the stream ended with requests unanswered, or answered UNAVAILABLE
+                error = next(iter(retry_safe.values()), None) or CrossgradError(
+                    grpc.StatusCode.UNAVAILABLE, "the stream ended before every request was answered"
+                )
+            limit = RESUME_ATTEMPTS if answered else STREAM_ATTEMPTS
+            pause = min(2.0, 0.2 * 2**attempt)
+            retry = error.code is grpc.StatusCode.UNAVAILABLE and attempt < limit
+            if retry and time.monotonic() + pause < deadline and not (abandoned and abandoned.is_set()):
+                time.sleep(pause)
+                continue
+            if not answered:
+                raise error
+            for k, request in sorted(pending.items()):  # the calls failed under them
+                yield Result(error=retry_safe.get(k, error), request=request, index=k)
+            return
 
     def describe_graph(
         self,

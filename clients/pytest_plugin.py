@@ -53,6 +53,11 @@ def _client(config: pytest.Config) -> Client:
 
         server = config.getoption("crossgrad_server")
         token = config.getoption("crossgrad_token")
+        if server is not None and not server.strip():  # an unset variable in quotes, say
+            raise pytest.UsageError(
+                "--crossgrad-server (or CROSSGRAD_SERVER) is empty: give HOST:PORT, or leave it "
+                "out to check in-process"
+            )
         config.stash[_CLIENT] = Client(server, token=token) if server else Client.embedded()
     return config.stash[_CLIENT]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import baseline as baselines
-from .cli import OneLineParser, UsageError, connect  # the command's parsing and connecting
+from .cli import OneLineParser, UsageError, connect, server_address  # parsing and connecting
 from .client import Client, CrossgradError, Result
 from .suite_format import MAX_CASES, Case, SuiteError, load_suite
 
@@ -235,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
         "--server",
         metavar="ADDR",
         default=os.environ.get("CROSSGRAD_SERVER"),
+        type=server_address,
         help="check through the crossgrad server at HOST:PORT [env CROSSGRAD_SERVER]",
     )
     where.add_argument(

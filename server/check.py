@@ -211,10 +211,20 @@ def _check_point(
         }
         kinks = find_kinks(list(program.nodes), operand_values)
 
+        cotangent_scale = max(
+            (float(np.max(np.abs(c), initial=0.0)) for c in point.cotangents), default=1.0
+        )
+
         @functools.cache  # asked for each block by kinks, comparison, hull and notes
         def tolerance(quantity: str, output: str | None, inputs: str) -> Tolerance:
             dtype = verdict_mod.block_dtype(quantity, output, inputs, point)
-            return Tolerance.for_dtype(dtype, request.rtol, request.atol)
+            tol = Tolerance.for_dtype(dtype, request.rtol, request.atol)
+            if request.atol is None and quantity == "vjp":
+                # a VJP scales with its cotangents, rounding noise and all: the default absolute
+                # tolerance (for cotangents of 1) scales with them, or a cotangent of 1e-12 would
+                # pass any claimed gradient, sign and all
+                tol = dataclasses.replace(tol, atol=tol.atol * min(1.0, cotangent_scale))
+            return tol
 
         intervals, how = verdict_mod.kink_intervals(
             point, kinks, operand_values, lambda key: tolerance(key[0], *_names(key))

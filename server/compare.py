@@ -158,7 +158,8 @@ def compare_block(
 
 def within(values: np.ndarray, interval: Interval, tol: Tolerance) -> np.ndarray:
     """Entries a kink reaches whose value lies in the one-sided derivatives' range (plus the
-    tolerance); where a side is infinite (sqrt at 0), inf and nan are admissible too."""
+    tolerance); where a side is infinite (sqrt at 0), nan and that side's infinity (with its
+    sign: sqrt'(0+) is +inf, never -inf) are admissible too."""
     lo, hi = interval.low.reshape(-1), interval.high.reshape(-1)
     v = np.asarray(values, np.float64).reshape(-1)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -168,7 +169,9 @@ def within(values: np.ndarray, interval: Interval, tol: Tolerance) -> np.ndarray
         margin = tol.atol + tol.rtol * scale
         inside = (v >= lo - margin) & (v <= hi + margin)
         unbounded = ~np.isfinite(lo) | ~np.isfinite(hi)
-        inside |= unbounded & ~np.isfinite(v)
+        inside |= unbounded & np.isnan(v)
+        inside |= (v == np.inf) & ((lo == np.inf) | (hi == np.inf))
+        inside |= (v == -np.inf) & ((lo == -np.inf) | (hi == -np.inf))
     return interval.reached.reshape(-1) & inside
 
 

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 class OutOfTime(Exception):
     """The request's time budget ran out in `stage`."""
 
-    def __init__(self, stage: str, seconds: float) -> None:
+    def __init__(self, stage: str, seconds: float, message: str = "") -> None:
         self.stage = stage
         self.seconds = seconds
         super().__init__(
-            f"the request's time budget ({seconds:.3g} s) ran out in the {stage or 'first'} stage"
+            message
+            or f"the request's time budget ({seconds:.3g} s) ran out in the {stage or 'first'} stage"
         )
 
 
@@ -65,9 +66,11 @@ def budget(
     seconds: float,
     cancelled: Callable[[], bool] = _never,
     on_stage: Callable[[str], None] | None = None,
+    stated: float | None = None,
 ) -> Iterator[Deadline]:
-    """Run the block under a total budget of `seconds` (math.inf: none) in this thread."""
-    deadline = Deadline(time.monotonic() + seconds, seconds, cancelled, on_stage)
+    """Run the block under a total budget of `seconds` (math.inf: none) in this thread; messages
+    state the budget as `stated` (default: seconds), e.g. the whole of one that began earlier."""
+    deadline = Deadline(time.monotonic() + seconds, stated or seconds, cancelled, on_stage)
     previous = getattr(_local, "deadline", None)
     _local.deadline = deadline
     try:

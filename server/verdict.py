@@ -469,9 +469,18 @@ def numerical_notes(
             ill = (spread > margin) | (formula > margin)
             huge = np.abs(exact) > info.max
             tiny = (exact != 0) & (np.abs(exact) < info.tiny * 2**16)
+        engine = block.sources.get("engine")
+        engine_value = None if engine is None else np.asarray(engine.values, np.float64)
         for src, status in block.status_map.items():
             value = np.asarray(block.sources[src].values, np.float64)
             failing = (status.reshape(same.shape) == fail) & ~kinked
+            # an overflow that bears on the block is known per block, not per entry: it excuses
+            # the engine's non-finite values (IEEE's 0 * inf, as torch gives), and another
+            # source's only where the engine's IEEE computation is non-finite too (a claimed
+            # nan next to a finite engine value is not IEEE's answer)
+            ieee_here = ieee
+            if src != "engine" and engine_value is not None:
+                ieee_here = ieee & ~np.isfinite(engine_value.reshape(same.shape))
             with np.errstate(invalid="ignore", over="ignore"):
                 inexact = ~np.isfinite(value) | ~np.isfinite(same)
                 overflow = (inexact & np.isfinite(exact)) | huge | (fp.overflowed & inexact)
@@ -484,7 +493,7 @@ def numerical_notes(
                 # value is not representable in this dtype (inf / inf is nan), or where an
                 # overflowed value bears on the block: IEEE's answer
                 unrepresentable = (
-                    fp.overflowed & (huge | ~np.isfinite(exact) | ieee) & ~np.isfinite(value)
+                    fp.overflowed & (huge | ~np.isfinite(exact) | ieee_here) & ~np.isfinite(value)
                 )
             excuse = (
                 failing

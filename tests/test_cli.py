@@ -148,6 +148,9 @@ def test_a_wrong_claimed_gradient_exits_1(server):
         (["verify", "Q = 3*a", "a=[2,3]"], ["give a cotangent"]),
         (["ops", "nonexistent_op"], ["no op named nonexistent_op"]),
         (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+        # an unset variable in quotes: not embedded mode, which would answer SERVING
+        (["health", "--server", ""], ["--server", "is empty"]),
+        (["verify", *WORKED, "--server", " "], ["--server", "is empty"]),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, fragments):

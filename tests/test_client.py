@@ -18,6 +18,7 @@ from crossgrad.clients import Client, CrossgradError, DiscrepancyError, Input, b
 from crossgrad.clients.client import SERVICE_CONFIG
 from crossgrad.clients.local_server import LocalServer
 from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
+from google.rpc import status_pb2
 from service_helpers import WORKED, assert_worked_example
 
 pb = verifier_pb2
@@ -56,7 +57,7 @@ def _assert_mixed_answers(results):
     assert "line 1, column 10" in str(results[1].error)
     assert results[1].request.program == "Q = 3*a**"  # the request it answers
     assert results[2].error is None and results[2].grad("b", "claimed").tolist() == [-12.0, -8.5]
-    assert "bogus" in str(results[3].error) and results[3].request is None
+    assert "bogus" in str(results[3].error) and results[3].id == "same"  # only its id is known
     assert results[4].id == "tanh"
     assert np.allclose(results[4].grad("x"), 1 - np.tanh([0.5, -1.0]) ** 2)
     assert results[5].error.code is grpc.StatusCode.INVALID_ARGUMENT
@@ -157,7 +158,8 @@ class _StubVerifier(verifier_pb2_grpc.VerifierServiceServicer):
     answers each after a pause; the first `drop_after` answers of the first stream are followed
     by UNAVAILABLE (a replica going away)."""
 
-    def __init__(self, drop_after: int | None = None) -> None:
+    def __init__(self, drop_after: int | None = None, unavailable_first: bool = False) -> None:
+        self.unavailable_first = unavailable_first  # the first answer: a retry-safe UNAVAILABLE
         self.max_outstanding = 0
         self.streams = 0
         self.received_ids: list[str] = []
@@ -192,6 +194,10 @@ class _StubVerifier(verifier_pb2_grpc.VerifierServiceServicer):
             if first and self.drop_after is not None and answered == self.drop_after:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
             answered += 1
+            if first and self.unavailable_first and answered == 1:
+                busy = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message="busy")
+                yield pb.VerifyStreamResponse(id=request.id, error=busy)
+                continue
             yield pb.VerifyStreamResponse(
                 id=request.id, response=pb.VerifyResponse(id=request.id, verdict=pb.VERDICT_PASS)
             )
@@ -199,7 +205,8 @@ class _StubVerifier(verifier_pb2_grpc.VerifierServiceServicer):
 
 @pytest.fixture
 def stub_server(request):
-    stub = _StubVerifier(drop_after=getattr(request, "param", None))
+    param = getattr(request, "param", None)
+    stub = _StubVerifier(**param) if isinstance(param, dict) else _StubVerifier(drop_after=param)
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     verifier_pb2_grpc.add_VerifierServiceServicer_to_server(stub, grpc_server)
     port = grpc_server.add_insecure_port("127.0.0.1:0")
@@ -230,3 +237,36 @@ def test_a_dropped_stream_is_resumed_for_the_unanswered_requests(stub_server):
     assert stub.streams == 2
     resent = [i.split(":", 1)[1] for i in stub.received_ids[-3:]]
     assert sorted(resent) == ["r2", "r3", "r4"]  # only the unanswered ones, once more
+
+
+@pytest.mark.parametrize("stub_server", [{"unavailable_first": True}], indirect=True)
+def test_a_request_answered_unavailable_is_sent_again(stub_server):
+    """A lost worker, a busy or draining server: UNAVAILABLE is safe to retry, as unary calls do."""
+    stub, address = stub_server
+    with Client(address) as client:
+        results = client.verify_many(_requests(3), concurrency=2)
+    assert [(r.id, r.verdict) for r in results] == [(f"r{k}", "PASS") for k in range(3)]
+    assert stub.streams == 2 and [i.split(":", 1)[1] for i in stub.received_ids].count("r0") == 2
+
+
+def test_more_streams_than_concurrency_do_not_raise_it(stub_server):
+    stub, address = stub_server
+    with Client(address) as client:
+        results = client.verify_many(_requests(4), concurrency=1, streams=3)
+    assert all(r.verdict == "PASS" for r in results)
+    assert stub.streams == 1 and stub.max_outstanding == 1  # one stream for one check at a time
+
+
+def test_hessian_blocks_by_input_pair(embedded):
+    result = embedded.verify("y = sum(x**3) + sum(x*z)", {"x": [2.0, 3.0], "z": [1.0, 1.0]},
+                             checks=["hessian"])  # fmt: skip
+    assert result.hessian("x").tolist() == [[12.0, 0.0], [0.0, 18.0]]
+    assert result.hessian("x", "z").tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_a_negative_budget_is_refused_alike_embedded_and_over_a_server(embedded, server):
+    with Client(server.address) as remote:
+        for client in (embedded, remote):
+            with pytest.raises(CrossgradError) as info:
+                client.verify("y = sum(a)", {"a": [1.0]}, budget={"seconds": -3})
+            assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT, info.value

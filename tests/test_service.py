@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import signal
+import socket
 import threading
 import time
 
@@ -137,6 +138,8 @@ def test_bad_fields_are_named(client):
     error = _rpc_error(lambda: client.verify_message(bad_bytes))
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT
     assert error.field_violations[0][0] == "inputs[x].value" and "12 bytes" in error.message
+    error = _rpc_error(lambda: client.verify(**WORKED, id="x" * 100_000))  # echoed and logged
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT and error.field_violations[0][0] == "id"
 
 
 def test_oversize_requests_are_resource_exhausted(client):
@@ -306,6 +309,36 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
             answer = results.get_nowait()
             assert isinstance(answer, pb.VerifyResponse), answer
         assert server.process.wait(30) == 0
+
+
+def test_verify_many_carries_on_across_a_server_restart():
+    """A replica restarted under a running verify_many: the draining server answers what it
+    reads after SIGTERM with a retry-safe UNAVAILABLE, and the client sends every request still
+    open again, to the new server, once it listens (206 of 300 were lost before)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ("--workers", "2", "--port", str(port))
+    requests = [  # new programs (about 70 ms each): the batch outlasts the restart
+        build_request(f"y = sum(tanh(x) * x + {k + 1} * x ** 2)", {"x": [0.5, -0.25, 1.5]})
+        for k in range(120)
+    ]
+    results: list = []
+
+    def run() -> None:
+        with Client(f"127.0.0.1:{port}", timeout=60) as client:
+            results.extend(client.verify_many(requests, concurrency=4))
+
+    thread = threading.Thread(target=run)
+    with LocalServer(args=args) as first:
+        thread.start()
+        time.sleep(1.0)
+        assert first.stop() == 0
+    with LocalServer(args=args):
+        thread.join(120)
+    assert len(results) == len(requests)
+    assert [r.error for r in results if r.error is not None] == []
+    assert all(r.verdict == "PASS" for r in results)
 
 
 def test_a_worker_killed_mid_request_is_replaced_and_the_server_goes_on():

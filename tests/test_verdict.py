@@ -235,3 +235,48 @@ def test_jaxs_lone_nan_after_an_overflow_leaves_a_finite_engine_value_unverified
     assert report.verdict is Verdict.UNVERIFIED, report.summary
     assert "its inf or nan stands alone" in report.summary
     assert report.block("vjp", "x").counts["engine"]["fail"] == 0
+
+
+# ---------------------------------------------------------------- claims that must not pass
+
+
+def _claimed(program, inputs, claim, **fields):
+    specs = [InputSpec(n, v) for n, v in inputs.items()]
+    return check(CheckRequest(program, specs, claimed_vjp=claim, **fields))
+
+
+@pytest.mark.parametrize(
+    ("program", "inputs", "claim", "fields"),
+    [
+        # an overflow elsewhere in the program excused nan and inf in every entry of the block
+        ("Q = x**2", {"x": [1e160, 2.0]}, {"x": [2e160, np.nan]}, {"cotangents": {"Q": [1.0, 1.0]}}),
+        ("Q = x**2", {"x": [1e160, 2.0]}, {"x": [np.inf, 4.0]}, {"cotangents": {"Q": [1.0, 1.0]}}),
+        ("Q = sum(exp(x)) + sum(y**2)", {"x": [1000.0, 1.0], "y": [3.0, 4.0]}, {"y": [6.0, np.nan]}, {}),
+        # an infinite one-sided slope admits its own infinity, not the other sign's
+        ("Q = sum(sqrt(x))", {"x": [0.0, 4.0]}, {"x": [-np.inf, 0.25]}, {}),
+        ("Q = sum(1/x)", {"x": [0.0, 4.0]}, {"x": [np.inf, -1 / 16]}, {}),
+        # a small cotangent scales the gradient and its tolerance alike: signs flipped
+        ("Q = 3*a**3", {"a": [2.0, 3.0]}, {"a": [-36e-12, 0.0]}, {"cotangents": {"Q": [1e-12, 1e-12]}}),
+    ],
+)
+def test_wrong_claims_fail(program, inputs, claim, fields):
+    report = _claimed(program, inputs, claim, **fields)
+    assert report.verdict is Verdict.FAIL, report.summary
+
+
+@pytest.mark.parametrize(
+    ("program", "inputs", "claim", "expected"),
+    [
+        ("Q = sum(sqrt(x))", {"x": [0.0, 4.0]}, {"x": [np.inf, 0.25]}, Verdict.PASS),
+        (
+            "Q = sum(exp(x)/exp(x))",
+            {"x": [1000.0, 1.0]},
+            {"x": [np.nan, 0.0]},  # inf / inf is nan where exp overflowed, as the engine says
+            Verdict.PASS_WITH_NUMERICAL_NOTES,
+        ),
+    ],
+)
+def test_what_ieee_or_the_kink_gives_still_passes(program, inputs, claim, expected):
+    """Next to the cases above: the claimed value the engine (and torch) computes there."""
+    report = _claimed(program, inputs, claim)
+    assert report.verdict is expected, report.summary

@@ -44,6 +44,7 @@ DOMAIN = "crossgrad"
 CHECKS = {pb.CHECK_VJP: "vjp", pb.CHECK_JACOBIAN: "jacobian", pb.CHECK_HESSIAN: "hessian"}
 REFERENCES = {pb.REFERENCE_SYMPY: "sympy", pb.REFERENCE_JAX: "jax", pb.REFERENCE_FD: "fd"}
 VERDICTS = {v: pb.Verdict.Value(f"VERDICT_{v.value}") for v in Verdict}
+MAX_ID_CHARS = 1024
 
 
 # ---------------------------------------------------------------- requests
@@ -134,6 +135,8 @@ def check_request(
     msg: verifier_pb2.VerifyRequest, limits: Limits, default_seconds: float
 ) -> CheckRequest:
     """The core's request, every field decoded and checked (RequestError / LimitError name it)."""
+    if len(msg.id) > MAX_ID_CHARS:  # it is echoed in the answer and written to the log
+        raise RequestError(f"id: {len(msg.id)} characters; the limit is {MAX_ID_CHARS}", field="id")
     inputs = _inputs(msg.inputs, limits)
     cotangents = {n: _array(t, f"cotangents[{n}]", limits) for n, t in msg.cotangents.items()}
     _unique((c.input for c in msg.claimed_vjp), "claimed_vjp")

@@ -8,6 +8,7 @@ answers over the network and in-process.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,15 +62,16 @@ def verify(
     cancelled: Callable[[], bool] = lambda: False,
     on_stage: Callable[[str], None] | None = None,
     request_id: str = "",
+    stated: float | None = None,
 ) -> Outcome:
     """A serialized VerifyRequest in, a serialized VerifyResponse (or error status) out, within
-    `seconds` (default: the request's own budget)."""
+    `seconds` (default: the request's own budget; `stated`: the whole budget, for messages)."""
     try:
         msg = verifier_pb2.VerifyRequest.FromString(payload)
         request = convert.check_request(msg, config.limits, config.default_seconds)
-        if seconds is None:
-            seconds = request.budget.seconds
-        with deadline.budget(seconds, cancelled, on_stage):
+        # no outer limit by default: check() keeps the request's own budget once it is valid
+        # (a negative one is INVALID_ARGUMENT, as the server says, not a budget run out)
+        with deadline.budget(math.inf if seconds is None else seconds, cancelled, on_stage, stated):
             report = check(request, config.limits)
         response = convert.report_message(report, config.max_report_values)
         response.id = msg.id
@@ -87,12 +89,13 @@ def describe(
     cancelled: Callable[[], bool] = lambda: False,
     on_stage: Callable[[str], None] | None = None,
     request_id: str = "",
+    stated: float | None = None,
 ) -> Outcome:
     """A serialized DescribeGraphRequest in, a serialized DescribeGraphResponse out."""
     try:
         msg = verifier_pb2.DescribeGraphRequest.FromString(payload)
         request = convert.describe_request(msg, config.limits)
-        with deadline.budget(seconds or config.default_seconds, cancelled, on_stage):
+        with deadline.budget(seconds or config.default_seconds, cancelled, on_stage, stated):
             dag, outputs = describe_graph(request, config.limits)
         response = verifier_pb2.DescribeGraphResponse(
             dag=convert.dag_message(dag),

@@ -80,6 +80,7 @@ class Server:
         servicer = VerifierServicer(
             self.pool, pool_config.handler, self.metrics, options.max_stream_inflight
         )
+        servicer.accepting = lambda: self.door.accepting  # streams stop taking requests too
         register(self.door.guard(servicer), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(

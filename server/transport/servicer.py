@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import grpc
@@ -73,6 +73,16 @@ class Validated(NamedTuple):
 
 _UNREAD = Validated(0, 0.0, "", "")  # a request not (yet) parsed, for the log line
 
+# A request read from a stream while the server drains: not started, safe to send again.
+_SHUTTING_DOWN = convert.error_status(
+    convert.TransportError(
+        grpc.StatusCode.UNAVAILABLE,
+        "the server is shutting down; send the request again (elsewhere)",
+        "SHUTTING_DOWN",
+        retry_after=1.0,
+    )
+)
+
 
 def _parse(kind: Any, data: bytes) -> Any:
     """A request message from the bytes the server received (see register)."""
@@ -98,6 +108,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         self.max_stream_inflight = max_stream_inflight
         self._ops = convert.ops_message()
         self._validated = LRU("validated", VALIDATED_CAPACITY)
+        self.accepting: Callable[[], bool] = lambda: True  # False while draining (the door's)
 
     # -- Verify and VerifyStream
 
@@ -135,6 +146,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                     # checks still running are cancelled
                     msg = _parse(pb.VerifyStreamRequest, item).request
                     await slots.acquire()
+                    if not self.accepting():  # draining: each request is the client's to resend
+                        await answers.put(pb.VerifyStreamResponse(id=msg.id, error=_SHUTTING_DOWN))
+                        continue
                     task = asyncio.create_task(answer(msg))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -330,7 +344,7 @@ def _seconds(budget: float, time_remaining: float | None) -> float:
     """The request's budget (validated against the server's cap), within the caller's deadline."""
     seconds = budget if time_remaining is None else min(budget, time_remaining - DEADLINE_MARGIN)
     if seconds <= 0:
-        raise OutOfTime("queue", 0.0)
+        raise OutOfTime("queue", 0.0, "the call's deadline leaves no time to check the request")
     return seconds
 
 

@@ -152,18 +152,27 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
             message = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the server closed the pipe: exit
-        seq, kind, payload, seconds, request_id = pickle.loads(message)
+        seq, kind, payload, (seconds, stated), request_id = pickle.loads(message)
         if kind == "stop":
             return
         status[RUNNING] = seq
         on_stage("decode")
         handle = handlers.verify if kind == "verify" else handlers.describe
         outcome = handle(
-            payload, config.handler, seconds, lambda s=seq: status[CANCEL] == s, on_stage, request_id
+            payload,
+            config.handler,
+            seconds,
+            lambda s=seq: status[CANCEL] == s,
+            on_stage,
+            request_id,
+            stated,  # the job's whole time: it began when the server took the request
         )
         status[STAGE] = 0
         status[RUNNING] = 0
-        conn.send_bytes(pickle.dumps((seq, outcome, _grew(config.recycle_bytes))))
+        try:
+            conn.send_bytes(pickle.dumps((seq, outcome, _grew(config.recycle_bytes))))
+        except OSError:  # the server closed the pipe (it is shutting down): nobody to answer
+            return
 
 
 def _grew(recycle_bytes: int) -> bool:
@@ -265,7 +274,7 @@ class WorkerPool:
             w.queue.clear()
             if w.conn is not None:
                 with contextlib.suppress(OSError):
-                    w.conn.send_bytes(pickle.dumps((0, "stop", b"", 0.0, "")))
+                    w.conn.send_bytes(pickle.dumps((0, "stop", b"", (0.0, 0.0), "")))
         end = time.monotonic() + timeout
         for w in self.workers:
             if w.conn is not None and not w.conn.closed:
@@ -341,7 +350,9 @@ class WorkerPool:
         worker.job = job
         assert worker.conn is not None
         with contextlib.suppress(OSError):  # it died just now: _on_exit reports the job
-            worker.conn.send_bytes(pickle.dumps((job.seq, job.kind, job.payload, left, job.request_id)))
+            worker.conn.send_bytes(
+                pickle.dumps((job.seq, job.kind, job.payload, (left, job.seconds), job.request_id))
+            )
 
     def _expire(self, job: Job) -> None:
         """A job whose budget ran out before a worker took it: DEADLINE_EXCEEDED, stage queue."""
