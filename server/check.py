@@ -230,7 +230,12 @@ def _check_point(
             point, kinks, operand_values, lambda key: tolerance(key[0], *_names(key))
         )
         blocks = _blocks(derivs, point, tolerance, intervals)
-        verdict_mod.hull_check(blocks, intervals, lambda b: tolerance(b.quantity, b.output, b.input))
+
+        def block_tolerance(b: Block) -> Tolerance:
+            return tolerance(b.quantity, b.output, b.input)
+
+        verdict_mod.hull_check(blocks, intervals, block_tolerance)
+        verdict_mod.uncoupled_claims(blocks, intervals, block_tolerance)
         engine_values = {i: _data(v) for i, v in run.values.items()}
         fp = verdict_mod.FloatingPoint(
             point,
@@ -242,9 +247,7 @@ def _check_point(
                 else None
             ),
         )
-        numerical = verdict_mod.numerical_notes(
-            blocks, fp, lambda b: tolerance(b.quantity, b.output, b.input), intervals
-        )
+        numerical = verdict_mod.numerical_notes(blocks, fp, block_tolerance, intervals)
         verdict = verdict_mod.point_verdict(blocks)
         conventions = verdict_mod.convention_notes(kinks, blocks, intervals, how)
         witnesses = verdict_mod.reference_notes(blocks)
