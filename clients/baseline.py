@@ -148,6 +148,8 @@ def load(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 def save(path: str | Path, cases: dict[str, list[dict[str, Any]]]) -> None:
     """Write the baseline, keeping the cases of an existing file that this run did not touch."""
     path = Path(path)
+    if path.is_dir():  # found before anything is written next to it
+        raise BaselineError(f"{path}: a directory; --update-baseline takes a file name")
     merged: dict[str, Any] = {}
     if path.exists():
         try:

@@ -144,22 +144,31 @@ class Crossgrad:
         **fields: Any,
     ) -> Result:
         """Verify and fail the test unless the verdict is PASS (or a pass with notes or
-        conventions), or one of `expect` when given; fields are Client.verify's."""
-        from .client import CrossgradError
+        conventions), or one of `expect` when given (ERROR matches a request the verifier
+        refuses, too); fields are Client.verify's."""
+        from .client import CrossgradError, Result
+        from .suite import REFUSED
+        from .suite_format import VERDICTS
 
         __tracebackhide__ = True
+        expected = [] if expect is None else [expect] if isinstance(expect, str) else list(expect)
+        unknown = [e for e in expected if e not in VERDICTS]
+        if unknown:
+            pytest.fail(f"crossgrad: expect {unknown} is not a verdict: {', '.join(VERDICTS)}", False)
         try:
             result = self.client.verify(program, inputs, **fields)
         except CrossgradError as exc:
-            problem = str(exc)  # failed outside the except: no chained traceback in the report
+            result, problem = Result(error=exc), str(exc)  # failed outside the except: no chain
         else:
             problem = ""
-        if problem:
+        refusal_expected = (
+            "ERROR" in expected and result.error is not None and result.error.code in REFUSED
+        )
+        if problem and not refusal_expected:
             pytest.fail(f"crossgrad could not check the program: {problem}", pytrace=False)
         if expect is None:
             ok, wanted = result.passed, "a pass"
         else:
-            expected = [expect] if isinstance(expect, str) else list(expect)
             ok, wanted = result.verdict in expected, " or ".join(expected)
         if not ok:
             pytest.fail(
