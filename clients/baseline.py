@@ -82,9 +82,11 @@ def _key(block: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def snapshot(result: Result) -> list[dict[str, Any]]:
-    """The engine's values of every block of the given point (outputs, gradients, Jacobians)."""
+    """The engine's values of every block of the given point (outputs, gradients, Jacobians);
+    none for a refused request."""
     blocks = []
-    for block in result.response.points[0].blocks if result.response.points else ():
+    points = result.response.points if result.error is None else ()
+    for block in points[0].blocks if points else ():
         if block.values_omitted or "engine" not in block.values:
             continue
         values = from_tensor(block.values["engine"]).astype(np.float64)

@@ -283,6 +283,20 @@ def test_a_budget_is_seconds_or_the_requests_budget_fields(tmp_path):
     assert a.fields["budget"] == {"seconds": 5} and b.fields["budget"]["sympy_seconds"] == 1
 
 
+def test_a_refusal_can_be_the_expected_error_baseline_and_all(tmp_path):
+    suite = tmp_path / "refusals.yaml"
+    suite.write_text(
+        "cases:\n  - {name: refused, program: y = sum(x *, inputs: {x: [1]}, expect: ERROR}\n"
+        "  - {name: fine, program: y = sum(x * x), inputs: {x: [1]}}\n"
+    )
+    baseline = tmp_path / "baseline.json"
+    for flag in ("--update-baseline", "--baseline"):
+        done = subprocess.run([*CHECK, str(suite), flag, str(baseline)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "2 as expected" in done.stdout
+    assert list(json.loads(baseline.read_text())["cases"]["refusals::refused"]) == []
+
+
 def test_data_files_are_read_relative_to_the_suite(tmp_path):
     """The example suite's .npz files resolve from the suite's folder, wherever we run from."""
     copy = tmp_path / "elsewhere"
