@@ -646,9 +646,7 @@ class Client:
         server), within the deadline."""
         pending = dict(items)
         answered = False
-        attempt = 0
-        while True:
-            attempt += 1
+        for attempt in range(1, RESUME_ATTEMPTS + 1):  # each ends in a retry or a return
             # A slot is taken when a request is sent and given back when its answer arrives, so
             # at most `concurrency` checks are in flight; stopped ends the feeder with the call.
             slots = threading.Semaphore(concurrency)

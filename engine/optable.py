@@ -438,8 +438,10 @@ def _classification_loss(name: str, scores: str) -> OpSpec:
     )
 
 
-def _reduction(name: str, node: Any, nonsmooth: str | None = None, *extra: Attr) -> OpSpec:
-    return OpSpec(name, 1, (AXIS, KEEPDIMS, *extra), _reduce, node, nonsmooth, operands=("x",))
+def _reduction(
+    name: str, node: Any, nonsmooth: str | None = None, *extra: Attr, shape: Any = _reduce
+) -> OpSpec:
+    return OpSpec(name, 1, (AXIS, KEEPDIMS, *extra), shape, node, nonsmooth, operands=("x",))
 
 
 _SPECS = [
@@ -514,9 +516,8 @@ _SPECS = [
     ),
     _op1("amax", (AXIS, KEEPDIMS), _reduce_nonempty, "AmaxBackward0", "at ties (split evenly)"),
     _op1("amin", (AXIS, KEEPDIMS), _reduce_nonempty, "AminBackward0", "at ties (split evenly)"),
-    OpSpec(  # the log of an empty sum is -inf in torch; numpy's max refuses it: refused here
-        "logsumexp", 1, (AXIS, KEEPDIMS), _reduce_nonempty, "LogsumexpBackward0", operands=("x",)
-    ),
+    # the log of an empty sum is -inf in torch; numpy's max refuses it: refused here
+    _reduction("logsumexp", "LogsumexpBackward0", shape=_reduce_nonempty),
     _reduction("var", "VarBackward0", None, Attr("correction", "int", 1)),
     _reduction("std", "StdBackward0", "where all entries are equal", Attr("correction", "int", 1)),
     _op1(

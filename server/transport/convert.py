@@ -424,6 +424,12 @@ class TransportError(Exception):
         self.retry_after = retry_after
 
 
+def unavailable(message: str, reason: str, metadata: Mapping[str, Any] | None = None) -> TransportError:
+    """UNAVAILABLE that is safe to retry (the request was not checked): a lost worker, a busy or
+    draining server."""
+    return TransportError(grpc.StatusCode.UNAVAILABLE, message, reason, metadata, retry_after=1.0)
+
+
 def _pack(message: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)

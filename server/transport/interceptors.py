@@ -125,9 +125,7 @@ class Door:
         tells it from a server it cannot reach, and retries elsewhere."""
         self.metrics.labelled(self.metrics.requests, method, "UNAVAILABLE").inc()
         log.info({"event": "request", "method": method, "code": "UNAVAILABLE", "error": self.why_closed})
-        error = convert.TransportError(
-            grpc.StatusCode.UNAVAILABLE, self.why_closed, "SHUTTING_DOWN", retry_after=1.0
-        )
+        error = convert.unavailable(self.why_closed, "SHUTTING_DOWN")
         await convert.abort(context, convert.error_status(error))
 
     def _call(self, method: str, context: grpc.aio.ServicerContext) -> _Call:

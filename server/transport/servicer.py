@@ -75,12 +75,7 @@ _UNREAD = Validated(0, 0.0, "", "")  # a request not (yet) parsed, for the log l
 
 # A request read from a stream while the server drains: not started, safe to send again.
 _SHUTTING_DOWN = convert.error_status(
-    convert.TransportError(
-        grpc.StatusCode.UNAVAILABLE,
-        "the server is shutting down; send the request again (elsewhere)",
-        "SHUTTING_DOWN",
-        retry_after=1.0,
-    )
+    convert.unavailable("the server is shutting down; send the request again", "SHUTTING_DOWN")
 )
 
 
@@ -233,8 +228,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         validated: str,
     ) -> None:
         """One check's metrics and its JSON log line."""
-        timings = (outcome.timings or {}) if outcome is not None else {}
-        verdict = outcome.verdict if outcome is not None and outcome.ok else ""
+        timings, verdict = _results(outcome)
         self.metrics.record_check(code, verdict, timings, (outcome.cache_hits or {}) if outcome else {})
         if validated:
             self.metrics.labelled(self.metrics.cache, "validated", validated).inc()
@@ -285,14 +279,20 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             _log_request("ListOps", "", _UNREAD, code, error, None)
 
 
+def _results(outcome: Outcome | None) -> tuple[dict[str, float], str]:
+    """A call's stage timings and its verdict (empty when it has none)."""
+    if outcome is None:
+        return {}, ""
+    return outcome.timings or {}, outcome.verdict if outcome.ok else ""
+
+
 def _log_request(
     method: str, request_id: str, about: Validated, code: str, error: str, outcome: Outcome | None
 ) -> None:
     """A call's JSON log line: which request, how it ended, where its time went."""
     if not log.isEnabledFor(logging.INFO):
         return
-    timings = (outcome.timings or {}) if outcome is not None else {}
-    verdict = outcome.verdict if outcome is not None and outcome.ok else ""
+    timings, verdict = _results(outcome)
     fields: dict[str, Any] = {
         "event": "request",
         "method": method,

@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 
 from ..deadline import OutOfTime
-from .convert import TransportError
+from .convert import TransportError, unavailable
 from .handlers import HandlerConfig, Outcome
 
 log = logging.getLogger("crossgrad.server")
@@ -268,9 +268,7 @@ class WorkerPool:
         for w in self.workers:
             for job in [*w.queue, *([w.job] if w.job else [])]:
                 if not job.future.done():
-                    job.future.set_exception(
-                        _unavailable("the server is shutting down", "SHUTTING_DOWN")
-                    )
+                    job.future.set_exception(unavailable("the server is shutting down", "SHUTTING_DOWN"))
             w.queue.clear()
             if w.conn is not None:
                 with contextlib.suppress(OSError):
@@ -303,9 +301,9 @@ class WorkerPool:
     ) -> Outcome:
         """Run a job on a worker; cancelling the awaiting task cancels the job."""
         if self._closing:
-            raise _unavailable("the server is shutting down", "SHUTTING_DOWN")
+            raise unavailable("the server is shutting down", "SHUTTING_DOWN")
         if self.queued >= self.config.max_queue:
-            raise _unavailable(
+            raise unavailable(
                 f"the server is busy: {self.queued} requests are waiting for a worker", "BUSY"
             )
         assert self._loop is not None
@@ -451,7 +449,7 @@ class WorkerPool:
                 grpc.StatusCode.CANCELLED, "cancelled by the caller", "CANCELLED", {"stage": stage}
             )
         exit_code = worker.process.exitcode if worker.process is not None else None
-        return _unavailable(
+        return unavailable(
             f"the worker process checking this request died ({_describe_exit(exit_code)}) in the "
             f"{stage} stage; the server replaced it and the request is safe to retry",
             "WORKER_LOST",
@@ -507,7 +505,3 @@ def _describe_exit(code: int | None) -> str:
             return f"killed by {signal.Signals(-code).name}"
         return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _unavailable(message: str, reason: str, metadata: dict[str, Any] | None = None) -> TransportError:
-    return TransportError(grpc.StatusCode.UNAVAILABLE, message, reason, metadata, retry_after=1.0)
