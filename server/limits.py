@@ -39,8 +39,8 @@ class Limits:
     # and JAX run op by op costs ~0.2 ms per node. 4e8 is about 1.5-4 s for one forward pass.
     max_work: int = 400_000_000
     # Everything a check evaluates, over every sample point: the engine's and JAX's passes,
-    # batched Jacobian rows and Hessian columns, finite differences (4 evaluations per entry,
-    # 16 n^2 for an n-input Hessian) and blame. Audit cases this refuses: a 1,000-input Hessian
+    # batched Jacobian rows and Hessian columns, finite differences (6 evaluations per entry,
+    # 24 n^2 for an n-input Hessian) and blame. Audit cases this refuses: a 1,000-input Hessian
     # by finite differences (1.6e7 evaluations; it took 80 s) and two extra sample points on
     # four 10^6-element inputs (3 x 1,024 evaluations of a 2e7 program: 200 s). 4e9 is roughly
     # 15-40 s of work at the measured rates.

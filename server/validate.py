@@ -22,6 +22,8 @@ from .backends import (
     operation_count,
     per_program,
 )
+from .backends.finite_diff import ENGINE_ENTRIES as FD_ENGINE_ENTRIES
+from .backends.finite_diff import STEPS as FD_STEPS
 from .compare import SourceValues
 from .derivatives import Derivatives
 from .ir import Program, Ref
@@ -397,7 +399,6 @@ LIVE_INTERMEDIATES = 4
 gradients in the backward pass, JAX's residuals and its cotangents."""
 SYMPY_BYTES_PER_OP = 3_000  # measured: W 200x200 in sum(tanh(W @ x)), 8e4 scalar ops, 250 MB
 SYMPY_SAMPLED_BYTES_PER_OP = 700  # measured: W 600x600 sampled, 7.2e5 scalar ops, 450 MB
-FD_ENGINE_ENTRIES = 16  # finite differences run the engine point by point up to this many entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,9 +477,10 @@ def estimate_cost(request: CheckRequest, program: Program, wrt_sizes: dict[str, 
     if "fd" in refs and wrt_sizes:
         k = _fd_entries(n_in, budget)
         if "vjp" in checks or "jacobian" in checks:
-            fd_evaluations += 4 * k
+            fd_evaluations += len(FD_STEPS) * k
         if "hessian" in checks and n_in <= budget.hessian_max_inputs:
-            fd_evaluations += 16 * n_in * n_in
+            # per column: two steps, each a difference of two evaluations at every step
+            fd_evaluations += 2 * 2 * len(FD_STEPS) * n_in * n_in
         if k <= FD_ENGINE_ENTRIES:  # the engine, point by point
             calls, node_cost = fd_evaluations, POINT_NODE_COST
         else:  # JAX, on batches of points
@@ -507,7 +509,9 @@ def estimate_cost(request: CheckRequest, program: Program, wrt_sizes: dict[str, 
         columns = m * k
         if "jacobian" not in checks and m * k > BATCH_ELEMENTS:  # a VJP alone: vᵀf and |v|ᵀ|f|
             columns = 2 * k
-        memory["finite differences"] = 8 * (2 * per_call * max(n_in, total_elems) + 8 * columns)
+        memory["finite differences"] = 8 * (
+            2 * per_call * max(n_in, total_elems) + 3 * len(FD_STEPS) * columns
+        )
         if "hessian" in checks and n_in <= budget.hessian_max_inputs:
             memory["finite differences"] += 8 * 8 * n_in * n_in
     if "sympy" in refs and wrt_sizes:
