@@ -529,24 +529,30 @@ def numerical_notes(
                 ieee_here = ieee & ~np.isfinite(engine_value.reshape(same.shape))
             with np.errstate(invalid="ignore", over="ignore"):
                 inexact = ~np.isfinite(value) | ~np.isfinite(same)
-                overflow = (inexact & np.isfinite(exact)) | huge | (fp.overflowed & inexact)
+                # the exact value past the dtype's range (sympy's float of it is then infinite)
+                beyond = huge | np.isinf(exact)
+                overflow = (inexact & np.isfinite(exact)) | beyond | (fp.overflowed & inexact)
                 evidence = overflow | tiny | ill
             # the same computation in the same precision, equal up to twice its rounding noise
             # (Monte Carlo arithmetic's spread); or no further from the exact value than twice
             # the exact formula computed there. Ten times each let a claim 9 % off pass where the
             # spread was near 1 % of the value.
             with np.errstate(invalid="ignore", over="ignore"):
-                like_formula = np.abs(value - exact) <= 2 * formula + margin
-                # the engine's overflowed forward pass gave a non-finite value where the exact
-                # value is not representable in this dtype (inf / inf is nan), or where an
-                # overflowed value bears on the block: IEEE's answer
-                unrepresentable = (
-                    fp.overflowed & (huge | ~np.isfinite(exact) | ieee_here) & ~np.isfinite(value)
+                # (an exact value past the range has no formula error to compare with)
+                like_formula = ~beyond & (np.abs(value - exact) <= 2 * formula + margin)
+                # past the range, IEEE's answer is the exact value's own infinity; where an
+                # overflowed value bears on the block, any non-finite value (0 * inf is nan). A
+                # claim's must be the engine's: -inf or nan for exp(710) is no overflow of e^710.
+                ieee_answer = (beyond & (value == np.copysign(np.inf, exact))) | (
+                    fp.overflowed & ieee_here & ~np.isfinite(value)
                 )
+                if src != "engine" and engine_value is not None:
+                    engine_here = engine_value.reshape(same.shape)
+                    ieee_answer &= (value == engine_here) | (np.isnan(value) & np.isnan(engine_here))
             excuse = (
                 failing
                 & evidence
-                & (close(value, same, tol, 2 * spread) | like_formula | unrepresentable)
+                & (close(value, same, tol, 2 * spread) | like_formula | ieee_answer)
             )
             noise = np.maximum(spread, np.where(np.isfinite(formula), formula, 0.0))
             with np.errstate(invalid="ignore", over="ignore"):

@@ -310,6 +310,30 @@ def test_a_range_that_depends_on_the_step_off_the_kink_excuses_nothing():
     assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
 
 
+@pytest.mark.parametrize("claim", [-1.0, 0.0, -np.inf, np.nan, 1e300])
+def test_an_exact_value_past_float64_admits_only_its_own_infinity(claim):
+    """d/dx exp(x) at 710 is e^710 > float64's max: sympy's float of it is inf, and every claim
+    passed as "overflow" (the formula's error there was inf - inf = nan, read as unbounded)."""
+    report = run("y = sum(exp(x))", claimed={"x": [claim, 1.0]}, x=[710.0, 0.0])
+    assert report.verdict is Verdict.FAIL, report.summary
+    right = run("y = sum(exp(x))", claimed={"x": [np.inf, 1.0]}, x=[710.0, 0.0])
+    assert right.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, right.summary
+    assert any(n.why == "overflow in float64" and n.source == "claimed" for n in right.points[0].numerical)
+
+
+def test_a_value_that_overflows_is_a_numerical_note_not_a_plain_pass():
+    report = run("y = sum(x ** 2)", x=[1e200])  # 1e400: inf in the engine, in sympy's float too
+    assert report.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, report.summary
+
+
+def test_a_nan_that_only_jax_gives_is_no_reference_for_an_equal_nan():
+    """d/dx x sqrt(x) is 0 at 0; the engine, JAX and a claim say nan (0 * inf), sympy cannot
+    evaluate there and finite differences give nothing: nothing settles it."""
+    report = run("y = sum(x * sqrt(x))", claimed={"x": [np.nan, 3.0]}, x=[0.0, 4.0])
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert report.block("vjp", "x").counts["claimed"]["unverified"] == 1
+
+
 # ---------------------------------------------------------------- claims that must not pass
 
 
