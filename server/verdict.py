@@ -132,6 +132,11 @@ def kink_intervals(
     if not groups or runs > MAX_SIDE_RUNS or operation_count(point.program) * runs > MAX_KINK_WORK:
         return _unknown(point, checks), "too many kinks to find their one-sided derivatives"
     complete = all(s is not None and s.complete for s in found)
+    # Each kink is stepped off on its own, as if its sides were independent of the others'. Two
+    # kinked ops on the same inputs are not: abs(x) - abs(x) is 0 whatever the side, but each
+    # abs stepped alone admitted anything in [-2, 2]. Their combined range is not known.
+    if _coupled([k for k, f in zip(kinks, found) if f is not None], point):
+        complete = False
     hull = all(s is not None and s.hull for s in found)
     unbounded = any(s is not None and s.unbounded for s in found)
 
@@ -182,6 +187,24 @@ def kink_intervals(
             intervals[key].complete = False
     how = f"JAX just off each kink: {len(groups)} group(s), {runs} evaluation(s)"
     return intervals, how
+
+
+def _coupled(kinks: list[Kink], point: Point) -> bool:
+    """Whether two of these kinked ops depend on a common differentiated input."""
+    program = point.program
+    wrt = {i for n, i in program.inputs if n in point.wrt}
+    depends: dict[int, set[int]] = {}  # node -> the differentiated inputs it depends on
+    for node in program.nodes:  # in order: operands come first
+        depends[node.id] = {node.id} & wrt
+        for a in node.args:
+            if isinstance(a, Ref):
+                depends[node.id] |= depends[a.id]
+    seen: set[int] = set()
+    for node_id in {k.node.id for k in kinks}:
+        if depends[node_id] & seen:
+            return True
+        seen |= depends[node_id]
+    return False
 
 
 def _interval(
@@ -550,9 +573,7 @@ def numerical_notes(
                     engine_here = engine_value.reshape(same.shape)
                     ieee_answer &= (value == engine_here) | (np.isnan(value) & np.isnan(engine_here))
             excuse = (
-                failing
-                & evidence
-                & (close(value, same, tol, 2 * spread) | like_formula | ieee_answer)
+                failing & evidence & (close(value, same, tol, 2 * spread) | like_formula | ieee_answer)
             )
             noise = np.maximum(spread, np.where(np.isfinite(formula), formula, 0.0))
             with np.errstate(invalid="ignore", over="ignore"):

@@ -318,7 +318,9 @@ def test_an_exact_value_past_float64_admits_only_its_own_infinity(claim):
     assert report.verdict is Verdict.FAIL, report.summary
     right = run("y = sum(exp(x))", claimed={"x": [np.inf, 1.0]}, x=[710.0, 0.0])
     assert right.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, right.summary
-    assert any(n.why == "overflow in float64" and n.source == "claimed" for n in right.points[0].numerical)
+    assert any(
+        n.why == "overflow in float64" and n.source == "claimed" for n in right.points[0].numerical
+    )
 
 
 def test_a_value_that_overflows_is_a_numerical_note_not_a_plain_pass():
@@ -332,6 +334,26 @@ def test_a_nan_that_only_jax_gives_is_no_reference_for_an_equal_nan():
     report = run("y = sum(x * sqrt(x))", claimed={"x": [np.nan, 3.0]}, x=[0.0, 4.0])
     assert report.verdict is Verdict.UNVERIFIED, report.summary
     assert report.block("vjp", "x").counts["claimed"]["unverified"] == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "x", "claim"),
+    [
+        ("y = sum(abs(x) - abs(x))", [0.0, 1.0], [1.7, 0.0]),  # 0 everywhere
+        ("y = sum(relu(x) - relu(-x))", [0.0, 1.0], [2.0, 1.0]),  # x
+        ("y = sum(maximum(x, 0.0) + minimum(x, 0.0))", [0.0, 1.0], [0.0, 1.0]),  # x
+        ("y = amax(x) + amin(x)", [1.0, 1.0], [2.0, 0.0]),  # x0 + x1
+    ],
+)
+def test_kinks_of_two_ops_on_the_same_input_excuse_nothing(source, x, claim):
+    """Each kink stepped off alone, their ranges added up: abs(x) - abs(x) admitted [-2, 2]."""
+    report = run(source, claimed={"x": claim}, x=x)
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+
+
+def test_kinks_on_separate_inputs_keep_their_ranges():
+    report = run("y = sum(relu(x)) + sum(abs(z))", claimed={"x": [0.5, 1.0]}, x=[0.0, 1.0], z=[0.0, 2.0])
+    assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
 
 
 # ---------------------------------------------------------------- claims that must not pass
