@@ -206,7 +206,9 @@ def test_time_waiting_for_a_worker_counts_against_the_budget(server, client):
 def _stopped_checks(port: int) -> float:
     """Checks stopped early: out of their time budget, or cancelled by their caller."""
     return metric(port, "crossgrad_checks_total", code="DEADLINE_EXCEEDED") + sum(
-        metric(port, "crossgrad_cancelled_checks_total", state=s) for s in ("queued", "running")
+        metric(port, "crossgrad_cancelled_checks_total", state=s, why=w)
+        for s in ("queued", "running")
+        for w in ("cancelled", "deadline")
     )
 
 
@@ -223,6 +225,45 @@ def test_a_short_deadline_stops_the_work_and_the_server_goes_on(server, client):
     assert cpu_seconds(workers(server.pid)) - before < 0.3
     assert time.monotonic() - start < 3.0
     assert_worked_example(client.verify(**WORKED))
+
+
+@pytest.mark.parametrize("deadline", [0.3, 0.8])
+def test_a_deadline_is_answered_by_the_server_naming_the_stage(server, client, deadline):
+    """A check reaches its deadline at its checkpoints, which sympy's steps space out: the
+    server answers before the caller's deadline itself (gRPC's own answer said nothing of where
+    the time went), and counts the call DEADLINE_EXCEEDED, not CANCELLED."""
+    before = metric(
+        server.metrics_port, "crossgrad_requests_total", method="Verify", code="DEADLINE_EXCEEDED"
+    )
+    error = _rpc_error(lambda: client.verify_message(slow_request(), timeout=deadline))
+    assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error.info.get("stage") in ("parse", "engine", "sympy", "jax", "fd", "compare"), error
+    assert wait_for(
+        lambda: (
+            metric(
+                server.metrics_port,
+                "crossgrad_requests_total",
+                method="Verify",
+                code="DEADLINE_EXCEEDED",
+            )
+            > before
+        ),
+        5,
+    )
+
+
+def test_a_stream_of_slow_checks_does_not_hold_up_other_callers(server, client):
+    """A stream takes at most one worker's share at a time, not 32 places in the queues."""
+    channel, stub = _stub(server.address)
+    items = [pb.VerifyStreamRequest(request=slow_request(f"s{k}", seconds=1.0)) for k in range(12)]
+    with channel:
+        stream = stub.VerifyStream(iter(items), timeout=60)
+        time.sleep(0.5)  # the stream's checks have started
+        start = time.monotonic()
+        assert_worked_example(client.verify(**WORKED))
+        took = time.monotonic() - start
+        assert len(list(stream)) == 12
+    assert took < 2.5, took  # behind one 1 s check per worker at most (was 12 s behind all)
 
 
 def test_a_stream_of_200_mixed_requests_gets_200_answers(server):

@@ -146,10 +146,13 @@ class _Call:
         self.door.inflight -= 1
         code = self.context.code()
         if code is None:
-            if exc is None:
+            if isinstance(exc, (asyncio.CancelledError, GeneratorExit)) or self.context.cancelled():
+                # gRPC ended the call: the caller went away, or its deadline came
+                remaining = self.context.time_remaining()
+                late = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.CANCELLED
+            elif exc is None:
                 code = grpc.StatusCode.OK
-            elif isinstance(exc, asyncio.CancelledError):  # the client went away
-                code = grpc.StatusCode.CANCELLED
             else:
                 code = grpc.StatusCode.UNKNOWN
         name = code.name if isinstance(code, grpc.StatusCode) else str(code)

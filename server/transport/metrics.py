@@ -53,7 +53,10 @@ class Metrics:
             "crossgrad_worker_kills", "Workers stopped from outside, by why", ["why"], registry=r
         )
         self.cancelled = Counter(
-            "crossgrad_cancelled_checks", "Checks whose caller gave up, by state", ["state"], registry=r
+            "crossgrad_cancelled_checks",
+            "Checks stopped for their caller, by state and why (cancelled, or its deadline came)",
+            ["state", "why"],
+            registry=r,
         )
         self.inflight = Gauge("crossgrad_inflight_requests", "RPCs being served", registry=r)
         self.queued = Gauge("crossgrad_queued_checks", "Checks waiting for a worker", registry=r)

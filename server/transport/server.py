@@ -103,7 +103,7 @@ class Server:
             self.metrics.kills.labels(fields["why"]).inc()
             log.warning({"event": "worker_killed", **fields})
         elif event == "cancelled":
-            self.metrics.cancelled.labels(fields["state"]).inc()
+            self.metrics.cancelled.labels(fields["state"], fields["why"]).inc()
         elif event == "ready":
             log.info({"event": "worker_ready", **fields})
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
@@ -28,8 +29,12 @@ pb = verifier_pb2
 SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 log = logging.getLogger("crossgrad.server")
 
-# Seconds kept back from the caller's deadline, so the answer can still reach it.
-DEADLINE_MARGIN = 0.02
+# Seconds kept back from the caller's deadline: the worker's check stops itself this much before
+# it (at its next checkpoint), and the server answers DEADLINE_EXCEEDED with the stage
+# ANSWER_MARGIN before it if the check has not stopped by then, so the answer reaches the caller
+# (else gRPC's own answer at the deadline says nothing of where the time went).
+DEADLINE_MARGIN = 0.05
+ANSWER_MARGIN = 0.02
 # Requests of up to VALIDATED_MAX_BYTES that passed validation are remembered by a digest of their
 # bytes: the same bytes validate the same way on this server (its limits are fixed), so a request
 # sent again (a suite run again, a client polling) skips the server's decoding, parsing and cost
@@ -121,12 +126,16 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         # a slot is taken when a request is read and given back when its answer is sent: checks
         # running plus answers the client has not read stay within max_stream_inflight
         slots = asyncio.Semaphore(self.max_stream_inflight)
+        # and at most one check per worker at a time: the workers' queues are first come, first
+        # served, so a stream's 32 slow checks queued at once kept a unary call waiting 12 s
+        share = asyncio.Semaphore(len(self.pool.workers))
         tasks: set[asyncio.Task[None]] = set()
 
         async def answer(msg: verifier_pb2.VerifyRequest) -> None:
             try:
                 payload = msg.SerializeToString()
-                response = await self._verify(payload, msg, context.time_remaining(), "VerifyStream")
+                async with share:
+                    response = await self._verify(payload, msg, context.time_remaining(), "VerifyStream")
                 await answers.put(
                     pb.VerifyStreamResponse(id=msg.id, response=pb.VerifyResponse.FromString(response))
                 )
@@ -174,6 +183,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         """The serialized VerifyResponse for a serialized VerifyRequest (`msg`: the same, parsed,
         when it is at hand), or StatusError."""
         request_id = new_request_id()
+        answer_by = _answer_by(time_remaining)
         outcome: Outcome | None = None
         code, error, validated = "OK", "", ""
         about = _UNREAD  # the request, for the log line, as far as it was read
@@ -193,7 +203,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                     self._validated.put(digest, known)
             about = known
             seconds = _seconds(known.seconds, time_remaining)
-            outcome = await self.pool.submit("verify", payload, known.affinity, seconds, request_id)
+            outcome = await self.pool.submit(
+                "verify", payload, known.affinity, seconds, request_id, _left(answer_by)
+            )
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
             # what only the server knows, appended: a message's serialized fields that come later
@@ -205,7 +217,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             )
             return outcome.payload + known_here.SerializeToString()
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            code = _ended_by(answer_by)
             raise
         except Exception as exc:
             status = _status(exc, request_id)
@@ -241,6 +253,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     ) -> verifier_pb2.DescribeGraphResponse:
         request_id = new_request_id()
         about, code, error, outcome = _UNREAD, "OK", "", None
+        answer_by = _answer_by(context.time_remaining())
         try:
             msg = _parse(pb.DescribeGraphRequest, request)
             about = _UNREAD._replace(program_hash=_program_hash(msg.program))
@@ -248,12 +261,14 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             prepared = prepare_description(described, self.config.limits)
             key = hash((prepared.program.cache_key, "describe"))
             seconds = _seconds(self.config.default_seconds, context.time_remaining())
-            outcome = await self.pool.submit("describe", request, key, seconds, request_id)
+            outcome = await self.pool.submit(
+                "describe", request, key, seconds, request_id, _left(answer_by)
+            )
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
             return pb.DescribeGraphResponse.FromString(outcome.payload)
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            code = _ended_by(answer_by)
             raise
         except Exception as exc:
             status = _status(exc, request_id)
@@ -338,6 +353,22 @@ def register(servicer: VerifierServicer, server: grpc.aio.Server) -> None:
 
 def _as_bytes(response: bytes | verifier_pb2.VerifyResponse) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def _answer_by(time_remaining: float | None) -> float | None:
+    """When (time.monotonic) the server answers at the latest: ANSWER_MARGIN before the
+    caller's deadline (None: it set none)."""
+    return None if time_remaining is None else time.monotonic() + time_remaining - ANSWER_MARGIN
+
+
+def _left(answer_by: float | None) -> float | None:
+    return None if answer_by is None else answer_by - time.monotonic()
+
+
+def _ended_by(answer_by: float | None) -> str:
+    """How a call gRPC ended was ended: its deadline came, or its caller went away."""
+    late = answer_by is not None and time.monotonic() >= answer_by
+    return "DEADLINE_EXCEEDED" if late else "CANCELLED"
 
 
 def _seconds(budget: float, time_remaining: float | None) -> float:

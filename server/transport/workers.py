@@ -297,9 +297,18 @@ class WorkerPool:
         return sum(w.ready for w in self.workers)
 
     async def submit(
-        self, kind: str, payload: bytes, key: int, seconds: float, request_id: str
+        self,
+        kind: str,
+        payload: bytes,
+        key: int,
+        seconds: float,
+        request_id: str,
+        answer_within: float | None = None,
     ) -> Outcome:
-        """Run a job on a worker; cancelling the awaiting task cancels the job."""
+        """Run a job on a worker; cancelling the awaiting task cancels the job. answer_within:
+        the caller's deadline, in seconds from now: a job still running then is cancelled and
+        answered DEADLINE_EXCEEDED naming its stage (a check reaches its deadline only at its
+        checkpoints, and gRPC's own answer at the deadline says nothing of where)."""
         if self._closing:
             raise unavailable("the server is shutting down", "SHUTTING_DOWN")
         if self.queued >= self.config.max_queue:
@@ -314,10 +323,23 @@ class WorkerPool:
         try:
             # not shielded: cancelling the caller cancels job.future too, which is what _cancel
             # does anyway (and a shield's extra future costs a turn of the event loop)
-            return await job.future
+            if answer_within is None:
+                return await job.future
+            return await asyncio.wait_for(job.future, answer_within)
         except asyncio.CancelledError:
             self._cancel(job, worker)
             raise
+        except TimeoutError:
+            stage = self._stage_of(job)
+            self._cancel(job, worker, "deadline")
+            raise OutOfTime(stage, job.seconds) from None
+
+    def _stage_of(self, job: Job) -> str:
+        """The stage a job is in: "queue" while it waits, else its worker's."""
+        for w in self.workers:
+            if w.job is job and w.status is not None:
+                return STAGES[w.status[STAGE]] if w.status[STAGE] else "check"
+        return "queue"
 
     def _choose(self, key: int) -> Worker:
         """The key's own worker while it is free; else an idle one; else the least loaded."""
@@ -357,18 +379,21 @@ class WorkerPool:
         if not job.future.done():
             job.future.set_exception(OutOfTime("queue", job.seconds))
 
-    def _cancel(self, job: Job, worker: Worker) -> None:
-        """The caller gave up: drop the job if it waits; else tell the worker to stop it."""
+    def _cancel(self, job: Job, worker: Worker, why: str = "cancelled") -> None:
+        """The caller gave up (or its deadline came): drop the job if it waits; else tell the
+        worker to stop it."""
         for w in self.workers:
             if job in w.queue:
                 w.queue.remove(job)
-                self.on_event("cancelled", {"state": "queued", "request_id": job.request_id})
+                self.on_event("cancelled", {"state": "queued", "request_id": job.request_id, "why": why})
         for w in self.workers:
             if w.job is job and w.status is not None:
                 w.status[CANCEL] = job.seq
                 job.give_up_at = min(job.give_up_at, time.monotonic() + self.config.kill_grace)
-                job.why = "cancelled"
-                self.on_event("cancelled", {"state": "running", "request_id": job.request_id})
+                job.why = why
+                self.on_event(
+                    "cancelled", {"state": "running", "request_id": job.request_id, "why": why}
+                )
         job.future.cancel()  # nobody waits for its outcome any more
 
     # -- events from the workers
