@@ -96,38 +96,41 @@ def _capped(value: Any, cap: float, what: str, field: str) -> None:
 def _validate_budget(budget: Budget, limits: Limits) -> None:
     if not isinstance(budget, Budget):
         raise RequestError(f"budget must be a Budget, got {type(budget).__name__}", field="budget")
-    _number(budget.seconds, "budget.seconds", "budget")
+    _number(budget.seconds, "budget.seconds", "budget.seconds")
     if budget.seconds <= 0:
-        raise RequestError("budget.seconds must be more than 0", field="budget")
-    _capped(budget.seconds, limits.max_budget_seconds, "budget.seconds", "budget")
-    _number(budget.sympy_seconds, "budget.sympy_seconds", "budget")
-    _capped(budget.sympy_seconds, limits.max_budget_seconds, "budget.sympy_seconds", "budget")
+        raise RequestError("budget.seconds must be more than 0", field="budget.seconds")
+    _capped(budget.seconds, limits.max_budget_seconds, "budget.seconds", "budget.seconds")
+    _number(budget.sympy_seconds, "budget.sympy_seconds", "budget.sympy_seconds")
+    _capped(
+        budget.sympy_seconds, limits.max_budget_seconds, "budget.sympy_seconds", "budget.sympy_seconds"
+    )
     for f in dataclasses.fields(budget):
         if f.name in ("seconds", "sympy_seconds"):
             continue
         value = getattr(budget, f.name)
-        _integer(value, f"budget.{f.name}", "budget")
+        _integer(value, f"budget.{f.name}", f"budget.{f.name}")
         cap = (
             limits.max_sympy_scalar_ops
             if f.name == "sympy_max_scalar_ops"
             else limits.max_budget_entries
         )
-        _capped(value, cap, f"budget.{f.name}", "budget")
+        _capped(value, cap, f"budget.{f.name}", f"budget.{f.name}")
 
 
 def _validate_samples(request: CheckRequest, limits: Limits) -> None:
     samples = request.samples
     if samples is None:
         return
-    _integer(samples.count, "samples.count", "samples")
-    _capped(samples.count, limits.max_sample_points, "samples.count", "samples")
-    _integer(samples.seed, "samples.seed", "samples")
-    _number(samples.scale, "samples.scale", "samples")
-    for bound in (samples.low, samples.high):
-        _number(bound, "samples.low and samples.high", "samples", low=-np.inf)
+    _integer(samples.count, "samples.count", "samples.count")
+    _capped(samples.count, limits.max_sample_points, "samples.count", "samples.count")
+    _integer(samples.seed, "samples.seed", "samples.seed")
+    _number(samples.scale, "samples.scale", "samples.scale")
+    for name, bound in (("samples.low", samples.low), ("samples.high", samples.high)):
+        _number(bound, name, name, low=-np.inf)
     if samples.distribution not in ("normal", "uniform") or samples.low > samples.high:
         raise RequestError(
-            "samples: distribution is 'normal' or 'uniform' (low <= high)", field="samples"
+            "samples: distribution is 'normal' or 'uniform' (low <= high)",
+            field="samples.distribution" if samples.low <= samples.high else "samples.low",
         )
     if samples.count == 0:
         return
@@ -144,14 +147,14 @@ def _validate_samples(request: CheckRequest, limits: Limits) -> None:
                 raise RequestError(
                     f"samples: uniform draws in [{samples.low:g}, {samples.high:g}] overflow "
                     f"{spec.dtype} (input {spec.name!r}; its largest value is {largest:.4g})",
-                    field="samples",
+                    field="samples.low" if abs(samples.low) >= abs(samples.high) else "samples.high",
                 )
         elif samples.scale * _NORMAL_TAIL > largest:
             raise RequestError(
                 f"samples: normal draws with scale {samples.scale:g} overflow {spec.dtype} "
                 f"(input {spec.name!r}; its largest value is {largest:.4g}; the scale may be at "
                 f"most {largest / _NORMAL_TAIL:.4g})",
-                field="samples",
+                field="samples.scale",
             )
 
 
@@ -165,18 +168,18 @@ def _validate_claims(request: CheckRequest) -> None:
         if getattr(request, field_name) and quantity not in request.checks:
             raise RequestError(
                 f"{field_name} is given but {quantity!r} is not among the checks {list(request.checks)}",
-                field="claimed",
+                field=field_name,
             )
     if not isinstance(request.claimed_vjp, dict) or not all(
         isinstance(k, str) for k in request.claimed_vjp
     ):
-        raise RequestError("claimed_vjp maps input names to gradients", field="claimed")
+        raise RequestError("claimed_vjp maps input names to gradients", field="claimed_vjp")
     if not isinstance(request.claimed_jacobian, dict) or not all(
         isinstance(k, tuple) and len(k) == 2 and all(isinstance(n, str) for n in k)
         for k in request.claimed_jacobian
     ):
         raise RequestError(
-            "claimed_jacobian maps (output, input) name pairs to Jacobians", field="claimed"
+            "claimed_jacobian maps (output, input) name pairs to Jacobians", field="claimed_jacobian"
         )
     specs = {s.name: s for s in request.inputs}
     frozen = {n for n, s in specs.items() if not s.requires_grad}
@@ -185,14 +188,22 @@ def _validate_claims(request: CheckRequest) -> None:
     if asked & frozen:
         raise RequestError(
             f"claimed derivatives for {sorted(asked & frozen)}, which do not require grad",
-            field="claimed",
+            field=_claim_field(request, min(asked & frozen)),
         )
     if asked & integer:
         raise RequestError(
             f"claimed derivatives for {sorted(asked & integer)}, which are int64 inputs (not "
             "differentiated)",
-            field="claimed",
+            field=_claim_field(request, min(asked & integer)),
         )
+
+
+def _claim_field(request: CheckRequest, name: str) -> str:
+    """The request field of a claim for input `name` (as the gRPC request names it)."""
+    if name in request.claimed_vjp:
+        return f"claimed_vjp[{name}]"
+    output = next(o for o, n in request.claimed_jacobian if n == name)
+    return f"claimed_jacobian[{output}/{name}]"
 
 
 def _validate_name(name: Any, seen: set[str]) -> str:
@@ -605,35 +616,37 @@ def claimed_derivatives(
     outputs = [name for name, _ in program.outputs]
     for name, g in request.claimed_vjp.items():
         if name not in values:
-            raise RequestError(f"claimed gradient for unknown input {name!r}", field="claimed")
+            raise RequestError(
+                f"claimed gradient for unknown input {name!r}", field=f"claimed_vjp[{name}]"
+            )
         if g is None:
             d.vjp[name] = SourceValues(np.zeros(values[name].shape))
             d.unused |= {(o, name) for o in outputs}
             continue
-        arr = _array(g, np.float64, f"the claimed gradient of {name!r}", "claimed", finite=False)
+        field = f"claimed_vjp[{name}]"
+        arr = _array(g, np.float64, f"the claimed gradient of {name!r}", field, finite=False)
         if arr.shape != values[name].shape:
             raise RequestError(
                 f"the claimed gradient of {name!r} has shape {arr.shape}; the "
                 f"input has shape {values[name].shape}",
-                field="claimed",
+                field=field,
             )
         d.vjp[name] = SourceValues(arr)
     outs = dict(program.outputs)
     for (oname, name), j in request.claimed_jacobian.items():
+        field = f"claimed_jacobian[{oname}/{name}]"
         if oname not in outs or name not in values:
-            raise RequestError(
-                f"claimed Jacobian for unknown pair ({oname!r}, {name!r})", field="claimed"
-            )
+            raise RequestError(f"claimed Jacobian for unknown pair ({oname!r}, {name!r})", field=field)
         shape = program.node(outs[oname]).shape + values[name].shape
         if j is None:
             d.jacobian[(oname, name)] = SourceValues(np.zeros(shape))
             d.unused.add((oname, name))
             continue
-        arr = _array(j, np.float64, f"the claimed Jacobian d {oname}/d {name}", "claimed", finite=False)
+        arr = _array(j, np.float64, f"the claimed Jacobian d {oname}/d {name}", field, finite=False)
         if arr.shape != shape:
             raise RequestError(
                 f"the claimed Jacobian d {oname}/d {name} has shape {arr.shape}; expected {shape}",
-                field="claimed",
+                field=field,
             )
         d.jacobian[(oname, name)] = SourceValues(arr)
     return d

@@ -43,10 +43,10 @@ def refused(req: CheckRequest, field: str, words: str) -> RequestError:
             "inputs[x].mask",
         ),
         ({"program": "y = x * w", "cotangents": {"y": [1.0, 1j]}}, "cotangents[y]"),
-        ({"claimed_vjp": {"x": np.array([3.0, 4.0 + 0j])}}, "claimed"),
+        ({"claimed_vjp": {"x": np.array([3.0, 4.0 + 0j])}}, "claimed_vjp[x]"),
         (
             {"claimed_jacobian": {("y", "x"): np.array([[3.0, 4.0 + 1j]])}, "checks": ("jacobian",)},
-            "claimed",
+            "claimed_jacobian[y/x]",
         ),
     ],
 )
@@ -132,14 +132,14 @@ def test_a_cotangent_for_an_output_that_does_not_exist_is_refused():
     ],
 )
 def test_claims_for_inputs_that_are_not_differentiated_are_refused(inputs, words):
-    refused(request(inputs=inputs, claimed_vjp={"w": [1.0, 2.0]}), "claimed", words)
+    refused(request(inputs=inputs, claimed_vjp={"w": [1.0, 2.0]}), "claimed_vjp[w]", words)
     req = request(inputs=inputs, claimed_jacobian={("y", "w"): [[1.0, 2.0]]}, checks=("jacobian",))
-    refused(req, "claimed", words)
+    refused(req, "claimed_jacobian[y/w]", words)
 
 
 def test_malformed_claim_keys_are_refused():
     req = request(claimed_jacobian={"yx": [[1.0, 2.0]]}, checks=("jacobian",))
-    refused(req, "claimed", "(output, input) name pairs")
+    refused(req, "claimed_jacobian", "(output, input) name pairs")
 
 
 def test_input_names_must_be_nfkc_normalised():
@@ -163,25 +163,27 @@ def test_an_input_given_twice_is_refused():
 
 
 @pytest.mark.parametrize(
-    ("dtype", "samples", "words"),
+    ("dtype", "samples", "field", "words"),
     [
         (
             "float32",
             SamplePoints(count=1, distribution="uniform", low=-1e39, high=0.0),
+            "samples.low",
             "overflow float32",
         ),
-        ("float32", SamplePoints(count=1, scale=1e38), "the scale may be at most"),
+        ("float32", SamplePoints(count=1, scale=1e38), "samples.scale", "the scale may be at most"),
         (
             "float64",
             SamplePoints(count=1, distribution="uniform", low=-1e308, high=1e308),
+            "samples.low",
             "overflow float64",
         ),
-        ("float64", SamplePoints(count=1, scale=1e308), "overflow float64"),
+        ("float64", SamplePoints(count=1, scale=1e308), "samples.scale", "overflow float64"),
     ],
 )
-def test_sample_ranges_that_overflow_the_inputs_dtype_are_refused(dtype, samples, words):
+def test_sample_ranges_that_overflow_the_inputs_dtype_are_refused(dtype, samples, field, words):
     inputs = [InputSpec("x", [1.0, 2.0], dtype=dtype), InputSpec("w", [3.0, 4.0], dtype=dtype)]
-    refused(request(inputs=inputs, samples=samples), "samples", words)
+    refused(request(inputs=inputs, samples=samples), field, words)
 
 
 def test_sample_ranges_within_the_dtype_are_drawn():
@@ -227,11 +229,19 @@ LIMITS = Limits(max_input_elements=10, max_total_elements=12, max_statements=3, 
             "program",
             "nested more than 64",
         ),
-        ({"budget": Budget(seconds=121.0)}, "budget", "budget.seconds is 121.0; this server's limit"),
-        ({"budget": Budget(sympy_seconds=500.0)}, "budget", "budget.sympy_seconds"),
-        ({"budget": Budget(fd_max_entries=10**9)}, "budget", "budget.fd_max_entries"),
-        ({"budget": Budget(sympy_max_scalar_ops=10**6)}, "budget", "limit is 400000"),
-        ({"samples": SamplePoints(count=65)}, "samples", "samples.count is 65"),
+        (
+            {"budget": Budget(seconds=121.0)},
+            "budget.seconds",
+            "budget.seconds is 121.0; this server's limit",
+        ),
+        ({"budget": Budget(sympy_seconds=500.0)}, "budget.sympy_seconds", "budget.sympy_seconds"),
+        ({"budget": Budget(fd_max_entries=10**9)}, "budget.fd_max_entries", "budget.fd_max_entries"),
+        (
+            {"budget": Budget(sympy_max_scalar_ops=10**6)},
+            "budget.sympy_max_scalar_ops",
+            "limit is 400000",
+        ),
+        ({"samples": SamplePoints(count=65)}, "samples.count", "samples.count is 65"),
         (
             {"checks": ("hessian",), "budget": Budget(hessian_max_inputs=1)},
             "checks",
@@ -249,10 +259,10 @@ def test_requests_over_a_limit_are_limit_errors(fields, field, words):
     ("fields", "field"),
     [
         ({"program": "y = sum(x * )"}, "program"),
-        ({"budget": Budget(seconds=float("nan"))}, "budget"),
-        ({"budget": Budget(seconds=0.0)}, "budget"),
-        ({"budget": Budget(sympy_max_scalar_ops=-1)}, "budget"),
-        ({"samples": SamplePoints(count=-1)}, "samples"),
+        ({"budget": Budget(seconds=float("nan"))}, "budget.seconds"),
+        ({"budget": Budget(seconds=0.0)}, "budget.seconds"),
+        ({"budget": Budget(sympy_max_scalar_ops=-1)}, "budget.sympy_max_scalar_ops"),
+        ({"samples": SamplePoints(count=-1)}, "samples.count"),
         ({"inputs": [InputSpec("x", [1.0, 2.0]), InputSpec("w", [np.nan, 1.0])]}, "inputs[w]"),
         ({"outputs": [["y"]]}, "outputs"),
     ],
