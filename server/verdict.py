@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from crossgrad.engine import OPS
 
 from . import deadline
 from .backends import jax_backend, operation_count
@@ -99,13 +100,18 @@ def _reaches(
 
 
 def unused_inputs(program: Program) -> dict[str, set[str]]:
-    """output -> the inputs it does not depend on (no gradient: torch's .grad stays None)."""
+    """output -> the inputs it does not depend on through differentiable ops (no gradient:
+    torch's .grad stays None). A comparison's result and where's condition carry no gradient,
+    so `where(x > 0, a, b)` leaves x without one."""
     inputs_of: dict[int, set[str]] = {}
     for node in program.nodes:  # in order: operands come first
         deps = {node.name} if node.op == "input" else set()
-        for a in node.args:
-            if isinstance(a, Ref):
-                deps |= inputs_of[a.id]
+        spec = OPS.get(node.op)
+        if spec is None or spec.differentiable:
+            skipped = () if spec is None else spec.no_grad_operands
+            for k, a in enumerate(node.args):
+                if isinstance(a, Ref) and k not in skipped:
+                    deps |= inputs_of[a.id]
         inputs_of[node.id] = deps
     return {name: set(program.input_names) - inputs_of[i] for name, i in program.outputs}
 

@@ -206,6 +206,23 @@ def test_a_claimed_none_means_no_gradient_and_is_checked_as_such():
     assert wrong.verdict is Verdict.FAIL and "claimed no gradient, but" in wrong.summary
 
 
+@pytest.mark.parametrize("source", ["y = sum(where(x > 0.0, a, b))", "y = sum(where(gt(x, 0.0), a, b) * a)"])
+def test_an_input_seen_only_through_a_comparison_has_no_gradient(source):
+    """A comparison has no grad_fn in torch (nor in the engine): x.grad stays None, and a claim
+    of None was a FAIL ("the output depends on the input")."""
+    report = run(source, claimed={"x": None}, x=[1.0, -1.0], a=[1.0, 2.0], b=[3.0, 4.0])
+    assert report.verdict is Verdict.PASS, report.summary
+    assert report.block("vjp", "x").unused
+    through_a_branch = run(
+        "y = sum(where(x > 0.0, a * x, b))",
+        claimed={"x": None},
+        x=[1.0, -1.0],
+        a=[1.0, 2.0],
+        b=[3.0, 4.0],
+    )
+    assert through_a_branch.verdict is Verdict.FAIL, through_a_branch.summary
+
+
 def test_a_float64_gradient_that_reads_a_float32_value_is_judged_in_float32():
     # d/dt of bce(sin(x), t) is -sin(x), computed in float32: its error reaches t's gradient,
     # while b's gradient (a * b + sum(...): mul reads a, add reads nothing) stays exact
