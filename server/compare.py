@@ -70,9 +70,16 @@ class Interval:
     complete: bool = True  # False: too many kinks to combine every side; reached entries that
     # differ from the reference are then unverified, not excused
     base: np.ndarray | None = None  # flat: the derivatives with every kinked group on one side
-    # per kinked group, its sides' differences from the base (sides x flat entries); None where
-    # they do not span the generalized gradient (only the range per entry is then used)
+    # per kinked group, its sides' differences from the base (sides x flat entries), and whether
+    # they span the group's part of the generalized gradient (not for a ball or a broadcast
+    # kinked operand: only the range per entry is used for the entries those groups move)
     sides: list[np.ndarray] | None = None
+    spans: list[bool] | None = None
+
+    @property
+    def hull(self) -> bool:
+        """Whether the sides span the generalized gradient at every entry."""
+        return self.sides is not None and self.spans is not None and all(self.spans)
 
 
 # Statuses of an entry of a source under test, from best to worst.

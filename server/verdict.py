@@ -143,7 +143,7 @@ def kink_intervals(
     # abs stepped alone admitted anything in [-2, 2]. Their combined range is not known.
     if _coupled([k for k, f in zip(kinks, found) if f is not None], point):
         complete = False
-    hull = all(s is not None and s.hull for s in found)
+    spans = [s.hull for s in found if s is not None for _ in s.groups]
     unbounded = any(s is not None and s.unbounded for s in found)
 
     def derivatives(choice: dict[int, int], scale: float = 1.0) -> Derivatives:
@@ -178,7 +178,7 @@ def kink_intervals(
                         diverging = np.abs(flat(closer)) > 100 * np.abs(b) + 1.0
                 shape = getattr(base, quantity)[key].values.shape
                 interval = _interval(b, sides_, diverging, shape, tolerance((quantity, key)), complete)
-                interval.sides = sides_ if hull else None
+                interval.sides, interval.spans = sides_, spans
                 out[(quantity, key)] = interval
         return out
 
@@ -323,18 +323,19 @@ def hull_check(
     together (relu(sum(x) - 1) gives every entry the same relu'). For each source under test,
     the nearest admissible derivatives over every entry a kink moves, in every block at once
     (each group's weights >= 0 summing to 1; least squares in units of each entry's tolerance);
-    a convention entry those miss by more than its tolerance fails."""
+    a convention entry those miss by more than its tolerance fails. Groups whose sides do not
+    span their part (a ball, a broadcast kinked operand) are left out, with the entries they
+    move: another kink's entries are still tested (amax(x) + norm(z) at ties and zeros)."""
     parts = []
     for b in blocks:
         interval = intervals.get((b.quantity, _key(b)))
-        if interval is None or interval.sides is None or not interval.complete:
+        if interval is None or interval.sides is None or interval.spans is None or not interval.complete:
             continue
-        reached = np.flatnonzero(interval.reached.reshape(-1))
-        if reached.size:
-            tol = tolerance(b)
-            base = interval.base[reached]
-            scale = tol.atol + tol.rtol * np.abs(np.nan_to_num(base, posinf=0.0, neginf=0.0))
-            parts.append((b, reached, base, [g[:, reached] for g in interval.sides], scale))
+        scale = _scale(interval, tolerance(b))
+        reached = np.flatnonzero(interval.reached.reshape(-1) & ~_boxed(interval, scale))
+        groups = [g[:, reached] for g, spans in zip(interval.sides, interval.spans) if spans]
+        if reached.size and groups:
+            parts.append((b, reached, interval.base[reached], groups, scale[reached]))
     if not parts:
         return
     convention, fail = STATUSES.index("convention"), STATUSES.index("fail")
@@ -371,15 +372,34 @@ def uncoupled_claims(
     for b in blocks:
         interval = intervals.get((b.quantity, _key(b)))
         status = b.status_map.get("claimed")
-        if interval is None or interval.sides is not None or status is None or "engine" not in b.sources:
+        if interval is None or interval.hull or status is None or "engine" not in b.sources:
             continue
         claimed = np.asarray(b.sources["claimed"].values, np.float64).reshape(-1)
         engine = np.asarray(b.sources["engine"].values, np.float64).reshape(-1)
         tol = tolerance(b)
-        other = (status == convention) & ~close(claimed, engine, tol)
+        boxed = _boxed(interval, _scale(interval, tol))
+        other = boxed & (status == convention) & ~close(claimed, engine, tol)
         if other.any():
             status[other] = unverified
             summarize(b, tol)
+
+
+def _scale(interval: Interval, tol: Tolerance) -> np.ndarray:
+    """Per flat entry, the tolerance at the base derivatives."""
+    return tol.atol + tol.rtol * np.abs(np.nan_to_num(interval.base, posinf=0.0, neginf=0.0))
+
+
+def _boxed(interval: Interval, scale: np.ndarray) -> np.ndarray:
+    """Per flat entry, whether a kinked group whose sides do not span its part of the
+    generalized gradient moves it (there only its range per entry is known)."""
+    if interval.sides is None or interval.spans is None:
+        return np.ones(interval.reached.size, bool)
+    boxed = np.zeros(interval.reached.size, bool)
+    for g, spans in zip(interval.sides, interval.spans):
+        if not spans:
+            with np.errstate(invalid="ignore"):
+                boxed |= (np.abs(g) > scale).any(axis=0)
+    return boxed
 
 
 def _hull_misfit(
