@@ -164,6 +164,26 @@ def test_bytes_that_are_not_a_request_are_invalid_argument_and_the_server_goes_o
     assert_worked_example(client.verify(**WORKED))
 
 
+def test_a_stream_answers_what_it_read_before_bytes_it_cannot_read_and_refuses_duplicate_ids(
+    server,
+):
+    channel = grpc.insecure_channel(server.address)
+    first = pb.VerifyStreamRequest(request=slow_request("ok1"))  # ~3 s: the second comes meanwhile
+    second = pb.VerifyStreamRequest(request=build_request(**WORKED, id="ok1"))
+    with channel:
+        call = channel.stream_stream("/crossgrad.v1.VerifierService/VerifyStream")
+        wires = [first.SerializeToString(), second.SerializeToString(), b"\x0a\x05ab"]
+        answers = call(iter(wires), timeout=60)
+        got = []
+        with pytest.raises(grpc.RpcError) as info:
+            got.extend(pb.VerifyStreamResponse.FromString(a) for a in answers)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    # the first was checked (it used to be cancelled); the second, sent while it ran, refused
+    assert sorted(a.WhichOneof("result") for a in got) == ["error", "response"], got
+    refused = next(a for a in got if a.WhichOneof("result") == "error")
+    assert refused.id == "ok1" and "already in use" in refused.error.message
+
+
 def test_a_claim_of_no_gradient_is_read_as_such(client):
     fields = {"cotangents": {"Q": [1.0, 1.0]}}
     inputs = {"a": [2.0, 3.0], "c": [1.0]}
@@ -302,13 +322,17 @@ def test_a_stream_of_200_mixed_requests_gets_200_answers(server):
 
 def test_a_token_is_required_when_set_but_health_stays_open():
     with LocalServer(args=("--workers", "1", "--token", "s3cret")) as server:
-        for token in (None, "wrong"):
+        for token, reason in ((None, "MISSING_TOKEN"), ("wrong", "INVALID_TOKEN")):
             with Client(server.address, token=token) as c:
                 error = _rpc_error(lambda c=c: c.verify(**WORKED))
-                assert error.code is grpc.StatusCode.UNAUTHENTICATED
+                assert error.code is grpc.StatusCode.UNAUTHENTICATED and error.info["reason"] == reason
                 assert c.health() == "SERVING"
         with Client(server.address, token="s3cret") as c:
             assert_worked_example(c.verify(**WORKED))
+        channel, stub = _stub(server.address)  # the scheme's name is case-insensitive
+        with channel:
+            answer = stub.Verify(build_request(**WORKED), metadata=(("authorization", "bearer s3cret"),))
+        assert answer.verdict == pb.VERDICT_PASS
 
 
 def _in_background(address: str, request, answers: queue.Queue) -> threading.Thread:

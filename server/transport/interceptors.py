@@ -48,7 +48,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     without it is counted (crossgrad_requests_total{code="UNAUTHENTICATED"}) and logged."""
 
     def __init__(self, token: str, metrics: Metrics) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
         self.metrics = metrics
 
     async def intercept_service(
@@ -59,7 +59,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         given = dict(details.invocation_metadata or ()).get("authorization", "")
         given = given.encode() if isinstance(given, str) else given
-        if hmac.compare_digest(given, self._expected):  # constant time: no timing oracle
+        scheme, _, token = given.strip().partition(b" ")
+        # the scheme's name is case-insensitive (RFC 9110); the token is compared in constant
+        # time: no timing oracle
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._expected):
             return handler
         why = "missing bearer token" if not given else "invalid bearer token"
         method = details.method.rsplit("/", 1)[-1]
@@ -70,9 +73,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 {"event": "request", "method": method, "code": "UNAUTHENTICATED", "error": why,
                  "peer": context.peer()}
             )  # fmt: skip
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, f"{why}: send 'authorization: Bearer <token>'"
+            error = convert.TransportError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"{why}: send 'authorization: Bearer <token>'",
+                "MISSING_TOKEN" if not given else "INVALID_TOKEN",
             )
+            await convert.abort(context, convert.error_status(error))
 
         return _rewrap(handler, lambda behaviour, streaming_response: deny)  # same kind
 

@@ -84,6 +84,16 @@ _SHUTTING_DOWN = convert.error_status(
 )
 
 
+def _duplicate(request_id: str) -> status_pb2.Status:
+    return convert.error_status(
+        convert.RequestError(
+            f"id {request_id!r} is already in use by a request still running on this stream: its "
+            "answers could not be told apart (give each request its own id)",
+            field="id",
+        )
+    )
+
+
 def _parse(kind: Any, data: bytes) -> Any:
     """A request message from the bytes the server received (see register)."""
     try:
@@ -130,6 +140,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         # served, so a stream's 32 slow checks queued at once kept a unary call waiting 12 s
         share = asyncio.Semaphore(len(self.pool.workers))
         tasks: set[asyncio.Task[None]] = set()
+        running_ids: set[str] = set()  # a second request with one of these could not be told apart
 
         async def answer(msg: verifier_pb2.VerifyRequest) -> None:
             try:
@@ -141,18 +152,28 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 )
             except StatusError as exc:
                 await answers.put(pb.VerifyStreamResponse(id=msg.id, error=exc.status))
+            finally:
+                running_ids.discard(msg.id)
 
         async def read() -> None:
             try:
                 async for item in request_iterator:
-                    # a message that is not a VerifyStreamRequest has no id to answer by: it
-                    # ends the stream (INVALID_ARGUMENT) after the answers already finished;
-                    # checks still running are cancelled
-                    msg = _parse(pb.VerifyStreamRequest, item).request
+                    try:
+                        msg = _parse(pb.VerifyStreamRequest, item).request
+                    except convert.RequestError:
+                        # no id to answer it by: the stream ends (INVALID_ARGUMENT) once the
+                        # requests read before it are answered
+                        await asyncio.gather(*list(tasks))
+                        raise
                     await slots.acquire()
                     if not self.accepting():  # draining: each request is the client's to resend
                         await answers.put(pb.VerifyStreamResponse(id=msg.id, error=_SHUTTING_DOWN))
                         continue
+                    if msg.id in running_ids:
+                        await answers.put(pb.VerifyStreamResponse(id=msg.id, error=_duplicate(msg.id)))
+                        continue
+                    if msg.id:
+                        running_ids.add(msg.id)
                     task = asyncio.create_task(answer(msg))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -182,7 +203,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     ) -> bytes:
         """The serialized VerifyResponse for a serialized VerifyRequest (`msg`: the same, parsed,
         when it is at hand), or StatusError."""
-        request_id = new_request_id()
+        request_id, began = new_request_id(), time.monotonic()
         answer_by = _answer_by(time_remaining)
         outcome: Outcome | None = None
         code, error, validated = "OK", "", ""
@@ -225,8 +246,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             raise (exc if isinstance(exc, StatusError) else StatusError(status)) from None
         finally:
             # metrics and the log line on the event loop's next turn, once the answer is on its way
+            took = time.monotonic() - began
             asyncio.get_running_loop().call_soon(
-                self._account, method, request_id, about, code, error, outcome, validated
+                self._account, method, request_id, about, code, error, outcome, validated, took
             )
 
     def _account(
@@ -238,20 +260,21 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         error: str,
         outcome: Outcome | None,
         validated: str,
+        took: float,
     ) -> None:
         """One check's metrics and its JSON log line."""
         timings, verdict = _results(outcome)
         self.metrics.record_check(code, verdict, timings, (outcome.cache_hits or {}) if outcome else {})
         if validated:
             self.metrics.labelled(self.metrics.cache, "validated", validated).inc()
-        _log_request(method, request_id, about, code, error, outcome)
+        _log_request(method, request_id, about, code, error, outcome, took)
 
     # -- DescribeGraph and ListOps
 
     async def DescribeGraph(
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> verifier_pb2.DescribeGraphResponse:
-        request_id = new_request_id()
+        request_id, began = new_request_id(), time.monotonic()
         about, code, error, outcome = _UNREAD, "OK", "", None
         answer_by = _answer_by(context.time_remaining())
         try:
@@ -275,14 +298,15 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             code, error = _code_name(status.code), status.message
             await convert.abort(context, status)
         finally:
+            took = time.monotonic() - began
             asyncio.get_running_loop().call_soon(
-                _log_request, "DescribeGraph", request_id, about, code, error, outcome
+                _log_request, "DescribeGraph", request_id, about, code, error, outcome, took
             )
 
     async def ListOps(
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> verifier_pb2.ListOpsResponse:
-        code, error = "OK", ""
+        code, error, began = "OK", "", time.monotonic()
         try:
             _parse(pb.ListOpsRequest, request)
             return self._ops
@@ -291,7 +315,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             code, error = _code_name(status.code), status.message
             await convert.abort(context, status)
         finally:
-            _log_request("ListOps", "", _UNREAD, code, error, None)
+            _log_request("ListOps", "", _UNREAD, code, error, None, time.monotonic() - began)
 
 
 def _results(outcome: Outcome | None) -> tuple[dict[str, float], str]:
@@ -302,9 +326,16 @@ def _results(outcome: Outcome | None) -> tuple[dict[str, float], str]:
 
 
 def _log_request(
-    method: str, request_id: str, about: Validated, code: str, error: str, outcome: Outcome | None
+    method: str,
+    request_id: str,
+    about: Validated,
+    code: str,
+    error: str,
+    outcome: Outcome | None,
+    took: float,
 ) -> None:
-    """A call's JSON log line: which request, how it ended, where its time went."""
+    """A call's JSON log line: which request, how it ended, where its time went (`seconds`: the
+    whole call in the server, whatever stopped it)."""
     if not log.isEnabledFor(logging.INFO):
         return
     timings, verdict = _results(outcome)
@@ -325,7 +356,9 @@ def _log_request(
             queue_s=round(outcome.queue_seconds, 6),
             worker_s=round(outcome.worker_seconds, 6),
         )
-    fields.update(code=code, timings={k: round(v, 6) for k, v in timings.items()})
+    fields.update(
+        code=code, seconds=round(took, 6), timings={k: round(v, 6) for k, v in timings.items()}
+    )
     log.info(fields)
 
 

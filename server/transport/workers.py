@@ -9,7 +9,9 @@
   (RLIMIT_AS), so an allocation past it fails inside the check. A worker that dies is replaced and
   its request gets UNAVAILABLE (safe to retry). The server keeps serving through all of it.
 - Cancellation first tries the cheap way: a flag in shared memory that the check's checkpoints read
-  (crossgrad.server.deadline), so a request whose caller went away stops within milliseconds.
+  (crossgrad.server.deadline), so a request whose caller went away stops at its next checkpoint:
+  milliseconds in the numeric stages, up to about half a second inside one sympy or JAX compilation
+  step (the worker is killed if it has not stopped kill_grace later).
 """
 
 from __future__ import annotations
