@@ -69,7 +69,12 @@ def read_program(arg: str) -> str:
             return path.read_text()
     except (OSError, ValueError):
         pass  # text too long or odd to be a file name: it is program text
-    if "=" not in arg:  # every program assigns its outputs: this was meant as a file
+    if "=" not in arg:  # every program assigns its outputs
+        if any(c in arg for c in "()+*@ \n"):  # an expression, not a file name
+            raise UsageError(
+                f"program {arg!r} assigns no output: write it as 'y = {arg.strip()}' (every "
+                "program assigns its outputs to names)"
+            )
         raise UsageError(f"no such program file: {arg} (program text assigns, e.g. 'y = sum(x)')")
     return arg
 
@@ -112,9 +117,12 @@ def parse_value(name: str, text: str) -> np.ndarray:
     return array
 
 
-def parse_assignments(items: Sequence[str], what: str) -> dict[str, np.ndarray]:
-    """NAME=VALUE items (inputs, cotangents, claimed gradients, masks)."""
-    out: dict[str, np.ndarray] = {}
+def parse_assignments(
+    items: Sequence[str], what: str, none: bool = False
+) -> dict[str, np.ndarray | None]:
+    """NAME=VALUE items (inputs, cotangents, claimed gradients, masks); none: VALUE may be
+    null (a claimed gradient: "no gradient", torch's .grad None)."""
+    out: dict[str, np.ndarray | None] = {}
     for item in items:
         name, sep, text = item.partition("=")
         name = name.strip()
@@ -122,7 +130,10 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, np.ndarray]:
             raise UsageError(f"{what} {item!r}: write NAME=VALUE, like a=[2,3] or a=a.npy")
         if name in out:
             raise UsageError(f"{what} {name} is given twice")
-        out[name] = parse_value(name, text.strip())
+        if none and text.strip().lower() in ("null", "none"):
+            out[name] = None
+        else:
+            out[name] = parse_value(name, text.strip())
     return out
 
 
@@ -183,6 +194,8 @@ def server_address(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "is empty: give HOST:PORT, or leave --server and CROSSGRAD_SERVER out to run embedded"
         )
+    if ":" not in text:  # a bare host: crossgrad's port, not gRPC's default of 443
+        return f"{text}:{DEFAULT_SERVER.rsplit(':', 1)[1]}"
     return text
 
 
@@ -193,7 +206,8 @@ def _connection_options(parser: argparse.ArgumentParser, default_server: str | N
         default=os.environ.get("CROSSGRAD_SERVER", default_server),
         type=server_address,
         metavar="ADDR",
-        help=f"a server, host:port or dns:///name:port [env CROSSGRAD_SERVER; default {where}]",
+        help=f"a server, host[:port] (port 50051 if left out) or dns:///name:port [env "
+        f"CROSSGRAD_SERVER; default {where}]",
     )
     parser.add_argument(
         "--token", default=os.environ.get("CROSSGRAD_TOKEN"), help="bearer token [env CROSSGRAD_TOKEN]"
@@ -283,7 +297,7 @@ def _console(args: argparse.Namespace) -> Any:
 def _verify(args: argparse.Namespace) -> int:
     program = read_program(args.program)
     inputs = build_inputs(args)
-    claimed = parse_assignments(args.claimed, "--claimed")
+    claimed = parse_assignments(args.claimed, "--claimed", none=True)
     fields: dict[str, Any] = {
         "outputs": args.output,
         "cotangents": parse_assignments(args.cotangent, "--cotangent"),
@@ -457,7 +471,8 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--atol", type=float, help="absolute tolerance (default: by dtype)")
     verify.add_argument(
         "--claimed", action="append", default=[], metavar="NAME=VALUE",
-        help="a gradient computed elsewhere, checked like the engine's (vjp)",
+        help="a gradient computed elsewhere, checked like the engine's (vjp); NAME=null claims "
+        "no gradient (torch's .grad None)",
     )  # fmt: skip
     verify.add_argument("--samples", type=int, default=0, metavar="N", help="also check N random points")
     verify.add_argument("--seed", type=int, default=0, help="seeds every sampled choice")

@@ -132,6 +132,8 @@ def _error_from_rpc(err: grpc.RpcError, target: str) -> CrossgradError:
     # UNAVAILABLE without the server's status details is the channel's own: nobody answered
     if code is grpc.StatusCode.UNAVAILABLE:
         message = f"cannot reach a crossgrad server at {target}: {message}"
+        if "HTTP/2" in message:  # something answered, but not in gRPC (the metrics port, a web server)
+            message += " (is this the server's gRPC port? --metrics-port serves plain HTTP)"
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"no answer from {target} before the deadline: {message}"
     return CrossgradError(code, " ".join(message.split()))  # one line: grpc's can hold newlines
@@ -147,10 +149,14 @@ class Input:
     dtype: str | None = None  # default: the array's own (float64 for python numbers)
 
 
-def _tensor(value: npt.ArrayLike, dtype: str | None = None) -> Any:
+def _tensor(value: npt.ArrayLike, dtype: str | None = None, what: str = "a tensor") -> Any:
     array = np.asarray(value)
     if dtype is not None:
-        array = array.astype(dtype)
+        with np.errstate(over="raise", invalid="raise"):
+            try:
+                array = array.astype(dtype)
+            except FloatingPointError:
+                raise ValueError(f"{what}: its values do not fit in {dtype}") from None
     elif array.dtype.kind in "iu":
         array = array.astype(np.float64)  # python ints are numbers here, as in torch.tensor(..., float)
     return to_tensor(array)
@@ -179,7 +185,9 @@ def build_request(
     for name, given in inputs.items():
         spec = given if isinstance(given, Input) else Input(given)
         item = msg.inputs.add(
-            name=name, value=_tensor(spec.value, spec.dtype), requires_grad=spec.requires_grad
+            name=name,
+            value=_tensor(spec.value, spec.dtype, f"input {name!r}"),
+            requires_grad=spec.requires_grad,
         )
         if spec.mask is not None:
             item.mask.CopyFrom(_tensor(spec.mask, "float64"))

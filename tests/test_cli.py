@@ -280,3 +280,19 @@ print("codes", codes)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("codes [0, 0, 0]")
     assert "verdict: PASS" in out.stdout and "ReluBackward0" in out.stdout
+
+
+def test_usage_mistakes_get_their_own_messages():
+    """A bare host gets crossgrad's port; `--claimed x=null` claims no gradient; an expression
+    without an assignment says so (not "no such file"); a value past float32 says it overflows."""
+    from crossgrad.clients.cli import server_address
+
+    assert server_address("localhost") == "localhost:50051"
+    assert server_address("dns:///crossgrad:7000") == "dns:///crossgrad:7000"
+    out = crossgrad("verify", "y = sum(3*a)", "a=[2,3]", "c=[1]", "--claimed", "c=null", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["verdict"] == "PASS", out.stderr
+    assert_one_line_error(
+        crossgrad("verify", "sum(a)", "a=[1]"), "assigns no output: write it as 'y = sum(a)'"
+    )
+    out = crossgrad("verify", "y = sum(x)", "x=[1e200]", "--dtype", "float32")
+    assert_one_line_error(out, "input 'x': its values do not fit in float32")

@@ -115,7 +115,7 @@ def _value(name: str, default: Any, given: Any) -> Any:
     try:
         return type(default)(text)
     except ValueError:
-        raise SystemExit(f"{_env(name)}={text!r} is not a valid {type(default).__name__}") from None
+        raise OptionError(f"{_env(name)}={text!r} is not a valid {type(default).__name__}") from None
 
 
 def from_arguments(args: argparse.Namespace) -> ServerOptions:
@@ -158,6 +158,14 @@ _RANGES: dict[str, tuple[float, float]] = {
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+class OptionError(ValueError):
+    """A setting the server cannot run with (a usage error: exit code 2)."""
+
+
+def _num(x: float) -> str:
+    return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
+
+
 def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')} (env {_env(name)})"
 
@@ -167,24 +175,24 @@ def validate(options: ServerOptions) -> None:
     for name, (low, high) in _RANGES.items():
         value = getattr(options, name)
         if not low <= value <= high:
-            raise SystemExit(f"{_flag(name)} must be from {low:g} to {high:g}, got {value!r}")
+            raise OptionError(f"{_flag(name)} must be from {_num(low)} to {_num(high)}, got {value!r}")
     for f in dataclasses.fields(Limits):
         value = getattr(options.limits, f.name)
         if not value > 0:
-            raise SystemExit(f"{_flag('limit_' + f.name)} must be positive, got {value!r}")
+            raise OptionError(f"{_flag('limit_' + f.name)} must be positive, got {value!r}")
     if not 0 < options.budget_seconds <= options.limits.max_budget_seconds:
-        raise SystemExit(
+        raise OptionError(
             f"{_flag('budget_seconds')} must be positive and at most "
             f"{_flag('limit_max_budget_seconds')} ({options.limits.max_budget_seconds:g})"
         )
     if options.log_level.upper() not in LOG_LEVELS:
-        raise SystemExit(f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}")
+        raise OptionError(f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}")
     if bool(options.tls_cert) != bool(options.tls_key):
-        raise SystemExit("give both --tls-cert and --tls-key, or neither")
+        raise OptionError("give both --tls-cert and --tls-key, or neither")
     for name in ("tls_cert", "tls_key"):
         path = getattr(options, name)
         if path and not os.access(path, os.R_OK):
-            raise SystemExit(f"{_flag(name)}: cannot read {path!r}")
+            raise OptionError(f"{_flag(name)}: cannot read {path!r}")
 
 
 def parse(argv: Sequence[str] | None = None) -> ServerOptions:
@@ -192,4 +200,8 @@ def parse(argv: Sequence[str] | None = None) -> ServerOptions:
         prog="crossgrad serve", description="Run the crossgrad gRPC server."
     )
     add_arguments(parser)
-    return from_arguments(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return from_arguments(args)
+    except OptionError as exc:
+        parser.error(str(exc))  # exits 2, as for any other usage error

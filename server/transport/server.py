@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,24 @@ def _grpc_options(options: ServerOptions) -> list[tuple[str, Any]]:
         ("grpc.max_send_message_length", size),
         ("grpc.so_reuseport", 0),  # a second server on the same port is an error, not a silent share
     ]
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail before the workers' warm-up if the port is taken (gRPC would say so only after it,
+    as "Failed to bind", the reason in its own log)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise RuntimeError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise RuntimeError(
+                f"--port {port}: cannot listen on {host}: {exc.strerror or exc}"
+            ) from None
 
 
 def _pool_config(options: ServerOptions) -> PoolConfig:
@@ -130,6 +149,8 @@ class Server:
                 raise RuntimeError(
                     f"--metrics-port {o.metrics_port}: cannot listen on {host}: {exc.strerror or exc}"
                 ) from None
+        if o.port:
+            _check_free(o.host, o.port)
         await self.pool.start()
         if creds is not None:
             self.port = self.grpc.add_secure_port(o.address, creds)
