@@ -206,11 +206,15 @@ def print_summary(outcomes: Sequence[Outcome], seconds: float, verbose: bool = F
             console.rule(f"{o.case.id}: {o.status}", style="red")
             console.print(o.details(), markup=False)
     bad = [o for o in outcomes if not o.ok]
-    regressions = sum(o.moved for o in outcomes)
+    regressed = [o for o in outcomes if o.moved]
+    moved = sum(o.moved for o in regressed)
+    entries = (
+        f" ({moved} {'entry' if moved == 1 else 'entries'} moved from the baseline)" if moved else ""
+    )
     console.print(
         f"{len(outcomes)} cases in {seconds:.1f} s: {len(outcomes) - len(bad)} as expected, "
         f"{sum(o.status == 'UNEXPECTED' for o in outcomes)} unexpected, "
-        f"{regressions} regression(s), {sum(o.error is not None for o in outcomes)} not checked",
+        f"{len(regressed)} regressed{entries}, {sum(o.error is not None for o in outcomes)} not checked",
         markup=False,
     )
 
