@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import grpc
 import numpy as np
 from crossgrad.v1.tensors import from_tensor
 
@@ -231,7 +232,12 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 
 def _program_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("program", help="program text, a file holding it, or - for stdin")
-    parser.add_argument("inputs", nargs="*", metavar="NAME=VALUE", help="inputs: a=[2,3], a=a.npy")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="NAME=VALUE",
+        help="inputs (at least one, here or in --inputs): a=[2,3], a=a.npy, a=file.npz:key",
+    )
     parser.add_argument(
         "--inputs",
         dest="inputs_file",
@@ -412,7 +418,15 @@ def _ops(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        status = client.health(args.service, timeout=args.timeout or 5.0)
+        try:
+            status = client.health(args.service, timeout=args.timeout or 5.0)
+        except CrossgradError as exc:
+            if exc.code is not grpc.StatusCode.NOT_FOUND:
+                raise
+            raise UsageError(
+                f"the server has no health status for service {args.service!r} (it has one for "
+                "'' and for crossgrad.v1.VerifierService)"
+            ) from None
     print(status)
     return 0 if status == "SERVING" else 1
 
@@ -444,8 +458,8 @@ def _check(argv: Sequence[str]) -> int:
 def parser() -> argparse.ArgumentParser:
     top = OneLineParser(
         prog="crossgrad",
-        description="Differentiate a function three ways (crossgrad's engine, sympy, JAX) and report "
-        "where they disagree.",
+        description="Differentiate a function four ways (crossgrad's engine, sympy exactly, JAX, "
+        "finite differences) and report where they disagree.",
         epilog="Exit codes: 0 all pass, 1 discrepancies, 2 usage, input or connection errors.",
     )
     top.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")

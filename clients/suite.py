@@ -258,7 +258,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tls", action="store_true", help="connect with TLS (the system's roots)")
     parser.add_argument("--ca-cert", metavar="FILE", help="TLS with this root certificate (PEM)")
-    parser.add_argument("--jobs", "-j", type=int, default=DEFAULT_JOBS, help="cases checked at once")
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=DEFAULT_JOBS,
+        help=f"cases checked at once (default {DEFAULT_JOBS})",
+    )
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds for the whole run (over gRPC)"
     )

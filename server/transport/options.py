@@ -21,7 +21,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 50051  # 0: any free port (printed, and written to port_file)
     workers: int = 2  # worker processes; each checks one request at a time
-    token: str = ""  # bearer token required on every call but health checks ("" = none)
+    token: str = ""  # bearer token required on every call but health checks and reflection
     tls_cert: str = ""  # PEM files: both or neither
     tls_key: str = ""
     metrics_port: int = -1  # Prometheus metrics over HTTP on this port (-1 = off, 0 = any free port)
@@ -55,7 +55,7 @@ _HELP = {
     "host": "address to listen on (0.0.0.0 for every interface)",
     "port": "port to listen on (0: any free port)",
     "workers": "worker processes (each checks one request at a time)",
-    "token": "require 'authorization: Bearer TOKEN' on every call but health checks",
+    "token": "require 'authorization: Bearer TOKEN' on every call but health checks and reflection",
     "tls_cert": "PEM certificate chain (with --tls-key: serve TLS)",
     "tls_key": "PEM private key",
     "metrics_port": "serve Prometheus metrics over HTTP on this port (-1: off, 0: any free port)",
