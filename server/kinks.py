@@ -222,7 +222,7 @@ BALLS = {"norm", "std"}
 """Ops whose generalized gradient at a kink is a ball: the sides (one per entry and way) span
 each entry's range, not that of a combination of entries."""
 _DOMAIN_EDGES = {"sqrt": 0.0, "log": 0.0, "log1p": -1.0}  # approached from the right only
-_TIES = {"maximum", "minimum", "lt", "le", "gt", "ge", "eq", "ne"}
+TIES = {"maximum", "minimum", "lt", "le", "gt", "ge", "eq", "ne"}  # kinks where two operands meet
 
 Shift = dict[int, np.ndarray]  # operand index -> what to add to it
 Move = tuple[int, int, float]  # (operand, flat index of the entry, how much to add to it)
@@ -385,7 +385,7 @@ def _entry_kinks(
     k: int | None = 0
     if op == "div":
         k = 1
-    elif op in _TIES:
+    elif op in TIES:
         tensors = [j for j in (0, 1) if _float(operands[j])]
         full = [j for j in tensors if operands[j].shape == entries.shape]
         k = (full or tensors or [None])[0]

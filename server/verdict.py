@@ -26,7 +26,7 @@ from .backends import jax_backend, operation_count
 from .compare import STATUSES, Block, Interval, SourceValues, Tolerance, close, summarize
 from .derivatives import Derivatives, Point
 from .ir import Program, Ref
-from .kinks import Kink, sides
+from .kinks import TIES, Kink, Sides, sides
 from .model import ConventionNote, NumericalNote, ReferenceNote, Verdict
 
 MAX_SIDE_RUNS = 128  # evaluations of the program just off the kinks (groups x their sides)
@@ -138,10 +138,11 @@ def kink_intervals(
     if not groups or runs > MAX_SIDE_RUNS or operation_count(point.program) * runs > MAX_KINK_WORK:
         return _unknown(point, checks), "too many kinks to find their one-sided derivatives"
     complete = all(s is not None and s.complete for s in found)
-    # Each kink is stepped off on its own, as if its sides were independent of the others'. Two
-    # kinked ops on the same inputs are not: abs(x) - abs(x) is 0 whatever the side, but each
-    # abs stepped alone admitted anything in [-2, 2]. Their combined range is not known.
-    if _coupled([k for k, f in zip(kinks, found) if f is not None], point):
+    # Each kinked group is stepped off on its own, as if its sides were independent of the
+    # others'. They are not when the inputs cannot move them independently: abs(x) - abs(x) is 0
+    # whatever the side, but each abs stepped alone admitted anything in [-2, 2]. Their combined
+    # range is then not known.
+    if _coupled(kinks, found, point):
         complete = False
     spans = [s.hull for s in found if s is not None for _ in s.groups]
     unbounded = any(s is not None and s.unbounded for s in found)
@@ -195,8 +196,38 @@ def kink_intervals(
     return intervals, how
 
 
-def _coupled(kinks: list[Kink], point: Point) -> bool:
-    """Whether two of these kinked ops depend on a common differentiated input."""
+def _coupled(kinks: list[Kink], found: list[Sides | None], point: Point) -> bool:
+    """Whether some kinked groups cannot be moved to their sides independently by the
+    differentiated inputs. Elementwise kinks: the derivatives of their kinked quantities (the
+    moved operand entry; for a tie, the difference of the operands) must be linearly independent
+    (relu(x) - relu(-x), abs(concat(x, x)) and a kinked quantity that no input moves are not).
+    Reductions (ties of a max, a zero norm) are coupled with any other kink on a common input."""
+    picks: list[jax_backend.Pick] = []
+    reductions: list[Kink] = []
+    for kink, sides_ in zip(kinks, found):
+        if sides_ is None:
+            continue
+        if kink.entries is None:  # a reduction
+            reductions.append(kink)
+            continue
+        other = None
+        for group in sides_.moves:
+            k, j, _ = group[0]
+            if kink.node.op in TIES:
+                other = 1 - k
+            picks.append((kink.node.id, k, other, j))
+    if reductions and _share_inputs(
+        reductions, [k for k, f in zip(kinks, found) if f is not None], point
+    ):
+        return True
+    if not picks:
+        return False
+    rows = jax_backend.kinked_jacobian(point, picks)
+    return bool(np.linalg.matrix_rank(rows) < len(picks))
+
+
+def _share_inputs(reductions: list[Kink], kinks: list[Kink], point: Point) -> bool:
+    """Whether a reduction's kink and another kinked op depend on a common differentiated input."""
     program = point.program
     wrt = {i for n, i in program.inputs if n in point.wrt}
     depends: dict[int, set[int]] = {}  # node -> the differentiated inputs it depends on
@@ -205,12 +236,12 @@ def _coupled(kinks: list[Kink], point: Point) -> bool:
         for a in node.args:
             if isinstance(a, Ref):
                 depends[node.id] |= depends[a.id]
-    seen: set[int] = set()
-    for node_id in {k.node.id for k in kinks}:
-        if depends[node_id] & seen:
-            return True
-        seen |= depends[node_id]
-    return False
+    return any(
+        depends[r.node.id] & depends[k.node.id]
+        for r in reductions
+        for k in kinks
+        if k.node.id != r.node.id
+    )
 
 
 def _interval(

@@ -362,6 +362,7 @@ def test_a_nan_that_only_jax_gives_is_no_reference_for_an_equal_nan():
         ("y = sum(relu(x) - relu(-x))", [0.0, 1.0], [2.0, 1.0]),  # x
         ("y = sum(maximum(x, 0.0) + minimum(x, 0.0))", [0.0, 1.0], [0.0, 1.0]),  # x
         ("y = amax(x) + amin(x)", [1.0, 1.0], [2.0, 0.0]),  # x0 + x1
+        ("y = sum(relu(concat([x, -x])))", [0.0, 1.0], [1.7, 1.0]),  # abs(x): one op, two kinks
     ],
 )
 def test_kinks_of_two_ops_on_the_same_input_excuse_nothing(source, x, claim):
@@ -370,9 +371,16 @@ def test_kinks_of_two_ops_on_the_same_input_excuse_nothing(source, x, claim):
     assert report.verdict is Verdict.UNVERIFIED, report.summary
 
 
-def test_kinks_on_separate_inputs_keep_their_ranges():
+def test_kinks_the_inputs_move_independently_keep_their_ranges():
     report = run("y = sum(relu(x)) + sum(abs(z))", claimed={"x": [0.5, 1.0]}, x=[0.0, 1.0], z=[0.0, 2.0])
     assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
+    # both rows of W @ x at relu's kink, on the same x: W's entries move each row on its own
+    layer = "h = relu(W @ x)\ny = sum(h)"
+    inputs = {"W": [[1.0, 2.0], [3.0, 4.0]], "x": [0.0, 0.0]}
+    right = run(layer, claimed={"x": [4.0, 6.0], "W": [[0.0, 0.0], [0.0, 0.0]]}, **inputs)
+    assert right.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, right.summary
+    wrong = run(layer, claimed={"x": [5.0, 6.0], "W": [[0.0, 0.0], [0.0, 0.0]]}, **inputs)
+    assert wrong.verdict is Verdict.FAIL, wrong.summary
 
 
 def test_a_ball_kink_elsewhere_leaves_the_other_kinks_coupling_tested():

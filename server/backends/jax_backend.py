@@ -489,3 +489,42 @@ def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) 
                 d.jacobian[(oname, n)] = masked(n, block)
             start += size
     return d
+
+
+Pick = tuple[int, int, int | None, int]  # (node id, operand k, other operand or None, flat entry)
+
+
+def kinked_jacobian(point: Point, picks: Sequence[Pick]) -> np.ndarray:
+    """One row per pick: the derivative of a kinked quantity with respect to every entry of the
+    differentiated inputs (flattened, in order): operand k's entry j, or for a tie, operand k
+    minus the other operand (broadcast together) at entry j. Run op by op, as shifted_derivatives."""
+    program, wrt = point.program, point.wrt
+    others = [n for n in program.input_names if n not in wrt]
+    wanted = {p[0] for p in picks}
+
+    def quantities(*w: Any) -> Any:
+        seen: dict[int, list[Any]] = {}
+
+        def apply(node: IRNode, operands: list[Any]) -> Any:
+            if node.id in wanted:
+                seen[node.id] = operands
+            return apply_op(node, operands)
+
+        evaluate(
+            program,
+            dict(zip(wrt, w)) | {n: _as_jax(point.values[n]) for n in others},
+            apply,
+            _checkpoint,
+        )
+        out = []
+        for node_id, k, other, j in picks:
+            x = seen[node_id][k]
+            if other is not None:
+                x, y = jnp.broadcast_arrays(x, seen[node_id][other])
+                x = x - y
+            out.append(jnp.ravel(jnp.asarray(x, jnp.float64))[j])
+        return jnp.stack(out)
+
+    args = [_as_jax(point.values[n]) for n in wrt]
+    rows = jax.jacrev(quantities, argnums=tuple(range(len(wrt))))(*args)
+    return np.concatenate([np.asarray(r, np.float64).reshape(len(picks), -1) for r in rows], axis=1)
