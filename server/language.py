@@ -866,7 +866,16 @@ def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
         )
         raise RequestError(f"syntax error: {exc.msg}", pos) from None
     except (RecursionError, MemoryError):
-        raise LimitError("the program is nested too deeply to parse (the parser's limit)") from None
+        # the parser says nowhere where: point at the line with the most operators (a long chain
+        # a + a + ... nests as deeply as it has operators)
+        counts = [sum(line.count(op) for op in "+-*/@%") for line in lines]
+        worst = max(range(len(counts)), key=counts.__getitem__, default=0)
+        raise LimitError(
+            f"the program is nested too deeply to parse (the parser's limit): this line has "
+            f"{counts[worst] if counts else 0} operators; split its expression over several "
+            "statements",
+            Position(worst + 1, 1, worst + 1, len(lines[worst]) + 1 if lines else 1),
+        ) from None
     except ValueError as exc:  # e.g. source with null bytes
         raise RequestError(f"the program cannot be parsed: {exc}") from None
     if not source.isascii():

@@ -110,6 +110,9 @@ def test_limits_of_the_text_say_where():
     deep = "z = sum(x)\ny = " + "(" * 70 + "x" + ")" * 70
     error = refused(request(program=deep), "program", "brackets are nested more than 64 deep")
     assert (error.pos.line, error.pos.col) == (2, 69)
+    chain = "z = sum(x)\ny = sum(" + " + ".join(["x"] * 20000) + ")"  # as deep as it is long
+    error = refused(request(program=chain), "program", "nested too deeply to parse")
+    assert error.pos.line == 2 and "19999 operators" in error.message
 
 
 def test_a_cotangent_for_an_output_that_does_not_exist_is_refused():
