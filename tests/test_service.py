@@ -376,6 +376,21 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
         assert server.process.wait(30) == 0
 
 
+def test_calls_still_running_when_the_grace_period_ends_are_told_to_retry():
+    server = LocalServer(args=("--workers", "1", "--grace-seconds", "1"))
+    with server:
+        results: queue.Queue = queue.Queue()
+        thread = _in_background(server.address, slow_request(seconds=30.0), results)  # ~3 s
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        thread.join(30)
+        err = results.get_nowait()
+        assert isinstance(err, grpc.RpcError) and err.code() is grpc.StatusCode.UNAVAILABLE, err
+        error = error_from_status(rpc_status.from_call(err))  # not gRPC's bare "Cancelling all calls"
+        assert error.info["reason"] == "SHUTTING_DOWN", error
+        assert server.process.wait(30) == 0
+
+
 def test_verify_many_carries_on_across_a_server_restart():
     """A replica restarted under a running verify_many: the draining server answers what it
     reads after SIGTERM with a retry-safe UNAVAILABLE, and the client sends every request still

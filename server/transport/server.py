@@ -204,6 +204,11 @@ class Server:
         settled = time.monotonic() + min(LAME_DUCK_SECONDS, grace)
         while (self.door.inflight > 0 or time.monotonic() < settled) and time.monotonic() < end:
             await asyncio.sleep(0.02)
+        if self.door.inflight:  # the grace period is over: checks still running are the
+            # callers' to send again, and they are told so (gRPC's own answer says only
+            # "Cancelling all calls", with no retry advice)
+            self.pool.answer_all_unavailable()
+            await asyncio.sleep(0.05)  # their handlers answer
         await self.grpc.stop(max(0.0, end - time.monotonic()))
         await self.pool.close()
         self.metrics.stop()

@@ -267,11 +267,8 @@ class WorkerPool:
         self._closing = True
         if self._watchdog is not None:
             self._watchdog.cancel()
+        self.answer_all_unavailable()
         for w in self.workers:
-            for job in [*w.queue, *([w.job] if w.job else [])]:
-                if not job.future.done():
-                    job.future.set_exception(unavailable("the server is shutting down", "SHUTTING_DOWN"))
-            w.queue.clear()
             if w.conn is not None:
                 with contextlib.suppress(OSError):
                     w.conn.send_bytes(pickle.dumps((0, "stop", b"", (0.0, 0.0), "")))
@@ -287,6 +284,14 @@ class WorkerPool:
             if w.process.is_alive():
                 w.process.kill()
             await asyncio.get_running_loop().run_in_executor(None, w.process.join)
+
+    def answer_all_unavailable(self) -> None:
+        """Answer every job waiting or running: the server is shutting down (retry-safe)."""
+        for w in self.workers:
+            for job in [*w.queue, *([w.job] if w.job else [])]:
+                if not job.future.done():
+                    job.future.set_exception(unavailable("the server is shutting down", "SHUTTING_DOWN"))
+            w.queue.clear()
 
     # -- submitting work
 
