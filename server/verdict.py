@@ -26,7 +26,7 @@ from .backends import jax_backend, operation_count
 from .compare import STATUSES, Block, Interval, SourceValues, Tolerance, close, summarize
 from .derivatives import Derivatives, Point
 from .ir import Program, Ref
-from .kinks import TIES, Kink, Sides, sides
+from .kinks import TIES, Kink, sides
 from .model import ConventionNote, NumericalNote, ReferenceNote, Verdict
 
 MAX_SIDE_RUNS = 128  # evaluations of the program just off the kinks (groups x their sides)
@@ -138,12 +138,6 @@ def kink_intervals(
     if not groups or runs > MAX_SIDE_RUNS or operation_count(point.program) * runs > MAX_KINK_WORK:
         return _unknown(point, checks), "too many kinks to find their one-sided derivatives"
     complete = all(s is not None and s.complete for s in found)
-    # Each kinked group is stepped off on its own, as if its sides were independent of the
-    # others'. They are not when the inputs cannot move them independently: abs(x) - abs(x) is 0
-    # whatever the side, but each abs stepped alone admitted anything in [-2, 2]. Their combined
-    # range is then not known.
-    if _coupled(kinks, found, point):
-        complete = False
     spans = [s.hull for s in found if s is not None for _ in s.groups]
     unbounded = any(s is not None and s.unbounded for s in found)
 
@@ -186,6 +180,20 @@ def kink_intervals(
     # slopes that diverge at the kink: the same sides ten orders of magnitude closer to it
     closer = derivatives({}, 1e-10) if unbounded else None
     intervals = intervals_at(1.0)
+    # Each kinked group is stepped off on its own, as if its sides were independent of the
+    # others'. They are not when the inputs cannot move them independently: abs(x) - abs(x) is 0
+    # whatever the side, but each abs stepped alone admitted anything in [-2, 2]. Their combined
+    # range is then not known.
+    moved = [(kink, moves) for kink, s_ in zip(kinks, found) if s_ is not None for moves in s_.moves]
+    active = [
+        any(
+            (~(np.abs(iv.sides[g]) <= _scale(iv, tolerance(key)))).any() for key, iv in intervals.items()
+        )
+        for g in range(len(moved))
+    ]
+    if _coupled([m for m, on in zip(moved, active) if on], point):
+        for interval in intervals.values():
+            interval.complete = False
     # The sides are one-sided limits only if the step is small enough for the program: a factor
     # that changes over the step (exp(1e9 * relu(y)) * x: d/dx is 1 at the kink, e one step off)
     # would widen an entry's range to excuse wrong values. Half the step must give the same range.
@@ -196,52 +204,32 @@ def kink_intervals(
     return intervals, how
 
 
-def _coupled(kinks: list[Kink], found: list[Sides | None], point: Point) -> bool:
-    """Whether some kinked groups cannot be moved to their sides independently by the
-    differentiated inputs. Elementwise kinks: the derivatives of their kinked quantities (the
-    moved operand entry; for a tie, the difference of the operands) must be linearly independent
-    (relu(x) - relu(-x), abs(concat(x, x)) and a kinked quantity that no input moves are not).
-    Reductions (ties of a max, a zero norm) are coupled with any other kink on a common input."""
+def _coupled(groups: list[tuple[Kink, list[tuple[int, int, float]]]], point: Point) -> bool:
+    """Whether the differentiated inputs cannot move these kinked groups (those whose sides
+    change a derivative) to their sides independently: the derivatives of their kinked
+    quantities (a moved operand entry; for a tie of two operands, their difference; for tied
+    entries of a max, their differences) are linearly dependent (relu(x) - relu(-x), two rows of
+    one amax tied in opposite ways), or not finite. A quantity no input moves is no kink of the
+    function of the inputs (relu of a frozen input): its row is left out (if its shift moved a
+    derivative, the half step shows it)."""
     picks: list[jax_backend.Pick] = []
-    reductions: list[Kink] = []
-    for kink, sides_ in zip(kinks, found):
-        if sides_ is None:
-            continue
-        if kink.entries is None:  # a reduction
-            reductions.append(kink)
-            continue
-        other = None
-        for group in sides_.moves:
-            k, j, _ = group[0]
-            if kink.node.op in TIES:
-                other = 1 - k
-            picks.append((kink.node.id, k, other, j))
-    if reductions and _share_inputs(
-        reductions, [k for k, f in zip(kinks, found) if f is not None], point
-    ):
-        return True
+    for kink, moves in groups:
+        node, op = kink.node.id, kink.node.op
+        entries = list(dict.fromkeys((k, j) for k, j, _ in moves))  # distinct, in order
+        if kink.entries is not None:  # elementwise: one entry, moved both ways
+            (k, j), kind = entries[0], "tie" if op in TIES else "entry"
+            picks.append((node, kind, k, j, j))
+        elif op in ("max", "amax", "min", "amin"):  # which tied entry wins
+            picks.extend((node, "diff", k, j, entries[0][1]) for k, j in entries[1:])
+        else:  # a zero norm, a std of equal entries: every entry
+            picks.extend((node, "entry", k, j, j) for k, j in entries)
     if not picks:
         return False
     rows = jax_backend.kinked_jacobian(point, picks)
-    return bool(np.linalg.matrix_rank(rows) < len(picks))
-
-
-def _share_inputs(reductions: list[Kink], kinks: list[Kink], point: Point) -> bool:
-    """Whether a reduction's kink and another kinked op depend on a common differentiated input."""
-    program = point.program
-    wrt = {i for n, i in program.inputs if n in point.wrt}
-    depends: dict[int, set[int]] = {}  # node -> the differentiated inputs it depends on
-    for node in program.nodes:  # in order: operands come first
-        depends[node.id] = {node.id} & wrt
-        for a in node.args:
-            if isinstance(a, Ref):
-                depends[node.id] |= depends[a.id]
-    return any(
-        depends[r.node.id] & depends[k.node.id]
-        for r in reductions
-        for k in kinks
-        if k.node.id != r.node.id
-    )
+    if not np.isfinite(rows).all():
+        return True
+    rows = rows[np.abs(rows).max(axis=1, initial=0.0) > 0]
+    return rows.size > 0 and bool(np.linalg.matrix_rank(rows) < len(rows))
 
 
 def _interval(

@@ -363,6 +363,7 @@ def test_a_nan_that_only_jax_gives_is_no_reference_for_an_equal_nan():
         ("y = sum(maximum(x, 0.0) + minimum(x, 0.0))", [0.0, 1.0], [0.0, 1.0]),  # x
         ("y = amax(x) + amin(x)", [1.0, 1.0], [2.0, 0.0]),  # x0 + x1
         ("y = sum(relu(concat([x, -x])))", [0.0, 1.0], [1.7, 1.0]),  # abs(x): one op, two kinks
+        ("m = amax(stack([x, flip(x, 0)]), 1)\ny = m[0] - m[1]", [1.0, 1.0], [1.0, -1.0]),  # 0
     ],
 )
 def test_kinks_of_two_ops_on_the_same_input_excuse_nothing(source, x, claim):
@@ -371,9 +372,32 @@ def test_kinks_of_two_ops_on_the_same_input_excuse_nothing(source, x, claim):
     assert report.verdict is Verdict.UNVERIFIED, report.summary
 
 
-def test_kinks_the_inputs_move_independently_keep_their_ranges():
-    report = run("y = sum(relu(x)) + sum(abs(z))", claimed={"x": [0.5, 1.0]}, x=[0.0, 1.0], z=[0.0, 2.0])
+@pytest.mark.parametrize(
+    ("source", "inputs", "claim"),
+    [
+        ("y = sum(relu(x)) + sum(abs(z))", {"x": [0.0, 1.0], "z": [0.0, 2.0]}, {"x": [0.5, 1.0]}),
+        # one input, the kinks on different entries of it
+        ("y = sum(relu(x)) + amax(x)", {"x": [0.0, 2.0, 2.0, -1.0]}, {"x": [0.5, 1.5, 1.5, 0.0]}),
+        # relu of a frozen input is no kink of the function of x
+        ("y = sum(relu(x) + relu(c) * x)", {"x": [0.0, 1.0], "c": ([0.0, 1.0], False)}, {}),
+        ("y = sum(sign(x) + relu(x))", {"x": [0.0, 1.0]}, {}),  # sign's sides move nothing
+    ],
+)
+def test_kinks_the_inputs_move_independently_keep_their_ranges(source, inputs, claim):
+    specs = [
+        InputSpec(n, v[0], requires_grad=v[1]) if isinstance(v, tuple) else InputSpec(n, v)
+        for n, v in inputs.items()
+    ]
+    report = check(CheckRequest(source, specs, claimed_vjp=claim))
     assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
+
+
+def test_an_infinite_slope_under_a_kink_is_no_crash():
+    report = run("y = sum(relu(sqrt(x)) + relu(x))", x=[0.0, 1.0])  # SVD of an inf row raised
+    assert report.verdict is not Verdict.ERROR, report.summary
+
+
+def test_two_relu_rows_of_one_layer_stay_independent():
     # both rows of W @ x at relu's kink, on the same x: W's entries move each row on its own
     layer = "h = relu(W @ x)\ny = sum(h)"
     inputs = {"W": [[1.0, 2.0], [3.0, 4.0]], "x": [0.0, 0.0]}

@@ -491,13 +491,15 @@ def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) 
     return d
 
 
-Pick = tuple[int, int, int | None, int]  # (node id, operand k, other operand or None, flat entry)
+# A kinked quantity: (node id, kind, operand k, flat entry j, second entry): "entry", operand k's
+# entry j; "tie", operand k minus the other (broadcast together) at entry j; "diff", operand k's
+# entry j minus its entry j2 (tied entries of a max).
+Pick = tuple[int, str, int, int, int]
 
 
 def kinked_jacobian(point: Point, picks: Sequence[Pick]) -> np.ndarray:
-    """One row per pick: the derivative of a kinked quantity with respect to every entry of the
-    differentiated inputs (flattened, in order): operand k's entry j, or for a tie, operand k
-    minus the other operand (broadcast together) at entry j. Run op by op, as shifted_derivatives."""
+    """One row per pick: the derivative of its kinked quantity with respect to every entry of
+    the differentiated inputs (flattened, in order). Run op by op, as shifted_derivatives."""
     program, wrt = point.program, point.wrt
     others = [n for n in program.input_names if n not in wrt]
     wanted = {p[0] for p in picks}
@@ -510,19 +512,16 @@ def kinked_jacobian(point: Point, picks: Sequence[Pick]) -> np.ndarray:
                 seen[node.id] = operands
             return apply_op(node, operands)
 
-        evaluate(
-            program,
-            dict(zip(wrt, w)) | {n: _as_jax(point.values[n]) for n in others},
-            apply,
-            _checkpoint,
-        )
+        values = dict(zip(wrt, w)) | {n: _as_jax(point.values[n]) for n in others}
+        evaluate(program, values, apply, _checkpoint)
         out = []
-        for node_id, k, other, j in picks:
+        for node_id, kind, k, j, j2 in picks:
             x = seen[node_id][k]
-            if other is not None:
-                x, y = jnp.broadcast_arrays(x, seen[node_id][other])
+            if kind == "tie":
+                x, y = jnp.broadcast_arrays(x, seen[node_id][1 - k])
                 x = x - y
-            out.append(jnp.ravel(jnp.asarray(x, jnp.float64))[j])
+            flat = jnp.ravel(jnp.asarray(x, jnp.float64))
+            out.append(flat[j] - flat[j2] if kind == "diff" else flat[j])
         return jnp.stack(out)
 
     args = [_as_jax(point.values[n]) for n in wrt]
