@@ -195,9 +195,16 @@ def server_address(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "is empty: give HOST:PORT, or leave --server and CROSSGRAD_SERVER out to run embedded"
         )
-    if ":" not in text:  # a bare host: crossgrad's port, not gRPC's default of 443
-        return f"{text}:{DEFAULT_SERVER.rsplit(':', 1)[1]}"
-    return text
+    # a host without a port gets crossgrad's, not gRPC's default of 443
+    port = DEFAULT_SERVER.rsplit(":", 1)[1]
+    if text.startswith(("unix:", "ipv4:", "ipv6:")):
+        return text
+    scheme, host = ("dns:///", text[7:]) if text.startswith("dns:///") else ("", text)
+    if host.startswith("["):  # [IPv6] or [IPv6]:port
+        return text if host.rsplit("]", 1)[1].startswith(":") else f"{text}:{port}"
+    if host.count(":") > 1:  # a bare IPv6 address
+        return f"{scheme}[{host}]:{port}"
+    return text if ":" in host else f"{text}:{port}"
 
 
 def _connection_options(parser: argparse.ArgumentParser, default_server: str | None) -> None:

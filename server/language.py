@@ -19,6 +19,7 @@ import keyword
 import math
 import re
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -838,6 +839,12 @@ def _parse(
     return Program(source, nodes, tuple(builder.input_ids), tuple(outs), key)
 
 
+# CPython 3.11 builds the AST's Python objects with an interpreter-wide recursion counter: two
+# threads parsing at once (the server validating long programs on a thread, the embedded client's
+# threads) raised "SystemError: AST constructor recursion depth mismatch".
+_AST_LOCK = threading.Lock()
+
+
 def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
     depth = 0
     for at, ch in enumerate(source):  # bounded by max_source_chars; guards the parser
@@ -849,7 +856,8 @@ def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
                 _position_at(source, at),
             )
     try:
-        tree = ast.parse(source, mode="exec")
+        with _AST_LOCK:
+            tree = ast.parse(source, mode="exec")
     except SyntaxError as exc:
         digits = sys.get_int_max_str_digits()
         long_number = re.search(rf"\d{{{digits + 1},}}", source) if digits else None

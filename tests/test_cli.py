@@ -289,6 +289,8 @@ def test_usage_mistakes_get_their_own_messages():
 
     assert server_address("localhost") == "localhost:50051"
     assert server_address("dns:///crossgrad:7000") == "dns:///crossgrad:7000"
+    assert server_address("dns:///crossgrad") == "dns:///crossgrad:50051"
+    assert server_address("[::1]") == server_address("::1") == "[::1]:50051"
     out = crossgrad("verify", "y = sum(3*a)", "a=[2,3]", "c=[1]", "--claimed", "c=null", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["verdict"] == "PASS", out.stderr
     assert_one_line_error(

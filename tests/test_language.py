@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from crossgrad.server.check import check
-from crossgrad.server.language import RequestError, parse
+from crossgrad.server.language import InputDecl, RequestError, parse
 from crossgrad.server.model import CheckRequest, InputSpec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -276,3 +276,26 @@ def test_the_default_output_is_the_last_variable_assigned_even_an_alias():
     assert parse("z = x * 2\ny = z", {"x": ((3,), "float64")}).output_names == ("y",)
     program = parse("y = x", {"x": ((3,), "float64")})  # an input itself, as torch allows
     assert program.outputs == (("y", program.inputs[0][1]),)
+
+
+def test_programs_parse_in_several_threads_at_once():
+    """CPython 3.11's AST constructor keeps one recursion counter per interpreter: two threads
+    parsing at once raised SystemError (the server validates long programs on threads)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def parse_many(offset: int) -> None:
+        for k in range(4):
+            lines = [f"t{i} = tanh(x * {offset + k + i}) + x" for i in range(1500)] + ["y = sum(t1499)"]
+            try:
+                parse("\n".join(lines), [InputDecl("x", (1,), "float64")], ["y"])
+            except BaseException as exc:  # any exception is the failure
+                errors.append(exc)
+
+    threads = [threading.Thread(target=parse_many, args=(100 * n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

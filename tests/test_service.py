@@ -377,17 +377,31 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
 
 
 def test_calls_still_running_when_the_grace_period_ends_are_told_to_retry():
-    server = LocalServer(args=("--workers", "1", "--grace-seconds", "1"))
+    server = LocalServer(args=("--workers", "2", "--grace-seconds", "1"))
     with server:
         results: queue.Queue = queue.Queue()
         thread = _in_background(server.address, slow_request(seconds=30.0), results)  # ~3 s
-        time.sleep(0.5)
+        # and a stream its client keeps open (it sent one request and waits)
+        channel, stub = _stub(server.address)
+        hold = threading.Event()
+
+        def requests():
+            yield pb.VerifyStreamRequest(request=build_request(**WORKED, id="first"))
+            hold.wait(30)
+
+        stream = stub.VerifyStream(requests(), timeout=60)
+        assert next(stream).id == "first"
+        time.sleep(0.3)
         server.process.send_signal(signal.SIGTERM)
         thread.join(30)
-        err = results.get_nowait()
-        assert isinstance(err, grpc.RpcError) and err.code() is grpc.StatusCode.UNAVAILABLE, err
-        error = error_from_status(rpc_status.from_call(err))  # not gRPC's bare "Cancelling all calls"
-        assert error.info["reason"] == "SHUTTING_DOWN", error
+        with pytest.raises(grpc.RpcError) as ended:
+            next(stream)
+        for err in (results.get_nowait(), ended.value):
+            assert isinstance(err, grpc.RpcError) and err.code() is grpc.StatusCode.UNAVAILABLE, err
+            # not gRPC's bare "Cancelling all calls"
+            assert error_from_status(rpc_status.from_call(err)).info["reason"] == "SHUTTING_DOWN"
+        hold.set()
+        channel.close()
         assert server.process.wait(30) == 0
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,7 +97,7 @@ class Server:
         self.metrics.track_pool(lambda: self.pool.queued, lambda: self.pool.ready_workers)
         self.health = health_aio.HealthServicer()
         self.grpc = grpc.aio.server(interceptors=interceptors, options=_grpc_options(options))
-        servicer = VerifierServicer(
+        self.servicer = servicer = VerifierServicer(
             self.pool, pool_config.handler, self.metrics, options.max_stream_inflight
         )
         servicer.accepting = lambda: self.door.accepting  # streams stop taking requests too
@@ -208,6 +209,7 @@ class Server:
             # callers' to send again, and they are told so (gRPC's own answer says only
             # "Cancelling all calls", with no retry advice)
             self.pool.answer_all_unavailable()
+            self.servicer.end_streams()
             await asyncio.sleep(0.05)  # their handlers answer
         await self.grpc.stop(max(0.0, end - time.monotonic()))
         await self.pool.close()
@@ -242,4 +244,7 @@ async def run(options: ServerOptions) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_mod.parse(argv)
     configure_logging(options.log_level)
+    # the event loop shares the GIL with threads validating long programs: switching every
+    # 0.5 ms (not 5) lets it answer other calls meanwhile
+    sys.setswitchinterval(0.0005)
     return asyncio.run(run(options))

@@ -42,6 +42,7 @@ ANSWER_MARGIN = 0.02
 # worked example). The worker decodes it as always. Larger requests are not hashed: validating
 # them costs little beside their check.
 VALIDATED_CAPACITY = 4096
+VALIDATE_INLINE_BYTES = 4096  # larger requests are validated on a thread (about 250 statements)
 VALIDATED_MAX_BYTES = 64 << 10
 
 
@@ -84,6 +85,9 @@ _SHUTTING_DOWN = convert.error_status(
 )
 
 
+_DRAINED = object()  # in a stream's answers: the server is shutting down, end the stream
+
+
 def _duplicate(request_id: str) -> status_pb2.Status:
     return convert.error_status(
         convert.RequestError(
@@ -119,6 +123,12 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         self._ops = convert.ops_message()
         self._validated = LRU("validated", VALIDATED_CAPACITY)
         self.accepting: Callable[[], bool] = lambda: True  # False while draining (the door's)
+        self._streams: set[asyncio.Queue[Any]] = set()  # each open stream's answers
+
+    def end_streams(self) -> None:
+        """End every open stream with a retry-safe UNAVAILABLE (the grace period is over)."""
+        for answers in self._streams:
+            answers.put_nowait(_DRAINED)
 
     # -- Verify and VerifyStream
 
@@ -132,12 +142,13 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     async def VerifyStream(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[verifier_pb2.VerifyStreamResponse]:
-        answers: asyncio.Queue[verifier_pb2.VerifyStreamResponse | None] = asyncio.Queue()
+        answers: asyncio.Queue[Any] = asyncio.Queue()  # responses; None: done; _DRAINED
         # a slot is taken when a request is read and given back when its answer is sent: checks
         # running plus answers the client has not read stay within max_stream_inflight
         slots = asyncio.Semaphore(self.max_stream_inflight)
         # and at most one check per worker at a time: the workers' queues are first come, first
-        # served, so a stream's 32 slow checks queued at once kept a unary call waiting 12 s
+        # served, so a stream's 32 slow checks queued at once kept a unary call waiting 12 s (it
+        # now waits for one check to finish at most)
         share = asyncio.Semaphore(len(self.pool.workers))
         tasks: set[asyncio.Task[None]] = set()
         running_ids: set[str] = set()  # a second request with one of these could not be told apart
@@ -182,14 +193,18 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 await answers.put(None)
 
         reader = asyncio.create_task(read())
+        self._streams.add(answers)
         try:
             while (response := await answers.get()) is not None:
+                if response is _DRAINED:
+                    await convert.abort(context, _SHUTTING_DOWN)
                 yield response
                 slots.release()
             await reader  # surfaces an error in reading the stream
         except convert.RequestError as exc:
             await convert.abort(context, _status(exc, ""))
         finally:
+            self._streams.discard(answers)
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
@@ -216,14 +231,18 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 if msg is None:
                     msg = _parse(pb.VerifyRequest, payload)
                 about = _UNREAD._replace(id=msg.id, program_hash=_program_hash(msg.program))
-                request = convert.check_request(msg, self.config.limits, self.config.default_seconds)
-                prepared = prepare(request, self.config.limits)  # bad requests stop here
-                affinity = hash((prepared.program.cache_key, tuple(prepared.wrt), request.checks))
-                known = about._replace(affinity=affinity, seconds=request.budget.seconds)
+                if len(payload) <= VALIDATE_INLINE_BYTES:
+                    known = self._validate(msg, about)
+                else:  # a long program parses for a while: not on the event loop, which answers
+                    # other calls and deadlines meanwhile (2,000 statements held it 0.25 s)
+                    loop = asyncio.get_running_loop()
+                    known = await loop.run_in_executor(None, self._validate, msg, about)
                 if digest:
                     self._validated.put(digest, known)
             about = known
-            seconds = _seconds(known.seconds, time_remaining)
+            # the deadline as it is now: validating took some of it
+            remaining = None if answer_by is None else answer_by + ANSWER_MARGIN - time.monotonic()
+            seconds = _seconds(known.seconds, remaining)
             outcome = await self.pool.submit(
                 "verify", payload, known.affinity, seconds, request_id, _left(answer_by)
             )
@@ -250,6 +269,14 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             asyncio.get_running_loop().call_soon(
                 self._account, method, request_id, about, code, error, outcome, validated, took
             )
+
+    def _validate(self, msg: verifier_pb2.VerifyRequest, about: Validated) -> Validated:
+        """Check the request as a worker would before checking it (bad requests stop here), and
+        what the server keeps of it."""
+        request = convert.check_request(msg, self.config.limits, self.config.default_seconds)
+        prepared = prepare(request, self.config.limits)
+        affinity = hash((prepared.program.cache_key, tuple(prepared.wrt), request.checks))
+        return about._replace(affinity=affinity, seconds=request.budget.seconds)
 
     def _account(
         self,

@@ -286,11 +286,15 @@ class WorkerPool:
             await asyncio.get_running_loop().run_in_executor(None, w.process.join)
 
     def answer_all_unavailable(self) -> None:
-        """Answer every job waiting or running: the server is shutting down (retry-safe)."""
+        """Answer every job waiting or running, and any submitted from now on: the server is
+        shutting down (retry-safe). Running checks are told to stop."""
+        self._closing = True
         for w in self.workers:
             for job in [*w.queue, *([w.job] if w.job else [])]:
                 if not job.future.done():
                     job.future.set_exception(unavailable("the server is shutting down", "SHUTTING_DOWN"))
+            if w.job is not None and w.status is not None:
+                w.status[CANCEL] = w.job.seq
             w.queue.clear()
 
     # -- submitting work
