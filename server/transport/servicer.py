@@ -241,7 +241,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                     self._validated.put(digest, known)
             about = known
             # the deadline as it is now: validating took some of it
-            remaining = None if answer_by is None else answer_by + ANSWER_MARGIN - time.monotonic()
+            remaining = None if answer_by is None else _left(answer_by) + ANSWER_MARGIN
             seconds = _seconds(known.seconds, remaining)
             outcome = await self.pool.submit(
                 "verify", payload, known.affinity, seconds, request_id, _left(answer_by)
