@@ -139,6 +139,14 @@ def kink_intervals(
         return _unknown(point, checks), "too many kinks to find their one-sided derivatives"
     complete = all(s is not None and s.complete for s in found)
     spans = [s.hull for s in found if s is not None for _ in s.groups]
+    moved = [(kink, moves) for kink, s in zip(kinks, found) if s is not None for moves in s.moves]
+    rows = _kinked_rows(moved, point)
+    # a kinked quantity that no differentiated input moves is no kink of the function of the
+    # inputs (relu of a frozen input; where(x == x, ...), whose tie never flips): not stepped off
+    kept = [g for g, r in enumerate(rows) if not (np.isfinite(r).all() and not r.any())]
+    if not kept:
+        return {}, "no kink that the differentiated inputs move"
+    groups, spans, rows = [groups[g] for g in kept], [spans[g] for g in kept], [rows[g] for g in kept]
     unbounded = any(s is not None and s.unbounded for s in found)
 
     def derivatives(choice: dict[int, int], scale: float = 1.0) -> Derivatives:
@@ -184,14 +192,13 @@ def kink_intervals(
     # others'. They are not when the inputs cannot move them independently: abs(x) - abs(x) is 0
     # whatever the side, but each abs stepped alone admitted anything in [-2, 2]. Their combined
     # range is then not known.
-    moved = [(kink, moves) for kink, s_ in zip(kinks, found) if s_ is not None for moves in s_.moves]
     active = [
         any(
             (~(np.abs(iv.sides[g]) <= _scale(iv, tolerance(key)))).any() for key, iv in intervals.items()
         )
-        for g in range(len(moved))
+        for g in range(len(groups))
     ]
-    if _coupled([m for m, on in zip(moved, active) if on], point):
+    if _coupled([r for r, on in zip(rows, active) if on]):
         for interval in intervals.values():
             interval.complete = False
     # The sides are one-sided limits only if the step is small enough for the program: a factor
@@ -204,32 +211,44 @@ def kink_intervals(
     return intervals, how
 
 
-def _coupled(groups: list[tuple[Kink, list[tuple[int, int, float]]]], point: Point) -> bool:
-    """Whether the differentiated inputs cannot move these kinked groups (those whose sides
-    change a derivative) to their sides independently: the derivatives of their kinked
-    quantities (a moved operand entry; for a tie of two operands, their difference; for tied
-    entries of a max, their differences) are linearly dependent (relu(x) - relu(-x), two rows of
-    one amax tied in opposite ways), or not finite. A quantity no input moves is no kink of the
-    function of the inputs (relu of a frozen input): its row is left out (if its shift moved a
-    derivative, the half step shows it)."""
+def _kinked_rows(
+    groups: list[tuple[Kink, list[tuple[int, int, float]]]], point: Point
+) -> list[np.ndarray]:
+    """Per kinked group, the derivatives of its kinked quantities with respect to every entry of
+    the differentiated inputs (one row each): the moved operand entry; for a tie of two
+    operands, their difference; for tied entries of a max, their differences from the first;
+    for a zero norm or a std of equal entries, every entry."""
     picks: list[jax_backend.Pick] = []
-    for kink, moves in groups:
+    owner: list[int] = []
+    for g, (kink, moves) in enumerate(groups):
         node, op = kink.node.id, kink.node.op
         entries = list(dict.fromkeys((k, j) for k, j, _ in moves))  # distinct, in order
         if kink.entries is not None:  # elementwise: one entry, moved both ways
             (k, j), kind = entries[0], "tie" if op in TIES else "entry"
-            picks.append((node, kind, k, j, j))
+            found = [(node, kind, k, j, j)]
         elif op in ("max", "amax", "min", "amin"):  # which tied entry wins
-            picks.extend((node, "diff", k, j, entries[0][1]) for k, j in entries[1:])
-        else:  # a zero norm, a std of equal entries: every entry
-            picks.extend((node, "entry", k, j, j) for k, j in entries)
+            found = [(node, "diff", k, j, entries[0][1]) for k, j in entries[1:]]
+        else:
+            found = [(node, "entry", k, j, j) for k, j in entries]
+        picks.extend(found)
+        owner.extend([g] * len(found))
     if not picks:
-        return False
-    rows = jax_backend.kinked_jacobian(point, picks)
-    if not np.isfinite(rows).all():
+        return [np.zeros((0, 0)) for _ in groups]
+    jacobian = jax_backend.kinked_jacobian(point, picks)
+    owners = np.asarray(owner)
+    return [jacobian[owners == g] for g in range(len(groups))]
+
+
+def _coupled(rows: list[np.ndarray]) -> bool:
+    """Whether the differentiated inputs cannot move these kinked groups (those whose sides
+    change a derivative) to their sides independently: the derivatives of their kinked
+    quantities are linearly dependent (relu(x) - relu(-x), two rows of one amax tied opposite
+    ways), or not finite."""
+    stacked = np.concatenate(rows) if rows else np.zeros((0, 0))
+    if not np.isfinite(stacked).all():
         return True
-    rows = rows[np.abs(rows).max(axis=1, initial=0.0) > 0]
-    return rows.size > 0 and bool(np.linalg.matrix_rank(rows) < len(rows))
+    stacked = stacked[np.abs(stacked).max(axis=1, initial=0.0) > 0]
+    return stacked.size > 0 and bool(np.linalg.matrix_rank(stacked) < len(stacked))
 
 
 def _interval(
