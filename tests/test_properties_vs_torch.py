@@ -335,6 +335,8 @@ def _split_draw(draw: Draw, shape: Shape) -> Call:
 
 def _index_item(draw: Draw, kind: str, size: int, length: int | None = None) -> Any:
     """One dim's entry of an index: an int, a slice, an integer array or a boolean mask."""
+    if size == 0 and kind in ("int", "array"):  # an empty dim has no entry to pick
+        kind = "slice"
     if kind == "int":
         return draw(st.integers(-size, size - 1))
     if kind == "slice":
