@@ -134,7 +134,7 @@ def kink_intervals(
         return {}, ""
     found = [sides(k, operand_values[k.node.id]) for k in kinks]
     groups = [(k, g) for k, s in zip(kinks, found) if s is not None for g in s.groups]
-    runs = 2 * (1 + sum(len(g) - 1 for _, g in groups))  # at the step and at half of it
+    runs = _runs(groups)
     if not groups or runs > MAX_SIDE_RUNS or operation_count(point.program) * runs > MAX_KINK_WORK:
         return _unknown(point, checks), "too many kinks to find their one-sided derivatives"
     complete = all(s is not None and s.complete for s in found)
@@ -192,10 +192,9 @@ def kink_intervals(
     # others'. They are not when the inputs cannot move them independently: abs(x) - abs(x) is 0
     # whatever the side, but each abs stepped alone admitted anything in [-2, 2]. Their combined
     # range is then not known.
+    scales = {key: _scale(iv, tolerance(key)) for key, iv in intervals.items()}
     active = [
-        any(
-            (~(np.abs(iv.sides[g]) <= _scale(iv, tolerance(key)))).any() for key, iv in intervals.items()
-        )
+        any((~(np.abs(iv.sides[g]) <= scales[key])).any() for key, iv in intervals.items())
         for g in range(len(groups))
     ]
     if _coupled([r for r, on in zip(rows, active) if on]):
@@ -207,8 +206,14 @@ def kink_intervals(
     for key, half in intervals_at(0.5).items():
         if not _same_range(intervals[key], half, tolerance(key)):
             intervals[key].complete = False
-    how = f"JAX just off each kink: {len(groups)} group(s), {runs} evaluation(s)"
+    how = f"JAX just off each kink: {len(groups)} group(s), {_runs(groups)} evaluation(s)"
     return intervals, how
+
+
+def _runs(groups: list[Any]) -> int:
+    """Evaluations just off the kinks: every group on its first side, then each other side of
+    each group, at the step and at half of it."""
+    return 2 * (1 + sum(len(g) - 1 for _, g in groups))
 
 
 def _kinked_rows(
