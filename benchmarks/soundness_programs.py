@@ -688,6 +688,27 @@ def kink_cases() -> list[KinkCase]:
             [KinkClaim("max's rule x10 (engine)", None, True)],
             ("max", "x10", 0.0),
         ),
+        # a[3, 1] and b[1, 3] tied on the diagonal: each tie moved on its own (moving a's entry
+        # moved its whole row: only ranges per entry were known, and a rule 10 % off fit them)
+        K(
+            "maximum, broadcast",
+            "at",
+            "y = sum(maximum(a, b))",
+            {"a": [[1.0], [2.0], [3.0]], "b": [[1.0, 2.0, 3.0]]},
+            [
+                ENGINE,
+                _c("a tie counted twice", True, a=[[1], [2], [3]], b=[[1, 2, 3]]),
+                _c("ties each their own way", False, a=[[1], [1], [2]], b=[[0, 2, 3]]),
+            ],
+        ),
+        K(
+            "maximum, broadcast",
+            "at",
+            "y = sum(maximum(a, b))",
+            {"a": [[1.0], [2.0], [3.0]], "b": [[1.0, 2.0, 3.0]]},
+            [KinkClaim("maximum's rule x1.1 (engine)", None, True)],
+            ("maximum", "rel3", 0.1),
+        ),
         # no kink, but one entry ill-conditioned (tanh saturated): it must excuse only itself
         K(
             "saturated tanh",

@@ -374,13 +374,15 @@ def _reduction_kinks(
 
 
 def _entry_kinks(
-    op: str, operands: list[Any], a: dict[str, Any], entries: np.ndarray
-) -> tuple[int, list[list[tuple[int, float]]], bool] | None:
+    op: str, operands: list[Any], a: dict[str, Any], entries: np.ndarray, spread: bool
+) -> tuple[int, np.ndarray, list[list[tuple[int, float]]], bool] | None:
     """An elementwise op's kinked entries: the operand moved (the divisor of div; for maximum,
     minimum and the comparisons a float tensor, full-shaped if there is one; else operand 0),
-    per kinked entry of it its group of ways to move it (both; from the right only at a domain
-    edge: sqrt, log at 0, log1p at -1, a power of 0 whose exponent is not an integer), and
-    whether that operand was broadcast. None: that operand is not a float tensor."""
+    as it is moved (`spread`: broadcast to the kinked entries' shape, so each kinked entry moves
+    on its own), per kinked entry of it its group of ways to move it (both; from the right only
+    at a domain edge: sqrt, log at 0, log1p at -1, a power of 0 whose exponent is not an
+    integer), and whether one move shifts several kinked entries (an operand that was broadcast
+    and not spread). None: that operand is not a float tensor."""
     entries = np.asarray(entries, bool)
     k: int | None = 0
     if op == "div":
@@ -392,6 +394,8 @@ def _entry_kinks(
     x = None if k is None else operands[k]
     if k is None or not _float(x):
         return None
+    if spread:
+        x = np.broadcast_to(x, entries.shape)
     mask = _reduce_to(entries, x.shape) & np.isfinite(x)
     one_sided = np.zeros(x.shape, bool)
     if op in _DOMAIN_EDGES:
@@ -405,28 +409,33 @@ def _entry_kinks(
         one_sided = ~_reduce_to(whole | ~entries, x.shape, np.all)
     right = one_sided.reshape(-1)
     groups = [[(int(j), 1.0)] if right[j] else _both_ways([j]) for j in np.flatnonzero(mask)]
-    return k, groups, x.shape != entries.shape
+    return k, x, groups, x.shape != entries.shape
 
 
 def sides(
-    kink: Kink, operands: list[Any], step: Step = relative_step, tie_cap: int | None = None
+    kink: Kink,
+    operands: list[Any],
+    step: Step = relative_step,
+    tie_cap: int | None = None,
+    spread: bool = False,
 ) -> Sides | None:
     """How to step off this kink, `step` away (None: its operands cannot be shifted entry by
     entry, e.g. not a float tensor; what it may reach is then unverified). The reductions'
     groups are _reduction_kinks' (ties past `tie_cap` left unmoved), the elementwise ops' one
-    per kinked entry (_entry_kinks); a clamp is not stepped past its other bound."""
+    per kinked entry (_entry_kinks: `spread` moves a broadcast operand in the broadcast shape);
+    a clamp is not stepped past its other bound."""
     op, a = kink.node.op, kink.node.attr_dict
     if op in ("max", "amax", "min", "amin", "norm", "std"):
-        k, reduced = 0, False
-        found, past = _reduction_kinks(op, operands[0], a, tie_cap)
+        k, x, reduced = 0, operands[0], False
+        found, past = _reduction_kinks(op, x, a, tie_cap)
     elif kink.entries is None:
         return None
     else:
-        got = _entry_kinks(op, operands, a, kink.entries)
+        got = _entry_kinks(op, operands, a, kink.entries, spread)
         if got is None:
             return None
-        (k, found, reduced), past = got, []
-    x = np.asarray(operands[k], np.float64)
+        (k, x, found, reduced), past = got, []
+    x = np.asarray(x, np.float64)
     steps = step(x, op).reshape(-1)
     if op == "clamp" and a["min"] is not None and a["max"] is not None and a["max"] > a["min"]:
         steps = np.minimum(steps, (a["max"] - a["min"]) / 4)

@@ -132,7 +132,7 @@ def kink_intervals(
     checks = [q for q in ("vjp", "jacobian") if q in point.checks]
     if not kinks or not checks or not point.wrt:
         return {}, ""
-    found = [sides(k, operand_values[k.node.id]) for k in kinks]
+    found = [sides(k, operand_values[k.node.id], spread=True) for k in kinks]
     groups = [(k, g) for k, s in zip(kinks, found) if s is not None for g in s.groups]
     runs = _runs(groups)
     if not groups or runs > MAX_SIDE_RUNS or operation_count(point.program) * runs > MAX_KINK_WORK:

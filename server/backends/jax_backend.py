@@ -492,8 +492,9 @@ def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) 
 
 
 # A kinked quantity: (node id, kind, operand k, flat entry j, second entry): "entry", operand k's
-# entry j; "tie", operand k minus the other (broadcast together) at entry j; "diff", operand k's
-# entry j minus its entry j2 (tied entries of a max).
+# entry j; "tie", operand k minus the other at entry j; "diff", operand k's entry j minus its
+# entry j2 (tied entries of a max). An elementwise op's entries index its operands broadcast
+# together (kinks.sides(spread=True) moves them so).
 Pick = tuple[int, str, int, int, int]
 
 
@@ -517,9 +518,9 @@ def kinked_jacobian(point: Point, picks: Sequence[Pick]) -> np.ndarray:
         out = []
         for node_id, kind, k, j, j2 in picks:
             x = seen[node_id][k]
-            if kind == "tie":
-                x, y = jnp.broadcast_arrays(x, seen[node_id][1 - k])
-                x = x - y
+            if kind != "diff":  # an elementwise op's entries index its operands broadcast together
+                spread = jnp.broadcast_arrays(*seen[node_id])
+                x = spread[k] - spread[1 - k] if kind == "tie" else spread[k]
             flat = jnp.ravel(jnp.asarray(x, jnp.float64))
             out.append(flat[j] - flat[j2] if kind == "diff" else flat[j])
         return jnp.stack(out)
