@@ -71,8 +71,8 @@ class Interval:
     # differ from the reference are then unverified, not excused
     base: np.ndarray | None = None  # flat: the derivatives with every kinked group on one side
     # per kinked group, its sides' differences from the base (sides x flat entries), and whether
-    # they span the group's part of the generalized gradient (not for a ball or a broadcast
-    # kinked operand: only the range per entry is used for the entries those groups move)
+    # they span the group's part of the generalized gradient (not for a ball: only the range
+    # per entry is used for the entries those groups move)
     sides: list[np.ndarray] | None = None
     spans: list[bool] | None = None
 

@@ -367,8 +367,9 @@ def hull_check(
     the nearest admissible derivatives over every entry a kink moves, in every block at once
     (each group's weights >= 0 summing to 1; least squares in units of each entry's tolerance);
     a convention entry those miss by more than its tolerance fails. Groups whose sides do not
-    span their part (a ball, a broadcast kinked operand) are left out, with the entries they
-    move: another kink's entries are still tested (amax(x) + norm(z) at ties and zeros)."""
+    span their part (the ball of a norm at zero or of a std of equal entries) are left out, with
+    the entries they move: another kink's entries are still tested (amax(x) + norm(z) at ties
+    and zeros)."""
     parts = []
     for b in blocks:
         interval = intervals.get((b.quantity, _key(b)))
@@ -407,10 +408,9 @@ def uncoupled_claims(
     blocks: list[Block], intervals: dict[Key, Interval], tolerance: Callable[[Block], Tolerance]
 ) -> None:
     """Where the one-sided derivatives do not span the generalized gradient (the ball of a
-    norm at zero or of a std of equal entries, a kinked operand that was broadcast), the range
-    per entry is a box around a set it cannot test: [1, 1] is in the box of norm's unit ball
-    and not in the ball. There a claimed value that is not the engine's own convention is
-    unverified, never a convention difference."""
+    norm at zero or of a std of equal entries), the range per entry is a box around a set it
+    cannot test: [1, 1] is in the box of norm's unit ball and not in the ball. There a claimed
+    value that is not the engine's own convention is unverified, never a convention difference."""
     convention, unverified = STATUSES.index("convention"), STATUSES.index("unverified")
     for b in blocks:
         interval = intervals.get((b.quantity, _key(b)))
