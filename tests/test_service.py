@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
 import socket
@@ -351,9 +352,10 @@ def _in_background(address: str, request, answers: queue.Queue) -> threading.Thr
     return thread
 
 
-def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
-    server = LocalServer(args=("--workers", "2", "--grace-seconds", "20"))
-    with server:
+def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(tmp_path):
+    log = (tmp_path / "server.log").open("w+")
+    server = LocalServer(args=("--workers", "2", "--grace-seconds", "20"), stderr=log)
+    with server, log:
         results: queue.Queue = queue.Queue()
         threads = [_in_background(server.address, slow_request(seconds=30.0), results) for _ in range(2)]
         time.sleep(0.5)  # both are in flight
@@ -374,6 +376,10 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0():
             answer = results.get_nowait()
             assert isinstance(answer, pb.VerifyResponse), answer
         assert server.process.wait(30) == 0
+        log.seek(0)
+        lines = [json.loads(x) for x in log.read().splitlines() if x.startswith("{")]
+        turned_away = [x for x in lines if x.get("code") == "UNAVAILABLE"]
+        assert len(turned_away) == 1 and turned_away[0]["seconds"] >= 0, turned_away
 
 
 def test_calls_still_running_when_the_grace_period_ends_are_told_to_retry():

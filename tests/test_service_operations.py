@@ -189,6 +189,7 @@ def test_calls_without_the_token_are_counted_and_logged():
         assert metric(port, "crossgrad_requests_total", method="ListOps", code="UNAUTHENTICATED") == 2
         lines = [x for x in _log_lines(server) if x.get("code") == "UNAUTHENTICATED"]
         assert sorted(x["error"] for x in lines) == ["invalid bearer token", "missing bearer token"]
+        assert all(x["seconds"] >= 0 for x in lines)
 
 
 def test_a_worker_whose_memory_grew_past_the_mark_is_replaced_after_its_check():

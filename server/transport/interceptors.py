@@ -67,11 +67,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         why = "missing bearer token" if not given else "invalid bearer token"
         method = details.method.rsplit("/", 1)[-1]
 
+        began = time.monotonic()
+
         async def deny(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
             self.metrics.labelled(self.metrics.requests, method, "UNAUTHENTICATED").inc()
             log.warning(
                 {"event": "request", "method": method, "code": "UNAUTHENTICATED", "error": why,
-                 "peer": context.peer()}
+                 "peer": context.peer(), "seconds": round(time.monotonic() - began, 6)}
             )  # fmt: skip
             error = convert.TransportError(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -111,7 +113,7 @@ class Door:
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 if not self.accepting:
-                    await self._turn_away(method, context)
+                    await self._turn_away(method, context, time.monotonic())
                 with self._call(method, context):
                     async for response in behaviour(request, context):
                         yield response
@@ -120,17 +122,20 @@ class Door:
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if not self.accepting:
-                await self._turn_away(method, context)
+                await self._turn_away(method, context, time.monotonic())
             with self._call(method, context):
                 return await behaviour(request, context)
 
         return unary
 
-    async def _turn_away(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    async def _turn_away(self, method: str, context: grpc.aio.ServicerContext, began: float) -> None:
         """UNAVAILABLE with the server's details (ErrorInfo SHUTTING_DOWN, RetryInfo): a client
         tells it from a server it cannot reach, and retries elsewhere."""
         self.metrics.labelled(self.metrics.requests, method, "UNAVAILABLE").inc()
-        log.info({"event": "request", "method": method, "code": "UNAVAILABLE", "error": self.why_closed})
+        log.info(
+            {"event": "request", "method": method, "code": "UNAVAILABLE", "error": self.why_closed,
+             "seconds": round(time.monotonic() - began, 6)}
+        )  # fmt: skip
         error = convert.unavailable(self.why_closed, "SHUTTING_DOWN")
         await convert.abort(context, convert.error_status(error))
 
