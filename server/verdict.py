@@ -76,25 +76,36 @@ def _ends(program: Program, output: str | None, inputs: str) -> tuple[list[int],
 
 
 def _reaches(
-    program: Program, out_ids: list[int], starts: set[int], found: Callable[[Any], bool]
+    program: Program,
+    out_ids: list[int],
+    starts: set[int],
+    found: Callable[[Any], bool],
+    read_only: bool = False,
 ) -> bool:
     """Whether a node where `found` holds bears on the derivative of out_ids with respect to the
     input nodes `starts` (on every value of the outputs' forward pass when there are none): it
-    lies on the way, or a VJP on the way reads its value."""
+    lies on the way (`read_only`: and its own VJP may read its value), or a VJP on the way reads
+    its value. A float32 node on the way rounds the cotangents passing through it; a non-finite
+    value only matters where it is read (an output of inf passes add's cotangent on intact)."""
     on_path = set(starts)  # nodes that depend on an input of the block (none: value blocks)
     for node in program.nodes:  # in order: operands come first
         if any(isinstance(a, Ref) and a.id in on_path for a in node.args):
             on_path.add(node.id)
-    seen, todo = set(out_ids), list(out_ids)
-    while todo:  # each node once
+    # node id -> whether a VJP on the way reads its value (a value block reads the outputs')
+    read = dict.fromkeys(out_ids, not starts)
+    todo = list(out_ids)
+    while todo:  # each node once, again if it turns out to be read
         node = program.node(todo.pop())
-        if found(node):
+        counts = read[node.id] or not read_only or node.op not in _VALUE_FREE_VJP
+        if found(node) and counts:
             return True
         # off the path every operand's rounding reaches the node's value, which a VJP reads
         reads_values = node.id not in on_path or node.op not in _VALUE_FREE_VJP
         for a in node.args:
-            if isinstance(a, Ref) and a.id not in seen and (reads_values or a.id in on_path):
-                seen.add(a.id)
+            if not isinstance(a, Ref) or not (reads_values or a.id in on_path):
+                continue
+            if a.id not in read or (reads_values and not read[a.id]):
+                read[a.id] = reads_values or read.get(a.id, False)
                 todo.append(a.id)
     return False
 
@@ -513,7 +524,9 @@ class FloatingPoint:
         exact value; JAX, which skips zero derivatives, can stay finite."""
         program = self.point.program
         out_ids, starts = _ends(program, block.output, block.input)
-        return self.overflowed and _reaches(program, out_ids, starts, lambda n: n.id in self._non_finite)
+        return self.overflowed and _reaches(
+            program, out_ids, starts, lambda n: n.id in self._non_finite, read_only=True
+        )
 
     def same_precision(self, block: Block) -> np.ndarray | None:
         """JAX's values of the block computed op by op in the inputs' own dtypes (JAX's

@@ -372,6 +372,22 @@ def test_a_float32_claim_off_by_more_than_the_formulas_rounding_is_not_a_note(of
     assert report.block("vjp", "x").counts["engine"]["fail"] == 0
 
 
+def test_an_overflow_no_vjp_reads_excuses_no_nan():
+    """y = sum(exp(x)) + prod(z) at x = 1000: y is inf, but add passes d/dz its cotangent
+    intact. prod's rule made nan at a zero entry (the naive out / z) was excused as IEEE's
+    0 * inf because the overflowed output "bore on" every block."""
+    impl = IMPLS["prod"]
+    original = impl.vjp
+    impl.vjp = lambda B, node, g, s: tuple(r * (s[0] / s[0]) for r in original(B, node, g, s))
+    try:
+        with np.errstate(invalid="ignore"):
+            report = run("y = sum(exp(x)) + prod(z)", x=[1000.0], z=[0.0, 2.0, 3.0])
+    finally:
+        impl.vjp = original
+    assert report.verdict is Verdict.FAIL, report.summary
+    assert report.block("vjp", "z").failing["engine"] == 1
+
+
 @pytest.mark.parametrize("claim", [-1.0, 0.0, -np.inf, np.nan, 1e300])
 def test_an_exact_value_past_float64_admits_only_its_own_infinity(claim):
     """d/dx exp(x) at 710 is e^710 > float64's max: sympy's float of it is inf, and every claim
