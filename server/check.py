@@ -237,16 +237,16 @@ def _check_point(
         verdict_mod.hull_check(blocks, intervals, block_tolerance)
         verdict_mod.uncoupled_claims(blocks, intervals, block_tolerance)
         engine_values = {i: _data(v) for i, v in run.values.items()}
-        fp = verdict_mod.FloatingPoint(
-            point,
-            derivs,
-            engine_values,
-            lambda bits: (
-                sympy_backend.rounded(point, request.budget, request.seed + k, sympy, bits)
-                if "sympy" in derivs
-                else None
-            ),
-        )
+
+        def rounded(bits: int) -> Derivatives | None:
+            if "sympy" not in derivs:
+                return None
+            try:
+                return sympy_backend.rounded(point, request.budget, request.seed + k, sympy, bits)
+            except sympy_backend.SympyUnavailable:  # the formula divides by zero in that precision
+                return None
+
+        fp = verdict_mod.FloatingPoint(point, derivs, engine_values, rounded)
         numerical = verdict_mod.numerical_notes(blocks, fp, block_tolerance, intervals)
         verdict = verdict_mod.point_verdict(blocks)
         conventions = verdict_mod.convention_notes(kinks, blocks, intervals, how)

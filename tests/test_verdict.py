@@ -372,6 +372,16 @@ def test_a_float32_claim_off_by_more_than_the_formulas_rounding_is_not_a_note(of
     assert report.block("vjp", "x").counts["engine"]["fail"] == 0
 
 
+def test_a_formula_that_divides_by_zero_in_float64_is_no_crash():
+    """x * x - z is 0 in float64 and 2^-60 exactly: the exact formula rounded to 53 bits
+    divides by zero, and that SympyUnavailable came out of check(). (The engine's float64
+    divisor is 0: div's pole, whose one-sided range holds the engine's infinities.)"""
+    x = 1 + 2.0**-30
+    report = run("y = sum(1.0 / (x * x - z))", x=[x], z=[x * x])
+    assert report.verdict not in (Verdict.FAIL, Verdict.ERROR), report.summary
+    assert report.points[0].numerical[0].why == "overflow in float64"
+
+
 def test_an_overflow_no_vjp_reads_excuses_no_nan():
     """y = sum(exp(x)) + prod(z) at x = 1000: y is inf, but add passes d/dz its cotangent
     intact. prod's rule made nan at a zero entry (the naive out / z) was excused as IEEE's
