@@ -380,20 +380,38 @@ def hull_check(
     a convention entry those miss by more than its tolerance fails. Groups whose sides do not
     span their part (the ball of a norm at zero or of a std of equal entries) are left out, with
     the entries they move: another kink's entries are still tested (amax(x) + norm(z) at ties
-    and zeros)."""
+    and zeros). Then every group is fitted with the sides it has: a ball's sides are points of
+    it, so their hull lies inside it; a convention entry outside that hull is unverified (an
+    engine giving [0.9, 0.9] for norm at zero, inside the box and outside the ball, passed)."""
+    _fit_hulls(blocks, intervals, tolerance, spanning_only=True, mark="fail")
+    if any(iv.spans is not None and not all(iv.spans) for iv in intervals.values()):
+        _fit_hulls(blocks, intervals, tolerance, spanning_only=False, mark="unverified")
+
+
+def _fit_hulls(
+    blocks: list[Block],
+    intervals: dict[Key, Interval],
+    tolerance: Callable[[Block], Tolerance],
+    spanning_only: bool,
+    mark: str,
+) -> None:
     parts = []
     for b in blocks:
         interval = intervals.get((b.quantity, _key(b)))
         if interval is None or interval.sides is None or interval.spans is None or not interval.complete:
             continue
         scale = _scale(interval, tolerance(b))
-        reached = np.flatnonzero(interval.reached.reshape(-1) & ~_boxed(interval, scale))
-        groups = [g[:, reached] for g, spans in zip(interval.sides, interval.spans) if spans]
+        reached = interval.reached.reshape(-1)
+        if spanning_only:
+            reached = reached & ~_boxed(interval, scale)
+        reached = np.flatnonzero(reached)
+        kept = [g for g, spans in zip(interval.sides, interval.spans) if spans or not spanning_only]
+        groups = [g[:, reached] for g in kept]
         if reached.size and groups:
             parts.append((b, reached, interval.base[reached], groups, scale[reached]))
     if not parts:
         return
-    convention, fail = STATUSES.index("convention"), STATUSES.index("fail")
+    convention, marked = STATUSES.index("convention"), STATUSES.index(mark)
     for src in ("engine", "claimed"):
         rows = [p for p in parts if src in p[0].status_map]
         if not any((b.status_map[src][r] == convention).any() for b, r, *_ in rows):
@@ -409,7 +427,7 @@ def hull_check(
         for b, r, *_ in rows:
             status = b.status_map[src]
             bad = misfit[start : start + r.size] & (status[r] == convention)
-            status[r[bad]] = fail
+            status[r[bad]] = marked
             start += r.size
             if bad.any():
                 summarize(b, tolerance(b))

@@ -14,17 +14,26 @@ PASSED = (Verdict.PASS, Verdict.PASS_WITH_CONVENTION_DIFFERENCES, Verdict.PASS_W
 
 
 @contextmanager
-def scaled_vjp(op, factor=1.1):
-    """The engine's rule for `op` made wrong by a factor (restored afterwards)."""
+def replaced_vjp(op, rule):
+    """The engine's rule for `op` replaced by rule(original, B, node, g, saved) (restored
+    afterwards)."""
     impl = IMPLS[op]
     original = impl.vjp
-    impl.vjp = lambda B, node, g, s: tuple(
-        None if r is None else r * factor for r in original(B, node, g, s)
-    )
+    impl.vjp = lambda B, node, g, s: rule(original, B, node, g, s)
     try:
         yield
     finally:
         impl.vjp = original
+
+
+def scaled_vjp(op, factor=1.1):
+    """The engine's rule for `op` made wrong by a factor."""
+    return replaced_vjp(
+        op,
+        lambda rule, B, node, g, s: tuple(
+            None if r is None else r * factor for r in rule(B, node, g, s)
+        ),
+    )
 
 
 def run(source, claimed=None, **inputs):
@@ -125,6 +134,30 @@ def test_a_wrong_rule_at_broadcast_ties_fails():
         report = run("y = sum(maximum(a, b))", **BROADCAST_TIES)
     assert report.verdict is Verdict.FAIL, report.summary
     assert report.block("vjp", "a").failing["engine"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("op", "x", "at_kink"),
+    [
+        ("norm", [0.0, 0.0], [0.9, 0.9]),  # in the box [-1, 1]^2, not in the unit ball
+        ("std", [1.0, 1.0, 1.0], [0.5, 0.5, 0.5]),  # std's gradients sum to 0
+    ],
+)
+def test_an_engine_rule_wrong_only_at_a_ball_kink_is_not_a_convention(op, x, at_kink):
+    """The engine was checked against the box per entry alone where the sides do not span the
+    set (claims were already unverified there): now against the hull of the sides it has."""
+    source = f"y = {op}(x)"
+
+    def wrong_at_the_kink(rule, B, node, g, s):
+        v = np.asarray(s[0])
+        if np.all(v == v.reshape(-1)[0]):
+            return (np.asarray(g) * np.asarray(at_kink),)
+        return rule(B, node, g, s)
+
+    assert run(source, x=x).verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES
+    with replaced_vjp(op, wrong_at_the_kink):
+        report = run(source, x=x)
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
 
 
 def test_finite_differences_cannot_outvote_the_exact_reference():
@@ -386,14 +419,12 @@ def test_an_overflow_no_vjp_reads_excuses_no_nan():
     """y = sum(exp(x)) + prod(z) at x = 1000: y is inf, but add passes d/dz its cotangent
     intact. prod's rule made nan at a zero entry (the naive out / z) was excused as IEEE's
     0 * inf because the overflowed output "bore on" every block."""
-    impl = IMPLS["prod"]
-    original = impl.vjp
-    impl.vjp = lambda B, node, g, s: tuple(r * (s[0] / s[0]) for r in original(B, node, g, s))
-    try:
-        with np.errstate(invalid="ignore"):
-            report = run("y = sum(exp(x)) + prod(z)", x=[1000.0], z=[0.0, 2.0, 3.0])
-    finally:
-        impl.vjp = original
+
+    def nan_at_zero(rule, B, node, g, s):
+        return tuple(r * (s[0] / s[0]) for r in rule(B, node, g, s))
+
+    with replaced_vjp("prod", nan_at_zero), np.errstate(invalid="ignore"):
+        report = run("y = sum(exp(x)) + prod(z)", x=[1000.0], z=[0.0, 2.0, 3.0])
     assert report.verdict is Verdict.FAIL, report.summary
     assert report.block("vjp", "z").failing["engine"] == 1
 
