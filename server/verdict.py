@@ -208,7 +208,8 @@ def kink_intervals(
         any((~(np.abs(iv.sides[g]) <= scales[key])).any() for key, iv in intervals.items())
         for g in range(len(groups))
     ]
-    if _coupled([r for r, on in zip(rows, active) if on]):
+    moving = [kink for (kink, _), on in zip(groups, active) if on]
+    if _coupled([r for r, on in zip(rows, active) if on]) or _nested(moving, point.program):
         for interval in intervals.values():
             interval.complete = False
     # The sides are one-sided limits only if the step is small enough for the program: a factor
@@ -265,6 +266,22 @@ def _coupled(rows: list[np.ndarray]) -> bool:
         return True
     stacked = stacked[np.abs(stacked).max(axis=1, initial=0.0) > 0]
     return stacked.size > 0 and bool(np.linalg.matrix_rank(stacked) < len(stacked))
+
+
+def _nested(kinks: list[Kink], program: Program) -> bool:
+    """Whether a kink's operand depends on another kink's result: then the outer kink's sides
+    depend on the inner one's (relu(relu(x) - z) at 0: d/dx of the outer quantity is 0 or 1
+    as the inner relu goes), and their ranges do not add up (d/dx -1 was admitted, where the
+    function never decreases in x)."""
+    kinked = {k.node.id for k in kinks}
+    after: set[int] = set()  # nodes whose value depends on a kinked node's result
+    for node in program.nodes:  # in order: operands come first
+        upstream = any(isinstance(a, Ref) and (a.id in after or a.id in kinked) for a in node.args)
+        if upstream and node.id in kinked:
+            return True
+        if upstream:
+            after.add(node.id)
+    return False
 
 
 def _interval(

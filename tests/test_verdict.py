@@ -495,6 +495,17 @@ def test_kinks_the_inputs_move_independently_keep_their_ranges(source, inputs, c
     assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
 
 
+def test_nested_kinks_excuse_nothing():
+    """relu(relu(x) - z) at 0: the outer kink's sides depend on the inner one's, and the ranges
+    added up admitted d/dx = -1 for a function that never decreases in x (and single rules
+    with their sign flipped)."""
+    claim = run("y = relu(relu(x) - z)", claimed={"x": [-1.0], "z": [0.0]}, x=[0.0], z=[0.0])
+    assert claim.verdict is Verdict.UNVERIFIED, claim.summary
+    with scaled_vjp("mul", -1.0):
+        rule = run("y = sum(relu(relu(x) * w - z))", x=[0.0], w=[1.0], z=[0.0])
+    assert rule.verdict is Verdict.UNVERIFIED, rule.summary
+
+
 def test_an_infinite_slope_under_a_kink_is_no_crash():
     report = run("y = sum(relu(sqrt(x)) + relu(x))", x=[0.0, 1.0])  # SVD of an inf row raised
     assert report.verdict is not Verdict.ERROR, report.summary
