@@ -103,6 +103,7 @@ class Block:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     judged_by: dict[str, int] = field(default_factory=dict)
     unsettled: int = 0  # entries no reference could settle (JAX and finite differences differ)
+    undefined: int = 0  # entries whose reference is nan: not defined there, nothing to verify
     unused: bool = False  # the output does not depend on the input: no gradient
     claimed_none: bool = False  # the claim is "no gradient" (torch's .grad None)
     dtype: str = "float64"  # the precision the block is computed in (its tolerance's)
@@ -258,6 +259,11 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
     # JAX's lone inf or nan is no reference even where a source equals it
     unsettled |= lone
     doubtful |= lone
+    # a nan reference (log of a negative number, 0/0): the function or its derivative is not
+    # defined there, and a source's nan agreeing with it proves nothing (log(x - 2) at 1 was a
+    # PASS, "every source agrees", with a nan loss)
+    undefined = have & np.isnan(ref_value) & ~settled_by_kink
+    doubtful |= undefined
     for src in (u for u in UNDER_TEST if u in row):
         k = row[src]
         differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
@@ -271,6 +277,7 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         )
         block.status_map[src] = status
     block.unsettled = int(unsettled.sum())
+    block.undefined = int(undefined.sum())
     block.reference, block.reference_name = ref_value, ref_name
     block.reference_error = ref_extra
 

@@ -780,6 +780,8 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
         alone = "finite differences disagree, or its inf or nan stands alone"
         why = [f"{unsettled} where JAX is unconfirmed ({alone})"] if unsettled else []
         why += [f"{unchecked} that no reference checked"] if unchecked else []
+        undefined = sum(b.undefined for b in blocks)
+        why += [f"{undefined} where the exact value is nan (not defined there)"] if undefined else []
         why = why or ["at kinks whose one-sided derivatives could not all be found, where "
                       "rounding noise is larger than the values, or further off than the exact "
                       "formula rounded in that precision but within what a less accurate "

@@ -447,6 +447,23 @@ def test_a_value_that_overflows_is_a_numerical_note_not_a_plain_pass():
     assert report.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, report.summary
 
 
+@pytest.mark.parametrize(
+    ("source", "x", "block"),
+    [
+        ("y = sum(log(x - 2.0))", [1.0, 3.0], "value"),  # log(-1): the loss itself is nan
+        ("y = sum(sqrt(x))", [-1.0, 4.0], "vjp"),  # sqrt's derivative at -1
+    ],
+)
+def test_a_nan_every_source_shares_is_unverified_not_agreed(source, x, block):
+    """The exact value is nan where the function is not defined there: every source's nan
+    "agreed" and the verdict was PASS: every source agrees."""
+    report = run(source, x=x)
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert "exact value is nan" in report.summary
+    found = report.block("vjp", "x") if block == "vjp" else report.block("value", "", "y")
+    assert found.counts["engine"]["unverified"] == 1
+
+
 def test_a_nan_that_only_jax_gives_is_no_reference_for_an_equal_nan():
     """d/dx x sqrt(x) is 0 at 0; the engine, JAX and a claim say nan (0 * inf), sympy cannot
     evaluate there and finite differences give nothing: nothing settles it."""
