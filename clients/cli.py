@@ -175,12 +175,18 @@ def build_inputs(args: argparse.Namespace) -> dict[str, Input]:
     values.update(parse_assignments(args.inputs, "input"))  # given on the line: wins over files
     if not values:
         raise UsageError("no inputs: give NAME=VALUE (like a=[2,3]) or --inputs FILE.npz")
-    frozen = set(_names(args.frozen))
+    frozen, integers = set(_names(args.frozen)), set(_names(args.int))
     masks = parse_assignments(args.mask, "mask")
-    for name in (frozen | set(masks)) - set(values):
-        raise UsageError(f"--frozen/--mask name {name!r} is not an input ({', '.join(values)})")
+    for name in (frozen | integers | set(masks)) - set(values):
+        raise UsageError(f"--frozen/--int/--mask name {name!r} is not an input ({', '.join(values)})")
     return {
-        name: Input(value, requires_grad=name not in frozen, mask=masks.get(name), dtype=args.dtype)
+        name: Input(
+            value,
+            requires_grad=name not in frozen,
+            mask=masks.get(name),
+            # an integer .npy stays int64 (class indices); --dtype is the float inputs'
+            dtype="int64" if name in integers else args.dtype if value.dtype.kind == "f" else None,
+        )
         for name, value in values.items()
     }
 
@@ -265,6 +271,13 @@ def _program_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype", choices=("float64", "float32"), help="the inputs' dtype (default: float64)"
+    )
+    parser.add_argument(
+        "--int",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="inputs sent as int64, like cross_entropy's class indices (an integer .npy is)",
     )
     parser.add_argument(
         "--output",

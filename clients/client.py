@@ -146,19 +146,26 @@ class Input:
     value: npt.ArrayLike
     requires_grad: bool = True
     mask: npt.ArrayLike | None = None
-    dtype: str | None = None  # default: the array's own (float64 for python numbers)
+    # default: a numpy array's own (an integer array is int64: class indices for cross_entropy
+    # and nll_loss); python numbers and lists are float64
+    dtype: str | None = None
 
 
 def _tensor(value: npt.ArrayLike, dtype: str | None = None, what: str = "a tensor") -> Any:
     array = np.asarray(value)
+    if dtype is None and array.dtype.kind in "iu":
+        # python ints are numbers here, as in torch.tensor(..., float); a numpy integer array
+        # was made integer on purpose
+        dtype = "int64" if isinstance(value, np.ndarray) else "float64"
     if dtype is not None:
+        integral = array.dtype.kind != "f" or np.array_equal(array, np.round(array))
+        if np.dtype(dtype).kind == "i" and not integral:
+            raise ValueError(f"{what}: {dtype}, but its values are not all integers")
         with np.errstate(over="raise", invalid="raise"):
             try:
                 array = array.astype(dtype)
             except FloatingPointError:
                 raise ValueError(f"{what}: its values do not fit in {dtype}") from None
-    elif array.dtype.kind in "iu":
-        array = array.astype(np.float64)  # python ints are numbers here, as in torch.tensor(..., float)
     return to_tensor(array)
 
 

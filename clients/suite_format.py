@@ -351,8 +351,10 @@ def _input(name: str, value: Any, where: _Where) -> Input:
         if mask.shape != array.shape:
             raise (where / "mask").error(f"the mask has shape {mask.shape}; the input has {array.shape}")
     dtype = value.get("dtype")
-    if dtype is not None and dtype not in DTYPES:
-        raise (where / "dtype").error(f"use one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype is not None and dtype not in (*DTYPES, "int64"):  # int64: class indices
+        raise (where / "dtype").error(f"use one of {', '.join(DTYPES)}, int64, got {dtype!r}")
+    if dtype == "int64" and not np.array_equal(array, np.round(array)):
+        raise (where / "dtype").error("int64, but the values are not all integers")
     return Input(array, requires_grad=requires_grad, mask=mask, dtype=dtype)
 
 

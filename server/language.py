@@ -255,7 +255,12 @@ class _Builder:
                 raise LimitError(f"{op} would give {len(s)} dimensions; the limit is {_MAX_NDIM}", pos)
         _check_attrs(op, attrs, [self.shape_of(o) for o in operands], pos)
         if op in ("nll_loss", "cross_entropy") and self.dtype_of(operands[1]) != "int64":
-            raise RequestError(f"{op}: the target must be an int64 input of class indices", pos)
+            raise RequestError(
+                f"{op}: the target must be an int64 input of class indices (send it as int64: "
+                "`--int NAME` or an integer .npy with the crossgrad command, a numpy integer "
+                "array from Python)",
+                pos,
+            )
         dtype = self._result_dtype(op, operands)
         return Ref(
             self._add(

@@ -114,6 +114,22 @@ def test_verify_reads_the_program_and_inputs_from_files(tmp_path, server):
     assert json.loads(out.stdout)["grad"]["b"] == [-12.0, -8.0]
 
 
+def test_class_indices_go_as_int64_with_int_or_from_an_integer_npy(tmp_path, server):
+    """Every input was sent as float, so cross_entropy and nll_loss could not be checked."""
+    np.save(tmp_path / "t.npy", np.array([0, 2]))
+    program, logits = "y = cross_entropy(z, t)", "z=[[1,2,3],[0,1,0]]"
+    for target in (["t=[0,2]", "--int", "t"], ["t=t.npy", "--dtype", "float32"]):
+        out = crossgrad(
+            "verify", program, logits, *target, "--json", "--server", server.address, cwd=tmp_path
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["verdict"] == "PASS"
+    assert_one_line_error(crossgrad("verify", program, logits, "t=[0,2]"), "--int NAME")
+    assert_one_line_error(
+        crossgrad("verify", program, logits, "t=[0.5,2]", "--int", "t"), "not all integers"
+    )
+
+
 def test_a_wrong_claimed_gradient_exits_1(server):
     claims = ["--claimed", "a=[36,81]", "--claimed", "b=[-12,-8.5]"]
     out = crossgrad("verify", *WORKED, *claims, "--server", server.address)

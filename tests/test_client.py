@@ -132,6 +132,15 @@ def test_to_dict_is_strict_json_with_arrays_and_names(embedded):
     assert data["points"][0]["verdict"] == result.verdict  # enums by their short names
 
 
+def test_a_numpy_integer_array_stays_int64_and_python_ints_are_numbers(embedded):
+    """The docstring said "the array's own" dtype, but every integer array went as float64:
+    cross_entropy's class indices could only be sent as Input(t, dtype="int64")."""
+    logits = [[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]]
+    result = embedded.verify("y = cross_entropy(z, t)", {"z": logits, "t": np.array([0, 2])})
+    assert result.verdict == "PASS", result.summary
+    assert embedded.verify("y = sum(x * x)", {"x": [1, 2]}).grad("x").tolist() == [2.0, 4.0]
+
+
 def test_an_unreachable_server_is_one_clear_line_naming_the_target():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

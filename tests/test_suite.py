@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from crossgrad.clients.local_server import LocalServer
-from crossgrad.clients.suite_format import load_suite
+from crossgrad.clients.suite_format import SuiteError, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "crossgrad_examples.yaml"
@@ -281,6 +281,19 @@ def test_a_budget_is_seconds_or_the_requests_budget_fields(tmp_path):
     )
     a, b = load_suite(suite).cases
     assert a.fields["budget"] == {"seconds": 5} and b.fields["budget"]["sympy_seconds"] == 1
+
+
+def test_class_indices_are_an_int64_input(tmp_path):
+    suite = tmp_path / "ce.yaml"
+    suite.write_text(
+        "cases:\n  - name: ce\n    program: y = cross_entropy(z, t)\n"
+        "    inputs: {z: [[1, 2, 3], [0, 1, 0]], t: {value: [0, 2], dtype: int64}}\n"
+    )
+    done = subprocess.run([*CHECK, str(suite)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    suite.write_text(suite.read_text().replace("[0, 2]", "[0.5, 2]"))
+    with pytest.raises(SuiteError, match="not all integers"):
+        load_suite(suite)
 
 
 def test_a_refusal_can_be_the_expected_error_baseline_and_all(tmp_path):
