@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -165,12 +166,13 @@ def test_bytes_that_are_not_a_request_are_invalid_argument_and_the_server_goes_o
     assert_worked_example(client.verify(**WORKED))
 
 
+@pytest.mark.parametrize("same_id", ["ok1", ""])  # two without an id are as ambiguous
 def test_a_stream_answers_what_it_read_before_bytes_it_cannot_read_and_refuses_duplicate_ids(
-    server,
+    server, same_id
 ):
     channel = grpc.insecure_channel(server.address)
-    first = pb.VerifyStreamRequest(request=slow_request("ok1"))  # ~3 s: the second comes meanwhile
-    second = pb.VerifyStreamRequest(request=build_request(**WORKED, id="ok1"))
+    first = pb.VerifyStreamRequest(request=slow_request(same_id))  # ~3 s: the second comes meanwhile
+    second = pb.VerifyStreamRequest(request=build_request(**WORKED, id=same_id))
     with channel:
         call = channel.stream_stream("/crossgrad.v1.VerifierService/VerifyStream")
         wires = [first.SerializeToString(), second.SerializeToString(), b"\x0a\x05ab"]
@@ -182,7 +184,7 @@ def test_a_stream_answers_what_it_read_before_bytes_it_cannot_read_and_refuses_d
     # the first was checked (it used to be cancelled); the second, sent while it ran, refused
     assert sorted(a.WhichOneof("result") for a in got) == ["error", "response"], got
     refused = next(a for a in got if a.WhichOneof("result") == "error")
-    assert refused.id == "ok1" and "already in use" in refused.error.message
+    assert refused.id == same_id and "already in use" in refused.error.message
 
 
 def test_a_claim_of_no_gradient_is_read_as_such(client):
@@ -376,6 +378,7 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(tmp_path)
             answer = results.get_nowait()
             assert isinstance(answer, pb.VerifyResponse), answer
         assert server.process.wait(30) == 0
+        assert not list(Path(server._tmp.name).iterdir())  # its --port-file is gone with it
         log.seek(0)
         lines = [json.loads(x) for x in log.read().splitlines() if x.startswith("{")]
         turned_away = [x for x in lines if x.get("code") == "UNAVAILABLE"]

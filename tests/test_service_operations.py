@@ -221,6 +221,7 @@ def test_the_warm_up_runs_whatever_the_limits_for_requests_are():
 
 def test_sigterm_while_starting_stops_without_ever_serving(tmp_path):
     port_file = tmp_path / "port.json"
+    port_file.write_text('{"address": "127.0.0.1:1"}')  # an earlier run's, stale: removed first
     command = [sys.executable, "-m", "crossgrad.server", "serve", "--port", "0", "--workers", "2",
                "--port-file", str(port_file)]  # fmt: skip
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)

@@ -137,6 +137,8 @@ class Server:
         listening server is a gRPC status nginx cannot see, and calls would run out of retries)."""
         began = time.monotonic()
         o = self.options
+        if o.port_file:  # a script waiting for the file must not read an earlier run's address
+            Path(o.port_file).unlink(missing_ok=True)
         # what can fail at once fails before the workers' warm-up: the TLS files, the metrics port
         creds = None
         if o.tls_cert:
@@ -214,6 +216,8 @@ class Server:
         await self.grpc.stop(max(0.0, end - time.monotonic()))
         await self.pool.close()
         self.metrics.stop()
+        if self.options.port_file:
+            Path(self.options.port_file).unlink(missing_ok=True)
         log.info({"event": "stopped"})
 
 

@@ -92,7 +92,7 @@ def _duplicate(request_id: str) -> status_pb2.Status:
     return convert.error_status(
         convert.RequestError(
             f"id {request_id!r} is already in use by a request still running on this stream: its "
-            "answers could not be told apart (give each request its own id)",
+            "answers could not be told apart (give each request its own id, not empty)",
             field="id",
         )
     )
@@ -183,8 +183,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                     if msg.id in running_ids:
                         await answers.put(pb.VerifyStreamResponse(id=msg.id, error=_duplicate(msg.id)))
                         continue
-                    if msg.id:
-                        running_ids.add(msg.id)
+                    running_ids.add(msg.id)  # "" too: two answers without an id are as ambiguous
                     task = asyncio.create_task(answer(msg))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
