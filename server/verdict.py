@@ -473,6 +473,31 @@ def uncoupled_claims(
             summarize(b, tol)
 
 
+def kinked_hessians(
+    blocks: list[Block], kinks: list[Kink], program: Program, tolerance: Callable[[Block], Tolerance]
+) -> None:
+    """Second derivatives at a kink are not judged: sympy's value there is its conventions
+    multiplied through (Heaviside(0) = 1/2, sign(0) = 0), and nothing bounds the one-sided ones
+    (|x| * |x| is x^2, whose 2 sympy and an engine both gave as 0; relu(x)^2 at 0 is 0 on one
+    side and 2 on the other). Hessian entries of an input a kink depends on are unverified."""
+    if not kinks:
+        return
+    depends: dict[int, set[str]] = {}  # node -> the inputs its value depends on
+    for node in program.nodes:  # in order: operands come first
+        found = {node.name} if node.op == "input" else set()
+        for a in node.args:
+            if isinstance(a, Ref):
+                found |= depends[a.id]
+        depends[node.id] = found
+    moving = set().union(*(depends[k.node.id] for k in kinks))
+    unverified = STATUSES.index("unverified")
+    for b in blocks:
+        if b.quantity == "hessian" and moving & set(b.input.split(",")):
+            for status in b.status_map.values():
+                status[:] = unverified
+            summarize(b, tolerance(b))
+
+
 def _scale(interval: Interval, tol: Tolerance) -> np.ndarray:
     """Per flat entry, the tolerance at the base derivatives."""
     return tol.atol + tol.rtol * np.abs(np.nan_to_num(interval.base, posinf=0.0, neginf=0.0))

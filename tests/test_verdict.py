@@ -523,6 +523,20 @@ def test_nested_kinks_excuse_nothing():
     assert rule.verdict is Verdict.UNVERIFIED, rule.summary
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "y = sum(abs(x) * abs(x))",  # x^2: Hessian 2; sympy's sign(0)^2 and the engine said 0
+        "y = sum(maximum(x, 0.0) * maximum(-x, 0.0))",  # 0; sympy's Heaviside(0) said -1/2
+        "y = sum(relu(x) ** 2)",  # 0 on one side, 2 on the other: the engine's 0 FAILed
+    ],
+)
+def test_a_hessian_at_a_kink_is_unverified(source):
+    report = check(CheckRequest(source, [InputSpec("x", [0.0, 1.0])], checks=("vjp", "hessian")))
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert report.block("hessian", "x,x").status == "unverified"
+
+
 def test_an_infinite_slope_under_a_kink_is_no_crash():
     report = run("y = sum(relu(sqrt(x)) + relu(x))", x=[0.0, 1.0])  # SVD of an inf row raised
     assert report.verdict is not Verdict.ERROR, report.summary
