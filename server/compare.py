@@ -75,6 +75,9 @@ class Interval:
     # per entry is used for the entries those groups move)
     sides: list[np.ndarray] | None = None
     spans: list[bool] | None = None
+    # entries whose derivative at the point differs from the one on every side (a comparison's
+    # branch that holds at the point alone): unverified
+    isolated: np.ndarray | None = None
 
     @property
     def hull(self) -> bool:
@@ -104,6 +107,7 @@ class Block:
     judged_by: dict[str, int] = field(default_factory=dict)
     unsettled: int = 0  # entries no reference could settle (JAX and finite differences differ)
     undefined: int = 0  # entries whose reference is nan: not defined there, nothing to verify
+    isolated: int = 0  # entries whose derivative at the point is not the one on any side
     unused: bool = False  # the output does not depend on the input: no gradient
     claimed_none: bool = False  # the claim is "no gradient" (torch's .grad None)
     dtype: str = "float64"  # the precision the block is computed in (its tolerance's)
@@ -263,7 +267,12 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
     # defined there, and a source's nan agreeing with it proves nothing (log(x - 2) at 1 was a
     # PASS, "every source agrees", with a nan loss)
     undefined = have & np.isnan(ref_value) & ~settled_by_kink
-    doubtful |= undefined
+    isolated = (
+        np.zeros(n, bool)
+        if interval is None or interval.isolated is None
+        else interval.isolated.reshape(-1)
+    )
+    doubtful |= undefined | isolated
     for src in (u for u in UNDER_TEST if u in row):
         k = row[src]
         differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
@@ -278,6 +287,7 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         block.status_map[src] = status
     block.unsettled = int(unsettled.sum())
     block.undefined = int(undefined.sum())
+    block.isolated = int(isolated.sum())
     block.reference, block.reference_name = ref_value, ref_name
     block.reference_error = ref_extra
 

@@ -29,6 +29,7 @@ from .ir import Program, Ref
 from .kinks import TIES, Kink, sides
 from .model import ConventionNote, NumericalNote, ReferenceNote, Verdict
 
+COMPARISONS = TIES - {"maximum", "minimum"}  # where's conditions
 MAX_SIDE_RUNS = 128  # evaluations of the program just off the kinks (groups x their sides)
 MAX_KINK_WORK = 100_000  # nodes x those evaluations
 MAX_NOTES = 20
@@ -199,6 +200,16 @@ def kink_intervals(
     # slopes that diverge at the kink: the same sides ten orders of magnitude closer to it
     closer = derivatives({}, 1e-10) if unbounded else None
     intervals = intervals_at(1.0)
+    # A comparison's tie can take a branch at the point that holds nowhere else: the derivative
+    # there differs from the one on every side, and nothing says which is right
+    # (masked_fill(x, x == 0, 0) * 3 is 3x, but the point's branch says 0: it passed)
+    if any(k.node.op in COMPARISONS for k in kinks):
+        at_point = derivatives({}, 0.0)
+        for (quantity, key), iv in intervals.items():
+            here = np.asarray(getattr(at_point, quantity)[key].values, np.float64).reshape(-1)
+            with np.errstate(invalid="ignore"):
+                apart = ~close(here, iv.base, tolerance((quantity, key))) & np.isfinite(iv.base)
+            iv.isolated = (apart & ~iv.reached.reshape(-1)).reshape(iv.reached.shape)
     # Each kinked group is stepped off on its own, as if its sides were independent of the
     # others'. They are not when the inputs cannot move them independently: abs(x) - abs(x) is 0
     # whatever the side, but each abs stepped alone admitted anything in [-2, 2]. Their combined
@@ -807,6 +818,12 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
         why += [f"{unchecked} that no reference checked"] if unchecked else []
         undefined = sum(b.undefined for b in blocks)
         why += [f"{undefined} where the exact value is nan (not defined there)"] if undefined else []
+        isolated = sum(b.isolated for b in blocks)
+        if isolated:
+            why.append(
+                f"{isolated} where the derivative at the point differs from the one on every side "
+                "(a condition of where or masked_fill that holds at the point alone)"
+            )
         why = why or ["at kinks whose one-sided derivatives could not all be found, where "
                       "rounding noise is larger than the values, or further off than the exact "
                       "formula rounded in that precision but within what a less accurate "

@@ -537,6 +537,21 @@ def test_a_hessian_at_a_kink_is_unverified(source):
     assert report.block("hessian", "x,x").status == "unverified"
 
 
+@pytest.mark.parametrize(
+    ("source", "claim"),
+    [
+        # 3x: the engine's (and torch's) 0 at 0 passed, the true 3 claimed FAILed
+        ("y = sum(masked_fill(x, x == 0.0, 0.0) * 3.0)", [3.0, 3.0]),
+        ("y = sum(where(x != 0.0, 2.0 * x, 3.0 * x))", [2.0, 2.0]),  # 2x; the point says 3
+    ],
+)
+def test_a_condition_that_holds_at_the_point_alone_is_unverified(source, claim):
+    for claimed in (None, {"x": claim}):
+        report = run(source, claimed=claimed, x=[0.0, 1.0])
+        assert report.verdict is Verdict.UNVERIFIED, report.summary
+        assert "differs from the one on every side" in report.summary
+
+
 def test_an_infinite_slope_under_a_kink_is_no_crash():
     report = run("y = sum(relu(sqrt(x)) + relu(x))", x=[0.0, 1.0])  # SVD of an inf row raised
     assert report.verdict is not Verdict.ERROR, report.summary
