@@ -219,6 +219,18 @@ def test_the_warm_up_runs_whatever_the_limits_for_requests_are():
         assert client.verify("y = sum(x ** 2)", {"x": [1.0, 2.0]}).verdict == "PASS"
 
 
+def test_a_worker_that_cannot_start_says_why_and_which_setting_to_change():
+    """A memory cap too small for the warm-up: the log said only "worker 1 failed to start
+    (exit 1)", after raw tracebacks."""
+    command = [sys.executable, "-m", "crossgrad.server", "serve", "--port", "0", "--workers", "1",
+               "--worker-memory-mb", "300"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    failed = json.loads(done.stderr.strip().splitlines()[-1])
+    assert failed["event"] == "start_failed" and "--worker-memory-mb" in failed["error"], failed
+
+
 def test_sigterm_while_starting_stops_without_ever_serving(tmp_path):
     port_file = tmp_path / "port.json"
     port_file.write_text('{"address": "127.0.0.1:1"}')  # an earlier run's, stale: removed first

@@ -115,6 +115,7 @@ class Worker:
     killed_for: str = ""  # why we killed it, when we did
     restarts: int = 0
     failed_starts: int = 0  # deaths in a row before becoming ready
+    start_error: str = ""  # why it could not start, as it said
     spawned_at: float = 0.0
 
     @property
@@ -139,10 +140,20 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _limit_memory(config.memory_bytes)
-    from . import handlers, warmup  # the heavy imports: sympy, JAX, the core
+    try:
+        from . import handlers, warmup  # the heavy imports: sympy, JAX, the core
 
-    warmup.configure_caches(config.cache_sizes)
-    warm_seconds = warmup.warm(config.handler)
+        warmup.configure_caches(config.cache_sizes)
+        warm_seconds = warmup.warm(config.handler)
+    except Exception as exc:  # the server says why it cannot start, and which setting to change
+        why = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, MemoryError) or "out of memory" in why:
+            why += (
+                f" (each worker's address space is capped at {config.memory_bytes >> 20} MiB: raise "
+                "--worker-memory-mb, CROSSGRAD_WORKER_MEMORY_MB)"
+            )
+        conn.send_bytes(pickle.dumps(("failed", os.getpid(), why)))
+        raise SystemExit(1) from None
     conn.send_bytes(pickle.dumps(("ready", os.getpid(), warm_seconds)))
 
     def on_stage(name: str) -> None:
@@ -413,6 +424,9 @@ class WorkerPool:
         if process is not worker.process:
             return  # from a worker process already replaced
         message = pickle.loads(data)
+        if message[0] == "failed":
+            worker.start_error = message[2]
+            return
         if message[0] == "ready":
             _, pid, warm_seconds = message
             worker.ready = True
@@ -446,6 +460,8 @@ class WorkerPool:
         reason = worker.killed_for or (
             f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
         )
+        if worker.start_error:
+            reason, worker.start_error = f"{reason}: {worker.start_error}", ""
         waiter = self._ready_waiters.pop(worker.index, None)
         if waiter is not None and not waiter.done() and self._watchdog is None:
             # still starting: a worker that cannot start is the server's failure, not a retry
