@@ -236,7 +236,7 @@ def _check_point(
 
         verdict_mod.hull_check(blocks, intervals, block_tolerance)
         verdict_mod.uncoupled_claims(blocks, intervals, block_tolerance)
-        verdict_mod.kinked_hessians(blocks, kinks, program, block_tolerance)
+        verdict_mod.kinked_hessians(blocks, kinks, point, operand_values, block_tolerance)
         engine_values = {i: _data(v) for i, v in run.values.items()}
 
         def rounded(bits: int) -> Derivatives | None:

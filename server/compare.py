@@ -69,6 +69,8 @@ class Interval:
     reached: np.ndarray
     complete: bool = True  # False: too many kinks to combine every side; reached entries that
     # differ from the reference are then unverified, not excused
+    bounds: bool = False  # incomplete, the range per entry still holds every admissible value:
+    # a value outside it fails
     base: np.ndarray | None = None  # flat: the derivatives with every kinked group on one side
     # per kinked group, its sides' differences from the base (sides x flat entries), and whether
     # they span the group's part of the generalized gradient (not for a ball: only the range
@@ -278,12 +280,14 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
         differ |= masks[k] & overflowed
         convention = differ & settled_by_kink & admissible(k)
+        # reached, not settled: unverified, unless outside a range that bounds every admissible value
+        unsure = differ & reached & ~settled_by_kink
+        if interval is not None and interval.bounds:
+            unsure &= within(values[k], interval, tol)
         status = np.zeros(n, np.int8)
         status[convention] = STATUSES.index("convention")
         status[differ & ~convention] = STATUSES.index("fail")
-        status[masks[k] & (doubtful | (differ & reached & ~settled_by_kink))] = STATUSES.index(
-            "unverified"
-        )
+        status[masks[k] & (doubtful | unsure)] = STATUSES.index("unverified")
         block.status_map[src] = status
     block.unsettled = int(unsettled.sum())
     block.undefined = int(undefined.sum())

@@ -163,12 +163,7 @@ def kink_intervals(
 
     def derivatives(choice: dict[int, int], scale: float = 1.0) -> Derivatives:
         deadline.checkpoint()
-        shifts: dict[int, dict[int, np.ndarray]] = {}
-        for g, (kink, alternatives) in enumerate(groups):
-            for operand, step in alternatives[choice.get(g, 0)].items():
-                node = shifts.setdefault(kink.node.id, {})
-                node[operand] = node.get(operand, 0.0) + scale * step
-        return jax_backend.shifted_derivatives(point, shifts)
+        return jax_backend.shifted_derivatives(point, _shifts(groups, choice, scale))
 
     def intervals_at(scale: float) -> dict[Key, Interval]:
         base = derivatives({}, scale)
@@ -219,18 +214,37 @@ def kink_intervals(
         any((~(np.abs(iv.sides[g]) <= scales[key])).any() for key, iv in intervals.items())
         for g in range(len(groups))
     ]
+    # Coupled but not nested, each kink's choice enters the derivative times factors no other
+    # kink changes: the chain rule's set, each group anywhere in its range, holds every
+    # admissible value (abs(x) - abs(x): [-2, 2] holds 0), so a value outside its range per
+    # entry is still wrong. Nested, the ranges bound nothing.
     moving = [kink for (kink, _), on in zip(groups, active) if on]
-    if _coupled([r for r, on in zip(rows, active) if on]) or _nested(moving, point.program):
+    nested = _nested(moving, point.program)
+    if nested or _coupled([r for r, on in zip(rows, active) if on]):
         for interval in intervals.values():
             interval.complete = False
+            interval.bounds &= not nested
     # The sides are one-sided limits only if the step is small enough for the program: a factor
     # that changes over the step (exp(1e9 * relu(y)) * x: d/dx is 1 at the kink, e one step off)
     # would widen an entry's range to excuse wrong values. Half the step must give the same range.
     for key, half in intervals_at(0.5).items():
         if not _same_range(intervals[key], half, tolerance(key)):
-            intervals[key].complete = False
+            intervals[key].complete = intervals[key].bounds = False
     how = f"JAX just off each kink: {len(groups)} group(s), {_runs(groups)} evaluation(s)"
     return intervals, how
+
+
+def _shifts(
+    groups: list[tuple[Kink, Any]], choice: dict[int, int], scale: float = 1.0
+) -> dict[int, dict[int, np.ndarray]]:
+    """What to add to the kinked nodes' operands: every group on its first side, or the side
+    `choice` gives it (group -> side), `scale` times the step."""
+    shifts: dict[int, dict[int, np.ndarray]] = {}
+    for g, (kink, alternatives) in enumerate(groups):
+        for operand, step in alternatives[choice.get(g, 0)].items():
+            node = shifts.setdefault(kink.node.id, {})
+            node[operand] = node.get(operand, 0.0) + scale * step
+    return shifts
 
 
 def _runs(groups: list[Any]) -> int:
@@ -320,7 +334,9 @@ def _interval(
             np.abs(np.nan_to_num(high, posinf=0, neginf=0)),
         )
         reached = ~(high - low <= tol.atol + tol.rtol * scale)  # nan and infinite count as reached
-    return Interval(low.reshape(shape), high.reshape(shape), reached.reshape(shape), complete, base=base)
+    return Interval(
+        low.reshape(shape), high.reshape(shape), reached.reshape(shape), complete, complete, base=base
+    )
 
 
 def _same_range(a: Interval, b: Interval, tol: Tolerance) -> bool:
@@ -485,28 +501,67 @@ def uncoupled_claims(
 
 
 def kinked_hessians(
-    blocks: list[Block], kinks: list[Kink], program: Program, tolerance: Callable[[Block], Tolerance]
+    blocks: list[Block],
+    kinks: list[Kink],
+    point: Point,
+    operand_values: dict[int, list[Any]],
+    tolerance: Callable[[Block], Tolerance],
 ) -> None:
-    """Second derivatives at a kink are not judged: sympy's value there is its conventions
-    multiplied through (Heaviside(0) = 1/2, sign(0) = 0), and nothing bounds the one-sided ones
-    (|x| * |x| is x^2, whose 2 sympy and an engine both gave as 0; relu(x)^2 at 0 is 0 on one
-    side and 2 on the other). Hessian entries of an input a kink depends on are unverified."""
-    if not kinks:
+    """Second derivatives at a kink: sympy's value there is its conventions multiplied through
+    (Heaviside(0) = 1/2, sign(0) = 0), no reference (|x| * |x| is x^2, whose 2 sympy and an
+    engine both gave as 0). JAX just off each kink on each side gives the one-sided Hessians:
+    where they all agree, a value equal to them passes and another is unverified; where they
+    differ (relu(x)^2 at 0: 0 and 2), every value is unverified. So are the Hessian entries of
+    an input a kink depends on when the sides cannot all be found."""
+    hessians = [b for b in blocks if b.quantity == "hessian"]
+    if not kinks or not hessians:
         return
-    depends: dict[int, set[str]] = {}  # node -> the inputs its value depends on
+    found = [sides(k, operand_values[k.node.id], spread=True) for k in kinks]
+    groups = [(k, g) for k, s in zip(kinks, found) if s is not None for g in s.groups]
+    choices = [{}] + [{g: j} for g, (_, alts) in enumerate(groups) for j in range(1, len(alts))]
+    hessian = None
+    if all(s is not None and s.complete for s in found) and len(choices) <= MAX_SIDE_RUNS:
+        on_sides = []
+        for choice in choices:
+            deadline.checkpoint()
+            on_sides.append(jax_backend.shifted_hessian(point, _shifts(groups, choice)))
+        hessian = np.stack(on_sides)
+    offsets = dict(zip(point.wrt, np.cumsum([0] + [int(np.size(point.values[n])) for n in point.wrt])))
+    moving = _inputs_of(point.program, kinks)
+    pass_, unverified = STATUSES.index("pass"), STATUSES.index("unverified")
+    for b in hessians:
+        a, c = b.input.split(",")
+        if not moving & {a, c}:
+            continue
+        agreed = None
+        if hessian is not None:
+            rows = slice(offsets[a], offsets[a] + int(np.size(point.values[a])))
+            cols = slice(offsets[c], offsets[c] + int(np.size(point.values[c])))
+            on_sides = hessian[:, rows, cols].reshape(len(hessian), -1)
+            tol = tolerance(b)
+            agreed = on_sides[0]
+            same = np.all(close(on_sides, agreed, tol), axis=0) & np.isfinite(agreed)
+        for src, status in b.status_map.items():
+            if agreed is None:
+                status[:] = unverified
+                continue
+            value = np.asarray(b.sources[src].values, np.float64).reshape(-1)
+            like = same & close(value, agreed, tol)
+            status[like] = pass_
+            status[~like] = unverified
+        summarize(b, tolerance(b))
+
+
+def _inputs_of(program: Program, kinks: list[Kink]) -> set[str]:
+    """The inputs the kinked nodes' values depend on."""
+    depends: dict[int, set[str]] = {}
     for node in program.nodes:  # in order: operands come first
         found = {node.name} if node.op == "input" else set()
         for a in node.args:
             if isinstance(a, Ref):
                 found |= depends[a.id]
         depends[node.id] = found
-    moving = set().union(*(depends[k.node.id] for k in kinks))
-    unverified = STATUSES.index("unverified")
-    for b in blocks:
-        if b.quantity == "hessian" and moving & set(b.input.split(",")):
-            for status in b.status_map.values():
-                status[:] = unverified
-            summarize(b, tolerance(b))
+    return set().union(*(depends[k.node.id] for k in kinks))
 
 
 def _scale(interval: Interval, tol: Tolerance) -> np.ndarray:

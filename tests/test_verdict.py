@@ -484,9 +484,11 @@ def test_a_nan_that_only_jax_gives_is_no_reference_for_an_equal_nan():
     ],
 )
 def test_kinks_of_two_ops_on_the_same_input_excuse_nothing(source, x, claim):
-    """Each kink stepped off alone, their ranges added up: abs(x) - abs(x) admitted [-2, 2]."""
+    """Each kink stepped off alone, their ranges added up: abs(x) - abs(x) admitted [-2, 2].
+    Never a pass now; outside the ranges added up, a FAIL (relu(concat([x, -x])) is |x|: 1.7
+    is outside [-1, 1])."""
     report = run(source, claimed={"x": claim}, x=x)
-    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert report.verdict in (Verdict.UNVERIFIED, Verdict.FAIL), report.summary
 
 
 @pytest.mark.parametrize(
@@ -510,6 +512,20 @@ def test_kinks_the_inputs_move_independently_keep_their_ranges(source, inputs, c
     ]
     report = check(CheckRequest(source, specs, claimed_vjp=claim))
     assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
+
+
+@pytest.mark.parametrize(
+    ("source", "x", "claim"),
+    [
+        ("y = sum(abs(x) - abs(x))", [0.0, 1.0], [2.5, 0.0]),  # the chain rule's set: [-2, 2]
+        ("y = sum(relu(x - flip(x, 0)))", [1.0, 1.0], [2.0, 0.0]),  # |x0 - x1|: within [-1, 1]
+    ],
+)
+def test_coupled_kinks_still_bound_what_is_admissible(source, x, claim):
+    """Coupled kinks' ranges added up hold every admissible value (if not exactly): a claim
+    outside them is wrong, not unverified."""
+    report = run(source, claimed={"x": claim}, x=x)
+    assert report.verdict is Verdict.FAIL, report.summary
 
 
 def test_nested_kinks_excuse_nothing():

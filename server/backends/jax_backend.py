@@ -456,12 +456,7 @@ def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) 
     op (a few evaluations per kinked point: compiling each would cost more)."""
     program, wrt = point.program, point.wrt
     others = [n for n in program.input_names if n not in wrt]
-
-    def apply(node: IRNode, operands: list[Any]) -> Any:
-        shift = shifts.get(node.id)
-        if shift:
-            operands = [o + jnp.asarray(shift[k]) if k in shift else o for k, o in enumerate(operands)]
-        return apply_op(node, operands)
+    apply = _shifted(shifts)
 
     def f(*w: Any) -> tuple[Any, ...]:
         values = dict(zip(wrt, w)) | {n: _as_jax(point.values[n]) for n in others}
@@ -489,6 +484,23 @@ def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) 
                 d.jacobian[(oname, n)] = masked(n, block)
             start += size
     return d
+
+
+def shifted_hessian(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> np.ndarray:
+    """The Hessian (n x n over every differentiated entry) with some nodes' operands shifted, as
+    shifted_derivatives: one side's second derivatives just off a kink."""
+    args = [_as_jax(point.values[n]) for n in point.wrt] + [_as_jax(v) for v in point.fixed.values()]
+    return _hessian(point, args, _shifted(shifts))
+
+
+def _shifted(shifts: dict[int, dict[int, np.ndarray]]) -> Apply:
+    def apply(node: IRNode, operands: list[Any]) -> Any:
+        shift = shifts.get(node.id)
+        if shift:
+            operands = [o + jnp.asarray(shift[k]) if k in shift else o for k, o in enumerate(operands)]
+        return apply_op(node, operands)
+
+    return apply
 
 
 # A kinked quantity: (node id, kind, operand k, flat entry j, second entry): "entry", operand k's
