@@ -118,6 +118,17 @@ def parse_value(name: str, text: str) -> np.ndarray:
     return array
 
 
+def _seed(text: str) -> int:
+    """--seed: an integer from 0 to 2^63 - 1 (what the server accepts)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= seed < 2**63:
+        raise argparse.ArgumentTypeError(f"{seed} is not from 0 to 2^63 - 1")
+    return seed
+
+
 def parse_assignments(
     items: Sequence[str], what: str, none: bool = False
 ) -> dict[str, np.ndarray | None]:
@@ -509,7 +520,7 @@ def parser() -> argparse.ArgumentParser:
         "no gradient (torch's .grad None)",
     )  # fmt: skip
     verify.add_argument("--samples", type=int, default=0, metavar="N", help="also check N random points")
-    verify.add_argument("--seed", type=int, default=0, help="seeds every sampled choice")
+    verify.add_argument("--seed", type=_seed, default=0, help="seeds every sampled choice")
     verify.add_argument("--budget", type=float, metavar="SECONDS", help="the request's time budget")
     verify.add_argument("--no-blame", action="store_true", help="do not look for the node to blame")
     verify.add_argument("--id", default="", help="a request id (echoed, and in the server's log)")

@@ -53,8 +53,13 @@ def format_report(report: Report, max_blocks: int = 20) -> str:
                     else ""
                 )
                 lines.append(
-                    f"    {entry.status} at {entry.index}: {values}; agree with {entry.reference}: "
-                    f"{', '.join(entry.agree) or 'none'}{admissible}"
+                    f"    {entry.status} at {entry.index}: {values}; "
+                    + (
+                        f"agree with {entry.reference}: {', '.join(entry.agree) or 'none'}"
+                        if entry.reference
+                        else "no reference checked it"
+                    )
+                    + admissible
                 )
         for note in point.conventions:
             lines.append(f"  non-differentiable point: {note.op}{_at(note.position)} ({note.text})")

@@ -158,6 +158,7 @@ def test_a_wrong_claimed_gradient_exits_1(server):
         (["verify", "Q = 3*a", "a=missing.npy"], ["cannot read a from missing.npy"]),
         (["verify", "Q = 3*a", "a"], ["NAME=VALUE"]),
         (["verify", "Q = 3*a"], ["no inputs"]),
+        (["verify", *WORKED, "--seed", "-1"], ["--seed", "from 0 to 2^63 - 1"]),  # protobuf's words
         (["verify", *WORKED, "--checks", "vjp,gradient"], ["unknown check gradient"]),
         (["verify", *WORKED, "--frozen", "c"], ["'c' is not an input"]),
         (["verify", "Q = 3*a**", "a=[2,3]"], ["INVALID_ARGUMENT", "line 1, column 10"]),
