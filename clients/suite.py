@@ -111,7 +111,10 @@ def _outcome(case: Case, result: Result) -> Outcome:
     if result.error is not None:
         if "ERROR" in case.expect and result.error.code in REFUSED:  # refusing it was expected
             return Outcome(case, 0.0, result=result)
-        return Outcome(case, 0.0, error=str(result.error))
+        error, line = str(result.error), result.error.info.get("line", "")
+        if line.isdigit() and case.program_line:  # the program's line, in the suite file
+            error = f"{case.path}:{case.program_line + int(line) - 1}: {error}"
+        return Outcome(case, 0.0, error=error)
     return Outcome(case, _seconds(result), result=result)
 
 

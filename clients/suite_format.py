@@ -74,6 +74,7 @@ class Case:
     path: Path  # the suite file
     line: int  # where the case starts in it (1-based; 0 when unknown)
     program: str
+    program_line: int  # where the program's first line is in it (1-based; 0 when unknown)
     inputs: dict[str, Input]
     expect: tuple[str, ...]
     fields: dict[str, Any] = field(default_factory=dict)  # the rest of build_request's arguments
@@ -113,7 +114,9 @@ def _lines(node: Any, path: tuple[Any, ...], out: dict[tuple[Any, ...], int], wh
     which pyyaml would silently resolve to the last one."""
     import yaml
 
-    out[path] = node.start_mark.line + 1
+    # a block scalar (program: |) starts on the line after its indicator
+    block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
+    out[path] = node.start_mark.line + 1 + block
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:
@@ -447,6 +450,7 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
         path=where.path,
         line=where.line,
         program=program,
+        program_line=(where / "program").line,
         inputs=inputs,
         expect=tuple(v.removeprefix("VERDICT_") for v in expect),
         fields=fields,

@@ -283,6 +283,18 @@ def test_a_budget_is_seconds_or_the_requests_budget_fields(tmp_path):
     assert a.fields["budget"] == {"seconds": 5} and b.fields["budget"]["sympy_seconds"] == 1
 
 
+def test_a_program_error_names_its_line_in_the_suite_file(tmp_path):
+    """The server's line and column are the program's; the suite file's line was missing."""
+    suite = tmp_path / "bad_program.yaml"
+    suite.write_text(
+        "cases:\n  - name: ok\n    program: y = sum(x * x)\n    inputs: {x: [1.0]}\n"
+        "  - name: bad\n    program: |\n      y = x * 2\n      z = foo(y)\n    inputs: {x: [1.0]}\n"
+    )
+    done = subprocess.run([*CHECK, str(suite)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stdout + done.stderr  # a case not checked: an input error
+    assert f"bad: not checked: {suite}:8: INVALID_ARGUMENT: line 2, column 5" in done.stderr
+
+
 def test_class_indices_are_an_int64_input(tmp_path):
     suite = tmp_path / "ce.yaml"
     suite.write_text(
