@@ -211,9 +211,16 @@ def _check_point(
         }
         kinks = find_kinks(list(program.nodes), operand_values)
 
-        cotangent_scale = max(
-            (float(np.max(np.abs(c), initial=0.0)) for c in point.cotangents), default=1.0
-        )
+        # per input, the largest cotangent of an output that depends on it (another output's
+        # cotangent of 1 let a sign-flipped rule pass under cotangents of 1e-12)
+        unused = verdict_mod.unused_inputs(program)
+        largest = {
+            n: float(np.max(np.abs(c), initial=0.0))
+            for n, c in zip(program.output_names, point.cotangents)
+        }
+
+        def cotangent_scale(inputs: str) -> float:
+            return max((c for o, c in largest.items() if inputs not in unused[o]), default=1.0)
 
         @functools.cache  # asked for each block by kinks, comparison, hull and notes
         def tolerance(quantity: str, output: str | None, inputs: str) -> Tolerance:
@@ -223,7 +230,7 @@ def _check_point(
                 # a VJP scales with its cotangents, rounding noise and all: the default absolute
                 # tolerance (for cotangents of 1) scales with them, or a cotangent of 1e-12 would
                 # pass any claimed gradient, sign and all
-                tol = dataclasses.replace(tol, atol=tol.atol * min(1.0, cotangent_scale))
+                tol = dataclasses.replace(tol, atol=tol.atol * min(1.0, cotangent_scale(inputs)))
             return tol
 
         intervals, how = verdict_mod.kink_intervals(
@@ -342,18 +349,16 @@ def _blocks(
             block = compare_block(block, tol, interval)
             claimed = derivs.get("claimed")
             if claimed is not None and quantity != "hessian" and key in getattr(claimed, quantity):
-                _judge_no_gradient_claim(block, claimed, outs, tol)
+                _judge_no_gradient_claim(block, claimed, tol)
             blocks.append(block)
     return blocks
 
 
-def _judge_no_gradient_claim(
-    block: Block, claimed: Derivatives, outputs: list[str], tol: Tolerance
-) -> None:
+def _judge_no_gradient_claim(block: Block, claimed: Derivatives, tol: Tolerance) -> None:
     """A claim of "no gradient" (None) is right exactly when the outputs do not depend on the
-    input; zeros where they do (a gradient that happens to vanish) is still a gradient."""
-    says_none = all((o, block.input) in claimed.unused for o in outputs)
-    if not says_none:
+    input; zeros where they do (a gradient that happens to vanish) is still a gradient. A
+    claimed VJP's None is recorded as ("", input), a claimed Jacobian's as (output, input)."""
+    if (block.output or "", block.input) not in claimed.unused:
         return
     block.claimed_none = True
     status = block.status_map["claimed"]

@@ -613,15 +613,14 @@ def claimed_derivatives(
     """The claimed VJP and Jacobians as a source. A claim of None is "no gradient" (what torch's
     .grad holds for an input the outputs do not depend on): recorded in `unused`, with zeros."""
     d = Derivatives()
-    outputs = [name for name, _ in program.outputs]
     for name, g in request.claimed_vjp.items():
         if name not in values:
             raise RequestError(
                 f"claimed gradient for unknown input {name!r}", field=f"claimed_vjp[{name}]"
             )
-        if g is None:
+        if g is None:  # recorded as ("", name): a claimed Jacobian of name is another claim
             d.vjp[name] = SourceValues(np.zeros(values[name].shape))
-            d.unused |= {(o, name) for o in outputs}
+            d.unused.add(("", name))
             continue
         field = f"claimed_vjp[{name}]"
         arr = _array(g, np.float64, f"the claimed gradient of {name!r}", field, finite=False)

@@ -70,10 +70,20 @@ def _computed_in_float32(node: Any) -> bool:
 
 
 def _ends(program: Program, output: str | None, inputs: str) -> tuple[list[int], set[int]]:
-    """A block's output nodes (every output when it names none) and its input nodes."""
+    """A block's output nodes (every output when it names none; of a derivative's, those that
+    depend on its inputs: another output's overflow or float32 has no part in it) and its
+    input nodes."""
     outs = [output] if output else list(program.output_names)
     names = set(inputs.split(","))
-    return [i for n, i in program.outputs if n in outs], {i for n, i in program.inputs if n in names}
+    starts = {i for n, i in program.inputs if n in names}
+    out_ids = [i for n, i in program.outputs if n in outs]
+    if starts:
+        after = set(starts)
+        for node in program.nodes:  # in order: operands come first
+            if any(isinstance(a, Ref) and a.id in after for a in node.args):
+                after.add(node.id)
+        out_ids = [i for i in out_ids if i in after]
+    return out_ids, starts
 
 
 def _reaches(
@@ -488,7 +498,9 @@ def uncoupled_claims(
     for b in blocks:
         interval = intervals.get((b.quantity, _key(b)))
         status = b.status_map.get("claimed")
-        if interval is None or interval.hull or status is None or "engine" not in b.sources:
+        if interval is None or interval.hull or interval.base is None:  # unknown: unverified
+            continue
+        if status is None or "engine" not in b.sources:
             continue
         claimed = np.asarray(b.sources["claimed"].values, np.float64).reshape(-1)
         engine = np.asarray(b.sources["engine"].values, np.float64).reshape(-1)
@@ -780,8 +792,11 @@ def numerical_notes(
                 # past the range, IEEE's answer is the exact value's own infinity; where an
                 # overflowed value bears on the block, any non-finite value (0 * inf is nan). A
                 # claim's must be the engine's: -inf or nan for exp(710) is no overflow of e^710.
+                # (per entry: the same computation in JAX is non-finite there too, or 0, where
+                # JAX skips a zero derivative that IEEE multiplies by inf; an overflow in one
+                # entry excused a wrong rule's nan in another)
                 ieee_answer = (beyond & (value == np.copysign(np.inf, exact))) | (
-                    fp.overflowed & ieee_here & ~np.isfinite(value)
+                    fp.overflowed & ieee_here & ~np.isfinite(value) & (~np.isfinite(same) | (same == 0))
                 )
                 if src != "engine" and engine_value is not None:
                     engine_here = engine_value.reshape(same.shape)

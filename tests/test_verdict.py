@@ -429,6 +429,68 @@ def test_an_overflow_no_vjp_reads_excuses_no_nan():
     assert report.block("vjp", "z").failing["engine"] == 1
 
 
+def test_an_overflow_excuses_a_nan_only_in_its_own_entries_and_outputs():
+    """exp(1000) overflows in entry 0 only (and, below, in another output): a wrong rule's nan
+    in entry 1, whose path meets no inf, was excused as IEEE's 0 * inf."""
+
+    def nan_at_1(rule, B, node, g, s):
+        return tuple(r * np.where(np.arange(r.shape[-1]) == 1, np.nan, 1.0) for r in rule(B, node, g, s))
+
+    with replaced_vjp("sin", nan_at_1), np.errstate(invalid="ignore"):
+        report = run("y = sum(exp(x)) + sum(sin(x))", x=[1000.0, 0.5, 2.0])
+    assert report.verdict is Verdict.FAIL, report.summary
+
+    def nan_at_zero(rule, B, node, g, s):
+        return tuple(r * (s[0] / s[0]) for r in rule(B, node, g, s))
+
+    inputs = [InputSpec("x", [1000.0]), InputSpec("z", [0.0, 2.0, 3.0])]
+    with replaced_vjp("prod", nan_at_zero), np.errstate(invalid="ignore"):
+        report = check(CheckRequest("y1 = sum(exp(x))\ny2 = prod(z)", inputs, outputs=["y1", "y2"]))
+    assert report.verdict is Verdict.FAIL, report.summary
+
+
+def test_another_outputs_dtype_and_cotangent_leave_a_blocks_tolerance_alone():
+    """A float32 output made z's float64 block float32 (rtol 1e-4: sin's rule 5e-5 off
+    passed); another output's cotangent of 1 undid the atol scaling of Q's cotangents of 1e-12
+    (a sign-flipped pow rule passed)."""
+    inputs = [InputSpec("a", [1.0], dtype="float32"), InputSpec("z", [0.3, 0.7])]
+    with scaled_vjp("sin", 1 + 5e-5):
+        report = check(CheckRequest("y1 = sum(a * a)\ny2 = sum(sin(z))", inputs, outputs=["y1", "y2"]))
+    assert report.verdict is Verdict.FAIL and report.block("vjp", "z").dtype == "float64"
+    inputs = [InputSpec("a", [1.0, 1.5]), InputSpec("b", [1.0])]
+    cotangents = {"Q": [1e-12, 1e-12], "R": [1.0]}
+    with scaled_vjp("pow", -1.0):
+        report = check(
+            CheckRequest("Q = 3*a**3\nR = 2*b", inputs, outputs=["Q", "R"], cotangents=cotangents)
+        )
+    assert report.verdict is Verdict.FAIL, report.summary
+
+
+@pytest.mark.parametrize(
+    ("vjp", "jacobian"),
+    [(None, [7.0]), ([7.0], None)],  # b is unused: None right, 7 wrong
+)
+def test_a_claim_of_no_gradient_speaks_for_its_own_quantity(vjp, jacobian):
+    inputs = [InputSpec("a", [1.0, 2.0]), InputSpec("b", [3.0])]
+    request = CheckRequest(
+        "y = sum(a * 2)",
+        inputs,
+        checks=("vjp", "jacobian"),
+        claimed_vjp={"b": vjp},
+        claimed_jacobian={("y", "b"): jacobian},
+    )
+    assert check(request).verdict is Verdict.FAIL
+
+
+@pytest.mark.parametrize(
+    ("source", "x"),
+    [("y = sum(relu(x))", [0.0] * 70), ("y = norm(x, ord=-1.0)", [0.0, 0.0, 1.0])],
+)
+def test_a_claim_at_kinks_whose_sides_are_unknown_is_no_crash(source, x):
+    report = check(CheckRequest(source, [InputSpec("x", x)], claimed_vjp={"x": [0.0] * len(x)}))
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+
+
 @pytest.mark.parametrize("claim", [-1.0, 0.0, -np.inf, np.nan, 1e300])
 def test_an_exact_value_past_float64_admits_only_its_own_infinity(claim):
     """d/dx exp(x) at 710 is e^710 > float64's max: sympy's float of it is inf, and every claim
