@@ -78,12 +78,18 @@ def _ends(program: Program, output: str | None, inputs: str) -> tuple[list[int],
     starts = {i for n, i in program.inputs if n in names}
     out_ids = [i for n, i in program.outputs if n in outs]
     if starts:
-        after = set(starts)
-        for node in program.nodes:  # in order: operands come first
-            if any(isinstance(a, Ref) and a.id in after for a in node.args):
-                after.add(node.id)
+        after = _downstream(program, starts)
         out_ids = [i for i in out_ids if i in after]
     return out_ids, starts
+
+
+def _downstream(program: Program, ids: set[int]) -> set[int]:
+    """The nodes whose value depends on one of `ids` (those included)."""
+    out = set(ids)
+    for node in program.nodes:  # in order: operands come first
+        if any(isinstance(a, Ref) and a.id in out for a in node.args):
+            out.add(node.id)
+    return out
 
 
 def _reaches(
@@ -98,10 +104,7 @@ def _reaches(
     lies on the way (`read_only`: and its own VJP may read its value), or a VJP on the way reads
     its value. A float32 node on the way rounds the cotangents passing through it; a non-finite
     value only matters where it is read (an output of inf passes add's cotangent on intact)."""
-    on_path = set(starts)  # nodes that depend on an input of the block (none: value blocks)
-    for node in program.nodes:  # in order: operands come first
-        if any(isinstance(a, Ref) and a.id in on_path for a in node.args):
-            on_path.add(node.id)
+    on_path = _downstream(program, starts)  # nodes that depend on an input of the block
     # node id -> whether a VJP on the way reads its value (a value block reads the outputs')
     read = dict.fromkeys(out_ids, not starts)
     todo = list(out_ids)
@@ -308,15 +311,8 @@ def _nested(kinks: list[Kink], program: Program) -> bool:
     depend on the inner one's (relu(relu(x) - z) at 0: d/dx of the outer quantity is 0 or 1
     as the inner relu goes), and their ranges do not add up (d/dx -1 was admitted, where the
     function never decreases in x)."""
-    kinked = {k.node.id for k in kinks}
-    after: set[int] = set()  # nodes whose value depends on a kinked node's result
-    for node in program.nodes:  # in order: operands come first
-        upstream = any(isinstance(a, Ref) and (a.id in after or a.id in kinked) for a in node.args)
-        if upstream and node.id in kinked:
-            return True
-        if upstream:
-            after.add(node.id)
-    return False
+    after = _downstream(program, {k.node.id for k in kinks})
+    return any(isinstance(a, Ref) and a.id in after for k in kinks for a in k.node.args)
 
 
 def _interval(
