@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -65,6 +66,10 @@ SINGLE_THREADED = {
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",  # and one thread in XLA's own pool:
     # backends.jax_backend starts the client so (a race in it gave wrong sums)
 }
+_MEMORY_HINT = (
+    "each worker's address space is capped at {} MiB: raise --worker-memory-mb, "
+    "CROSSGRAD_WORKER_MEMORY_MB"
+)
 # Shared status slots of a worker.
 RUNNING, CANCEL, STAGE = 0, 1, 2
 
@@ -148,13 +153,17 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
     except Exception as exc:  # the server says why it cannot start, and which setting to change
         why = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, MemoryError) or "out of memory" in why:
-            why += (
-                f" (each worker's address space is capped at {config.memory_bytes >> 20} MiB: raise "
-                "--worker-memory-mb, CROSSGRAD_WORKER_MEMORY_MB)"
-            )
-        conn.send_bytes(pickle.dumps(("failed", os.getpid(), why)))
+            why += f" ({_MEMORY_HINT.format(config.memory_bytes >> 20)})"
+        del exc  # and its frames' arrays: out of memory, even the message needs some
+        gc.collect()
+        # (the server may have stopped meanwhile; or no memory is left even for this)
+        with contextlib.suppress(OSError, MemoryError):
+            conn.send_bytes(pickle.dumps(("failed", os.getpid(), why)))
         raise SystemExit(1) from None
-    conn.send_bytes(pickle.dumps(("ready", os.getpid(), warm_seconds)))
+    try:
+        conn.send_bytes(pickle.dumps(("ready", os.getpid(), warm_seconds)))
+    except OSError:  # the server stopped while this worker warmed up: nobody to serve
+        return
 
     def on_stage(name: str) -> None:
         status[STAGE] = _STAGE_CODE.get(name, _STAGE_CODE["check"])
@@ -228,8 +237,11 @@ class WorkerPool:
     async def start(self) -> None:
         """Start every worker and wait until each has imported and warmed the core."""
         self._loop = asyncio.get_running_loop()
-        waits = [self._spawn(w) for w in self.workers]
-        await asyncio.wait_for(asyncio.gather(*waits), self.config.start_timeout)
+        ready = asyncio.gather(*[self._spawn(w) for w in self.workers])
+        # stopped while starting (SIGTERM), the outcome is read here, not left for asyncio to
+        # print as "exception was never retrieved"
+        ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await asyncio.wait_for(ready, self.config.start_timeout)
         self._watchdog = asyncio.create_task(self._watch())
 
     def _spawn(self, worker: Worker) -> asyncio.Future[None]:
@@ -462,6 +474,8 @@ class WorkerPool:
         )
         if worker.start_error:
             reason, worker.start_error = f"{reason}: {worker.start_error}", ""
+        elif not worker.ready and self.config.memory_bytes:  # it died before saying why
+            reason += f"; if it ran out of memory: {_MEMORY_HINT.format(self.config.memory_bytes >> 20)}"
         waiter = self._ready_waiters.pop(worker.index, None)
         if waiter is not None and not waiter.done() and self._watchdog is None:
             # still starting: a worker that cannot start is the server's failure, not a retry
