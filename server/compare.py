@@ -280,14 +280,18 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
         differ |= masks[k] & overflowed
         convention = differ & settled_by_kink & admissible(k)
-        # reached, not settled: unverified, unless outside a range that bounds every admissible value
-        unsure = differ & reached & ~settled_by_kink
+        # reached, not settled: unverified, even where it equals sympy's value at the point (a
+        # convention of its own: sign(x) * abs(x) is x, and both said 0), unless outside a
+        # range that bounds every admissible value
+        unsure = reached & ~settled_by_kink
+        outside = np.zeros(n, bool)
         if interval is not None and interval.bounds:
-            unsure &= within(values[k], interval, tol)
+            outside = unsure & ~within(values[k], interval, tol)
         status = np.zeros(n, np.int8)
         status[convention] = STATUSES.index("convention")
         status[differ & ~convention] = STATUSES.index("fail")
-        status[masks[k] & (doubtful | unsure)] = STATUSES.index("unverified")
+        status[masks[k] & (doubtful | (unsure & ~outside))] = STATUSES.index("unverified")
+        status[masks[k] & outside] = STATUSES.index("fail")
         block.status_map[src] = status
     block.unsettled = int(unsettled.sum())
     block.undefined = int(undefined.sum())

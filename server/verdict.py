@@ -29,7 +29,6 @@ from .ir import Program, Ref
 from .kinks import TIES, Kink, sides
 from .model import ConventionNote, NumericalNote, ReferenceNote, Verdict
 
-COMPARISONS = TIES - {"maximum", "minimum"}  # where's conditions
 MAX_SIDE_RUNS = 128  # evaluations of the program just off the kinks (groups x their sides)
 MAX_KINK_WORK = 100_000  # nodes x those evaluations
 MAX_NOTES = 20
@@ -65,8 +64,18 @@ def block_dtype(quantity: str, output: str | None, inputs: str, point: Point) ->
     return "float64"
 
 
+# Ops whose float32 results round nothing: they move, copy or negate their operands' values
+# (a frozen float32 input reshaped made a float64 block float32, rtol 1e-4 for 1e-7).
+_EXACT = frozenset(
+    {
+        *("neg", "clone", "broadcast_to", "expand", "reshape", "flatten", "squeeze", "unsqueeze"),
+        *("permute", "transpose", "flip", "getitem", "concat", "stack", "split", "take"),
+    }
+)
+
+
 def _computed_in_float32(node: Any) -> bool:
-    return node.op != "input" and node.dtype == "float32"
+    return node.op != "input" and node.dtype == "float32" and node.op not in _EXACT
 
 
 def _ends(program: Program, output: str | None, inputs: str) -> tuple[list[int], set[int]]:
@@ -208,21 +217,24 @@ def kink_intervals(
     # slopes that diverge at the kink: the same sides ten orders of magnitude closer to it
     closer = derivatives({}, 1e-10) if unbounded else None
     intervals = intervals_at(1.0)
-    # A comparison's tie can take a branch at the point that holds nowhere else: the derivative
-    # there differs from the one on every side, and nothing says which is right
-    # (masked_fill(x, x == 0, 0) * 3 is 3x, but the point's branch says 0: it passed)
-    if any(k.node.op in COMPARISONS for k in kinks):
-        at_point = derivatives({}, 0.0)
-        for (quantity, key), iv in intervals.items():
-            here = np.asarray(getattr(at_point, quantity)[key].values, np.float64).reshape(-1)
-            with np.errstate(invalid="ignore"):
-                apart = ~close(here, iv.base, tolerance((quantity, key))) & np.isfinite(iv.base)
-            iv.isolated = (apart & ~iv.reached.reshape(-1)).reshape(iv.reached.shape)
+    # A kink can take a value at the point that holds nowhere else (a where condition x == 0,
+    # sign, floor): the derivative there differs from the one on every side, and nothing says
+    # which is right (masked_fill(x, x == 0, 0) * 3 and sign(x) * abs(x) are smooth, but the
+    # point's own value said 0 for each: they passed)
+    at_point = derivatives({}, 0.0)
+    for (quantity, key), iv in intervals.items():
+        here = np.asarray(getattr(at_point, quantity)[key].values, np.float64).reshape(-1)
+        with np.errstate(invalid="ignore"):
+            apart = ~close(here, iv.base, tolerance((quantity, key))) & np.isfinite(iv.base)
+        iv.isolated = (apart & ~iv.reached.reshape(-1)).reshape(iv.reached.shape)
     # Each kinked group is stepped off on its own, as if its sides were independent of the
     # others'. They are not when the inputs cannot move them independently: abs(x) - abs(x) is 0
     # whatever the side, but each abs stepped alone admitted anything in [-2, 2]. Their combined
     # range is then not known.
-    scales = {key: _scale(iv, tolerance(key)) for key, iv in intervals.items()}
+    # A group counts when its sides move a derivative by more than the tolerance shared among
+    # all groups: 40 relus each under the tolerance, all driven by one input, added up 15 times
+    # the tolerance without ever being tested for coupling.
+    scales = {key: _scale(iv, tolerance(key)) / len(groups) for key, iv in intervals.items()}
     active = [
         any((~(np.abs(iv.sides[g]) <= scales[key])).any() for key, iv in intervals.items())
         for g in range(len(groups))
@@ -888,7 +900,7 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
         if isolated:
             why.append(
                 f"{isolated} where the derivative at the point differs from the one on every side "
-                "(a condition of where or masked_fill that holds at the point alone)"
+                "(a value of the point's alone: a where condition like x == 0, sign, floor)"
             )
         why = why or ["at kinks whose one-sided derivatives could not all be found, where "
                       "rounding noise is larger than the values, or further off than the exact "
