@@ -287,9 +287,12 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         outside = np.zeros(n, bool)
         if interval is not None and interval.bounds:
             outside = unsure & ~within(values[k], interval, tol)
+        # settled, a value outside the one-sided range fails even where it equals sympy's
+        # value at the point (where(x == 0, 5x, relu(x)) is relu: its 5 passed)
+        outside_range = masks[k] & settled_by_kink & ~admissible(k)
         status = np.zeros(n, np.int8)
         status[convention] = STATUSES.index("convention")
-        status[differ & ~convention] = STATUSES.index("fail")
+        status[(differ & ~convention) | outside_range] = STATUSES.index("fail")
         status[masks[k] & (doubtful | (unsure & ~outside))] = STATUSES.index("unverified")
         status[masks[k] & outside] = STATUSES.index("fail")
         block.status_map[src] = status
