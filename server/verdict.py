@@ -174,10 +174,11 @@ def kink_intervals(
     complete = all(s is not None and s.complete for s in found)
     spans = [s.hull for s in found if s is not None for _ in s.groups]
     moved = [(kink, moves) for kink, s in zip(kinks, found) if s is not None for moves in s.moves]
-    rows = _kinked_rows(moved, point)
+    rows, flips = _kinked_rows(moved, point)
     # a kinked quantity that no differentiated input moves is no kink of the function of the
-    # inputs (relu of a frozen input; where(x == x, ...), whose tie never flips): not stepped off
-    kept = [g for g, r in enumerate(rows) if not (np.isfinite(r).all() and not r.any())]
+    # inputs (relu of a frozen input; where(x == x, ...), whose tie never flips): not stepped
+    # off. One whose derivative is 0 but that moves further off (x * x == 0) is one.
+    kept = [g for g, f in enumerate(flips) if f]
     if not kept:
         return {}, "no kink that the differentiated inputs move"
     groups, spans, rows = [groups[g] for g in kept], [spans[g] for g in kept], [rows[g] for g in kept]
@@ -280,11 +281,12 @@ def _runs(groups: list[Any]) -> int:
 
 def _kinked_rows(
     groups: list[tuple[Kink, list[tuple[int, int, float]]]], point: Point
-) -> list[np.ndarray]:
+) -> tuple[list[np.ndarray], list[bool]]:
     """Per kinked group, the derivatives of its kinked quantities with respect to every entry of
     the differentiated inputs (one row each): the moved operand entry; for a tie of two
     operands, their difference; for tied entries of a max, their differences from the first;
-    for a zero norm or a std of equal entries, every entry."""
+    for a zero norm or a std of equal entries, every entry. And whether the inputs move them:
+    a derivative that is not 0, or a change when the inputs move a little."""
     picks: list[jax_backend.Pick] = []
     owner: list[int] = []
     for g, (kink, moves) in enumerate(groups):
@@ -300,10 +302,15 @@ def _kinked_rows(
         picks.extend(found)
         owner.extend([g] * len(found))
     if not picks:
-        return [np.zeros((0, 0)) for _ in groups]
+        return [np.zeros((0, 0)) for _ in groups], [False] * len(groups)
     jacobian = jax_backend.kinked_jacobian(point, picks)
     owners = np.asarray(owner)
-    return [jacobian[owners == g] for g in range(len(groups))]
+    rows = [jacobian[owners == g] for g in range(len(groups))]
+    flips = [not (np.isfinite(r).all() and not r.any()) for r in rows]
+    if not all(flips):
+        changed = jax_backend.kinked_moved(point, picks)
+        flips = [f or bool(changed[owners == g].any()) for g, f in enumerate(flips)]
+    return rows, flips
 
 
 def _coupled(rows: list[np.ndarray]) -> bool:

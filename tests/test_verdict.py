@@ -693,6 +693,9 @@ def test_a_hessian_at_a_kink_is_unverified(source):
         # 3x: the engine's (and torch's) 0 at 0 passed, the true 3 claimed FAILed
         ("y = sum(masked_fill(x, x == 0.0, 0.0) * 3.0)", [3.0, 3.0]),
         ("y = sum(where(x != 0.0, 2.0 * x, 3.0 * x))", [2.0, 2.0]),  # 2x; the point says 3
+        # x * x == 0 has derivative 0 but flips: it was dropped as a tie that never flips
+        ("y = sum(where(x * x == 0.0, 3.0 * x, 2.0 * x))", [2.0, 2.0]),
+        ("y = sum(masked_fill(x, x * x == 0.0, 0.0) * 3.0)", [3.0, 3.0]),
         ("y = sum(sign(x) * abs(x))", [1.0, 1.0]),  # coupled kinks: sympy's value is no proof
         ("y = sum(x * sign(x) ** 2)", [1.0, 1.0]),
     ],

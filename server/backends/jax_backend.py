@@ -513,6 +513,24 @@ Pick = tuple[int, str, int, int, int]
 def kinked_jacobian(point: Point, picks: Sequence[Pick]) -> np.ndarray:
     """One row per pick: the derivative of its kinked quantity with respect to every entry of
     the differentiated inputs (flattened, in order). Run op by op, as shifted_derivatives."""
+    args = [_as_jax(point.values[n]) for n in point.wrt]
+    rows = jax.jacrev(_kinked_quantities(point, picks), argnums=tuple(range(len(args))))(*args)
+    return np.concatenate([np.asarray(r, np.float64).reshape(len(picks), -1) for r in rows], axis=1)
+
+
+def kinked_moved(point: Point, picks: Sequence[Pick], seed: int = 0) -> np.ndarray:
+    """Per pick, whether its kinked quantity changes when the differentiated inputs move a
+    little (each entry by 1e-4 of its size, in a random direction): a quantity whose
+    derivative is 0 may still flip (x * x == 0), one that never changes cannot (x == x)."""
+    rng = np.random.default_rng(seed)
+    here = [np.asarray(point.values[n], np.float64) for n in point.wrt]
+    moved = [v + 1e-4 * np.maximum(1.0, np.abs(v)) * rng.choice([-1.0, 1.0], v.shape) for v in here]
+    f = _kinked_quantities(point, picks)
+    before = np.asarray(f(*map(_as_jax, here)))
+    return np.asarray(f(*map(_as_jax, moved))) != before
+
+
+def _kinked_quantities(point: Point, picks: Sequence[Pick]) -> Callable[..., Any]:
     program, wrt = point.program, point.wrt
     others = [n for n in program.input_names if n not in wrt]
     wanted = {p[0] for p in picks}
@@ -537,6 +555,4 @@ def kinked_jacobian(point: Point, picks: Sequence[Pick]) -> np.ndarray:
             out.append(flat[j] - flat[j2] if kind == "diff" else flat[j])
         return jnp.stack(out)
 
-    args = [_as_jax(point.values[n]) for n in wrt]
-    rows = jax.jacrev(quantities, argnums=tuple(range(len(wrt))))(*args)
-    return np.concatenate([np.asarray(r, np.float64).reshape(len(picks), -1) for r in rows], axis=1)
+    return quantities
