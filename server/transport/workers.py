@@ -472,20 +472,23 @@ class WorkerPool:
         reason = worker.killed_for or (
             f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
         )
-        if worker.start_error:
-            reason, worker.start_error = f"{reason}: {worker.start_error}", ""
-        elif not worker.ready and self.config.memory_bytes:  # it died before saying why
-            reason += f"; if it ran out of memory: {_MEMORY_HINT.format(self.config.memory_bytes >> 20)}"
+        # (`reason` stays a short word: it labels the restarts metric)
+        why, worker.start_error = worker.start_error, ""
         waiter = self._ready_waiters.pop(worker.index, None)
         if waiter is not None and not waiter.done() and self._watchdog is None:
             # still starting: a worker that cannot start is the server's failure, not a retry
-            waiter.set_exception(RuntimeError(f"worker {worker.index} failed to start ({reason})"))
+            if why:
+                why = f": {why}"
+            elif not worker.killed_for and self.config.memory_bytes:  # it died before saying why
+                why = f"; if it ran out of memory: {_MEMORY_HINT.format(self.config.memory_bytes >> 20)}"
+            waiter.set_exception(RuntimeError(f"worker {worker.index} failed to start ({reason}{why})"))
             return
         job = worker.job
         stage = STAGES[worker.status[STAGE]] if worker.status is not None else ""
         if job is not None and not job.future.done():
             job.future.set_exception(self._lost(worker, job, stage))
-        self.on_event("restart", {"worker": worker.index, "reason": reason, "stage": stage})
+        event = {"worker": worker.index, "reason": reason, "stage": stage}
+        self.on_event("restart", event | ({"error": why} if why else {}))
         worker.restarts += 1
         started = worker.ready or worker.killed_for not in ("", "start timeout")
         worker.failed_starts = 0 if started else worker.failed_starts + 1
