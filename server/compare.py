@@ -275,26 +275,22 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         else interval.isolated.reshape(-1)
     )
     doubtful |= undefined | isolated
+    # where the range holds every admissible value (settled, or bounding an unsettled kink), a
+    # value outside it fails even where it equals sympy's value at the point (where(x == 0, 5x,
+    # relu(x)) is relu: its 5 passed); reached and not settled, a value inside it is unverified,
+    # equal to sympy's or not (a convention of its own: sign(x) * abs(x) is x, both said 0)
+    bounded = settled_by_kink | (reached & (interval is not None and interval.bounds))
     for src in (u for u in UNDER_TEST if u in row):
         k = row[src]
         differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
         differ |= masks[k] & overflowed
         convention = differ & settled_by_kink & admissible(k)
-        # reached, not settled: unverified, even where it equals sympy's value at the point (a
-        # convention of its own: sign(x) * abs(x) is x, and both said 0), unless outside a
-        # range that bounds every admissible value
-        unsure = reached & ~settled_by_kink
-        outside = np.zeros(n, bool)
-        if interval is not None and interval.bounds:
-            outside = unsure & ~within(values[k], interval, tol)
-        # settled, a value outside the one-sided range fails even where it equals sympy's
-        # value at the point (where(x == 0, 5x, relu(x)) is relu: its 5 passed)
-        outside_range = masks[k] & settled_by_kink & ~admissible(k)
+        outside = masks[k] & bounded & ~admissible(k)
+        unsure = reached & ~settled_by_kink & ~outside
         status = np.zeros(n, np.int8)
         status[convention] = STATUSES.index("convention")
-        status[(differ & ~convention) | outside_range] = STATUSES.index("fail")
-        status[masks[k] & (doubtful | (unsure & ~outside))] = STATUSES.index("unverified")
-        status[masks[k] & outside] = STATUSES.index("fail")
+        status[(differ & ~convention) | outside] = STATUSES.index("fail")
+        status[masks[k] & (doubtful | unsure)] = STATUSES.index("unverified")
         block.status_map[src] = status
     block.unsettled = int(unsettled.sum())
     block.undefined = int(undefined.sum())

@@ -274,9 +274,9 @@ def _shifts(
 
 
 def _runs(groups: list[Any]) -> int:
-    """Evaluations just off the kinks: every group on its first side, then each other side of
-    each group, at the step and at half of it."""
-    return 2 * (1 + sum(len(g) - 1 for _, g in groups))
+    """Evaluations around the kinks: every group on its first side, then each other side of
+    each group, at the step and at half of it; and the point itself."""
+    return 2 * (1 + sum(len(g) - 1 for _, g in groups)) + 1
 
 
 def _kinked_rows(
