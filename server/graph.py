@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -14,9 +16,38 @@ from .model import CheckRequest, Dag, DagLeaf, DagNode
 from .validate import Prepared, prepare
 
 MAX_DAG_NODES = 100_000  # a program has at most Limits.max_nodes operations; this bounds the walk
+KNOWN_DAGS = 256  # DAGs kept for programs checked again (each is its program's nodes and DOT)
+
+_known: OrderedDict[Any, Dag] = OrderedDict()
+_known_lock = threading.Lock()
 
 
 def dag_of(run: engine_backend.EngineRun, masks: dict[str, np.ndarray]) -> Dag:
+    """The engine's graph as the report shows it. The graph's shape is the program's (its text,
+    shapes and dtypes), which inputs require grad and which are masked, never the values: a
+    program checked again at new values has the same DAG, kept (the same object: not to be
+    changed by its users)."""
+    if not run.program.cache_key:  # a program built by hand, not parsed: nothing to know it by
+        return _walk(run, masks)
+    key = (
+        run.program.cache_key,
+        tuple((n, t.requires_grad) for n, t in run.leaves.items()),
+        tuple(sorted(masks)),
+    )
+    with _known_lock:
+        dag = _known.get(key)
+        if dag is not None:
+            _known.move_to_end(key)
+            return dag
+    dag = _walk(run, masks)
+    with _known_lock:
+        _known[key] = dag
+        while len(_known) > KNOWN_DAGS:
+            _known.popitem(last=False)
+    return dag
+
+
+def _walk(run: engine_backend.EngineRun, masks: dict[str, np.ndarray]) -> Dag:
     """Walk the engine's graph from the outputs toward the leaves (grad_fn.next_functions)."""
     dag = Dag()
     ids: dict[Any, int] = {}

@@ -169,7 +169,7 @@ class DagLeaf:
     masked: bool
 
 
-@dataclass
+@dataclass(eq=False)  # known by identity: a program's DAG is kept and shared (graph.dag_of)
 class Dag:
     nodes: list[DagNode] = field(default_factory=list)
     leaves: list[DagLeaf] = field(default_factory=list)

@@ -67,6 +67,31 @@ def test_worked_example_passes_and_every_reference_agrees():
     assert {leaf.name for leaf in report.dag.leaves} == {"a", "b"}
 
 
+def test_a_program_checked_again_keeps_its_dag_only_where_the_graph_is_the_same():
+    """The report's DAG is kept per program, which inputs require grad and which are masked;
+    new values share it, a change of any of those gets its own."""
+
+    def dag(a=(2.0, 3.0), frozen_b=False, mask_a=None):
+        req = CheckRequest(
+            "Q = 3*a**3 - b**2",
+            [
+                InputSpec("a", list(a), mask=mask_a),
+                InputSpec("b", [6.0, 4.0], requires_grad=not frozen_b),
+            ],
+            cotangents={"Q": [1.0, 1.0]},
+        )
+        return check(req).dag
+
+    first = dag()
+    assert dag(a=(5.0, -1.0)) is first  # new values: the same graph
+    frozen = dag(frozen_b=True)
+    assert frozen.frozen == ["b"] and {leaf.name for leaf in frozen.leaves} == {"a"}
+    assert len(frozen.nodes) < len(first.nodes)  # b**2 has no node when b is frozen
+    masked = dag(mask_a=[1.0, 0.0])
+    assert [leaf.masked for leaf in masked.leaves if leaf.name == "a"] == [True]
+    assert not any(leaf.masked for leaf in first.leaves) and first.frozen == []
+
+
 @pytest.mark.parametrize("op", DIFFERENTIABLE)
 def test_every_op_agrees_with_every_reference(op):
     report = check(request_for(op, checks=("vjp", "jacobian")))
