@@ -147,8 +147,9 @@ def load(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     return data["cases"]
 
 
-def save(path: str | Path, cases: dict[str, list[dict[str, Any]]]) -> None:
-    """Write the baseline, keeping the cases of an existing file that this run did not touch."""
+def save(path: str | Path, cases: dict[str, list[dict[str, Any]]]) -> int:
+    """Write the baseline, keeping the cases of an existing file that this run did not touch;
+    returns how many cases the file holds."""
     path = Path(path)
     if path.is_dir():  # found before anything is written next to it
         raise BaselineError(f"{path}: a directory; --update-baseline takes a file name")
@@ -171,6 +172,7 @@ def save(path: str | Path, cases: dict[str, list[dict[str, Any]]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(path)  # atomic: a crashed run never leaves half a baseline
+    return len(merged)
 
 
 def _tolerances(dtype: str, rtol: float | None, atol: float | None) -> tuple[float, float]:

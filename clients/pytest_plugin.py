@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .suite_format import Case
 
 _CLIENT = pytest.StashKey["Client"]()
+_UNUSABLE = pytest.StashKey[str]()  # why the server cannot be used, found at the first use
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,10 +47,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+class ServerUnusable(Exception):
+    """The server given cannot be reached (or is not serving): every check says so at once."""
+
+
 def _client(config: pytest.Config) -> Client:
-    """One client for the session: a channel to the server, or the embedded verifier."""
+    """One client for the session: a channel to the server, or the embedded verifier. The server
+    is asked for its health once: unreachable, each test fails at once with the same reason
+    (not after a connection attempt of its own)."""
     if _CLIENT not in config.stash:
-        from .client import Client
+        from .client import Client, CrossgradError
 
         server = config.getoption("crossgrad_server")
         token = config.getoption("crossgrad_token")
@@ -58,7 +65,17 @@ def _client(config: pytest.Config) -> Client:
                 "--crossgrad-server (or CROSSGRAD_SERVER) is empty: give HOST:PORT, or leave it "
                 "out to check in-process"
             )
-        config.stash[_CLIENT] = Client(server, token=token) if server else Client.embedded()
+        client = config.stash[_CLIENT] = Client(server, token=token) if server else Client.embedded()
+        if server:
+            try:
+                status = client.health(timeout=10.0)
+            except CrossgradError as exc:
+                config.stash[_UNUSABLE] = str(exc)
+            else:
+                if status != "SERVING":
+                    config.stash[_UNUSABLE] = f"the crossgrad server at {server} is {status}"
+    if _UNUSABLE in config.stash:
+        raise ServerUnusable(config.stash[_UNUSABLE])
     return config.stash[_CLIENT]
 
 
@@ -111,7 +128,7 @@ class CaseItem(pytest.Item):
 
         try:
             outcome = check_case(_client(self.config), self.case)
-        except CrossgradError as exc:  # the server as a whole: unreachable, bad token
+        except (CrossgradError, ServerUnusable) as exc:  # the server as a whole: unreachable, bad token
             raise CaseFailed(f"{self.case.id}: not checked: {exc}") from None
         if not outcome.ok:
             raise CaseFailed(outcome.details())
@@ -180,4 +197,10 @@ class Crossgrad:
 @pytest.fixture(scope="session")
 def crossgrad(pytestconfig: pytest.Config) -> Crossgrad:
     """Verify gradients from a test: embedded, or through --crossgrad-server."""
-    return Crossgrad(_client(pytestconfig))
+    try:
+        client = _client(pytestconfig)
+    except ServerUnusable as exc:
+        problem = str(exc)  # failed outside the except: no chained exception in the report
+    else:
+        return Crossgrad(client)
+    pytest.fail(f"crossgrad: {problem}", pytrace=False)

@@ -327,14 +327,20 @@ def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case]) -> i
         print(f"JUnit XML written to {args.junit}")
     if args.update_baseline:
         checked = {o.case.id: baselines.snapshot(o.result) for o in outcomes if o.result is not None}
-        baselines.save(args.update_baseline, checked)
-        print(f"baseline of {len(checked)} case(s) written to {args.update_baseline}")
+        held = baselines.save(args.update_baseline, checked)
+        kept = f", {held - len(checked)} kept from before" if held > len(checked) else ""
+        print(f"baseline of {len(checked)} case(s) written to {args.update_baseline}{kept}")
     errors = [o for o in outcomes if o.error is not None]
     if errors:
+        # one line for logs that keep only stderr; the whole message is in the details above
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        print(f"crossgrad check: {errors[0].headline}{more}", file=sys.stderr)
+        print(f"crossgrad check: {_shortened(errors[0].headline)}{more}", file=sys.stderr)
         return 2
     return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _shortened(text: str, width: int = 200) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.request
 
@@ -19,6 +20,13 @@ WORKED = {
 _SLOW_W = np.random.default_rng(5).normal(size=(100, 100)) / 10
 _SLOW_X = np.random.default_rng(6).normal(size=100)
 _salts = iter(range(1, 10**6))
+
+
+def unused_address() -> str:
+    """A loopback address nobody listens on (a port the system just handed out, released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def worked_request(id: str = "", **changes: object):

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from crossgrad.clients.local_server import LocalServer
+from service_helpers import unused_address
 
 WORKED = ["Q = 3*a**3 - b**2", "a=[2,3]", "b=[6,4]", "--cotangent", "Q=[1,1]"]
 DOT = shutil.which("dot")
@@ -49,12 +49,6 @@ def assert_one_line_error(out, *fragments: str) -> None:
     assert len(lines) == 1, out.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-
-
-def unused_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 # -- verify

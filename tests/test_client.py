@@ -6,7 +6,6 @@ server answers."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from concurrent import futures
@@ -19,7 +18,7 @@ from crossgrad.clients.client import SERVICE_CONFIG
 from crossgrad.clients.local_server import LocalServer
 from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
 from google.rpc import status_pb2
-from service_helpers import WORKED, assert_worked_example
+from service_helpers import WORKED, assert_worked_example, unused_address
 
 pb = verifier_pb2
 
@@ -142,9 +141,7 @@ def test_a_numpy_integer_array_stays_int64_and_python_ints_are_numbers(embedded)
 
 
 def test_an_unreachable_server_is_one_clear_line_naming_the_target():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        target = f"127.0.0.1:{s.getsockname()[1]}"
+    target = unused_address()
     with Client(target) as client, pytest.raises(CrossgradError) as raised:
         client.verify(**WORKED, timeout=10)
     assert raised.value.code is grpc.StatusCode.UNAVAILABLE

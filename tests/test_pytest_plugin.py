@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from crossgrad.clients.local_server import LocalServer
 from crossgrad.clients.suite_format import load_suite
+from service_helpers import unused_address
 
 pytest_plugins = ["pytester"]
 
@@ -162,3 +163,22 @@ def test_through_a_server_without_sympy_or_jax(pytester, monkeypatch):
     # the wrong claim and the expectation that is no verdict still fail
     result.assert_outcomes(passed=N_EXAMPLES + 4 + 2, failed=2)
     assert "crossgrad: expected a pass, got FAIL" in result.stdout.str()
+
+
+def test_a_server_that_cannot_be_reached_fails_every_check_with_one_reason(pytester):
+    """Asked once (health), not by each test after a connection attempt of its own (16 s for
+    the example suite and two fixture tests before; now under a second)."""
+    _project(pytester)
+    nothing_there = unused_address()
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--crossgrad-server={nothing_there}"
+    )
+    n_fixture_tests = FIXTURE_TESTS.count("def test_")
+    result.assert_outcomes(failed=N_EXAMPLES, errors=n_fixture_tests)
+    out = result.stdout.str()
+    reason = f"cannot reach a crossgrad server at {nothing_there}"
+    assert out.count(f"not checked: UNAVAILABLE: {reason}") == N_EXAMPLES
+    fixture_errors = [
+        line for line in out.splitlines() if line.startswith(f"crossgrad: UNAVAILABLE: {reason}")
+    ]
+    assert len(fixture_errors) == n_fixture_tests and "During handling" not in out

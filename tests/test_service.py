@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from service_helpers import (
     cpu_seconds,
     metric,
     slow_request,
+    unused_address,
     wait_for,
     worked_request,
     workers,
@@ -418,9 +418,7 @@ def test_verify_many_carries_on_across_a_server_restart():
     """A replica restarted under a running verify_many: the draining server answers what it
     reads after SIGTERM with a retry-safe UNAVAILABLE, and the client sends every request still
     open again, to the new server, once it listens (206 of 300 were lost before)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = int(unused_address().rsplit(":", 1)[1])
     args = ("--workers", "2", "--port", str(port))
     requests = [  # new programs (about 70 ms each): the batch outlasts the restart
         build_request(f"y = sum(tanh(x) * x + {k + 1} * x ** 2)", {"x": [0.5, -0.25, 1.5]})

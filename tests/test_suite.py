@@ -172,6 +172,22 @@ def test_baseline_records_values_and_gradients(recorded):
     assert not [b for b in data["cases"]["small::tanh layer"] if b["input"] == "x"]
 
 
+def test_updating_a_baseline_from_another_suite_keeps_its_cases_and_says_so(recorded, tmp_path):
+    _, baseline = recorded
+    copy = tmp_path / "baseline.json"
+    copy.write_text(baseline.read_text())
+    other = tmp_path / "other.yaml"
+    other.write_text("cases:\n  - name: square\n    program: y = sum(x ** 2)\n    inputs: {x: [1, 2]}\n")
+    proc = run([str(other), "--update-baseline", str(copy)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"baseline of 1 case(s) written to {copy}, 2 kept from before" in proc.stdout
+    assert set(json.loads(copy.read_text())["cases"]) == {
+        "small::tanh layer",
+        "small::polynomial",
+        "other::square",
+    }
+
+
 def test_unchanged_code_has_no_regression(recorded):
     suite, baseline = recorded
     proc = run([str(suite), "--baseline", str(baseline)])
@@ -293,6 +309,10 @@ def test_a_program_error_names_its_line_in_the_suite_file(tmp_path):
     done = subprocess.run([*CHECK, str(suite)], capture_output=True, text=True)
     assert done.returncode == 2, done.stdout + done.stderr  # a case not checked: an input error
     assert f"bad: not checked: {suite}:8: INVALID_ARGUMENT: line 2, column 5" in done.stderr
+    # the whole message (with the op list) once, in the details; stderr: one short line
+    assert done.stdout.count("the ops are: abs, add") == 1
+    (line,) = done.stderr.splitlines()
+    assert len(line) <= 220 and line.endswith("…")
 
 
 def test_class_indices_are_an_int64_input(tmp_path):
