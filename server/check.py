@@ -222,9 +222,7 @@ def _check_point(
         def cotangent_scale(inputs: str) -> float:
             return max((c for o, c in largest.items() if inputs not in unused[o]), default=1.0)
 
-        @functools.cache  # asked for each block by kinks, comparison, hull and notes
-        def tolerance(quantity: str, output: str | None, inputs: str) -> Tolerance:
-            dtype = verdict_mod.block_dtype(quantity, output, inputs, point)
+        def tolerance_in(dtype: str, quantity: str, inputs: str) -> Tolerance:
             tol = Tolerance.for_dtype(dtype, request.rtol, request.atol)
             if request.atol is None and quantity == "vjp":
                 # a VJP scales with its cotangents, rounding noise and all: the default absolute
@@ -232,6 +230,11 @@ def _check_point(
                 # pass any claimed gradient, sign and all
                 tol = dataclasses.replace(tol, atol=tol.atol * min(1.0, cotangent_scale(inputs)))
             return tol
+
+        @functools.cache  # asked for each block by kinks, comparison, hull and notes
+        def tolerance(quantity: str, output: str | None, inputs: str) -> Tolerance:
+            dtype = verdict_mod.block_dtype(quantity, output, inputs, point)
+            return tolerance_in(dtype, quantity, inputs)
 
         intervals, how = verdict_mod.kink_intervals(
             point, kinks, operand_values, lambda key: tolerance(key[0], *_names(key))
@@ -255,6 +258,9 @@ def _check_point(
                 return None
 
         fp = verdict_mod.FloatingPoint(point, derivs, engine_values, rounded)
+        verdict_mod.float32_reached(
+            blocks, fp, block_tolerance, lambda b: tolerance_in("float64", b.quantity, b.input)
+        )
         numerical = verdict_mod.numerical_notes(blocks, fp, block_tolerance, intervals)
         verdict = verdict_mod.point_verdict(blocks)
         conventions = verdict_mod.convention_notes(kinks, blocks, intervals, how)
@@ -408,12 +414,21 @@ def _point_summary(
 
 
 def _summary(verdict: Verdict, reports: list[PointReport], statuses: dict[str, ReferenceStatus]) -> str:
-    parts = [f"{verdict.value}: {reports[0].summary}"]
+    given = reports[0]
+    if given.verdict is verdict:
+        parts = [f"{verdict.value}: {given.summary}"]
+    else:  # decided by the extra points: "FAIL: every source agrees" read as a contradiction
+        parts = [f"{verdict.value}: at the given point {given.verdict.value} ({given.summary})"]
     if len(reports) > 1:
-        bad = [r.point for r in reports[1:] if not r.verdict.passed]
+        bad = [r for r in reports[1:] if not r.verdict.passed]
         parts.append(
             f"{len(reports) - 1} extra point(s): "
-            + (f"not all pass (points {bad})" if bad else "all pass")
+            + (
+                f"{len(bad)} do not pass (points {[r.point for r in bad]}; point "
+                f"{bad[0].point}: {bad[0].verdict.value}: {bad[0].summary})"
+                if bad
+                else "all pass"
+            )
         )
     skipped = [f"{s.name} skipped ({s.note})" for s in statuses.values() if not s.ran]
     sampled = [f"{s.name}: {s.note}" for s in statuses.values() if s.ran and "over budget" in s.note]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from crossgrad.engine.ops import IMPLS
 from crossgrad.server.check import check
-from crossgrad.server.model import Budget, CheckRequest, InputSpec, Verdict
+from crossgrad.server.model import Budget, CheckRequest, InputSpec, SamplePoints, Verdict
 
 PASSED = (Verdict.PASS, Verdict.PASS_WITH_CONVENTION_DIFFERENCES, Verdict.PASS_WITH_NUMERICAL_NOTES)
 
@@ -296,6 +296,27 @@ def test_a_float64_gradient_that_reads_a_float32_value_is_judged_in_float32():
     assert report.verdict is Verdict.PASS, report.summary
     dtypes = {b.input: b.dtype for b in report.blocks if b.quantity == "vjp"}
     assert dtypes == {"x": "float32", "t": "float32", "a": "float64", "b": "float64", "c": "float32"}
+
+
+@pytest.mark.parametrize("weight", [1.0, 1e-3])
+def test_a_float32_term_loosens_a_float64_gradient_only_as_far_as_its_rounding_reaches(weight):
+    """x's gradient cos(x) + w sin(z) reads float32 sin(z): judged in float32, but the rounding
+    that reaches it is w times sin's in float32 (1e-11 for w = 1e-3): sin's rule 5e-5 off passed
+    under float32's rtol 1e-4. Now unverified; the right rule still passes."""
+    request = CheckRequest(
+        f"y = sum(sin(x)) + {weight} * sum(x * sin(z))",
+        [
+            InputSpec("x", [0.3, 0.7, 1.2]),
+            InputSpec("z", [0.5, 0.5, 0.5], dtype="float32", requires_grad=False),
+        ],
+    )
+    report = check(request)
+    assert report.verdict is Verdict.PASS, report.summary
+    assert report.block("vjp", "x").dtype == "float32"
+    with scaled_vjp("sin", 1 + 5e-5):
+        report = check(request)
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert report.block("vjp", "x").counts["engine"]["unverified"] == 3
 
 
 def test_non_finite_derivatives_after_a_forward_overflow_are_ieees_answer():
@@ -791,3 +812,28 @@ def test_ill_conditioning_excuses_rounding_not_a_claim_several_percent_off():
 
     assert claimed(exact * 1.09) is Verdict.FAIL
     assert claimed(exact) is Verdict.PASS_WITH_NUMERICAL_NOTES
+
+
+def test_a_verdict_decided_by_extra_points_says_so_in_its_summary():
+    """sin's rule wrong only for x < 0: the given point passes, drawn points fail. The summary
+    read "FAIL: every source agrees; 3 extra point(s): not all pass"."""
+
+    def wrong_below_zero(rule, B, node, g, s):
+        (r,) = rule(B, node, g, s)
+        return (np.where(np.asarray(s[0].data) < 0, 1.5 * r, r),)
+
+    with replaced_vjp("sin", wrong_below_zero):
+        report = check(
+            CheckRequest(
+                "y = sum(sin(x))",
+                [InputSpec("x", [0.3, 0.5, 1.1])],
+                samples=SamplePoints(count=3, seed=1),
+            )
+        )
+    assert report.verdict is Verdict.FAIL and report.points[0].verdict is Verdict.PASS
+    bad = [p.point for p in report.points if p.verdict is Verdict.FAIL]
+    assert report.summary.startswith("FAIL: at the given point PASS (every source agrees); ")
+    assert (
+        f"3 extra point(s): {len(bad)} do not pass (points {bad}; point {bad[0]}: FAIL: "
+        in report.summary
+    )
