@@ -12,7 +12,7 @@ from . import ops
 from .grad_mode import set_grad_enabled
 from .graph import _FREED, SECOND_BACKWARD, AccumulateGrad, Node
 from .ops import NumpyOps
-from .tensor import Tensor, _RetainGrad
+from .tensor import Tensor, _RetainGrad, _versions, bump_version, version_of
 
 
 def _as_tuple(x: Any) -> tuple[Any, ...]:
@@ -119,7 +119,12 @@ def _nodes_leading_to(order: list[Any], targets: set[Any], run_targets: bool) ->
     return needed
 
 
-def _run_hooks(hooks: dict[int, Any], g: Any, create_graph: bool) -> Any:
+def _run_hooks(hooks: dict[int, Any], g: Any, create_graph: bool, shape: tuple[int, ...]) -> Any:
+    nb = np.ndim(g) - len(shape)
+    if nb > 0:  # batched cotangents (jacobian): a hook sees one at a time, as under torch's vmap
+        batch = np.shape(g)[:nb]
+        rows = [_run_hooks(hooks, g[idx], create_graph, shape) for idx in np.ndindex(*batch)]
+        return (ops.stack(rows) if create_graph else np.stack(rows)).reshape(batch + tuple(shape))
     for _key, hook in sorted(hooks.items(), key=lambda kv: kv[0] == -1):  # retain_grad runs last
         gt = g if create_graph else Tensor._make(g)
         new = hook(gt)
@@ -150,6 +155,8 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool, batched: bool) ->
     saved = node._saved
     if saved is _FREED:
         raise RuntimeError(SECOND_BACKWARD)
+    if _versions and node._saves_values:
+        _check_versions(node, saved)
     impl = node.impl
     if create_graph:
         B: Any = ops
@@ -185,6 +192,23 @@ def _call_node(node: Node, buf: list[Any], create_graph: bool, batched: bool) ->
     return grads
 
 
+def _check_versions(node: Node, saved: list[Any]) -> None:
+    """A value the node saved that was changed in place since: torch's error, not a gradient
+    computed from the new values."""
+    for k, x in enumerate(saved):
+        a = x.data if type(x) is Tensor else x
+        expected = node._versions[k] if node._versions is not None else 0
+        now = version_of(a)
+        if now != expected:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{a.dtype} {list(a.shape)}], which is saved by "
+                f"{node.name()}, is at version {now}; expected version {expected} instead. Hint: "
+                "the operation that changed it ran after the forward pass; change a copy, or "
+                "run it after backward."
+            )
+
+
 def _checked(node: Node, grads: Any, nb: int, create_graph: bool) -> list[Any]:
     """Validate a node's gradients: a wrong shape is an error, another dtype is cast."""
     grads = list(grads)
@@ -203,11 +227,18 @@ def _checked(node: Node, grads: Any, nb: int, create_graph: bool) -> list[Any]:
 
 def _accumulate(t: Tensor, g: Any, create_graph: bool) -> None:
     if create_graph:
+        # a gradient outside any graph is the caller's (backward(v) on a leaf): a copy, or the
+        # next accumulation would add into their v
+        kept = isinstance(g, Tensor) and g.grad_fn is not None
+        g = g if kept else Tensor._make(np.array(g.data if isinstance(g, Tensor) else g))
         t._grad = g if t._grad is None else t._grad + g
     elif t._grad is None:
         t._grad = Tensor._make(np.array(g, dtype=t.dtype))  # a copy: g may be a view or shared
+    elif not t._grad.data.flags.writeable:  # a broadcast view left by a create_graph backward
+        t._grad = Tensor._make((t._grad.data + g).astype(t.dtype, copy=False))
     else:
         np.add(t._grad.data, g, out=t._grad.data, casting="unsafe")
+        bump_version(t._grad.data)
 
 
 def run_backward(
@@ -311,7 +342,7 @@ def _leaf(
     if only_inputs and ks is None:  # a leaf that was not asked for: torch does not visit it
         return
     if t._hooks:
-        g = _run_hooks(t._hooks, g, create_graph)
+        g = _run_hooks(t._hooks, g, create_graph, t.shape)
     if ks is not None and not accumulate:
         for k in ks:
             captured[k] = g
@@ -337,7 +368,7 @@ def _run_node(
     if node._tensor_hooks:
         for nr, hooks in node._tensor_hooks.items():
             if buf[nr] is not None and hooks:
-                buf[nr] = _run_hooks(hooks, buf[nr], create_graph)
+                buf[nr] = _run_hooks(hooks, buf[nr], create_graph, node._out_meta[nr][0])
     for nr, g in enumerate(buf):
         for k in captures.get((node, nr), ()):
             captured[k] = g

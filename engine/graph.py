@@ -52,6 +52,7 @@ class Node:
         "_saves_values",
         "_seq",
         "_tensor_hooks",
+        "_versions",
     )
     impl: OpImpl  # set on each generated subclass
     # _edges: (node, output index) per operand, (None, 0) where none, aligned with the VJP's results

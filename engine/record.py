@@ -12,7 +12,7 @@ import numpy as np
 
 from .grad_mode import _state
 from .graph import OpImpl, _sequence
-from .tensor import Tensor
+from .tensor import Tensor, _versions, version_of
 
 _EMPTY: dict[str, Any] = {}
 _NUMBERS = (float, int, bool)
@@ -128,6 +128,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
     saved.append(outs[0] if impl.save_output else None)
     node._saved = saved
+    node._versions = _saved_versions(saved) if _versions else None
     if single:
         return _make(out, node)
     return tuple(_make(o, node, k) for k, o in enumerate(outs))
@@ -168,6 +169,7 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
         # "other": the number is kept for x's gradient; x itself only for the number's, not needed
         c = operands[1]
         node._saved = (x, c, result) if save == "all" else (None, c if save == "other" else None, result)
+    node._versions = _saved_versions(node._saved) if _versions else None
     keeps_x = save == "all"
     node._has_tensors = keeps_x
     node._saves_values = keeps_x or result is not None or (save == "other" and not unary)
@@ -183,6 +185,11 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     t._hooks = None
     t._retains_grad = False
     return t
+
+
+def _saved_versions(saved: Any) -> tuple[int, ...]:
+    """The version of each saved array as the node saved it (see tensor._versions)."""
+    return tuple(version_of(x.data if type(x) is Tensor else x) for x in saved)
 
 
 def _category(dtype: np.dtype) -> int:

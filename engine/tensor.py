@@ -27,6 +27,32 @@ def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
     return arr
 
 
+# In-place changes, by the id of the array that owns the memory (views and detached tensors
+# share it): torch's version counter. Only arrays changed in place have an entry (dropped when
+# the array dies), so a node recorded while this is empty saved everything at version 0, and a
+# backward that finds it empty has nothing to check.
+_versions: dict[int, int] = {}
+
+
+def _owner(a: np.ndarray) -> np.ndarray:
+    """The array that owns a's memory (numpy keeps a view's base as the owner itself)."""
+    base = a.base
+    return base if isinstance(base, np.ndarray) else a
+
+
+def version_of(a: Any) -> int:
+    """How many times the memory of array a was changed in place through a Tensor."""
+    return _versions.get(id(_owner(a)), 0) if _versions and type(a) is np.ndarray else 0
+
+
+def bump_version(a: np.ndarray) -> None:
+    owner = _owner(a)
+    key = id(owner)
+    if key not in _versions:
+        weakref.finalize(owner, _versions.pop, key, None)
+    _versions[key] = _versions.get(key, 0) + 1
+
+
 class Tensor:
     """An n-dimensional array whose operations autograd can record.
 
@@ -274,32 +300,63 @@ class Tensor:
                 "use the out-of-place form"
             )
 
+    @property
+    def _version(self) -> int:
+        """In-place changes to this tensor's memory (torch's version counter): a backward
+        through a node that saved it before a change is an error, not a wrong gradient."""
+        return version_of(self.data)
+
     def zero_(self) -> Tensor:
-        self._inplace_check()
-        self.data[...] = 0
-        return self
+        return self.fill_(0)
 
     def fill_(self, value: float) -> Tensor:
         self._inplace_check()
         self.data[...] = value
+        bump_version(self.data)
         return self
 
-    def _inplace(self, other: Any, fn: Callable[..., Any]) -> Tensor:
+    def _inplace(self, other: Any, fn: Callable[..., Any], op: Callable[[Any, Any], Any]) -> Tensor:
         self._inplace_check()
+        if _state.enabled and isinstance(other, Tensor) and other.requires_grad:
+            return self._recorded_inplace(other, op)
         fn(self.data, other.data if isinstance(other, Tensor) else other, out=self.data)
+        bump_version(self.data)
+        return self
+
+    def _recorded_inplace(self, other: Tensor, op: Callable[[Any, Any], Any]) -> Tensor:
+        """x op= w where w requires grad (x does not: _inplace_check): torch records the op, and
+        x, changed in place, now has its history (the node saved x's value from before)."""
+        if self.data.base is not None:
+            raise RuntimeError(
+                "an in-place operation on a view with an operand that requires grad is not "
+                "supported: use the out-of-place form"
+            )
+        result = op(Tensor._make(self.data.copy()), other)
+        if result.shape != self.shape:
+            raise RuntimeError(
+                f"output with shape {list(self.shape)} doesn't match the broadcast shape "
+                f"{list(result.shape)}"
+            )
+        if not np.can_cast(result.dtype, self.dtype, "same_kind"):
+            raise RuntimeError(
+                f"result type {result.dtype} can't be cast to the desired output type {self.dtype}"
+            )
+        np.copyto(self.data, result.data, casting="same_kind")
+        bump_version(self.data)
+        self.grad_fn, self._output_nr, self._requires_grad = result.grad_fn, 0, True
         return self
 
     def __iadd__(self, other: Any) -> Tensor:
-        return self._inplace(other, np.add)
+        return self._inplace(other, np.add, lambda a, b: a + b)
 
     def __isub__(self, other: Any) -> Tensor:
-        return self._inplace(other, np.subtract)
+        return self._inplace(other, np.subtract, lambda a, b: a - b)
 
     def __imul__(self, other: Any) -> Tensor:
-        return self._inplace(other, np.multiply)
+        return self._inplace(other, np.multiply, lambda a, b: a * b)
 
     def __itruediv__(self, other: Any) -> Tensor:
-        return self._inplace(other, np.divide)
+        return self._inplace(other, np.divide, lambda a, b: a / b)
 
     add_ = __iadd__
     sub_ = __isub__
@@ -315,5 +372,11 @@ class _RetainGrad:
 
     def __call__(self, grad: Tensor) -> None:
         t = self.ref()
-        if t is not None:
-            t._grad = grad if t._grad is None else Tensor._make(t._grad.data + grad.data)
+        if t is None:
+            return
+        if t._grad is not None:
+            t._grad = Tensor._make(t._grad.data + grad.data)
+        elif grad.grad_fn is None:  # a copy, as torch's clone: g may be the caller's, or a view
+            t._grad = Tensor._make(np.array(grad.data))
+        else:  # under create_graph: the gradient's own graph is kept
+            t._grad = grad

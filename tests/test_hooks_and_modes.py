@@ -126,3 +126,163 @@ def test_requires_grad_of_a_non_leaf_cannot_be_changed():
         (x * 2).requires_grad_(False)
     with pytest.raises(RuntimeError, match="requires grad"):
         (x * 2).numpy()
+
+
+# -- in place after the forward pass, aliasing of .grad, casts: each checked against torch 2.13
+
+torch = pytest.importorskip("torch")
+
+
+def _both(fn):
+    """fn(lib, tensor) run with crossgrad and with torch: (result or error text) each."""
+
+    def tensor(lib, values, requires_grad=False):
+        if lib is torch:
+            return torch.tensor(values, dtype=torch.float64, requires_grad=requires_grad)
+        return cg.tensor(values, requires_grad=requires_grad)
+
+    out = []
+    for lib in (cg, torch):
+        try:
+            out.append(fn(lib, lambda v, rg=False, lib=lib: tensor(lib, v, rg)))
+        except RuntimeError as exc:
+            out.append(str(exc).split(":")[0])
+    return out
+
+
+def _grad(t):
+    return (
+        None
+        if t.grad is None
+        else np.asarray(t.grad.detach() if hasattr(t.grad, "detach") else t.grad.data).tolist()
+    )
+
+
+def _no_grad(lib):
+    return lib.no_grad()
+
+
+def _sgd_step_before_backward(lib, t):
+    w = t([1.0, 2.0], True)
+    y = (w * w).sum()
+    with _no_grad(lib):
+        w -= 0.5
+    y.backward()
+    return _grad(w)
+
+
+def _constant_changed(lib, t):
+    a, b = t([1.0, 2.0], True), t([3.0, 4.0])
+    y = (a * b).sum()
+    b += 10
+    y.backward()
+    return _grad(a)
+
+
+def _saved_output_zeroed(lib, t):
+    w = t([1.0, 2.0], True)
+    e = w.exp()
+    with _no_grad(lib):
+        e.zero_()
+    e.sum().backward()
+    return _grad(w)
+
+
+def _changed_through_a_detached_alias(lib, t):
+    w = t([1.0, 2.0], True)
+    y = (w * w).sum()
+    w.detach().add_(1.0)
+    y.backward()
+    return _grad(w)
+
+
+def _changed_before_the_forward_pass(lib, t):
+    w = t([1.0, 2.0], True)
+    with _no_grad(lib):
+        w -= 0.5
+    (w * w).sum().backward()
+    return _grad(w)
+
+
+def _multiplied_in_place_by_a_weight(lib, t):
+    x, w = t([1.0, 2.0]), t([2.0, 3.0], True)
+    x *= w
+    (x * w).sum().backward()
+    return _grad(w), x.requires_grad, x.is_leaf
+
+
+def _accumulated_into_zeros(lib, t):
+    acc, w = t([0.0, 0.0]), t([2.0, 3.0], True)
+    acc += w * w
+    acc.sum().backward()
+    return _grad(w)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        _sgd_step_before_backward,
+        _constant_changed,
+        _saved_output_zeroed,
+        _changed_through_a_detached_alias,
+        _changed_before_the_forward_pass,
+        _multiplied_in_place_by_a_weight,
+        _accumulated_into_zeros,
+    ],
+)
+def test_in_place_changes_after_the_forward_pass_behave_as_in_torch(case):
+    """Before: a value saved for backward and changed in place since gave a gradient computed
+    from the new value ([13, 14] for [3, 4]); `x *= w` with w requiring grad was not recorded."""
+    mine, theirs = _both(case)
+    assert mine == theirs
+
+
+def test_the_version_counter_counts_in_place_changes_of_shared_memory():
+    w = cg.tensor([1.0, 2.0])
+    view = w.detach()
+    assert w._version == 0
+    view += 1
+    w.zero_()
+    assert w._version == view._version == 2
+
+
+def test_a_grad_is_never_the_callers_array_or_a_read_only_view():
+    v = cg.tensor([3.0, 4.0])
+    x = cg.tensor([1.0, 2.0], requires_grad=True)
+    x.backward(v, create_graph=True)
+    x.backward(v)
+    assert v.tolist() == [3.0, 4.0] and x.grad.tolist() == [6.0, 8.0]
+    h = x * 2
+    h.retain_grad()
+    h.sum().backward()  # sum's backward: a read-only broadcast view
+    h.grad.zero_()
+    y = x * 1.0
+    y.retain_grad()
+    y.backward(v)
+    y.grad.zero_()
+    assert v.tolist() == [3.0, 4.0]
+    z = cg.tensor([1.0, 2.0], requires_grad=True)
+    z.sum().backward(create_graph=True)
+    z.sum().backward()
+    assert z.grad.tolist() == [2.0, 2.0]
+
+
+def test_a_cast_to_integers_leaves_the_graph():
+    x = cg.tensor([1.5, 2.5], requires_grad=True)
+    y = x.to(np.int64)
+    assert y.dtype == np.int64 and not y.requires_grad and y.grad_fn is None
+
+
+def test_a_hook_sees_one_cotangent_at_a_time_in_a_batched_jacobian():
+    """Under torch's vmap a hook sees unbatched gradients; it saw the whole (m, n) batch here,
+    and a hook that is not elementwise (g - g.mean()) gave another Jacobian."""
+
+    def f(lib, x):
+        h = x * x
+        h.register_hook(lambda g: g - g.mean())
+        return h * lib.tensor([1.0, 2.0, 3.0], dtype=x.dtype)  # rows of different means
+
+    x = np.array([1.0, 2.0, 4.0])
+    mine = cg.jacobian(lambda t: f(cg, t), cg.tensor(x), vectorize=True)
+    theirs = torch.autograd.functional.jacobian(lambda t: f(torch, t), torch.tensor(x), vectorize=True)
+    np.testing.assert_allclose(mine.data, theirs.numpy(), rtol=1e-12)

@@ -240,9 +240,13 @@ _TO_DTYPE = define(
 
 
 def to_dtype(x: Any, dtype: Any) -> Tensor:
-    """x as another dtype, differentiably: the gradient returns to x's dtype."""
+    """x as another dtype, differentiably: the gradient returns to x's dtype. Integers and
+    booleans carry no gradient: cast to one, the result is outside the graph (as in torch)."""
     x = tensor_operand(x)
-    return apply(_TO_DTYPE, x, dtype=np.dtype(dtype))
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        return Tensor._make(np.asarray(x.data, dtype))
+    return apply(_TO_DTYPE, x, dtype=dtype)
 
 
 def _flip_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
