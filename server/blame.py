@@ -1050,6 +1050,9 @@ def find_culprits(
                 detail += f"; also wrong in: {'; '.join(f.kind for f in others)}"
             if ref.used and ref.describe() not in detail:
                 detail += f" (reference: {ref.describe()})"
+            parts = _engine_nodes(grad_fn)
+            if len(parts) > 1:  # checked as one rule: which part is wrong is not known
+                detail += f"; {node.op} runs as {' and '.join(parts)}: one of their rules is wrong"
             blame = Blame(grad_fn.name(), node.op, node.id, node.pos, node.text, first.error, detail)
             blamed.append((blame, outcome))
     culprits = Culprits(_primary(blamed))
@@ -1058,6 +1061,27 @@ def find_culprits(
 
 
 _SECOND_ORDER = ", the VJP of the VJP"
+MAX_PARTS = 64  # engine nodes of one op of the program listed (composites have a few)
+
+
+def _engine_nodes(grad_fn: Any) -> list[str]:
+    """The engine nodes one op of the program runs as: its result's and those under it that no
+    other op of the program made (cross_entropy: NllLossBackward0 and LogSoftmaxBackward0)."""
+    names, todo, seen = [], [grad_fn], set()
+    while todo and len(seen) < MAX_PARTS:
+        fn = todo.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        names.append(fn.name())
+        todo += [
+            c
+            for c, _ in fn.next_functions
+            if c is not None
+            and not isinstance(c, cg.AccumulateGrad)
+            and c.metadata.get("ir_node") is None
+        ]
+    return names
 
 
 def _primary(blamed: list[tuple[Blame, _Outcome]]) -> list[Blame]:

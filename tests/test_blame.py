@@ -82,6 +82,23 @@ def smooth_inputs():
 # ---------------------------------------------------------------- each kind of wrong rule
 
 
+@pytest.mark.parametrize("wrong", ["log_softmax", "nll_loss"])
+def test_an_op_the_engine_runs_as_several_nodes_is_blamed_naming_them_all(wrong):
+    """cross_entropy is log_softmax then nll_loss in the engine, checked as one rule: the blame
+    named NllLossBackward0 alone, also when log_softmax's rule was the wrong one."""
+    x = np.random.default_rng(1).normal(size=(3, 4))
+    with rule(wrong, lambda original: off_when(lambda B, node, g: True)(original)):
+        report = check(
+            CheckRequest(
+                "y = cross_entropy(X, t)", [InputSpec("X", x), InputSpec("t", [2, 0, 3], dtype="int64")]
+            )
+        )
+    b = only(report.points[0].blame, "cross_entropy", "NllLossBackward0", 1, 5)
+    assert (
+        "cross_entropy runs as NllLossBackward0 and LogSoftmaxBackward0: one of their rules" in b.detail
+    )
+
+
 def test_a_rule_wrong_only_under_create_graph_is_blamed():
     with rule("tanh", off_when(lambda B, n, g: B is not NumpyOps)):
         blamed = culprits(SMOOTH, smooth_inputs())
