@@ -4,7 +4,8 @@ Each node of the program is checked alone, at the operand values the engine's fo
 its op is re-run by the engine on fresh leaves holding those values, and what the engine's rule
 gives is compared with a reference's derivatives of the same op at the same values:
 
-- first order: the VJP with one random cotangent;
+- first order: the VJP with one random cotangent, and with the cotangent the node received in
+  the request's VJP when the caller gives it (a rule wrong for all ones alone passed the rest);
 - batched: BATCH_COTANGENTS random cotangents at once through is_grads_batched (the path the
   engine's jacobian takes), compared row by row;
 - create_graph: the VJP taken with create_graph=True (its values), then differentiated again:
@@ -758,6 +759,7 @@ def _ops_of(gs: Sequence[Any], outs: Sequence[Any]) -> set[str]:
 class _Stats:
     checked: int = 0
     with_frozen: int = 0
+    with_received: int = 0  # nodes checked with the cotangent the request's VJP gave them
     at_kinks: int = 0
     kink_entries: int = 0
     unverified: int = 0
@@ -786,8 +788,10 @@ def _check(
     overrides: tuple[float | None, float | None],
     ref: _Reference,
     stats: _Stats,
+    received: list[np.ndarray | None] | None = None,
 ) -> _Outcome:
-    """Every check of one node, in each configuration of frozen operands."""
+    """Every check of one node, in each configuration of frozen operands; and with the
+    cotangent it received in the request's VJP, when given."""
     shapes, dtypes = nd.out_shapes, nd.out_dtypes
     cot = [rng.standard_normal(s).astype(d) for s, d in zip(shapes, dtypes)]
     rows = [rng.standard_normal((BATCH_COTANGENTS, *s)).astype(d) for s, d in zip(shapes, dtypes)]
@@ -880,6 +884,22 @@ def _check(
             found(label, f)
         except _RuleRaised as exc:
             found(label, _Finding(label, f"the engine raised {exc}", math.inf))
+        # (a') the cotangent the request gave it: a rule wrong for that one alone (a fast path
+        # for all ones) passed every seeded check
+        if received is not None and not tag:
+            label = "the request's own cotangent"
+            given = [
+                np.zeros(s, d) if g is None else np.asarray(g, d)
+                for g, s, d in zip(received, shapes, dtypes)
+            ]
+            given64 = [np.asarray(g, np.float64) for g in given]
+            exact = memoized("received", lambda xs, c=given64: ref.first(xs, c))
+            try:
+                got = _engine_first(nd, diff, given)
+                f = judge(label, items(got), lambda xs, sel=sel, e=exact: sel(e(xs)), in_float(given64))
+                found(label, f)
+            except _RuleRaised as exc:
+                found(label, _Finding(label, f"the engine raised {exc}", math.inf))
         # (b) several cotangents at once, as a Jacobian pushes them, row by row
         label = f"{BATCH_COTANGENTS} batched cotangents{tag}"
         try:
@@ -993,9 +1013,11 @@ def find_culprits(
     *,
     rtol: float | None = None,
     atol: float | None = None,
+    received: dict[int, list[np.ndarray | None]] | None = None,
 ) -> Culprits:
     """Every node whose own VJP rule is wrong, in program order, each checked alone (see the
-    module's docstring), as a Culprits list whose `checks` says what was checked.
+    module's docstring), as a Culprits list whose `checks` says what was checked. received: the
+    cotangent each node got in the request's VJP, checked too (engine_backend.received_cotangents).
 
     nodes: the program's IR nodes; engine_values: the engine's tensor for every node id (its
     forward pass, as engine_backend.run left it). rtol, atol: the request's own tolerances (None:
@@ -1028,7 +1050,9 @@ def find_culprits(
         budget.start_node()
         ref = _Reference(nd, budget)
         try:
-            outcome = _check(nd, sides, skip_mask, rng, overrides, ref, stats)
+            outcome = _check(
+                nd, sides, skip_mask, rng, overrides, ref, stats, (received or {}).get(node.id)
+            )
         except _FATAL:
             raise
         except Exception as exc:  # blame's own harness failed on this node: say so, go on
@@ -1037,6 +1061,7 @@ def find_culprits(
             continue
         stats.checked += 1
         stats.with_frozen += bool(nd.frozen)
+        stats.with_received += node.id in (received or {})
         stats.at_kinks += bool(sides) or skip_mask is not None
         if _EXACT in ref.used:
             stats.by[_EXACT] = stats.by.get(_EXACT, 0) + 1
@@ -1155,7 +1180,13 @@ def _describe(s: _Stats) -> str:
         return f"no node with a gradient to check{failed}"
     nodes = f"{s.checked} node{'s' if s.checked != 1 else ''}"
     text = (
-        f"each of {nodes} checked alone at its saved operands: first order, "
+        f"each of {nodes} checked alone at its saved operands: first order"
+        + (
+            f" (a random cotangent, and for {s.with_received} the one the request's VJP gave it)"
+            if s.with_received
+            else ""
+        )
+        + ", "
         f"{BATCH_COTANGENTS} batched cotangents, create_graph (the VJP of its VJP), "
         "every float operand requiring grad"
     )

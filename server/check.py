@@ -182,7 +182,7 @@ def _check_point(
             culprits: list[Blame] = []
             if run is not None and request.blame:  # a rule that broke backward (a wrong shape)
                 with timer.stage("blame"):
-                    culprits = _blame(program, run, request)
+                    culprits = _blame(program, run, request, point)
                 summary += "".join(f"; blame: {c.node_name} at {c.position}" for c in culprits)
             return PointReport(k, values, [], [], culprits, Verdict.ERROR, summary), None, {}
     if k == 0 and prepared.claimed is not None:
@@ -268,7 +268,7 @@ def _check_point(
     culprits = []
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks):
         with timer.stage("blame"):
-            culprits = _blame(program, run, request)
+            culprits = _blame(program, run, request, point)
     summary = _point_summary(verdict, blocks, kinks, culprits, numerical)
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks) and not culprits:
         summary += (
@@ -281,10 +281,17 @@ def _check_point(
     return report, run, derivs["engine"].values
 
 
-def _blame(program: Program, run: engine_backend.EngineRun, request: CheckRequest) -> Any:
-    """Every node whose own rule is wrong (blame.Culprits: a list with the checks made)."""
+def _blame(program: Program, run: engine_backend.EngineRun, request: CheckRequest, point: Point) -> Any:
+    """Every node whose own rule is wrong (blame.Culprits: a list with the checks made), also
+    with the cotangent each received in the request's VJP (a rule wrong for all ones alone)."""
+    received = engine_backend.received_cotangents(run, point) if "vjp" in point.checks else {}
     return blame_mod.find_culprits(
-        list(program.nodes), run.values, seed=request.seed, rtol=request.rtol, atol=request.atol
+        list(program.nodes),
+        run.values,
+        seed=request.seed,
+        rtol=request.rtol,
+        atol=request.atol,
+        received=received,
     )
 
 

@@ -99,6 +99,19 @@ def test_an_op_the_engine_runs_as_several_nodes_is_blamed_naming_them_all(wrong)
     )
 
 
+def test_a_rule_wrong_only_for_the_cotangent_it_received_is_blamed():
+    """sin's rule wrong only when its cotangent is all ones (a fast path): blame's seeded random
+    cotangents never met it, and the summary said no node's rule was wrong on its own."""
+    ones = off_when(lambda B, node, g: bool(np.all(data(g) == 1.0)))
+    with rule("sin", ones):
+        report = check(
+            CheckRequest("y = sin(x)", [InputSpec("x", [0.3, 0.7, 1.2])], cotangents={"y": [1.0] * 3})
+        )
+    assert report.verdict is Verdict.FAIL
+    b = only(report.points[0].blame, "sin", "SinBackward0", 1, 5)
+    assert b.detail.startswith("the request's own cotangent: gradient of operand 0 (x)")
+
+
 def test_a_rule_wrong_only_under_create_graph_is_blamed():
     with rule("tanh", off_when(lambda B, n, g: B is not NumpyOps)):
         blamed = culprits(SMOOTH, smooth_inputs())

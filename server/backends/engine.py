@@ -242,6 +242,43 @@ def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
     return d
 
 
+def received_cotangents(engine_run: EngineRun, point: Point) -> dict[int, list[np.ndarray | None]]:
+    """The cotangent each op of the program received in the engine's VJP of the request, per
+    output of the op (None where none flowed): what its rule was given. Empty where the VJP has
+    nothing to differentiate, or the engine raised (blame goes on without it)."""
+    outs = engine_run.outputs
+    live = [k for k, o in enumerate(outs) if o.requires_grad]
+    leaves = [engine_run.leaves[n] for n in point.wrt]
+    received: dict[int, list[np.ndarray | None]] = {}
+    if not live or not leaves:
+        return received
+    handles = []
+    for node in engine_run.program.nodes:
+        value = engine_run.values.get(node.id)
+        parts = value if isinstance(value, tuple) else (value,)
+        for j, t in enumerate(parts):
+            if node.op != "input" and isinstance(t, cg.Tensor) and t.requires_grad:
+
+                def keep(g: cg.Tensor, i: int = node.id, j: int = j, n: int = len(parts)) -> None:
+                    received.setdefault(i, [None] * n)[j] = np.array(g.data)
+
+                handles.append(t.register_hook(keep))
+    try:
+        cg.grad(
+            [outs[k] for k in live],
+            leaves,
+            [cg.tensor(point.cotangents[k]) for k in live],
+            retain_graph=True,
+            allow_unused=True,
+        )
+    except Exception:  # a rule that breaks backward: blamed by the other checks
+        received.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return received
+
+
 def _leaves_reached(out: cg.Tensor) -> set[int]:
     """The ids of the leaf tensors the output's graph leads back to (itself, for a leaf)."""
     if out.grad_fn is None:
