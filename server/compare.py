@@ -80,6 +80,9 @@ class Interval:
     # entries whose derivative at the point differs from the one on every side (a comparison's
     # branch that holds at the point alone): unverified
     isolated: np.ndarray | None = None
+    # entries moved by a kink where the value jumps: only the derivative at the point is one
+    # (a value between the sides' is no convention): unverified
+    jump: np.ndarray | None = None
 
     @property
     def hull(self) -> bool:
@@ -110,6 +113,7 @@ class Block:
     unsettled: int = 0  # entries no reference could settle (JAX and finite differences differ)
     undefined: int = 0  # entries whose reference is nan: not defined there, nothing to verify
     isolated: int = 0  # entries whose derivative at the point is not the one on any side
+    jumped: int = 0  # entries at a jump of the value given another value than the point's
     unused: bool = False  # the output does not depend on the input: no gradient
     claimed_none: bool = False  # the claim is "no gradient" (torch's .grad None)
     dtype: str = "float64"  # the precision the block is computed in (its tolerance's)
@@ -275,11 +279,13 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         else interval.isolated.reshape(-1)
     )
     doubtful |= undefined | isolated
+    jump = np.zeros(n, bool) if interval is None or interval.jump is None else interval.jump.reshape(-1)
     # where the range holds every admissible value (settled, or bounding an unsettled kink), a
     # value outside it fails even where it equals sympy's value at the point (where(x == 0, 5x,
     # relu(x)) is relu: its 5 passed); reached and not settled, a value inside it is unverified,
     # equal to sympy's or not (a convention of its own: sign(x) * abs(x) is x, both said 0)
     bounded = settled_by_kink | (reached & (interval is not None and interval.bounds))
+    jumped = 0
     for src in (u for u in UNDER_TEST if u in row):
         k = row[src]
         differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
@@ -290,11 +296,13 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         status = np.zeros(n, np.int8)
         status[convention] = STATUSES.index("convention")
         status[(differ & ~convention) | outside] = STATUSES.index("fail")
-        status[masks[k] & (doubtful | unsure)] = STATUSES.index("unverified")
+        status[masks[k] & (doubtful | unsure | (convention & jump))] = STATUSES.index("unverified")
+        jumped = max(jumped, int((masks[k] & convention & jump).sum()))
         block.status_map[src] = status
     block.unsettled = int(unsettled.sum())
     block.undefined = int(undefined.sum())
     block.isolated = int(isolated.sum())
+    block.jumped = jumped
     block.reference, block.reference_name = ref_value, ref_name
     block.reference_error = ref_extra
 

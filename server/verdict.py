@@ -230,12 +230,15 @@ def kink_intervals(
         deadline.checkpoint()
         return jax_backend.shifted_derivatives(point, _shifts(groups, choice, scale))
 
+    value_steps: dict[float, list[list[np.ndarray]]] = {}  # scale -> group -> output -> |step|
+
     def intervals_at(scale: float) -> dict[Key, Interval]:
         base = derivatives({}, scale)
         offsets = [
             [derivatives({g: j}, scale) for j in range(1, len(alts))]
             for g, (_, alts) in enumerate(groups)
         ]
+        value_steps[scale] = [_value_steps(base, group) for group in offsets]
         out = {}
         for quantity in checks:
             for key in getattr(base, quantity):
@@ -298,8 +301,37 @@ def kink_intervals(
     for key, half in intervals_at(0.5).items():
         if not _same_range(intervals[key], half, tolerance(key)):
             intervals[key].complete = intervals[key].bounds = False
+    # A kink where the value jumps (where(x > 1, x, 2x) at 1): the derivative at the point is
+    # its branch's, and nothing between the sides' derivatives is one of a jump (1.5 passed as
+    # a convention). Stepping off, such a value changes as much at half the step.
+    jumps = [_jumps(full, half) for full, half in zip(value_steps[1.0], value_steps[0.5])]
+    for key, iv in intervals.items():
+        moved = [np.abs(side) > scales[key] for side in iv.sides]
+        iv.jump = np.logical_or.reduce(
+            [m.any(axis=0) for m, j in zip(moved, jumps) if j] + [np.zeros(iv.low.size, bool)]
+        ).reshape(iv.low.shape)
     how = f"JAX just off each kink: {len(groups)} group(s), {_runs(groups)} evaluation(s)"
     return intervals, how
+
+
+def _value_steps(base: Derivatives, sides: list[Derivatives]) -> list[np.ndarray]:
+    """Per output, how far a group's other sides move its value from the base (the largest, in
+    units of a millionth of 1 + |value| in float64, a thousandth in float32: rounding is less)."""
+    steps = []
+    for name, value in base.values.items():
+        v = np.asarray(value, np.float64)
+        unit = (1e-3 if np.asarray(value).dtype == np.float32 else 1e-6) * (1 + np.abs(v))
+        with np.errstate(invalid="ignore", over="ignore"):
+            moved = [np.abs(np.asarray(d.values[name], np.float64) - v) / unit for d in sides]
+            steps.append(np.max(moved, axis=0) if moved else np.zeros_like(v))
+    return steps
+
+
+def _jumps(full: list[np.ndarray], half: list[np.ndarray]) -> bool:
+    """Whether a group's value step, more than a unit (see _value_steps), stays as large at half
+    the step: a jump, not a slope (a slope's halves)."""
+    with np.errstate(invalid="ignore"):
+        return any(((f > 1) & (h >= 0.75 * f)).any() for f, h in zip(full, half))
 
 
 def _shifts(
@@ -961,6 +993,12 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
             why.append(
                 f"{isolated} where the derivative at the point differs from the one on every side "
                 "(a value of the point's alone: a where condition like x == 0, sign, floor)"
+            )
+        jumped = sum(b.jumped for b in blocks)
+        if jumped:
+            why.append(
+                f"{jumped} at a kink where the value jumps, other than the derivative at the "
+                "point (a where branch's): no derivative of a jump, or a tie taken the other way"
             )
         why = why or ["at kinks whose one-sided derivatives could not all be found, where "
                       "rounding noise is larger than the values, further off than the exact "

@@ -837,3 +837,25 @@ def test_a_verdict_decided_by_extra_points_says_so_in_its_summary():
         f"3 extra point(s): {len(bad)} do not pass (points {bad}; point {bad[0]}: FAIL: "
         in report.summary
     )
+
+
+@pytest.mark.parametrize(
+    ("claim", "verdict"),
+    [
+        (2.0, Verdict.PASS),  # the branch that holds at the point (x > 1 is false at 1)
+        (1.0, Verdict.UNVERIFIED),  # the other branch: x >= 1 taken, or a wrong value
+        (1.5, Verdict.UNVERIFIED),  # between the sides: no derivative of a jump (was a convention)
+        (3.0, Verdict.FAIL),  # outside every side
+    ],
+)
+def test_at_a_jump_of_the_value_only_the_points_own_derivative_passes(claim, verdict):
+    report = run("y = sum(where(x > 1, x, 2 * x))", claimed={"x": [claim]}, x=[1.0])
+    assert report.verdict is verdict, report.summary
+    if verdict is Verdict.UNVERIFIED:
+        assert "1 at a kink where the value jumps" in report.summary
+
+
+def test_a_kink_without_a_jump_keeps_its_conventions():
+    # where(x > 0, x * x, 3 * x) is continuous at 0: anything in [0, 3] is a convention
+    report = run("y = sum(where(x > 0, x * x, 3 * x))", claimed={"x": [1.5]}, x=[0.0])
+    assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
