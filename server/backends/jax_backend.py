@@ -48,6 +48,12 @@ def _start_with_one_thread() -> None:
 _start_with_one_thread()
 
 
+def _softmax_axis(x: Any, attrs: dict[str, Any]) -> Any:
+    """A 0-d tensor's softmax is over its one entry (torch takes axis 0 or -1 there; JAX's axis
+    0 is out of bounds, and the whole JAX reference was lost to one such op)."""
+    return None if jnp.ndim(x) == 0 else attrs["axis"]
+
+
 def _shape(op: str, x: Any, attrs: dict[str, Any]) -> tuple[int, ...]:
     return OPS[op].shape_rule(op, tuple(x.shape), **attrs)
 
@@ -150,8 +156,8 @@ LOWERING: dict[str, L] = {
     "where": lambda o, a: jnp.where(o[0], o[1], o[2]),
     "masked_fill": lambda o, a: jnp.where(o[1], a["value"], o[0]),
     "clone": lambda o, a: o[0],
-    "softmax": lambda o, a: jax.nn.softmax(o[0], axis=a["axis"]),
-    "log_softmax": lambda o, a: jax.nn.log_softmax(o[0], axis=a["axis"]),
+    "softmax": lambda o, a: jax.nn.softmax(o[0], axis=_softmax_axis(o[0], a)),
+    "log_softmax": lambda o, a: jax.nn.log_softmax(o[0], axis=_softmax_axis(o[0], a)),
     "mse_loss": lambda o, a: _reduce((o[0] - o[1]) ** 2, a["reduction"]),
     "nll_loss": lambda o, a: _nll(o[0], o[1], a["reduction"]),
     "cross_entropy": lambda o, a: _nll(jax.nn.log_softmax(o[0], axis=1), o[1], a["reduction"]),
@@ -437,8 +443,8 @@ def noisy(eps: float, seed: int) -> Apply:
     inside = {
         "var": lambda o, a: centred(o[0], _ax(o[0], a), a["keepdims"], a["correction"], False),
         "std": lambda o, a: centred(o[0], _ax(o[0], a), a["keepdims"], a["correction"], True),
-        "log_softmax": lambda o, a: log_softmax(o[0], a["axis"]),
-        "softmax": lambda o, a: jnp.exp(log_softmax(o[0], a["axis"])),
+        "log_softmax": lambda o, a: log_softmax(o[0], _softmax_axis(o[0], a)),
+        "softmax": lambda o, a: jnp.exp(log_softmax(o[0], _softmax_axis(o[0], a))),
     }
 
     def apply(node: IRNode, operands: list[Any]) -> Any:
