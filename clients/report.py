@@ -354,13 +354,9 @@ def dag_tree(dag: verifier_pb2.Dag, outputs: Sequence[str] = ()) -> Tree:
 
 def ops_table(ops: Sequence[verifier_pb2.Op]) -> Table:
     table = Table(title=f"{len(ops)} operations", title_justify="left", title_style="bold")
-    for name in ("op", "operands", "attributes", "backward node", "not smooth"):
+    for name in ("op", "written as", "backward node", "not smooth"):
         table.add_column(name)
     for op in ops:
-        operands = ", ".join(op.operands) + (" (a list)" if op.variadic else "")
-        attributes = ", ".join(
-            f"{a.name}" + (" (required)" if a.required else f"={a.default}") for a in op.attributes
-        )
         backward = op.backward_node if op.differentiable else Text("not differentiable", "dim")
-        table.add_row(Text(op.name, "bold"), operands, attributes, backward, op.nonsmooth)
+        table.add_row(Text(op.name, "bold"), op.syntax, backward, op.nonsmooth)
     return table

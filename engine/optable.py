@@ -247,7 +247,8 @@ def _transpose(op: str, x: Shape, dim0: int = 0, dim1: int = 1, **_: Any) -> Sha
     return tuple(out)
 
 
-def _permute(op: str, x: Shape, dims: Sequence[int] = (), **_: Any) -> Shape:
+def _permute(op: str, x: Shape, dims: Sequence[int] | int = (), **_: Any) -> Shape:
+    dims = (dims,) if isinstance(dims, int) else dims  # x.permute(0), as the engine takes it
     norm = tuple(normalize_axis(op, d, len(x)) for d in dims)
     if sorted(norm) != list(range(len(x))):
         raise ShapeError(f"{op}: dims {tuple(dims)} are not a permutation of {len(x)} dimensions")
@@ -318,8 +319,9 @@ def _flip(op: str, x: Shape, axis: Any = None, **_: Any) -> Shape:
     return x
 
 
-def _pad(op: str, x: Shape, pad: Sequence[int] = (), **_: Any) -> Shape:
+def _pad(op: str, x: Shape, pad: Sequence[int] | int = (), **_: Any) -> Shape:
     # torch.nn.functional.pad order: (last_lo, last_hi, second_last_lo, second_last_hi, ...)
+    pad = (pad,) if isinstance(pad, int) else pad
     if len(pad) % 2 or len(pad) // 2 > len(x):
         raise ShapeError(f"{op}: pad {tuple(pad)} needs pairs for at most {len(x)} dimensions")
     if any(int(p) < 0 for p in pad):
@@ -502,14 +504,14 @@ _SPECS = [
     _reduction("prod", _by_axis("ProdBackward0", "ProdBackward1")),  # smooth: a polynomial
     _op1(
         "max",
-        (AXIS, KEEPDIMS),
+        (Attr("axis", "int", None), KEEPDIMS),  # one axis (several: amax)
         _reduce_nonempty,
         _by_axis("MaxBackward1", "MaxBackward0"),
         "at ties (full reduction: split evenly; along an axis: first maximum)",
     ),
     _op1(
         "min",
-        (AXIS, KEEPDIMS),
+        (Attr("axis", "int", None), KEEPDIMS),  # one axis (several: amin)
         _reduce_nonempty,
         _by_axis("MinBackward1", "MinBackward0"),
         "at ties (full reduction: split evenly; along an axis: first minimum)",

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from crossgrad import engine as cg
 
+from . import deadline
 from .backends import engine as engine_backend
 from .limits import DEFAULT_LIMITS, Limits
 from .model import CheckRequest, Dag, DagLeaf, DagNode
@@ -98,13 +99,14 @@ def describe_graph(
     request: CheckRequest, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Dag, dict[str, np.ndarray]]:
     """Parse the request and run the engine's forward pass only: the DAG and the output values."""
-    prepared = prepare_description(request, limits)
-    with np.errstate(all="ignore"):
+    with deadline.stage("parse"):
+        prepared = prepare_description(request, limits)
+    with deadline.stage("engine"), np.errstate(all="ignore"):
         run = engine_backend.run(
             prepared.program,
             prepared.values,
             {n: n in prepared.wrt for n in prepared.program.input_names},
             prepared.masks,
         )
-    outputs = {name: np.asarray(run.values[i].data) for name, i in prepared.program.outputs}
-    return dag_of(run, prepared.masks), outputs
+        outputs = {name: np.asarray(run.values[i].data) for name, i in prepared.program.outputs}
+        return dag_of(run, prepared.masks), outputs

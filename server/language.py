@@ -72,6 +72,40 @@ _ATTR_CONSTANTS = {**_CONSTANTS, "inf": math.inf}  # in attributes: inf for norm
 # Ops reached through operators only (x ** y, 2 ** x, 1 - x, x[i]) and the engine's internal ones.
 _HIDDEN = {"pow_tensor", "rpow", "rsub", "getitem"}
 CALLABLE_OPS = sorted(n for n, s in OPS.items() if not s.internal and n not in _HIDDEN)
+# How a program writes each op (ListOps' syntax): operator forms beside the calls, and the ops
+# an operator alone reaches.
+_OPERATOR_FORMS = {  # written with the op's own operand names
+    **{"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"},
+    **{"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="},
+}
+_HIDDEN_FORMS = {
+    "pow": "x ** c or pow(x, c), c a number",
+    "pow_tensor": "x ** y or pow(x, y), y a tensor",
+    "rpow": "c ** x, c a number",
+    "rsub": "c - x, c a number",
+    "getitem": "x[index], index of ints, slices, None, ... and lists of ints",
+}
+
+
+def syntax(op: str) -> str:
+    """How a program writes the op: its call (operands, then attributes with their defaults),
+    and its operator form where it has one."""
+    if op in _HIDDEN_FORMS:
+        return _HIDDEN_FORMS[op]
+    spec = OPS[op]
+    operands = f"[{spec.operands[0]}, ...]" if spec.arity is None else ", ".join(spec.operands)
+    attrs = [
+        a.name if a.required else f"{a.name}={a.default!r}" for a in spec.attrs if a.kind != "index"
+    ]
+    call = f"{op}({', '.join([operands, *attrs])})"
+    if op == "split":
+        call = f"a, b, ... = {call}"
+    if op == "neg":
+        return f"{call} or -{spec.operands[0]}"
+    symbol = _OPERATOR_FORMS.get(op)
+    return f"{call} or {spec.operands[0]} {symbol} {spec.operands[1]}" if symbol else call
+
+
 _ELEMENTWISE_BINARY = {
     n for n, s in OPS.items() if s.arity == 2 and s.shape_rule.__name__ == "_broadcast"
 }
@@ -197,7 +231,8 @@ class _Builder:
     ) -> int:
         if len(self.nodes) >= self.limits.max_nodes:
             raise LimitError(
-                f"the program has more than {self.limits.max_nodes} operations (the limit)", pos
+                f"the program has more than {self.limits.max_nodes} inputs and operations (the limit)",
+                pos,
             )
         shapes = shape if op == "split" else (shape,)
         for s in shapes:
@@ -250,6 +285,8 @@ class _Builder:
                 shape = spec.shape_rule(op, *(self.shape_of(o) for o in operands), **attrs)
         except ShapeError as exc:
             raise RequestError(str(exc), pos) from None
+        except (TypeError, ValueError) as exc:  # an attribute of the right kind, wrong form
+            raise RequestError(f"{op}: its attributes do not fit ({exc})", pos) from None
         for s in shape if op == "split" else (shape,):
             if len(s) > _MAX_NDIM:
                 raise LimitError(f"{op} would give {len(s)} dimensions; the limit is {_MAX_NDIM}", pos)
@@ -623,8 +660,8 @@ class _Builder:
         kind, ok = attr.kind, False
         if kind == "bool":
             ok = isinstance(value, bool)
-        elif kind == "int":
-            ok = _is_int(value) or (value is None and attr.default is None)
+        elif kind == "int":  # None only where it is the default (not for a required int)
+            ok = _is_int(value) or (value is None and attr.default is None and not attr.required)
         elif kind == "float":
             infinite = attr.infinite and isinstance(value, float) and math.isinf(value)
             ok = (_is_number(value) and (_finite(value) or infinite)) or (
@@ -808,7 +845,9 @@ def _parse(
             f"the program has {len(source)} characters; the limit is {limits.max_source_chars}"
         )
     if "\x00" in source:
-        raise RequestError("the program contains a NUL character")
+        before = source[: source.index("\x00")]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise RequestError("the program contains a NUL character", Position(line, col, line, col + 1))
     builder = _Builder(source, inputs, limits)
     tree = _parse_python(source, limits, builder.lines)
     if not tree.body:
@@ -881,12 +920,12 @@ def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
     except (RecursionError, MemoryError):
         # the parser says nowhere where: point at the line with the most operators (a long chain
         # a + a + ... nests as deeply as it has operators)
-        counts = [sum(line.count(op) for op in "+-*/@%") for line in lines]
+        counts = [sum(line.count(op) for op in "+-*/@%(~") + line.count("not ") for line in lines]
         worst = max(range(len(counts)), key=counts.__getitem__, default=0)
         raise LimitError(
             f"the program is nested too deeply to parse (the parser's limit): this line has "
-            f"{counts[worst] if counts else 0} operators; split its expression over several "
-            "statements",
+            f"{counts[worst] if counts else 0} operators and brackets; split its expression "
+            "over several statements",
             Position(worst + 1, 1, worst + 1, len(lines[worst]) + 1 if lines else 1),
         ) from None
     except ValueError as exc:  # e.g. source with null bytes

@@ -49,10 +49,19 @@ def _array(value: Any, dtype: Any, what: str, field: str, finite: bool = True) -
     if raw.dtype.kind in "USV":
         raise RequestError(f"{what} is not a numeric array (it holds text)", field=field)
     try:
-        arr = raw.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # a value too large for the dtype: said below
+            arr = raw.astype(dtype, copy=False)
     except (TypeError, ValueError, OverflowError) as exc:
         raise RequestError(f"{what} is not a numeric array: {exc}", field=field) from None
     if finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        with np.errstate(all="ignore"):
+            given_finite = np.all(np.isfinite(np.asarray(raw, np.float64)))
+        if given_finite:  # finite as sent, too large for the dtype (1e300 as float32)
+            raise RequestError(
+                f"{what} has values too large for {arr.dtype} (its largest is "
+                f"{np.finfo(arr.dtype).max:.4g})",
+                field=field,
+            )
         raise RequestError(f"{what} has NaN or infinite values", field=field)
     return arr
 
@@ -76,8 +85,14 @@ def _number(value: Any, what: str, field: str, low: float = 0.0, high: float = n
         and np.isfinite(value)
         and low <= value <= high
     ):
-        within = f">= {low:g}" if high == np.inf else f"from {low:g} to {high:g}"
-        raise RequestError(f"{what} must be a finite number {within}, got {value!r}", field=field)
+        within = (
+            ""
+            if low == -np.inf and high == np.inf
+            else f" >= {low:g}"
+            if high == np.inf
+            else f" from {low:g} to {high:g}"
+        )
+        raise RequestError(f"{what} must be a finite number{within}, got {value!r}", field=field)
 
 
 def _integer(value: Any, what: str, field: str, low: int = 0, high: int = 2**63 - 1) -> None:
@@ -108,7 +123,9 @@ def _validate_budget(budget: Budget, limits: Limits) -> None:
         if f.name in ("seconds", "sympy_seconds"):
             continue
         value = getattr(budget, f.name)
-        _integer(value, f"budget.{f.name}", f"budget.{f.name}")
+        # finite differences over no entry at all are no check (they raised inside it)
+        low = 1 if f.name == "fd_sample_entries" else 0
+        _integer(value, f"budget.{f.name}", f"budget.{f.name}", low=low)
         cap = (
             limits.max_sympy_scalar_ops
             if f.name == "sympy_max_scalar_ops"
@@ -127,10 +144,14 @@ def _validate_samples(request: CheckRequest, limits: Limits) -> None:
     _number(samples.scale, "samples.scale", "samples.scale")
     for name, bound in (("samples.low", samples.low), ("samples.high", samples.high)):
         _number(bound, name, name, low=-np.inf)
-    if samples.distribution not in ("normal", "uniform") or samples.low > samples.high:
+    if samples.distribution not in ("normal", "uniform"):
         raise RequestError(
-            "samples: distribution is 'normal' or 'uniform' (low <= high)",
-            field="samples.distribution" if samples.low <= samples.high else "samples.low",
+            f"samples.distribution is 'normal' or 'uniform', not {samples.distribution!r}",
+            field="samples.distribution",
+        )
+    if samples.low > samples.high:
+        raise RequestError(
+            f"samples: low {samples.low:g} is above high {samples.high:g}", field="samples.low"
         )
     if samples.count == 0:
         return

@@ -15,6 +15,7 @@ the notes that say so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -571,12 +572,14 @@ def _fit_hulls(
         base = np.concatenate([p[2] for p in rows])
         scale = np.concatenate([p[4] for p in rows])
         groups = [np.concatenate([p[3][g] for p in rows], axis=1) for g in range(len(rows[0][3]))]
-        misfit = _hull_misfit(base, groups, value, scale)
+        misfit, mark_here = _hull_misfit(base, groups, value, scale), marked
+        if misfit is None:  # no fit in float64 (a slope of 1e300): nothing is excused
+            misfit, mark_here = np.ones(value.shape, bool), STATUSES.index("unverified")
         start = 0
         for b, r, *_ in rows:
             status = b.status_map[src]
             bad = misfit[start : start + r.size] & (status[r] == convention)
-            status[r[bad]] = marked
+            status[r[bad]] = mark_here
             start += r.size
             if bad.any():
                 summarize(b, tolerance(b))
@@ -694,9 +697,10 @@ def _boxed(interval: Interval, scale: np.ndarray) -> np.ndarray:
 
 def _hull_misfit(
     base: np.ndarray, groups: list[np.ndarray], value: np.ndarray, scale: np.ndarray
-) -> np.ndarray:
+) -> np.ndarray | None:
     """Per entry, whether the nearest admissible point (base + per group a convex combination
-    of its rows) misses the value by more than twice its tolerance."""
+    of its rows) misses the value by more than twice its tolerance; None where the fit itself
+    overflows float64."""
     from scipy.optimize import nnls
 
     usable = (
@@ -707,11 +711,14 @@ def _hull_misfit(
     misfit = np.zeros(value.shape, bool)
     if not usable.any():
         return misfit
-    columns = np.hstack([g[:, usable].T for g in groups]) / scale[usable, None]
-    target = (value[usable] - base[usable]) / scale[usable]
-    weight = 1e3 * max(
-        1.0, float(np.abs(columns).max(initial=0.0)), float(np.abs(target).max(initial=0.0))
-    )
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        columns = np.hstack([g[:, usable].T for g in groups]) / scale[usable, None]
+        target = (value[usable] - base[usable]) / scale[usable]
+        weight = 1e3 * max(
+            1.0, float(np.abs(columns).max(initial=0.0)), float(np.abs(target).max(initial=0.0))
+        )
+    if not (np.isfinite(columns).all() and np.isfinite(target).all() and math.isfinite(weight)):
+        return None
     sums = np.zeros((len(groups), columns.shape[1]))  # each group's weights sum to 1
     start = 0
     for k, g in enumerate(groups):
@@ -722,7 +729,10 @@ def _hull_misfit(
         np.concatenate([target, np.full(len(groups), weight)]),
         maxiter=50 * columns.shape[1],
     )
-    misfit[usable] = np.abs(columns @ lam - target) > 2.0
+    # nnls solves to about 1e-9 of the system's scale: sides 1e7 tolerances long (leaky_relu's
+    # slope 1e200) missed by more than 2 tolerances on rounding alone, and a FAIL followed
+    slack = 1e-9 * (np.abs(target) + weight)
+    misfit[usable] = np.abs(columns @ lam - target) > 2.0 + slack
     return misfit
 
 

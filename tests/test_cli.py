@@ -241,14 +241,16 @@ def test_graph_of_a_vector_output_against_a_server(server):
 
 
 def test_ops_lists_the_op_table(server):
-    out = crossgrad("ops", "relu", "tanh")
+    out = crossgrad("ops", "relu", "leaky_relu")
     assert out.returncode == 0, out.stderr
-    assert "ReluBackward0" in out.stdout and "TanhBackward0" in out.stdout
+    assert "ReluBackward0" in out.stdout and "LeakyReluBackward0" in out.stdout
+    assert "written as" in out.stdout
     out = crossgrad("ops", "--json", "--server", server.address)
     assert out.returncode == 0, out.stderr
     ops = {op["name"]: op for op in json.loads(out.stdout)}
     assert ops["relu"]["backward_node"] == "ReluBackward0" and ops["relu"]["nonsmooth"]
     assert ops["sum"]["attributes"][0]["name"] == "axis"
+    assert ops["leaky_relu"]["syntax"] == "leaky_relu(x, negative_slope=0.01)"  # how to write it
 
 
 def test_health(server):

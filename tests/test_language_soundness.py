@@ -528,3 +528,27 @@ def test_engine_functional_vjp_and_hessian_of_a_function_ignoring_its_input_are_
     np.testing.assert_array_equal(g.data, expected_g.numpy())
     _, g2 = cg.vjp(lambda v: (cg.tensor(c) * 2, v * v), cg.tensor(x), (np.ones(2), np.ones(2)))
     np.testing.assert_array_equal(g2.data, 2 * x)
+
+
+@pytest.mark.parametrize(
+    ("op", "documented", "written"),
+    [
+        ("rsub", "c - x", "y = 2.0 - x"),
+        ("rpow", "c ** x", "y = 2.0 ** x"),
+        ("pow_tensor", "pow(x, y)", "y = pow(x, w)"),
+        ("pow_tensor", "x ** y", "y = x ** w"),
+        ("pow", "pow(x, c)", "y = pow(x, 3.0)"),
+        ("getitem", "x[index]", "y = x[0:1]"),
+        ("neg", "-x", "y = -x"),
+        ("matmul", "a @ b", "y = x @ w"),
+        ("gt", "x > y", "y = where(x > w, x, w)"),
+    ],
+)
+def test_listops_syntax_says_how_a_program_reaches_each_op(op, documented, written):
+    """ListOps listed pow_tensor, rpow, rsub and getitem, which no call reaches, and pow with an
+    `exponent` attribute that pow(x, exponent=2.0) refused: each op now says how it is written."""
+    from crossgrad.server.language import syntax
+
+    assert documented in syntax(op), syntax(op)
+    program = parse(written, {"x": ((2,), "float64"), "w": ((2,), "float64")})
+    assert op in [n.op for n in program.nodes]

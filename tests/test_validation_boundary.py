@@ -112,7 +112,10 @@ def test_limits_of_the_text_say_where():
     assert (error.pos.line, error.pos.col) == (2, 69)
     chain = "z = sum(x)\ny = sum(" + " + ".join(["x"] * 20000) + ")"  # as deep as it is long
     error = refused(request(program=chain), "program", "nested too deeply to parse")
-    assert error.pos.line == 2 and "19999 operators" in error.message
+    assert error.pos.line == 2 and "20000 operators and brackets" in error.message  # + and (
+    nots = "z = sum(x)\ny = " + "not " * 20000 + "x"  # "this line has 0 operators", before
+    error = refused(request(program=nots), "program", "nested too deeply to parse")
+    assert "20000 operators and brackets" in error.message
 
 
 def test_a_cotangent_for_an_output_that_does_not_exist_is_refused():
@@ -224,7 +227,7 @@ LIMITS = Limits(max_input_elements=10, max_total_elements=12, max_statements=3, 
             "more than 12 elements in all",
         ),
         ({"program": "a = x\nb = a\nc = b\ny = sum(c * w)"}, "program", "4 statements; the limit is 3"),
-        ({"program": "y = sum(x * w + x * w + x * w + x * w)"}, "program", "more than 8 operations"),
+        ({"program": "y = sum(x * w + x * w + x * w + x * w)"}, "program", "more than 8 inputs and"),
         ({"program": "y = sum(x ** 2000 * w)"}, "program", "the limit of |exponent| is 1024"),
         ({"program": "y = sum(x * w)" + " " * 100_001}, "program", "the limit is 100000"),
         (
@@ -282,3 +285,79 @@ def test_describe_graph_validates_the_same_way():
         describe_graph(req)
     dag, outputs = describe_graph(request())
     assert outputs["y"] == 11.0 and {leaf.name for leaf in dag.leaves} == {"x", "w"}
+
+
+# ---------------------------------------------------------------- found by fuzzing the service
+
+
+@pytest.mark.parametrize(
+    ("program", "words"),
+    [
+        # shape rules handed an int or None where they wanted a tuple: INTERNAL errors before
+        ("y = sum(pad(x, 1))", "pad: pad (1,) needs pairs"),
+        ("y = sum(unsqueeze(x, None))", "unsqueeze: attribute axis must be an int, got 'None'"),
+        # max over several axes: the call was OK and its verdict ERROR (the engine raised)
+        ("y = sum(max(x, axis=(0,)))", "max: attribute axis must be an int, got '(0,)'"),
+    ],
+)
+def test_attributes_of_the_wrong_form_are_refused_with_line_and_column(program, words):
+    error = refused(request(program=program), "program", words)
+    assert error.pos is not None and error.pos.line == 1
+
+
+def test_permute_of_one_axis_takes_an_int_as_the_engine_does():
+    assert check(request(program="y = sum(permute(x, 0) * w)")).verdict is Verdict.PASS
+
+
+def test_a_nul_character_is_located():
+    error = refused(request(program="y = sum(x)\nz = \x00"), "program", "NUL character")
+    assert (error.pos.line, error.pos.col) == (2, 5)
+
+
+def test_finite_differences_over_no_entry_are_refused():
+    budget = Budget(fd_max_entries=0, fd_sample_entries=0)  # they raised inside the check
+    refused(request(budget=budget), "budget.fd_sample_entries", "from 1 to")
+
+
+@pytest.mark.parametrize(
+    ("samples", "field", "words"),
+    [
+        (SamplePoints(count=2, distribution="cauchy"), "samples.distribution", "not 'cauchy'"),
+        (SamplePoints(count=2, low=3.0, high=1.0), "samples.low", "low 3 is above high 1"),
+        (SamplePoints(count=2, low=float("nan")), "samples.low", "must be a finite number, got nan"),
+    ],
+)
+def test_sample_ranges_say_what_is_wrong(samples, field, words):
+    refused(request(samples=samples), field, words)
+
+
+def test_a_float32_value_too_large_is_not_called_infinite():
+    inputs = [InputSpec("x", [1e300, 1.0], dtype="float32"), InputSpec("w", [3.0, 4.0])]
+    refused(request(inputs=inputs), "inputs[x]", "values too large for float32")
+
+
+def test_claims_as_messages_say_what_is_missing_and_keep_their_pairs_apart():
+    from crossgrad.server.transport import convert
+    from crossgrad.v1 import verifier_pb2 as pb
+
+    msg = pb.VerifyRequest(program="y = sum(x)", claimed_vjp=[pb.ClaimedGradient(input="x")])
+    with pytest.raises(RequestError, match=re.escape("give a gradient, or none: true")):  # "shape (0,)"
+        convert.check_request(msg, Limits(), 30.0)
+    # ("Q/a", "") and ("Q", "a/") were one key, "Q/a/", and "given twice"
+    pairs = [
+        pb.ClaimedJacobian(output="Q/a", input="", none=True),
+        pb.ClaimedJacobian(output="Q", input="a/", none=True),
+    ]
+    request = convert.check_request(
+        pb.VerifyRequest(program="y = sum(x)", claimed_jacobian=pairs), Limits(), 30.0
+    )
+    assert set(request.claimed_jacobian) == {("Q/a", ""), ("Q", "a/")}
+
+
+def test_describe_graph_names_the_stage_its_time_ran_out_in():
+    """DescribeGraph out of time said "ran out in the first stage" (ErrorInfo stage '')."""
+    from crossgrad.server import deadline
+
+    with pytest.raises(deadline.OutOfTime) as info, deadline.budget(1e-9):
+        describe_graph(request())
+    assert info.value.stage in ("parse", "engine")

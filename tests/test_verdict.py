@@ -917,3 +917,16 @@ def test_a_rule_one_percent_off_is_not_excused_by_float64_noise_a_tenth_of_that(
     with scaled_vjp("tanh", 1.01):
         report = run("y = sum(1e13 * sin(x) - 1e13 * sin(x) + tanh(x))", x=[0.3, 0.8])
     assert report.verdict is Verdict.UNVERIFIED, report.summary
+
+
+@pytest.mark.parametrize(("slope", "verdict"), [(1e300, Verdict.UNVERIFIED), (1e200, None)])
+def test_a_huge_slope_at_a_kink_is_no_internal_error_nor_a_false_fail(slope, verdict):
+    """leaky_relu's slope 1e300 at 0 with JAX and finite differences: the hull fit met inf
+    (an INTERNAL error from scipy); 1e200: its rounding missed the engine's own convention (a
+    FAIL of torch's slope)."""
+    report = check(
+        CheckRequest(
+            f"y = sum(leaky_relu(a, {slope}))", [InputSpec("a", [0.0])], references=("jax", "fd")
+        )
+    )
+    assert report.verdict is (verdict or Verdict.PASS_WITH_CONVENTION_DIFFERENCES), report.summary

@@ -24,7 +24,7 @@ from ..compare import Block, SourceValues
 from ..deadline import Cancelled, OutOfTime
 from ..ir import Position
 from ..kinks import CONVENTIONS
-from ..language import LimitError, RequestError
+from ..language import LimitError, RequestError, syntax
 from ..limits import Limits
 from ..model import (
     Budget,
@@ -82,11 +82,13 @@ def _claim(msg: Any, tensor: Any, name: str, field: str, limits: Limits) -> np.n
         if msg.HasField(name):
             raise RequestError(f"{field}: give a {name} or none, not both", field=field)
         return None
+    if not msg.HasField(name):
+        raise RequestError(f"{field}: give a {name}, or none: true for no gradient", field=field)
     return _array(tensor, field, limits)
 
 
-def _unique(names: Iterable[str], field: str) -> None:
-    seen: set[str] = set()
+def _unique(names: Iterable[Any], field: str) -> None:
+    seen: set[Any] = set()
     for name in names:
         if name in seen:
             raise RequestError(f"{field}: {name!r} is given twice", field=field)
@@ -120,7 +122,9 @@ def _samples(s: verifier_pb2.SamplePoints) -> SamplePoints:
         pb.DISTRIBUTION_UNIFORM: "uniform",
     }.get(s.distribution)
     if distribution is None:
-        raise RequestError(f"samples.distribution: unknown value {s.distribution}", field="samples")
+        raise RequestError(
+            f"samples.distribution: unknown value {s.distribution}", field="samples.distribution"
+        )
     default = SamplePoints()
     return SamplePoints(
         count=s.count,
@@ -145,7 +149,7 @@ def check_request(
         c.input: _claim(c, c.gradient, "gradient", f"claimed_vjp[{c.input}]", limits)
         for c in msg.claimed_vjp
     }
-    _unique((f"{c.output}/{c.input}" for c in msg.claimed_jacobian), "claimed_jacobian")
+    _unique(((c.output, c.input) for c in msg.claimed_jacobian), "claimed_jacobian")
     claimed_jacobian = {
         (c.output, c.input): _claim(
             c, c.jacobian, "jacobian", f"claimed_jacobian[{c.output}/{c.input}]", limits
@@ -413,6 +417,7 @@ def ops_message() -> verifier_pb2.ListOpsResponse:
                 differentiable=spec.differentiable,
                 nonsmooth=spec.nonsmooth or "",
                 conventions=CONVENTIONS.get(name, {}),
+                syntax=syntax(name),
             )
         )
     return pb.ListOpsResponse(ops=ops)

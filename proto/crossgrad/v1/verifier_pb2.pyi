@@ -591,7 +591,7 @@ class OpAttribute(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., default: _Optional[str] = ..., required: _Optional[bool] = ...) -> None: ...
 
 class Op(_message.Message):
-    __slots__ = ("name", "operands", "variadic", "attributes", "backward_node", "differentiable", "nonsmooth", "conventions")
+    __slots__ = ("name", "operands", "variadic", "attributes", "backward_node", "differentiable", "nonsmooth", "conventions", "syntax")
     class ConventionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -607,6 +607,7 @@ class Op(_message.Message):
     DIFFERENTIABLE_FIELD_NUMBER: _ClassVar[int]
     NONSMOOTH_FIELD_NUMBER: _ClassVar[int]
     CONVENTIONS_FIELD_NUMBER: _ClassVar[int]
+    SYNTAX_FIELD_NUMBER: _ClassVar[int]
     name: str
     operands: _containers.RepeatedScalarFieldContainer[str]
     variadic: bool
@@ -615,7 +616,8 @@ class Op(_message.Message):
     differentiable: bool
     nonsmooth: str
     conventions: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., operands: _Optional[_Iterable[str]] = ..., variadic: _Optional[bool] = ..., attributes: _Optional[_Iterable[_Union[OpAttribute, _Mapping]]] = ..., backward_node: _Optional[str] = ..., differentiable: _Optional[bool] = ..., nonsmooth: _Optional[str] = ..., conventions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    syntax: str
+    def __init__(self, name: _Optional[str] = ..., operands: _Optional[_Iterable[str]] = ..., variadic: _Optional[bool] = ..., attributes: _Optional[_Iterable[_Union[OpAttribute, _Mapping]]] = ..., backward_node: _Optional[str] = ..., differentiable: _Optional[bool] = ..., nonsmooth: _Optional[str] = ..., conventions: _Optional[_Mapping[str, str]] = ..., syntax: _Optional[str] = ...) -> None: ...
 
 class ListOpsResponse(_message.Message):
     __slots__ = ("ops",)
