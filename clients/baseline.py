@@ -169,6 +169,7 @@ def save(path: str | Path, cases: dict[str, list[dict[str, Any]]]) -> int:
         ]
         lines.append("    ]" + ("," if k < len(merged) - 1 else ""))
     lines += ["  }", "}"]
+    path.parent.mkdir(parents=True, exist_ok=True)  # as --junit does
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tmp.replace(path)  # atomic: a crashed run never leaves half a baseline

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -601,13 +602,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("crossgrad: interrupted", file=sys.stderr)
         return 130
     except (UsageError, CrossgradError) as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, and the same exit code (raising would exit 1: "discrepancies")
+            traceback.print_exc()
         print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
         return USAGE_ERROR
     except Exception as exc:
         if debug:
-            raise
+            traceback.print_exc()
         name = type(exc).__name__
         print(f"{prog}: unexpected {name}: {_one_line(exc)} (--debug: traceback)", file=sys.stderr)
         return USAGE_ERROR

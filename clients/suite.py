@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,8 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         RuntimeError,
         OSError,
     ) as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, and still exit 2 (raising would exit 1)
+            traceback.print_exc()
         print(f"crossgrad check: {exc}", file=sys.stderr)
         if args.junit:
             from . import junit

@@ -177,9 +177,10 @@ def test_an_unreachable_server_exits_2_naming_it():
         assert_one_line_error(out, f"cannot reach a crossgrad server at {address}")
 
 
-def test_debug_shows_the_traceback():
+def test_debug_shows_the_traceback_and_keeps_the_exit_code():
     out = crossgrad("verify", "Q = 3*a**", "a=[2,3]", "--debug")
-    assert out.returncode != 0 and "Traceback" in out.stderr and "CrossgradError" in out.stderr
+    assert "Traceback" in out.stderr and "CrossgradError" in out.stderr
+    assert out.returncode == 2  # an input error; it was 1 ("discrepancies") with --debug
 
 
 # -- graph, ops, health

@@ -181,6 +181,8 @@ def test_updating_a_baseline_from_another_suite_keeps_its_cases_and_says_so(reco
     proc = run([str(other), "--update-baseline", str(copy)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"baseline of 1 case(s) written to {copy}, 2 kept from before" in proc.stdout
+    fresh = tmp_path / "new" / "dir" / "baseline.json"  # its folder made, as --junit makes its
+    assert run([str(other), "--update-baseline", str(fresh)]).returncode == 0 and fresh.exists()
     assert set(json.loads(copy.read_text())["cases"]) == {
         "small::tanh layer",
         "small::polynomial",
