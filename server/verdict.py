@@ -305,9 +305,21 @@ def kink_intervals(
     # The sides are one-sided limits only if the step is small enough for the program: a factor
     # that changes over the step (exp(1e9 * relu(y)) * x: d/dx is 1 at the kink, e one step off)
     # would widen an entry's range to excuse wrong values. Half the step must give the same range.
-    for key, half in intervals_at(0.5).items():
-        if not _same_range(intervals[key], half, tolerance(key)):
-            intervals[key].complete = intervals[key].bounds = False
+    # Unless the sides move in proportion to the step, as they do where the function is smooth
+    # across the kink (relu(x) ** 2: 2 * step off 0): then their limit at the kink is the range
+    # (a correct 0 was unverified).
+    halves = intervals_at(0.5)
+    moving = [
+        key for key, half in halves.items() if not _same_range(intervals[key], half, tolerance(key))
+    ]
+    quarters = intervals_at(0.25) if moving else {}
+    for key in moving:
+        full = intervals[key]
+        limit = _limit(full, halves[key], quarters[key], tolerance(key))
+        if limit is None:
+            full.complete = full.bounds = False
+        else:
+            full.low, full.high, full.reached, full.base, full.sides = limit
     # A kink where the value jumps (where(x > 1, x, 2x) at 1): the derivative at the point is
     # its branch's, and nothing between the sides' derivatives is one of a jump (1.5 passed as
     # a convention). Stepping off, such a value changes as much at half the step.
@@ -448,6 +460,25 @@ def _interval(
     return Interval(
         low.reshape(shape), high.reshape(shape), reached.reshape(shape), complete, complete, base=base
     )
+
+
+def _limit(full: Interval, half: Interval, quarter: Interval, tol: Tolerance) -> tuple[Any, ...] | None:
+    """The range at the kink itself where the sides' derivatives move in proportion to the step
+    (their change halves with the step: Richardson's limit from the half and the quarter step);
+    None where they do not (exp(1e9 relu(z)) is e, e^0.5 and e^0.25 off z = 0: no limit)."""
+    if not all(np.isfinite(iv.low).all() and np.isfinite(iv.high).all() for iv in (full, half, quarter)):
+        return None
+    assert full.sides is not None and half.sides is not None and quarter.sides is not None
+    triples = [(full.base, half.base, quarter.base), *zip(full.sides, half.sides, quarter.sides)]
+    with np.errstate(invalid="ignore", over="ignore"):
+        for f, h, q in triples:
+            first, second = f - h, h - q
+            if not np.all(np.abs(first - 2 * second) <= 0.1 * np.abs(first) + tol.atol):
+                return None
+        base = 2 * quarter.base - half.base
+        sides = [2 * q - h for h, q in zip(half.sides, quarter.sides)]
+    limit = _interval(base, sides, None, full.low.shape, tol, full.complete)
+    return limit.low, limit.high, limit.reached, base, sides
 
 
 def _same_range(a: Interval, b: Interval, tol: Tolerance) -> bool:

@@ -950,3 +950,14 @@ def test_float32_rounding_excuses_only_the_entries_it_reaches():
     with scaled_vjp("sin", 1 + 5e-5):
         report = check(request)
     assert report.verdict is Verdict.UNVERIFIED, report.summary
+
+
+def test_a_kink_the_function_is_smooth_across_is_judged_by_the_limit_of_its_sides():
+    """relu(x) ** 2 at 0: the sides' derivatives are 0 and 2 * step, half of that at half the
+    step: the range moved with the step and the kink's range was called unknown, so a correct 0
+    was unverified (a zero padding row with relu(W @ x) ** 2). Richardson's limit is [0, 0]."""
+    assert run("y = sum(relu(x) ** 2)", x=[0.0, 1.0]).verdict is Verdict.PASS
+    report = run("y = sum(relu(x) ** 2)", claimed={"x": [1e-3, 2.0]}, x=[0.0, 1.0])
+    assert report.verdict is Verdict.FAIL, report.summary
+    W = np.random.default_rng(0).normal(size=(2, 2))
+    assert run("y = sum(relu(W @ x) ** 2)", W=W, x=[0.0, 0.0]).verdict is Verdict.PASS
