@@ -583,7 +583,7 @@ _SPECS = [
     OpSpec(
         "masked_fill",
         2,
-        (Attr("value", "float", 0.0),),
+        (Attr("value", "float", 0.0, infinite=True),),  # -inf: an attention mask
         _masked_fill,
         "MaskedFillBackward0",
         operands=("x", "mask"),

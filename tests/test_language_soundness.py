@@ -552,3 +552,26 @@ def test_listops_syntax_says_how_a_program_reaches_each_op(op, documented, writt
     assert documented in syntax(op), syntax(op)
     program = parse(written, {"x": ((2,), "float64"), "w": ((2,), "float64")})
     assert op in [n.op for n in program.nodes]
+
+
+def test_an_attention_mask_of_minus_inf_is_checked_by_jax():
+    """masked_fill(s, mask, -inf), torch's attention idiom, was refused (attributes had to be
+    finite). sympy's -oo absorbs the terms it meets (-oo + x has derivative 0), so sympy steps
+    aside with that reason and JAX (confirmed by finite differences) judges."""
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(3, 4)) for _ in range(3))
+    causal = np.triu(np.ones((3, 3)), 1)
+    source = (
+        "s = masked_fill((q @ transpose(k, 0, 1)) / 2.0, M > 0.5, -inf)\n"
+        "y = sum(softmax(s, axis=-1) @ v)"
+    )
+    specs = [
+        InputSpec("q", q),
+        InputSpec("k", k),
+        InputSpec("v", v),
+        InputSpec("M", causal, requires_grad=False),
+    ]
+    report = check(CheckRequest(source, specs, checks=("vjp", "jacobian")))
+    assert report.verdict is Verdict.PASS, report.summary
+    assert "sympy's infinity absorbs the terms it meets" in report.references["sympy"].note
+    assert report.references["jax"].ran and report.references["fd"].ran

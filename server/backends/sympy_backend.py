@@ -237,6 +237,11 @@ def _number(v: Any) -> Any:
         return sp.true if v else sp.false
     if isinstance(v, int):
         return sp.Integer(v)
+    if math.isinf(v):  # masked_fill(s, mask, -inf): sympy's -oo absorbs every term it meets,
+        # and its derivatives are not the limits (-oo + x has derivative 0): JAX judges instead
+        raise SympyUnavailable(
+            "an infinite constant (as masked_fill's -inf): sympy's infinity absorbs the terms it meets"
+        )
     return sp.Float(v, PRECISION_DIGITS) if v != int(v) else sp.Integer(int(v))
 
 
