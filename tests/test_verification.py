@@ -515,3 +515,26 @@ def test_jax_in_process_gives_the_same_sum_every_time():
     command = [sys.executable, "-c", _SAME_SUM_EVERY_TIME]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_sympy_that_ran_out_of_its_share_on_a_program_steps_aside_at_once_next_time():
+    """A 5.5k-parameter MLP spent sympy's whole 10 s share on every check, and was then judged by
+    JAX anyway: the program is remembered with the share it ran out of."""
+    source = "h = tanh(W @ x) * 1.000123\ny = sum(h * h)"  # a program no other test compiles
+    rng = np.random.default_rng(3)
+
+    def sympy_note(seconds):
+        req = CheckRequest(
+            source,
+            [InputSpec("W", rng.normal(size=(6, 6))), InputSpec("x", rng.normal(size=6))],
+            budget=Budget(sympy_seconds=seconds),
+        )
+        report = check(req)
+        assert report.verdict is Verdict.PASS, report.summary
+        return report.references["sympy"]
+
+    first = sympy_note(1e-6)
+    assert not first.ran and "ran out of its time budget" in first.note
+    again = sympy_note(1e-6)
+    assert not again.ran and "it ran out of a 1e-06 s share on this program before" in again.note
+    assert sympy_note(30.0).ran  # more time: tried again

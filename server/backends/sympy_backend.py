@@ -25,6 +25,7 @@ import hashlib
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -995,11 +996,21 @@ def derivatives(
             )
         compiled = session.exact
         if compiled is None:
+            ran_out = _ran_out_key(point, budget)
+            before = _ran_out.get(ran_out)
+            if before is not None and session.seconds <= before:
+                session.failed = (
+                    f"it ran out of a {before:g} s share on this program before (give "
+                    "budget.sympy_seconds more to try again)"
+                )
+                raise SympyUnavailable(session.failed)
             try:
                 compiled = _compile(point, budget, seed, until, session)
             except SympyUnavailable as exc:
                 if session.exact is None and not session.inexact:
                     session.failed = str(exc)  # nothing compiled: no later point will do better
+                if isinstance(exc, OutOfShare) and session.used == 0:  # its whole share: remembered
+                    _remember_ran_out(ran_out, session.seconds)
                 raise
         _budget.deadline = until
         derivs, partly = _evaluate(compiled, point, budget, seed)
@@ -1011,6 +1022,29 @@ def derivatives(
     finally:
         _budget.deadline = math.inf
         session.used += time.monotonic() - start
+
+
+# Programs whose symbolic derivatives did not build within sympy's whole share, with that share:
+# a check of the same program with no more time skips sympy at once (a 5.5k-parameter MLP spent
+# its 10 s on every check, then was judged by JAX anyway).
+_ran_out: OrderedDict[Any, float] = OrderedDict()
+_ran_out_lock = threading.Lock()
+RAN_OUT_MEMORY = 256
+
+
+def _ran_out_key(point: Point, budget: Any) -> Any:
+    return (point.program.cache_key, tuple(point.wrt), point.checks, budget.sympy_max_scalar_ops,
+            budget.sympy_sample_entries, budget.hessian_max_inputs)  # fmt: skip
+
+
+def _remember_ran_out(key: Any, seconds: float) -> None:
+    if not key[0]:  # a program built by hand has no key to know it by
+        return
+    with _ran_out_lock:
+        _ran_out[key] = max(seconds, _ran_out.get(key, 0.0))
+        _ran_out.move_to_end(key)
+        while len(_ran_out) > RAN_OUT_MEMORY:
+            _ran_out.popitem(last=False)
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
