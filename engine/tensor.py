@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -347,16 +348,16 @@ class Tensor:
         return self
 
     def __iadd__(self, other: Any) -> Tensor:
-        return self._inplace(other, np.add, lambda a, b: a + b)
+        return self._inplace(other, np.add, operator.add)
 
     def __isub__(self, other: Any) -> Tensor:
-        return self._inplace(other, np.subtract, lambda a, b: a - b)
+        return self._inplace(other, np.subtract, operator.sub)
 
     def __imul__(self, other: Any) -> Tensor:
-        return self._inplace(other, np.multiply, lambda a, b: a * b)
+        return self._inplace(other, np.multiply, operator.mul)
 
     def __itruediv__(self, other: Any) -> Tensor:
-        return self._inplace(other, np.divide, lambda a, b: a / b)
+        return self._inplace(other, np.divide, operator.truediv)
 
     add_ = __iadd__
     sub_ = __isub__

@@ -876,30 +876,34 @@ def _check(
             excuse, rounded = floats
             return _judge(label, its, evaluate, nd, sides, excuse, rounded, ref, n, second_order)
 
+        def first_order(
+            label: str,
+            cots: list[Any],
+            cots64: list[Any],
+            exact: Any,
+            n: Any = None,
+            diff: list[int] = diff,
+        ) -> None:
+            """The engine's VJP with the cotangents cots, judged against exact(operands)."""
+            try:
+                got = _engine_first(nd, diff, cots)
+                f = judge(label, items(got), lambda xs, sel=sel: sel(exact(xs)), in_float(cots64), n)
+                found(label, f)
+            except _RuleRaised as exc:
+                found(label, _Finding(label, f"the engine raised {exc}", math.inf))
+
         # (a) first order, one random cotangent
-        label = f"first order{tag}"
-        try:
-            got = _engine_first(nd, diff, cot)
-            f = judge(label, items(got), lambda xs, sel=sel: sel(first(xs)), in_float(cot64), counting)
-            found(label, f)
-        except _RuleRaised as exc:
-            found(label, _Finding(label, f"the engine raised {exc}", math.inf))
+        first_order(f"first order{tag}", cot, cot64, first, counting)
         # (a') the cotangent the request gave it: a rule wrong for that one alone (a fast path
         # for all ones) passed every seeded check
         if received is not None and not tag:
-            label = "the request's own cotangent"
             given = [
                 np.zeros(s, d) if g is None else np.asarray(g, d)
                 for g, s, d in zip(received, shapes, dtypes)
             ]
             given64 = [np.asarray(g, np.float64) for g in given]
             exact = memoized("received", lambda xs, c=given64: ref.first(xs, c))
-            try:
-                got = _engine_first(nd, diff, given)
-                f = judge(label, items(got), lambda xs, sel=sel, e=exact: sel(e(xs)), in_float(given64))
-                found(label, f)
-            except _RuleRaised as exc:
-                found(label, _Finding(label, f"the engine raised {exc}", math.inf))
+            first_order("the request's own cotangent", given, given64, exact)
         # (b) several cotangents at once, as a Jacobian pushes them, row by row
         label = f"{BATCH_COTANGENTS} batched cotangents{tag}"
         try:

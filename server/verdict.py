@@ -309,11 +309,11 @@ def kink_intervals(
     # across the kink (relu(x) ** 2: 2 * step off 0): then their limit at the kink is the range
     # (a correct 0 was unverified).
     halves = intervals_at(0.5)
-    moving = [
+    step_dependent = [
         key for key, half in halves.items() if not _same_range(intervals[key], half, tolerance(key))
     ]
-    quarters = intervals_at(0.25) if moving else {}
-    for key in moving:
+    quarters = intervals_at(0.25) if step_dependent else {}
+    for key in step_dependent:
         full = intervals[key]
         limit = _limit(full, halves[key], quarters[key], tolerance(key))
         if limit is None:
@@ -329,7 +329,8 @@ def kink_intervals(
         iv.jump = np.logical_or.reduce(
             [m.any(axis=0) for m, j in zip(moved, jumps) if j] + [np.zeros(iv.low.size, bool)]
         ).reshape(iv.low.shape)
-    how = f"JAX just off each kink: {len(groups)} group(s), {_runs(groups)} evaluation(s)"
+    runs = _runs(groups, steps=3 if quarters else 2)
+    how = f"JAX just off each kink: {len(groups)} group(s), {runs} evaluation(s)"
     return intervals, how
 
 
@@ -368,10 +369,11 @@ def _shifts(
     return shifts
 
 
-def _runs(groups: list[Any]) -> int:
+def _runs(groups: list[Any], steps: int = 2) -> int:
     """Evaluations around the kinks: every group on its first side, then each other side of
-    each group, at the step and at half of it; and the point itself."""
-    return 2 * (1 + sum(len(g) - 1 for _, g in groups)) + 1
+    each group, at the step and at half of it (and at a quarter, where the range moved with
+    the step); and the point itself."""
+    return steps * (1 + sum(len(g) - 1 for _, g in groups)) + 1
 
 
 def _kinked_rows(
@@ -1031,32 +1033,31 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
         return who.get(tuple(wrong), "wrong values")
     if verdict is Verdict.UNVERIFIED:
         count = sum(c.get("unverified", 0) for b in blocks for c in b.counts.values())
-        unsettled = sum(b.unsettled for b in blocks)
-        unchecked = sum(b.judged_by.get("none", 0) for b in blocks)
-        alone = "finite differences disagree, or its inf or nan stands alone"
-        why = [f"{unsettled} where JAX is unconfirmed ({alone})"] if unsettled else []
-        why += [f"{unchecked} that no reference checked"] if unchecked else []
-        undefined = sum(b.undefined for b in blocks)
-        why += [f"{undefined} where the exact value is nan (not defined there)"] if undefined else []
-        isolated = sum(b.isolated for b in blocks)
-        if isolated:
-            why.append(
-                f"{isolated} where the derivative at the point differs from the one on every side "
-                "(a value of the point's alone: a where condition like x == 0, sign, floor)"
-            )
-        jumped = sum(b.jumped for b in blocks)
-        if jumped:
-            why.append(
-                f"{jumped} at a kink where the value jumps, other than the derivative at the "
-                "point (a where branch's): no derivative of a jump, or a tie taken the other way"
-            )
-        loose = sum(b.loose for b in blocks)
-        if loose:
-            why.append(
-                f"{loose} that only finite differences checked (neither sympy nor JAX), agreeing "
-                "with them: they can agree with a wrong value (a step that aliases the function, "
-                "a kink within it)"
-            )
+        reasons = (
+            (
+                sum(b.unsettled for b in blocks),
+                "where JAX is unconfirmed (finite differences disagree, or its inf or nan stands alone)",
+            ),
+            (sum(b.judged_by.get("none", 0) for b in blocks), "that no reference checked"),
+            (sum(b.undefined for b in blocks), "where the exact value is nan (not defined there)"),
+            (
+                sum(b.isolated for b in blocks),
+                "where the derivative at the point differs from the one on every side (a value "
+                "of the point's alone: a where condition like x == 0, sign, floor)",
+            ),
+            (
+                sum(b.jumped for b in blocks),
+                "at a kink where the value jumps, other than the derivative at the point (a "
+                "where branch's): no derivative of a jump, or a tie taken the other way",
+            ),
+            (
+                sum(b.loose for b in blocks),
+                "that only finite differences checked (neither sympy nor JAX), agreeing with "
+                "them: they can agree with a wrong value (a step that aliases the function, a "
+                "kink within it)",
+            ),
+        )
+        why = [f"{n} {text}" for n, text in reasons if n]
         why = why or ["at kinks whose one-sided derivatives could not all be found, where "
                       "rounding noise is larger than the values, further off than the exact "
                       "formula rounded in that precision but within what a less accurate "
