@@ -170,8 +170,10 @@ def test_a_server_that_cannot_be_reached_fails_every_check_with_one_reason(pytes
     the example suite and two fixture tests before; now under a second)."""
     _project(pytester)
     nothing_there = unused_address()
+    # -rN: no short summary, whose lines repeat each reason in full where CI is set in the
+    # environment (pytest truncates them to the terminal's width only outside CI).
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", f"--crossgrad-server={nothing_there}"
+        "-p", "no:cacheprovider", "-rN", f"--crossgrad-server={nothing_there}"
     )
     n_fixture_tests = FIXTURE_TESTS.count("def test_")
     result.assert_outcomes(failed=N_EXAMPLES, errors=n_fixture_tests)
