@@ -903,7 +903,7 @@ def _check(
             ]
             given64 = [np.asarray(g, np.float64) for g in given]
             exact = memoized("received", lambda xs, c=given64: ref.first(xs, c))
-            first_order("the request's own cotangent", given, given64, exact)
+            first_order("the cotangent it received in the request", given, given64, exact)
         # (b) several cotangents at once, as a Jacobian pushes them, row by row
         label = f"{BATCH_COTANGENTS} batched cotangents{tag}"
         try:
@@ -1186,7 +1186,7 @@ def _describe(s: _Stats) -> str:
     text = (
         f"each of {nodes} checked alone at its saved operands: first order"
         + (
-            f" (a random cotangent, and for {s.with_received} the one the request's VJP gave it)"
+            f" (a random cotangent, and for {s.with_received} the one it received in the request's backward pass)"
             if s.with_received
             else ""
         )

@@ -182,7 +182,7 @@ def _check_point(
             culprits: list[Blame] = []
             if run is not None and request.blame:  # a rule that broke backward (a wrong shape)
                 with timer.stage("blame"):
-                    culprits = _blame(program, run, request, point)
+                    culprits = _blame(program, run, request, point, [])
                 summary += "".join(f"; blame: {c.node_name} at {c.position}" for c in culprits)
             return PointReport(k, values, [], [], culprits, Verdict.ERROR, summary), None, {}
     if k == 0 and prepared.claimed is not None:
@@ -268,7 +268,7 @@ def _check_point(
     culprits = []
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks):
         with timer.stage("blame"):
-            culprits = _blame(program, run, request, point)
+            culprits = _blame(program, run, request, point, blocks)
     summary = _point_summary(verdict, blocks, kinks, culprits, numerical)
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks) and not culprits:
         summary += (
@@ -281,10 +281,21 @@ def _check_point(
     return report, run, derivs["engine"].values
 
 
-def _blame(program: Program, run: engine_backend.EngineRun, request: CheckRequest, point: Point) -> Any:
+def _blame(
+    program: Program,
+    run: engine_backend.EngineRun,
+    request: CheckRequest,
+    point: Point,
+    blocks: list[Block],
+) -> Any:
     """Every node whose own rule is wrong (blame.Culprits: a list with the checks made), also
-    with the cotangent each received in the request's VJP (a rule wrong for all ones alone)."""
-    received = engine_backend.received_cotangents(run, point) if "vjp" in point.checks else {}
+    with the cotangent each received in the request's VJP (a rule wrong for all ones alone), or,
+    for a Jacobian without a VJP, in the backward pass of the first row the engine got wrong (a
+    rule wrong only for one-hot cotangents)."""
+    cotangents = point.cotangents if "vjp" in point.checks else _failing_row(point, blocks)
+    received = (
+        engine_backend.received_cotangents(run, point, cotangents) if cotangents is not None else {}
+    )
     return blame_mod.find_culprits(
         list(program.nodes),
         run.values,
@@ -377,6 +388,23 @@ def _judge_no_gradient_claim(block: Block, claimed: Derivatives, tol: Tolerance)
     status = block.status_map["claimed"]
     status[:] = STATUSES.index("pass") if block.unused else STATUSES.index("fail")
     summarize(block, tol)
+
+
+def _failing_row(point: Point, blocks: list[Block]) -> list[np.ndarray] | None:
+    """The cotangents (one per output) of the first Jacobian row where the engine fails: one-hot
+    at that output entry. None where no Jacobian entry of the engine fails."""
+    fail = STATUSES.index("fail")
+    for b in blocks:
+        status = b.status_map.get("engine")
+        if b.quantity != "jacobian" or status is None or not (status == fail).any():
+            continue
+        names = list(point.program.output_names)
+        out_shape = b.shape[: len(b.shape) - len(point.shape(b.input))]
+        entry = np.unravel_index(int(np.argmax(status == fail)), b.shape)[: len(out_shape)]
+        cotangents = [np.zeros_like(c, dtype=np.float64) for c in point.cotangents]
+        cotangents[names.index(b.output)][entry] = 1.0
+        return cotangents
+    return None
 
 
 def _engine_fails(blocks: list[Block]) -> bool:

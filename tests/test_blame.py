@@ -109,7 +109,25 @@ def test_a_rule_wrong_only_for_the_cotangent_it_received_is_blamed():
         )
     assert report.verdict is Verdict.FAIL
     b = only(report.points[0].blame, "sin", "SinBackward0", 1, 5)
-    assert b.detail.startswith("the request's own cotangent: gradient of operand 0 (x)")
+    assert b.detail.startswith("the cotangent it received in the request: gradient of operand 0 (x)")
+
+
+def test_a_rule_wrong_only_for_one_hot_cotangents_is_blamed_from_a_jacobian():
+    """Without a VJP in the request, the cotangents a node received are those of the first
+    Jacobian row the engine got wrong: a rule wrong only for one-hot rows (a Jacobian's) was
+    caught and not blamed."""
+
+    def one_hot(B, node, g):
+        d = data(g)
+        return bool(np.all((d == 0) | (d == 1)) and np.all((d != 0).sum(axis=-1) == 1))
+
+    with rule("sin", off_when(one_hot)):
+        report = check(
+            CheckRequest("y = sin(x)", [InputSpec("x", [0.3, 0.7, 1.2])], checks=("jacobian",))
+        )
+    assert report.verdict is Verdict.FAIL
+    b = only(report.points[0].blame, "sin", "SinBackward0", 1, 5)
+    assert b.detail.startswith("the cotangent it received in the request: gradient of operand 0 (x)")
 
 
 def test_a_rule_wrong_only_under_create_graph_is_blamed():

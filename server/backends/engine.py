@@ -242,10 +242,14 @@ def derivatives(engine_run: EngineRun, point: Point) -> Derivatives:
     return d
 
 
-def received_cotangents(engine_run: EngineRun, point: Point) -> dict[int, list[np.ndarray | None]]:
-    """The cotangent each op of the program received in the engine's VJP of the request, per
-    output of the op (None where none flowed): what its rule was given. Empty where the VJP has
-    nothing to differentiate, or the engine raised (blame goes on without it)."""
+def received_cotangents(
+    engine_run: EngineRun, point: Point, cotangents: list[np.ndarray] | None = None
+) -> dict[int, list[np.ndarray | None]]:
+    """The cotangent each op of the program received in the engine's VJP of the request (or of
+    `cotangents`, one per output), per output of the op (None where none flowed): what its rule
+    was given. Empty where the VJP has nothing to differentiate, or the engine raised (blame goes
+    on without it)."""
+    cotangents = point.cotangents if cotangents is None else cotangents
     outs = engine_run.outputs
     live = [k for k, o in enumerate(outs) if o.requires_grad]
     leaves = [engine_run.leaves[n] for n in point.wrt]
@@ -267,7 +271,7 @@ def received_cotangents(engine_run: EngineRun, point: Point) -> dict[int, list[n
         cg.grad(
             [outs[k] for k in live],
             leaves,
-            [cg.tensor(point.cotangents[k]) for k in live],
+            [cg.tensor(cotangents[k]) for k in live],
             retain_graph=True,
             allow_unused=True,
         )
