@@ -1186,7 +1186,7 @@ def _describe(s: _Stats) -> str:
     text = (
         f"each of {nodes} checked alone at its saved operands: first order"
         + (
-            f" (a random cotangent, and for {s.with_received} the one it received in the request's backward pass)"
+            f" (a random cotangent, and for {s.with_received} the one it received in the request)"
             if s.with_received
             else ""
         )
