@@ -125,14 +125,17 @@ class OpImpl:
     vjp(B, node, g, saved) returns one gradient per operand (None where not needed), computed with the
     array namespace B: numpy for a plain backward, the engine's own ops under create_graph so that the
     result is differentiable again. `g` carries any number of leading batch dimensions.
-    save: which operands the VJP needs: "all", "none" or "other" (operand i's gradient needs the
-    other operands, as in mul and matmul). save_output: the VJP needs the result.
+    save: which operands the VJP needs: "all", "none", "other" (operand i's gradient needs the
+    other operands, as in mul and matmul), "divisor" (div: the divisor, and the dividend for the
+    divisor's gradient) or a tuple of operand positions (where's condition, masked_fill's mask).
+    As torch, nothing more is saved: an operand changed in place after the op is no error where
+    its gradient does not read it. save_output: the VJP needs the result.
     """
 
     spec: OpSpec
     forward: Callable[..., Any]
     vjp: Callable[..., tuple[Any, ...]] | None
-    save: str = "all"
+    save: str | tuple[int, ...] = "all"
     save_output: bool = False
     n_outputs: int = 1  # > 1 for ops returning several tensors (split); 0: as many as forward returns
 

@@ -58,6 +58,34 @@ def _unbiased_as_correction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tu
     return args
 
 
+def _norm_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Tensor.norm(p, dim, keepdim): p= is ord ("fro" is 2 over a tensor's entries), and dim=()
+    is every dimension, as for the other reductions."""
+    if "p" in kwargs:
+        kwargs["ord"] = kwargs.pop("p")
+    if kwargs.get("ord") == "fro":
+        kwargs["ord"] = 2.0
+    if args and isinstance(args[0], str) and args[0] == "fro":
+        args = (2.0, *args[1:])
+    if isinstance(kwargs.get("axis"), (tuple, list)) and not kwargs["axis"]:
+        kwargs["axis"] = None
+    if len(args) > 1 and isinstance(args[1], (tuple, list)) and not args[1]:
+        args = (args[0], None, *args[2:])
+    return args
+
+
+def _one_dim_at_least(name: str) -> Any:
+    """prod and logsumexp take no dim=() (torch refuses it; numpy's axis=() reduces nothing)."""
+
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        dims = args[0] if args else kwargs.get("axis")
+        if isinstance(dims, (tuple, list)) and not dims:
+            raise TypeError(f"{name}(): dim=() names no dimension: give one, or none for all")
+        return args
+
+    return check
+
+
 def _shape_args(args: tuple[Any, ...]) -> Any:
     return args[0] if len(args) == 1 and not isinstance(args[0], int) else args
 
@@ -76,6 +104,9 @@ for _name in _PLAIN:
     _fn = getattr(ops, _name)
     # Ops without attributes need no translation of torch's keyword spellings: bind them directly.
     setattr(Tensor, _name, _fn if _name in _ELEMENTWISE else _method(_fn, _name in _REDUCTIONS))
+Tensor.norm = _method(ops.norm, torch_args=_norm_args)
+Tensor.prod = _method(ops.prod, torch_args=_one_dim_at_least("prod"))
+Tensor.logsumexp = _method(ops.logsumexp, torch_args=_one_dim_at_least("logsumexp"))
 
 
 def _reshape(self: Tensor, *shape: Any) -> Tensor:

@@ -111,8 +111,12 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
         saved = [None] * len(operands)
     elif save == "all":
         saved = list(operands)
-    else:  # "other" (binary ops): keep an operand only if the other one needs its gradient
+    elif save == "other":  # binary ops: keep an operand only if the other one needs its gradient
         saved = [operands[0] if needs[1] else None, operands[1] if needs[0] else None]
+    elif save == "divisor":  # x / y: y for either gradient, x only for y's
+        saved = [operands[0] if needs[1] else None, operands[1]]
+    else:  # the operands at these positions (a condition, a mask)
+        saved = [x if k in save else None for k, x in enumerate(operands)]
     # Tensors must be unpacked for a plain backward. Whatever was saved is freed after it, numbers
     # too: as in torch, a second backward through a node that saved something is an error.
     has_tensors = False
@@ -168,11 +172,12 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
         node._in_meta = _number_metas_get(key) or _share(_NUMBER_METAS, key, (key, _NUMBER_META))
         # "other": the number is kept for x's gradient; x itself only for the number's, not needed
         c = operands[1]
-        node._saved = (x, c, result) if save == "all" else (None, c if save == "other" else None, result)
+        kept = c if save in ("other", "divisor") else None
+        node._saved = (x, c, result) if save == "all" else (None, kept, result)
     node._versions = _saved_versions(node._saved) if _versions else None
     keeps_x = save == "all"
     node._has_tensors = keeps_x
-    node._saves_values = keeps_x or result is not None or (save == "other" and not unary)
+    node._saves_values = keeps_x or result is not None or (save in ("other", "divisor") and not unary)
     key = (out.shape, out.dtype)
     node._out_meta = _metas_get(key) or _share(_METAS, key, (key,))
     t = _new(Tensor)  # Tensor._make, inlined: this is the hot path of every operation

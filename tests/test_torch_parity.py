@@ -240,7 +240,69 @@ def max_and_min_along_a_dim_return_values_and_indices(L):
 
 def reductions_over_no_dims_reduce_over_all(L):
     x = _tensor(L, [[1.0, 2.0], [3.0, 5.0]])
-    return [x.sum(dim=()), x.mean(()), x.amax(dim=[]), x.var(dim=()), x.std(())]
+    return [
+        x.sum(dim=()),
+        x.mean(()),
+        x.amax(dim=[]),
+        x.var(dim=()),
+        x.std(()),
+        x.norm(dim=()),
+        x.norm(2, ()),
+        x.norm(p=1),
+        x.norm("fro"),
+    ]
+
+
+def prod_over_no_dims_is_refused(L):
+    return _tensor(L, [1.0, 2.0]).prod(dim=())
+
+
+prod_over_no_dims_is_refused.words = "prod()"
+
+
+def a_number_over_an_integer_tensor_is_a_true_quotient(L):
+    n = torch.tensor([2, 4]) if L is torch else L.tensor(np.array([2, 4]))
+    w = _tensor(L, [1.0, 1.0])
+    (w * (1 / n) + w * (1.5 / n)).sum().backward()
+    return 2 / n, L.reciprocal(n), w.grad
+
+
+def flip_is_a_copy(L):
+    x, p = _tensor(L, [1.0, 2.0, 3.0], False), _tensor(L, [1.0, 2.0, 3.0])
+    w = _tensor(L, [1.0, 1.0, 1.0])
+    y, z = x.flip(0), (w * x.flip(0)).sum()
+    x.add_(10)  # neither y nor z's saved operand changes (no version error at backward)
+    with L.no_grad():
+        p.flip(0).add_(100)  # p does not change
+    z.backward()
+    return y, p, w.grad
+
+
+def an_operand_its_gradient_does_not_read_may_change_in_place(L):
+    """div keeps its dividend only for the divisor's gradient, where and masked_fill only their
+    condition and mask: changed in place after the op, torch gives the gradient, no error."""
+    grads = []
+    for op in (
+        lambda x, c: x / 2,
+        lambda x, c: x / c,
+        lambda x, c: L.where(c > 1, x, c),
+        lambda x, c: x.masked_fill(c.detach() > 1, 0.0),
+    ):
+        x, c = _tensor(L, [1.0, 2.0]), _tensor(L, [3.0, 1.0], False)
+        y = op(x, c)
+        with L.no_grad():
+            x.add_(1)
+        y.sum().backward()
+        grads.append(x.grad)
+    return grads
+
+
+def sign_abs_and_relu_at_nan(L):
+    x = _tensor(L, [float("nan"), 1.0, -2.0, 0.0])
+    (x.abs() * _tensor(L, [0.0, 1.0, 1.0, 1.0], False)).sum().backward()  # sgn(nan) = 0
+    abs_grad, x.grad = x.grad, None
+    L.relu(x).sum().backward()  # relu'(nan) = 1: torch zeroes only where x <= 0
+    return x.detach().sign(), abs_grad, x.grad
 
 
 def masked_fill_with_a_value_that_requires_grad(L):
@@ -310,6 +372,11 @@ CASES = [
     masked_fill_with_a_value_that_requires_grad,
     maximum_and_minimum_select_the_gradient_rather_than_multiply_it,
     binary_cross_entropy_with_logits_at_infinite_logits,
+    prod_over_no_dims_is_refused,
+    a_number_over_an_integer_tensor_is_a_true_quotient,
+    flip_is_a_copy,
+    sign_abs_and_relu_at_nan,
+    an_operand_its_gradient_does_not_read_may_change_in_place,
 ]
 
 

@@ -27,7 +27,7 @@ def define(
     name: str,
     forward: Callable[..., Any],
     vjp: Callable[..., tuple[Any, ...]] | None,
-    save: str = "all",
+    save: str | tuple[int, ...] = "all",
     save_output: bool = False,
     n_outputs: int = 1,
 ) -> OpImpl:

@@ -45,7 +45,7 @@ def _div_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
     return _binary_grads(B, n, g, gx, -gx * x / y if n._needs[1] else None)
 
 
-_DIV = define("div", np.true_divide, _div_vjp)
+_DIV = define("div", np.true_divide, _div_vjp, save="divisor")
 _NEG = define("neg", np.negative, lambda B, n, g, s: (-g,), save="none")
 _RSUB = define("rsub", lambda x, other: other - x, lambda B, n, g, s: (-g,), save="none")
 
@@ -128,14 +128,31 @@ def _unary(name: str, forward: Any, vjp: Any, save: str = "all", save_output: bo
     return op
 
 
-abs = _unary("abs", np.abs, lambda B, n, g, s: (g * B.sign(s[0]),))
+def _sgn(x: Any) -> np.ndarray:
+    """torch's sign: 0 at nan (numpy's is nan)."""
+    sign = np.sign(x)
+    return np.where(np.isnan(sign), 0, sign).astype(sign.dtype) if sign.dtype.kind == "f" else sign
+
+
+def _float(x: np.ndarray) -> np.ndarray:
+    """Integer and boolean values as float64 (a true quotient is never an integer, as torch)."""
+    return x if x.dtype.kind in "fc" else x.astype(np.float64)
+
+
+# abs' gradient is g * sgn(x), torch's: 0 at nan (a nan input with a zero mask gives 0, not nan);
+# sgn is piecewise constant, so it is a constant under create_graph too (as torch records it)
+abs = _unary("abs", np.abs, lambda B, n, g, s: (g * _sgn(data(s[0])),))
 exp = _unary("exp", np.exp, lambda B, n, g, s: (g * s[-1],), "none", True)
 log = _unary("log", np.log, lambda B, n, g, s: (g / s[0],))
 log1p = _unary("log1p", np.log1p, lambda B, n, g, s: (g / (s[0] + 1),))
 expm1 = _unary("expm1", np.expm1, lambda B, n, g, s: (g * (s[-1] + 1),), "none", True)
 sqrt = _unary("sqrt", np.sqrt, lambda B, n, g, s: (g / (2 * s[-1]),), "none", True)
 reciprocal = _unary(
-    "reciprocal", np.reciprocal, lambda B, n, g, s: (-g * (s[-1] * s[-1]),), "none", True
+    "reciprocal",
+    lambda x: np.reciprocal(_float(x)),
+    lambda B, n, g, s: (-g * (s[-1] * s[-1]),),
+    "none",
+    True,
 )
 sin = _unary("sin", np.sin, lambda B, n, g, s: (g * B.cos(s[0]),))
 cos = _unary("cos", np.cos, lambda B, n, g, s: (-g * B.sin(s[0]),))
@@ -146,7 +163,8 @@ sigmoid = _unary("sigmoid", _sigmoid, lambda B, n, g, s: (g * (s[-1] * (1 - s[-1
 relu = _unary(
     "relu",
     lambda x: np.maximum(x, 0),
-    lambda B, n, g, s: (B.where(data(s[-1]) > 0, g, 0.0),),  # relu'(0) = 0 as in torch
+    # relu'(0) = 0 and relu'(nan) = 1, as torch (its threshold_backward zeroes where x <= 0)
+    lambda B, n, g, s: (B.where(data(s[-1]) <= 0, 0.0, g),),
     "none",
     True,
 )
@@ -178,7 +196,7 @@ def _no_grad_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     return (B.zeros_like(g),)
 
 
-sign = _unary("sign", np.sign, _no_grad_vjp, "none")
+sign = _unary("sign", _sgn, _no_grad_vjp, "none")
 floor = _unary("floor", np.floor, _no_grad_vjp, "none")
 round = _unary("round", np.round, _no_grad_vjp, "none")
 

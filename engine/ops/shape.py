@@ -254,7 +254,9 @@ def _flip_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     return (B.flip(g, tuple(a - nd for a in normalize_axes("flip", n._attrs["axis"], nd))),)
 
 
-_FLIP = define("flip", lambda x, axis: np.flip(x, axis), _flip_vjp, "none")
+# a copy, as torch's flip (numpy's is a view: the result would change with its input, and an
+# in-place op on it would change the input)
+_FLIP = define("flip", lambda x, axis: np.flip(x, axis).copy(), _flip_vjp, "none")
 
 
 def flip(x: Any, axis: Any = None) -> Tensor:
@@ -293,7 +295,7 @@ def _where_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
-_WHERE = define("where", np.where, _where_vjp)
+_WHERE = define("where", np.where, _where_vjp, save=(0,))  # the condition alone
 
 
 def where(condition: Any, x: Any, y: Any) -> Tensor:
@@ -309,6 +311,7 @@ _MASKED_FILL = define(
     "masked_fill",
     lambda x, mask, value: np.where(mask, np.asarray(value, x.dtype), x),
     lambda B, n, g, s: (B.where(data(s[1]), 0.0, g), None),
+    save=(1,),  # the mask alone
 )
 
 
