@@ -270,16 +270,6 @@ def kink_intervals(
     # slopes that diverge at the kink: the same sides ten orders of magnitude closer to it
     closer = derivatives({}, 1e-10) if unbounded else None
     intervals = intervals_at(1.0)
-    # A kink can take a value at the point that holds nowhere else (a where condition x == 0,
-    # sign, floor): the derivative there differs from the one on every side, and nothing says
-    # which is right (masked_fill(x, x == 0, 0) * 3 and sign(x) * abs(x) are smooth, but the
-    # point's own value said 0 for each: they passed)
-    at_point = derivatives({}, 0.0)
-    for (quantity, key), iv in intervals.items():
-        here = np.asarray(getattr(at_point, quantity)[key].values, np.float64).reshape(-1)
-        with np.errstate(invalid="ignore"):
-            apart = ~close(here, iv.base, tolerance((quantity, key))) & np.isfinite(iv.base)
-        iv.isolated = (apart & ~iv.reached.reshape(-1)).reshape(iv.reached.shape)
     # Each kinked group is stepped off on its own, as if its sides were independent of the
     # others'. They are not when the inputs cannot move them independently: abs(x) - abs(x) is 0
     # whatever the side, but each abs stepped alone admitted anything in [-2, 2]. Their combined
@@ -320,6 +310,17 @@ def kink_intervals(
             full.complete = full.bounds = False
         else:
             full.low, full.high, full.reached, full.base, full.sides = limit
+    # A kink can take a value at the point that holds nowhere else (a where condition x == 0,
+    # sign, floor): the derivative there differs from the one on every side, and nothing says
+    # which is right (masked_fill(x, x == 0, 0) * 3 and sign(x) * abs(x) are smooth, but the
+    # point's own value said 0 for each: they passed). Compared with the sides' limit where
+    # they move with the step (d/dw of abs(x) * w at x = 0 is 0, and |step| one step off).
+    at_point = derivatives({}, 0.0)
+    for (quantity, key), iv in intervals.items():
+        here = np.asarray(getattr(at_point, quantity)[key].values, np.float64).reshape(-1)
+        with np.errstate(invalid="ignore"):
+            apart = ~close(here, iv.base, tolerance((quantity, key))) & np.isfinite(iv.base)
+        iv.isolated = (apart & ~iv.reached.reshape(-1)).reshape(iv.reached.shape)
     # A kink where the value jumps (where(x > 1, x, 2x) at 1): the derivative at the point is
     # its branch's, and nothing between the sides' derivatives is one of a jump (1.5 passed as
     # a convention). Stepping off, such a value changes as much at half the step.
@@ -565,12 +566,14 @@ def hull_check(
     together (relu(sum(x) - 1) gives every entry the same relu'). For each source under test,
     the nearest admissible derivatives over every entry a kink moves, in every block at once
     (each group's weights >= 0 summing to 1; least squares in units of each entry's tolerance);
-    a convention entry those miss by more than its tolerance fails. Groups whose sides do not
-    span their part (the ball of a norm at zero or of a std of equal entries) are left out, with
-    the entries they move: another kink's entries are still tested (amax(x) + norm(z) at ties
-    and zeros). Then every group is fitted with the sides it has: a ball's sides are points of
-    it, so their hull lies inside it; a convention entry outside that hull is unverified (an
-    engine giving [0.9, 0.9] for norm at zero, inside the box and outside the ball, passed)."""
+    an entry those miss by more than its tolerance fails, one equal to sympy's value at the point
+    too (sympy's 1/4 for each of max's three tied entries is no admissible gradient). Groups
+    whose sides do not span their part (the ball of a norm at zero or of a std of equal
+    entries) are left out, with the entries they move: another kink's entries are still tested
+    (amax(x) + norm(z) at ties and zeros). Then every group is fitted with the sides it has: a
+    ball's sides are points of it, so their hull lies inside it; an entry outside that hull is
+    unverified (an engine giving [0.9, 0.9] for norm at zero, inside the box and outside the
+    ball, passed)."""
     _fit_hulls(blocks, intervals, tolerance, spanning_only=True, mark="fail")
     if any(iv.spans is not None and not all(iv.spans) for iv in intervals.values()):
         _fit_hulls(blocks, intervals, tolerance, spanning_only=False, mark="unverified")
@@ -599,10 +602,15 @@ def _fit_hulls(
             parts.append((b, reached, interval.base[reached], groups, scale[reached]))
     if not parts:
         return
-    convention, marked = STATUSES.index("convention"), STATUSES.index(mark)
+    # Every entry the kinks reach is fitted, those equal to sympy's value at the point too: that
+    # value is sympy's own convention there (a three-way tie of max: 1/4 each, summing to 3/4),
+    # not always an admissible one; and where the fit misses, the entries it misses fail whatever
+    # their status (least squares may put a claim's misfit on an entry that matched sympy).
+    judged = np.array([STATUSES.index("pass"), STATUSES.index("convention")])
+    marked = STATUSES.index(mark)
     for src in ("engine", "claimed"):
         rows = [p for p in parts if src in p[0].status_map]
-        if not any((b.status_map[src][r] == convention).any() for b, r, *_ in rows):
+        if not any(np.isin(b.status_map[src][r], judged).any() for b, r, *_ in rows):
             continue
         value = np.concatenate(
             [np.asarray(b.sources[src].values, np.float64).reshape(-1)[r] for b, r, *_ in rows]
@@ -616,7 +624,7 @@ def _fit_hulls(
         start = 0
         for b, r, *_ in rows:
             status = b.status_map[src]
-            bad = misfit[start : start + r.size] & (status[r] == convention)
+            bad = misfit[start : start + r.size] & np.isin(status[r], judged)
             status[r[bad]] = mark_here
             start += r.size
             if bad.any():

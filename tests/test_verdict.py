@@ -137,6 +137,46 @@ def test_a_wrong_rule_at_broadcast_ties_fails():
 
 
 @pytest.mark.parametrize(
+    ("source", "inputs", "claim"),
+    [
+        # sympy's own value at a three-way tie (1/4 each) sums to 3/4: no admissible gradient
+        ("y = max(x)", {"x": [1.0, 1.0, 1.0]}, {"x": [0.25, 0.25, 0.25]}),
+        # least squares put the misfit on the entry equal to sympy's 0.5, which was not marked
+        ("y = max(x)", {"x": [1.0, 1.0, 0.5]}, {"x": [0.5, 0.4, 0.0]}),
+        ("y = sum(maximum(x, z))", {"x": [1.0, 2.0], "z": [1.0, 0.5]}, {"x": [0.5, 1], "z": [0, 0]}),
+        ("y = sum(minimum(x, z))", {"x": [1.0, 2.0], "z": [1.0, 3.0]}, {"x": [0, 1], "z": [0.5, 0]}),
+    ],
+)
+def test_a_claim_off_the_hull_at_ties_fails_even_where_entries_match_sympy(source, inputs, claim):
+    """Found by an audit: these passed as convention differences (torch: 1/3 each for max's
+    three-way tie; the tied shares of maximum and minimum sum to 1)."""
+    report = run(source, claimed=claim, **inputs)
+    assert report.verdict is Verdict.FAIL, report.summary
+
+
+def test_a_derivative_that_moves_with_the_step_off_a_kink_is_not_isolated():
+    """d/dw of abs(x) * w at x = 0 is |x| = 0, and |step| one step off: compared with the sides
+    at the step (not their limit), the point's 0 looked like a value of the point's alone."""
+    report = run("y = sum(abs(x) * w)", x=[0.0, 1.0], w=[2.0, 3.0])
+    assert report.verdict is Verdict.PASS, report.summary
+
+
+def test_an_engine_rule_that_splits_a_tie_by_count_plus_one_fails():
+    def split(rule, B, node, g, s):
+        (r,) = rule(B, node, g, s)
+        x = B.data(s[0])
+        ties = int((x == x.max()).sum())
+        return (r * ties / (ties + 1) if ties > 1 else r,)
+
+    with replaced_vjp("max", split):
+        report = run("y = max(x)", x=[1.0, 1.0, 1.0])
+    assert report.verdict is Verdict.FAIL, report.summary
+    for claim in ([1.0, 0.0, 0.0], [0.2, 0.3, 0.5]):  # admissible claims still pass
+        report = run("y = max(x)", claimed={"x": claim}, x=[1.0, 1.0, 1.0])
+        assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
+
+
+@pytest.mark.parametrize(
     ("op", "x", "at_kink"),
     [
         ("norm", [0.0, 0.0], [0.9, 0.9]),  # in the box [-1, 1]^2, not in the unit ball
