@@ -218,11 +218,24 @@ def server_address(text: str) -> str:
     if text.startswith(("unix:", "ipv4:", "ipv6:")):
         return text
     scheme, host = ("dns:///", text[7:]) if text.startswith("dns:///") else ("", text)
+    if "://" in host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give HOST:PORT without a scheme (or dns:///NAME:PORT); gRPC is not http"
+        )
     if host.startswith("["):  # [IPv6] or [IPv6]:port
-        return text if host.rsplit("]", 1)[1].startswith(":") else f"{text}:{port}"
+        given = host.rsplit("]", 1)[1]
+        return _checked_port(text, given[1:]) if given.startswith(":") else f"{text}:{port}"
     if host.count(":") > 1:  # a bare IPv6 address
         return f"{scheme}[{host}]:{port}"
-    return text if ":" in host else f"{text}:{port}"
+    return _checked_port(text, host.rsplit(":", 1)[1]) if ":" in host else f"{text}:{port}"
+
+
+def _checked_port(text: str, port: str) -> str:
+    """The address, once its port is a number from 1 to 65535 (gRPC wraps 99999 round to another
+    port, and dials 443 for an empty one)."""
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
+    return text
 
 
 def _connection_options(parser: argparse.ArgumentParser, default_server: str | None) -> None:
@@ -358,6 +371,7 @@ def _verify(args: argparse.Namespace) -> int:
         request = build_request(program, inputs, **fields)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    show = None if args.json or args.text else _console(args)  # rich missing: said before a call
     with _client(args) as client:
         try:
             result = Result(client.verify_message(request, args.timeout), request=request)
@@ -372,7 +386,7 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         from .report import print_result
 
-        print_result(_console(args), result, title=f"crossgrad verify ({client.where})")
+        print_result(show, result, title=f"crossgrad verify ({client.where})")
     return 0 if result.passed else 1
 
 
@@ -468,7 +482,7 @@ def _serve(argv: Sequence[str]) -> int:
         from crossgrad.server.transport.server import main as serve
     except ImportError as exc:
         raise UsageError(
-            f"crossgrad serve needs the server extra (pip install 'crossgrad[server]'): {exc}"
+            f"crossgrad serve needs the server extra ({install_hint('server')}): {exc}"
         ) from None
     return serve(list(argv))
 
@@ -481,9 +495,7 @@ def _check(argv: Sequence[str]) -> int:
             raise UsageError(
                 "crossgrad check is not available: crossgrad.clients.suite is missing"
             ) from None
-        raise UsageError(
-            f"crossgrad check needs the cli extra (pip install 'crossgrad[cli]'): {exc}"
-        ) from None
+        raise UsageError(f"crossgrad check needs the cli extra ({install_hint('cli')}): {exc}") from None
     return run_suites(list(argv))
 
 
@@ -606,12 +618,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
         return USAGE_ERROR
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"{prog} needs the {extra} extra ({install_hint(extra)}): {exc}", file=sys.stderr)
+        return USAGE_ERROR
     except Exception as exc:
         if debug:
             traceback.print_exc()
         name = type(exc).__name__
         print(f"{prog}: unexpected {name}: {_one_line(exc)} (--debug: traceback)", file=sys.stderr)
         return USAGE_ERROR
+
+
+# optional modules and the extra that installs each (a client-only install has the command too)
+_EXTRA_OF = {"rich": "cli", "yaml": "cli", "sympy": "server", "jax": "server", "jaxlib": "server"}
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra: crossgrad is installed from a checkout (it is not on PyPI)."""
+    return f"pip install '.[{extra}]' in a crossgrad checkout"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -18,6 +18,8 @@ the verification core (the `server` extra) when it is first used.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
 import math
 import queue
@@ -289,16 +291,32 @@ class Result:
     def block(self, quantity: str, input: str, output: str = "", point: int = 0) -> verifier_pb2.Block:
         if self.error is not None:
             raise self.error
-        for b in self.response.points[point].blocks:
+        blocks = self.response.points[point].blocks
+        for b in blocks:
             if b.quantity == quantity and b.input == input and (not output or b.output == output):
                 return b
-        there = sorted({f"{b.quantity} {b.input}" for b in self.response.points[point].blocks})
         raise KeyError(
             f"no {quantity} block for input {input!r}"
             + (f" and output {output!r}" if output else "")
-            + " (an input that does not require grad has none, as torch's .grad stays None; "
-            + f"the report's blocks: {', '.join(there)})"
+            + f": {self._why_no_block(blocks, quantity, input, output)} (the report's blocks: "
+            + f"{', '.join(b.label for b in blocks)})"
         )
+
+    def _why_no_block(self, blocks: Sequence[Any], quantity: str, input: str, output: str) -> str:
+        dag = self.response.dag
+        if self.request is not None:
+            inputs = [i.name for i in self.request.inputs]
+        else:
+            inputs = [leaf.name for leaf in dag.leaves] + [*dag.frozen, *(b.input for b in blocks)]
+        outputs = sorted({b.output for b in blocks if b.output})
+        unknown = [n for n in input.split(",") if n not in inputs]
+        if unknown:
+            return f"no input named {unknown[0]!r} (inputs: {', '.join(dict.fromkeys(inputs))})"
+        if output and outputs and output not in outputs:
+            return f"no output named {output!r} (outputs: {', '.join(outputs)})"
+        if not any(b.quantity == quantity for b in blocks):
+            return f"the request did not ask for it (add {quantity!r} to its checks)"
+        return "an input that does not require grad has none, as torch's .grad stays None"
 
     def values(self, quantity: str, input: str, output: str = "", source: str = "engine") -> np.ndarray:
         block = self.block(quantity, input, output)
@@ -500,6 +518,12 @@ class Client:
         """Check a program at a point. fields: outputs, cotangents, checks ("vjp", "jacobian",
         "hessian"), references ("sympy", "jax", "fd"), rtol, atol, samples, claimed_vjp,
         claimed_jacobian, budget, seed, blame, id."""
+        known = list(inspect.signature(build_request).parameters)[2:]
+        for name in fields:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise TypeError(f"verify() has no field {name!r}: {hint}fields: {', '.join(known)}")
         request = build_request(program, inputs, **fields)
         return Result(self.verify_message(request, timeout), request=request)
 

@@ -21,7 +21,8 @@ class EmbeddedVerifier:
             from crossgrad.server.transport.options import ServerOptions
         except ImportError as exc:
             raise ImportError(
-                f"the embedded verifier needs the server extra (pip install 'crossgrad[server]'): {exc}"
+                f"the embedded verifier needs the server extra (pip install '.[server]' in a crossgrad "
+                f"checkout): {exc}"
             ) from None
         defaults = ServerOptions()
         self._handlers = handlers

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from crossgrad.server.render import dag_edges
 from crossgrad.v1 import verifier_pb2
 from crossgrad.v1.tensors import from_tensor
 from rich.console import Console, Group, RenderableType
@@ -290,7 +291,8 @@ def result_renderables(result: Result) -> list[RenderableType]:
             out.extend(_notes(point))
     out.extend(_references(response))
     if response.dag.nodes:
-        out.append(Text("engine DAG: " + " -> ".join(n.name for n in response.dag.nodes), "dim"))
+        edges = dag_edges(response.dag.nodes, response.dag.leaves, max_nodes=len(response.dag.nodes))
+        out.append(Text(f"engine DAG: {edges}", "dim"))
     if response.timings:
         order = {stage: k for k, stage in enumerate(STAGES)}
         stages = sorted(response.timings.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from .compare import Block
 from .ir import Position
@@ -36,6 +38,35 @@ def _block_line(block: Block) -> str:
         + (f" [judged by {judged}]" if judged else "")
         + (f" [{counts}]" if counts else "")
     )
+
+
+def dag_edges(nodes: Sequence[Any], leaves: Sequence[Any], max_nodes: int = 8) -> str:
+    """The DAG in one line, each node with its next_functions (a DAG, not a chain):
+    "SubBackward0 -> MulBackward0, PowBackward0; MulBackward0 -> PowBackward0; ...". Takes the
+    report's nodes and leaves or the message's (id, name, next)."""
+    names = {n.id: n.name for n in nodes} | {leaf.id: f"AccumulateGrad({leaf.name})" for leaf in leaves}
+    parts = [
+        f"{n.name} -> {', '.join(names.get(k, '?') for k in n.next)}" if n.next else n.name
+        for n in nodes[:max_nodes]
+    ]
+    more = len(nodes) - max_nodes
+    return "; ".join(parts) + (f"; ... {more} more node{'s' if more > 1 else ''}" if more > 0 else "")
+
+
+def _symbolic_lines(symbolic: Sequence[dict[str, str]], shown: int = 4, width: int = 160) -> list[str]:
+    """sympy's derivatives, the first few that are not 0, each cut to `width` characters (an
+    input held fixed enters as a 50-digit constant), and how many more there are."""
+    nonzero = [e for e in symbolic if e["text"].strip() != "0"]
+    lines = []
+    for e in nonzero[:shown]:
+        text = e["text"] if len(e["text"]) <= width else e["text"][: width - 3] + "..."
+        lines.append(f"    {e['entry']} = {text}")
+    more = len(nonzero) - shown
+    zeros = len(symbolic) - len(nonzero)
+    rest = [f"{more} more" if more > 0 else "", f"{zeros} equal to 0" if zeros else ""]
+    if any(rest):
+        lines.append(f"    ({', '.join(r for r in rest if r)} not shown)")
+    return lines
 
 
 def format_report(report: Report, max_blocks: int = 20) -> str:
@@ -87,11 +118,9 @@ def format_report(report: Report, max_blocks: int = 20) -> str:
     for status in report.references.values():
         state = "ran" if status.ran else "did not run"
         lines.append(f"reference {status.name}: {state}" + (f" ({status.note})" if status.note else ""))
-        for entry in status.symbolic[:4]:
-            lines.append(f"    {entry['entry']} = {entry['text']}")
+        lines.extend(_symbolic_lines(status.symbolic))
     if report.dag.nodes:
-        names = " -> ".join(n.name for n in report.dag.nodes[:8])
-        lines.append(f"engine DAG: {names}{' ...' if len(report.dag.nodes) > 8 else ''}")
+        lines.append(f"engine DAG: {dag_edges(report.dag.nodes, report.dag.leaves)}")
     timing = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in report.timings.items())
     lines.append(f"time: {timing}")
     return "\n".join(lines)

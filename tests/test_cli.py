@@ -162,6 +162,9 @@ def test_a_wrong_claimed_gradient_exits_1(server):
         # an unset variable in quotes: not embedded mode, which would answer SERVING
         (["health", "--server", ""], ["--server", "is empty"]),
         (["verify", *WORKED, "--server", " "], ["--server", "is empty"]),
+        (["health", "--server", "http://127.0.0.1:50051"], ["without a scheme"]),
+        (["health", "--server", "127.0.0.1:99999"], ["port must be a number from 1 to 65535"]),
+        (["health", "--server", "localhost:"], ["port must be a number from 1 to 65535"]),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args, fragments):
@@ -312,3 +315,19 @@ def test_usage_mistakes_get_their_own_messages():
     )
     out = crossgrad("verify", "y = sum(x)", "x=[1e200]", "--dtype", "float32")
     assert_one_line_error(out, "input 'x': its values do not fit in float32")
+
+
+def test_a_client_only_install_says_which_extra_the_command_needs():
+    """The client extra installs the command too; without rich (the cli extra) verify raised
+    "unexpected ModuleNotFoundError: No module named 'rich'"."""
+    script = (
+        "import sys; sys.modules['rich'] = None; sys.argv = ['crossgrad'] + sys.argv[1:]\n"
+        "from crossgrad.clients.cli import main; raise SystemExit(main())"
+    )
+    args = ["verify", "y = sum(x)", "x=[1]", "--server", unused_address()]
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2, out.stderr
+    assert "needs the cli extra (pip install '.[cli]' in a crossgrad checkout)" in out.stderr
+    assert "unexpected" not in out.stderr and len(out.stderr.splitlines()) == 1

@@ -276,3 +276,39 @@ def test_a_negative_budget_is_refused_alike_embedded_and_over_a_server(embedded,
             with pytest.raises(CrossgradError) as info:
                 client.verify("y = sum(a)", {"a": [1.0]}, budget={"seconds": -3})
             assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT, info.value
+
+
+def test_the_text_report_shows_the_dag_as_edges_and_the_derivatives_that_are_not_zero():
+    """A newcomer read "SubBackward0 -> PowBackward0 -> MulBackward0 -> PowBackward0" as a chain,
+    and the first four sympy entries were two derivatives and two zeros."""
+    with Client() as client:
+        text = client.verify(
+            "Q = 3*a**3 - b**2", {"a": [2.0, 3.0], "b": [6.0, 4.0]}, cotangents={"Q": [1.0, 1.0]}
+        ).text
+    dag = next(line for line in text.splitlines() if line.startswith("engine DAG: "))
+    edges = sorted(dag.removeprefix("engine DAG: ").split("; "))
+    assert edges == [
+        "MulBackward0 -> PowBackward0",
+        "PowBackward0 -> AccumulateGrad(a)",
+        "PowBackward0 -> AccumulateGrad(b)",
+        "SubBackward0 -> MulBackward0, PowBackward0",
+    ]
+    assert "d Q_1/d a_1 = 9*a_1**2" in text and "d Q_0/d a_1 = 0" not in text
+    assert "(4 equal to 0 not shown)" in text
+
+
+def test_a_missing_block_or_a_mistyped_field_says_why():
+    with Client() as client:
+        with pytest.raises(TypeError, match="no field 'cotangent': did you mean 'cotangents'"):
+            client.verify("y = sum(x)", {"x": [1.0]}, cotangent={"y": 1.0})
+        r = client.verify(
+            "y = sum(x * w)", {"x": [1.0, 2.0], "w": Input([1.0, 1.0], requires_grad=False)}
+        )
+    with pytest.raises(KeyError, match=r"did not ask for it \(add 'jacobian' to its checks\)"):
+        r.jacobian("y", "x")
+    with pytest.raises(KeyError, match=r"no input named 'z' \(inputs: x, w\)"):
+        r.grad("z")
+    with pytest.raises(KeyError, match=r"no output named 'q' \(outputs: y\)"):
+        r.values("vjp", "x", "q")
+    with pytest.raises(KeyError, match="does not require grad has none"):
+        r.grad("w")
