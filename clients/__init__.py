@@ -7,7 +7,13 @@ with Client("127.0.0.1:50051") as client:  # Client() or Client.embedded(): in-p
     result.raise_for_discrepancies()
 """
 
-from .client import (
+import os
+
+# gRPC's core logs at INFO on stderr since it moved to absl (handshake failures, GOAWAYs): noise
+# next to our one-line errors. Read once, when grpc is first imported; a value given stays.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from .client import (  # after the environment gRPC reads at import
     Client,
     CrossgradError,
     DiscrepancyError,

@@ -616,7 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, CrossgradError) as exc:
         if debug:  # the traceback, and the same exit code (raising would exit 1: "discrepancies")
             traceback.print_exc()
-        print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
+        unauthenticated = getattr(exc, "code", None) is grpc.StatusCode.UNAUTHENTICATED
+        hint = " (give the token with --token or CROSSGRAD_TOKEN)" if unauthenticated else ""
+        print(f"{prog}: {_one_line(exc)}{hint}", file=sys.stderr)
         return USAGE_ERROR
     except ModuleNotFoundError as exc:
         extra = _EXTRA_OF.get((exc.name or "").split(".")[0])

@@ -136,6 +136,10 @@ def _error_from_rpc(err: grpc.RpcError, target: str) -> CrossgradError:
         message = f"cannot reach a crossgrad server at {target}: {message}"
         if "HTTP/2" in message:  # something answered, but not in gRPC (the metrics port, a web server)
             message += " (is this the server's gRPC port? --metrics-port serves plain HTTP)"
+        elif "WRONG_VERSION_NUMBER" in message or "handshake failed" in message.lower():
+            message += " (TLS to a server without it? leave out --tls / tls=True)"
+        elif "Socket closed" in message:  # a TLS server hangs up on a plaintext hello
+            message += " (if the server uses TLS: --tls / tls=True, --ca-cert / root_certificates)"
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"no answer from {target} before the deadline: {message}"
     return CrossgradError(code, " ".join(message.split()))  # one line: grpc's can hold newlines

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-from .transport.server import main
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # as crossgrad.clients: no INFO lines from gRPC
+
+from .transport.server import main  # after the environment gRPC reads at import
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -331,3 +331,19 @@ def test_a_client_only_install_says_which_extra_the_command_needs():
     assert out.returncode == 2, out.stderr
     assert "needs the cli extra (pip install '.[cli]' in a crossgrad checkout)" in out.stderr
     assert "unexpected" not in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_connection_errors_point_to_the_option_that_fixes_them():
+    import http.server
+    import threading
+
+    web = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        out = crossgrad("health", "--server", f"127.0.0.1:{web.server_port}", "--tls")
+    finally:
+        web.shutdown()
+    assert_one_line_error(out, "TLS to a server without it? leave out --tls")
+    with LocalServer(args=("--workers", "1", "--log-level", "WARNING", "--token", "s3cret")) as secured:
+        out = crossgrad("verify", *WORKED, "--server", secured.address)
+    assert_one_line_error(out, "UNAUTHENTICATED", "give the token with --token or CROSSGRAD_TOKEN")
