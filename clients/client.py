@@ -158,7 +158,12 @@ class Input:
 
 
 def _tensor(value: npt.ArrayLike, dtype: str | None = None, what: str = "a tensor") -> Any:
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError:  # numpy: "setting an array element with a sequence..."
+        raise ValueError(f"{what}: not a rectangular array of numbers") from None
+    if array.dtype.kind in "OUSVMm":  # objects, text, bytes, dates
+        raise ValueError(f"{what}: not an array of numbers (numpy made it {array.dtype})")
     if dtype is None and array.dtype.kind in "iu":
         # python ints are numbers here, as in torch.tensor(..., float); a numpy integer array
         # was made integer on purpose

@@ -15,6 +15,7 @@ exec or sympify.
 from __future__ import annotations
 
 import ast
+import difflib
 import keyword
 import math
 import re
@@ -494,7 +495,9 @@ class _Builder:
             )
         known = ", ".join(sorted(self.scope)) or "none"
         raise RequestError(
-            f"undefined name {node.id!r} (inputs and variables defined so far: {known})", _pos(node)
+            f"undefined name {node.id!r}{_did_you_mean(node.id, self.scope)} (inputs and variables "
+            f"defined so far: {known})",
+            _pos(node),
         )
 
     def _unary(self, node: ast.UnaryOp, depth: int) -> Operand:
@@ -591,7 +594,9 @@ class _Builder:
             )
         if spec is None or name not in CALLABLE_OPS:
             raise RequestError(
-                f"unknown function {name!r}; the ops are: {', '.join(CALLABLE_OPS)}", _pos(node.func)
+                f"unknown function {name!r}{_did_you_mean(name, CALLABLE_OPS)}; the ops are: "
+                f"{', '.join(CALLABLE_OPS)}",
+                _pos(node.func),
             )
         if spec.arity is None:  # concat / stack: a list of tensors
             if not node.args or not isinstance(node.args[0], (ast.List, ast.Tuple)):
@@ -635,7 +640,8 @@ class _Builder:
                 raise RequestError("**kwargs are not allowed", _pos(kw.value))
             if kw.arg not in allowed:
                 raise RequestError(
-                    f"{name} has no attribute {kw.arg!r}; it takes: {', '.join(allowed) or 'none'}",
+                    f"{name} has no attribute {kw.arg!r}{_did_you_mean(kw.arg, allowed)}; it takes: "
+                    f"{', '.join(allowed) or 'none'}",
                     _pos(kw.value),
                 )
             if kw.arg in given:
@@ -958,3 +964,9 @@ def _columns_in_characters(tree: ast.Module, lines: list[str]) -> None:
             node.col_offset = chars(node.lineno, node.col_offset)
             if node.end_lineno is not None and node.end_col_offset is not None:
                 node.end_col_offset = chars(node.end_lineno, node.end_col_offset)
+
+
+def _did_you_mean(name: str, choices: Sequence[str] | Mapping[str, Any]) -> str:
+    """' (did you mean "tanh"?)' for a name one typo away from one of `choices`."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -299,3 +299,20 @@ def test_programs_parse_in_several_threads_at_once():
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize(
+    ("source", "hint"),
+    [
+        ("y = sum(tanhh(x))", "unknown function 'tanhh' (did you mean 'tanh'?)"),
+        ("y = sum(x, axs=0)", "sum has no attribute 'axs' (did you mean 'axis'?)"),
+        ("y = sum(x * wieghts)", "undefined name 'wieghts' (did you mean 'weights'?)"),
+    ],
+)
+def test_a_name_one_typo_away_is_suggested(source, hint):
+    with pytest.raises(RequestError) as info:
+        parse(source, [InputDecl("x", (2,), "float64"), InputDecl("weights", (2,), "float64")])
+    assert hint in str(info.value)
+    with pytest.raises(RequestError) as info:
+        parse("y = sum(foo(x))", [InputDecl("x", (2,), "float64")])
+    assert "did you mean" not in str(info.value)  # nothing close: no guess
