@@ -138,7 +138,8 @@ def _error_from_rpc(err: grpc.RpcError, target: str) -> CrossgradError:
             message += " (is this the server's gRPC port? --metrics-port serves plain HTTP)"
         elif "WRONG_VERSION_NUMBER" in message or "handshake failed" in message.lower():
             message += " (TLS to a server without it? leave out --tls / tls=True)"
-        elif "Socket closed" in message:  # a TLS server hangs up on a plaintext hello
+        elif "Socket closed" in message and "backends failing" in message:
+            # a TLS server hangs up on a plaintext hello (not a connection lost mid-call)
             message += " (if the server uses TLS: --tls / tls=True, --ca-cert / root_certificates)"
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"no answer from {target} before the deadline: {message}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 import pytest
 from crossgrad.clients import Client, CrossgradError, build_request
 from crossgrad.clients.client import error_from_status
@@ -463,3 +465,66 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_server_goes_on():
             for _ in range(3):
                 assert_worked_example(c.verify(**WORKED))
         assert server.stop() == 0
+
+
+def test_hung_workers_and_a_request_larger_than_the_pipe_do_not_stop_the_server():
+    """Both workers stopped (SIGSTOP) and a 4 MB request: the server's write to the worker's
+    pipe blocked its event loop, so health went unanswered and the watchdog never ran (found by
+    a fault audit). The pipe is written as it takes bytes; the hung worker is killed."""
+    with LocalServer(args=("--workers", "2", "--kill-grace-seconds", "0.5")) as server:
+        hung = workers(server.pid)
+        for p in hung:
+            p.send_signal(signal.SIGSTOP)
+        try:
+            big = build_request("y = sum(x * x)", {"x": np.arange(500_000, dtype=float)})
+            big.budget.seconds = 2.0
+            outcome: queue.Queue = queue.Queue()
+            thread = _in_background(server.address, big, outcome)
+            time.sleep(1.0)
+            with Client(server.address) as c:
+                assert c.health() == "SERVING"  # answered while the worker holds the request
+            thread.join(30)
+            error = outcome.get_nowait()
+            assert isinstance(error, grpc.RpcError)
+            assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED, error.details()
+        finally:
+            for p in hung:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(signal.SIGCONT)
+        # the worker that held the request was replaced (the other one resumed)
+        assert wait_for(
+            lambda: len({p.pid for p in workers(server.pid)} - {p.pid for p in hung}) == 1, 30
+        )
+        assert wait_for(lambda: len(workers(server.pid)) == 2, 30)
+        with Client(server.address) as c:
+            assert_worked_example(c.verify(**WORKED))
+        assert server.stop() == 0
+
+
+def test_workers_die_with_a_server_killed_outright():
+    """SIGKILL leaves no drain: the workers computed their checks to the end of their budgets
+    (16 s of CPU each, found by a fault audit) before noticing nobody was there."""
+    with LocalServer(args=("--workers", "2")) as server:
+        procs = workers(server.pid)
+        outcome: queue.Queue = queue.Queue()
+        rng = np.random.default_rng(0)  # many stages at 11 points: over 10 s of work
+        slow = build_request(
+            "h = tanh(W @ x + b)\nloss = sum(sin(h) * h ** 3)",
+            {"W": rng.normal(size=(12, 12)), "x": rng.normal(size=12), "b": rng.normal(size=12)},
+            checks=("vjp", "jacobian", "hessian"),
+            samples={"count": 10, "seed": 1},
+            budget={"seconds": 60.0},
+        )
+        thread = _in_background(server.address, slow, outcome)
+        time.sleep(1.0)
+        server.process.kill()
+        server.process.wait()
+
+        def gone(p: psutil.Process) -> bool:
+            try:
+                return p.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        assert wait_for(lambda: all(gone(p) for p in procs), 3)
+        thread.join(10)

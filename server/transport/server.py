@@ -78,6 +78,7 @@ def _pool_config(options: ServerOptions) -> PoolConfig:
             "sympy": options.cache_sympy,
             "parse": options.cache_parse,
         },
+        log_level=options.log_level,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import gc
 import itertools
 import logging
@@ -27,6 +28,7 @@ import os
 import pickle
 import resource
 import signal
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +88,7 @@ class PoolConfig:
     spin_seconds: float = 0.0  # after a check, poll this long for the next before sleeping
     cache_sizes: dict[str, int] = field(default_factory=dict)  # caches.configure(**cache_sizes)
     start_timeout: float = 180.0
+    log_level: str = "INFO"  # workers log JSON lines on stderr too (an internal error's traceback)
 
 
 @dataclass(eq=False)
@@ -111,7 +114,7 @@ class Job:
 class Worker:
     index: int
     process: Any = None
-    conn: Connection | None = None
+    pipe: _Pipe | None = None
     status: Any = None  # shared array: RUNNING job seq, CANCEL job seq, STAGE code
     ready: bool = False
     job: Job | None = None
@@ -135,6 +138,16 @@ class Worker:
 # ---------------------------------------------------------------- inside a worker process
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this worker when the server process dies (Linux's PR_SET_PDEATHSIG): a server
+    killed with SIGKILL left its workers computing their checks to the end of their budgets."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: they exit at their next send
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the server died before the call: nobody to serve
+            os._exit(0)
+
+
 def _limit_memory(memory_bytes: int) -> None:
     if memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
@@ -144,7 +157,11 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
     """A worker's life: cap memory, import and warm the core, then check requests one at a time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
     _limit_memory(config.memory_bytes)
+    from .metrics import configure_logging
+
+    configure_logging(config.log_level)
     try:
         from . import handlers, warmup  # the heavy imports: sympy, JAX, the core
 
@@ -218,6 +235,100 @@ def _poll(conn: Connection, seconds: float) -> None:
 # ---------------------------------------------------------------- in the server process
 
 
+class _Pipe:
+    """The server's end of a worker's pipe, which never blocks the event loop: messages framed
+    as multiprocessing.Connection frames them (the worker's end is a plain Connection), read as
+    they arrive and written as the pipe takes them. A worker stopped halfway through a message
+    (SIGSTOP, a hang), or not reading a large request, left the loop blocked in a read or write:
+    no health answer, no watchdog to kill it. Small messages go in one system call each way (no
+    thread hand-off, no task switch: a worked example's latency is a few of them)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[bytes], None],
+        on_closed: Callable[[], None],
+    ) -> None:
+        self._conn, self._loop, self._fd = conn, loop, conn.fileno()
+        self._on_message, self._on_closed = on_message, on_closed
+        self._in = bytearray()
+        self._out: collections.deque[memoryview] = collections.deque()
+        os.set_blocking(self._fd, False)
+        loop.add_reader(self._fd, self._readable)
+
+    def send(self, data: bytes) -> None:
+        """Queue a message; what the pipe does not take now is written when it can."""
+        if self._conn.closed:
+            return  # the worker is gone: _on_exit answers its job
+        n = len(data)
+        header = struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!iQ", -1, n)
+        was_idle = not self._out
+        self._out.extend((memoryview(header), memoryview(data)))
+        if was_idle:
+            self._writable()
+            if self._out:
+                self._loop.add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        while self._out:
+            try:
+                written = os.writev(self._fd, list(self._out)[:64])
+            except BlockingIOError:
+                return
+            except OSError:  # the worker's end closed: the reader sees it and reports the exit
+                self._out.clear()
+                break
+            while written and self._out:
+                first = self._out[0]
+                if written >= len(first):
+                    written -= len(first)
+                    self._out.popleft()
+                else:
+                    self._out[0] = first[written:]
+                    written = 0
+        self._loop.remove_writer(self._fd)
+
+    def _readable(self) -> None:
+        ended = False
+        while True:
+            header = self._header()
+            missing = 0 if header is None else sum(header) - len(self._in)
+            try:
+                chunk = os.read(self._fd, max(1 << 16, missing))
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                ended = True
+                break
+            self._in += chunk
+        while (header := self._header()) is not None and len(self._in) >= sum(header):
+            head, size = header
+            frame = bytes(self._in[head : head + size])
+            del self._in[: head + size]
+            self._on_message(frame)
+        if ended:
+            self.close()
+            self._on_closed()
+
+    def _header(self) -> tuple[int, int] | None:
+        """(header length, message length) of the message being read, once its header is in."""
+        if len(self._in) < 4:
+            return None
+        size = struct.unpack_from("!i", self._in)[0]
+        if size != -1:
+            return 4, size
+        return None if len(self._in) < 12 else (12, struct.unpack_from("!Q", self._in, 4)[0])
+
+    def close(self) -> None:
+        if not self._conn.closed:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+            self._conn.close()
+
+
 class WorkerPool:
     """Runs jobs on worker processes; async API for the servicer (one event loop)."""
 
@@ -259,31 +370,19 @@ class WorkerPool:
         worker.process.start()
         worker.spawned_at = time.monotonic()
         child.close()
-        worker.conn, worker.ready, worker.job, worker.killed_for, worker.handled = (
-            parent,
-            False,
-            None,
-            "",
-            0,
-        )
-        ready = self._loop.create_future()
-        self._ready_waiters[worker.index] = ready
-        self._loop.add_reader(parent.fileno(), self._readable, worker, parent, worker.process)
-        return ready
+        process = worker.process
 
-    def _readable(self, worker: Worker, conn: Connection, process: Any) -> None:
-        """A worker's pipe has data: its next message (read here, in the event loop: a thread
-        hand-off per message would add a wake-up to every request), or its end."""
-        assert self._loop is not None
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            self._loop.remove_reader(conn.fileno())
-            conn.close()
+        def closed() -> None:  # the worker's end closed: it exited (or is about to)
             exited = self._loop.run_in_executor(None, process.join)
             exited.add_done_callback(lambda _: self._on_exit(worker, process))
-            return
-        self._on_message(worker, process, data)
+
+        worker.pipe = _Pipe(
+            parent, self._loop, lambda data: self._on_message(worker, process, data), closed
+        )
+        worker.ready, worker.job, worker.killed_for, worker.handled = False, None, "", 0
+        ready = self._loop.create_future()
+        self._ready_waiters[worker.index] = ready
+        return ready
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop the workers: ask nicely, then kill what is left after the timeout."""
@@ -292,20 +391,18 @@ class WorkerPool:
             self._watchdog.cancel()
         self.answer_all_unavailable()
         for w in self.workers:
-            if w.conn is not None:
-                with contextlib.suppress(OSError):
-                    w.conn.send_bytes(pickle.dumps((0, "stop", b"", (0.0, 0.0), "")))
+            if w.pipe is not None:
+                w.pipe.send(pickle.dumps((0, "stop", b"", (0.0, 0.0), "")))
         end = time.monotonic() + timeout
         for w in self.workers:
-            if w.conn is not None and not w.conn.closed:
-                asyncio.get_running_loop().remove_reader(w.conn.fileno())
-                w.conn.close()
             if w.process is None:
                 continue
             while w.process.is_alive() and time.monotonic() < end:
                 await asyncio.sleep(0.02)
             if w.process.is_alive():
                 w.process.kill()
+            if w.pipe is not None:
+                w.pipe.close()
             await asyncio.get_running_loop().run_in_executor(None, w.process.join)
 
     def answer_all_unavailable(self) -> None:
@@ -402,11 +499,10 @@ class WorkerPool:
             return
         job.give_up_at = job.started + left + self.config.kill_grace
         worker.job = job
-        assert worker.conn is not None
-        with contextlib.suppress(OSError):  # it died just now: _on_exit reports the job
-            worker.conn.send_bytes(
-                pickle.dumps((job.seq, job.kind, job.payload, (left, job.seconds), job.request_id))
-            )
+        assert worker.pipe is not None  # (a worker that died just now: _on_exit reports the job)
+        worker.pipe.send(
+            pickle.dumps((job.seq, job.kind, job.payload, (left, job.seconds), job.request_id))
+        )
 
     def _expire(self, job: Job) -> None:
         """A job whose budget ran out before a worker took it: DEADLINE_EXCEEDED, stage queue."""
