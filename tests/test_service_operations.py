@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -18,7 +19,7 @@ from crossgrad.clients import Client, CrossgradError
 from crossgrad.clients.local_server import LocalServer
 from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
 from google.protobuf import json_format
-from service_helpers import WORKED, assert_worked_example, metric, wait_for
+from service_helpers import WORKED, assert_worked_example, metric, slow_request, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pb = verifier_pb2
@@ -321,3 +322,20 @@ def test_an_unexpected_error_is_internal_with_a_request_id_in_the_log(monkeypatc
         for r in caplog.records
         if isinstance(r.msg, dict)
     )
+
+
+def test_a_cancelled_stream_logs_and_counts_every_request_it_sent(logged_server):
+    """Five slow requests on one stream, two running (one per worker) and three waiting their
+    turn, then the stream cancelled: the three waiting had no log line and no count."""
+    port = logged_server.metrics_port
+    before = metric(port, "crossgrad_checks_total", code="CANCELLED")
+    ids = [f"cancelled-in-stream-{k}" for k in range(5)]
+    channel = grpc.insecure_channel(logged_server.address)
+    requests = iter([pb.VerifyStreamRequest(request=slow_request(id=i)) for i in ids])
+    call = verifier_pb2_grpc.VerifierServiceStub(channel).VerifyStream(requests, timeout=60)
+    time.sleep(1.5)  # two checks running, three waiting
+    call.cancel()
+    channel.close()
+    assert wait_for(lambda: metric(port, "crossgrad_checks_total", code="CANCELLED") - before == 5, 30)
+    logged = [x for x in _log_lines(logged_server) if x.get("id") in ids]
+    assert sorted(x["id"] for x in logged) == ids and {x["code"] for x in logged} == {"CANCELLED"}

@@ -214,7 +214,10 @@ class Server:
             self.pool.answer_all_unavailable()
             self.servicer.end_streams()
             await asyncio.sleep(0.05)  # their handlers answer
-        await self.grpc.stop(max(0.0, end - time.monotonic()))
+        # never stop(0): a call being turned away right then was cancelled ("Cancelling all
+        # calls", no retry advice); stop() refuses new calls at once (REFUSED_STREAM, which
+        # clients retry) and gives those in progress a moment
+        await self.grpc.stop(max(LAME_DUCK_SECONDS, end - time.monotonic()))
         await self.pool.close()
         self.metrics.stop()
         if self.options.port_file:

@@ -154,15 +154,26 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         running_ids: set[str] = set()  # a second request with one of these could not be told apart
 
         async def answer(msg: verifier_pb2.VerifyRequest) -> None:
+            waiting_since = time.monotonic()
+            answer_by = _answer_by(context.time_remaining())
             try:
                 payload = msg.SerializeToString()
                 async with share:
+                    waiting_since = None
                     response = await self._verify(payload, msg, context.time_remaining(), "VerifyStream")
                 await answers.put(
                     pb.VerifyStreamResponse(id=msg.id, response=pb.VerifyResponse.FromString(response))
                 )
             except StatusError as exc:
                 await answers.put(pb.VerifyStreamResponse(id=msg.id, error=exc.status))
+            except asyncio.CancelledError:
+                if waiting_since is not None:  # read, then the stream ended before its turn:
+                    # one log line and one count for it too, as for every request read
+                    about = _UNREAD._replace(id=msg.id, program_hash=_program_hash(msg.program))
+                    took = time.monotonic() - waiting_since
+                    code = _ended_by(answer_by)
+                    self._account("VerifyStream", new_request_id(), about, code, "", None, "", took)
+                raise
             finally:
                 running_ids.discard(msg.id)
 
