@@ -546,8 +546,24 @@ _SPECS = [
     _op1("permute", (Attr("dims", "ints", required=True),), _permute, "PermuteBackward0"),
     _op1("expand", (Attr("shape", "shape", required=True),), _expand, "ExpandBackward0"),
     _op1("broadcast_to", (Attr("shape", "shape", required=True),), _expand, "ExpandBackward0"),
-    OpSpec("concat", None, (Attr("axis", "int", 0),), _concat, "CatBackward0", operands=("xs",)),
-    OpSpec("stack", None, (Attr("axis", "int", 0),), _stack, "StackBackward0", operands=("xs",)),
+    OpSpec(
+        "concat",
+        None,
+        (Attr("axis", "int", 0),),
+        _concat,
+        "CatBackward0",
+        operands=("xs",),
+        promotes=True,
+    ),
+    OpSpec(
+        "stack",
+        None,
+        (Attr("axis", "int", 0),),
+        _stack,
+        "StackBackward0",
+        operands=("xs",),
+        promotes=True,
+    ),
     _op1(
         "split",
         (Attr("sections", "ints", 1), Attr("axis", "int", 0)),
@@ -579,6 +595,7 @@ _SPECS = [
         "where both branches meet (the condition gives no gradient)",
         operands=("condition", "x", "y"),
         no_grad_operands=(0,),
+        promotes=True,
     ),
     OpSpec(
         "masked_fill",
@@ -593,7 +610,15 @@ _SPECS = [
     # neural-network functions
     _op1("softmax", (Attr("axis", "int", -1),), _softmax, "SoftmaxBackward0"),
     _op1("log_softmax", (Attr("axis", "int", -1),), _softmax, "LogSoftmaxBackward0"),
-    OpSpec("mse_loss", 2, (REDUCTION,), _loss, "MseLossBackward0", operands=("input", "target")),
+    OpSpec(
+        "mse_loss",
+        2,
+        (REDUCTION,),
+        _loss,
+        "MseLossBackward0",
+        operands=("input", "target"),
+        promotes=True,
+    ),
     _classification_loss("nll_loss", "log_probs"),
     _classification_loss("cross_entropy", "logits"),
     OpSpec(

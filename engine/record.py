@@ -77,10 +77,13 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
             in_meta.append(_NUMBER_META if type(x) in _NUMBERS else (np.shape(x), x.dtype))
         needs.append(False)
         edges.append(_NO_EDGE)
-    if impl.spec.promotes and len(args) == 2:
-        dtype = _torch_result_dtype(args[0], args[1])
-        if dtype is not None:
-            args = [a.astype(dtype) if type(a) is _ndarray else a for a in args]
+    if impl.spec.promotes:
+        if len(args) == 2:
+            dtype = _torch_result_dtype(args[0], args[1])
+            if dtype is not None:
+                args = [a.astype(dtype) if type(a) is _ndarray else a for a in args]
+        else:  # where's branches, concat's and stack's tensors
+            args = _promoted(args, impl.spec.no_grad_operands)
     try:
         out = impl.forward(*args, **attrs) if attrs else impl.forward(*args)
     except (ValueError, IndexError, TypeError):
@@ -216,6 +219,29 @@ def _torch_result_dtype(x: Any, y: Any) -> Any:
         dim, zero = (x, y) if y.ndim == 0 else (y, x)
         return dim.dtype if _category(dim.dtype) >= _category(zero.dtype) else zero.dtype
     return None if cx == cy else (x.dtype if cx > cy else y.dtype)
+
+
+def _promoted(args: list[Any], skip: tuple[int, ...]) -> list[Any]:
+    """Several operands in torch's result dtype (see _torch_result_dtype): the highest category
+    among tensors with dimensions decides, unless a 0-d tensor's category is higher; within a
+    category the widest (float32 and int64 tensors concatenate to float32, numpy's float64).
+    Operands in `skip` (where's condition) keep their dtype."""
+    arrays = [a for k, a in enumerate(args) if k not in skip and type(a) is _ndarray]
+    if len({a.dtype for a in arrays}) < 2:
+        return args
+
+    def top(group: list[np.ndarray]) -> np.dtype | None:
+        if not group:
+            return None
+        best = max(_category(a.dtype) for a in group)
+        return np.result_type(*[a.dtype for a in group if _category(a.dtype) == best])
+
+    dims, zero = top([a for a in arrays if a.ndim]), top([a for a in arrays if not a.ndim])
+    dtype = zero if dims is None or (zero is not None and _category(zero) > _category(dims)) else dims
+    return [
+        a.astype(dtype) if k not in skip and type(a) is _ndarray and a.dtype != dtype else a
+        for k, a in enumerate(args)
+    ]
 
 
 def _explain_failure(impl: OpImpl, shapes: list[Any], attrs: dict[str, Any] | None) -> None:

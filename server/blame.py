@@ -73,6 +73,7 @@ from .deadline import Cancelled, OutOfTime
 from .ir import IRNode, Ref
 from .kinks import BALLS, Kink, Sides, find_kinks
 from .model import Blame
+from .verdict import hull_misfit
 
 BATCH_COTANGENTS = 4
 """Cotangents pushed at once through the batched path (rows of a Jacobian)."""
@@ -498,6 +499,7 @@ def _judge(
     ref: _Reference,
     stats: _Stats | None,
     second_order: bool = False,
+    one_hull: bool = False,
 ) -> _Finding | None:
     """Compare each item with the reference at the node's operands: exactly where the sides of
     its kinks (if any) agree with the point itself, within the range the one-sided derivatives
@@ -505,8 +507,12 @@ def _judge(
     engine's dtypes (finite, at a kink) is floating point, not a wrong rule. Second order
     (`second_order`): where a one-sided derivative diverges, or at a norm's or std's kink, a
     value outside the range is left unverified (see below). The worst finding, or None; `stats`
-    (when given) counts the entries judged at kinks and those left unverified."""
+    (when given) counts the entries judged at kinks and those left unverified. `one_hull`: the
+    sides are the alternatives of a single kinked group whose convex hull is the generalized
+    gradient (a tie of max): the values inside their ranges entry by entry must also be one
+    convex combination of them (three tied entries given 1/4 each are each in [0, 1])."""
     center = evaluate(nd.wide)
+    in_hull: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (engine, sides, scale)
     near: list[list[np.ndarray]] = []
     nearer: list[list[np.ndarray]] = []
     for side in sides:
@@ -547,6 +553,10 @@ def _judge(
             nonfinite_ok = (np.isposinf(e) & (hi == np.inf)) | (np.isneginf(e) & (lo == -np.inf))
             nonfinite_ok |= np.isnan(e) & unbounded
             bad_range = ranged & ~np.where(np.isfinite(e), inside, nonfinite_ok)
+            fit = ranged & ~bad_range & np.isfinite(e)
+            if one_hull and not second_order and fit.any():
+                scale = item.tol.atol + item.tol.rtol * np.abs(np.nan_to_num(c[fit]))
+                in_hull.append((e[fit], np.stack([v[fit] for v in v2]), scale))
             if second_order:
                 # the first derivative there is itself a convention (diverging one-sided slopes),
                 # or the sides span only part of the generalized gradient (a ball for norm and
@@ -592,7 +602,29 @@ def _judge(
         detail = f"{item.what}, entry {at}: engine {float(e[idx]):.10g}, {said}"
         if worst is None or float(dist[idx]) > worst.error:
             worst = _Finding(check, detail, float(dist[idx]))
+    if worst is None and in_hull:
+        worst = _outside_hull(check, in_hull, ref)
     return worst
+
+
+def _outside_hull(
+    check: str, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], ref: _Reference
+) -> _Finding | None:
+    """A finding when the engine's values at a single kinked group (every item's, together)
+    are no convex combination of the group's one-sided derivatives."""
+    value = np.concatenate([p[0] for p in parts])
+    sides = np.concatenate([p[1] for p in parts], axis=1)
+    misfit = hull_misfit(np.zeros_like(value), [sides], value, np.concatenate([p[2] for p in parts]))
+    if misfit is None or not misfit.any():
+        return None
+    shown = ", ".join(f"{v:.6g}" for v in value[:6]) + (", ..." if value.size > 6 else "")
+    return _Finding(
+        check,
+        f"the values at this kink, [{shown}], are each within the one-sided derivatives' range "
+        "but no convex combination of them (the shares of tied entries must add up to the "
+        f"whole) ({ref.describe()})",
+        float(np.abs(value - sides.mean(axis=0)).max()),
+    )
 
 
 def _spread(
@@ -789,6 +821,7 @@ def _check(
     ref: _Reference,
     stats: _Stats,
     received: list[np.ndarray | None] | None = None,
+    one_hull: bool = False,
 ) -> _Outcome:
     """Every check of one node, in each configuration of frozen operands; and with the
     cotangent it received in the request's VJP, when given."""
@@ -874,7 +907,9 @@ def _check(
             second_order: bool = False,
         ) -> Any:
             excuse, rounded = floats
-            return _judge(label, its, evaluate, nd, sides, excuse, rounded, ref, n, second_order)
+            return _judge(
+                label, its, evaluate, nd, sides, excuse, rounded, ref, n, second_order, one_hull
+            )
 
         def first_order(
             label: str,
@@ -1049,13 +1084,15 @@ def find_culprits(
             continue
         kinked = find_kinks([node], {node.id: nd.wide})
         entries = kinked[0].entries if kinked else None
-        sides = kink_sides(node, nd.wide, entries) if nd.floats else []
+        found = _sides(node, nd.wide, entries) if nd.floats else None
+        sides = [] if found is None else found.turns(len(nd.wide))
+        one_hull = found is not None and found.hull and found.complete and len(found.moves) == 1
         skip_mask = kink_beyond_cap(node, nd.wide)
         budget.start_node()
         ref = _Reference(nd, budget)
         try:
             outcome = _check(
-                nd, sides, skip_mask, rng, overrides, ref, stats, (received or {}).get(node.id)
+                nd, sides, skip_mask, rng, overrides, ref, stats, (received or {}).get(node.id), one_hull
             )
         except _FATAL:
             raise

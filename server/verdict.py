@@ -618,7 +618,7 @@ def _fit_hulls(
         base = np.concatenate([p[2] for p in rows])
         scale = np.concatenate([p[4] for p in rows])
         groups = [np.concatenate([p[3][g] for p in rows], axis=1) for g in range(len(rows[0][3]))]
-        misfit, mark_here = _hull_misfit(base, groups, value, scale), marked
+        misfit, mark_here = hull_misfit(base, groups, value, scale), marked
         if misfit is None:  # no fit in float64 (a slope of 1e300): nothing is excused
             misfit, mark_here = np.ones(value.shape, bool), STATUSES.index("unverified")
         start = 0
@@ -741,7 +741,7 @@ def _boxed(interval: Interval, scale: np.ndarray) -> np.ndarray:
     return boxed
 
 
-def _hull_misfit(
+def hull_misfit(
     base: np.ndarray, groups: list[np.ndarray], value: np.ndarray, scale: np.ndarray
 ) -> np.ndarray | None:
     """Per entry, whether the nearest admissible point (base + per group a convex combination

@@ -484,3 +484,26 @@ def test_kink_entries_past_the_caps_are_unverified_not_judged():
     assert beyond is not None and beyond.sum() == 4 and beyond[-4:].all()
     found = culprits("y = amax(x)", {"x": zeros})
     assert not found and "4 gradient entries at kinks left unverified" in found.checks, found.checks
+
+
+def test_a_tie_rule_whose_shares_do_not_add_up_is_blamed():
+    """max's rule giving each of t tied entries 1/(t + 1) of the gradient: every entry lies in
+    [0, 1], the range per entry, and blame said no node's rule was wrong (the verdict failed
+    it through the hull of the ties' alternatives). Blame now asks for one convex combination."""
+
+    def split(original):
+        def vjp(B, node, g, s):
+            (r,) = original(B, node, g, s)
+            x = np.asarray(data(s[0]))
+            ties = int((x == x.max()).sum())
+            return (r * ties / (ties + 1) if ties > 1 else r,)
+
+        return vjp
+
+    with rule("max", split):
+        blamed = culprits("y = max(x)", {"x": [1.0, 1.0, 1.0, 0.0]})
+    b = only(blamed, "max", "MaxBackward1", 1, 5)
+    assert "no convex combination" in b.detail, b.detail
+    # the right rule at the same ties: nothing blamed
+    assert culprits("y = max(x)", {"x": [1.0, 1.0, 1.0, 0.0]}) == []
+    assert culprits("y = sum(maximum(x, z))", {"x": [1.0, 2.0], "z": [1.0, 0.5]}) == []

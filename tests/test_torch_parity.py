@@ -297,6 +297,19 @@ def an_operand_its_gradient_does_not_read_may_change_in_place(L):
     return grads
 
 
+def where_concat_stack_and_mse_loss_promote_as_torch(L):
+    """float32 next to int64 stays float32 (numpy's result type is float64)."""
+    f32, i64 = (torch.float32, torch.int64) if L is torch else (np.float32, np.int64)
+    a = L.tensor([1.0, 2.0], dtype=f32, requires_grad=True)
+    n = torch.tensor([3, 4]) if L is torch else cg.tensor(np.array([3, 4], dtype=i64))
+    cat = torch.cat if L is torch else cg.concat
+    mse = torch.nn.functional.mse_loss if L is torch else cg.mse_loss
+    cond = torch.tensor([True, False]) if L is torch else np.array([True, False])
+    outs = [L.where(cond, a, n), cat([a, n]), L.stack([a, n]), mse(a, _tensor(L, [0.5, 1.0], False))]
+    sum(o.sum() for o in outs).backward()
+    return [str(o.dtype).replace("torch.", "") for o in [*outs, a.grad]], a.grad
+
+
 def sign_abs_and_relu_at_nan(L):
     x = _tensor(L, [float("nan"), 1.0, -2.0, 0.0])
     (x.abs() * _tensor(L, [0.0, 1.0, 1.0, 1.0], False)).sum().backward()  # sgn(nan) = 0
@@ -376,6 +389,7 @@ CASES = [
     a_number_over_an_integer_tensor_is_a_true_quotient,
     flip_is_a_copy,
     sign_abs_and_relu_at_nan,
+    where_concat_stack_and_mse_loss_promote_as_torch,
     an_operand_its_gradient_does_not_read_may_change_in_place,
 ]
 
