@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from crossgrad.server.render import dag_edges
 from crossgrad.v1 import verifier_pb2
+from crossgrad.v1.dag import dag_edges
 from crossgrad.v1.tensors import from_tensor
 from rich.console import Console, Group, RenderableType
 from rich.table import Table

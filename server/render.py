@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+
+from crossgrad.v1.dag import dag_edges
 
 from .compare import Block
 from .ir import Position
@@ -38,19 +39,6 @@ def _block_line(block: Block) -> str:
         + (f" [judged by {judged}]" if judged else "")
         + (f" [{counts}]" if counts else "")
     )
-
-
-def dag_edges(nodes: Sequence[Any], leaves: Sequence[Any], max_nodes: int = 8) -> str:
-    """The DAG in one line, each node with its next_functions (a DAG, not a chain):
-    "SubBackward0 -> MulBackward0, PowBackward0; MulBackward0 -> PowBackward0; ...". Takes the
-    report's nodes and leaves or the message's (id, name, next)."""
-    names = {n.id: n.name for n in nodes} | {leaf.id: f"AccumulateGrad({leaf.name})" for leaf in leaves}
-    parts = [
-        f"{n.name} -> {', '.join(names.get(k, '?') for k in n.next)}" if n.next else n.name
-        for n in nodes[:max_nodes]
-    ]
-    more = len(nodes) - max_nodes
-    return "; ".join(parts) + (f"; ... {more} more node{'s' if more > 1 else ''}" if more > 0 else "")
 
 
 def _symbolic_lines(symbolic: Sequence[dict[str, str]], shown: int = 4, width: int = 160) -> list[str]:

@@ -151,9 +151,11 @@ def test_an_unreachable_server_is_one_clear_line_naming_the_target():
         client.verify_many([WORKED, WORKED], timeout=10)  # the whole call fails: it raises
 
 
-def test_only_unavailable_is_retried():
+def test_only_unavailable_and_cancelled_are_retried():
+    """CANCELLED: a server stopping cancels the calls it was turning away (a caller's own cancel
+    is never retried by gRPC); nothing else, so a bad request fails at once."""
     (config,) = json.loads(SERVICE_CONFIG)["methodConfig"]
-    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
 
 
 # -- against a stub VerifyStream server that records what the client does
