@@ -313,9 +313,11 @@ class _Builder:
             dtype = self.dtype_of(o)
             condition = (op == "where" and k == 0) or (op == "masked_fill" and k == 1)
             if condition and dtype != "bool":  # torch refuses a float condition too
+                text = self._describe(o).strip("'")
+                hint = f" (as {text} > 0, for a 0/1 mask)" if dtype else ""
                 raise RequestError(
                     f"{op}: the {OPS[op].operands[k]} {self._describe(o)} must be a comparison "
-                    f"(bool), not {dtype or 'a number'}",
+                    f"(bool), not {dtype or 'a number'}{hint}",
                     pos,
                 )
             if dtype is None or dtype.startswith("float") or condition:

@@ -262,7 +262,7 @@ def test_node_text_is_the_source_of_each_node_also_after_non_ascii_names():
     ("source", "words"),
     [
         ("y = where(x, x, 0.0)", "where: the condition 'x' must be a comparison (bool)"),
-        ("y = masked_fill(x, x, 1.0)", "masked_fill: the mask 'x' must be a comparison (bool)"),
+        ("y = masked_fill(x, x, 1.0)", "comparison (bool), not float64 (as x > 0, for a 0/1 mask)"),
         ("y = x * (x > 0)", "mul: operand 2, 'x > 0', has dtype bool"),
         ("y = argmax(x) * 1.0", "mul: operand 1, 'argmax(x)', has dtype int64"),
     ],

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ..limits import Limits
 
@@ -195,10 +195,14 @@ def validate(options: ServerOptions) -> None:
             raise OptionError(f"{_flag(name)}: cannot read {path!r}")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line (argparse prints the whole usage first: some 45 lines for serve's flags)."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parse(argv: Sequence[str] | None = None) -> ServerOptions:
-    parser = argparse.ArgumentParser(
-        prog="crossgrad serve", description="Run the crossgrad gRPC server."
-    )
+    parser = _Parser(prog="crossgrad serve", description="Run the crossgrad gRPC server.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
