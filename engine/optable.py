@@ -687,8 +687,11 @@ def _index_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
             name, dim = "SelectBackward0", dim + 1
         elif isinstance(i, slice):
             size = shape[dim] if dim < len(shape) else None
-            # a step other than 1 is a slice even where it takes everything (x[:, ::2] of size 1)
-            if size is None or i.step not in (None, 1) or range(*i.indices(size)) != range(size):
+            # torch compares the slice as written: start 0 (or none), stop none or past the end,
+            # step 1; a step other than 1 (x[:, ::2] of size 1) or a negative start (x[:, -1:]
+            # of size 1) is a slice even where it takes everything
+            whole = i.start in (None, 0) and i.step in (None, 1)
+            if size is None or not whole or (i.stop is not None and i.stop < size):
                 name = "SliceBackward0"
             dim += 1
     return name

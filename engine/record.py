@@ -93,6 +93,8 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     if not (any_need and _state.enabled and impl.vjp is not None):
         return _make(out) if single else tuple(_make(o) for o in out)
 
+    if impl.save_output and type(out) is not _ndarray and single:
+        out = np.asarray(out)  # a 0-d result: saved as the tensor's own array (see below)
     outs = (out,) if single else out
     cls = impl.fixed_class or impl.node_class(attrs, tuple(m[0] for m in in_meta))
     node = cls()
@@ -164,6 +166,11 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     node._needs = _NEEDS_FIRST[len(operands) - 1]
     edge = (x.grad_fn, x._output_nr) if x.grad_fn is not None else _leaf_edge(x)
     save = impl.save
+    if type(out) is not _ndarray:
+        # a 0-d result comes back as a numpy scalar: the saved output must be the tensor's own
+        # array, or an in-place change of it under no_grad escapes the version check (torch's
+        # "modified by an inplace operation")
+        out = np.asarray(out)
     result = out if impl.save_output else None
     key = (a.shape, a.dtype)
     if unary:

@@ -310,6 +310,32 @@ def where_concat_stack_and_mse_loss_promote_as_torch(L):
     return [str(o.dtype).replace("torch.", "") for o in [*outs, a.grad]], a.grad
 
 
+def a_0d_saved_output_changed_in_place_is_an_error(L):
+    """A 0-d result was saved as a numpy scalar, apart from the tensor's array: changed in place
+    under no_grad, backward gave the gradient of the old value without a word."""
+    errors = []
+    for f in ("exp", "tanh", "sqrt", "prod"):
+        x = _tensor(L, [[1.0, 2.0]])
+        y = getattr(x[0, 0] if f != "prod" else x, f)()
+        with L.no_grad():
+            y.mul_(10)
+        try:
+            y.backward()
+            errors.append("none")
+        except RuntimeError as exc:
+            errors.append(str(exc).split(":")[0])
+    return errors
+
+
+def slices_that_take_everything_are_named_as_written(L):
+    """torch compares a slice as written: x[:, -1:] of a size-1 dim is a SliceBackward0 though
+    it takes everything (found by the property test: the engine said AliasBackward0)."""
+    x = _tensor(L, [[1.0], [2.0]])
+    every = slice(None)
+    forms = [(every, slice(-1, None)), (every, slice(0, None)), (every, slice(None, 5))]
+    return [x[index].grad_fn.name() for index in [*forms, (slice(-2, None), every)]]
+
+
 def sign_abs_and_relu_at_nan(L):
     x = _tensor(L, [float("nan"), 1.0, -2.0, 0.0])
     (x.abs() * _tensor(L, [0.0, 1.0, 1.0, 1.0], False)).sum().backward()  # sgn(nan) = 0
@@ -389,6 +415,8 @@ CASES = [
     a_number_over_an_integer_tensor_is_a_true_quotient,
     flip_is_a_copy,
     sign_abs_and_relu_at_nan,
+    slices_that_take_everything_are_named_as_written,
+    a_0d_saved_output_changed_in_place_is_an_error,
     where_concat_stack_and_mse_loss_promote_as_torch,
     an_operand_its_gradient_does_not_read_may_change_in_place,
 ]
