@@ -425,11 +425,20 @@ def _point_summary(
                 lines.append(f"{b.label}: claimed no gradient, but the output depends on the input")
             elif n:
                 e = next((e for e in b.worst if e.status == "fail"), None)
-                at = ""
-                if e is not None:
+                at, joint = "", b.off_hull.get(src, 0)
+                if e is not None and joint and e.admissible:  # sympy's value there is a convention
+                    lo, hi = e.admissible
+                    at = f" (worst at {e.index}: {src} {e.values.get(src)!r}, in [{lo:.6g}, {hi:.6g}])"
+                elif e is not None:
                     at = (
                         f" (worst at {e.index}: {src} {e.values.get(src)!r} vs {e.reference} "
                         f"{e.values.get(e.reference)!r})"
+                    )
+                if joint:
+                    at += (
+                        f"; {joint} of them each within its own range at the kink, but together "
+                        "no admissible choice (the entries one kink moves take one side, or one "
+                        "mix of its sides: tied shares add up to the whole)"
                     )
                 what = "entry is wrong" if n == 1 else "entries are wrong"
                 lines.append(f"{b.label}: {n} {src} {what}{at}")

@@ -115,6 +115,9 @@ class Block:
     isolated: int = 0  # entries whose derivative at the point is not the one on any side
     jumped: int = 0  # entries at a jump of the value given another value than the point's
     loose: int = 0  # entries only finite differences checked, agreeing with them: unverified
+    # per source under test: entries failed by the kinks' joint hull alone (each within its own
+    # range; together no admissible combination: rows that took different sides of one kink)
+    off_hull: dict[str, int] = field(default_factory=dict)
     unused: bool = False  # the output does not depend on the input: no gradient
     claimed_none: bool = False  # the claim is "no gradient" (torch's .grad None)
     dtype: str = "float64"  # the precision the block is computed in (its tolerance's)

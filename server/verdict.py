@@ -626,6 +626,8 @@ def _fit_hulls(
             status = b.status_map[src]
             bad = misfit[start : start + r.size] & np.isin(status[r], judged)
             status[r[bad]] = mark_here
+            if mark_here == STATUSES.index("fail"):
+                b.off_hull[src] = b.off_hull.get(src, 0) + int(bad.sum())
             start += r.size
             if bad.any():
                 summarize(b, tolerance(b))

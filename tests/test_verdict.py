@@ -161,6 +161,26 @@ def test_a_derivative_that_moves_with_the_step_off_a_kink_is_not_isolated():
     assert report.verdict is Verdict.PASS, report.summary
 
 
+def test_a_failure_of_the_joint_hull_says_so_rather_than_comparing_with_sympy():
+    """Rows of a Jacobian that took different sides of one relu: each entry within its own
+    range, and the summary said "claimed 0.75 vs sympy 0.375" (sympy's Heaviside(0) = 1/2, a
+    convention, not the truth), found by an audit."""
+    x = np.array([0.25, 0.75])
+    claim = np.outer(x, np.ones(2))
+    claim[0, :] = 0  # row 0 took relu' = 0, row 1 relu' = 1
+    report = check(
+        CheckRequest(
+            "y = relu(sum(x) - 1) * x",
+            [InputSpec("x", x)],
+            checks=("jacobian",),
+            claimed_jacobian={("y", "x"): claim},
+        )
+    )
+    assert report.verdict is Verdict.FAIL
+    assert "each within its own range at the kink, but together no admissible choice" in report.summary
+    assert "vs sympy" not in report.summary, report.summary
+
+
 def test_an_engine_rule_that_splits_a_tie_by_count_plus_one_fails():
     def split(rule, B, node, g, s):
         (r,) = rule(B, node, g, s)
