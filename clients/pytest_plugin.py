@@ -60,11 +60,14 @@ def _client(config: pytest.Config) -> Client:
 
         server = config.getoption("crossgrad_server")
         token = config.getoption("crossgrad_token")
-        if server is not None and not server.strip():  # an unset variable in quotes, say
-            raise pytest.UsageError(
+        if server is not None and not server.strip():  # an unset variable in quotes, say: each
+            # check fails with this one line (a UsageError raised in a test printed pytest's
+            # internals, a thousand lines a test)
+            config.stash[_UNUSABLE] = (
                 "--crossgrad-server (or CROSSGRAD_SERVER) is empty: give HOST:PORT, or leave it "
                 "out to check in-process"
             )
+            raise ServerUnusable(config.stash[_UNUSABLE])
         client = config.stash[_CLIENT] = Client(server, token=token) if server else Client.embedded()
         if server:
             try:

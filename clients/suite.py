@@ -159,8 +159,10 @@ def apply_baseline(outcomes: Sequence[Outcome], recorded: dict[str, Any], rtol: 
             o.case.id,
             recorded[o.case.id],
             baselines.snapshot(o.result),
-            o.case.rtol if rtol is None else rtol,
-            o.case.atol if atol is None else atol,
+            # the baseline's own tolerances (a case's rtol is its check's: 0.01 there let a
+            # 1e-3 change of every gradient pass as no regression)
+            rtol,
+            atol,
         )
     return notes
 
@@ -279,8 +281,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--update-baseline", metavar="FILE", help="record each case's values and derivatives (JSON)"
     )
-    parser.add_argument("--baseline-rtol", type=float, help="override the regression tolerance")
-    parser.add_argument("--baseline-atol", type=float, help="override the regression tolerance")
+    parser.add_argument(
+        "--baseline-rtol",
+        type=float,
+        help="the regression tolerance (default 1e-9 in float64, 1e-5 in float32; a case's own "
+        "rtol is for its check, not for this)",
+    )
+    parser.add_argument(
+        "--baseline-atol", type=float, help="the regression tolerance (default 1e-12; 1e-7 in float32)"
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="print every case's report")
     parser.add_argument("--debug", action="store_true", help="tracebacks for errors")
     return parser

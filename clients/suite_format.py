@@ -26,6 +26,7 @@ suite cannot make the runner allocate without bound.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 from .client import CHECKS, REFERENCES, Input
 
 MAX_SUITE_BYTES = 4 << 20
+MAX_SUITE_NODES = 1_000_000  # values once YAML aliases are expanded (large arrays: .npy files)
 MAX_CASES = 1000  # per suite file
 MAX_ELEMENTS = 1_000_000  # per tensor, as the server's per-input limit
 MAX_NDIM = 8
@@ -109,14 +111,31 @@ class Suite:
 # ---------------------------------------------------------------- YAML with line numbers
 
 
-def _lines(node: Any, path: tuple[Any, ...], out: dict[tuple[Any, ...], int], where: str) -> None:
+def _lines(
+    node: Any,
+    path: tuple[Any, ...],
+    out: dict[tuple[Any, ...], int],
+    where: str,
+    inside: frozenset[int] = frozenset(),
+) -> None:
     """Record the line of every node by its path (keys and list indices); reject duplicate keys,
-    which pyyaml would silently resolve to the last one."""
+    which pyyaml would silently resolve to the last one, an alias inside itself, and a suite that
+    aliases expand past MAX_SUITE_NODES (310 bytes of nested anchors expanded to 9^9 nodes and
+    took 9 GB before any check looked at them)."""
     import yaml
 
+    line = node.start_mark.line + 1
+    if id(node) in inside:
+        raise SuiteError(f"{where}:{line}: a YAML alias refers to a node it is inside (recursive)")
+    if len(out) >= MAX_SUITE_NODES:
+        raise SuiteError(
+            f"{where}:{line}: the suite expands to more than {MAX_SUITE_NODES} values (through "
+            "YAML aliases, or simply too large)"
+        )
     # a block scalar (program: |) starts on the line after its indicator
     block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
-    out[path] = node.start_mark.line + 1 + block
+    out[path] = line + block
+    inside = inside | {id(node)} if not isinstance(node, yaml.ScalarNode) else inside
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:
@@ -124,10 +143,10 @@ def _lines(node: Any, path: tuple[Any, ...], out: dict[tuple[Any, ...], int], wh
             if name in seen:
                 raise SuiteError(f"{where}:{key.start_mark.line + 1}: duplicate key {name!r}")
             seen.add(name)
-            _lines(value, (*path, name), out, where)
+            _lines(value, (*path, name), out, where, inside)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _lines(item, (*path, i), out, where)
+            _lines(item, (*path, i), out, where, inside)
 
 
 def _parse_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
@@ -149,7 +168,10 @@ def _parse_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         if node is None:
             raise SuiteError(f"{path}: the suite is empty (it needs a `cases:` list)")
         lines: dict[tuple[Any, ...], int] = {}
-        _lines(node, (), lines, str(path))
+        try:
+            _lines(node, (), lines, str(path))
+        except RecursionError:
+            raise SuiteError(f"{path}: the suite is nested too deeply") from None
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -389,6 +411,12 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
     for required in ("name", "program", "inputs"):
         if required not in raw:
             raise where.error(f"the case has no {required!r}")
+    name = raw["name"]
+    if not isinstance(name, str | int) or not str(name).strip():
+        raise (where / "name").error(f"expected a name (text), got {name!r}")
+    if "::" in str(name) or any(unicodedata.category(c) == "Cc" for c in str(name)):
+        # '::' splits pytest's node ids; a control character makes the JUnit XML unreadable
+        raise (where / "name").error(f"a name without '::' or control characters, got {name!r}")
     program = raw["program"]
     if not isinstance(program, str) or not program.strip():
         raise (where / "program").error("expected the program's text")

@@ -184,3 +184,16 @@ def test_a_server_that_cannot_be_reached_fails_every_check_with_one_reason(pytes
         line for line in out.splitlines() if line.startswith(f"crossgrad: UNAVAILABLE: {reason}")
     ]
     assert len(fixture_errors) == n_fixture_tests and "During handling" not in out
+
+
+def test_an_empty_server_variable_fails_each_check_with_one_line(pytester, monkeypatch):
+    """CROSSGRAD_SERVER set but empty (an unset variable in quotes): pytest.UsageError raised
+    inside each test printed pytest's internals, about a thousand lines a test."""
+    _project(pytester)
+    monkeypatch.setenv("CROSSGRAD_SERVER", "")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rN")
+    n_fixture_tests = FIXTURE_TESTS.count("def test_")
+    result.assert_outcomes(failed=N_EXAMPLES, errors=n_fixture_tests)
+    out = result.stdout.str()
+    assert out.count("is empty: give HOST:PORT") == N_EXAMPLES + n_fixture_tests
+    assert "_pytest" not in out and len(out.splitlines()) < 40 * (N_EXAMPLES + n_fixture_tests)

@@ -252,8 +252,20 @@ def test_a_moved_value_alone_is_a_regression(recorded, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+_ALIAS_BOMB = "".join(  # 310 bytes expanding to 9^9 values through anchors (9 GB before)
+    ["cases: &a [x,x,x,x,x,x,x,x,x]\n"]
+    + [f"{k}: &{k} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, k in zip("abcdefgh", "bcdefghi")]
+)
+
 BAD_SUITES = [
     # (suite text, the line, the words the one-line error must contain)
+    (_ALIAS_BOMB, 1, ["expands to more than 1000000 values"]),
+    ("cases: &a\n  - name: c\n    program: y = sum(x)\n    inputs: {x: [1]}\n    description: *a\n",
+     1, ["a YAML alias refers to a node it is inside"]),
+    ('cases:\n  - name: "bad\\x01name"\n    program: y = sum(x)\n    inputs: {x: [1]}\n',
+     2, ["field 'name'", "without '::' or control characters"]),
+    ("cases:\n  - name: a::b\n    program: y = sum(x)\n    inputs: {x: [1]}\n",
+     2, ["field 'name'", "without '::'"]),
     ("cases:\n  - name: c1\n    program: y = sum(x)\n    inputs: {x: [1, 2]}\n    expct: PASS\n",
      5, ["case 'c1'", "field 'expct'", "unknown key"]),
     ("cases:\n  - name: ragged\n    program: y = sum(x)\n    inputs:\n      x: [[1, 2], [3]]\n",
@@ -389,3 +401,20 @@ def test_usage_errors_exit_2():
     assert proc.returncode == 2 and "--jobs must be at least 1" in proc.stderr
     proc = run([str(EXAMPLES), "--baseline", str(EXAMPLES)])  # YAML is not a JSON baseline
     assert proc.returncode == 2 and "not a JSON baseline" in proc.stderr
+
+
+def test_a_cases_own_tolerance_does_not_widen_the_baseline(tmp_path):
+    """rtol: 0.01 is the case's check; as the regression tolerance too, every gradient moving by
+    1e-3 was "0 regressed" (found by an audit)."""
+    case = (
+        "cases:\n  - name: t\n    program: y = sum(tanh({x}))\n"
+        "    inputs: {{x: [0.5, 1.0]}}\n    rtol: 0.01\n"
+    )
+    suite = tmp_path / "tol.yaml"
+    suite.write_text(case.format(x="x"))
+    baseline = tmp_path / "baseline.json"
+    assert run([str(suite), "--update-baseline", str(baseline)]).returncode == 0
+    suite.write_text(case.format(x="x * 1.001"))
+    proc = run([str(suite), "--baseline", str(baseline)])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "regression: tol::t" in proc.stdout and "beyond rtol 1e-09" in proc.stdout
