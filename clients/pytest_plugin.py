@@ -172,6 +172,7 @@ class Crossgrad:
 
         __tracebackhide__ = True
         expected = [] if expect is None else [expect] if isinstance(expect, str) else list(expect)
+        expected = [e.upper() for e in expected]  # as a suite's expect: pass is PASS
         unknown = [e for e in expected if e not in VERDICTS]
         if unknown:
             pytest.fail(f"crossgrad: expect {unknown} is not a verdict: {', '.join(VERDICTS)}", False)

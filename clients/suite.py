@@ -147,8 +147,14 @@ def check_case(client: Client, case: Case, timeout: float | None = None) -> Outc
 
 def apply_baseline(outcomes: Sequence[Outcome], recorded: dict[str, Any], rtol: float | None,
                    atol: float | None) -> list[str]:  # fmt: skip
-    """Attach regressions to the outcomes; returns notes (cases the baseline does not know)."""
+    """Attach regressions to the outcomes; returns notes (cases the baseline does not know, and
+    cases of these suites the baseline knows that did not run: renamed or removed)."""
     notes = []
+    ran = {o.case.id for o in outcomes}
+    suites = {case_id.split("::", 1)[0] for case_id in ran}
+    for case_id in recorded:
+        if case_id.split("::", 1)[0] in suites and case_id not in ran:
+            notes.append(f"{case_id}: in the baseline, not in its suite now (renamed or removed?)")
     for o in outcomes:
         if o.case.id not in recorded:
             notes.append(f"{o.case.id}: not in the baseline (record it with --update-baseline)")

@@ -448,8 +448,8 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
         fields["samples"] = _samples(raw["samples"], where / "samples")
     if "budget" in raw:
         given = raw["budget"]  # a number is the total seconds, as the CLI's --budget
-        number = isinstance(given, int | float) and not isinstance(given, bool)
-        given = {"seconds": given} if number else given
+        number = isinstance(given, int | float | str) and not isinstance(given, bool)
+        given = {"seconds": given} if number else given  # (1e3 is a string to YAML 1.1)
         budget = _mapping(given, where / "budget")
         for key, v in budget.items():
             if key not in BUDGET_KEYS:

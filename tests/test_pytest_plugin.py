@@ -52,13 +52,17 @@ def test_a_wrong_claim_fails_the_test(crossgrad):
     crossgrad.assert_verified(*WORKED, cotangents={"Q": [1.0, 1.0]}, claimed_vjp={"a": [36.0, 80.0]})
 
 
+def test_an_expectation_in_lower_case_is_a_verdict_as_in_a_suite(crossgrad):
+    crossgrad.assert_verified(*WORKED, cotangents={"Q": [1.0, 1.0]}, expect="pass")
+
+
 def test_a_refused_program_is_the_error_expected(crossgrad):
     result = crossgrad.assert_verified("y = sum(x *", {"x": [1.0]}, expect="ERROR")
     assert "syntax error" in str(result.error)
 
 
 def test_an_expectation_that_is_no_verdict_fails_the_test(crossgrad):
-    crossgrad.assert_verified(*WORKED, cotangents={"Q": [1.0, 1.0]}, expect="pass")
+    crossgrad.assert_verified(*WORKED, cotangents={"Q": [1.0, 1.0]}, expect="GREAT")
 """
 
 WRONG_EXPECTATION = """\
@@ -88,9 +92,9 @@ def test_example_suite_and_fixture_embedded(pytester):
     (pytester.path / "other.yaml").write_text("not: a suite\n")  # not crossgrad*: ignored
     (pytester.path / "crossgrad-settings.yaml").write_text("port: 50051\n")  # no cases: ignored
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
-    # The example suite's cases, the refusal expected and four fixture tests pass; the wrong
+    # The example suite's cases, the refusal expected and five fixture tests pass; the wrong
     # expectation, the wrong claim and the expectation that is no verdict fail.
-    result.assert_outcomes(passed=N_EXAMPLES + 1 + 4, failed=3)
+    result.assert_outcomes(passed=N_EXAMPLES + 1 + 5, failed=3)
     result.stdout.fnmatch_lines(
         [
             "*crossgrad_examples.yaml::worked example PASSED*",
@@ -107,7 +111,7 @@ def test_example_suite_and_fixture_embedded(pytester):
     assert "non-differentiable point: relu" in out
     # The fixture's helper fails with the verdict and the report.
     assert "crossgrad: expected a pass, got FAIL" in out
-    assert "crossgrad: expect ['pass'] is not a verdict: PASS, " in out
+    assert "crossgrad: expect ['GREAT'] is not a verdict: PASS, " in out
     assert "1 claimed entry is wrong (worst at (1,): claimed 80.0 vs sympy 81.0)" in out
 
 
@@ -161,7 +165,7 @@ def test_through_a_server_without_sympy_or_jax(pytester, monkeypatch):
             "-p", "no:cacheprovider", f"--crossgrad-server={server.address}"
         )
     # the wrong claim and the expectation that is no verdict still fail
-    result.assert_outcomes(passed=N_EXAMPLES + 4 + 2, failed=2)
+    result.assert_outcomes(passed=N_EXAMPLES + 5 + 2, failed=2)
     assert "crossgrad: expected a pass, got FAIL" in result.stdout.str()
 
 

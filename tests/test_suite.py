@@ -308,9 +308,11 @@ def test_a_budget_is_seconds_or_the_requests_budget_fields(tmp_path):
     suite.write_text(
         "cases:\n  - {name: a, program: y = sum(x), inputs: {x: [1]}, budget: 5}\n"
         "  - {name: b, program: y = sum(x), inputs: {x: [1]}, budget: {seconds: 3, sympy_seconds: 1}}\n"
+        "  - {name: c, program: y = sum(x), inputs: {x: [1]}, budget: 1e2}\n"  # YAML 1.1: a string
     )
-    a, b = load_suite(suite).cases
+    a, b, c = load_suite(suite).cases
     assert a.fields["budget"] == {"seconds": 5} and b.fields["budget"]["sympy_seconds"] == 1
+    assert c.fields["budget"] == {"seconds": 100.0}
 
 
 def test_a_program_error_names_its_line_in_the_suite_file(tmp_path):
@@ -418,3 +420,7 @@ def test_a_cases_own_tolerance_does_not_widen_the_baseline(tmp_path):
     proc = run([str(suite), "--baseline", str(baseline)])
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "regression: tol::t" in proc.stdout and "beyond rtol 1e-09" in proc.stdout
+    # renamed: the baseline's case did not run, and the run says so
+    suite.write_text(case.format(x="x").replace("name: t", "name: t2"))
+    proc = run([str(suite), "--baseline", str(baseline)])
+    assert "tol::t: in the baseline, not in its suite now (renamed or removed?)" in proc.stdout
