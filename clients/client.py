@@ -245,6 +245,10 @@ def build_request(
     return msg
 
 
+# build_request's keyword fields (what verify() takes beside program and inputs)
+REQUEST_FIELDS = list(inspect.signature(build_request).parameters)[2:]
+
+
 class Result:
     """A verification report: the verdict, the text, and every block's values as arrays.
 
@@ -530,12 +534,12 @@ class Client:
         """Check a program at a point. fields: outputs, cotangents, checks ("vjp", "jacobian",
         "hessian"), references ("sympy", "jax", "fd"), rtol, atol, samples, claimed_vjp,
         claimed_jacobian, budget, seed, blame, id."""
-        known = list(inspect.signature(build_request).parameters)[2:]
         for name in fields:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
+            if name not in REQUEST_FIELDS:
+                close = difflib.get_close_matches(name, REQUEST_FIELDS, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
-                raise TypeError(f"verify() has no field {name!r}: {hint}fields: {', '.join(known)}")
+                known = ", ".join(REQUEST_FIELDS)
+                raise TypeError(f"verify() has no field {name!r}: {hint}fields: {known}")
         request = build_request(program, inputs, **fields)
         return Result(self.verify_message(request, timeout), request=request)
 

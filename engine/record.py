@@ -173,6 +173,8 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
         out = np.asarray(out)
     result = out if impl.save_output else None
     key = (a.shape, a.dtype)
+    # x op c: the number c is kept for x's gradient ("other", "divisor"); x only for c's, not needed
+    keeps_number = not unary and save in ("other", "divisor")
     if unary:
         node._edges = (edge,)
         node._in_meta = _metas_get(key) or _share(_METAS, key, (key,))
@@ -180,18 +182,16 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     else:
         node._edges = (edge, _NO_EDGE)
         node._in_meta = _number_metas_get(key) or _share(_NUMBER_METAS, key, (key, _NUMBER_META))
-        # "other": the number is kept for x's gradient; x itself only for the number's, not needed
         c = operands[1]
-        kept = c if save in ("other", "divisor") else None
-        node._saved = (x, c, result) if save == "all" else (None, kept, result)
+        node._saved = (x, c, result) if save == "all" else (None, c if keeps_number else None, result)
     node._versions = _saved_versions(node._saved) if _versions else None
     keeps_x = save == "all"
     node._has_tensors = keeps_x
-    node._saves_values = keeps_x or result is not None or (save in ("other", "divisor") and not unary)
+    node._saves_values = keeps_x or result is not None or keeps_number
     key = (out.shape, out.dtype)
     node._out_meta = _metas_get(key) or _share(_METAS, key, (key,))
     t = _new(Tensor)  # Tensor._make, inlined: this is the hot path of every operation
-    t.data = out if type(out) is _ndarray else np.asarray(out)
+    t.data = out  # an ndarray: made one above
     t._grad = None
     t.grad_fn = node
     t._requires_grad = True

@@ -150,8 +150,18 @@ def kink_sides(
     operands broadcast together); None when find_kinks did not flag the node (then only the
     reductions, whose kinked rows kinks.sides finds, have sides). An empty list: no kink (judge
     exactly). kink_beyond_cap names the kinked entries no side moves."""
+    return _kink(node, operands, entries)[0]
+
+
+def _kink(
+    node: IRNode, operands: list[Any], entries: np.ndarray | None
+) -> tuple[list[list[np.ndarray | None]], bool]:
+    """kink_sides, and whether they are the alternatives of a single complete group, whose
+    convex hull is the generalized gradient (a tie of max: _judge's one_hull)."""
     found = _sides(node, operands, entries)
-    return [] if found is None else found.turns(len(operands))
+    if found is None:
+        return [], False
+    return found.turns(len(operands)), found.hull and found.complete and len(found.moves) == 1
 
 
 def kink_beyond_cap(node: IRNode, operands: list[Any]) -> np.ndarray | None:
@@ -1084,9 +1094,7 @@ def find_culprits(
             continue
         kinked = find_kinks([node], {node.id: nd.wide})
         entries = kinked[0].entries if kinked else None
-        found = _sides(node, nd.wide, entries) if nd.floats else None
-        sides = [] if found is None else found.turns(len(nd.wide))
-        one_hull = found is not None and found.hull and found.complete and len(found.moves) == 1
+        sides, one_hull = _kink(node, nd.wide, entries) if nd.floats else ([], False)
         skip_mask = kink_beyond_cap(node, nd.wide)
         budget.start_node()
         ref = _Reference(nd, budget)
