@@ -380,6 +380,20 @@ def binary_cross_entropy_with_logits_at_infinite_logits(L):
     return loss.detach(), x.grad
 
 
+def softmax_and_log_softmax_of_a_row_with_inf(L):
+    """A row holding +inf is all nan (inf - inf); a row of -inf only is shifted by 0."""
+    inf = float("inf")
+    rows = [[1.0, inf, 2.0], [inf, -inf], [-inf, -inf], [1.0, -inf]]
+    return [(L.softmax(_tensor(L, r, False), 0), L.log_softmax(_tensor(L, r, False), 0)) for r in rows]
+
+
+def var_with_no_degrees_of_freedom_left(L):
+    """correction >= N: the gradient is inf (2 / 0 times x - mean), nan where x is the mean."""
+    x = _tensor(L, [1.0, 2.0, 4.0, 7.0 / 3.0])
+    x.var(correction=4).backward()
+    return x.grad
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -419,6 +433,8 @@ CASES = [
     a_0d_saved_output_changed_in_place_is_an_error,
     where_concat_stack_and_mse_loss_promote_as_torch,
     an_operand_its_gradient_does_not_read_may_change_in_place,
+    softmax_and_log_softmax_of_a_row_with_inf,
+    var_with_no_degrees_of_freedom_left,
 ]
 
 

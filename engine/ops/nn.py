@@ -31,8 +31,8 @@ def _log_softmax_fwd(x: np.ndarray, axis: int) -> np.ndarray:
     if x.ndim == 0:
         return np.zeros_like(x)
     m = max_reduce(x, axis=axis, keepdims=True)
-    if not np.isfinite(m).all():  # rows of -inf (or inf): shift by 0 there, as torch does
-        m = np.where(np.isfinite(m), m, 0)
+    if np.isneginf(m).any():  # rows all -inf: shifted by 0, as torch does (a +inf row is all nan)
+        m = np.where(np.isneginf(m), 0, m)
     shifted = x - m
     return shifted - np.log(add_reduce(np.exp(shifted), axis=axis, keepdims=True))
 

@@ -230,7 +230,7 @@ var = _reduction(
     lambda x, axis, keepdims, correction: np.var(
         x, axis=_np_axis(x, axis), keepdims=keepdims, ddof=correction
     ),
-    lambda B, n, g, s: (_expand(B, n, g) * (2 * _centered(B, n, s[0]) / _dof(n)),),
+    lambda B, n, g, s: (_var_vjp(B, n, g, s),),
 )
 std = _reduction(
     "std",
@@ -240,6 +240,13 @@ std = _reduction(
     lambda B, n, g, s: (_std_vjp(B, n, g, s),),
     out=True,
 )
+
+
+def _var_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> Any:
+    centered = _centered(B, n, s[0])
+    if _dof(n) == 0:  # as torch: 2 / 0 times x - mean is inf, or nan where x is the mean
+        return _expand(B, n, g) * B.where(centered == 0, math.nan, math.inf)
+    return _expand(B, n, g) * (2 * centered / _dof(n))
 
 
 def _std_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> Any:
