@@ -112,9 +112,14 @@ def _outcome(case: Case, result: Result) -> Outcome:
     if result.error is not None:
         if "ERROR" in case.expect and result.error.code in REFUSED:  # refusing it was expected
             return Outcome(case, 0.0, result=result)
-        error, line = str(result.error), result.error.info.get("line", "")
-        if line.isdigit() and case.program_line:  # the program's line, in the suite file
-            error = f"{case.path}:{case.program_line + int(line) - 1}: {error}"
+        error, info = str(result.error), result.error.info
+        if result.error.code in REFUSED:  # name the line in the suite file that it refused
+            line = info.get("line", "")
+            if line.isdigit() and case.program_line:  # a line of the program
+                at = case.program_line + int(line) - 1
+            else:
+                at = case.line_of(info.get("field", ""))
+            error = f"{case.path}:{at}: {error}" if at else error
         return Outcome(case, 0.0, error=error)
     return Outcome(case, _seconds(result), result=result)
 

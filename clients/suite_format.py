@@ -26,6 +26,7 @@ suite cannot make the runner allocate without bound.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,19 @@ class Case:
     expect: tuple[str, ...]
     fields: dict[str, Any] = field(default_factory=dict)  # the rest of build_request's arguments
     description: str = ""
+    where: _Where | None = field(default=None, repr=False, compare=False)
+
+    def line_of(self, request_field: str) -> int:
+        """The line in the suite file of a request field a server named in an error
+        (claimed_vjp[b], inputs[a].mask): the innermost of its keys written in this case, else
+        the case's own line."""
+        if self.where is None:
+            return self.line
+        where = self.where
+        for part in re.split(r"[.\[\]]+", request_field):
+            if part:
+                where = where / part
+        return where.line or self.line
 
     @property
     def id(self) -> str:
@@ -483,6 +497,7 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
         expect=tuple(v.removeprefix("VERDICT_") for v in expect),
         fields=fields,
         description=description,
+        where=where,
     )
 
 

@@ -15,7 +15,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from crossgrad.clients.client import Client
 from crossgrad.clients.local_server import LocalServer
+from crossgrad.clients.suite import run_cases
 from crossgrad.clients.suite_format import SuiteError, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -424,3 +426,30 @@ def test_a_cases_own_tolerance_does_not_widen_the_baseline(tmp_path):
     suite.write_text(case.format(x="x").replace("name: t", "name: t2"))
     proc = run([str(suite), "--baseline", str(baseline)])
     assert "tol::t: in the baseline, not in its suite now (renamed or removed?)" in proc.stdout
+
+
+def test_a_refused_field_names_its_line_in_the_suite_file(tmp_path):
+    """Refusals of what the suite file could not know (a claim for a frozen input, a cotangent
+    for no output) name the line of the key the server named, not only the case."""
+    suite = tmp_path / "refused.yaml"
+    suite.write_text(
+        "cases:\n"
+        "  - name: frozen_claim\n"
+        "    program: Q = 3*a**3 - b**2\n"
+        "    inputs:\n"
+        "      a: [2, 3]\n"
+        "      b: {value: [6, 4], requires_grad: false}\n"
+        "    cotangents: {Q: [1, 1]}\n"
+        "    claimed_vjp:\n"
+        "      a: [36, 81]\n"
+        "      b: [-12, -8]\n"  # line 10
+        "  - name: no_such_output\n"
+        "    program: Q = a * 2\n"
+        "    inputs: {a: [1.0]}\n"
+        "    cotangents:\n"
+        "      R: [1.0]\n"  # line 15
+    )
+    with Client() as client:
+        frozen, unknown = run_cases(client, load_suite(suite).cases)
+    assert frozen.error.startswith(f"{suite}:10: INVALID_ARGUMENT: "), frozen.error
+    assert unknown.error.startswith(f"{suite}:15: INVALID_ARGUMENT: "), unknown.error
