@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import os
 import sys
 import time
@@ -151,14 +152,17 @@ def check_case(client: Client, case: Case, timeout: float | None = None) -> Outc
 
 
 def apply_baseline(outcomes: Sequence[Outcome], recorded: dict[str, Any], rtol: float | None,
-                   atol: float | None) -> list[str]:  # fmt: skip
+                   atol: float | None, loaded: set[str] | None = None) -> list[str]:  # fmt: skip
     """Attach regressions to the outcomes; returns notes (cases the baseline does not know, and
-    cases of these suites the baseline knows that did not run: renamed or removed)."""
+    cases of these suites the baseline knows that are not in them now: renamed or removed).
+    loaded: the ids of every case of the suites as read (default: those that ran), when --case
+    ran only some."""
     notes = []
     ran = {o.case.id for o in outcomes}
+    loaded = ran if loaded is None else loaded
     suites = {case_id.split("::", 1)[0] for case_id in ran}
     for case_id in recorded:
-        if case_id.split("::", 1)[0] in suites and case_id not in ran:
+        if case_id.split("::", 1)[0] in suites and case_id not in loaded:
             notes.append(f"{case_id}: in the baseline, not in its suite now (renamed or removed?)")
     for o in outcomes:
         if o.case.id not in recorded:
@@ -285,6 +289,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds for the whole run (over gRPC)"
     )
+    parser.add_argument(
+        "--case",
+        action="append",
+        metavar="PATTERN",
+        help="only the cases whose name (or SUITE::NAME) matches this shell pattern (*, ?, [...]); "
+        "repeatable",
+    )
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one testcase per case)")
     parser.add_argument(
         "--baseline", metavar="FILE", help="report values that moved since this baseline"
@@ -324,7 +335,24 @@ def _load_all(paths: Sequence[str]) -> list[Case]:
     return cases
 
 
-def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case]) -> int:
+def _select(cases: Sequence[Case], patterns: Sequence[str] | None) -> list[Case]:
+    """The cases --case names (all without it); a pattern that matches none is an error."""
+    if not patterns:
+        return list(cases)
+    chosen = [c for c in cases if any(_matches(c, p) for p in patterns)]
+    for pattern in patterns:
+        if not any(_matches(c, pattern) for c in cases):
+            names = ", ".join(c.name for c in cases[:10]) + (", ..." if len(cases) > 10 else "")
+            raise UsageError(f"--case {pattern!r} matches no case (the cases: {names})")
+    return chosen
+
+
+def _matches(case: Case, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(case.name, pattern) or fnmatch.fnmatchcase(case.id, pattern)
+
+
+def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case], loaded: set[str]) -> int:
+    """Run the cases; loaded: the ids of every case the suites hold (--case may run fewer)."""
     started = time.monotonic()
     if client.target is not None:
         try:
@@ -337,7 +365,7 @@ def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case]) -> i
     outcomes = _run_with_progress(client, cases, args.jobs, args.timeout, sys.stderr.isatty())
     notes = []
     if recorded is not None:
-        notes = apply_baseline(outcomes, recorded, args.baseline_rtol, args.baseline_atol)
+        notes = apply_baseline(outcomes, recorded, args.baseline_rtol, args.baseline_atol, loaded)
     print_summary(outcomes, time.monotonic() - started, args.verbose)
     for note in notes:
         print(f"note: {note}")
@@ -374,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crossgrad check: --jobs must be at least 1, not {args.jobs}", file=sys.stderr)
         return 2
     try:
-        cases = _load_all(args.suites)
+        loaded = _load_all(args.suites)
+        cases = _select(loaded, args.case)
+        ids = {case.id for case in loaded}
         if args.baseline:
             baselines.load(args.baseline)  # a bad baseline fails before any case runs
         if args.start_server:
@@ -382,19 +412,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             with LocalServer(args=("--log-level", "WARNING")) as server:
                 with Client(server.address) as client:
-                    code = _check(args, client, cases)
+                    code = _check(args, client, cases, ids)
                 if server.stop() != 0:
                     print("crossgrad check: the local server did not stop cleanly", file=sys.stderr)
                     return 2
                 return code
         if args.server:
             with connect(args.server, args.token, args.tls, args.ca_cert) as client:
-                return _check(args, client, cases)
+                return _check(args, client, cases, ids)
         try:
             client = Client.embedded()
         except ImportError as exc:
             raise UsageError(f"{exc} (or check through a server with --server ADDR)") from None
-        return _check(args, client, cases)
+        return _check(args, client, cases, ids)
     except (
         SuiteError,
         baselines.BaselineError,

@@ -453,3 +453,19 @@ def test_a_refused_field_names_its_line_in_the_suite_file(tmp_path):
         frozen, unknown = run_cases(client, load_suite(suite).cases)
     assert frozen.error.startswith(f"{suite}:10: INVALID_ARGUMENT: "), frozen.error
     assert unknown.error.startswith(f"{suite}:15: INVALID_ARGUMENT: "), unknown.error
+
+
+def test_case_runs_only_the_cases_it_matches(recorded):
+    """--case selects by name or SUITE::NAME; the baseline's other cases are not "removed"."""
+    suite, baseline = recorded
+    proc = run([str(suite), "--case", "poly*", "--baseline", str(baseline)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 cases in" in proc.stdout and "polynomial" in proc.stdout
+    assert "tanh layer" not in proc.stdout and "note:" not in proc.stdout
+    both = run([str(suite), "--case", "small::tanh*", "--case", "polynomial"])
+    assert "2 cases in" in both.stdout, both.stdout + both.stderr
+    none = run([str(suite), "--case", "polynomail"])
+    assert none.returncode == 2
+    assert none.stderr.strip() == (
+        "crossgrad check: --case 'polynomail' matches no case (the cases: tanh layer, polynomial)"
+    )
