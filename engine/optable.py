@@ -676,8 +676,8 @@ def _index_node_name(attrs: dict[str, Any], shapes: tuple[Shape, ...]) -> str:
     items = index if isinstance(index, tuple) else (index,)
     if any(not (i is None or i is Ellipsis or isinstance(i, (int, slice))) for i in items):
         return "IndexBackward0"
-    if len(items) == 1 and isinstance(items[0], slice):
-        return "SliceBackward0"  # torch's own path for a lone slice, whole or not
+    if attrs.get("lone_slice"):
+        return "SliceBackward0"  # torch's own path for a lone slice (not in a tuple), whole or not
     shape = tuple(shapes[0])[attrs.get("nb", 0) :] if shapes else ()
     name, dim = "AliasBackward0", 0
     for i in items:

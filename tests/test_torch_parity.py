@@ -333,7 +333,9 @@ def slices_that_take_everything_are_named_as_written(L):
     x = _tensor(L, [[1.0], [2.0]])
     every = slice(None)
     forms = [(every, slice(-1, None)), (every, slice(0, None)), (every, slice(None, 5))]
-    return [x[index].grad_fn.name() for index in [*forms, (slice(-2, None), every)]]
+    names = [x[index].grad_fn.name() for index in [*forms, (slice(-2, None), every)]]
+    v = _tensor(L, [1.0, 2.0])  # a lone slice is a slice; in a tuple, or ..., an alias
+    return names, [v[index].grad_fn.name() for index in (every, (every,), ..., (...,), (0,))]
 
 
 def sign_abs_and_relu_at_nan(L):

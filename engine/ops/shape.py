@@ -202,7 +202,12 @@ def _getitem_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     return (B.index_scatter(g, n._attrs["index"], _in_shape(n)[nb_fwd:]),)
 
 
-_GETITEM = define("getitem", lambda x, index, nb: indexing.getitem(x, index, nb), _getitem_vjp, "none")
+_GETITEM = define(
+    "getitem",
+    lambda x, index, nb, lone_slice=False: indexing.getitem(x, index, nb),
+    _getitem_vjp,
+    "none",
+)
 
 
 def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
@@ -210,7 +215,9 @@ def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
     x = tensor_operand(x)
     canon = indexing.canonical_index(index, x.shape[nb:])
     indexing.index_shape("getitem", x.shape[nb:], canon)
-    return apply(_GETITEM, x, index=canon, nb=nb)
+    # torch names x[:] SliceBackward0 and x[:,] AliasBackward0: the canonical index is a tuple
+    lone = {"lone_slice": True} if isinstance(index, slice) else {}
+    return apply(_GETITEM, x, index=canon, nb=nb, **lone)
 
 
 def _index_scatter_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
