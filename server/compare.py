@@ -115,6 +115,7 @@ class Block:
     isolated: int = 0  # entries whose derivative at the point is not the one on any side
     jumped: int = 0  # entries at a jump of the value given another value than the point's
     loose: int = 0  # entries only finite differences checked, agreeing with them: unverified
+    sided: int = 0  # Hessian entries at kinks whose one-sided Hessians differ or are not theirs
     # per source under test: entries failed by the kinks' joint hull alone (each within its own
     # range; together no admissible combination: rows that took different sides of one kink)
     off_hull: dict[str, int] = field(default_factory=dict)
@@ -201,8 +202,8 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
     """Each entry of each source under test against the reference hierarchy: where sympy
     checked an entry it is the reference, and JAX and finite differences are witnesses whose
     disagreement is counted, never an excuse; elsewhere JAX is the reference and finite
-    differences must confirm it (where they disagree at a smooth point the entry is unsettled:
-    unverified); only finite differences: they are the reference. At a kink an entry may take any
+    differences, where they computed the entry, must confirm it (where they disagree at a smooth
+    point the entry is unsettled: unverified); only finite differences: they are the reference. At a kink an entry may take any
     value within the one-sided derivatives' range (a convention)."""
     names = list(block.sources)
     values = np.stack([np.asarray(s.values, np.float64).reshape(-1) for s in block.sources.values()])

@@ -760,12 +760,28 @@ def test_nested_kinks_excuse_nothing():
         "y = sum(abs(x) * abs(x))",  # x^2: Hessian 2; sympy's sign(0)^2 and the engine said 0
         "y = sum(maximum(x, 0.0) * maximum(-x, 0.0))",  # 0; sympy's Heaviside(0) said -1/2
         "y = sum(relu(x) ** 2)",  # 0 on one side, 2 on the other: the engine's 0 FAILed
+        # two kinks whose slopes multiply: each moved alone gave 0 as at the point, so the
+        # engine's 0 PASSed; min(x, 0)^2 + max(x, 0)^2 is x^2, Hessian 2 (from an audit)
+        "y = sum(where(x < 0, x, 0.0) * where(x < 0, x, 0.0)"
+        " + where(-x < 0, x, 0.0) * where(-x < 0, x, 0.0))",
+        "y = sum(where(x < 0, x, 0.0) * where(x < 0, x, 0.0))",  # 2 on one side, 0 on the other
     ],
 )
 def test_a_hessian_at_a_kink_is_unverified(source):
     report = check(CheckRequest(source, [InputSpec("x", [0.0, 1.0])], checks=("vjp", "hessian")))
     assert report.verdict is Verdict.UNVERIFIED, report.summary
     assert report.block("hessian", "x,x").status == "unverified"
+    assert "1 second derivatives at a kink, where the one-sided Hessians differ" in report.summary
+
+
+def test_a_mixed_second_derivative_at_two_kinks_is_unverified():
+    """d2/da db of min(a, 0) * min(b, 0) at 0 is 1 in one quadrant, 0 in the others: it PASSed
+    as 0, the corners a < 0 < b and b < 0 < a never being tried together."""
+    program = "y = sum(where(a < 0, a, 0.0) * where(b < 0, b, 0.0))"
+    specs = [InputSpec("a", [0.0]), InputSpec("b", [0.0])]
+    report = check(CheckRequest(program, specs, checks=("hessian",)))
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert report.block("hessian", "a,b").status == "unverified"
 
 
 @pytest.mark.parametrize(
@@ -1021,3 +1037,18 @@ def test_a_kink_the_function_is_smooth_across_is_judged_by_the_limit_of_its_side
     assert report.verdict is Verdict.FAIL, report.summary
     W = np.random.default_rng(0).normal(size=(2, 2))
     assert run("y = sum(relu(W @ x) ** 2)", W=W, x=[0.0, 0.0]).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize(
+    ("source", "x"), [("y = sum(abs(x) * x)", 1e-5), ("y = sum(relu(x) ** 2)", 1e-7)]
+)
+def test_finite_differences_alone_do_not_fail_a_hessian_near_a_kink(source, x):
+    """A kink within the steps: both steps' quotients landed near the same wrong value, so their
+    difference promised a small error ("engine 2.0 vs fd 0.0552": FAIL of a right Hessian). A
+    third step shows they do not converge; a wrong rule away from kinks still fails."""
+    fd_only = {"checks": ("hessian",), "references": ("fd",)}
+    report = check(CheckRequest(source, [InputSpec("x", [x])], **fd_only))
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    with scaled_vjp("sin", 1.5):
+        wrong = check(CheckRequest("y = sum(sin(x) * x)", [InputSpec("x", [0.3, 0.7])], **fd_only))
+    assert wrong.block("hessian", "x,x").failing["engine"] >= 1, wrong.summary
