@@ -203,8 +203,9 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
     checked an entry it is the reference, and JAX and finite differences are witnesses whose
     disagreement is counted, never an excuse; elsewhere JAX is the reference and finite
     differences, where they computed the entry, must confirm it (where they disagree at a smooth
-    point the entry is unsettled: unverified); only finite differences: they are the reference. At a kink an entry may take any
-    value within the one-sided derivatives' range (a convention)."""
+    point the entry is unsettled: unverified); only finite differences: they are the reference.
+    At a kink an entry may take any value within the one-sided derivatives' range (a
+    convention)."""
     names = list(block.sources)
     values = np.stack([np.asarray(s.values, np.float64).reshape(-1) for s in block.sources.values()])
     masks = np.stack([_mask(s).reshape(-1) for s in block.sources.values()])
