@@ -45,13 +45,13 @@ CONVENTIONS: dict[str, dict[str, str]] = {
     },
     "clamp": {
         "engine": "gradient 1 on the bound (torch)",
-        "jax": "gradient 1 on the bound",
+        "jax": "gradient 1/2 on the bound (a tie of jnp.clip's maximum and minimum)",
         "sympy": "Heaviside(0) = 1/2 on the bound",
         "fd": "average: 1/2",
     },
     "leaky_relu": {
         "engine": "slope at 0 = negative_slope (torch)",
-        "jax": "slope at 0 = negative_slope",
+        "jax": "slope at 0 = 1",
         "sympy": "Piecewise: negative_slope at 0",
         "fd": "average of both slopes",
     },
@@ -86,8 +86,11 @@ CONVENTIONS: dict[str, dict[str, str]] = {
         "fd": "one-sided slopes differ",
     },
 }
-for _a, _b in (("amin", "amax"), ("min", "max")):
-    CONVENTIONS[_a] = CONVENTIONS[_b]
+CONVENTIONS["amin"] = CONVENTIONS["amax"]
+CONVENTIONS["min"] = {
+    **CONVENTIONS["max"],
+    "engine": CONVENTIONS["max"]["engine"].replace("maximum", "minimum"),
+}
 _DOMAIN = {
     "engine": "as torch: inf or nan",
     "jax": "inf or nan",

@@ -171,6 +171,29 @@ def test_relu_at_zero_names_each_party_convention():
     assert note.admissible.startswith("[0, 1]")
 
 
+@pytest.mark.parametrize(
+    ("op", "source", "stated"),
+    [
+        ("relu", "y = sum(relu(x))", {"engine": "0", "jax": "0"}),
+        ("abs", "y = sum(abs(x))", {"engine": "0", "jax": "1"}),
+        ("clamp", "y = sum(clamp(x, min=0.0, max=1.0))", {"engine": "1", "jax": "1/2"}),
+        ("leaky_relu", "y = sum(leaky_relu(x, 0.1))", {"engine": "negative_slope", "jax": "1"}),
+    ],
+)
+def test_the_op_tables_conventions_are_what_each_party_returns(op, source, stated):
+    """ListOps' text for a kink names each party's value there, as the report measures it (it
+    said JAX gives clamp 1 on the bound and leaky_relu its negative slope at 0: 1/2 and 1)."""
+    from crossgrad.server.kinks import CONVENTIONS
+
+    report = check(CheckRequest(source, [InputSpec("x", [0.0, 0.5])], references=("jax",)))
+    (note,) = report.points[0].conventions
+    for party, value in stated.items():
+        stated_there = rf"(^|\s){re.escape(value)}(?![\w/.])"  # "1" is not "1/2"
+        assert re.search(stated_there, CONVENTIONS[op][party]), CONVENTIONS[op]
+        measured = {"1/2": "0.5", "negative_slope": "0.1"}.get(value, value)
+        assert note.conventions[party].startswith(f"{measured} at"), note.conventions
+
+
 def test_a_gradient_mask_zeroes_the_engine_gradient_and_passes():
     rng = np.random.default_rng(3)
     W, x = rng.normal(size=(3, 4)), rng.normal(size=4)
