@@ -76,3 +76,39 @@ def test_shape_errors_name_the_op_and_the_shapes(call, message):
 )
 def test_shape_rules(name, shapes, attrs, expected):
     assert cg.OPS[name].shape_rule(name, *shapes, **attrs) == expected
+
+
+def test_list_ops_names_every_node_describe_graph_records():
+    """ListOps' backward_node lists every name an op's node takes by its attributes and ranks
+    (it missed getitem's Select/Slice/Index, matmul's Mv and Matmul, SqueezeBackward2 and
+    SplitWithSizesBackward0)."""
+    from crossgrad.server.graph import describe_graph
+    from crossgrad.server.model import CheckRequest, InputSpec
+    from crossgrad.server.transport.convert import ops_message
+    from op_programs import PROGRAMS
+
+    listed = {op.name: op.backward_node.split(" or ") for op in ops_message().ops}
+    m, v = np.arange(6.0).reshape(2, 3), np.arange(3.0)
+    cases = [*PROGRAMS.values()] + [
+        (program, {"m": m, "v": v})
+        for program in (
+            "y = m[0]\nz = m[:, 1:]\nw = m[1:]\nu = m[None]\nt = m[[0, 1]]\ns = v[...]",
+            "y = m @ v\nz = v @ v\nw = m @ transpose(m)\nu = v @ transpose(m)",
+            "y = squeeze(m[None], axis=(0,))\nz = squeeze(m[None])\nw = squeeze(m[None], axis=0)",
+            "a, b = split(m, (1, 1))\nc, d, e = split(v, 1)",
+            "y = sum(m, axis=0) + max(m, axis=0) + mean(m, axis=(0,))",
+        )
+    ]
+    seen = 0
+    for program, values in cases:
+        specs = [
+            InputSpec(n, x, dtype="int64", requires_grad=False)
+            if x.dtype.kind == "i"
+            else InputSpec(n, x)
+            for n, x in values.items()
+        ]
+        dag, _ = describe_graph(CheckRequest(program, specs))
+        for node in dag.nodes:
+            assert node.name in listed[node.op], (program, node.op, node.name, listed[node.op])
+            seen += 1
+    assert seen > len(PROGRAMS)

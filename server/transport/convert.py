@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import math
 import weakref
 from collections.abc import Iterable, Mapping
@@ -379,18 +380,31 @@ def _attr_text(value: Any) -> str:
     return repr(value) if not isinstance(value, tuple) else "(" + ", ".join(map(repr, value)) + ")"
 
 
+# Attribute values that change an op's node name (torch names by them): tried with every rank
+# of the operands from 1 to 3, so that ListOps names every node an op can record.
+_NAMING_VALUES: dict[str, tuple[Any, ...]] = {
+    "axis": (None, 0, (0,)),
+    "sections": (1, (1, 2)),
+    "index": (0, slice(1, None), (slice(None),), (slice(1, None), 0), None, np.array([0])),
+}
+
+
 def _backward_names(spec: Any) -> str:
     """The backward node's name; where it depends on attributes or ranks, the names it takes."""
     if isinstance(spec.node_name, str):
         return spec.node_name
-    defaults = spec.attr_defaults()
-    variants = [defaults] + ([{**defaults, "axis": 0}] if "axis" in defaults else [])
     names: list[str] = []
-    for attrs in variants:
-        for ndim in (1, 2):
+    varied = [a.name for a in spec.attrs if a.name in _NAMING_VALUES]
+    for values in itertools.product(*(_NAMING_VALUES[n] for n in varied)):
+        attrs = {**spec.attr_defaults(), **dict(zip(varied, values))}
+        if isinstance(attrs.get("index"), slice):  # x[1:], a lone slice (not x[1:,])
+            attrs = {**attrs, "index": (attrs["index"],), "lone_slice": True}
+        elif "index" in attrs and not isinstance(attrs["index"], tuple):
+            attrs["index"] = (attrs["index"],)
+        for ranks in itertools.product((1, 2, 3), repeat=spec.arity or 2):
             try:
-                name = spec.node_name_for(attrs, ((3,) * ndim,) * (spec.arity or 2))
-            except Exception:  # some need attributes a program must give (an index): skip them
+                name = spec.node_name_for(attrs, tuple((3,) * r for r in ranks))
+            except Exception:  # a combination the op does not take
                 continue
             if name and name not in names:
                 names.append(name)
