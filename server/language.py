@@ -918,12 +918,11 @@ def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
                 f"a number of {len(long_number.group())} digits; the limit is {digits}",
                 _position_at(source, long_number.start()),
             ) from None
-        pos = Position(
-            exc.lineno or 1,
-            exc.offset or 1,
-            exc.end_lineno or exc.lineno or 1,
-            exc.end_offset or exc.offset or 1,
-        )
+        line, column = exc.lineno or 1, exc.offset or 1
+        end_line, end_column = exc.end_lineno or line, exc.end_offset or column
+        if (end_line, end_column) < (line, column):  # "unexpected indent": end_offset is -1
+            end_line, end_column = line, column
+        pos = Position(line, column, end_line, end_column)
         raise RequestError(f"syntax error: {exc.msg}", pos) from None
     except (RecursionError, MemoryError):
         # the parser says nowhere where: point at the line with the most operators (a long chain

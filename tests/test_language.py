@@ -61,13 +61,17 @@ def test_attributes_indexing_constants_and_several_outputs():
         ("y = eval(x)", 1, 5, "unknown function 'eval'"),
         ("y = __import__(x)", 1, 5, "unknown function"),
         ("y = 1 if x else 2", 1, 5, "conditional expression"),
+        ("y = x * 2\n  z = y", 2, 2, "unexpected indent"),
     ],
 )
 def test_refusals_name_the_problem_and_where(source, line, col, message):
     with pytest.raises(RequestError, match=message) as info:
         parse(source, INPUTS)
-    assert info.value.pos is not None, info.value
-    assert (info.value.pos.line, info.value.pos.col) == (line, col), str(info.value)
+    pos = info.value.pos
+    assert pos is not None, info.value
+    assert (pos.line, pos.col) == (line, col), str(info.value)
+    # where it ends is never before where it starts (Python's end of an indent error is -1)
+    assert (pos.end_line, pos.end_col) >= (pos.line, pos.col), pos
 
 
 @pytest.mark.parametrize(
