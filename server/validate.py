@@ -111,9 +111,11 @@ def _capped(value: Any, cap: float, what: str, field: str) -> None:
 def _validate_budget(budget: Budget, limits: Limits) -> None:
     if not isinstance(budget, Budget):
         raise RequestError(f"budget must be a Budget, got {type(budget).__name__}", field="budget")
-    _number(budget.seconds, "budget.seconds", "budget.seconds")
+    _number(budget.seconds, "budget.seconds", "budget.seconds", low=-np.inf)
     if budget.seconds <= 0:
-        raise RequestError("budget.seconds must be more than 0", field="budget.seconds")
+        raise RequestError(
+            f"budget.seconds must be more than 0, got {budget.seconds!r}", field="budget.seconds"
+        )
     _capped(budget.seconds, limits.max_budget_seconds, "budget.seconds", "budget.seconds")
     _number(budget.sympy_seconds, "budget.sympy_seconds", "budget.sympy_seconds")
     _capped(

@@ -73,6 +73,10 @@ def test_values_serve_hand_written_json():
         (tensor_pb2.Tensor(values=[1], data=b"\0" * 8), "not both"),
         (tensor_pb2.Tensor(values=[1.5], dtype=tensor_pb2.DTYPE_INT64), "whole numbers"),
         (tensor_pb2.Tensor(values=[2], dtype=tensor_pb2.DTYPE_BOOL), "0 or 1"),
+        # whole, but past what a double holds exactly: not "must be whole numbers"
+        (tensor_pb2.Tensor(values=[1e300], dtype=tensor_pb2.DTYPE_INT64), r"at most 2\*\*53"),
+        # finite as sent: not "NaN or infinite values"
+        (tensor_pb2.Tensor(values=[1e300], dtype=tensor_pb2.DTYPE_FLOAT32), "too large for float32"),
         (tensor_pb2.Tensor(values=[1], dtype=99), "unknown dtype"),
         (tensor_pb2.Tensor(shape=[1] * 17, values=[1]), "at most 16 dimensions"),
     ],

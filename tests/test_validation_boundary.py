@@ -331,6 +331,34 @@ def test_sample_ranges_say_what_is_wrong(samples, field, words):
     refused(request(samples=samples), field, words)
 
 
+def test_a_budget_of_no_time_says_more_than_0():
+    refused(request(budget=Budget(seconds=-1.0)), "budget.seconds", "must be more than 0, got -1.0")
+
+
+@pytest.mark.parametrize(
+    ("distribution", "given", "words"),
+    [
+        (
+            "DISTRIBUTION_NORMAL",
+            {"low": 100.0, "high": 200.0},
+            "samples.low is a parameter of the uniform",
+        ),
+        ("DISTRIBUTION_UNSPECIFIED", {"high": 2.0}, "samples.high is a parameter of the uniform"),
+        ("DISTRIBUTION_UNIFORM", {"scale": 7.0}, "samples.scale is a parameter of the normal"),
+    ],
+)
+def test_the_other_distributions_parameters_are_refused_not_ignored(distribution, given, words):
+    """Normal draws with low 100 and high 200 came out near 0: the fields were dropped."""
+    from crossgrad.server.transport import convert
+    from crossgrad.v1 import verifier_pb2 as pb
+
+    samples = pb.SamplePoints(count=1, distribution=pb.Distribution.Value(distribution), **given)
+    msg = pb.VerifyRequest(program="y = sum(x)", samples=samples)
+    with pytest.raises(RequestError, match=re.escape(words)) as info:
+        convert.check_request(msg, Limits(), 30.0)
+    assert info.value.field == f"samples.{next(iter(given))}"
+
+
 def test_a_float32_value_too_large_is_not_called_infinite():
     inputs = [InputSpec("x", [1e300, 1.0], dtype="float32"), InputSpec("w", [3.0, 4.0])]
     refused(request(inputs=inputs), "inputs[x]", "values too large for float32")

@@ -126,6 +126,15 @@ def _samples(s: verifier_pb2.SamplePoints) -> SamplePoints:
         raise RequestError(
             f"samples.distribution: unknown value {s.distribution}", field="samples.distribution"
         )
+    other = ("scale",) if distribution == "uniform" else ("low", "high")
+    for name in other:  # it would be ignored: the other distribution's parameter
+        if s.HasField(name):
+            raise RequestError(
+                f"samples.{name} is a parameter of the "
+                f"{'normal' if name == 'scale' else 'uniform'} distribution, not the "
+                f"{distribution} one",
+                field=f"samples.{name}",
+            )
     default = SamplePoints()
     return SamplePoints(
         count=s.count,

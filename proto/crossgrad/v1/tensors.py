@@ -87,16 +87,23 @@ def from_tensor(
         if len(t.values) != size:
             raise TensorError(f"{len(t.values)} values for shape {list(shape)} ({size} entries)")
         values = np.asarray(t.values, dtype=np.float64)
-        if name in ("int64", "bool"):
-            limit = 1 if name == "bool" else 2**53
-            if not np.all((values == np.round(values)) & (np.abs(values) <= limit)):
+        if name == "bool" and not np.all((values == 0) | (values == 1)):
+            raise TensorError("bool values must be 0 or 1")
+        if name == "int64":
+            if not np.all(values == np.round(values)):
+                raise TensorError("int64 values must be whole numbers")
+            if not np.all(np.abs(values) <= 2**53):  # beyond, a double is not every integer
                 raise TensorError(
-                    f"{name} values must be whole numbers" + (" 0 or 1" if limit == 1 else "")
+                    "int64 values are at most 2**53 in magnitude as values (doubles); send "
+                    "larger ones as data"
                 )
-            if name == "bool" and np.any(values < 0):
-                raise TensorError("bool values must be 0 or 1")
-        with np.errstate(over="ignore"):  # too large for float32: the core says so, by name
-            return values.astype(name).reshape(shape)
+        with np.errstate(over="ignore"):
+            array = values.astype(name).reshape(shape)
+        if name == "float32" and not np.all(np.isfinite(array.ravel()) | ~np.isfinite(values)):
+            raise TensorError(
+                f"values too large for float32 (its largest is {np.finfo(np.float32).max:.4g})"
+            )
+        return array
     if len(t.data) != size * wire.itemsize:
         raise TensorError(
             f"{len(t.data)} bytes of data for shape {list(shape)} of {name} "
