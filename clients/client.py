@@ -205,11 +205,9 @@ def build_request(
     msg = pb.VerifyRequest(id=id, program=program, outputs=list(outputs), seed=seed, blame=blame)
     for name, given in inputs.items():
         spec = given if isinstance(given, Input) else Input(given)
-        item = msg.inputs.add(
-            name=name,
-            value=_tensor(spec.value, spec.dtype, f"input {name!r}"),
-            requires_grad=spec.requires_grad,
-        )
+        item = msg.inputs.add(name=name, value=_tensor(spec.value, spec.dtype, f"input {name!r}"))
+        if not spec.requires_grad:  # (left out, the server's default: every float input requires
+            item.requires_grad = False  # grad; true said of an integer input is refused)
         if spec.mask is not None:
             item.mask.CopyFrom(_tensor(spec.mask, "float64"))
     for name, value in (cotangents or {}).items():

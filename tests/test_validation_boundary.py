@@ -359,6 +359,28 @@ def test_the_other_distributions_parameters_are_refused_not_ignored(distribution
     assert info.value.field == f"samples.{next(iter(given))}"
 
 
+def test_messages_refuse_what_describe_graph_and_integers_ignored():
+    """DescribeGraph took outputs twice (Verify refused them); requires_grad: true on an int64
+    input was dropped without a word (torch raises)."""
+    from crossgrad.server.transport import convert
+    from crossgrad.v1 import tensor_pb2
+    from crossgrad.v1 import verifier_pb2 as pb
+
+    x = pb.Input(name="x", value=tensor_pb2.Tensor(values=[1.0, 2.0]))
+    twice = pb.DescribeGraphRequest(program="y = sum(x)", inputs=[x], outputs=["y", "y"])
+    with pytest.raises(RequestError, match="'y' is given twice"):
+        convert.describe_request(twice, Limits())
+    t = tensor_pb2.Tensor(values=[0, 1], dtype=tensor_pb2.DTYPE_INT64)
+    msg = pb.VerifyRequest(
+        program="y = sum(x)", inputs=[x, pb.Input(name="t", value=t, requires_grad=True)]
+    )
+    with pytest.raises(RequestError, match="input 't' is int64 and cannot require grad") as info:
+        convert.check_request(msg, Limits(), 30.0)
+    assert info.value.field == "inputs[t].requires_grad"
+    msg.inputs[1].requires_grad = False  # said so, or left out: fine
+    convert.check_request(msg, Limits(), 30.0)
+
+
 def test_a_float32_value_too_large_is_not_called_infinite():
     inputs = [InputSpec("x", [1e300, 1.0], dtype="float32"), InputSpec("w", [3.0, 4.0])]
     refused(request(inputs=inputs), "inputs[x]", "values too large for float32")

@@ -105,6 +105,13 @@ def _inputs(inputs: Iterable[verifier_pb2.Input], limits: Limits) -> list[InputS
         value = _array(i.value, f"{field}.value", limits)
         mask = _array(i.mask, f"{field}.mask", limits) if i.HasField("mask") else None
         requires_grad = i.requires_grad if i.HasField("requires_grad") else True
+        if i.HasField("requires_grad") and requires_grad and value.dtype.kind not in "fc":
+            # torch: "Only Tensors of floating point and complex dtype can require gradients"
+            raise RequestError(
+                f"{field}.requires_grad: input {i.name!r} is {value.dtype.name} and cannot "
+                "require grad (only floating-point inputs have gradients); leave the field out",
+                field=f"{field}.requires_grad",
+            )
         specs.append(InputSpec(i.name, value, value.dtype.name, requires_grad, mask))
     _unique((s.name for s in specs), "inputs")
     return specs
@@ -190,6 +197,7 @@ def check_request(
 
 
 def describe_request(msg: verifier_pb2.DescribeGraphRequest, limits: Limits) -> CheckRequest:
+    _unique(msg.outputs, "outputs")
     return CheckRequest(
         program=msg.program, inputs=_inputs(msg.inputs, limits), outputs=list(msg.outputs) or None
     )
