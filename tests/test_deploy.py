@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -155,6 +156,23 @@ def test_nginx_template_is_filled_by_the_compose_environment():
     assert "$upstream_addr" in rendered, "nginx's own variables are not environment variables"
 
 
+def test_nginx_lets_a_stream_run_as_long_and_as_large_as_its_calls():
+    """A VerifyStream is one HTTP/2 request: nginx's body limit and body timeout apply to the
+    whole stream (64 MiB of messages, or 60 s without the client sending, cut calls)."""
+    config = local.NGINX_TEMPLATE.read_text()
+
+    def setting(name: str) -> str:
+        (value,) = re.findall(rf"^\s*{name}\s+(\S+);", config, re.MULTILINE)
+        return value
+
+    assert setting("client_max_body_size") == "0"
+    seconds = {
+        name: int(setting(name).removesuffix("s"))
+        for name in ("client_body_timeout", "grpc_read_timeout")
+    }
+    assert seconds["client_body_timeout"] >= seconds["grpc_read_timeout"], seconds
+
+
 # -- the services as local processes
 
 
@@ -215,6 +233,18 @@ def test_check_service_through_nginx(deployment):
     print(done.stdout[-2000:])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert all(n > 0 for n in checked.values()), checked
+
+
+@needs_nginx
+def test_a_stream_larger_than_any_one_message_passes_nginx(deployment):
+    """40 requests of 2 MB on one VerifyStream (80 MB in all): each answered by a replica
+    (refused: its program does not parse), none cut by nginx (9 were INTERNAL: RST_STREAM)."""
+    x = np.zeros(250_000)  # 2 MB
+    requests = [{"program": "y = sum(x) +", "inputs": {"x": x}} for _ in range(40)]
+    with Client(deployment.nginx.address, timeout=120) as client:
+        results = client.verify_many(requests, concurrency=4)
+    codes = Counter(r.error.code.name if r.error else "OK" for r in results)
+    assert codes == {"INVALID_ARGUMENT": 40}, codes
 
 
 @needs_nginx
