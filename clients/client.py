@@ -138,6 +138,8 @@ def _error_from_rpc(err: grpc.RpcError, target: str) -> CrossgradError:
         message = f"cannot reach a crossgrad server at {target}: {message}"
         if "HTTP/2" in message:  # something answered, but not in gRPC (the metrics port, a web server)
             message += " (is this the server's gRPC port? --metrics-port serves plain HTTP)"
+        elif "CERTIFICATE_VERIFY_FAILED" in message:  # TLS both ways; its certificate unknown
+            message += " (a server's own certificate: trust it with --ca-cert FILE / root_certificates=)"
         elif "WRONG_VERSION_NUMBER" in message or "handshake failed" in message.lower():
             message += " (TLS to a server without it? leave out --tls / tls=True)"
         elif "Socket closed" in message and "backends failing" in message:

@@ -4,6 +4,7 @@ metrics, structured logs, TLS, and a client that installs without sympy and JAX.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from service_helpers import WORKED, assert_worked_example, metric, slow_request,
 
 ROOT = Path(__file__).resolve().parent.parent
 pb = verifier_pb2
+SERVE = [sys.executable, "-m", "crossgrad.server", "serve", "--workers", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +287,44 @@ def test_tls(tmp_path):
         with Client(server.address) as plaintext, pytest.raises(CrossgradError) as refused:
             plaintext.verify(**WORKED, timeout=5)
         assert refused.value.code is grpc.StatusCode.UNAVAILABLE
+        # TLS both ways, the certificate not trusted: the hint names --ca-cert (it said "TLS
+        # to a server without it? leave out --tls")
+        with Client(server.address, tls=True) as untrusted, pytest.raises(CrossgradError) as info:
+            untrusted.verify(**WORKED, timeout=5)
+        assert "trust it with --ca-cert FILE" in str(info.value), info.value
+
+    # Files that are there but no certificate and key: refused before the warm-up, naming the
+    # flags (gRPC said "Failed to bind to address" once the workers had warmed up)
+    other_key = tmp_path / "other.pem"
+    subprocess.run(["openssl", "genrsa", "-out", other_key, "2048"], check=True, capture_output=True)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    for given, words in [
+        ((cert, other_key), "the private key is not the certificate's"),
+        ((garbage, garbage), "not a PEM certificate chain and its private key"),
+        ((tmp_path, key), "cannot read"),
+    ]:
+        args = ("--tls-cert", str(given[0]), "--tls-key", str(given[1]))
+        out = subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and words in out.stderr, out.stderr
+        assert "--tls-cert (env CROSSGRAD_TLS_CERT)" in out.stderr and "worker_ready" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        ((), {"CROSSGRAD_TOKEN": "secret\n"}, "--token (env CROSSGRAD_TOKEN) has whitespace"),
+        (("--port", "50999", "--metrics-port", "50999"), {}, "give them different ports"),
+        (("--port-file", "/nonexistent/port.json"), {}, "cannot write in '/nonexistent'"),
+    ],
+)
+def test_settings_that_would_fail_later_are_refused_at_once(args, env, words):
+    """A token with a newline locked out every client (they never send it); the metrics port on
+    the gRPC port and an unwritable port file failed after the warm-up, as something else."""
+    out = subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env})  # fmt: skip
+    assert out.returncode == 2 and words in out.stderr, out.stderr
+    assert "worker_ready" not in out.stderr
 
 
 def test_the_client_works_without_sympy_and_jax(logged_server):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -188,11 +189,41 @@ def validate(options: ServerOptions) -> None:
     if options.log_level.upper() not in LOG_LEVELS:
         raise OptionError(f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}")
     if bool(options.tls_cert) != bool(options.tls_key):
-        raise OptionError("give both --tls-cert and --tls-key, or neither")
+        raise OptionError(f"give both {_flag('tls_cert')} and {_flag('tls_key')}, or neither")
     for name in ("tls_cert", "tls_key"):
         path = getattr(options, name)
-        if path and not os.access(path, os.R_OK):
-            raise OptionError(f"{_flag(name)}: cannot read {path!r}")
+        if path and (not os.path.isfile(path) or not os.access(path, os.R_OK)):
+            raise OptionError(f"{_flag(name)}: cannot read {path!r} (not a readable file)")
+    if options.tls_cert:
+        _check_tls(options.tls_cert, options.tls_key)
+    if options.token != options.token.strip() or any(c.isspace() for c in options.token):
+        # (a trailing newline from a secrets file locked every client out: clients' tokens
+        # never carry it)
+        raise OptionError(f"{_flag('token')} has whitespace in it (a trailing newline from a file?)")
+    same_host = (options.metrics_host or options.host) == options.host
+    if options.metrics_port > 0 and options.metrics_port == options.port and same_host:
+        raise OptionError(f"{_flag('metrics_port')} is {_flag('port')}: give them different ports")
+    if options.port_file:
+        folder = os.path.dirname(os.path.abspath(options.port_file))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise OptionError(f"{_flag('port_file')}: cannot write in {folder!r}")
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """The certificate chain and its key load and match, before the workers warm up (gRPC says
+    only "Failed to bind to address" once they have)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        problem = (
+            "the private key is not the certificate's"
+            if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH"
+            else "not a PEM certificate chain and its private key"
+        )
+        raise OptionError(
+            f"{_flag('tls_cert')} {cert!r} with {_flag('tls_key')} {key!r}: {problem}"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
