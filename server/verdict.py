@@ -219,7 +219,9 @@ def kink_intervals(
     found = [sides(k, operand_values[k.node.id], spread=True) for k in kinks]
     groups = [(k, g) for k, s in zip(kinks, found) if s is not None for g in s.groups]
     runs = _runs(groups)
-    if not groups or runs > MAX_SIDE_RUNS or operation_count(point.program) * runs > MAX_KINK_WORK:
+    if not groups:  # (0 ** v: a constant base has no side to step to)
+        return _unknown(point, checks), "the kinks' sides could not be stepped to"
+    if runs > MAX_SIDE_RUNS or operation_count(point.program) * runs > MAX_KINK_WORK:
         return _unknown(point, checks), "too many kinks to find their one-sided derivatives"
     complete = all(s is not None and s.complete for s in found)
     spans = [s.hull for s in found if s is not None for _ in s.groups]

@@ -1052,3 +1052,11 @@ def test_finite_differences_alone_do_not_fail_a_hessian_near_a_kink(source, x):
     with scaled_vjp("sin", 1.5):
         wrong = check(CheckRequest("y = sum(sin(x) * x)", [InputSpec("x", [0.3, 0.7])], **fd_only))
     assert wrong.block("hessian", "x,x").failing["engine"] >= 1, wrong.summary
+
+
+def test_a_kink_with_no_side_to_step_to_says_so():
+    """0 ** v at v = 1: one kinked entry, reported as "too many kinks"."""
+    report = run("y = sum(0 ** v)", v=[1.0])
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    (note,) = report.points[0].conventions
+    assert "the kinks' sides could not be stepped to" in note.admissible, note.admissible
