@@ -88,6 +88,10 @@ _HIDDEN_FORMS = {
 }
 
 
+# Their attributes are written as operands (the c of x ** c), never by name: ListOps lists none.
+ATTRIBUTES_AS_OPERANDS = frozenset(_HIDDEN_FORMS)
+
+
 def syntax(op: str) -> str:
     """How a program writes the op: its call (operands, then attributes with their defaults),
     and its operator form where it has one."""

@@ -112,3 +112,14 @@ def test_list_ops_names_every_node_describe_graph_records():
             assert node.name in listed[node.op], (program, node.op, node.name, listed[node.op])
             seen += 1
     assert seen > len(PROGRAMS)
+
+
+def test_list_ops_lists_only_attributes_a_program_writes_by_name():
+    """pow listed an attribute `exponent` (default 2.0) that pow(x, exponent=3) refuses: the
+    exponent is written as an operand (x ** 3, pow(x, 3))."""
+    from crossgrad.server.transport.convert import ops_message
+
+    for op in ops_message().ops:
+        for attribute in op.attributes:
+            assert f"{attribute.name}=" in op.syntax or attribute.required, (op.name, op.syntax)
+            assert attribute.name in op.syntax, (op.name, attribute.name, op.syntax)

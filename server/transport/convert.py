@@ -25,7 +25,7 @@ from ..compare import Block, SourceValues
 from ..deadline import Cancelled, OutOfTime
 from ..ir import Position
 from ..kinks import CONVENTIONS
-from ..language import LimitError, RequestError, syntax
+from ..language import ATTRIBUTES_AS_OPERANDS, LimitError, RequestError, syntax
 from ..limits import Limits
 from ..model import (
     Budget,
@@ -443,6 +443,7 @@ def ops_message() -> verifier_pb2.ListOpsResponse:
                         name=a.name, kind=a.kind, default=_attr_text(a.default), required=a.required
                     )
                     for a in spec.attrs
+                    if name not in ATTRIBUTES_AS_OPERANDS
                 ],
                 backward_node=_backward_names(spec),
                 differentiable=spec.differentiable,
