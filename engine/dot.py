@@ -26,10 +26,13 @@ def to_dot(
     roots: Tensor | Sequence[Tensor],
     params: Mapping[str, Tensor] | None = None,
     max_nodes: int = 10_000,
+    node_ids: Mapping[Any, int] | None = None,
 ) -> str:
     """DOT source for the graph behind `roots`: one box per backward node (its name), one per leaf
     (its name from `params`, shape, and whether it requires grad); masked leaves (with hooks) are
-    marked. Leaves that do not require grad are not in the graph, as in PyTorch."""
+    marked. Leaves that do not require grad are not in the graph, as in PyTorch. A root named in
+    `params` is labelled with its name; node_ids: the DOT ids (n<id>) of nodes numbered already
+    (a DAG message's)."""
     roots = (roots,) if isinstance(roots, Tensor) else tuple(roots)
     names = {id(t): name for name, t in (params or {}).items()}
     lines = [
@@ -42,7 +45,10 @@ def to_dot(
 
     def node_id(node: Any) -> str:
         if node not in ids:
-            ids[node] = f"n{len(ids)}"
+            if node_ids is None:
+                ids[node] = f"n{len(ids)}"
+            else:  # (a node past a truncated DAG's end has no number there)
+                ids[node] = f"n{node_ids[node]}" if node in node_ids else f"x{len(ids)}"
         return ids[node]
 
     for k, root in enumerate(roots):

@@ -86,7 +86,8 @@ def _walk(run: engine_backend.EngineRun, masks: dict[str, np.ndarray]) -> Dag:
                 DagLeaf(len(ids) + len(dag.leaves), name, tuple(out.shape), True, name in masks)
             )
     dag.frozen = [n for n, t in run.leaves.items() if not t.requires_grad]
-    dag.dot = cg.to_dot(run.outputs, run.leaves)
+    outputs = {name: run.values[i] for name, i in run.program.outputs}
+    dag.dot = cg.to_dot(run.outputs, {**outputs, **run.leaves}, node_ids=ids)
     return dag
 
 

@@ -186,3 +186,18 @@ def test_getitem_nodes_are_named_as_torch_names_them(shape, index, name):
     each of these as the table says)."""
     x = cg.tensor(np.zeros(shape), requires_grad=True)
     assert x[index].grad_fn.name() == name
+
+
+def test_describe_graphs_dot_uses_the_dag_messages_ids_and_output_names():
+    """The DOT's n<k> is the DAG's node k (they were numbered apart: n0 was another node), and
+    outputs are labelled by name (they were "output 0", "output 1")."""
+    from crossgrad.server.graph import describe_graph
+    from crossgrad.server.model import CheckRequest, InputSpec
+
+    request = CheckRequest("y = v * 2\nz = y + y", [InputSpec("v", [1.0, 2.0])], outputs=["y", "z"])
+    dag, _ = describe_graph(request)
+    for node in dag.nodes:
+        assert f'  n{node.id} [label="{node.name}\\n' in dag.dot, (node, dag.dot)
+    for leaf in dag.leaves:
+        assert f'  n{leaf.id} [label="{leaf.name}\\n' in dag.dot, (leaf, dag.dot)
+    assert 'r0 [label="y\\n(2,)"' in dag.dot and 'r1 [label="z\\n(2,)"' in dag.dot, dag.dot
