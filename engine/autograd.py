@@ -130,6 +130,12 @@ def _run_hooks(hooks: dict[int, Any], g: Any, create_graph: bool, shape: tuple[i
         new = hook(gt)
         if new is None or isinstance(hook, _RetainGrad):
             continue
+        if not isinstance(new, Tensor):  # (an array would be taken as the gradient unchecked)
+            kind = type(new)
+            given = (
+                kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+            )
+            raise TypeError(f"expected Variable, but hook returned '{given}'")
         name = getattr(hook, "__name__", type(hook).__name__)
         if np.shape(new) != np.shape(g):
             raise RuntimeError(
@@ -140,7 +146,7 @@ def _run_hooks(hooks: dict[int, Any], g: Any, create_graph: bool, shape: tuple[i
             raise RuntimeError(
                 f"hook '{name}' has changed the type of value (was {g.dtype} got {new.dtype})"
             )
-        g = new if create_graph else np.asarray(new.data if isinstance(new, Tensor) else new)
+        g = new if create_graph else np.asarray(new.data)
     return g
 
 
@@ -346,7 +352,7 @@ def _leaf(
     if ks is not None and not accumulate:
         for k in ks:
             captured[k] = g
-    elif accumulate:
+    elif accumulate and t._requires_grad:  # (turned off since the forward: no .grad, as torch)
         _accumulate(t, g, create_graph)
 
 

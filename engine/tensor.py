@@ -376,7 +376,9 @@ class _RetainGrad:
         if t is None:
             return
         if t._grad is not None:
-            t._grad = Tensor._make(t._grad.data + grad.data)
+            # as torch's var.grad + grad: under create_graph the sum keeps both graphs
+            graphs = t._grad.requires_grad or grad.requires_grad
+            t._grad = t._grad + grad if graphs else Tensor._make(t._grad.data + grad.data)
         elif grad.grad_fn is None:  # a copy, as torch's clone: g may be the caller's, or a view
             t._grad = Tensor._make(np.array(grad.data))
         else:  # under create_graph: the gradient's own graph is kept

@@ -396,6 +396,36 @@ def var_with_no_degrees_of_freedom_left(L):
     return x.grad
 
 
+def a_retained_grad_accumulated_under_create_graph_keeps_its_graph(L):
+    """The second create_graph backward added the arrays: h.grad lost its graph and the
+    second-order gradient through it was silently dropped ([1, 1] for torch's [9, 17])."""
+    x = _tensor(L, [1.0, 2.0])
+    h = x * x
+    h.retain_grad()
+    y = (h**2).sum()
+    y.backward(create_graph=True)
+    y.backward(create_graph=True)
+    return h.grad.requires_grad, L.autograd.grad(h.grad.sum() + x.sum(), x)
+
+
+def a_leaf_that_stopped_requiring_grad_gets_no_grad(L):
+    x = _tensor(L, [1.0, 2.0])
+    y = (x * 3).sum()
+    x.requires_grad_(False)
+    y.backward()
+    return x.grad
+
+
+def a_hook_that_returns_no_tensor_is_an_error(L):
+    x = _tensor(L, [1.0, 2.0])
+    x.register_hook(lambda g: np.array([5.0, 6.0]))  # the engine took it as the gradient
+    (x * 3).sum().backward()
+    return x.grad
+
+
+a_hook_that_returns_no_tensor_is_an_error.words = "expected variable, but hook returned"
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -437,6 +467,9 @@ CASES = [
     an_operand_its_gradient_does_not_read_may_change_in_place,
     softmax_and_log_softmax_of_a_row_with_inf,
     var_with_no_degrees_of_freedom_left,
+    a_retained_grad_accumulated_under_create_graph_keeps_its_graph,
+    a_leaf_that_stopped_requiring_grad_gets_no_grad,
+    a_hook_that_returns_no_tensor_is_an_error,
 ]
 
 
