@@ -35,6 +35,12 @@ class RemovableHandle:
     def remove(self) -> None:
         self._hooks.pop(self.id, None)
 
+    def __enter__(self) -> RemovableHandle:  # with x.register_hook(mask): ... removes it after
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
 
 class Node:
     """A backward function: turns the gradient of its outputs into gradients of its inputs."""

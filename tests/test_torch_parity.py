@@ -426,6 +426,15 @@ def a_hook_that_returns_no_tensor_is_an_error(L):
 a_hook_that_returns_no_tensor_is_an_error.words = "expected variable, but hook returned"
 
 
+def a_hook_handle_as_a_context_manager(L):
+    x = _tensor(L, [1.0, 2.0])
+    with x.register_hook(lambda g: g * 0):
+        (x * 3).sum().backward()
+    zeroed, x.grad = x.grad, None
+    (x * 3).sum().backward()  # removed on leaving the block
+    return zeroed, x.grad
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -470,6 +479,7 @@ CASES = [
     a_retained_grad_accumulated_under_create_graph_keeps_its_graph,
     a_leaf_that_stopped_requiring_grad_gets_no_grad,
     a_hook_that_returns_no_tensor_is_an_error,
+    a_hook_handle_as_a_context_manager,
 ]
 
 
