@@ -923,11 +923,17 @@ def numerical_notes(
         found = fp.formula_error(block, exact)
         near, formula = (np.zeros(exact.shape),) * 2 if found is None else found
         info = np.finfo(block.dtype)
+        # past the range of the block's own values (a float64 gradient that float32 rounding
+        # reaches holds up to 1.8e308: its inf for an exact 2e156 was excused as "overflow in
+        # float32"); an overflow on the way in float32 is the same computation's (ieee, below)
+        largest = np.finfo(
+            np.float32 if _cast_to_float32(block.output, block.input, fp.point) else np.float64
+        ).max
         ieee = fp.ieee_non_finite(block)  # an overflowed value bears on this block
         margin = tol.atol + tol.rtol * np.abs(np.nan_to_num(exact))
         with np.errstate(invalid="ignore", over="ignore"):
             ill = (spread > margin) | (formula > margin)
-            huge = np.abs(exact) > info.max
+            huge = np.abs(exact) > largest
             tiny = (exact != 0) & (np.abs(exact) < info.tiny * 2**16)
         engine = block.sources.get("engine")
         engine_value = None if engine is None else np.asarray(engine.values, np.float64)

@@ -1060,3 +1060,21 @@ def test_a_kink_with_no_side_to_step_to_says_so():
     assert report.verdict is Verdict.UNVERIFIED, report.summary
     (note,) = report.points[0].conventions
     assert "the kinks' sides could not be stepped to" in note.admissible, note.admissible
+
+
+def test_a_float64_gradients_overflow_is_no_float32_overflow():
+    """float32 rounding reaching a float64 block made its tolerance float32's, and its range too:
+    a rule that overflows (e * e / e for exp's e^360) gave inf for an exact 2.2e156, passed as
+    "overflow in float32" (from an audit)."""
+
+    def unstable(original, B, node, g, s):
+        e = s[-1]
+        return (g * (e * e) / e,)  # right in exact arithmetic, inf in float64
+
+    t = InputSpec("t", [360.0, 1.0])
+    x = InputSpec("x", np.array([0.5, 0.25], np.float32), dtype="float32", requires_grad=False)
+    request = CheckRequest("y = sum(exp(t) * (1 + 0.001 * x))", [t, x])
+    with replaced_vjp("exp", unstable), np.errstate(over="ignore", invalid="ignore"):
+        report = check(request)
+    assert report.verdict is Verdict.FAIL, report.summary
+    assert report.block("vjp", "t").failing["engine"] == 1, report.summary
