@@ -273,6 +273,11 @@ class _Builder:
         if op in ("argmax", "argmin"):
             return "int64"
         kinds = {self.dtype_of(o) for o in operands} - {None, "bool", "int64"}
+        if kinds == {"float32", "float64"} and OPS[op].promotes:
+            # torch's promotion, as the engine's: a 0-d float64 tensor does not widen float32
+            # tensors with dimensions (t * x with t 0-d was judged float64, computed float32)
+            dims = {self.dtype_of(o) for o in operands if self.shape_of(o)}
+            return "float32" if dims & kinds == {"float32"} else "float64"
         return "float32" if kinds == {"float32"} else "float64"
 
     def op_node(

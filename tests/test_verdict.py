@@ -1078,3 +1078,31 @@ def test_a_float64_gradients_overflow_is_no_float32_overflow():
         report = check(request)
     assert report.verdict is Verdict.FAIL, report.summary
     assert report.block("vjp", "t").failing["engine"] == 1, report.summary
+
+
+def test_float32_rounding_in_one_entry_loosens_no_other():
+    """float32 reached entry 0 of t's gradient (t[0] * exp(x), x float32); entries 1-3, sin's
+    alone, are float64: a sin rule 1.2e-6 off there (12 float64 tolerances) passed."""
+    specs = [
+        InputSpec("t", [0.3, 0.7, 1.1, 1.9]),
+        InputSpec("x", np.array([0.3], np.float32), dtype="float32", requires_grad=False),
+    ]
+    request = CheckRequest("y = sum(sin(t)) + sum(t[0:1] * exp(x))", specs)
+    assert check(request).verdict is Verdict.PASS
+    with scaled_vjp("sin", 1 + 1.2e-6):
+        report = check(request)
+    assert report.verdict is not Verdict.PASS, report.summary
+    assert report.block("vjp", "t").counts["engine"].get("unverified", 0) >= 3, report.summary
+
+
+def test_a_0d_float64_tensor_times_float32_is_judged_in_float32():
+    """As torch (and the engine), t * x with t a 0-d float64 tensor is float32: it was judged
+    in float64 and a right engine FAILed, 2.5e-7 off (from an audit)."""
+    x = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    specs = [InputSpec("t", np.array(0.7)), InputSpec("x", x, dtype="float32", requires_grad=False)]
+    request = CheckRequest("y = sum(t * x)", specs)
+    report = check(request)
+    assert report.verdict is Verdict.PASS, report.summary
+    assert report.block("vjp", "t").dtype == "float32"
+    with scaled_vjp("mul", 1.01):
+        assert check(request).verdict is Verdict.FAIL

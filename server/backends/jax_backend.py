@@ -180,6 +180,19 @@ def apply_op(node: IRNode, operands: list[Any]) -> Any:
     return LOWERING[node.op](operands, node.attr_dict)
 
 
+def apply_in_dtype(node: IRNode, operands: list[Any]) -> Any:
+    """apply_op in the node's own dtype, the engine's: torch's promotion, which a 0-d float64
+    tensor beside float32 ones with dimensions does not widen (JAX's does)."""
+    if OPS[node.op].promotes and node.dtype in ("float32", "float64"):
+        operands = [
+            o.astype(node.dtype)
+            if hasattr(o, "dtype") and jnp.issubdtype(o.dtype, jnp.floating) and o.dtype != node.dtype
+            else o
+            for o in operands
+        ]
+    return apply_op(node, operands)
+
+
 def _checkpoint(node: IRNode, value: Any) -> None:
     deadline.checkpoint()  # run op by op, JAX evaluates each node here: a long program stops
 
@@ -330,7 +343,7 @@ def derivatives(point: Point, native: bool = False, apply: Apply | None = None) 
     native=True computes in the inputs' own dtypes instead, op by op: the same computation the
     engine does, done by another implementation, for judging floating point's own errors.
     `apply` evaluates each op instead of apply_op (op by op): see noisy()."""
-    eager = apply or (apply_op if native else None)
+    eager = apply or (apply_in_dtype if native else None)
     program, wrt, checks = point.program, point.wrt, point.checks
     args = [_as_jax(point.values[n], native) for n in wrt]
     args += [_as_jax(v, native) for v in point.fixed.values()]
