@@ -1106,3 +1106,18 @@ def test_a_0d_float64_tensor_times_float32_is_judged_in_float32():
     assert report.block("vjp", "t").dtype == "float32"
     with scaled_vjp("mul", 1.01):
         assert check(request).verdict is Verdict.FAIL
+
+
+@pytest.mark.parametrize(
+    ("dtype", "size", "off"), [("float32", 2000, 1.002), ("float64", 20_000, 1 + 2e-6)]
+)
+def test_a_block_of_small_entries_is_not_judged_by_atol_alone(dtype, size, off):
+    """mean(tanh(x)) over 2,000 entries: gradients of about 3e-4, where float32's atol 1e-6 was a
+    relative tolerance of 0.3 %: a tanh rule 0.2 % off passed (written as a sum with cotangent
+    1/2,000 it failed). atol shrinks with the block's scale (from an audit)."""
+    x = np.random.default_rng(0).normal(size=size).astype(dtype)
+    request = CheckRequest("y = mean(tanh(x))", [InputSpec("x", x, dtype=dtype)])
+    assert check(request).verdict is Verdict.PASS
+    with scaled_vjp("tanh", off):
+        report = check(request)
+    assert report.verdict is Verdict.FAIL, report.summary
