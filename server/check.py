@@ -358,10 +358,13 @@ def _reference_scale(
     }[quantity]
     scale = None
     for name in ("sympy", "jax"):
-        table = derivs[name].values if name in derivs and quantity == "value" else None
-        if name in derivs and quantity != "value":
-            table = getattr(derivs[name], quantity)
-        if table is None or key not in table:
+        found_by = derivs.get(name)
+        table = (
+            None
+            if found_by is None
+            else getattr(found_by, "values" if quantity == "value" else quantity)
+        )
+        if not table or key not in table:
             continue
         found = table[key]
         values = np.abs(np.asarray(getattr(found, "values", found), np.float64))
