@@ -92,6 +92,11 @@ _HIDDEN_FORMS = {
 ATTRIBUTES_AS_OPERANDS = frozenset(_HIDDEN_FORMS)
 
 
+# Python's parser stops near this many nested operators on a line (RecursionError, or
+# MemoryError from its stack): fewer, and a MemoryError is the process's memory running out.
+_NESTED_OPERATORS = 2000
+
+
 def syntax(op: str) -> str:
     """How a program writes the op: its call (operands, then attributes with their defaults),
     and its operator form where it has one."""
@@ -933,11 +938,13 @@ def _parse_python(source: str, limits: Limits, lines: list[str]) -> ast.Module:
             end_line, end_column = line, column
         pos = Position(line, column, end_line, end_column)
         raise RequestError(f"syntax error: {exc.msg}", pos) from None
-    except (RecursionError, MemoryError):
+    except (RecursionError, MemoryError) as exc:
         # the parser says nowhere where: point at the line with the most operators (a long chain
         # a + a + ... nests as deeply as it has operators)
         counts = [sum(line.count(op) for op in "+-*/@%(~") + line.count("not ") for line in lines]
         worst = max(range(len(counts)), key=counts.__getitem__, default=0)
+        if isinstance(exc, MemoryError) and max(counts, default=0) < _NESTED_OPERATORS:
+            raise  # no nesting that deep: out of memory indeed (a worker at its cap)
         raise LimitError(
             f"the program is nested too deeply to parse (the parser's limit): this line has "
             f"{counts[worst] if counts else 0} operators and brackets; split its expression "

@@ -131,3 +131,80 @@ def test_a_costly_request_is_answered_within_its_budget(server, case):
     assert memory.peak_mb < MEMORY_CAP_MB
     with Client(server.address) as client:
         assert_worked_example(client.verify(**WORKED))
+
+
+def test_requests_waiting_for_a_worker_hold_the_server_to_its_byte_budget():
+    """32 requests of 61 MB on one stream took the server process to 4.6 GB (each waiting
+    request held, parsed and serialized again). With --max-held-mb the stream reads no further
+    until a check gives its bytes back: every request is answered, the server stays small."""
+    x = np.random.default_rng(0).normal(size=500_000)  # 4 MB
+    requests = [
+        {"program": f"y = sum(x * {k + 1}.0)", "inputs": {"x": x}, "references": ["jax"], "id": f"r{k}"}
+        for k in range(48)
+    ]
+    args = ("--workers", "1", "--max-held-mb", "8")
+    with LocalServer(args=args) as server, Client(server.address, timeout=120) as client:
+        process = psutil.Process(server.pid)
+        before = process.memory_info().rss
+        peak, stop = [before], threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.01):
+                peak.append(process.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            results = client.verify_many(requests, concurrency=32)
+        finally:
+            stop.set()
+            sampler.join()
+        assert [r.error for r in results] == [None] * 48, [r.error for r in results if r.error]
+        grew_mb = (max(peak) - before) / 2**20
+        print(f"\n[held bytes] 48 requests of 4 MB on one stream: the server grew {grew_mb:.0f} MB")
+        assert grew_mb < 250, grew_mb  # held without a budget: about 2.5 x 192 MB
+
+
+def test_held_bytes_turn_away_or_wait_past_the_budget():
+    import asyncio
+
+    from crossgrad.server.transport.servicer import HeldBytes
+
+    async def scenario() -> list[str]:
+        held, events = HeldBytes(10), []
+        assert held.try_take(6) == 6 and held.try_take(6) is None  # a call: turned away (busy)
+        assert held.try_take(4) == 4
+
+        async def stream_read() -> None:  # a stream: waits for bytes given back
+            events.append(f"took {await held.take(8)}")
+
+        waiting = asyncio.create_task(stream_read())
+        await asyncio.sleep(0.01)
+        events.append("still waiting" if not waiting.done() else "did not wait")
+        held.give(6)
+        held.give(4)
+        await waiting
+        assert held.try_take(50) is None and held.held == 8
+        held.give(8)
+        assert held.try_take(50) == 10  # alone, one request may hold it all
+        return events
+
+    assert asyncio.run(scenario()) == ["still waiting", "took 8"]
+
+
+def test_an_answer_past_the_message_limit_is_a_resource_error_the_server_counts():
+    """DescribeGraph computed outputs of 96 MB: the client got gRPC's "Sent message larger than
+    max" and the server logged the call OK. Now the server names the limit, and counts it."""
+    from service_helpers import metric
+
+    x = np.linspace(0, 1, 400)
+    args = ("--workers", "1", "--max-message-mb", "1", "--metrics-port", "0")
+    with LocalServer(args=args) as server, Client(server.address) as client:
+        with pytest.raises(CrossgradError) as info:
+            client.describe_graph("y = outer(x, z)", {"x": x, "z": x})  # 1.2 MB of values
+        assert info.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "sends at most 1 MiB (--max-message-mb)" in info.value.message, info.value
+        counted = metric(server.metrics_port, "crossgrad_requests_total", method="DescribeGraph",
+                         code="RESOURCE_EXHAUSTED")  # fmt: skip
+        assert counted == 1
+        assert client.describe_graph("y = outer(x, z)", {"x": x[:10], "z": x[:10]}).dag.nodes

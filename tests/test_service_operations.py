@@ -16,8 +16,10 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
-from crossgrad.clients import Client, CrossgradError
+from crossgrad.clients import Client, CrossgradError, build_request
 from crossgrad.clients.local_server import LocalServer
+from crossgrad.server.language import LimitError
+from crossgrad.server.limits import Limits
 from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
 from google.protobuf import json_format
 from service_helpers import WORKED, assert_worked_example, metric, slow_request, wait_for
@@ -207,6 +209,39 @@ def test_a_worker_whose_memory_grew_past_the_mark_is_replaced_after_its_check():
         assert wait_for(lambda: metric(port, "crossgrad_worker_restarts_total", reason="memory") == 1)
         assert wait_for(lambda: metric(port, "crossgrad_workers_ready") == 1, 120)
         assert_worked_example(client.verify(**WORKED))
+
+
+def test_a_worker_near_its_address_space_cap_is_replaced_and_the_start_warns():
+    """A warm worker takes about 1.4 GB of address space: under a 1,600 MB cap the start warns,
+    and the worker is replaced within 8 checks (its address space filled with compiled code
+    made every later request fail, and only resident memory was watched)."""
+    args = ("--workers", "1", "--worker-memory-mb", "1600", "--metrics-port", "0")
+    with tempfile.TemporaryFile("w+") as log, LocalServer(args=args, stderr=log) as server:
+        server.log = log
+        (warning,) = [x for x in _log_lines(server) if x["event"] == "worker_memory_low"]
+        assert warning["cap_mb"] == 1600 and "--worker-memory-mb" in warning["hint"]
+        with Client(server.address) as client:
+            for _ in range(8):
+                assert_worked_example(client.verify(**WORKED))
+        port = server.metrics_port
+        assert wait_for(lambda: metric(port, "crossgrad_worker_restarts_total", reason="memory") == 1)
+
+
+def test_out_of_memory_in_a_check_is_a_resource_error_that_replaces_its_worker(monkeypatch):
+    from crossgrad.server.transport import handlers
+
+    payload = build_request(**WORKED).SerializeToString()
+    config = handlers.HandlerConfig(Limits(), 30.0, 1000)
+    for raised in (MemoryError(), LimitError("out of memory in the jax stage", field="memory")):
+
+        def broken(*args, raised=raised, **kwargs):
+            raise raised
+
+        monkeypatch.setattr(handlers, "check", broken)
+        outcome = handlers.verify(payload, config)
+        assert not outcome.ok and outcome.out_of_memory
+    monkeypatch.undo()
+    assert not handlers.verify(payload, config).out_of_memory
 
 
 def test_the_warm_up_runs_whatever_the_limits_for_requests_are():

@@ -49,6 +49,7 @@ class Outcome:
     verdict: str = ""
     timings: dict[str, float] | None = None
     cache_hits: dict[str, bool] | None = None
+    out_of_memory: bool = False  # the worker ran out of memory: it is replaced
     # filled in by the pool: which worker ran it, how long it waited and ran
     worker: int = -1
     queue_seconds: float = 0.0
@@ -109,9 +110,13 @@ def describe(
 
 
 def _failed(exc: Exception, request_id: str) -> Outcome:
-    if isinstance(exc, MemoryError):  # the worker's address-space cap: a resource error
+    # the worker's address-space cap (protobuf says so as a DecodeError: "Arena alloc failed")
+    out_of_memory = isinstance(exc, MemoryError) or any(
+        words in str(exc) for words in ("alloc failed", "out of memory in the")
+    )
+    if out_of_memory:  # a resource error
         exc = LimitError("the check ran out of memory (the server's per-worker cap)", field="memory")
     status = convert.error_status(exc, request_id)
     if status.code == grpc.StatusCode.INTERNAL.value[0]:
         log.error({"event": "internal_error", "request_id": request_id}, exc_info=exc)
-    return Outcome(False, status.SerializeToString())
+    return Outcome(False, status.SerializeToString(), out_of_memory=out_of_memory)

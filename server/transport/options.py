@@ -37,6 +37,7 @@ class ServerOptions:
     worker_spin_ms: float = 2.0  # a worker that finished polls this long for its next request
     max_queue: int = 256  # requests waiting for a worker; past this, UNAVAILABLE (server busy)
     max_message_mb: int = 64  # largest request or response message
+    max_held_mb: int = 1024  # request bytes held at once (waiting or being checked); past it: busy
     max_report_values: int = 2_000_000  # entries of source values a report carries (point 0)
     max_stream_inflight: int = 32  # checks one VerifyStream runs at once
     # what each worker keeps compiled (the same program and shapes again is then a cache hit):
@@ -73,6 +74,8 @@ _HELP = {
     "request before it sleeps: a quicker answer to back-to-back requests for a little CPU (0: off)",
     "max_queue": "requests that may wait for a worker before the server answers UNAVAILABLE",
     "max_message_mb": "largest request or response message (MiB)",
+    "max_held_mb": "request bytes the server holds at once, waiting or being checked (MiB): past "
+    "it a call gets UNAVAILABLE (busy) and a stream's client waits",
     "max_report_values": "source values (entries) a report may carry",
     "max_stream_inflight": "checks one VerifyStream call runs at once",
     "cache_jax": "JAX functions each worker keeps compiled",
@@ -150,6 +153,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "worker_spin_ms": (0, 1000),
     "max_queue": (1, 1 << 20),
     "max_message_mb": (1, 2047),  # gRPC's message sizes are 32-bit
+    "max_held_mb": (1, 1 << 20),
     "max_report_values": (0, 1 << 40),
     "max_stream_inflight": (1, 4096),
     "cache_jax": (0, 1 << 20),

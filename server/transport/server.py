@@ -99,7 +99,12 @@ class Server:
         self.health = health_aio.HealthServicer()
         self.grpc = grpc.aio.server(interceptors=interceptors, options=_grpc_options(options))
         self.servicer = servicer = VerifierServicer(
-            self.pool, pool_config.handler, self.metrics, options.max_stream_inflight
+            self.pool,
+            pool_config.handler,
+            self.metrics,
+            options.max_stream_inflight,
+            max_held_bytes=options.max_held_mb << 20,
+            max_message_bytes=options.max_message_mb << 20,
         )
         servicer.accepting = lambda: self.door.accepting  # streams stop taking requests too
         register(self.door.guard(servicer), self.grpc)
@@ -127,6 +132,16 @@ class Server:
             self.metrics.cancelled.labels(fields["state"], fields["why"]).inc()
         elif event == "ready":
             log.info({"event": "worker_ready", **fields})
+            if fields["cap_mb"] and fields["address_space_mb"] > 0.75 * fields["cap_mb"]:
+                # warm, it already fills most of its cap: checks will run out of memory soon
+                log.warning(
+                    {
+                        "event": "worker_memory_low",
+                        "address_space_mb": fields["address_space_mb"],
+                        "cap_mb": fields["cap_mb"],
+                        "hint": "raise --worker-memory-mb (CROSSGRAD_WORKER_MEMORY_MB)",
+                    }
+                )
 
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE):

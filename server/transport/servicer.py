@@ -112,14 +112,61 @@ def _program_hash(program: str) -> str:
     return hashlib.sha256(program.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+# Requests over this size are parsed and serialized on a thread: 60 MB took the event loop
+# (health answers with it) for tenths of a second.
+PARSE_INLINE_BYTES = 1 << 20
+
+
+class HeldBytes:
+    """Request bytes the server holds (read, waiting for a worker or at one), within a budget:
+    32 requests of 61 MB on one stream took the server to 4.6 GB. Past it a unary call is
+    turned away (UNAVAILABLE, BUSY: retry-safe) and a stream reads no further (HTTP/2's flow
+    control holds its client back) until some is given back. One request alone may hold it all."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.held = 0
+        self._given_back: asyncio.Event | None = None
+
+    def try_take(self, size: int) -> int | None:
+        """The bytes taken (size, at most the capacity), or None past the budget."""
+        size = min(size, self.capacity)
+        if self.held and self.held + size > self.capacity:
+            return None
+        self.held += size
+        return size
+
+    async def take(self, size: int) -> int:
+        """Wait until the bytes fit, then take them (as try_take)."""
+        while (taken := self.try_take(size)) is None:
+            if self._given_back is None:
+                self._given_back = asyncio.Event()
+            await self._given_back.wait()
+        return taken
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        if self._given_back is not None:
+            self._given_back.set()
+            self._given_back = None
+
+
 class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     def __init__(
-        self, pool: WorkerPool, config: HandlerConfig, metrics: Metrics, max_stream_inflight: int
+        self,
+        pool: WorkerPool,
+        config: HandlerConfig,
+        metrics: Metrics,
+        max_stream_inflight: int,
+        max_held_bytes: int = 1 << 30,
+        max_message_bytes: int = 64 << 20,
     ) -> None:
         self.pool = pool
         self.config = config
         self.metrics = metrics
         self.max_stream_inflight = max_stream_inflight
+        self.held = HeldBytes(max_held_bytes)
+        self.max_message_bytes = max_message_bytes
         self._ops = convert.ops_message()
         self._validated = LRU("validated", VALIDATED_CAPACITY)
         self.accepting: Callable[[], bool] = lambda: True  # False while draining (the door's)
@@ -135,7 +182,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
     async def Verify(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """The worker's serialized VerifyResponse, sent as it is (see register)."""
         try:
-            return await self._verify(request, None, context.time_remaining(), "Verify")
+            return await self._verify(request, None, context.time_remaining(), "Verify", hold=True)
         except StatusError as exc:
             await convert.abort(context, exc.status)
 
@@ -153,11 +200,11 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         tasks: set[asyncio.Task[None]] = set()
         running_ids: set[str] = set()  # a second request with one of these could not be told apart
 
-        async def answer(msg: verifier_pb2.VerifyRequest) -> None:
+        async def answer(msg: verifier_pb2.VerifyRequest, held: int) -> None:
             waiting_since = time.monotonic()
             answer_by = _answer_by(context.time_remaining())
             try:
-                payload = msg.SerializeToString()
+                payload = await _off_loop_if(held > 2 * PARSE_INLINE_BYTES, msg.SerializeToString)
                 async with share:
                     waiting_since = None
                     response = await self._verify(payload, msg, context.time_remaining(), "VerifyStream")
@@ -176,26 +223,36 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 raise
             finally:
                 running_ids.discard(msg.id)
+                self.held.give(held)
 
         async def read() -> None:
             try:
                 async for item in request_iterator:
+                    # the message and the request's own bytes: held until its answer is queued
+                    held = await self.held.take(2 * len(item))
                     try:
-                        msg = _parse(pb.VerifyStreamRequest, item).request
+                        large = len(item) > PARSE_INLINE_BYTES
+                        parsed = await _off_loop_if(large, _parse, pb.VerifyStreamRequest, item)
+                        msg = parsed.request
                     except convert.RequestError:
+                        self.held.give(held)
                         # no id to answer it by: the stream ends (INVALID_ARGUMENT) once the
                         # requests read before it are answered
                         await asyncio.gather(*list(tasks))
                         raise
+                    del item, parsed
                     await slots.acquire()
+                    refused = None
                     if not self.accepting():  # draining: each request is the client's to resend
-                        await answers.put(pb.VerifyStreamResponse(id=msg.id, error=_SHUTTING_DOWN))
-                        continue
-                    if msg.id in running_ids:
-                        await answers.put(pb.VerifyStreamResponse(id=msg.id, error=_duplicate(msg.id)))
+                        refused = _SHUTTING_DOWN
+                    elif msg.id in running_ids:
+                        refused = _duplicate(msg.id)
+                    if refused is not None:
+                        self.held.give(held)
+                        await answers.put(pb.VerifyStreamResponse(id=msg.id, error=refused))
                         continue
                     running_ids.add(msg.id)  # "" too: two answers without an id are as ambiguous
-                    task = asyncio.create_task(answer(msg))
+                    task = asyncio.create_task(answer(msg, held))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 await asyncio.gather(*list(tasks))
@@ -225,15 +282,27 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         msg: verifier_pb2.VerifyRequest | None,
         time_remaining: float | None,
         method: str,
+        hold: bool = False,
     ) -> bytes:
         """The serialized VerifyResponse for a serialized VerifyRequest (`msg`: the same, parsed,
-        when it is at hand), or StatusError."""
+        when it is at hand), or StatusError. hold: count the request's bytes as held (a stream
+        counts its own)."""
         request_id, began = new_request_id(), time.monotonic()
         answer_by = _answer_by(time_remaining)
         outcome: Outcome | None = None
         code, error, validated = "OK", "", ""
         about = _UNREAD  # the request, for the log line, as far as it was read
+        held = 0
         try:
+            if hold:
+                taken = self.held.try_take(len(payload))
+                if taken is None:
+                    raise convert.unavailable(
+                        f"the server is busy: it holds {self.held.held >> 20} MiB of requests, its "
+                        f"limit (--max-held-mb {self.held.capacity >> 20})",
+                        "BUSY",
+                    )
+                held = taken
             digest = _digest(payload)
             known = self._validated.get(digest) if digest else None
             validated = "miss" if known is None else "hit"
@@ -258,6 +327,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             )
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
+            self._sendable(outcome.payload, "report")
             # what only the server knows, appended: a message's serialized fields that come later
             # override (scalars) or add to (maps) earlier ones, so the worker's bytes stay as they are
             known_here = pb.VerifyResponse(
@@ -274,10 +344,22 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             code, error = _code_name(status.code), status.message
             raise (exc if isinstance(exc, StatusError) else StatusError(status)) from None
         finally:
+            self.held.give(held)
             # metrics and the log line on the event loop's next turn, once the answer is on its way
             took = time.monotonic() - began
             asyncio.get_running_loop().call_soon(
                 self._account, method, request_id, about, code, error, outcome, validated, took
+            )
+
+    def _sendable(self, payload: bytes, what: str) -> None:
+        """An answer gRPC could not send (past --max-message-mb) is a resource error named here:
+        gRPC's own says only "Sent message larger than max", and the call was logged OK."""
+        if len(payload) > self.max_message_bytes:
+            raise convert.LimitError(
+                f"the {what} is {len(payload) / 2**20:.1f} MiB; this server sends at most "
+                f"{self.max_message_bytes >> 20} MiB (--max-message-mb): ask for fewer outputs, "
+                "checks or values",
+                field="request",
             )
 
     def _validate(self, msg: verifier_pb2.VerifyRequest, about: Validated) -> Validated:
@@ -314,18 +396,24 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         request_id, began = new_request_id(), time.monotonic()
         about, code, error, outcome = _UNREAD, "OK", "", None
         answer_by = _answer_by(context.time_remaining())
+        held = 0
         try:
+            taken = self.held.try_take(len(request))
+            if taken is None:
+                raise convert.unavailable(
+                    f"the server is busy: it holds {self.held.held >> 20} MiB of requests", "BUSY"
+                )
+            held = taken
             msg = _parse(pb.DescribeGraphRequest, request)
             about = _UNREAD._replace(program_hash=_program_hash(msg.program))
-            described = convert.describe_request(msg, self.config.limits)
-            prepared = prepare_description(described, self.config.limits)
-            key = hash((prepared.program.cache_key, "describe"))
+            key = await _off_loop_if(len(request) > VALIDATE_INLINE_BYTES, self._describable, msg)
             seconds = _seconds(self.config.default_seconds, context.time_remaining())
             outcome = await self.pool.submit(
                 "describe", request, key, seconds, request_id, _left(answer_by)
             )
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
+            self._sendable(outcome.payload, "description")
             return pb.DescribeGraphResponse.FromString(outcome.payload)
         except asyncio.CancelledError:
             code = _ended_by(answer_by)
@@ -335,10 +423,17 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             code, error = _code_name(status.code), status.message
             await convert.abort(context, status)
         finally:
+            self.held.give(held)
             took = time.monotonic() - began
             asyncio.get_running_loop().call_soon(
                 _log_request, "DescribeGraph", request_id, about, code, error, outcome, took
             )
+
+    def _describable(self, msg: verifier_pb2.DescribeGraphRequest) -> int:
+        """Check the request as a worker would (bad requests stop here); its worker affinity."""
+        described = convert.describe_request(msg, self.config.limits)
+        prepared = prepare_description(described, self.config.limits)
+        return hash((prepared.program.cache_key, "describe"))
 
     async def ListOps(
         self, request: bytes, context: grpc.aio.ServicerContext
@@ -353,6 +448,13 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             await convert.abort(context, status)
         finally:
             _log_request("ListOps", "", _UNREAD, code, error, None, time.monotonic() - began)
+
+
+async def _off_loop_if(large: bool, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args), on a thread when its message is large (the event loop answers meanwhile)."""
+    if not large:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def _results(outcome: Outcome | None) -> tuple[dict[str, float], str]:

@@ -178,12 +178,14 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
             conn.send_bytes(pickle.dumps(("failed", os.getpid(), why)))
         raise SystemExit(1) from None
     try:
-        conn.send_bytes(pickle.dumps(("ready", os.getpid(), warm_seconds)))
+        conn.send_bytes(pickle.dumps(("ready", os.getpid(), warm_seconds, _address_space())))
     except OSError:  # the server stopped while this worker warmed up: nobody to serve
         return
 
     def on_stage(name: str) -> None:
         status[STAGE] = _STAGE_CODE.get(name, _STAGE_CODE["check"])
+
+    handled = 0
 
     while True:
         try:
@@ -208,10 +210,27 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
         )
         status[STAGE] = 0
         status[RUNNING] = 0
+        handled += 1
+        # replaced after running out of memory, or near its cap (every few checks: reading it
+        # costs tens of microseconds): a worker whose address space filled with compiled code
+        # failed every later request, as "nested too deeply to parse" (resident memory, which
+        # _grew watches, stayed low)
+        full = outcome.out_of_memory or (
+            handled % 8 == 0 and _address_space() > NEAR_CAP * config.memory_bytes > 0
+        )
         try:
-            conn.send_bytes(pickle.dumps((seq, outcome, _grew(config.recycle_bytes))))
+            conn.send_bytes(pickle.dumps((seq, outcome, full or _grew(config.recycle_bytes))))
         except OSError:  # the server closed the pipe (it is shutting down): nobody to answer
             return
+
+
+NEAR_CAP = 0.9  # of the address-space cap: a worker past it is replaced after its check
+
+
+def _address_space() -> int:
+    """This process's address space (what RLIMIT_AS caps), in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _grew(recycle_bytes: int) -> bool:
@@ -536,9 +555,18 @@ class WorkerPool:
             worker.start_error = message[2]
             return
         if message[0] == "ready":
-            _, pid, warm_seconds = message
+            _, pid, warm_seconds, address_space = message
             worker.ready = True
-            self.on_event("ready", {"worker": worker.index, "pid": pid, "warm_seconds": warm_seconds})
+            self.on_event(
+                "ready",
+                {
+                    "worker": worker.index,
+                    "pid": pid,
+                    "warm_seconds": warm_seconds,
+                    "address_space_mb": address_space >> 20,
+                    "cap_mb": self.config.memory_bytes >> 20,
+                },
+            )
             waiter = self._ready_waiters.pop(worker.index, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
