@@ -208,3 +208,24 @@ def test_an_answer_past_the_message_limit_is_a_resource_error_the_server_counts(
                          code="RESOURCE_EXHAUSTED")  # fmt: skip
         assert counted == 1
         assert client.describe_graph("y = outer(x, z)", {"x": x[:10], "z": x[:10]}).dag.nodes
+
+
+def test_a_stream_cut_short_gives_back_every_byte_it_held():
+    """Requests read from a stream hold bytes until their checks end: a stream the client
+    cancels with checks waiting gives them all back (a task cancelled before it ran would have
+    kept them, and the server would have turned every call away as busy)."""
+    from crossgrad.v1 import verifier_pb2 as pb
+    from crossgrad.v1 import verifier_pb2_grpc
+    from service_helpers import metric, slow_request, wait_for
+
+    args = ("--workers", "1", "--metrics-port", "0")
+    with LocalServer(args=args) as server, grpc.insecure_channel(server.address) as channel:
+        port = server.metrics_port
+        stub = verifier_pb2_grpc.VerifierServiceStub(channel)
+        requests = [pb.VerifyStreamRequest(request=slow_request(f"s{k}", 5.0)) for k in range(12)]
+        call = stub.VerifyStream(iter(requests))
+        assert wait_for(lambda: metric(port, "crossgrad_held_request_bytes") > 0)
+        call.cancel()
+        assert wait_for(lambda: metric(port, "crossgrad_held_request_bytes") == 0, 30)
+        with Client(server.address) as client:
+            assert_worked_example(client.verify(**WORKED))

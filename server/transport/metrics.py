@@ -61,6 +61,9 @@ class Metrics:
         self.inflight = Gauge("crossgrad_inflight_requests", "RPCs being served", registry=r)
         self.queued = Gauge("crossgrad_queued_checks", "Checks waiting for a worker", registry=r)
         self.workers_ready = Gauge("crossgrad_workers_ready", "Worker processes ready", registry=r)
+        self.held_bytes = Gauge(
+            "crossgrad_held_request_bytes", "Request bytes held (waiting or being checked)", registry=r
+        )
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def labelled(self, metric: Any, *values: str) -> Any:
@@ -72,9 +75,12 @@ class Metrics:
             child = self._children[(metric, values)] = metric.labels(*values)
         return child
 
-    def track_pool(self, queued: Callable[[], float], ready: Callable[[], float]) -> None:
+    def track_pool(
+        self, queued: Callable[[], float], ready: Callable[[], float], held: Callable[[], float]
+    ) -> None:
         self.queued.set_function(queued)
         self.workers_ready.set_function(ready)
+        self.held_bytes.set_function(held)
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics over HTTP; returns the port (port 0: a free one)."""

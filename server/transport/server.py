@@ -95,7 +95,7 @@ class Server:
         interceptors = [AuthInterceptor(options.token, self.metrics)] if options.token else []
         pool_config = _pool_config(options)
         self.pool = WorkerPool(pool_config, self._on_pool_event)
-        self.metrics.track_pool(lambda: self.pool.queued, lambda: self.pool.ready_workers)
+
         self.health = health_aio.HealthServicer()
         self.grpc = grpc.aio.server(interceptors=interceptors, options=_grpc_options(options))
         self.servicer = servicer = VerifierServicer(
@@ -107,6 +107,9 @@ class Server:
             max_message_bytes=options.max_message_mb << 20,
         )
         servicer.accepting = lambda: self.door.accepting  # streams stop taking requests too
+        self.metrics.track_pool(
+            lambda: self.pool.queued, lambda: self.pool.ready_workers, lambda: servicer.held.held
+        )
         register(self.door.guard(servicer), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(

@@ -223,38 +223,43 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 raise
             finally:
                 running_ids.discard(msg.id)
-                self.held.give(held)
 
         async def read() -> None:
             try:
                 async for item in request_iterator:
                     # the message and the request's own bytes: held until its answer is queued
-                    held = await self.held.take(2 * len(item))
+                    # (given back by its task's end: a task cancelled before it ran runs no
+                    # finally of its own), or here if it never gets one
+                    held, handed = await self.held.take(2 * len(item)), False
                     try:
-                        large = len(item) > PARSE_INLINE_BYTES
-                        parsed = await _off_loop_if(large, _parse, pb.VerifyStreamRequest, item)
-                        msg = parsed.request
-                    except convert.RequestError:
-                        self.held.give(held)
-                        # no id to answer it by: the stream ends (INVALID_ARGUMENT) once the
-                        # requests read before it are answered
-                        await asyncio.gather(*list(tasks))
-                        raise
-                    del item, parsed
-                    await slots.acquire()
-                    refused = None
-                    if not self.accepting():  # draining: each request is the client's to resend
-                        refused = _SHUTTING_DOWN
-                    elif msg.id in running_ids:
-                        refused = _duplicate(msg.id)
-                    if refused is not None:
-                        self.held.give(held)
-                        await answers.put(pb.VerifyStreamResponse(id=msg.id, error=refused))
-                        continue
-                    running_ids.add(msg.id)  # "" too: two answers without an id are as ambiguous
-                    task = asyncio.create_task(answer(msg, held))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                        try:
+                            large = len(item) > PARSE_INLINE_BYTES
+                            parsed = await _off_loop_if(large, _parse, pb.VerifyStreamRequest, item)
+                            msg = parsed.request
+                        except convert.RequestError:
+                            # no id to answer it by: the stream ends (INVALID_ARGUMENT) once
+                            # the requests read before it are answered
+                            await asyncio.gather(*list(tasks))
+                            raise
+                        del item, parsed
+                        await slots.acquire()
+                        refused = None
+                        if not self.accepting():  # draining: the client's to send again
+                            refused = _SHUTTING_DOWN
+                        elif msg.id in running_ids:
+                            refused = _duplicate(msg.id)
+                        if refused is not None:
+                            await answers.put(pb.VerifyStreamResponse(id=msg.id, error=refused))
+                            continue
+                        running_ids.add(msg.id)  # "" too: two answers without an id are as ambiguous
+                        task = asyncio.create_task(answer(msg, held))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                        task.add_done_callback(lambda _, n=held: self.held.give(n))
+                        handed = True
+                    finally:
+                        if not handed:
+                            self.held.give(held)
                 await asyncio.gather(*list(tasks))
             finally:
                 await answers.put(None)
