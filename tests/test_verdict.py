@@ -1109,15 +1109,59 @@ def test_a_0d_float64_tensor_times_float32_is_judged_in_float32():
 
 
 @pytest.mark.parametrize(
-    ("dtype", "size", "off"), [("float32", 2000, 1.002), ("float64", 20_000, 1 + 2e-6)]
+    ("dtype", "size", "off", "verdict"),
+    [("float32", 2000, 1.002, Verdict.UNVERIFIED), ("float64", 20_000, 1 + 2e-6, Verdict.FAIL)],
 )
-def test_a_block_of_small_entries_is_not_judged_by_atol_alone(dtype, size, off):
+def test_a_block_of_small_entries_is_not_judged_by_atol_alone(dtype, size, off, verdict):
     """mean(tanh(x)) over 2,000 entries: gradients of about 3e-4, where float32's atol 1e-6 was a
     relative tolerance of 0.3 %: a tanh rule 0.2 % off passed (written as a sum with cotangent
-    1/2,000 it failed). atol shrinks with the block's scale (from an audit)."""
+    1/2,000 it failed); so in float64 with atol 1e-10. atol shrinks with the block's scale; in
+    float32, where intermediates' rounding is that large, such an entry is unverified unless
+    the same computation in float32 is as far off (from an audit)."""
     x = np.random.default_rng(0).normal(size=size).astype(dtype)
     request = CheckRequest("y = mean(tanh(x))", [InputSpec("x", x, dtype=dtype)])
     assert check(request).verdict is Verdict.PASS
     with scaled_vjp("tanh", off):
         report = check(request)
-    assert report.verdict is Verdict.FAIL, report.summary
+    assert report.verdict is verdict, report.summary
+
+
+@pytest.mark.parametrize(("fn", "x"), [("sigmoid", 12.0), ("sigmoid", 11.0), ("tanh", 5.2677326)])
+def test_float32s_own_rounding_of_a_saturated_function_passes(fn, x):
+    """sigmoid'(12) in float32 is 0.9 % off the exact 6.14e-6 (1 - s rounds at 1), in torch, in
+    JAX and in the engine alike: with atol shrunk by the block's scale it FAILed 50 seeds in 50,
+    torch's own gradient claimed too (from an audit)."""
+    import torch
+
+    x32 = np.array([x], np.float32)
+    t = torch.tensor(x32, requires_grad=True)
+    getattr(torch, fn)(t).sum().backward()
+    spec = InputSpec("x", x32, dtype="float32")
+    for claimed in ({}, {"x": t.grad.numpy().astype(np.float64)}):
+        report = check(CheckRequest(f"y = sum({fn}(x))", [spec], claimed_vjp=claimed))
+        assert report.verdict in PASSED, report.summary
+
+
+@pytest.mark.parametrize("seed", [9, 15])
+def test_float32_attention_rounding_is_no_fail(seed):
+    """Causal attention in float32 (masked_fill -inf, so JAX is the reference): the engine 1.0e-6
+    and 1.4e-6 off, within 4e-7 of JAX's own float32 computation, its rounding noise measured
+    at half the tolerance: it FAILed, torch's own gradient claimed too (from an audit). A softmax
+    rule 0.1 % off still does not pass."""
+    rng = np.random.default_rng(seed)
+    q, k = rng.normal(size=(6, 4)) * 4.0, rng.normal(size=(6, 4)) * 4.0
+    v, c = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    mask = np.triu(np.ones((6, 6)), 1)
+
+    def f32(name, value, grad=True):
+        return InputSpec(name, value.astype(np.float32), dtype="float32", requires_grad=grad)
+
+    program = (
+        "s = masked_fill(q @ transpose(k, 0, 1) / 2.0, m > 0.5, -inf)\n"
+        "a = softmax(s, axis=1)\ny = sum((a @ v) * c)"
+    )
+    specs = [f32("q", q), f32("k", k), f32("v", v), f32("m", mask, False), f32("c", c, False)]
+    report = check(CheckRequest(program, specs))
+    assert report.verdict in (*PASSED, Verdict.UNVERIFIED), report.summary
+    with scaled_vjp("softmax", 1.001):
+        assert check(CheckRequest(program, specs)).verdict not in PASSED
