@@ -300,14 +300,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         held = 0
         try:
             if hold:
-                taken = self.held.try_take(len(payload))
-                if taken is None:
-                    raise convert.unavailable(
-                        f"the server is busy: it holds {self.held.held >> 20} MiB of requests, its "
-                        f"limit (--max-held-mb {self.held.capacity >> 20})",
-                        "BUSY",
-                    )
-                held = taken
+                held = self._hold(len(payload))
             digest = _digest(payload)
             known = self._validated.get(digest) if digest else None
             validated = "miss" if known is None else "hit"
@@ -356,6 +349,17 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 self._account, method, request_id, about, code, error, outcome, validated, took
             )
 
+    def _hold(self, size: int) -> int:
+        """A call's request bytes taken from the server's budget (see HeldBytes), or UNAVAILABLE."""
+        taken = self.held.try_take(size)
+        if taken is None:
+            raise convert.unavailable(
+                f"the server is busy: it holds {self.held.held >> 20} MiB of requests, its limit "
+                f"(--max-held-mb {self.held.capacity >> 20})",
+                "BUSY",
+            )
+        return taken
+
     def _sendable(self, payload: bytes, what: str) -> None:
         """An answer gRPC could not send (past --max-message-mb) is a resource error named here:
         gRPC's own says only "Sent message larger than max", and the call was logged OK."""
@@ -403,12 +407,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         answer_by = _answer_by(context.time_remaining())
         held = 0
         try:
-            taken = self.held.try_take(len(request))
-            if taken is None:
-                raise convert.unavailable(
-                    f"the server is busy: it holds {self.held.held >> 20} MiB of requests", "BUSY"
-                )
-            held = taken
+            held = self._hold(len(request))
             msg = _parse(pb.DescribeGraphRequest, request)
             about = _UNREAD._replace(program_hash=_program_hash(msg.program))
             key = await _off_loop_if(len(request) > VALIDATE_INLINE_BYTES, self._describable, msg)
