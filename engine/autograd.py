@@ -150,6 +150,14 @@ def _run_hooks(hooks: dict[int, Any], g: Any, create_graph: bool, shape: tuple[i
     return g
 
 
+def _run_hooks_on_none(hooks: dict[int, Any]) -> None:
+    """As torch: a hook on an output of a multi-output node that no gradient reached is called
+    with None (retain_grad leaves .grad None), and may not return a gradient."""
+    for _key, hook in sorted(hooks.items(), key=lambda kv: kv[0] == -1):
+        if not isinstance(hook, _RetainGrad) and hook(None) is not None:
+            raise RuntimeError("can't replace a None gradient with a non-None value")
+
+
 def _unpack_for_graph(node: Node, saved: list[Any]) -> list[Any]:
     """Saved values as Tensors connected to the graph, so the VJP itself is recorded."""
     s = [Tensor._make(x) if type(x) is np.ndarray else x for x in saved[:-1]]
@@ -375,6 +383,8 @@ def _run_node(
         for nr, hooks in node._tensor_hooks.items():
             if buf[nr] is not None and hooks:
                 buf[nr] = _run_hooks(hooks, buf[nr], create_graph, node._out_meta[nr][0])
+            elif hooks:  # an output no gradient reached, of a node that runs: hooks see None
+                _run_hooks_on_none(hooks)
     for nr, g in enumerate(buf):
         for k in captures.get((node, nr), ()):
             captured[k] = g

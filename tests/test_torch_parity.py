@@ -435,6 +435,30 @@ def a_hook_handle_as_a_context_manager(L):
     return zeroed, x.grad
 
 
+def _split_with_a_hooked_unused_half(L, hook):
+    x = _tensor(L, [1.0, 2.0, 3.0, 4.0])
+    a, b = x.split(2) if L is torch else L.split(x, 2)
+    b.register_hook(hook)
+    b.retain_grad()
+    (a * 2).sum().backward()
+    return x, b
+
+
+def a_hook_on_an_output_no_gradient_reached_sees_none(L):
+    """split's unused half: its hook is called with None (a `g * mask` hook fails there, as in
+    torch; the engine called none), and retain_grad leaves its .grad None."""
+    seen = []
+    x, b = _split_with_a_hooked_unused_half(L, seen.append)
+    return seen, b.grad, x.grad
+
+
+def a_hook_may_not_give_a_gradient_where_none_reached(L):
+    _split_with_a_hooked_unused_half(L, lambda g: _tensor(L, [5.0, 5.0], False))
+
+
+a_hook_may_not_give_a_gradient_where_none_reached.words = "can't replace a none gradient"
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -480,6 +504,8 @@ CASES = [
     a_leaf_that_stopped_requiring_grad_gets_no_grad,
     a_hook_that_returns_no_tensor_is_an_error,
     a_hook_handle_as_a_context_manager,
+    a_hook_on_an_output_no_gradient_reached_sees_none,
+    a_hook_may_not_give_a_gradient_where_none_reached,
 ]
 
 

@@ -263,8 +263,9 @@ def received_cotangents(
         for j, t in enumerate(parts):
             if node.op != "input" and isinstance(t, cg.Tensor) and t.requires_grad:
 
-                def keep(g: cg.Tensor, i: int = node.id, j: int = j, n: int = len(parts)) -> None:
-                    received.setdefault(i, [None] * n)[j] = np.array(g.data)
+                def keep(g: cg.Tensor | None, i: int = node.id, j: int = j, n: int = len(parts)) -> None:
+                    if g is not None:  # (None: an output of split that nothing used)
+                        received.setdefault(i, [None] * n)[j] = np.array(g.data)
 
                 handles.append(t.register_hook(keep))
     try:
