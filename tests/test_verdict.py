@@ -2,6 +2,7 @@
 with a note saying why, witnesses never outvote the exact reference, and what no reference could
 settle is UNVERIFIED, never PASS."""
 
+import dataclasses
 from contextlib import contextmanager
 
 import numpy as np
@@ -1165,3 +1166,19 @@ def test_float32_attention_rounding_is_no_fail(seed):
     assert report.verdict in (*PASSED, Verdict.UNVERIFIED), report.summary
     with scaled_vjp("softmax", 1.001):
         assert check(CheckRequest(program, specs)).verdict not in PASSED
+
+
+def test_float32_reaching_an_entry_by_a_small_term_loosens_it_by_that_term_only():
+    """exp(w) in float32, weighted 1e-5, reaches every entry of x's gradient: a floor of
+    float32's rounding of the whole entry (1.2e-7 of it, ten times over) let a sin rule 1.25e-6
+    off (12 float64 tolerances) pass, a claim as far off too (from an audit)."""
+    x = np.array([0.3, -1.2, 0.7, 2.0])
+    w = np.array([0.5, -0.25, 1.5, 0.1], np.float32)
+    specs = [InputSpec("x", x), InputSpec("w", w, dtype="float32", requires_grad=False)]
+    request = CheckRequest("y = sum(sin(x)) + sum(x * exp(w)) * 0.00001", specs)
+    assert check(request).verdict is Verdict.PASS
+    with scaled_vjp("sin", 1 + 1.25e-6):
+        assert check(request).verdict not in PASSED
+    exact = np.cos(x) + np.exp(w.astype(np.float64)) * 1e-5
+    claimed = dataclasses.replace(request, claimed_vjp={"x": exact * (1 + 1.25e-6)})
+    assert check(claimed).verdict not in PASSED
