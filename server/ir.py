@@ -75,6 +75,12 @@ class Program:
     def output_names(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self.outputs)
 
+    @functools.cached_property
+    def has_float32(self) -> bool:
+        """Whether any of its values (inputs included) is float32: if none, every derivative of
+        it is computed in float64 (asked for every block of every check)."""
+        return any(node.dtype == "float32" for node in self.nodes)
+
 
 def evaluate(
     program: Program,

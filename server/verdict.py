@@ -60,6 +60,8 @@ def block_dtype(quantity: str, output: str | None, inputs: str, point: Point) ->
     op on the way from its inputs to its outputs, or one whose value a VJP on that way reads
     (a float64 loss of sin(float32 x) and float64 t: d/dt = -sin(x) carries float32's error).
     A float32 input alone rounds nothing: float64 holds its values exactly."""
+    if not point.program.has_float32:
+        return "float64"
     if _cast_to_float32(output, inputs, point):
         return "float32"
     program = point.program

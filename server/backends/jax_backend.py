@@ -302,7 +302,7 @@ def call(program: Program, wrt: Sequence[str], what: Any, *args: Any, apply: App
     rounding noise) when it is given: XLA may rewrite a compiled program, e.g. fold log(exp(x))
     into x, which op by op never does."""
     if apply is not None or not jitted(program, what):
-        return _function(program, tuple(wrt), what, apply or apply_op)(*args)
+        return _function(program, tuple(wrt), what, apply or apply_op)(*map(jnp.asarray, args))
     key = (program, tuple(wrt), what)
     fn = _COMPILED.get(key)
     if fn is not None:
@@ -332,8 +332,15 @@ def _memory_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _as_jax(value: np.ndarray, native: bool = False) -> Any:
+    return jnp.asarray(_host(value, native))
+
+
+def _host(value: np.ndarray, native: bool = False) -> np.ndarray:
+    """An argument for `call`, in the dtype JAX computes in: numpy, which a compiled function
+    takes in its C++ fast path (jnp.asarray costs about 20 µs an array; the worked example's
+    check makes six)."""
     value = np.asarray(value)
-    return jnp.asarray(value, jnp.float64 if value.dtype.kind == "f" and not native else value.dtype)
+    return value.astype(np.float64, copy=False) if value.dtype.kind == "f" and not native else value
 
 
 @_memory_errors
@@ -345,8 +352,8 @@ def derivatives(point: Point, native: bool = False, apply: Apply | None = None) 
     `apply` evaluates each op instead of apply_op (op by op): see noisy()."""
     eager = apply or (apply_in_dtype if native else None)
     program, wrt, checks = point.program, point.wrt, point.checks
-    args = [_as_jax(point.values[n], native) for n in wrt]
-    args += [_as_jax(v, native) for v in point.fixed.values()]
+    args = [_host(point.values[n], native) for n in wrt]
+    args += [_host(v, native) for v in point.fixed.values()]
     names = program.output_names
     d = Derivatives()
     if "vjp" not in checks or not wrt:
@@ -360,7 +367,7 @@ def derivatives(point: Point, native: bool = False, apply: Apply | None = None) 
 
     if "vjp" in checks:
         dtypes = [program.node(i).dtype if native else "float64" for _, i in program.outputs]
-        cots = [jnp.asarray(c, dtype) for c, dtype in zip(point.cotangents, dtypes)]
+        cots = [np.asarray(c, dtype) for c, dtype in zip(point.cotangents, dtypes)]
         outs, grads = call(program, wrt, "vjp", *args, *cots, apply=eager)
         d.values = {n: np.asarray(o) for n, o in zip(names, outs)}
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
@@ -396,7 +403,7 @@ def _jacobian_rows(point: Point, args: list[Any], eager: Apply | None = None) ->
         stop = min(start + step, m)
         cot = np.zeros((step, m))
         cot[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        grads = call(program, wrt, ("jac_rows", step), *args, jnp.asarray(cot), apply=eager)
+        grads = call(program, wrt, ("jac_rows", step), *args, cot, apply=eager)
         for n, g in zip(wrt, grads):
             rows[n][start:stop] = np.asarray(g, dtype=np.float64)[: stop - start]
     return rows
@@ -415,7 +422,7 @@ def _hessian(point: Point, args: list[Any], eager: Apply | None = None) -> np.nd
         stop = min(start + step, n)
         dirs = np.zeros((step, n))
         dirs[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        cols = call(program, wrt, ("hvp_cols", step), *args, jnp.asarray(dirs), apply=eager)
+        cols = call(program, wrt, ("hvp_cols", step), *args, dirs, apply=eager)
         flat = np.concatenate([np.asarray(c, np.float64).reshape(step, -1) for c in cols], axis=1)
         h[:, start:stop] = flat[: stop - start].T
     return h
