@@ -565,7 +565,10 @@ def _judge(
             bad_range = ranged & ~np.where(np.isfinite(e), inside, nonfinite_ok)
             fit = ranged & ~bad_range & np.isfinite(e)
             if one_hull and not second_order and fit.any():
-                scale = item.tol.atol + item.tol.rtol * np.abs(np.nan_to_num(c[fit]))
+                # the tolerance at the largest admissible value, as verdict's fit (at a
+                # tie's entry whose value is 0, atol alone made the system unsolvably wide)
+                largest = np.max(np.abs(np.stack([c[fit], lo[fit], hi[fit]])), axis=0)
+                scale = item.tol.atol + item.tol.rtol * np.nan_to_num(largest, posinf=0.0)
                 in_hull.append((e[fit], np.stack([v[fit] for v in v2]), scale))
             if second_order:
                 # the first derivative there is itself a convention (diverging one-sided slopes),
@@ -624,8 +627,8 @@ def _outside_hull(
     are no convex combination of the group's one-sided derivatives."""
     value = np.concatenate([p[0] for p in parts])
     sides = np.concatenate([p[1] for p in parts], axis=1)
-    misfit = hull_misfit(np.zeros_like(value), [sides], value, np.concatenate([p[2] for p in parts]))
-    if misfit is None or not misfit.any():
+    fit = hull_misfit(np.zeros_like(value), [sides], value, np.concatenate([p[2] for p in parts]))
+    if fit is None or not fit[0].any():  # (blame names a node only where the miss is sure)
         return None
     shown = ", ".join(f"{v:.6g}" for v in value[:6]) + (", ..." if value.size > 6 else "")
     return _Finding(

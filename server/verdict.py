@@ -643,6 +643,7 @@ def _fit_hulls(
         reached = interval.reached.reshape(-1)
         if spanning_only:
             reached = reached & ~_boxed(interval, scale)
+        scale = _range_scale(interval, tolerance(b))
         reached = np.flatnonzero(reached)
         kept = [g for g, spans in zip(interval.sides, interval.spans) if spans or not spanning_only]
         groups = [g[:, reached] for g in kept]
@@ -655,7 +656,7 @@ def _fit_hulls(
     # not always an admissible one; and where the fit misses, the entries it misses fail whatever
     # their status (least squares may put a claim's misfit on an entry that matched sympy).
     judged = np.array([STATUSES.index("pass"), STATUSES.index("convention")])
-    marked = STATUSES.index(mark)
+    marked, unverified = STATUSES.index(mark), STATUSES.index("unverified")
     for src in ("engine", "claimed"):
         rows = [p for p in parts if src in p[0].status_map]
         if not any(np.isin(b.status_map[src][r], judged).any() for b, r, *_ in rows):
@@ -666,18 +667,21 @@ def _fit_hulls(
         base = np.concatenate([p[2] for p in rows])
         scale = np.concatenate([p[4] for p in rows])
         groups = [np.concatenate([p[3][g] for p in rows], axis=1) for g in range(len(rows[0][3]))]
-        misfit, mark_here = hull_misfit(base, groups, value, scale), marked
-        if misfit is None:  # no fit in float64 (a slope of 1e300): nothing is excused
-            misfit, mark_here = np.ones(value.shape, bool), STATUSES.index("unverified")
+        fit, mark_here = hull_misfit(base, groups, value, scale), marked
+        if fit is None:  # no fit in float64 (a slope of 1e300): nothing is excused
+            fit, mark_here = (np.ones(value.shape, bool), np.zeros(value.shape, bool)), unverified
+        misfit, unsure = fit
         start = 0
         for b, r, *_ in rows:
             status = b.status_map[src]
             bad = misfit[start : start + r.size] & np.isin(status[r], judged)
+            doubt = unsure[start : start + r.size] & np.isin(status[r], judged)
+            status[r[doubt]] = unverified
             status[r[bad]] = mark_here
             if mark_here == STATUSES.index("fail"):
                 b.off_hull[src] = b.off_hull.get(src, 0) + int(bad.sum())
             start += r.size
-            if bad.any():
+            if bad.any() or doubt.any():
                 summarize(b, tolerance(b))
 
 
@@ -788,6 +792,17 @@ def _scale(interval: Interval, tol: Tolerance) -> np.ndarray:
     return tol.atol + tol.rtol * np.abs(np.nan_to_num(interval.base, posinf=0.0, neginf=0.0))
 
 
+def _range_scale(interval: Interval, tol: Tolerance) -> np.ndarray:
+    """Per flat entry, the tolerance at the largest admissible value (as `within` allows): an
+    entry whose base derivative is 0 has atol alone there, and a tie's sides thousands of times
+    larger made the fit's system too wide to solve within a tolerance (a gradient counted
+    twice at a tie passed)."""
+    largest = np.max(
+        np.abs(np.stack([interval.base, interval.low.reshape(-1), interval.high.reshape(-1)])), axis=0
+    )
+    return tol.atol + tol.rtol * np.nan_to_num(largest, posinf=0.0)
+
+
 def _boxed(interval: Interval, scale: np.ndarray) -> np.ndarray:
     """Per flat entry, whether a kinked group whose sides do not span its part of the
     generalized gradient moves it (there only its range per entry is known)."""
@@ -803,10 +818,14 @@ def _boxed(interval: Interval, scale: np.ndarray) -> np.ndarray:
 
 def hull_misfit(
     base: np.ndarray, groups: list[np.ndarray], value: np.ndarray, scale: np.ndarray
-) -> np.ndarray | None:
-    """Per entry, whether the nearest admissible point (base + per group a convex combination
-    of its rows) misses the value by more than twice its tolerance; None where the fit itself
-    overflows float64."""
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per entry, whether the value is off the admissible set (base + per group a convex
+    combination of its rows), and whether that is unsure; None where the fit itself overflows
+    float64. A fit passes only on proof: weights that sum to exactly 1 per group and land
+    within twice the tolerance of every entry. Where the solver's own rounding could account
+    for a miss (it solves the sums as heavily weighted equations, to about 1e-9 of the system's
+    scale), the entry is unsure, never a pass: a slack of that size let a tie's gradient counted
+    twice pass (max at a tie with gradient 1000: [0, 1000, 1000] for [0, 500, 500])."""
     from scipy.optimize import nnls
 
     usable = (
@@ -814,9 +833,9 @@ def hull_misfit(
         & np.isfinite(base)
         & np.all([np.isfinite(g).all(axis=0) for g in groups], axis=0)
     )
-    misfit = np.zeros(value.shape, bool)
+    misfit, unsure = np.zeros(value.shape, bool), np.zeros(value.shape, bool)
     if not usable.any():
-        return misfit
+        return misfit, unsure
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         columns = np.hstack([g[:, usable].T for g in groups]) / scale[usable, None]
         target = (value[usable] - base[usable]) / scale[usable]
@@ -835,11 +854,22 @@ def hull_misfit(
         np.concatenate([target, np.full(len(groups), weight)]),
         maxiter=50 * columns.shape[1],
     )
-    # nnls solves to about 1e-9 of the system's scale: sides 1e7 tolerances long (leaky_relu's
-    # slope 1e200) missed by more than 2 tolerances on rounding alone, and a FAIL followed
-    slack = 1e-9 * (np.abs(target) + weight)
-    misfit[usable] = np.abs(columns @ lam - target) > 2.0 + slack
-    return misfit
+    # the proof: the weights made to sum to exactly 1 (equal weights for a group left at 0)
+    start = 0
+    for g in groups:
+        part = lam[start : start + g.shape[0]]
+        total = part.sum()
+        part[:] = part / total if total > 0 else 1.0 / part.size
+        start += g.shape[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        miss = np.abs(columns @ lam - target)
+        # float64's rounding of the product itself: its terms' size times a few ulps
+        rounding = 1e-13 * (np.abs(columns) @ lam + np.abs(target))
+    fits = miss <= 2.0 + rounding
+    near = miss <= 2.0 + 1e-9 * (np.abs(target) + weight)
+    misfit[usable] = ~near
+    unsure[usable] = near & ~fits
+    return misfit, unsure
 
 
 # ---------------------------------------------------------------- floating point
