@@ -631,7 +631,8 @@ _SPECS = [
     ),
     # no gradient
     *(
-        OpSpec(n, 2, (), _broadcast, "", differentiable=False, operands=("x", "y"))
+        # compared in torch's promoted dtype (float32 [0.1] == float64 0-d 0.1 in float32)
+        OpSpec(n, 2, (), _broadcast, "", differentiable=False, operands=("x", "y"), promotes=True)
         for n in ("lt", "le", "gt", "ge", "eq", "ne")
     ),
     *(

@@ -396,6 +396,28 @@ def var_with_no_degrees_of_freedom_left(L):
     return x.grad
 
 
+def var_and_std_with_correction_at_and_past_n(L):
+    """torch's backward divides by N - correction unclamped: past N a negative factor (finite
+    gradients, signed zeros for std), at N infinities with x - mean's sign (all were +inf)."""
+    grads = []
+    for op in ("var", "std"):
+        for correction in (3, 4):
+            for row in ([1.0, 3.0, 3.0], [2.0, 2.0, 2.0]):
+                x = _tensor(L, [row])
+                getattr(x, op)(dim=1, correction=correction).sum().backward()
+                grads.append((x.grad, np.signbit(x.grad.detach().numpy()).tolist()))
+    return grads
+
+
+def maximum_of_a_float32_and_a_float64_tie_in_float32(L):
+    """float32 0.1 and float64 0-d 0.1 are equal in float32, the dtype maximum computes in:
+    the gradient is split (the engine compared them in float64: all to one side)."""
+    x = L.tensor(np.array([0.1, 0.5], np.float32), requires_grad=True)
+    t = L.tensor(np.float64(0.1), requires_grad=True)
+    L.maximum(x, t).sum().backward()
+    return x.grad, t.grad, x == t, L.minimum(x, t) < t
+
+
 def a_retained_grad_accumulated_under_create_graph_keeps_its_graph(L):
     """The second create_graph backward added the arrays: h.grad lost its graph and the
     second-order gradient through it was silently dropped ([1, 1] for torch's [9, 17])."""
@@ -500,6 +522,8 @@ CASES = [
     an_operand_its_gradient_does_not_read_may_change_in_place,
     softmax_and_log_softmax_of_a_row_with_inf,
     var_with_no_degrees_of_freedom_left,
+    var_and_std_with_correction_at_and_past_n,
+    maximum_of_a_float32_and_a_float64_tie_in_float32,
     a_retained_grad_accumulated_under_create_graph_keeps_its_graph,
     a_leaf_that_stopped_requiring_grad_gets_no_grad,
     a_hook_that_returns_no_tensor_is_an_error,

@@ -97,10 +97,12 @@ _RPOW = define("rpow", lambda x, base: np.power(base, x), _rpow_vjp, save_output
 def _extremum_vjp(greater: bool) -> Any:
     """As torch: the winner gets the gradient, ties split it in halves, and the loser gets 0
     selected, not multiplied (a nan or inf gradient does not leak into it); where an operand is
-    nan neither loses, so both get it."""
+    nan neither loses, so both get it. Operands are compared in the result's dtype, as the
+    forward did: float32 [0.1] and float64 0-d 0.1 tie in float32."""
 
     def vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
-        xd, yd = np.asarray(data(s[0])), np.asarray(data(s[1]))
+        dtype = n._out_meta[0][1]
+        xd, yd = np.asarray(data(s[0])).astype(dtype), np.asarray(data(s[1])).astype(dtype)
         x_loses, y_loses = (xd < yd, xd > yd) if greater else (xd > yd, xd < yd)
         shared = B.where(xd == yd, g * 0.5, g)
         return _binary_grads(B, n, g, B.where(x_loses, 0.0, shared), B.where(y_loses, 0.0, shared))

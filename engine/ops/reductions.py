@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import math
 from typing import Any
 
@@ -221,8 +220,16 @@ def _centered(B: Any, n: Node, x: Any) -> Any:
     return x - B.sum(x, axis=_axes(n), keepdims=True) / _count(n)
 
 
-def _dof(n: Node) -> int:
-    return builtins.max(_count(n) - n._attrs["correction"], 0)  # as torch: inf or nan beyond N
+def _var_backward(B: Any, n: Node, grad: Any, x: Any) -> Any:
+    """torch's var_backward for `grad` (expanded to x's shape): (2 / (N - correction)) * grad *
+    (x - mean). Along dims the factor is unclamped: inf at N (x - mean's sign kept), negative
+    past it (torch's forward clamps the divisor at 0, its backward does not); over every entry
+    with no degrees of freedom it is inf, nan where x is the mean."""
+    centered = _centered(B, n, x)
+    dof = _count(n) - n._attrs["correction"]
+    if dof <= 0 and (n._attrs["axis"] is None or not n._in_meta[0][0]):
+        return grad * B.where(centered == 0, math.nan, math.inf)
+    return (2.0 / dof if dof else math.inf) * grad * centered
 
 
 var = _reduction(
@@ -243,18 +250,17 @@ std = _reduction(
 
 
 def _var_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> Any:
-    centered = _centered(B, n, s[0])
-    if _dof(n) == 0:  # as torch: 2 / 0 times x - mean is inf, or nan where x is the mean
-        return _expand(B, n, g) * B.where(centered == 0, math.nan, math.inf)
-    return _expand(B, n, g) * (2 * centered / _dof(n))
+    return _var_backward(B, n, _expand(B, n, g), s[0])
 
 
 def _std_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> Any:
+    """torch's std_backward: var's for grad / (2 std), which is 0 where the std is 0."""
     out = _kept(B, n, s[-1])
-    zero = np.asarray(data(out)) == 0  # torch: no gradient where the std is 0
-    safe = B.where(zero, 1.0, out)
-    grad = _expand(B, n, g) * (_centered(B, n, s[0]) / (_dof(n) * safe))
-    return B.where(zero, 0.0, grad) if zero.any() else grad
+    zero = np.asarray(data(out)) == 0
+    grad_var = _expand(B, n, g) / (2 * B.where(zero, 1.0, out))
+    if zero.any():
+        grad_var = B.where(zero, 0.0, grad_var)
+    return _var_backward(B, n, grad_var, s[0])
 
 
 def _norm_fwd(x: np.ndarray, axis: Any, keepdims: bool, ord: float) -> np.ndarray:
