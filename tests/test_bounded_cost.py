@@ -195,17 +195,19 @@ def test_jacobian_rows_are_batched_by_the_largest_intermediate():
 
 
 def test_a_two_thousand_statement_program_with_every_check_runs_without_compiling():
-    # XLA's compile of its Hessian aborted the process (std::bad_alloc) after 131 s
+    # XLA's compile of its Hessian aborted the process (std::bad_alloc) after 131 s. Op by op
+    # it takes about 6 s here idle, and was seen past 10 s on a busy machine: the budget is
+    # not what this test is about (the tests above are)
     request = CheckRequest(
         chain(1999),
         [InputSpec("x", [0.1, 0.2])],
         checks=("vjp", "jacobian", "hessian"),
         references=("jax", "fd"),
-        budget=Budget(seconds=10.0),
+        budget=Budget(seconds=60.0),
     )
     program = prepare(request).program
     assert not any(jax_backend.jitted(program, w) for w in ("vjp", ("jac_rows", 1), ("hvp_cols", 1)))
-    report, _ = answer(request, 10.0)
+    report, _ = answer(request, 60.0)
     assert isinstance(report, Report) and report.verdict is Verdict.PASS, report
     assert "jax" not in report.cache_hits  # nothing compiled, so nothing cached
     # with sympy too, and the audit's 3 s: an answer within the budget (sympy takes it all)
