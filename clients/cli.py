@@ -308,8 +308,8 @@ def _program_options(parser: argparse.ArgumentParser) -> None:
         "--output",
         action="append",
         default=[],
-        metavar="NAME",
-        help="an output (default: the last assigned)",
+        metavar="NAMES",
+        help="outputs, comma-separated or repeated (default: the last assigned)",
     )
 
 
@@ -350,7 +350,7 @@ def _verify(args: argparse.Namespace) -> int:
     inputs = build_inputs(args)
     claimed = parse_assignments(args.claimed, "--claimed", none=True)
     fields: dict[str, Any] = {
-        "outputs": args.output,
+        "outputs": _names(args.output),
         "cotangents": parse_assignments(args.cotangent, "--cotangent"),
         "checks": _choices(args.checks, CHECKS, "check"),
         "references": _choices(args.references, REFERENCES, "reference") if args.references else (),
@@ -394,7 +394,9 @@ def _graph(args: argparse.Namespace) -> int:
     program = read_program(args.program)
     inputs = build_inputs(args)
     with _client(args) as client:
-        described = client.describe_graph(program, inputs, outputs=args.output, timeout=args.timeout)
+        described = client.describe_graph(
+            program, inputs, outputs=_names(args.output), timeout=args.timeout
+        )
     dag = described.dag
     to_stdout = args.dot == "-"
     if args.dot and not to_stdout:

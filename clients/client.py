@@ -185,14 +185,21 @@ def _tensor(value: npt.ArrayLike, dtype: str | None = None, what: str = "a tenso
     return to_tensor(array)
 
 
+def _names(names: str | Sequence[str]) -> list[str]:
+    """A list of names; a string is split at its commas (checks="jacobian" was 8 checks)."""
+    if isinstance(names, str):
+        return [n.strip() for n in names.split(",") if n.strip()]
+    return list(names)
+
+
 def build_request(
     program: str,
     inputs: Mapping[str, npt.ArrayLike | Input],
     *,
-    outputs: Sequence[str] = (),
+    outputs: str | Sequence[str] = (),
     cotangents: Mapping[str, npt.ArrayLike] | None = None,
-    checks: Sequence[str] = ("vjp",),
-    references: Sequence[str] = (),
+    checks: str | Sequence[str] = ("vjp",),
+    references: str | Sequence[str] = (),
     rtol: float | None = None,
     atol: float | None = None,
     samples: Mapping[str, Any] | None = None,
@@ -203,8 +210,10 @@ def build_request(
     blame: bool = True,
     id: str = "",
 ) -> verifier_pb2.VerifyRequest:
-    """A VerifyRequest from numpy-friendly arguments (see Client.verify)."""
-    msg = pb.VerifyRequest(id=id, program=program, outputs=list(outputs), seed=seed, blame=blame)
+    """A VerifyRequest from numpy-friendly arguments (see Client.verify). outputs, checks and
+    references: a list of names, or one string of names separated by commas ("vjp, jacobian")."""
+    outputs, checks, references = _names(outputs), _names(checks), _names(references)
+    msg = pb.VerifyRequest(id=id, program=program, outputs=outputs, seed=seed, blame=blame)
     for name, given in inputs.items():
         spec = given if isinstance(given, Input) else Input(given)
         item = msg.inputs.add(name=name, value=_tensor(spec.value, spec.dtype, f"input {name!r}"))
@@ -775,13 +784,13 @@ class Client:
         self,
         program: str,
         inputs: Mapping[str, npt.ArrayLike | Input],
-        outputs: Sequence[str] = (),
+        outputs: str | Sequence[str] = (),
         timeout: float | None = None,
     ) -> verifier_pb2.DescribeGraphResponse:
         """The engine's DAG for the program at these inputs (forward pass only); `.dag.dot` is
         its Graphviz DOT text."""
         full = build_request(program, inputs, outputs=outputs)
-        request = pb.DescribeGraphRequest(program=program, inputs=full.inputs, outputs=outputs)
+        request = pb.DescribeGraphRequest(program=program, inputs=full.inputs, outputs=full.outputs)
         if self._embedded is not None:
             return self._embedded.describe(request)
         return self._call(self._stub.DescribeGraph, request, timeout or SHORT_TIMEOUT)

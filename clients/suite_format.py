@@ -255,7 +255,8 @@ def _integer(value: Any, where: _Where, low: int = 0, high: int = 2**63 - 1) -> 
 
 
 def _string_list(value: Any, where: _Where, allowed: Sequence[str] = ()) -> list[str]:
-    items = [value] if isinstance(value, str) else value
+    # a string is one name or several separated by commas ("outputs: y, z"), as on the command line
+    items = [n.strip() for n in value.split(",") if n.strip()] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
         raise where.error(f"expected a name or a list of names, got {value!r}")
     for v in items:

@@ -60,6 +60,13 @@ def test_inputs_may_follow_options():
     assert "verdict: PASS" in out.stdout
 
 
+def test_outputs_may_be_given_comma_separated():
+    out = crossgrad("verify", "y = sum(a*2)\nz = sum(a**2)", "a=[1,2]", "--output", "y,z", "--json")
+    assert out.returncode == 0, out.stderr
+    blocks = {b["label"] for p in json.loads(out.stdout)["points"] for b in p["blocks"]}
+    assert {"value of y", "value of z"} <= blocks, blocks
+
+
 def test_verify_embedded_prints_the_worked_example():
     out = crossgrad("verify", *WORKED)
     assert out.returncode == 0, out.stderr

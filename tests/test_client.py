@@ -119,6 +119,12 @@ def test_verify_over_a_server_returns_arrays_and_a_readable_report(server):
         assert dag.dot.startswith("digraph")
 
 
+def test_checks_references_and_outputs_may_be_one_string():
+    """checks="jacobian" was eight unknown checks, one per letter."""
+    msg = build_request("y = a * 2", {"a": [1.0]}, outputs="y", checks="vjp, jacobian", references="jax")
+    assert list(msg.outputs) == ["y"] and len(msg.checks) == 2 and len(msg.references) == 1
+
+
 def test_to_dict_is_strict_json_with_arrays_and_names(embedded):
     result = embedded.verify(
         "y = log(x)", {"x": Input([0.0, 1.0])}, outputs=["y"], cotangents={"y": [1, 1]}

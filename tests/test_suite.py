@@ -317,6 +317,17 @@ def test_a_budget_is_seconds_or_the_requests_budget_fields(tmp_path):
     assert c.fields["budget"] == {"seconds": 100.0}
 
 
+def test_names_may_be_one_string_separated_by_commas(tmp_path):
+    """outputs: y, z was one output named 'y, z' (refused: "not assigned (assigned: y, z)")."""
+    suite = tmp_path / "names.yaml"
+    suite.write_text(
+        "cases:\n  - name: two\n    program: |\n      y = sum(a * 2)\n      z = sum(a ** 2)\n"
+        "    inputs: {a: [1.0, 2.0]}\n    outputs: y, z\n    checks: vjp, jacobian\n"
+    )
+    (case,) = load_suite(suite).cases
+    assert case.fields["outputs"] == ["y", "z"] and case.fields["checks"] == ["vjp", "jacobian"]
+
+
 def test_a_program_error_names_its_line_in_the_suite_file(tmp_path):
     """The server's line and column are the program's; the suite file's line was missing."""
     suite = tmp_path / "bad_program.yaml"
