@@ -1044,8 +1044,10 @@ def numerical_notes(
             with np.errstate(invalid="ignore", over="ignore"):
                 # (an exact value past the range has no formula error to compare with)
                 off = np.abs(value - exact)
-                like_formula = ~beyond & (off <= 2 * near + margin)
-                like_coarser = ~beyond & (off <= 2 * formula + margin)
+                # (nor does a formula that is not finite there: its error, counted as infinite,
+                # excused any value, a claim of 0 for 1 beside an overflow)
+                like_formula = ~beyond & np.isfinite(near) & (off <= 2 * near + margin)
+                like_coarser = ~beyond & np.isfinite(formula) & (off <= 2 * formula + margin)
                 # past the range, IEEE's answer is the exact value's own infinity; where an
                 # overflowed value bears on the block, any non-finite value (0 * inf is nan). A
                 # claim's must be the engine's: -inf or nan for exp(710) is no overflow of e^710.

@@ -104,6 +104,32 @@ def test_shares_of_a_tie_must_add_up_whatever_the_gradients_scale(
     assert report.verdict.value == verdict, report.summary
 
 
+@pytest.mark.parametrize(
+    ("source", "x"),
+    [
+        ("y = sum(exp(x) - exp(x) + x)", [120.0, 1.0]),
+        ("y = sum((x + 1.0) ** 2 - (x - 1.0) ** 2)", [1e60, 3.0]),
+    ],
+)
+def test_cancellation_past_fifty_digits_is_no_exact_value(source, x):
+    """sympy's 50 digits lost the small term beside 1e52 (1e120) as the engine's float64 did:
+    its 0 was taken as exact and a claim of that 0 passed (the gradient is [1, 1], [4, 4])."""
+    wrong = [0.0, 1.0] if "exp" in source else [0.0, 4.0]
+    report = run(source, claimed={"x": wrong}, x=x)
+    assert report.verdict is not Verdict.PASS and "PASS" not in report.verdict.value, report.summary
+    assert report.block("vjp", "x").reference[0] == (1.0 if "exp" in source else 4.0)
+
+
+def test_a_claim_beside_an_overflow_is_not_excused_by_a_formula_that_cannot_be_computed():
+    """At 800 float64 overflows: the exact formula "computed in float64" kept exp(800) in
+    mpmath (no overflow) and lost its 1, and a formula error counted as infinite excused any
+    value: a claim of 0 for 1 was a numerical note."""
+    report = run("y = sum(exp(x) - exp(x) + x)", claimed={"x": [0.0, 1.0]}, x=[800.0, 1.0])
+    assert report.verdict is Verdict.FAIL, report.summary
+    right = run("y = sum(exp(x) - exp(x) + x)", claimed={"x": [1.0, 1.0]}, x=[800.0, 1.0])
+    assert right.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, right.summary
+
+
 def test_a_kink_whose_operand_depends_on_every_entry_excuses_none_of_sins_entries():
     with scaled_vjp("sin"):
         report = run("y = relu(sum(x) - 1) + sum(sin(x))", x=[0.25, 0.25, 0.5])

@@ -46,6 +46,16 @@ from ..model import ReferenceStatus
 from . import SYMPY_SAMPLED_MAX_SCALAR_OPS, estimate_scalar_ops
 
 PRECISION_DIGITS = 50
+# Exact values are computed at PRECISION_DIGITS and again at each next precision until two in a
+# row agree (as float64 values, or within AGREEMENT of the evaluation's largest value, where a
+# zero's rounding residue lies): 50 digits alone took cancellation for the exact value (the
+# gradient of exp(x) - exp(x) + x at 120 was 0, as the engine's, which passed). A precision
+# after one that saw values of 10^k (exp and powers) has k more digits: at 800, exp(800) - exp(800)
+# lost its 1 at 75 and 150 digits alike, which agreed. Past MAX_DIGITS sympy gives up.
+PRECISIONS = (PRECISION_DIGITS, 75, 150, 400)
+AGREEMENT = 1e-20
+MAX_DIGITS = 10_000
+_largest_bits = 0  # the largest magnitude an exp or power met (under _MPMATH_LOCK)
 
 
 class SympyUnavailable(Exception):
@@ -304,7 +314,7 @@ def _guarded(name: str) -> Callable[[Any], Any]:
         _tick()
         if _bits(x) > ARGUMENT_BITS:
             raise _too_large(f"the argument of {name}", _bits(x))
-        return fn(x)
+        return _seen(fn(x))
 
     guarded.__name__ = name
     return guarded
@@ -318,7 +328,13 @@ def _pow(x: Any, y: Any) -> Any:
         raise _too_large("an exponent", ybits)
     if ybits + max(_bits(x), 1).bit_length() > ARGUMENT_BITS:  # exp(y log x) of a huge argument
         raise _too_large("the logarithm of a power", ybits + max(_bits(x), 1).bit_length())
-    return x**y
+    return _seen(x**y)
+
+
+def _seen(value: Any) -> Any:
+    global _largest_bits
+    _largest_bits = max(_largest_bits, _bits(value))
+    return value
 
 
 _NUMERIC_FUNCTIONS: dict[str, Any] = {
@@ -811,8 +827,10 @@ def evaluate_numeric(
         _check_deadline()
         raise SympyUnavailable("another check held mpmath for all of this one's time budget")
     try:
-        with mpmath.workdps(PRECISION_DIGITS) if bits is None else mpmath.workprec(bits):
-            results = fn(*[mpmath.mpf(float(v)) for v in values])
+        args = [mpmath.mpf(float(v)) for v in values]
+        if bits is not None:
+            return _rounded(fn, args, bits)
+        return _settled(fn, args)
     except (ZeroDivisionError, ValueError, OverflowError, TypeError) as exc:
         raise SympyUnavailable(
             f"sympy cannot evaluate at this point ({type(exc).__name__}: {exc}): a derivative "
@@ -820,7 +838,55 @@ def evaluate_numeric(
         ) from None
     finally:
         _MPMATH_LOCK.release()
-    return [_real(v) for v in results]
+
+
+# mpmath's exponent has no limit: the formula "computed in float64" held exp(800) - exp(800) + x's
+# 1e347 and lost its 1 without overflowing, and a claim of that 0 was excused as float64's own
+# answer. Past float64's magnitude (2^1024; float32's 2^128, at 24 bits or fewer) it overflows.
+
+
+def _rounded(fn: Callable[..., list[Any]], args: list[Any], bits: int) -> list[float]:
+    """fn's results with every operation rounded to `bits`; nan where an exp or a power went
+    past that float's range (the float computation overflows: its values are no formula's)."""
+    global _largest_bits
+    _largest_bits = 0
+    with mpmath.workprec(bits):
+        results = [_real(v) for v in fn(*args)]
+    if _largest_bits > (1024 if bits > 24 else 128):
+        return [math.nan] * len(results)
+    return results
+
+
+def _settled(fn: Callable[..., list[Any]], args: list[Any]) -> list[float]:
+    """fn's results at the first precision whose values the one before it agrees with."""
+    global _largest_bits
+    before: list[float] | None = None
+    digits, level = PRECISION_DIGITS, 0
+    while True:
+        _largest_bits = 0
+        with mpmath.workdps(digits):
+            now = [_real(v) for v in fn(*args)]
+        if before is not None and _agree(before, now):
+            return now
+        before, level = now, level + 1
+        magnitude = math.ceil(_largest_bits * math.log10(2))
+        digits = max(
+            PRECISIONS[min(level, len(PRECISIONS) - 1)], digits + 25, PRECISION_DIGITS + magnitude + 25
+        )
+        if digits > MAX_DIGITS:
+            raise SympyUnavailable(
+                f"values reach 10^{magnitude} here, and their differences did not settle within "
+                f"{MAX_DIGITS} digits"
+            )
+        _check_deadline()
+
+
+def _agree(before: list[float], now: list[float]) -> bool:
+    finite = [abs(v) for v in now if math.isfinite(v)]
+    floor = AGREEMENT * max(finite, default=0.0)
+    return all(
+        a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= floor for a, b in zip(before, now)
+    )
 
 
 _MPMATH_LOCK = threading.Lock()
