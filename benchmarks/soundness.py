@@ -540,7 +540,7 @@ def torch_lowering() -> dict[str, Callable[[list[Any], dict[str, Any]], Any]]:
         "leaky_relu": lambda o, a: F.leaky_relu(o[0], a["negative_slope"]),
         "softplus": lambda o, a: F.softplus(o[0], a["beta"], a["threshold"]),
         "silu": lambda o, a: F.silu(o[0]),
-        "gelu": lambda o, a: F.gelu(o[0], approximate="tanh"),
+        "gelu": lambda o, a: F.gelu(o[0], approximate=a["approximate"]),
         "clamp": lambda o, a: torch.clamp(o[0], a["min"], a["max"]),
         "sum": sum_like(torch.sum),
         "mean": sum_like(torch.mean),

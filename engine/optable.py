@@ -130,6 +130,14 @@ def _same(op: str, x: Shape, **_: Any) -> Shape:
     return x
 
 
+def _gelu_shape(op: str, x: Shape, approximate: str = "none", **_: Any) -> Shape:
+    if approximate not in ("none", "tanh"):
+        raise ShapeError(
+            f"{op}: approximate must be 'none' (erf, torch's default) or 'tanh', got {approximate!r}"
+        )
+    return x
+
+
 def _broadcast(op: str, *shapes: Shape, **_: Any) -> Shape:
     return broadcast_shapes(op, *shapes)
 
@@ -487,7 +495,14 @@ _SPECS = [
         Attr("threshold", "float", 20.0),
     ),
     _unary("silu", "SiluBackward0"),
-    _unary("gelu", "GeluBackward0", None),  # tanh approximation
+    OpSpec(
+        "gelu",
+        1,
+        (Attr("approximate", "str", "none"),),
+        _gelu_shape,
+        "GeluBackward0",
+        operands=("x",),
+    ),
     _unary(
         "clamp",
         "ClampBackward1",
@@ -657,6 +672,8 @@ _SPECS = [
         internal=True,
         operands=("g",),
     ),
+    # gelu's gradient: the normal distribution's cdf, differentiable under create_graph
+    OpSpec("erf", 1, (), _same, "ErfBackward0", internal=True, operands=("x",)),
     OpSpec(  # the cast torch records when a gradient must return to its input's dtype
         "to_dtype",
         1,

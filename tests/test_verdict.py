@@ -130,6 +130,26 @@ def test_a_claim_beside_an_overflow_is_not_excused_by_a_formula_that_cannot_be_c
     assert right.verdict is Verdict.PASS_WITH_NUMERICAL_NOTES, right.summary
 
 
+def test_gelu_is_torchs_exact_gelu_unless_the_tanh_approximation_is_asked_for():
+    """gelu was the tanh approximation: torch's default gelu gradient (exact, with erf) was a
+    FAIL, "the claimed values are wrong"."""
+    import torch
+    import torch.nn.functional as F
+
+    for approximate in ("none", "tanh"):
+        x = torch.tensor([1.0, -2.0, 0.3], dtype=torch.float64, requires_grad=True)
+        F.gelu(x, approximate=approximate).sum().backward()
+        claimed = {"x": x.grad.numpy()}
+        source = "y = sum(gelu(x))" if approximate == "none" else "y = sum(gelu(x, approximate='tanh'))"
+        assert run(source, claimed=claimed, x=[1.0, -2.0, 0.3]).verdict is Verdict.PASS
+        other = (
+            source.replace("gelu(x)", "gelu(x, approximate='tanh')")
+            if approximate == "none"
+            else ("y = sum(gelu(x))")
+        )
+        assert run(other, claimed=claimed, x=[1.0, -2.0, 0.3]).verdict is Verdict.FAIL
+
+
 def test_a_kink_whose_operand_depends_on_every_entry_excuses_none_of_sins_entries():
     with scaled_vjp("sin"):
         report = run("y = relu(sum(x) - 1) + sum(sin(x))", x=[0.25, 0.25, 0.5])

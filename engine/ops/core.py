@@ -117,6 +117,12 @@ class NumpyOps:
         return _sigmoid(x)
 
     @staticmethod
+    def erf(x: Any) -> Any:
+        from .elementwise import _erf  # (elementwise imports this module)
+
+        return _erf(x)
+
+    @staticmethod
     def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
         return add_reduce(x, axis=axis, keepdims=keepdims)
 

@@ -177,21 +177,53 @@ silu = _unary(
     lambda B, n, g, s: (g * (B.sigmoid(s[0]) * (1 + s[0] * (1 - B.sigmoid(s[0])))),),
 )
 
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf elementwise in x's dtype: scipy's where it is installed (the server's extra brings
+    it), else the standard library's, entry by entry."""
+    if _scipy_erf is not None:
+        return _scipy_erf(x)
+    x = _float(np.asarray(x))
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype, copy=False)
+
+
+try:
+    from scipy.special import erf as _scipy_erf
+except ImportError:  # the engine alone needs numpy only
+    _scipy_erf = None
+
+erf = _unary("erf", _erf, lambda B, n, g, s: (g * (_TWO_OVER_SQRT_PI * B.exp(-(s[0] * s[0]))),))
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+
+# torch's gelu: exact (with erf) by default, or its tanh approximation
+_SQRT1_2 = math.sqrt(0.5)
+_GELU_PDF = 1 / math.sqrt(2 * math.pi)
 _GELU_K = math.sqrt(2 / math.pi)
 _GELU_C = 0.044715
 
 
+def _gelu_fwd(x: np.ndarray, approximate: str) -> np.ndarray:
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(_GELU_K * (x + _GELU_C * x * x * x)))
+    return x * 0.5 * (1.0 + _erf(x * _SQRT1_2))
+
+
 def _gelu_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     x = s[0]
-    t = B.tanh(_GELU_K * (x + _GELU_C * x * x * x))
-    return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_K * (1 + 3 * _GELU_C * x * x)),)
+    if n._attrs["approximate"] == "tanh":
+        t = B.tanh(_GELU_K * (x + _GELU_C * x * x * x))
+        return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_K * (1 + 3 * _GELU_C * x * x)),)
+    # torch's gelu_backward: dy * (cdf + x * pdf)
+    cdf = 0.5 * (1 + B.erf(x * _SQRT1_2))
+    return (g * (cdf + x * (_GELU_PDF * B.exp(-0.5 * x * x))),)
 
 
-gelu = _unary(
-    "gelu",
-    lambda x: 0.5 * x * (1 + np.tanh(_GELU_K * (x + _GELU_C * x * x * x))),
-    _gelu_vjp,
-)
+_GELU = define("gelu", _gelu_fwd, _gelu_vjp)
+
+
+def gelu(x: Any, approximate: str = "none") -> Tensor:
+    """torch.nn.functional.gelu: x * Phi(x) with the normal cdf (erf), or approximate="tanh"."""
+    return apply(_GELU, operand(x), approximate=approximate)
 
 
 def _no_grad_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:

@@ -120,7 +120,7 @@ LOWERING: dict[str, L] = {
         o[0] * a["beta"] > a["threshold"], o[0], jax.nn.softplus(o[0] * a["beta"]) / a["beta"]
     ),
     "silu": lambda o, a: jax.nn.silu(o[0]),
-    "gelu": lambda o, a: jax.nn.gelu(o[0], approximate=True),
+    "gelu": lambda o, a: jax.nn.gelu(o[0], approximate=a["approximate"] == "tanh"),
     "clamp": lambda o, a: jnp.clip(o[0], a["min"], a["max"]),
     "sign": lambda o, a: jnp.sign(o[0]),
     "floor": lambda o, a: jnp.floor(o[0]),

@@ -390,8 +390,10 @@ def _sigmoid(v: Any) -> Any:
 _GELU_K = sp.sqrt(2 / sp.pi)
 
 
-def _gelu(v: Any) -> Any:
-    return sp.Rational(1, 2) * v * (1 + sp.tanh(_GELU_K * (v + sp.Float("0.044715", 30) * v**3)))
+def _gelu(v: Any, approximate: str) -> Any:
+    if approximate == "tanh":
+        return sp.Rational(1, 2) * v * (1 + sp.tanh(_GELU_K * (v + sp.Float("0.044715", 30) * v**3)))
+    return sp.Rational(1, 2) * v * (1 + sp.erf(v / sp.sqrt(2)))
 
 
 def _softplus(v: Any, beta: float, threshold: float) -> Any:
@@ -487,7 +489,7 @@ LOWERING: dict[str, L] = {
     ),
     "softplus": lambda o, a: _map(lambda v: _softplus(v, a["beta"], a["threshold"]), o[0]),
     "silu": lambda o, a: _map(lambda v: v * _sigmoid(v), o[0]),
-    "gelu": lambda o, a: _map(_gelu, o[0]),
+    "gelu": lambda o, a: _map(lambda v: _gelu(v, a["approximate"]), o[0]),
     "clamp": lambda o, a: _map(lambda v: _clamp(v, a["min"], a["max"]), o[0]),
     "sign": lambda o, a: _map(ZeroGradSign, o[0]),
     "floor": lambda o, a: _map(ZeroGradFloor, o[0]),
