@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -181,16 +182,21 @@ silu = _unary(
 def _erf(x: np.ndarray) -> np.ndarray:
     """erf elementwise in x's dtype: scipy's where it is installed (the server's extra brings
     it), else the standard library's, entry by entry."""
-    if _scipy_erf is not None:
-        return _scipy_erf(x)
+    scipy_erf = _scipy_erf()
+    if scipy_erf is not None:
+        return scipy_erf(x)
     x = _float(np.asarray(x))
     return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype, copy=False)
 
 
-try:
-    from scipy.special import erf as _scipy_erf
-except ImportError:  # the engine alone needs numpy only
-    _scipy_erf = None
+@functools.cache
+def _scipy_erf() -> Any:
+    try:  # imported at first use: the engine alone needs numpy only, and imports fast
+        from scipy.special import erf
+    except ImportError:
+        return None
+    return erf
+
 
 erf = _unary("erf", _erf, lambda B, n, g, s: (g * (_TWO_OVER_SQRT_PI * B.exp(-(s[0] * s[0]))),))
 _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
