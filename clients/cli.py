@@ -34,6 +34,7 @@ from crossgrad.v1.tensors import from_tensor
 
 from .client import (
     CHECKS,
+    DEFAULT_PORT,
     REFERENCES,
     Client,
     CrossgradError,
@@ -41,9 +42,10 @@ from .client import (
     Result,
     build_request,
     message_to_dict,
+    server_target,
 )
 
-DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 USAGE_ERROR = 2
 
 
@@ -213,29 +215,10 @@ def server_address(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "is empty: give HOST:PORT, or leave --server and CROSSGRAD_SERVER out to run embedded"
         )
-    # a host without a port gets crossgrad's, not gRPC's default of 443
-    port = DEFAULT_SERVER.rsplit(":", 1)[1]
-    if text.startswith(("unix:", "ipv4:", "ipv6:")):
-        return text
-    scheme, host = ("dns:///", text[7:]) if text.startswith("dns:///") else ("", text)
-    if "://" in host:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give HOST:PORT without a scheme (or dns:///NAME:PORT); gRPC is not http"
-        )
-    if host.startswith("["):  # [IPv6] or [IPv6]:port
-        given = host.rsplit("]", 1)[1]
-        return _checked_port(text, given[1:]) if given.startswith(":") else f"{text}:{port}"
-    if host.count(":") > 1:  # a bare IPv6 address
-        return f"{scheme}[{host}]:{port}"
-    return _checked_port(text, host.rsplit(":", 1)[1]) if ":" in host else f"{text}:{port}"
-
-
-def _checked_port(text: str, port: str) -> str:
-    """The address, once its port is a number from 1 to 65535 (gRPC wraps 99999 round to another
-    port, and dials 443 for an empty one)."""
-    if not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
-    return text
+    try:
+        return server_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _connection_options(parser: argparse.ArgumentParser, default_server: str | None) -> None:

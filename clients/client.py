@@ -169,6 +169,12 @@ def _tensor(value: npt.ArrayLike, dtype: str | None = None, what: str = "a tenso
         raise ValueError(f"{what}: not a rectangular array of numbers") from None
     if array.dtype.kind in "OUSVMm":  # objects, text, bytes, dates
         raise ValueError(f"{what}: not an array of numbers (numpy made it {array.dtype})")
+    if dtype is None and array.dtype.kind == "f" and array.dtype not in (np.float32, np.float64):
+        # float16 was checked as float64 and said so nowhere but in the blocks' dtype
+        raise ValueError(
+            f"{what}: {array.dtype} is not supported; the verifier computes in float32 or float64 "
+            "(convert it with .astype, or give Input(value, dtype='float32'))"
+        )
     if dtype is None and array.dtype.kind in "iu":
         # python ints are numbers here, as in torch.tensor(..., float); a numpy integer array
         # was made integer on purpose
@@ -458,6 +464,36 @@ def message_to_dict(message: Any) -> dict[str, Any]:
     return out
 
 
+DEFAULT_PORT = 50051
+
+
+def server_target(text: str) -> str:
+    """A server's address as gRPC dials it: host[:port] (crossgrad's port if left out, not
+    gRPC's default of 443), [IPv6][:port], dns:///name[:port], or an ipv4:/ipv6:/unix: target as
+    it is. ValueError says what is wrong (a scheme, a port out of range)."""
+    if text.startswith(("unix:", "ipv4:", "ipv6:")):
+        return text
+    scheme, host = ("dns:///", text[7:]) if text.startswith("dns:///") else ("", text)
+    if "://" in host:
+        raise ValueError(
+            f"{text!r}: give HOST:PORT without a scheme (or dns:///NAME:PORT); gRPC is not http"
+        )
+    if host.startswith("["):  # [IPv6] or [IPv6]:port
+        given = host.rsplit("]", 1)[1]
+        return _checked_port(text, given[1:]) if given.startswith(":") else f"{text}:{DEFAULT_PORT}"
+    if host.count(":") > 1:  # a bare IPv6 address
+        return f"{scheme}[{host}]:{DEFAULT_PORT}"
+    return _checked_port(text, host.rsplit(":", 1)[1]) if ":" in host else f"{text}:{DEFAULT_PORT}"
+
+
+def _checked_port(text: str, port: str) -> str:
+    """The address, once its port is a number from 1 to 65535 (gRPC wraps 99999 round to another
+    port, and dials 443 for an empty one)."""
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return text
+
+
 class Client:
     """A crossgrad server at `target` ("host:port", "dns:///name:port" for round-robin over its
     addresses), or embedded in this process when target is None (`Client.embedded()`).
@@ -479,7 +515,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         load_balancing: str = "round_robin",
     ) -> None:
-        self.target = target
+        self.target = None if target is None else server_target(target)
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._embedded: Any = None
@@ -496,12 +532,12 @@ class Client:
             ("grpc.max_send_message_length", 256 << 20),
         ]
         if isinstance(tls, grpc.ChannelCredentials):
-            self._channel = grpc.secure_channel(target, tls, options=options)
+            self._channel = grpc.secure_channel(self.target, tls, options=options)
         elif tls or root_certificates:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(target, creds, options=options)
+            self._channel = grpc.secure_channel(self.target, creds, options=options)
         else:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = grpc.insecure_channel(self.target, options=options)
         self._stub = verifier_pb2_grpc.VerifierServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -543,12 +579,7 @@ class Client:
         """Check a program at a point. fields: outputs, cotangents, checks ("vjp", "jacobian",
         "hessian"), references ("sympy", "jax", "fd"), rtol, atol, samples, claimed_vjp,
         claimed_jacobian, budget, seed, blame, id."""
-        for name in fields:
-            if name not in REQUEST_FIELDS:
-                close = difflib.get_close_matches(name, REQUEST_FIELDS, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                known = ", ".join(REQUEST_FIELDS)
-                raise TypeError(f"verify() has no field {name!r}: {hint}fields: {known}")
+        _known_fields(fields, "verify()")
         request = build_request(program, inputs, **fields)
         return Result(self.verify_message(request, timeout), request=request)
 
@@ -811,10 +842,24 @@ class Client:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
+def _known_fields(fields: Mapping[str, Any], what: str) -> None:
+    """TypeError naming a field verify() does not take, and the nearest one it does."""
+    for name in fields:
+        if name not in REQUEST_FIELDS:
+            close = difflib.get_close_matches(name, REQUEST_FIELDS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise TypeError(f"{what} has no field {name!r}: {hint}fields: {', '.join(REQUEST_FIELDS)}")
+
+
 def _as_request(given: verifier_pb2.VerifyRequest | Mapping[str, Any]) -> verifier_pb2.VerifyRequest:
     if isinstance(given, pb.VerifyRequest):
         return given
     if isinstance(given, Mapping):
         fields = dict(given)
-        return build_request(fields.pop("program"), fields.pop("inputs"), **fields)
+        for required in ("program", "inputs"):
+            if required not in fields:
+                raise TypeError(f"a request dict needs {required!r} (it has {', '.join(fields)})")
+        program, inputs = fields.pop("program"), fields.pop("inputs")
+        _known_fields(fields, "a request dict")
+        return build_request(program, inputs, **fields)
     raise TypeError(f"a request is a VerifyRequest or a dict of verify()'s arguments, not {type(given)}")

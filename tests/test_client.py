@@ -125,6 +125,30 @@ def test_checks_references_and_outputs_may_be_one_string():
     assert list(msg.outputs) == ["y"] and len(msg.checks) == 2 and len(msg.references) == 1
 
 
+def test_a_host_without_a_port_is_crossgrads_port_as_on_the_command_line():
+    """Client("localhost") dialled gRPC's default 443 (the CLI's --server localhost: 50051), and
+    Client("http://...") failed with gRPC's "Misformatted domain name"."""
+    assert Client("localhost").target == "localhost:50051"
+    assert Client("[::1]").target == "[::1]:50051" and Client("127.0.0.1:7").target == "127.0.0.1:7"
+    with pytest.raises(ValueError, match="without a scheme"):
+        Client("http://127.0.0.1:50051")
+
+
+def test_a_request_dicts_misspelt_field_is_named_with_the_nearest(embedded):
+    (result,) = embedded.verify_many(
+        [{"program": "y = sum(a)", "inputs": {"a": [1.0]}, "cotangent": {}}]
+    )
+    assert "no field 'cotangent': did you mean 'cotangents'?" in str(result.error)
+
+
+def test_float16_inputs_are_refused_not_checked_as_float64(embedded):
+    with pytest.raises(ValueError, match="float16 is not supported"):
+        embedded.verify("y = sum(a)", {"a": np.array([1.0, 2.0], np.float16)})
+    assert (
+        embedded.verify("y = sum(a)", {"a": Input(np.float16([1.0]), dtype="float32")}).verdict == "PASS"
+    )
+
+
 def test_to_dict_is_strict_json_with_arrays_and_names(embedded):
     result = embedded.verify(
         "y = log(x)", {"x": Input([0.0, 1.0])}, outputs=["y"], cotangents={"y": [1, 1]}
