@@ -45,6 +45,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("CROSSGRAD_TOKEN"),
         help="bearer token for --crossgrad-server [env CROSSGRAD_TOKEN]",
     )
+    group.addoption(
+        "--crossgrad-tls",
+        action="store_true",
+        help="connect to --crossgrad-server with TLS (the system's roots)",
+    )
+    group.addoption(
+        "--crossgrad-ca-cert",
+        metavar="FILE",
+        help="connect to --crossgrad-server with TLS, trusting this root certificate (PEM)",
+    )
 
 
 class ServerUnusable(Exception):
@@ -68,7 +78,20 @@ def _client(config: pytest.Config) -> Client:
                 "out to check in-process"
             )
             raise ServerUnusable(config.stash[_UNUSABLE])
-        client = config.stash[_CLIENT] = Client(server, token=token) if server else Client.embedded()
+        ca_cert = config.getoption("crossgrad_ca_cert")
+        try:
+            roots = Path(ca_cert).read_bytes() if server and ca_cert else None
+            client = (
+                Client(
+                    server, token=token, tls=config.getoption("crossgrad_tls"), root_certificates=roots
+                )
+                if server
+                else Client.embedded()
+            )
+        except (OSError, ValueError) as exc:  # the certificate file, the address
+            config.stash[_UNUSABLE] = f"--crossgrad-server {server}: {exc}"
+            raise ServerUnusable(config.stash[_UNUSABLE]) from None
+        config.stash[_CLIENT] = client
         if server:
             try:
                 status = client.health(timeout=10.0)

@@ -327,6 +327,16 @@ def test_tls(tmp_path):
         with Client(server.address, tls=True) as untrusted, pytest.raises(CrossgradError) as info:
             untrusted.verify(**WORKED, timeout=5)
         assert "trust it with --ca-cert FILE" in str(info.value), info.value
+        # the pytest plugin too (it had no TLS options: a TLS server could not be used)
+        (tmp_path / "test_layer.py").write_text(
+            "def test_worked(crossgrad):\n"
+            "    crossgrad.assert_verified('Q = 3*a**3 - b**2', {'a': [2.0, 3.0], 'b': [6.0, 4.0]},"
+            " cotangents={'Q': [1.0, 1.0]})\n"
+        )
+        run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+        through = [*run, "--crossgrad-server", server.address, "--crossgrad-ca-cert", str(cert)]
+        done = subprocess.run(through, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
 
     # Files that are there but no certificate and key: refused before the warm-up, naming the
     # flags (gRPC said "Failed to bind to address" once the workers had warmed up)
