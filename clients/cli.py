@@ -18,6 +18,7 @@ on stderr; --debug shows the traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shutil
@@ -54,7 +55,11 @@ class UsageError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse with its usage errors on one line (exit 2, as argparse does)."""
+    """argparse with its usage errors on one line (exit 2, as argparse does), and no abbreviated
+    options (--claim was taken for --claimed)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
@@ -569,6 +574,15 @@ PASSTHROUGH: dict[str, Callable[[Sequence[str]], int]] = {"serve": _serve, "chec
 COMMANDS = ("verify", "graph", "ops", "health", *PASSTHROUGH)
 
 
+def _hint(top: argparse.ArgumentParser, command: str | None, extra: list[str]) -> str:
+    """ "; did you mean --cotangent?" for the first unknown option, when one is close."""
+    given = next((a.split("=", 1)[0] for a in extra if a.startswith("--")), None)
+    commands = next((a.choices for a in top._actions if isinstance(a, argparse._SubParsersAction)), {})
+    known = commands[command]._option_string_actions if command in commands else {}
+    close = difflib.get_close_matches(given, list(known), n=1) if given else []
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
@@ -585,8 +599,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse leaves those over, as it cannot resume a positional list after an option
         if extra and hasattr(parsed, "inputs") and not any(a.startswith("-") for a in extra):
             parsed.inputs = [*parsed.inputs, *extra]
-        elif extra:
-            top.error(f"unrecognized arguments: {' '.join(extra)}")
+        elif extra:  # named by the command they were given to (crossgrad verify: ...)
+            OneLineParser(prog=prog).error(
+                f"unrecognized arguments: {' '.join(extra)}{_hint(top, command, extra)}"
+            )
         if parsed.command is None:
             parser().print_help(sys.stderr)
             return USAGE_ERROR

@@ -322,6 +322,11 @@ def test_usage_mistakes_get_their_own_messages():
     )
     out = crossgrad("verify", "y = sum(x)", "x=[1e200]", "--dtype", "float32")
     assert_one_line_error(out, "input 'x': its values do not fit in float32")
+    # an unknown option is named by its command, with the nearest (it said "crossgrad:"), and
+    # no option is taken for another by its first letters (--claim was --claimed)
+    out = crossgrad("verify", "y = sum(a)", "a=[1]", "--cotangents", "y=1")
+    assert_one_line_error(out, "crossgrad verify: unrecognized arguments", "did you mean --cotangent?")
+    assert_one_line_error(crossgrad("verify", "y = sum(a)", "a=[1]", "--claim", "a=[1]"), "--claim")
 
 
 def test_a_client_only_install_says_which_extra_the_command_needs():
