@@ -267,8 +267,10 @@ def test_a_worker_that_cannot_start_says_why_and_which_setting_to_change():
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    failed = json.loads(done.stderr.strip().splitlines()[-1])
+    *log, plain = done.stderr.strip().splitlines()
+    failed = json.loads(log[-1])
     assert failed["event"] == "start_failed" and "--worker-memory-mb" in failed["error"], failed
+    assert plain == f"crossgrad serve: {failed['error']}"
 
 
 def test_sigterm_while_starting_stops_without_ever_serving(tmp_path):
@@ -303,7 +305,12 @@ def test_a_port_in_use_fails_before_the_warm_up():
             timeout=60,
         )
     assert out.returncode == 1, out.stderr
-    assert f"--port {port}: cannot listen on 127.0.0.1: Address already in use" in out.stderr
+    assert (
+        f"--port (env CROSSGRAD_PORT) {port}: cannot listen on 127.0.0.1: Address already in use"
+        in out.stderr
+    )
+    # a plain line too, not only the JSON log's
+    assert "\ncrossgrad serve: --port (env CROSSGRAD_PORT)" in "\n" + out.stderr
     assert "worker_ready" not in out.stderr  # no worker was started for nothing
 
 

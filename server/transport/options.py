@@ -171,7 +171,8 @@ def _num(x: float) -> str:
     return f"{int(x)}" if float(x).is_integer() else f"{x:g}"
 
 
-def _flag(name: str) -> str:
+def flag(name: str) -> str:
+    """--name (env CROSSGRAD_NAME): how a message names a setting, whichever way it was given."""
     return f"--{name.replace('_', '-')} (env {_env(name)})"
 
 
@@ -180,37 +181,37 @@ def validate(options: ServerOptions) -> None:
     for name, (low, high) in _RANGES.items():
         value = getattr(options, name)
         if not low <= value <= high:
-            raise OptionError(f"{_flag(name)} must be from {_num(low)} to {_num(high)}, got {value!r}")
+            raise OptionError(f"{flag(name)} must be from {_num(low)} to {_num(high)}, got {value!r}")
     for f in dataclasses.fields(Limits):
         value = getattr(options.limits, f.name)
         if not value > 0:
-            raise OptionError(f"{_flag('limit_' + f.name)} must be positive, got {value!r}")
+            raise OptionError(f"{flag('limit_' + f.name)} must be positive, got {value!r}")
     if not 0 < options.budget_seconds <= options.limits.max_budget_seconds:
         raise OptionError(
-            f"{_flag('budget_seconds')} must be positive and at most "
-            f"{_flag('limit_max_budget_seconds')} ({options.limits.max_budget_seconds:g})"
+            f"{flag('budget_seconds')} must be positive and at most "
+            f"{flag('limit_max_budget_seconds')} ({options.limits.max_budget_seconds:g})"
         )
     if options.log_level.upper() not in LOG_LEVELS:
-        raise OptionError(f"{_flag('log_level')} must be one of {', '.join(LOG_LEVELS)}")
+        raise OptionError(f"{flag('log_level')} must be one of {', '.join(LOG_LEVELS)}")
     if bool(options.tls_cert) != bool(options.tls_key):
-        raise OptionError(f"give both {_flag('tls_cert')} and {_flag('tls_key')}, or neither")
+        raise OptionError(f"give both {flag('tls_cert')} and {flag('tls_key')}, or neither")
     for name in ("tls_cert", "tls_key"):
         path = getattr(options, name)
         if path and (not os.path.isfile(path) or not os.access(path, os.R_OK)):
-            raise OptionError(f"{_flag(name)}: cannot read {path!r} (not a readable file)")
+            raise OptionError(f"{flag(name)}: cannot read {path!r} (not a readable file)")
     if options.tls_cert:
         _check_tls(options.tls_cert, options.tls_key)
     if options.token != options.token.strip() or any(c.isspace() for c in options.token):
         # (a trailing newline from a secrets file locked every client out: clients' tokens
         # never carry it)
-        raise OptionError(f"{_flag('token')} has whitespace in it (a trailing newline from a file?)")
+        raise OptionError(f"{flag('token')} has whitespace in it (a trailing newline from a file?)")
     same_host = (options.metrics_host or options.host) == options.host
     if options.metrics_port > 0 and options.metrics_port == options.port and same_host:
-        raise OptionError(f"{_flag('metrics_port')} is {_flag('port')}: give them different ports")
+        raise OptionError(f"{flag('metrics_port')} is {flag('port')}: give them different ports")
     if options.port_file:
         folder = os.path.dirname(os.path.abspath(options.port_file))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise OptionError(f"{_flag('port_file')}: cannot write in {folder!r}")
+            raise OptionError(f"{flag('port_file')}: cannot write in {folder!r}")
 
 
 def _check_tls(cert: str, key: str) -> None:
@@ -226,7 +227,7 @@ def _check_tls(cert: str, key: str) -> None:
             else "not a PEM certificate chain and its private key"
         )
         raise OptionError(
-            f"{_flag('tls_cert')} {cert!r} with {_flag('tls_key')} {key!r}: {problem}"
+            f"{flag('tls_cert')} {cert!r} with {flag('tls_key')} {key!r}: {problem}"
         ) from None
 
 

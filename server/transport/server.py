@@ -50,7 +50,7 @@ def _check_free(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise RuntimeError(f"--host {host}: {exc.strerror}") from None
+        raise RuntimeError(f"{options_mod.flag('host')} {host}: {exc.strerror}") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
@@ -58,7 +58,7 @@ def _check_free(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as exc:
             raise RuntimeError(
-                f"--port {port}: cannot listen on {host}: {exc.strerror or exc}"
+                f"{options_mod.flag('port')} {port}: cannot listen on {host}: {exc.strerror or exc}"
             ) from None
 
 
@@ -169,7 +169,8 @@ class Server:
                 self.metrics_port = self.metrics.serve(host, o.metrics_port)
             except OSError as exc:
                 raise RuntimeError(
-                    f"--metrics-port {o.metrics_port}: cannot listen on {host}: {exc.strerror or exc}"
+                    f"{options_mod.flag('metrics_port')} {o.metrics_port}: cannot listen on {host}: "
+                    f"{exc.strerror or exc}"
                 ) from None
         if o.port:
             _check_free(o.host, o.port)
@@ -261,6 +262,8 @@ async def run(options: ServerOptions) -> int:
         return 0
     if starting.exception() is not None:  # e.g. a worker that cannot start: say so, exit 1
         log.error({"event": "start_failed", "error": str(starting.exception())})
+        # and one plain line for whoever started it by hand (the log is JSON, for machines)
+        print(f"crossgrad serve: {starting.exception()}", file=sys.stderr)
         await server.abandon()
         return 1
     await server.wait_and_drain()
