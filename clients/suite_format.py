@@ -25,6 +25,7 @@ suite cannot make the runner allocate without bound.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import unicodedata
@@ -189,8 +190,12 @@ def _parse_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "expected <block end>" in problem:
+            problem += " (check the indentation: a key's fields are indented under it, alike)"
+        elif "mapping values are not allowed" in problem:
+            problem += " (a value holding ': ' needs quotes, or the indentation is off)"
         raise SuiteError(f"{path}{at}: invalid YAML: {problem}") from None
     finally:
         loader.dispose()
@@ -265,6 +270,17 @@ def _string_list(value: Any, where: _Where, allowed: Sequence[str] = ()) -> list
     return items
 
 
+SAMPLE_KEYS = {"count", "seed", "distribution", "low", "high", "scale"}
+
+
+def _known_keys(given: dict[str, Any], known: set[str], where: _Where, lead: str = "use") -> None:
+    """SuiteError for the first key not in `known`, naming the nearest one."""
+    for key in sorted(set(given) - known, key=str):
+        close = difflib.get_close_matches(str(key), sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise (where / key).error(f"unknown key; {hint}{lead} {', '.join(sorted(known))}")
+
+
 def _mapping(value: Any, where: _Where, what: str = "a mapping") -> dict[str, Any]:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise where.error(f"expected {what}, got {type(value).__name__}")
@@ -318,9 +334,7 @@ RANDOM_KEYS = {"shape", "distribution", "low", "high", "mean", "scale", "seed", 
 
 def _random_array(spec: Any, where: _Where) -> np.ndarray:
     spec = _mapping(spec, where)
-    unknown = set(spec) - RANDOM_KEYS
-    if unknown:
-        raise (where / sorted(unknown)[0]).error(f"unknown key; use {', '.join(sorted(RANDOM_KEYS))}")
+    _known_keys(spec, RANDOM_KEYS, where)
     shape = spec.get("shape", [])
     if not isinstance(shape, list) or len(shape) > MAX_NDIM:
         raise (where / "shape").error(f"expected a list of at most {MAX_NDIM} sizes, got {shape!r}")
@@ -375,9 +389,7 @@ INPUT_KEYS = {"value", "file", "key", "random", "requires_grad", "frozen", "mask
 def _input(name: str, value: Any, where: _Where) -> Input:
     if not isinstance(value, dict):
         return Input(_tensor(value, where, name))
-    unknown = set(value) - INPUT_KEYS
-    if unknown:
-        raise (where / sorted(unknown)[0]).error(f"unknown key; use {', '.join(sorted(INPUT_KEYS))}")
+    _known_keys(value, INPUT_KEYS, where)
     array = _tensor({k: value[k] for k in ("value", "file", "key", "random") if k in value}, where, name)
     requires_grad = True
     for flag, meaning in (("requires_grad", True), ("frozen", False)):
@@ -418,11 +430,7 @@ def _claimed_vjp(value: Any, where: _Where) -> dict[str, np.ndarray | None]:
 
 def _case(raw: Any, where: _Where, suite: str) -> Case:
     raw = _mapping(raw, where, "a case (a mapping with name, program, inputs, ...)")
-    unknown = set(raw) - CASE_KEYS
-    if unknown:
-        raise (where / sorted(unknown)[0]).error(
-            f"unknown key; a case has {', '.join(sorted(CASE_KEYS))}"
-        )
+    _known_keys(raw, CASE_KEYS, where, "a case has")
     for required in ("name", "program", "inputs"):
         if required not in raw:
             raise where.error(f"the case has no {required!r}")
@@ -466,11 +474,8 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
         number = isinstance(given, int | float | str) and not isinstance(given, bool)
         given = {"seconds": given} if number else given  # (1e3 is a string to YAML 1.1)
         budget = _mapping(given, where / "budget")
+        _known_keys(budget, BUDGET_KEYS, where / "budget")
         for key, v in budget.items():
-            if key not in BUDGET_KEYS:
-                raise (where / "budget" / key).error(
-                    f"unknown key; use {', '.join(sorted(BUDGET_KEYS))}"
-                )
             budget[key] = _number(v, where / "budget" / key)
             if key != "seconds" and key != "sympy_seconds":
                 budget[key] = int(budget[key])
@@ -503,7 +508,12 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
 
 
 def _samples(value: Any, where: _Where) -> dict[str, Any]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise where.error(
+            f"samples is a mapping: write {{count: {value}}} (and seed, distribution, ...)"
+        )
     spec = _mapping(value, where)
+    _known_keys(spec, SAMPLE_KEYS, where)
     out: dict[str, Any] = {}
     for key, v in spec.items():
         if key in ("count", "seed"):
@@ -515,8 +525,6 @@ def _samples(value: Any, where: _Where) -> dict[str, Any]:
             if v not in ("normal", "uniform"):
                 raise (where / key).error(f"use normal or uniform, got {v!r}")
             out[key] = v
-        else:
-            raise (where / key).error("unknown key; use count, seed, distribution, low, high, scale")
     return out
 
 
@@ -527,22 +535,15 @@ def load_suite(path: str | Path) -> Suite:
     top = _Where(path, lines)
     if not isinstance(data, dict):
         raise top.error("a suite is a mapping with a `cases:` list")
-    unknown = set(data) - {"suite", "description", "defaults", "cases"}
-    if unknown:
-        raise (top / sorted(unknown)[0]).error(
-            "unknown key; a suite has suite, description, defaults, cases"
-        )
+    _known_keys(data, {"suite", "description", "defaults", "cases"}, top, "a suite has")
     name = data.get("suite", path.stem)
     if not isinstance(name, str) or not name or "::" in name:
         raise (top / "suite").error(f"expected a name without '::', got {name!r}")
     defaults = _mapping(data.get("defaults") or {}, top / "defaults")
     if "name" in defaults:
         raise (top / "defaults" / "name").error("a default name makes no sense: each case has its own")
-    unknown = set(defaults) - CASE_KEYS  # named where it is written, not in the first case
-    if unknown:
-        raise (top / "defaults" / sorted(unknown)[0]).error(
-            f"unknown key; a case has {', '.join(sorted(CASE_KEYS))}"
-        )
+    # (named where it is written, not in the first case)
+    _known_keys(defaults, CASE_KEYS, top / "defaults", "a case has")
     cases_raw = data.get("cases")
     if not isinstance(cases_raw, list) or not cases_raw:
         raise (top / "cases").error("expected a non-empty list of cases")

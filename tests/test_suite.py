@@ -282,7 +282,10 @@ BAD_SUITES = [
      5, ["case 't'", "field 'rtol'", "expected a finite number"]),
     ("cases:\n  - name: d\n    program: y = x\n    inputs: {x: [1]}\n  - name: d\n    program: y = x\n"
      "    inputs: {x: [1]}\n", 5, ["case 'd'", "already used by case #1"]),
-    ("cases:\n  - name: y\n    program: y = x: z\n", 3, ["invalid YAML", "mapping values"]),
+    ("cases:\n  - name: y\n    program: y = x: z\n", 3, ["mapping values", "needs quotes"]),
+    ("cases:\n  - name: y\n    program: y = x\n   inputs: {x: [1]}\n", 4, ["check the indentation"]),
+    ("cases:\n  - name: y\n    program: y = x\n    inputz: {x: [1]}\n", 4, ["did you mean 'inputs'?"]),
+    ("cases:\n  - {name: y, program: y = x, inputs: {x: [1]}, samples: 3}\n", 2, ["write {count: 3}"]),
     ("cases:\n  - name: k\n    program: y = x\n    inputs: {x: [1]}\n    inputs: {x: [2]}\n",
      5, ["duplicate key 'inputs'"]),
     ("suite: s\n", 1, ["field 'cases'", "non-empty list of cases"]),
@@ -300,7 +303,8 @@ def test_a_bad_suite_exits_2_with_one_line(tmp_path, text, line, words):
     assert proc.stdout == ""
     error = proc.stderr.strip()
     assert "\n" not in error and "Traceback" not in error, error
-    assert error.startswith(f"crossgrad check: {suite}:{line}: "), error
+    # (the line, and for YAML's own errors the column)
+    assert re.match(rf"crossgrad check: {re.escape(str(suite))}:{line}(:\d+)?: ", error), error
     for w in words:
         assert w in error
 
