@@ -46,16 +46,16 @@ from ..model import ReferenceStatus
 from . import SYMPY_SAMPLED_MAX_SCALAR_OPS, estimate_scalar_ops
 
 PRECISION_DIGITS = 50
-# Exact values are computed at PRECISION_DIGITS and again at each next precision until two in a
-# row agree (as float64 values, or within AGREEMENT of the evaluation's largest value, where a
-# zero's rounding residue lies): 50 digits alone took cancellation for the exact value (the
-# gradient of exp(x) - exp(x) + x at 120 was 0, as the engine's, which passed). A precision
-# after one that saw values of 10^k (exp and powers) has k more digits: at 800, exp(800) - exp(800)
-# lost its 1 at 75 and 150 digits alike, which agreed. Past MAX_DIGITS sympy gives up.
-PRECISIONS = (PRECISION_DIGITS, 75, 150, 400)
-AGREEMENT = 1e-20
-MAX_DIGITS = 10_000
-_largest_bits = 0  # the largest magnitude an exp or power met (under _MPMATH_LOCK)
+# Cancellation loses the digits by which the values it subtracts exceed the result: 50 digits
+# took exp(120) - exp(120) + x's gradient for 0 (so did the engine's float64: it passed), and
+# (x + 1)(x + 1) - (x - 1)(x - 1) at 1e100 for 0 too. So every evaluation also returns the
+# largest magnitude among its intermediate values, and where they exceed its results by more
+# than PRECISION_DIGITS - SETTLED_DIGITS digits it is done again with enough digits to keep
+# SETTLED_DIGITS. Past MAX_DIGITS (values of 10^350 and more, far past float64's range: a
+# sigmoid or softmax of 2e4 holds exp(2e4) ~ 10^8686) the result at MAX_DIGITS is taken where it
+# agrees with the first to float64's precision, and sympy gives up where it does not.
+SETTLED_DIGITS = 30
+MAX_DIGITS = 400
 
 
 class SympyUnavailable(Exception):
@@ -314,7 +314,7 @@ def _guarded(name: str) -> Callable[[Any], Any]:
         _tick()
         if _bits(x) > ARGUMENT_BITS:
             raise _too_large(f"the argument of {name}", _bits(x))
-        return _seen(fn(x))
+        return fn(x)
 
     guarded.__name__ = name
     return guarded
@@ -328,13 +328,12 @@ def _pow(x: Any, y: Any) -> Any:
         raise _too_large("an exponent", ybits)
     if ybits + max(_bits(x), 1).bit_length() > ARGUMENT_BITS:  # exp(y log x) of a huge argument
         raise _too_large("the logarithm of a power", ybits + max(_bits(x), 1).bit_length())
-    return _seen(x**y)
+    return x**y
 
 
-def _seen(value: Any) -> Any:
-    global _largest_bits
-    _largest_bits = max(_largest_bits, _bits(value))
-    return value
+def _magnitude(*values: Any) -> int:
+    """The largest magnitude (in bits) among values: compiled functions' last result."""
+    return max((_bits(v) for v in values), default=0)
 
 
 _NUMERIC_FUNCTIONS: dict[str, Any] = {
@@ -342,6 +341,7 @@ _NUMERIC_FUNCTIONS: dict[str, Any] = {
     "ZeroGradSign": lambda v: mpmath.sign(v),
     "ZeroGradFloor": lambda v: mpmath.floor(v),
     "_pow": _pow,
+    "_magnitude": _magnitude,
     **{_: _guarded(_) for _ in ("exp", "sin", "cos", "tan", "sinh", "cosh", "cot", "sec", "csc")},
 }
 
@@ -799,12 +799,14 @@ def reverse_sweep_again(
 def compile_function(
     args: Sequence[sp.Symbol], defs: list[tuple[sp.Symbol, Any]], results: Sequence[Any]
 ) -> Callable[..., list[Any]]:
-    """One python function computing every definition in order and returning `results`
-    (sympy's lambdify with our definitions as its common subexpressions)."""
+    """One python function computing every definition in order and returning `results` and,
+    last, the largest magnitude among the arguments and definitions (see evaluate_numeric):
+    sympy's lambdify with our definitions as its common subexpressions."""
+    magnitude = sp.Function("_magnitude")(*args, *(symbol for symbol, _ in defs))
     try:
         return sp.lambdify(
             list(args),
-            list(results),
+            [*results, magnitude],
             modules=[_NUMERIC_FUNCTIONS, "mpmath"],
             printer=_Printer(),
             cse=lambda exprs: (defs, exprs),
@@ -842,50 +844,43 @@ def evaluate_numeric(
         _MPMATH_LOCK.release()
 
 
-# mpmath's exponent has no limit: the formula "computed in float64" held exp(800) - exp(800) + x's
-# 1e347 and lost its 1 without overflowing, and a claim of that 0 was excused as float64's own
-# answer. Past float64's magnitude (2^1024; float32's 2^128, at 24 bits or fewer) it overflows.
-
-
 def _rounded(fn: Callable[..., list[Any]], args: list[Any], bits: int) -> list[float]:
-    """fn's results with every operation rounded to `bits`; nan where an exp or a power went
-    past that float's range (the float computation overflows: its values are no formula's)."""
-    global _largest_bits
-    _largest_bits = 0
+    """fn's results with every operation rounded to `bits`; nan where an intermediate value went
+    past that float's range (mpmath's exponent has no limit: the formula "computed in float64"
+    held exp(800)'s 1e347, lost exp(800) - exp(800) + x's 1 without overflowing, and a claim of
+    that 0 was excused as float64's own answer)."""
     with mpmath.workprec(bits):
-        results = [_real(v) for v in fn(*args)]
-    if _largest_bits > (1024 if bits > 24 else 128):
+        *results, magnitude = fn(*args)
+    if magnitude > (1024 if bits > 24 else 128):  # float64's 2^1024, float32's 2^128
         return [math.nan] * len(results)
-    return results
+    return [_real(v) for v in results]
 
 
 def _settled(fn: Callable[..., list[Any]], args: list[Any]) -> list[float]:
-    """fn's results at the first precision whose values the one before it agrees with."""
-    global _largest_bits
-    before: list[float] | None = None
-    digits, level = PRECISION_DIGITS, 0
-    while True:
-        _largest_bits = 0
-        with mpmath.workdps(digits):
-            now = [_real(v) for v in fn(*args)]
-        if before is not None and _agree(before, now):
-            return now
-        before, level = now, level + 1
-        magnitude = math.ceil(_largest_bits * math.log10(2))
-        digits = max(
-            PRECISIONS[min(level, len(PRECISIONS) - 1)], digits + 25, PRECISION_DIGITS + magnitude + 25
-        )
-        if digits > MAX_DIGITS:
-            raise SympyUnavailable(
-                f"values reach 10^{magnitude} here, and their differences did not settle within "
-                f"{MAX_DIGITS} digits"
-            )
-        _check_deadline()
+    """fn's results to SETTLED_DIGITS past the cancellation among its intermediate values."""
+    with mpmath.workdps(PRECISION_DIGITS):
+        *results, magnitude = fn(*args)
+    first = [_real(v) for v in results]
+    scale = max((_bits(v) for v in results if v), default=0)
+    lost = math.ceil(max(0, magnitude - scale) * math.log10(2))
+    digits = SETTLED_DIGITS + lost + 10
+    if digits <= PRECISION_DIGITS:
+        return first
+    _check_deadline()
+    with mpmath.workdps(min(digits, MAX_DIGITS)):
+        again = [_real(v) for v in fn(*args)[:-1]]
+    if digits <= MAX_DIGITS or _agree(first, again):
+        return again
+    raise SympyUnavailable(
+        f"values here exceed the results by about 10^{lost}: their differences did not settle "
+        f"within {MAX_DIGITS} digits"
+    )
 
 
 def _agree(before: list[float], now: list[float]) -> bool:
+    """Equal as floats, or within 1e-20 of the largest (where a zero's residue lies)."""
     finite = [abs(v) for v in now if math.isfinite(v)]
-    floor = AGREEMENT * max(finite, default=0.0)
+    floor = 1e-20 * max(finite, default=0.0)
     return all(
         a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= floor for a, b in zip(before, now)
     )
