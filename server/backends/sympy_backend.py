@@ -331,9 +331,11 @@ def _pow(x: Any, y: Any) -> Any:
     return x**y
 
 
-def _magnitude(*values: Any) -> int:
-    """The largest magnitude (in bits) among values: compiled functions' last result."""
-    return max((_bits(v) for v in values), default=0)
+def _magnitude(*values: Any) -> tuple[int, int]:
+    """The largest and the smallest nonzero magnitude (in bits) among values: compiled
+    functions' last result."""
+    bits = [_bits(v) for v in values if v]
+    return max(bits, default=0), min(bits, default=0)
 
 
 _NUMERIC_FUNCTIONS: dict[str, Any] = {
@@ -848,10 +850,13 @@ def _rounded(fn: Callable[..., list[Any]], args: list[Any], bits: int) -> list[f
     """fn's results with every operation rounded to `bits`; nan where an intermediate value went
     past that float's range (mpmath's exponent has no limit: the formula "computed in float64"
     held exp(800)'s 1e347, lost exp(800) - exp(800) + x's 1 without overflowing, and a claim of
-    that 0 was excused as float64's own answer)."""
+    that 0 was excused as float64's own answer) or below its normal numbers."""
     with mpmath.workprec(bits):
-        *results, magnitude = fn(*args)
-    if magnitude > (1024 if bits > 24 else 128):  # float64's 2^1024, float32's 2^128
+        *results, (largest, smallest) = fn(*args)
+    # past float64's range, 2^-1022 (normal) to 2^1024, the float computation overflows or loses
+    # bits to underflow, as mpmath does not (float32's own range is not used: its blocks may hold
+    # float64 values that float32 rounding reaches, whose range is float64's)
+    if largest > 1024 or smallest < -1021:
         return [math.nan] * len(results)
     return [_real(v) for v in results]
 
@@ -859,10 +864,10 @@ def _rounded(fn: Callable[..., list[Any]], args: list[Any], bits: int) -> list[f
 def _settled(fn: Callable[..., list[Any]], args: list[Any]) -> list[float]:
     """fn's results to SETTLED_DIGITS past the cancellation among its intermediate values."""
     with mpmath.workdps(PRECISION_DIGITS):
-        *results, magnitude = fn(*args)
+        *results, (largest, _) = fn(*args)
     first = [_real(v) for v in results]
     scale = max((_bits(v) for v in results if v), default=0)
-    lost = math.ceil(max(0, magnitude - scale) * math.log10(2))
+    lost = math.ceil(max(0, largest - scale) * math.log10(2))
     digits = SETTLED_DIGITS + lost + 10
     if digits <= PRECISION_DIGITS:
         return first
