@@ -35,6 +35,8 @@ def canonical_index(index: Any, shape: tuple[int, ...]) -> Index:
             raise ShapeError("getitem: a single boolean is not a supported index")
         if isinstance(item, (int, np.integer)):
             out.append(int(item))
+        elif isinstance(item, slice) and item.step is not None and item.step <= 0:
+            raise ValueError("step must be greater than zero")  # torch's (x[::-1]: use flip)
         elif item is None or item is Ellipsis or isinstance(item, slice):
             out.append(item)
         elif isinstance(item, np.ndarray) and item.dtype == np.bool_:

@@ -409,6 +409,32 @@ def var_and_std_with_correction_at_and_past_n(L):
     return grads
 
 
+def a_negative_step_is_refused(L):
+    return _tensor(L, [1.0, 2.0, 3.0])[::-1]
+
+
+def where_with_a_float_condition_is_refused(L):
+    x = _tensor(L, [1.0, 2.0])
+    return L.where(_tensor(L, [1.0, 0.0], False), x, x)
+
+
+def masked_fill_with_a_float_mask_is_refused(L):
+    return _tensor(L, [1.0, 2.0]).masked_fill(_tensor(L, [1.0, 0.0], False), 0.0)
+
+
+def subtracting_a_bool_tensor_is_refused(L):
+    return 3 - (_tensor(L, [1.0, 2.0]) > 1.5)
+
+
+def subtracting_a_bool_from_a_tensor_is_refused(L):
+    return _tensor(L, [1.0, 2.0]) - True
+
+
+def subtracting_two_bool_tensors_is_refused(L):
+    x = _tensor(L, [1.0, 2.0])
+    return (x > 1.5) - (x > 0.5)
+
+
 def maximum_of_a_float32_and_a_float64_tie_in_float32(L):
     """float32 0.1 and float64 0-d 0.1 are equal in float32, the dtype maximum computes in:
     the gradient is split (the engine compared them in float64: all to one side)."""
@@ -524,6 +550,12 @@ CASES = [
     var_with_no_degrees_of_freedom_left,
     var_and_std_with_correction_at_and_past_n,
     maximum_of_a_float32_and_a_float64_tie_in_float32,
+    a_negative_step_is_refused,
+    where_with_a_float_condition_is_refused,
+    masked_fill_with_a_float_mask_is_refused,
+    subtracting_a_bool_tensor_is_refused,
+    subtracting_a_bool_from_a_tensor_is_refused,
+    subtracting_two_bool_tensors_is_refused,
     a_retained_grad_accumulated_under_create_graph_keeps_its_graph,
     a_leaf_that_stopped_requiring_grad_gets_no_grad,
     a_hook_that_returns_no_tensor_is_an_error,

@@ -316,12 +316,31 @@ def add(x: Any, y: Any) -> Tensor:
 
 
 def sub(x: Any, y: Any) -> Tensor:
+    _no_bool_subtraction(x, y)
     if type(x) is Tensor and type(y) in _PLAIN_NUMBERS:
         return record_on_tensor(_SUB, x, (x, y))
     x, y = _as_tensor_pair(x, y)
     if not isinstance(x, Tensor):  # number - tensor: torch records RsubBackward1
         return apply(_RSUB, y, other=x)
     return apply(_SUB, x, y)
+
+
+def _no_bool_subtraction(x: Any, y: Any) -> None:
+    """torch's errors for `-` with a bool tensor (or a bool beside a tensor)."""
+    bools = [
+        isinstance(v, (bool, np.bool_)) or (isinstance(v, Tensor) and v.dtype == np.bool_)
+        for v in (x, y)
+    ]
+    if all(bools) and any(isinstance(v, Tensor) for v in (x, y)):
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` or "
+            "`logical_xor()` operator instead."
+        )
+    if any(bools) and any(isinstance(v, Tensor) for v in (x, y)):
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying "
+            "to invert a mask, use the `~` or `logical_not()` operator instead."
+        )
 
 
 def mul(x: Any, y: Any) -> Tensor:
