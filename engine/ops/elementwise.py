@@ -198,8 +198,8 @@ def _scipy_erf() -> Any:
     return erf
 
 
-erf = _unary("erf", _erf, lambda B, n, g, s: (g * (_TWO_OVER_SQRT_PI * B.exp(-(s[0] * s[0]))),))
 _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+erf = _unary("erf", _erf, lambda B, n, g, s: (g * (_TWO_OVER_SQRT_PI * B.exp(-(s[0] * s[0]))),))
 
 # torch's gelu: exact (with erf) by default, or its tanh approximation
 _SQRT1_2 = math.sqrt(0.5)
@@ -316,9 +316,9 @@ def add(x: Any, y: Any) -> Tensor:
 
 
 def sub(x: Any, y: Any) -> Tensor:
-    _no_bool_subtraction(x, y)
-    if type(x) is Tensor and type(y) in _PLAIN_NUMBERS:
+    if type(x) is Tensor and type(y) in _PLAIN_NUMBERS and x.dtype != np.bool_:
         return record_on_tensor(_SUB, x, (x, y))
+    _no_bool_subtraction(x, y)
     x, y = _as_tensor_pair(x, y)
     if not isinstance(x, Tensor):  # number - tensor: torch records RsubBackward1
         return apply(_RSUB, y, other=x)

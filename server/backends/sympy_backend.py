@@ -802,8 +802,8 @@ def compile_function(
     args: Sequence[sp.Symbol], defs: list[tuple[sp.Symbol, Any]], results: Sequence[Any]
 ) -> Callable[..., list[Any]]:
     """One python function computing every definition in order and returning `results` and,
-    last, the largest magnitude among the arguments and definitions (see evaluate_numeric):
-    sympy's lambdify with our definitions as its common subexpressions."""
+    last, the largest and smallest magnitudes among the arguments and definitions (_settled and
+    _rounded use them): sympy's lambdify with our definitions as its common subexpressions."""
     magnitude = sp.Function("_magnitude")(*args, *(symbol for symbol, _ in defs))
     try:
         return sp.lambdify(
