@@ -674,6 +674,17 @@ _SPECS = [
     ),
     # gelu's gradient: the normal distribution's cdf, differentiable under create_graph
     OpSpec("erf", 1, (), _same, "ErfBackward0", internal=True, operands=("x",)),
+    # relu's gradient, a function of the result too (with derivative 0 in it), as torch's: under
+    # create_graph it requires grad and a second backward reaches the result (and its hooks)
+    OpSpec(
+        "threshold_backward",
+        2,
+        (),
+        _same,
+        "ThresholdBackwardBackward0",
+        internal=True,
+        operands=("g", "result"),
+    ),
     OpSpec(  # the cast torch records when a gradient must return to its input's dtype
         "to_dtype",
         1,

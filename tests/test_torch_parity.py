@@ -409,6 +409,21 @@ def var_and_std_with_correction_at_and_past_n(L):
     return grads
 
 
+def relus_gradient_under_create_graph_is_differentiable(L):
+    """torch's relu gradient is threshold_backward(g, result): it requires grad, a second
+    backward gives zeros (the engine's was a constant: "does not require grad"), and reaches
+    relu's result, whose hook it calls (an affine hook moved torch's second derivative)."""
+    x, w = _tensor(L, [0.7, -0.3, 0.0]), _tensor(L, [2.0, 3.0, 4.0])
+    (g,) = L.autograd.grad(L.relu(x).sum(), x, create_graph=True)
+    first = (g.requires_grad, L.autograd.grad(g.sum(), x))
+    (g,) = L.autograd.grad((L.relu(x) * w).sum(), x, create_graph=True)
+    second = L.autograd.grad(g.sum(), [x, w])
+    r = L.relu(x)
+    r.register_hook(lambda grad: grad * 0.5 + 0.1)
+    (g,) = L.autograd.grad(L.sin(r).sum(), x, create_graph=True)
+    return first, second, L.autograd.grad(g.sum(), x)
+
+
 def a_negative_step_is_refused(L):
     return _tensor(L, [1.0, 2.0, 3.0])[::-1]
 
@@ -550,6 +565,7 @@ CASES = [
     var_with_no_degrees_of_freedom_left,
     var_and_std_with_correction_at_and_past_n,
     maximum_of_a_float32_and_a_float64_tie_in_float32,
+    relus_gradient_under_create_graph_is_differentiable,
     a_negative_step_is_refused,
     where_with_a_float_condition_is_refused,
     masked_fill_with_a_float_mask_is_refused,

@@ -46,6 +46,7 @@ from .elementwise import (
     sub,
     tan,
     tanh,
+    threshold_backward,
 )
 from .linalg import dot, matmul, outer
 from .nn import (
@@ -176,6 +177,7 @@ __all__ = [
     "sum",
     "tan",
     "tanh",
+    "threshold_backward",
     "to_dtype",
     "transpose",
     "unsqueeze",

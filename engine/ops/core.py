@@ -117,6 +117,11 @@ class NumpyOps:
         return _sigmoid(x)
 
     @staticmethod
+    def threshold_backward(g: Any, result: Any) -> Any:
+        """relu's gradient: g where the result is positive (0 at 0; nan passes g, as torch)."""
+        return np.where(result <= 0, 0.0, g)
+
+    @staticmethod
     def erf(x: Any) -> Any:
         from .elementwise import _erf  # (elementwise imports this module)
 

@@ -11,7 +11,7 @@ import numpy as np
 from ..graph import Node
 from ..record import record, record_on_tensor
 from ..tensor import Tensor
-from .core import _sigmoid, apply, batch_dims, data, define, operand, unbroadcast
+from .core import NumpyOps, _sigmoid, apply, batch_dims, data, define, operand, unbroadcast
 
 # Each VJP is vjp(B, node, g, s): s holds the saved operands in order, then the saved result.
 
@@ -163,11 +163,26 @@ tan = _unary("tan", np.tan, lambda B, n, g, s: (g * (1 + s[-1] * s[-1]),), "none
 # g * -(y*y - 1), not g * (1 - y*y): numpy then reuses its temporaries (one new array, not two)
 tanh = _unary("tanh", np.tanh, lambda B, n, g, s: (g * -(s[-1] * s[-1] - 1),), "none", True)
 sigmoid = _unary("sigmoid", _sigmoid, lambda B, n, g, s: (g * (s[-1] * (1 - s[-1])),), "none", True)
+
+# torch's threshold_backward(g, result, 0): g where the result is positive; in the result its
+# derivative is 0, which a second backward passes on (as zeros) through relu's node
+_THRESHOLD_BACKWARD = define(
+    "threshold_backward",
+    NumpyOps.threshold_backward,
+    lambda B, n, g, s: (B.threshold_backward(g, s[1]), B.zeros_like(g)),
+    save=(1,),
+)
+
+
+def threshold_backward(g: Any, result: Any) -> Tensor:
+    return apply(_THRESHOLD_BACKWARD, operand(g), operand(result))
+
+
 relu = _unary(
     "relu",
     lambda x: np.maximum(x, 0),
     # relu'(0) = 0 and relu'(nan) = 1, as torch (its threshold_backward zeroes where x <= 0)
-    lambda B, n, g, s: (B.where(data(s[-1]) <= 0, 0.0, g),),
+    lambda B, n, g, s: (B.threshold_backward(g, s[-1]),),
     "none",
     True,
 )
