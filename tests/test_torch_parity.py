@@ -424,6 +424,32 @@ def relus_gradient_under_create_graph_is_differentiable(L):
     return first, second, L.autograd.grad(g.sum(), x)
 
 
+def _int_tensor(L):
+    return L.tensor(np.array([1, 2]))
+
+
+def silu_of_an_integer_tensor_is_refused(L):
+    return L.nn.functional.silu(_int_tensor(L)) if L is torch else L.silu(_int_tensor(L))
+
+
+silu_of_an_integer_tensor_is_refused.words = "not implemented for 'long'"
+
+
+def mean_of_an_integer_tensor_is_refused(L):
+    return _int_tensor(L).mean()
+
+
+def softmax_of_an_integer_tensor_is_refused(L):
+    return L.softmax(_int_tensor(L), 0)
+
+
+softmax_of_an_integer_tensor_is_refused.words = "not implemented for 'long'"
+
+
+def var_of_an_integer_tensor_is_refused(L):
+    return _int_tensor(L).var()
+
+
 def a_negative_step_is_refused(L):
     return _tensor(L, [1.0, 2.0, 3.0])[::-1]
 
@@ -567,6 +593,10 @@ CASES = [
     maximum_of_a_float32_and_a_float64_tie_in_float32,
     relus_gradient_under_create_graph_is_differentiable,
     a_negative_step_is_refused,
+    silu_of_an_integer_tensor_is_refused,
+    mean_of_an_integer_tensor_is_refused,
+    softmax_of_an_integer_tensor_is_refused,
+    var_of_an_integer_tensor_is_refused,
     where_with_a_float_condition_is_refused,
     masked_fill_with_a_float_mask_is_refused,
     subtracting_a_bool_tensor_is_refused,

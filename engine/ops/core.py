@@ -31,9 +31,41 @@ def define(
     save_output: bool = False,
     n_outputs: int = 1,
 ) -> OpImpl:
+    if name in FLOATS_ONLY:
+        forward = _floats_only(name, forward)
     impl = OpImpl(OPS[name], forward, vjp, save, save_output, n_outputs)
     IMPLS[name] = impl
     return impl
+
+
+# Ops torch computes for floating point tensors only: an int64 tensor is its error, not an
+# implicit cast (the engine computed silu of int64 in float64). The message is torch's.
+FLOATS_ONLY = {
+    "silu": '"silu_cpu" not implemented for',
+    "gelu": '"GeluKernelImpl" not implemented for',
+    "softplus": '"softplus_cpu" not implemented for',
+    "leaky_relu": '"leaky_relu_cpu" not implemented for',
+    "softmax": '"softmax_lastdim_kernel_impl" not implemented for',
+    "log_softmax": '"log_softmax_lastdim_kernel_impl" not implemented for',
+    "mse_loss": '"mse_cpu" not implemented for',
+    "mean": "mean(): could not infer output dtype. Input dtype must be either a floating point or "
+    "complex dtype. Got:",
+    "var": "std and var only support floating point and complex dtypes; got",
+    "std": "std and var only support floating point and complex dtypes; got",
+    "norm": "linalg.vector_norm: Expected a floating point or complex tensor as input. Got",
+}
+_TORCH_NAMES = {"int64": "Long", "int32": "Int", "bool": "Bool", "uint8": "Byte"}
+
+
+def _floats_only(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(x: Any, *args: Any, **kwargs: Any) -> Any:
+        kind = getattr(x, "dtype", np.dtype(np.float64)).kind
+        if kind not in "fc":
+            torch_name = _TORCH_NAMES.get(x.dtype.name, x.dtype.name)
+            raise NotImplementedError(f"{FLOATS_ONLY[name]} '{torch_name}'")
+        return forward(x, *args, **kwargs)
+
+    return checked
 
 
 def operand(x: Any) -> Any:
