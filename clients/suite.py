@@ -233,7 +233,8 @@ def print_summary(outcomes: Sequence[Outcome], seconds: float, verbose: bool = F
         f" ({moved} {'entry' if moved == 1 else 'entries'} moved from the baseline)" if moved else ""
     )
     console.print(
-        f"{len(outcomes)} cases in {seconds:.1f} s: {len(outcomes) - len(bad)} as expected, "
+        f"{len(outcomes)} {'case' if len(outcomes) == 1 else 'cases'} in {seconds:.1f} s: "
+        f"{len(outcomes) - len(bad)} as expected, "
         f"{sum(o.status == 'UNEXPECTED' for o in outcomes)} unexpected, "
         f"{len(regressed)} regressed{entries}, {sum(o.error is not None for o in outcomes)} not checked",
         markup=False,

@@ -1186,9 +1186,10 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
         why = why or ["at kinks whose one-sided derivatives could not all be found, where "
                       "rounding noise is larger than the values, further off than the exact "
                       "formula rounded in that precision but within what a less accurate "
-                      "implementation might give, or non-finite after an overflow where JAX's "
-                      "same computation gives 0 (IEEE's 0 * inf, or a wrong rule)"]  # fmt: skip
-        return f"{count} entries could not be verified ({'; '.join(why)})"
+                      "implementation might give, non-finite after an overflow where JAX's "
+                      "same computation gives 0 (IEEE's 0 * inf, or a wrong rule), or where the "
+                      "exact formula itself overflows or underflows in that precision"]  # fmt: skip
+        return f"{count} {'entry' if count == 1 else 'entries'} could not be verified ({'; '.join(why)})"
     calm = not any(b.references_disagree for b in blocks)
     return {
         Verdict.PASS: "every source agrees"
