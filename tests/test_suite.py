@@ -475,7 +475,7 @@ def test_case_runs_only_the_cases_it_matches(recorded):
     suite, baseline = recorded
     proc = run([str(suite), "--case", "poly*", "--baseline", str(baseline)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "1 cases in" in proc.stdout and "polynomial" in proc.stdout
+    assert "1 case in" in proc.stdout and "polynomial" in proc.stdout
     assert "tanh layer" not in proc.stdout and "note:" not in proc.stdout
     both = run([str(suite), "--case", "small::tanh*", "--case", "polynomial"])
     assert "2 cases in" in both.stdout, both.stdout + both.stderr
