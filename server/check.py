@@ -500,7 +500,9 @@ def _point_summary(
                 lines.append(f"{b.label}: {n} {src} {what}{at}")
         unverified = sum(c.get("unverified", 0) for c in b.counts.values())
         if unverified:
-            lines.append(f"{b.label}: {unverified} entries unverified")
+            lines.append(
+                f"{b.label}: {unverified} {'entry' if unverified == 1 else 'entries'} unverified"
+            )
         if b.unused and not b.failing.get("claimed"):
             lines.append(f"{b.label}: no gradient (unused)")
     if numerical:
