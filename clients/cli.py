@@ -68,6 +68,16 @@ class OneLineParser(argparse.ArgumentParser):
 # -- reading arguments
 
 
+def _program_file(arg: str) -> str | None:
+    """The file (or stdin) a program was read from, to name in its errors; None for text."""
+    if arg == "-":
+        return "<stdin>"
+    try:
+        return arg if Path(arg).is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def read_program(arg: str) -> str:
     """Program text, a file holding it, or - for stdin."""
     if arg == "-":
@@ -364,9 +374,12 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             result = Result(client.verify_message(request, args.timeout), request=request)
         except CrossgradError as exc:
+            source = _program_file(args.program)
+            if source and exc.message.startswith("line "):  # the line is the file's: name it
+                exc = CrossgradError(exc.code, f"{source}: {exc.message}", exc.details)
             if args.json:  # machines read stdout: the error in the report's shape there too
                 print(json.dumps(Result(error=exc, request=request).to_dict(), indent=2))
-            raise
+            raise exc from None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif args.text:

@@ -67,6 +67,13 @@ def test_outputs_may_be_given_comma_separated():
     assert {"value of y", "value of z"} <= blocks, blocks
 
 
+def test_an_error_in_a_program_file_names_the_file(tmp_path):
+    program = tmp_path / "layer.txt"
+    program.write_text("h = tanh(W @ x\ny = sum(h)\n")
+    out = crossgrad("verify", str(program), "W=[[1,2],[3,4]]", "x=[1,2]")
+    assert_one_line_error(out, f"{program}: line 1, column 9: syntax error")
+
+
 def test_verify_embedded_prints_the_worked_example():
     out = crossgrad("verify", *WORKED)
     assert out.returncode == 0, out.stderr
