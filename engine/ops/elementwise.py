@@ -342,16 +342,18 @@ def sub(x: Any, y: Any) -> Tensor:
 
 def _no_bool_subtraction(x: Any, y: Any) -> None:
     """torch's errors for `-` with a bool tensor (or a bool beside a tensor)."""
+    if not any(isinstance(v, Tensor) for v in (x, y)):
+        return
     bools = [
         isinstance(v, (bool, np.bool_)) or (isinstance(v, Tensor) and v.dtype == np.bool_)
         for v in (x, y)
     ]
-    if all(bools) and any(isinstance(v, Tensor) for v in (x, y)):
+    if all(bools):
         raise RuntimeError(
             "Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` or "
             "`logical_xor()` operator instead."
         )
-    if any(bools) and any(isinstance(v, Tensor) for v in (x, y)):
+    if any(bools):
         raise RuntimeError(
             "Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying "
             "to invert a mask, use the `~` or `logical_not()` operator instead."

@@ -95,7 +95,6 @@ class Server:
         interceptors = [AuthInterceptor(options.token, self.metrics)] if options.token else []
         pool_config = _pool_config(options)
         self.pool = WorkerPool(pool_config, self._on_pool_event)
-
         self.health = health_aio.HealthServicer()
         self.grpc = grpc.aio.server(interceptors=interceptors, options=_grpc_options(options))
         self.servicer = servicer = VerifierServicer(
