@@ -179,10 +179,13 @@ def compare_block(
     return summarize(block, tol, worst)
 
 
-def within(values: np.ndarray, interval: Interval, tol: Tolerance) -> np.ndarray:
+def within(
+    values: np.ndarray, interval: Interval, tol: Tolerance, nan_ok: np.ndarray | bool = True
+) -> np.ndarray:
     """Entries a kink reaches whose value lies in the one-sided derivatives' range (plus the
-    tolerance); where a side is infinite (sqrt at 0), nan and that side's infinity (with its
-    sign: sqrt'(0+) is +inf, never -inf) are admissible too."""
+    tolerance); where a side is infinite (sqrt at 0), that side's infinity (with its sign:
+    sqrt'(0+) is +inf, never -inf) is admissible too, and nan where `nan_ok` (IEEE's 0 * inf:
+    torch's gradient of sqrt(abs(x)) at 0)."""
     lo, hi = interval.low.reshape(-1), interval.high.reshape(-1)
     v = np.asarray(values, np.float64).reshape(-1)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -192,7 +195,7 @@ def within(values: np.ndarray, interval: Interval, tol: Tolerance) -> np.ndarray
         margin = tol.atol + tol.rtol * scale
         inside = (v >= lo - margin) & (v <= hi + margin)
         unbounded = ~np.isfinite(lo) | ~np.isfinite(hi)
-        inside |= unbounded & np.isnan(v)
+        inside |= unbounded & np.isnan(v) & nan_ok
         inside |= (v == np.inf) & ((lo == np.inf) | (hi == np.inf))
         inside |= (v == -np.inf) & ((lo == -np.inf) | (hi == -np.inf))
     return interval.reached.reshape(-1) & inside
@@ -221,7 +224,12 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
     block.interval = interval
 
     def admissible(k: int) -> np.ndarray:
-        return np.zeros(n, bool) if interval is None else within(values[k], interval, tol)
+        if interval is None:
+            return np.zeros(n, bool)
+        # a nan is IEEE's answer where the engine's computation (torch's) gives it, and no other
+        # value's: a claimed nan for sqrt'(0), torch's inf, passed as a convention
+        engine = row.get("engine", k)
+        return within(values[k], interval, tol, k == engine or np.isnan(values[engine]))
 
     ref_value, ref_extra = np.full(n, np.nan), np.zeros(n)
     ref_name = np.full(n, "", dtype=object)

@@ -174,6 +174,50 @@ def test_log_of_a_subnormal_sigmoid_is_no_fail_of_the_engine(x):
     assert report.verdict is Verdict.UNVERIFIED, report.summary
 
 
+@pytest.mark.parametrize(
+    ("source", "x", "dtype", "claim"),
+    [  # torch: [4.476e-09, 9.860e-05], [1, 1], [1, 1]
+        ("y = sum(exp(x) * 1e300)", [-710.0, -700.0], "float64", [0.0, 9.859676543759771e-05]),
+        ("y = sum(relu(x))", [5e-324, 1.0], "float64", [0.0, 1.0]),
+        ("y = sum(relu(x))", [1e-39, 1.0], "float32", [0.0, 1.0]),
+    ],
+)
+def test_a_value_like_jaxs_flushed_subnormal_is_no_numerical_note(source, x, dtype, claim):
+    """JAX flushes subnormals to zero: its value "in the same precision" was no IEEE
+    computation, and a claim of 0 for torch's 4.5e-9 (exp(-710) is subnormal on the way) passed
+    as a numerical note. Near a subnormal, a value like JAX's is unverified."""
+    report = run(source, claimed={"x": claim}, x=(np.array(x, dtype), dtype))
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    # a claim off where nothing flushes still fails
+    wrong = [claim[0], -claim[1]]
+    assert run(source, claimed={"x": wrong}, x=(np.array(x, dtype), dtype)).verdict is Verdict.FAIL
+
+
+@pytest.mark.parametrize("source", ["y = norm(x)", "y = sqrt(sum(x ** 2))", "y = std(x) * 1e150"])
+def test_a_root_of_a_subnormal_sum_is_no_fail_of_torchs_gradient(source):
+    """norm([1e-162, 2e-162]): the squares underflow, and the engine's gradient, as torch's, is
+    0.6 % off: a FAIL of torch's value, blaming the engine's correct rule. IEEE's gradual
+    underflow keeps few bits: unverified, and a wrong sign still fails."""
+    x = np.array([1e-162, 2e-162, -3e-162])
+    report = run(source, x=x)
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert report.points[0].blame == [], report.points[0].blame
+    torch_like = report.block("vjp", "x").sources["engine"].values
+    assert run(source, claimed={"x": -torch_like}, x=x).verdict is Verdict.FAIL
+
+
+@pytest.mark.parametrize(("source", "slope"), [("y = sum(sqrt(x))", 0.5), ("y = sum(x ** 0.3)", 0.3)])
+def test_a_nan_claim_where_one_side_is_infinite_is_no_convention(source, slope):
+    """sqrt'(0) is torch's inf; a claimed nan passed as a convention difference ("an infinite
+    side admits nan"). nan is admissible only where the engine's IEEE computation gives it."""
+    report = run(source, claimed={"x": [np.nan, slope]}, x=[0.0, 1.0])
+    assert report.verdict not in PASSED, report.summary
+    assert run(source, claimed={"x": [np.inf, slope]}, x=[0.0, 1.0]).verdict in PASSED
+    # torch's gradient of sqrt(abs(x)) at 0 is nan (0 * inf): that one passes
+    report = run("y = sum(sqrt(abs(x)))", claimed={"x": [np.nan, 0.5]}, x=[0.0, 1.0])
+    assert report.verdict in PASSED, report.summary
+
+
 def test_a_kink_whose_operand_depends_on_every_entry_excuses_none_of_sins_entries():
     with scaled_vjp("sin"):
         report = run("y = relu(sum(x) - 1) + sum(sin(x))", x=[0.25, 0.25, 0.5])
