@@ -169,6 +169,8 @@ def _tensor(value: npt.ArrayLike, dtype: str | None = None, what: str = "a tenso
         raise ValueError(f"{what}: not a rectangular array of numbers") from None
     if array.dtype.kind in "OUSVMm":  # objects, text, bytes, dates
         raise ValueError(f"{what}: not an array of numbers (numpy made it {array.dtype})")
+    if array.dtype.kind == "c":  # a claim's imaginary parts were dropped with a numpy warning
+        raise ValueError(f"{what}: complex values are not supported (real float32 or float64 only)")
     if dtype is None and array.dtype.kind == "f" and array.dtype not in (np.float32, np.float64):
         # float16 was checked as float64 and said so nowhere but in the blocks' dtype
         raise ValueError(

@@ -141,6 +141,13 @@ def test_a_request_dicts_misspelt_field_is_named_with_the_nearest(embedded):
     assert "no field 'cotangent': did you mean 'cotangents'?" in str(result.error)
 
 
+def test_complex_claims_and_inputs_are_refused_not_cut_to_their_real_part(embedded):
+    with pytest.raises(ValueError, match="complex values are not supported"):
+        embedded.verify("y = sum(x * 2)", {"x": [1.0, 2.0]}, claimed_vjp={"x": np.array([2 + 5j, 2])})
+    with pytest.raises(ValueError, match="complex values are not supported"):
+        embedded.verify("y = sum(x * 2)", {"x": np.array([1 + 1j, 2])})
+
+
 def test_float16_inputs_are_refused_not_checked_as_float64(embedded):
     with pytest.raises(ValueError, match="float16 is not supported"):
         embedded.verify("y = sum(a)", {"a": np.array([1.0, 2.0], np.float16)})

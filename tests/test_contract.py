@@ -90,5 +90,8 @@ def test_limits_and_complex_values():
     with pytest.raises(TensorError) as info:
         from_tensor(tensor_pb2.Tensor(shape=[10**12], values=[]), max_elements=100)
     assert info.value.too_large
+    with pytest.raises(TensorError) as info:  # a limit too: RESOURCE_EXHAUSTED, as 9 are
+        from_tensor(tensor_pb2.Tensor(shape=[1] * 17, values=[1]))
+    assert info.value.too_large
     with pytest.raises(TensorError, match="complex"):
         to_tensor(np.array([1 + 2j]))

@@ -22,6 +22,7 @@ from crossgrad.server.language import LimitError
 from crossgrad.server.limits import Limits
 from crossgrad.v1 import verifier_pb2, verifier_pb2_grpc
 from google.protobuf import json_format
+from google.rpc import status_pb2
 from service_helpers import WORKED, assert_worked_example, metric, slow_request, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +236,8 @@ def test_out_of_memory_in_a_check_is_a_resource_error_that_replaces_its_worker(m
 
     payload = build_request(**WORKED).SerializeToString()
     config = handlers.HandlerConfig(Limits(), 30.0, 1000)
-    for raised in (MemoryError(), LimitError("out of memory in the jax stage", field="memory")):
+    stage = LimitError("the check ran out of memory in the jax stage", field="memory")
+    for raised, said in ((MemoryError(), "memory (the"), (stage, "memory in the jax stage (the")):
 
         def broken(*args, raised=raised, **kwargs):
             raise raised
@@ -243,6 +245,9 @@ def test_out_of_memory_in_a_check_is_a_resource_error_that_replaces_its_worker(m
         monkeypatch.setattr(handlers, "check", broken)
         outcome = handlers.verify(payload, config)
         assert not outcome.ok and outcome.out_of_memory
+        # the stage check() named is kept (it was replaced by a message naming none)
+        message = status_pb2.Status.FromString(outcome.payload).message
+        assert f"ran out of {said} server's per-worker cap)" in message, message
     monkeypatch.undo()
     assert not handlers.verify(payload, config).out_of_memory
 

@@ -114,8 +114,9 @@ def _failed(exc: Exception, request_id: str) -> Outcome:
     out_of_memory = isinstance(exc, MemoryError) or any(
         words in str(exc) for words in ("alloc failed", "out of memory in the")
     )
-    if out_of_memory:  # a resource error
-        exc = LimitError("the check ran out of memory (the server's per-worker cap)", field="memory")
+    if out_of_memory:  # a resource error, naming the stage where check() knows it
+        said = str(exc) if isinstance(exc, LimitError) else "the check ran out of memory"
+        exc = LimitError(f"{said} (the server's per-worker cap)", field="memory")
     status = convert.error_status(exc, request_id)
     if status.code == grpc.StatusCode.INTERNAL.value[0]:
         log.error({"event": "internal_error", "request_id": request_id}, exc_info=exc)

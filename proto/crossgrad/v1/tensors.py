@@ -68,7 +68,11 @@ def from_tensor(
     count = len(t.values) if t.values else len(t.data) // wire.itemsize
     shape = tuple(t.shape) if t.shape else (() if count == 1 else (count,))
     if len(shape) > MAX_NDIM:
-        raise TensorError(f"a tensor has at most {MAX_NDIM} dimensions, got {len(shape)}")
+        # a limit, as the language's 8 for inputs is (9 dimensions were RESOURCE_EXHAUSTED, 17
+        # INVALID_ARGUMENT)
+        raise TensorError(
+            f"{len(shape)} dimensions; a tensor has at most {MAX_NDIM} dimensions", too_large=True
+        )
     if any(d < 0 for d in shape):
         raise TensorError(f"shape {list(shape)} has a negative dimension")
     size = math.prod(shape)
