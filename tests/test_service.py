@@ -172,6 +172,10 @@ def test_bytes_that_are_not_a_request_are_invalid_argument_and_the_server_goes_o
 def test_a_stream_answers_what_it_read_before_bytes_it_cannot_read_and_refuses_duplicate_ids(
     server, same_id
 ):
+    def refusals() -> float:
+        return metric(server.metrics_port, "crossgrad_checks_total", code="INVALID_ARGUMENT")
+
+    before = refusals()
     channel = grpc.insecure_channel(server.address)
     first = pb.VerifyStreamRequest(request=slow_request(same_id))  # ~3 s: the second comes meanwhile
     second = pb.VerifyStreamRequest(request=build_request(**WORKED, id=same_id))
@@ -187,6 +191,8 @@ def test_a_stream_answers_what_it_read_before_bytes_it_cannot_read_and_refuses_d
     assert sorted(a.WhichOneof("result") for a in got) == ["error", "response"], got
     refused = next(a for a in got if a.WhichOneof("result") == "error")
     assert refused.id == same_id and "already in use" in refused.error.message
+    # counted (and logged) as every request read is: it was neither
+    assert wait_for(lambda: refusals() == before + 1), (before, refusals())
 
 
 def test_a_claim_of_no_gradient_is_read_as_such(client):

@@ -165,6 +165,29 @@ def test_requests_waiting_for_a_worker_hold_the_server_to_its_byte_budget():
         assert grew_mb < 250, grew_mb  # held without a budget: about 2.5 x 192 MB
 
 
+def test_refused_requests_give_their_memory_back_at_once():
+    """Twenty refused 32 MB requests left the server at 1.5 GB, idle: gRPC's abort() raised an
+    error whose reference cycle kept each request's bytes until the cyclic GC ran. Refused
+    calls now end with their status set, and their memory is reused by the next."""
+    rng = np.random.default_rng(0)
+    inputs = {f"x{k}": rng.normal(size=1_000_000) for k in range(3)}  # 24 MB
+    program = "y = sum(tanh(x0)) + q"  # q is not defined: INVALID_ARGUMENT, after decoding it all
+    args = ("--workers", "1", "--max-message-mb", "64")
+    with LocalServer(args=args) as server, Client(server.address) as client:
+        process = psutil.Process(server.pid)
+        calls = (client.verify, client.describe_graph) * 6
+        for k, call in enumerate(calls):
+            if k == 2:  # after the first of each: what a refused request costs once
+                before = process.memory_info().rss
+            with pytest.raises(CrossgradError) as info:
+                call(program, inputs)
+            assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT, info.value
+        grew_mb = (process.memory_info().rss - before) / 2**20
+        print(f"\n[refused] 10 more refused requests of 24 MB: the server grew {grew_mb:.0f} MB")
+        assert grew_mb < 120, grew_mb  # kept until the cyclic GC: about 4 x 24 MB each
+        assert_worked_example(client.verify(**WORKED))
+
+
 def test_held_bytes_turn_away_or_wait_past_the_budget():
     import asyncio
 
@@ -230,5 +253,43 @@ def test_a_stream_cut_short_gives_back_every_byte_it_held():
         assert wait_for(lambda: metric(port, "crossgrad_held_request_bytes") > 0)
         call.cancel()
         assert wait_for(lambda: metric(port, "crossgrad_held_request_bytes") == 0, 30)
+        with Client(server.address) as client:
+            assert_worked_example(client.verify(**WORKED))
+
+
+def test_a_stream_whose_client_reads_nothing_holds_one_answer_size_at_most():
+    """Answers a client has not read wait in the server: a client that sent 24 small requests
+    whose reports were 21 MB each, and read none, held them all (and three such streams 0.5 GB,
+    past --max-held-mb). They now count as held bytes, and a stream's next check waits while
+    its unread answers hold as much as the largest answer the server sends."""
+    from crossgrad.v1 import verifier_pb2 as pb
+    from crossgrad.v1 import verifier_pb2_grpc
+    from service_helpers import metric, wait_for
+
+    x = np.random.default_rng(0).normal(size=300)  # a 300 x 300 Jacobian from 2 sources: 1.4 MB
+    requests = [
+        pb.VerifyStreamRequest(
+            request=build_request(
+                "y = tanh(x)", {"x": x + k}, checks=("jacobian",), references=["jax"], id=f"r{k}"
+            )
+        )
+        for k in range(16)
+    ]
+    args = ("--workers", "1", "--metrics-port", "0", "--max-message-mb", "4")
+    with LocalServer(args=args) as server, grpc.insecure_channel(server.address) as channel:
+        port = server.metrics_port
+        call = verifier_pb2_grpc.VerifierServiceStub(channel).VerifyStream(iter(requests))
+
+        def held() -> float:
+            return metric(port, "crossgrad_held_request_bytes")
+
+        assert wait_for(lambda: held() > 4 << 20, 60)  # the answers count
+        time.sleep(3)  # long enough for all 16 checks (about 0.1 s each)
+        checked = metric(port, "crossgrad_checks_total", code="OK")
+        # 4 MB of answers unread stop the stream's checks: one more may have been running
+        assert held() < (4 << 20) + 2 * 1.5e6, held()
+        assert checked < 16, checked
+        call.cancel()
+        assert wait_for(lambda: held() == 0, 30)
         with Client(server.address) as client:
             assert_worked_example(client.verify(**WORKED))

@@ -80,7 +80,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 f"{why}: send 'authorization: Bearer <token>'",
                 "MISSING_TOKEN" if not given else "INVALID_TOKEN",
             )
-            await convert.abort(context, convert.error_status(error))
+            await convert.end_with(context, convert.error_status(error))
 
         return _rewrap(handler, lambda behaviour, streaming_response: deny)  # same kind
 
@@ -114,6 +114,7 @@ class Door:
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 if not self.accepting:
                     await self._turn_away(method, context, time.monotonic())
+                    return
                 with self._call(method, context):
                     async for response in behaviour(request, context):
                         yield response
@@ -122,7 +123,7 @@ class Door:
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if not self.accepting:
-                await self._turn_away(method, context, time.monotonic())
+                return await self._turn_away(method, context, time.monotonic())
             with self._call(method, context):
                 return await behaviour(request, context)
 
@@ -137,7 +138,7 @@ class Door:
              "seconds": round(time.monotonic() - began, 6)}
         )  # fmt: skip
         error = convert.unavailable(self.why_closed, "SHUTTING_DOWN")
-        await convert.abort(context, convert.error_status(error))
+        await convert.end_with(context, convert.error_status(error))
 
     def _call(self, method: str, context: grpc.aio.ServicerContext) -> _Call:
         return _Call(self, method, context)

@@ -118,10 +118,12 @@ PARSE_INLINE_BYTES = 1 << 20
 
 
 class HeldBytes:
-    """Request bytes the server holds (read, waiting for a worker or at one), within a budget:
-    32 requests of 61 MB on one stream took the server to 4.6 GB. Past it a unary call is
-    turned away (UNAVAILABLE, BUSY: retry-safe) and a stream reads no further (HTTP/2's flow
-    control holds its client back) until some is given back. One request alone may hold it all."""
+    """Request bytes the server holds (read, waiting for a worker or at one), and a stream's
+    answers its client has not read yet, within a budget: 32 requests of 61 MB on one stream
+    took the server to 4.6 GB, and streams whose clients read nothing held their 8 MB reports
+    (0.5 GB for three). Past it a unary call is turned away (UNAVAILABLE, BUSY: retry-safe) and
+    a stream reads no further (HTTP/2's flow control holds its client back) until some is given
+    back. One request alone may hold it all."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -133,6 +135,11 @@ class HeldBytes:
         size = min(size, self.capacity)
         if self.held and self.held + size > self.capacity:
             return None
+        self.held += size
+        return size
+
+    def hold(self, size: int) -> int:
+        """Take the bytes whatever the budget (an answer already computed)."""
         self.held += size
         return size
 
@@ -184,12 +191,14 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         try:
             return await self._verify(request, None, context.time_remaining(), "Verify", hold=True)
         except StatusError as exc:
-            await convert.abort(context, exc.status)
+            await convert.end_with(context, exc.status)
+            return b""  # not sent: the status is not OK
 
     async def VerifyStream(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[verifier_pb2.VerifyStreamResponse]:
-        answers: asyncio.Queue[Any] = asyncio.Queue()  # responses; None: done; _DRAINED
+        # (response, the bytes it holds) in the order they are ready; None: done; _DRAINED
+        answers: asyncio.Queue[Any] = asyncio.Queue()
         # a slot is taken when a request is read and given back when its answer is sent: checks
         # running plus answers the client has not read stay within max_stream_inflight
         slots = asyncio.Semaphore(self.max_stream_inflight)
@@ -199,27 +208,36 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         share = asyncio.Semaphore(len(self.pool.workers))
         tasks: set[asyncio.Task[None]] = set()
         running_ids: set[str] = set()  # a second request with one of these could not be told apart
+        # answers computed and not read yet: a stream's next check waits while they hold as much
+        # as the largest answer the server sends (a client reading nothing held 24 reports of
+        # 21 MB each, its requests being small enough for the byte budget)
+        unsent = 0
+        sent = asyncio.Condition()
 
         async def answer(msg: verifier_pb2.VerifyRequest, held: int) -> None:
+            nonlocal unsent
             waiting_since = time.monotonic()
             answer_by = _answer_by(context.time_remaining())
             try:
                 payload = await _off_loop_if(held > 2 * PARSE_INLINE_BYTES, msg.SerializeToString)
-                async with share:
+                async with share:  # (this stream's share of the workers: it alone waits)
+                    async with sent:
+                        await sent.wait_for(lambda: unsent < self.max_message_bytes)
                     waiting_since = None
                     response = await self._verify(payload, msg, context.time_remaining(), "VerifyStream")
+                report = pb.VerifyResponse.FromString(response)
+                # held until the client has read it
+                unsent += len(response)
                 await answers.put(
-                    pb.VerifyStreamResponse(id=msg.id, response=pb.VerifyResponse.FromString(response))
+                    (pb.VerifyStreamResponse(id=msg.id, response=report), self.held.hold(len(response)))
                 )
             except StatusError as exc:
-                await answers.put(pb.VerifyStreamResponse(id=msg.id, error=exc.status))
+                await answers.put((pb.VerifyStreamResponse(id=msg.id, error=exc.status), 0))
             except asyncio.CancelledError:
                 if waiting_since is not None:  # read, then the stream ended before its turn:
                     # one log line and one count for it too, as for every request read
-                    about = _UNREAD._replace(id=msg.id, program_hash=_program_hash(msg.program))
                     took = time.monotonic() - waiting_since
-                    code = _ended_by(answer_by)
-                    self._account("VerifyStream", new_request_id(), about, code, "", None, "", took)
+                    self._account_unchecked(msg, _ended_by(answer_by), "", took)
                 raise
             finally:
                 running_ids.discard(msg.id)
@@ -249,7 +267,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                         elif msg.id in running_ids:
                             refused = _duplicate(msg.id)
                         if refused is not None:
-                            await answers.put(pb.VerifyStreamResponse(id=msg.id, error=refused))
+                            code = _code_name(refused.code)
+                            self._account_unchecked(msg, code, refused.message, 0.0)
+                            await answers.put((pb.VerifyStreamResponse(id=msg.id, error=refused), 0))
                             continue
                         running_ids.add(msg.id)  # "" too: two answers without an id are as ambiguous
                         task = asyncio.create_task(answer(msg, held))
@@ -267,19 +287,30 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         reader = asyncio.create_task(read())
         self._streams.add(answers)
         try:
-            while (response := await answers.get()) is not None:
-                if response is _DRAINED:
-                    await convert.abort(context, _SHUTTING_DOWN)
-                yield response
+            while (ready := await answers.get()) is not None:
+                if ready is _DRAINED:
+                    await convert.end_with(context, _SHUTTING_DOWN)
+                    return
+                response, size = ready
+                try:
+                    yield response
+                finally:
+                    self.held.give(size)
+                unsent -= size
+                async with sent:
+                    sent.notify_all()
                 slots.release()
             await reader  # surfaces an error in reading the stream
         except convert.RequestError as exc:
-            await convert.abort(context, _status(exc, ""))
+            await convert.end_with(context, _status(exc, ""))
         finally:
             self._streams.discard(answers)
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+            while not answers.empty():  # answers never sent give their bytes back
+                if isinstance(ready := answers.get_nowait(), tuple):
+                    self.held.give(ready[1])
 
     async def _verify(
         self,
@@ -397,6 +428,14 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             self.metrics.labelled(self.metrics.cache, "validated", validated).inc()
         _log_request(method, request_id, about, code, error, outcome, took)
 
+    def _account_unchecked(
+        self, msg: verifier_pb2.VerifyRequest, code: str, error: str, took: float
+    ) -> None:
+        """One log line and one count for a stream's request answered without a check (refused,
+        or its stream ended first), as for every request read."""
+        about = _UNREAD._replace(id=msg.id, program_hash=_program_hash(msg.program))
+        self._account("VerifyStream", new_request_id(), about, code, error, None, "", took)
+
     # -- DescribeGraph and ListOps
 
     async def DescribeGraph(
@@ -425,7 +464,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         except Exception as exc:
             status = _status(exc, request_id)
             code, error = _code_name(status.code), status.message
-            await convert.abort(context, status)
+            await convert.end_with(context, status)
+            return pb.DescribeGraphResponse()  # not sent: the status is not OK
         finally:
             self.held.give(held)
             took = time.monotonic() - began
@@ -449,7 +489,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         except convert.RequestError as exc:
             status = _status(exc, "")
             code, error = _code_name(status.code), status.message
-            await convert.abort(context, status)
+            await convert.end_with(context, status)
+            return pb.ListOpsResponse()  # not sent: the status is not OK
         finally:
             _log_request("ListOps", "", _UNREAD, code, error, None, time.monotonic() - began)
 
