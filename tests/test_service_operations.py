@@ -201,6 +201,15 @@ def test_calls_without_the_token_are_counted_and_logged():
         lines = [x for x in _log_lines(server) if x.get("code") == "UNAUTHENTICATED"]
         assert sorted(x["error"] for x in lines) == ["invalid bearer token", "missing bearer token"]
         assert all(x["seconds"] >= 0 for x in lines)
+        # two authorization headers: refused in either order (the last one decided)
+        with grpc.insecure_channel(server.address) as channel:
+            stub = verifier_pb2_grpc.VerifierServiceStub(channel)
+            for first, last in (("wrong", "s3cret"), ("s3cret", "wrong")):
+                headers = (("authorization", f"Bearer {first}"), ("authorization", f"Bearer {last}"))
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.ListOps(verifier_pb2.ListOpsRequest(), metadata=headers, timeout=10)
+                assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                assert "2 authorization headers" in info.value.details()
 
 
 def test_a_worker_whose_memory_grew_past_the_mark_is_replaced_after_its_check():

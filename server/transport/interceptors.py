@@ -57,14 +57,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
-        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        headers = [v for k, v in details.invocation_metadata or () if k == "authorization"]
+        given = headers[0] if len(headers) == 1 else ""
         given = given.encode() if isinstance(given, str) else given
         scheme, _, token = given.strip().partition(b" ")
         # the scheme's name is case-insensitive (RFC 9110); the token is compared in constant
         # time: no timing oracle
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._expected):
             return handler
-        why = "missing bearer token" if not given else "invalid bearer token"
+        # two headers: refused, whichever comes last (the last one decided)
+        why = "missing bearer token" if not headers else "invalid bearer token"
+        if len(headers) > 1:
+            why = f"{len(headers)} authorization headers (send one)"
         method = details.method.rsplit("/", 1)[-1]
 
         began = time.monotonic()
