@@ -236,6 +236,18 @@ def test_an_answer_past_the_message_limit_is_a_resource_error_the_server_counts(
         assert client.describe_graph("y = outer(x, z)", {"x": x[:10], "z": x[:10]}).dag.nodes
 
 
+def test_a_report_past_the_message_limit_leaves_its_values_out():
+    """A 400-input Jacobian's report with every source's values is 3.7 MB: with --max-message-mb 1
+    it ran, then was refused. The values are left out (values_omitted) and the verdict comes."""
+    x = np.linspace(-1, 1, 400)
+    args = ("--workers", "1", "--max-message-mb", "1")
+    with LocalServer(args=args) as server, Client(server.address) as client:
+        result = client.verify("y = tanh(x)", {"x": x}, checks=["jacobian"])
+        assert result.verdict == "PASS", result.text
+        blocks = result.response.points[0].blocks
+        assert [b.quantity for b in blocks if b.values_omitted] == ["value", "jacobian"], blocks
+
+
 def test_a_stream_cut_short_gives_back_every_byte_it_held():
     """Requests read from a stream hold bytes until their checks end: a stream the client
     cancels with checks waiting gives them all back (a task cancelled before it ran would have

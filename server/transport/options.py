@@ -76,7 +76,8 @@ _HELP = {
     "max_message_mb": "largest request or response message (MiB)",
     "max_held_mb": "request bytes the server holds at once, waiting or being checked (MiB): past "
     "it a call gets UNAVAILABLE (busy) and a stream's client waits",
-    "max_report_values": "source values (entries) a report may carry",
+    "max_report_values": "source values (entries) a report may carry (and at most one per 16 bytes "
+    "of --max-message-mb: past it they are left out, values_omitted)",
     "max_stream_inflight": "checks one VerifyStream call runs at once",
     "cache_jax": "JAX functions each worker keeps compiled",
     "cache_sympy": "programs whose sympy derivatives each worker keeps compiled",

@@ -63,7 +63,11 @@ def _check_free(host: str, port: int) -> None:
 
 
 def _pool_config(options: ServerOptions) -> PoolConfig:
-    handler = HandlerConfig(options.limits, options.budget_seconds, options.max_report_values)
+    # a report's values (8 bytes each) within half the largest message the server sends: past
+    # it they are omitted (values_omitted), rather than the whole check refused once it ran
+    # (a 500-input Jacobian ran 10 s, then "the report is 7.6 MiB" with --max-message-mb 1)
+    values = min(options.max_report_values, (options.max_message_mb << 20) // 16)
+    handler = HandlerConfig(options.limits, options.budget_seconds, values)
     return PoolConfig(
         handler=handler,
         workers=options.workers,
