@@ -154,6 +154,21 @@ def test_oversize_requests_are_resource_exhausted(client):
     too_big = np.zeros((2, 1_100_000))  # 17.6 MB: over the server's 16 MB message limit
     error = _rpc_error(lambda: client.verify("y = sum(x)", {"x": too_big}))
     assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    # named by the server, with the field and the flag (gRPC's own said "Received message
+    # larger than max", and was neither counted nor logged)
+    assert error.field_violations[0][0] == "request", error
+    assert "reads at most 16 MiB (--max-message-mb)" in error.message, error
+    # on a stream it is one request's answer, and the stream goes on (it was cut)
+    requests = [
+        build_request(**WORKED, id="before"),
+        build_request("y = sum(x)", {"x": too_big}, id="big"),
+        build_request(**WORKED, id="after"),
+    ]
+    results = {r.id: r for r in client.verify_many(requests, concurrency=1)}
+    big = results["big"].error
+    assert big.code is grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-message-mb" in big.message, big
+    assert_worked_example(results["before"])
+    assert_worked_example(results["after"])
 
 
 def test_bytes_that_are_not_a_request_are_invalid_argument_and_the_server_goes_on(server, client):

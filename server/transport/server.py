@@ -38,7 +38,10 @@ log = logging.getLogger("crossgrad.server")
 def _grpc_options(options: ServerOptions) -> list[tuple[str, Any]]:
     size = options.max_message_mb << 20
     return [
-        ("grpc.max_receive_message_length", size),
+        # read up to twice the limit, so that the servicer names the limit, counts and logs the
+        # call, and answers a stream's request by its id (gRPC's own "Received message larger
+        # than max" did none of it, and cut the stream)
+        ("grpc.max_receive_message_length", min(2 * size, 2**31 - 1)),
         ("grpc.max_send_message_length", size),
         ("grpc.so_reuseport", 0),  # a second server on the same port is an error, not a silent share
     ]

@@ -259,6 +259,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                             # the requests read before it are answered
                             await asyncio.gather(*list(tasks))
                             raise
+                        size = len(item)
                         del item, parsed
                         await slots.acquire()
                         refused = None
@@ -266,6 +267,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                             refused = _SHUTTING_DOWN
                         elif msg.id in running_ids:
                             refused = _duplicate(msg.id)
+                        elif (too_large := self._oversize(size)) is not None:
+                            refused = _status(too_large, "")
                         if refused is not None:
                             code = _code_name(refused.code)
                             self._account_unchecked(msg, code, refused.message, 0.0)
@@ -331,6 +334,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         held = 0
         try:
             if hold:
+                if (too_large := self._oversize(len(payload))) is not None:
+                    raise too_large
                 held = self._hold(len(payload))
             digest = _digest(payload)
             known = self._validated.get(digest) if digest else None
@@ -391,6 +396,16 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             )
         return taken
 
+    def _oversize(self, size: int) -> convert.LimitError | None:
+        """A request past --max-message-mb (gRPC reads up to twice that: see _grpc_options)."""
+        if size <= self.max_message_bytes:
+            return None
+        return convert.LimitError(
+            f"the request is {size / 2**20:.1f} MiB; this server reads at most "
+            f"{self.max_message_bytes >> 20} MiB (--max-message-mb)",
+            field="request",
+        )
+
     def _sendable(self, payload: bytes, what: str) -> None:
         """An answer gRPC could not send (past --max-message-mb) is a resource error named here:
         gRPC's own says only "Sent message larger than max", and the call was logged OK."""
@@ -446,6 +461,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         answer_by = _answer_by(context.time_remaining())
         held = 0
         try:
+            if (too_large := self._oversize(len(request))) is not None:
+                raise too_large
             held = self._hold(len(request))
             msg = _parse(pb.DescribeGraphRequest, request)
             about = _UNREAD._replace(program_hash=_program_hash(msg.program))
