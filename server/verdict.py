@@ -978,10 +978,14 @@ class FloatingPoint:
             return np.nan_to_num(np.max(diffs, axis=0), nan=np.inf)
 
 
-def _has_subnormal(v: np.ndarray) -> bool:
+def _nonzero_below(v: np.ndarray, bound: float) -> bool:
     with np.errstate(invalid="ignore"):
         magnitude = np.abs(v)
-        return bool(((magnitude > 0) & (magnitude < np.finfo(v.dtype).tiny)).any())
+        return bool(((magnitude > 0) & (magnitude < bound)).any())
+
+
+def _has_subnormal(v: np.ndarray) -> bool:
+    return _nonzero_below(v, float(np.finfo(v.dtype).tiny))
 
 
 def _root_of_subnormal(node: Any, v: np.ndarray) -> bool:
@@ -990,11 +994,7 @@ def _root_of_subnormal(node: Any, v: np.ndarray) -> bool:
     if node.op not in ("norm", "std"):
         return False
     p = float(node.attr_dict.get("ord", 2.0)) if node.op == "norm" else 2.0
-    if not (1.0 < p < math.inf):
-        return False
-    with np.errstate(invalid="ignore"):
-        magnitude = np.abs(v)
-        return bool(((magnitude > 0) & (magnitude < np.finfo(v.dtype).tiny ** (1 / p))).any())
+    return 1.0 < p < math.inf and _nonzero_below(v, float(np.finfo(v.dtype).tiny) ** (1 / p))
 
 
 def _lookup(d: Derivatives, block: Block) -> SourceValues | None:

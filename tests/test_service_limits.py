@@ -271,7 +271,7 @@ def test_a_stream_cut_short_gives_back_every_byte_it_held():
 
 def test_a_stream_whose_client_reads_nothing_holds_one_answer_size_at_most():
     """Answers a client has not read wait in the server: a client that sent 24 small requests
-    whose reports were 21 MB each, and read none, held them all (and three such streams 0.5 GB,
+    whose reports were 7 MB each, and read none, held them all (and three such streams 0.5 GB,
     past --max-held-mb). They now count as held bytes, and a stream's next check waits while
     its unread answers hold as much as the largest answer the server sends."""
     from crossgrad.v1 import verifier_pb2 as pb

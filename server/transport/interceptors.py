@@ -65,8 +65,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # time: no timing oracle
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._expected):
             return handler
-        # two headers: refused, whichever comes last (the last one decided)
         why = "missing bearer token" if not headers else "invalid bearer token"
+        # more than one is refused in either order (the last one decided)
         if len(headers) > 1:
             why = f"{len(headers)} authorization headers (send one)"
         method = details.method.rsplit("/", 1)[-1]
@@ -82,7 +82,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             error = convert.TransportError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"{why}: send 'authorization: Bearer <token>'",
-                "MISSING_TOKEN" if not given else "INVALID_TOKEN",
+                "MISSING_TOKEN" if not headers else "INVALID_TOKEN",
             )
             await convert.end_with(context, convert.error_status(error))
 

@@ -120,7 +120,7 @@ PARSE_INLINE_BYTES = 1 << 20
 class HeldBytes:
     """Request bytes the server holds (read, waiting for a worker or at one), and a stream's
     answers its client has not read yet, within a budget: 32 requests of 61 MB on one stream
-    took the server to 4.6 GB, and streams whose clients read nothing held their 8 MB reports
+    took the server to 4.6 GB, and streams whose clients read nothing held their 7 MB reports
     (0.5 GB for three). Past it a unary call is turned away (UNAVAILABLE, BUSY: retry-safe) and
     a stream reads no further (HTTP/2's flow control holds its client back) until some is given
     back. One request alone may hold it all."""
@@ -209,8 +209,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         tasks: set[asyncio.Task[None]] = set()
         running_ids: set[str] = set()  # a second request with one of these could not be told apart
         # answers computed and not read yet: a stream's next check waits while they hold as much
-        # as the largest answer the server sends (a client reading nothing held 24 reports of
-        # 21 MB each, its requests being small enough for the byte budget)
+        # as the largest answer the server sends (a client reading nothing had 24 reports of
+        # 7 MB each held, its requests being small enough for the byte budget)
         unsent = 0
         sent = asyncio.Condition()
 
