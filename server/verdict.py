@@ -15,6 +15,7 @@ the notes that say so.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -896,13 +897,7 @@ class FloatingPoint:
             if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v))
         }
         self.overflowed = bool(self._non_finite)
-        self._subnormal = {
-            i
-            for i, v in engine_values.items()
-            if isinstance(v, np.ndarray)
-            and v.dtype.kind == "f"
-            and (_has_subnormal(v) or _root_of_subnormal(point.program.node(i), v))
-        }
+        self._engine_values = engine_values
         self._native: Derivatives | None = None
         self._spread: dict[str, dict[Any, np.ndarray]] = {}
 
@@ -916,6 +911,18 @@ class FloatingPoint:
         return self.overflowed and _reaches(
             program, out_ids, starts, lambda n: n.id in self._non_finite, read_only=True
         )
+
+    @functools.cached_property
+    def _subnormal(self) -> set[int]:
+        """The nodes whose forward values hold a subnormal (asked only for failing blocks)."""
+        program = self.point.program
+        return {
+            i
+            for i, v in self._engine_values.items()
+            if isinstance(v, np.ndarray)
+            and v.dtype.kind == "f"
+            and (_has_subnormal(v) or _root_of_subnormal(program.node(i), v))
+        }
 
     def flushed(self, block: Block) -> bool:
         """Whether a subnormal value of the forward pass bears on this block: JAX flushes
