@@ -498,7 +498,7 @@ def _point_summary(
                     )
                 what = "entry is wrong" if n == 1 else "entries are wrong"
                 lines.append(f"{b.label}: {n} {src} {what}{at}")
-        unverified = sum(c.get("unverified", 0) for c in b.counts.values())
+        unverified = verdict_mod.unverified_entries(b)
         if unverified:
             lines.append(
                 f"{b.label}: {unverified} {'entry' if unverified == 1 else 'entries'} unverified"

@@ -1201,7 +1201,7 @@ def point_verdict(blocks: list[Block]) -> Verdict:
     }[STATUSES[worst]]
 
 
-def _unverified_entries(block: Block) -> int:
+def unverified_entries(block: Block) -> int:
     """Entries unverified for any source (an entry the engine and a claim share counts once:
     "2 entries" were one)."""
     code = STATUSES.index("unverified")
@@ -1222,7 +1222,7 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
         }
         return who.get(tuple(wrong), "wrong values")
     if verdict is Verdict.UNVERIFIED:
-        count = sum(_unverified_entries(b) for b in blocks)
+        count = sum(unverified_entries(b) for b in blocks)
         reasons = (
             (
                 sum(b.unsettled for b in blocks),

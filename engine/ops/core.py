@@ -54,15 +54,27 @@ FLOATS_ONLY = {
     "std": "std and var only support floating point and complex dtypes; got",
     "norm": "linalg.vector_norm: Expected a floating point or complex tensor as input. Got",
 }
-_TORCH_NAMES = {"int64": "Long", "int32": "Int", "bool": "Bool", "uint8": "Byte"}
+_TORCH_NAMES = {
+    "float32": "Float",
+    "float64": "Double",
+    "int64": "Long",
+    "int32": "Int",
+    "bool": "Bool",
+    "uint8": "Byte",
+}
+
+
+def torch_dtype_name(dtype: Any) -> str:
+    """torch's name of a dtype in its messages (Float, Double, Long, ...)."""
+    name = np.dtype(dtype).name
+    return _TORCH_NAMES.get(name, name)
 
 
 def _floats_only(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
     def checked(x: Any, *args: Any, **kwargs: Any) -> Any:
         kind = getattr(x, "dtype", np.dtype(np.float64)).kind
         if kind not in "fc":
-            torch_name = _TORCH_NAMES.get(x.dtype.name, x.dtype.name)
-            raise NotImplementedError(f"{FLOATS_ONLY[name]} '{torch_name}'")
+            raise NotImplementedError(f"{FLOATS_ONLY[name]} '{torch_dtype_name(x.dtype)}'")
         return forward(x, *args, **kwargs)
 
     return checked

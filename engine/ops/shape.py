@@ -10,7 +10,17 @@ from .. import indexing
 from ..graph import Node
 from ..optable import infer_reshape, normalize_axes, normalize_axis, split_sizes
 from ..tensor import Tensor
-from .core import _pad, apply, batch_dims, data, define, operand, tensor_operand, unbroadcast
+from .core import (
+    _pad,
+    apply,
+    batch_dims,
+    data,
+    define,
+    operand,
+    tensor_operand,
+    torch_dtype_name,
+    unbroadcast,
+)
 
 
 def _in_shape(n: Node) -> tuple[int, ...]:
@@ -308,10 +318,10 @@ _WHERE = define("where", np.where, _where_vjp, save=(0,))  # the condition alone
 def where(condition: Any, x: Any, y: Any) -> Tensor:
     """x where condition holds, else y (the condition carries no gradient)."""
     cond = operand(condition)
-    if np.asarray(data(cond)).dtype != np.bool_:
+    if (kind := np.asarray(data(cond)).dtype) != np.bool_:
         raise RuntimeError(
             "where expected condition to be a boolean tensor, but got a tensor with dtype "
-            f"{_torch_dtype_name(np.asarray(data(cond)).dtype)}"
+            f"{torch_dtype_name(kind)}"
         )
     x, y = operand(x), operand(y)
     if not any(isinstance(v, Tensor) and v.dtype.kind == "f" for v in (x, y)):
@@ -338,15 +348,9 @@ def masked_fill(x: Any, mask: Any, value: Any = 0.0) -> Tensor:
             )
         return where(mask, value.to(x.dtype) if isinstance(x, Tensor) else value, x)
     mask = operand(mask)
-    if np.asarray(data(mask)).dtype != np.bool_:
+    if (kind := np.asarray(data(mask)).dtype) != np.bool_:
         raise RuntimeError(
             "masked_fill_ only supports boolean masks, but got mask with dtype "
-            f"{_torch_dtype_name(np.asarray(data(mask)).dtype).lower()}"
+            f"{torch_dtype_name(kind).lower()}"
         )
     return apply(_MASKED_FILL, tensor_operand(x), mask, value=float(value))
-
-
-def _torch_dtype_name(dtype: np.dtype) -> str:
-    """torch's name of a dtype in its messages (Float, Double, Long, ...)."""
-    names = {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int"}
-    return names.get(np.dtype(dtype).name, np.dtype(dtype).name)
