@@ -237,7 +237,7 @@ def test_an_answer_past_the_message_limit_is_a_resource_error_the_server_counts(
 
 
 def test_a_report_past_the_message_limit_leaves_its_values_out():
-    """A 400-input Jacobian's report with every source's values is 3.7 MB: with --max-message-mb 1
+    """A 400-input Jacobian's report with every source's values is 4.9 MB: with --max-message-mb 1
     it ran, then was refused. The values are left out (values_omitted) and the verdict comes."""
     x = np.linspace(-1, 1, 400)
     args = ("--workers", "1", "--max-message-mb", "1")
