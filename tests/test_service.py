@@ -180,6 +180,14 @@ def test_bytes_that_are_not_a_request_are_invalid_argument_and_the_server_goes_o
                 call(b"\x0a\x05ab", timeout=10)  # field 1 says 5 bytes follow; 2 do
             assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, (method, info.value)
             assert "not a valid crossgrad.v1." in info.value.details()
+        # a string that is not UTF-8: protobuf refuses the message without naming the field
+        wire = build_request(**WORKED).SerializeToString().replace(b"\n\x01b", b"\n\x01\xff")
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/crossgrad.v1.VerifierService/Verify")(wire, timeout=10)
+        error = error_from_status(rpc_status.from_call(info.value))
+        assert error.code is grpc.StatusCode.INVALID_ARGUMENT, error
+        assert error.field_violations[0][0] == "inputs[1].name", error
+        assert error.message == "inputs[1].name: the string is not UTF-8", error
     assert_worked_example(client.verify(**WORKED))
 
 

@@ -52,6 +52,58 @@ MAX_ID_CHARS = 1024
 # ---------------------------------------------------------------- requests
 
 
+def bad_utf8_field(descriptor: Any, data: bytes, depth: int = 0) -> str | None:
+    """The field whose string is not UTF-8 (protobuf refuses the message without naming it), as
+    "inputs[1].name"; None if every string decodes. Walks the wire format by the descriptor: each
+    step consumes bytes, so the walk ends within the message's size; nesting is capped as
+    protobuf's parser caps it."""
+    if depth > 100:
+        return None
+    counts: dict[int, int] = {}
+    pos = 0
+    try:
+        while pos < len(data):
+            tag, pos = _varint(data, pos)
+            number, wire = tag >> 3, tag & 7
+            if wire == 0:
+                pos = _varint(data, pos)[1]
+                continue
+            if wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+                continue
+            if wire != 2:  # groups: not in crossgrad.v1
+                return None
+            size, pos = _varint(data, pos)
+            chunk, pos = data[pos : pos + size], pos + size
+            field = descriptor.fields_by_number.get(number)
+            if field is None:
+                continue
+            k = counts[number] = counts.get(number, -1) + 1
+            name = f"{field.name}[{k}]" if field.is_repeated else field.name
+            if field.type == field.TYPE_STRING:
+                try:
+                    chunk.decode("utf-8")
+                except UnicodeDecodeError:
+                    return name
+            elif field.type == field.TYPE_MESSAGE:
+                inner = bad_utf8_field(field.message_type, chunk, depth + 1)
+                if inner is not None:
+                    return f"{name}.{inner}"
+    except IndexError:  # truncated: protobuf says so itself
+        return None
+    return None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80 or shift > 63:
+            return value, pos
+
+
 def _array(
     t: tensor_pb2.Tensor, field: str, limits: Limits, default_dtype: str = "float64"
 ) -> np.ndarray:

@@ -103,6 +103,9 @@ def _parse(kind: Any, data: bytes) -> Any:
     try:
         return kind.FromString(data)
     except DecodeError as exc:
+        where = convert.bad_utf8_field(kind.DESCRIPTOR, data)
+        if where is not None:
+            raise convert.RequestError(f"{where}: the string is not UTF-8", field=where) from None
         raise convert.RequestError(
             f"the request is not a valid {kind.DESCRIPTOR.full_name} message: {exc}", field="request"
         ) from None
