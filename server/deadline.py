@@ -16,17 +16,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+BUDGET = "the request's time budget"
+CALL_DEADLINE = "the call's deadline"  # a gRPC caller's, when it comes before the budget's end
+
 
 class OutOfTime(Exception):
-    """The request's time budget ran out in `stage`."""
+    """The request's time budget (or `limit`: the call's deadline) ran out in `stage`."""
 
-    def __init__(self, stage: str, seconds: float, message: str = "") -> None:
+    def __init__(self, stage: str, seconds: float, message: str = "", limit: str = BUDGET) -> None:
         self.stage = stage
         self.seconds = seconds
-        super().__init__(
-            message
-            or f"the request's time budget ({seconds:.3g} s) ran out in the {stage or 'first'} stage"
-        )
+        super().__init__(message or f"{limit} ({seconds:.3g} s) ran out in the {stage or 'first'} stage")
 
 
 class Cancelled(Exception):
@@ -48,6 +48,7 @@ class Deadline:
     cancelled: Callable[[], bool] = _never
     on_stage: Callable[[str], None] | None = None  # told each stage as it starts (worker status)
     stage: str = field(default="")
+    limit: str = BUDGET  # what `at` is, for messages
 
     def remaining(self) -> float:
         return self.at - time.monotonic()
@@ -67,10 +68,12 @@ def budget(
     cancelled: Callable[[], bool] = _never,
     on_stage: Callable[[str], None] | None = None,
     stated: float | None = None,
+    limit: str = BUDGET,
 ) -> Iterator[Deadline]:
     """Run the block under a total budget of `seconds` (math.inf: none) in this thread; messages
-    state the budget as `stated` (default: seconds), e.g. the whole of one that began earlier."""
-    deadline = Deadline(time.monotonic() + seconds, stated or seconds, cancelled, on_stage)
+    state the budget as `stated` (default: seconds), e.g. the whole of one that began earlier,
+    and call it `limit`."""
+    deadline = Deadline(time.monotonic() + seconds, stated or seconds, cancelled, on_stage, limit=limit)
     previous = getattr(_local, "deadline", None)
     _local.deadline = deadline
     try:
@@ -131,4 +134,4 @@ def checkpoint() -> None:
     if deadline.cancelled():
         raise Cancelled(deadline.stage)
     if time.monotonic() > deadline.at:
-        raise OutOfTime(deadline.stage, deadline.seconds)
+        raise OutOfTime(deadline.stage, deadline.seconds, limit=deadline.limit)

@@ -64,15 +64,19 @@ def verify(
     on_stage: Callable[[str], None] | None = None,
     request_id: str = "",
     stated: float | None = None,
+    limit: str = deadline.BUDGET,
 ) -> Outcome:
     """A serialized VerifyRequest in, a serialized VerifyResponse (or error status) out, within
-    `seconds` (default: the request's own budget; `stated`: the whole budget, for messages)."""
+    `seconds` (default: the request's own budget; `stated`: the whole budget, and `limit`: what
+    it is, for messages)."""
     try:
         msg = verifier_pb2.VerifyRequest.FromString(payload)
         request = convert.check_request(msg, config.limits, config.default_seconds)
         # no outer limit by default: check() keeps the request's own budget once it is valid
         # (a negative one is INVALID_ARGUMENT, as the server says, not a budget run out)
-        with deadline.budget(math.inf if seconds is None else seconds, cancelled, on_stage, stated):
+        with deadline.budget(
+            math.inf if seconds is None else seconds, cancelled, on_stage, stated, limit
+        ):
             report = check(request, config.limits)
         response = convert.report_message(report, config.max_report_values)
         response.id = msg.id
@@ -91,12 +95,13 @@ def describe(
     on_stage: Callable[[str], None] | None = None,
     request_id: str = "",
     stated: float | None = None,
+    limit: str = deadline.BUDGET,
 ) -> Outcome:
     """A serialized DescribeGraphRequest in, a serialized DescribeGraphResponse out."""
     try:
         msg = verifier_pb2.DescribeGraphRequest.FromString(payload)
         request = convert.describe_request(msg, config.limits)
-        with deadline.budget(seconds or config.default_seconds, cancelled, on_stage, stated):
+        with deadline.budget(seconds or config.default_seconds, cancelled, on_stage, stated, limit):
             dag, outputs = describe_graph(request, config.limits)
         response = verifier_pb2.DescribeGraphResponse(
             dag=convert.dag_message(dag),

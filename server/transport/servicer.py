@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from ..caches import LRU
-from ..deadline import OutOfTime
+from ..deadline import BUDGET, CALL_DEADLINE, OutOfTime
 from ..graph import prepare_description
 from ..validate import prepare
 from . import convert
@@ -358,9 +358,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             about = known
             # the deadline as it is now: validating took some of it
             remaining = None if answer_by is None else _left(answer_by) + ANSWER_MARGIN
-            seconds = _seconds(known.seconds, remaining)
+            seconds, limit = _seconds(known.seconds, remaining)
             outcome = await self.pool.submit(
-                "verify", payload, known.affinity, seconds, request_id, _left(answer_by)
+                "verify", payload, known.affinity, seconds, limit, request_id, _left(answer_by)
             )
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
@@ -470,9 +470,9 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             msg = _parse(pb.DescribeGraphRequest, request)
             about = _UNREAD._replace(program_hash=_program_hash(msg.program))
             key = await _off_loop_if(len(request) > VALIDATE_INLINE_BYTES, self._describable, msg)
-            seconds = _seconds(self.config.default_seconds, context.time_remaining())
+            seconds, limit = _seconds(self.config.default_seconds, context.time_remaining())
             outcome = await self.pool.submit(
-                "describe", request, key, seconds, request_id, _left(answer_by)
+                "describe", request, key, seconds, limit, request_id, _left(answer_by)
             )
             if not outcome.ok:
                 raise StatusError(status_pb2.Status.FromString(outcome.payload))
@@ -608,12 +608,14 @@ def _ended_by(answer_by: float | None) -> str:
     return "DEADLINE_EXCEEDED" if late else "CANCELLED"
 
 
-def _seconds(budget: float, time_remaining: float | None) -> float:
-    """The request's budget (validated against the server's cap), within the caller's deadline."""
-    seconds = budget if time_remaining is None else min(budget, time_remaining - DEADLINE_MARGIN)
-    if seconds <= 0:
+def _seconds(budget: float, time_remaining: float | None) -> tuple[float, str]:
+    """The request's budget (validated against the server's cap), within the caller's deadline,
+    and which of the two it is (for messages)."""
+    if time_remaining is None or budget <= time_remaining - DEADLINE_MARGIN:
+        return budget, BUDGET
+    if time_remaining - DEADLINE_MARGIN <= 0:
         raise OutOfTime("queue", 0.0, "the call's deadline leaves no time to check the request")
-    return seconds
+    return time_remaining - DEADLINE_MARGIN, CALL_DEADLINE
 
 
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}

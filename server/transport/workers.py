@@ -37,7 +37,7 @@ from typing import Any
 
 import grpc
 
-from ..deadline import OutOfTime
+from ..deadline import CALL_DEADLINE, OutOfTime
 from .convert import TransportError, unavailable
 from .handlers import HandlerConfig, Outcome
 
@@ -98,6 +98,7 @@ class Job:
     payload: bytes
     key: int  # affinity: requests with the same key prefer the same worker
     seconds: float  # the request's time budget, from when it was submitted (queueing counts)
+    limit: str  # what the seconds are: the request's budget or the call's deadline (messages)
     request_id: str
     future: asyncio.Future[Outcome]
     enqueued: float = field(default_factory=time.monotonic)
@@ -193,7 +194,7 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
             message = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the server closed the pipe: exit
-        seq, kind, payload, (seconds, stated), request_id = pickle.loads(message)
+        seq, kind, payload, (seconds, stated, limit), request_id = pickle.loads(message)
         if kind == "stop":
             return
         status[RUNNING] = seq
@@ -207,6 +208,7 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
             on_stage,
             request_id,
             stated,  # the job's whole time: it began when the server took the request
+            limit,
         )
         status[STAGE] = 0
         status[RUNNING] = 0
@@ -452,6 +454,7 @@ class WorkerPool:
         payload: bytes,
         key: int,
         seconds: float,
+        limit: str,
         request_id: str,
         answer_within: float | None = None,
     ) -> Outcome:
@@ -466,7 +469,9 @@ class WorkerPool:
                 f"the server is busy: {self.queued} requests are waiting for a worker", "BUSY"
             )
         assert self._loop is not None
-        job = Job(next(self._seq), kind, payload, key, seconds, request_id, self._loop.create_future())
+        job = Job(
+            next(self._seq), kind, payload, key, seconds, limit, request_id, self._loop.create_future()
+        )
         worker = self._choose(key)
         worker.queue.append(job)
         self._dispatch(worker)
@@ -482,7 +487,7 @@ class WorkerPool:
         except TimeoutError:
             stage = self._stage_of(job)
             self._cancel(job, worker, "deadline")
-            raise OutOfTime(stage, job.seconds) from None
+            raise OutOfTime(stage, job.seconds, limit=CALL_DEADLINE) from None
 
     def _stage_of(self, job: Job) -> str:
         """The stage a job is in: "queue" while it waits, else its worker's."""
@@ -520,13 +525,15 @@ class WorkerPool:
         worker.job = job
         assert worker.pipe is not None  # (a worker that died just now: _on_exit reports the job)
         worker.pipe.send(
-            pickle.dumps((job.seq, job.kind, job.payload, (left, job.seconds), job.request_id))
+            pickle.dumps(
+                (job.seq, job.kind, job.payload, (left, job.seconds, job.limit), job.request_id)
+            )
         )
 
     def _expire(self, job: Job) -> None:
         """A job whose budget ran out before a worker took it: DEADLINE_EXCEEDED, stage queue."""
         if not job.future.done():
-            job.future.set_exception(OutOfTime("queue", job.seconds))
+            job.future.set_exception(OutOfTime("queue", job.seconds, limit=job.limit))
 
     def _cancel(self, job: Job, worker: Worker, why: str = "cancelled") -> None:
         """The caller gave up (or its deadline came): drop the job if it waits; else tell the
@@ -632,7 +639,7 @@ class WorkerPool:
         if worker.killed_for == "deadline":
             return TransportError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"the request's time budget ({job.seconds:.3g} s) ran out in the {stage} stage, which "
+                f"{job.limit} ({job.seconds:.3g} s) ran out in the {stage} stage, which "
                 "did not stop by itself; its worker was stopped",
                 "BUDGET_EXHAUSTED",
                 {"stage": stage, "seconds": job.seconds},
