@@ -413,7 +413,9 @@ def test_sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_0(tmp_path)
         assert server.process.wait(30) == 0
         assert not list(Path(server._tmp.name).iterdir())  # its --port-file is gone with it
         log.seek(0)
-        lines = [json.loads(x) for x in log.read().splitlines() if x.startswith("{")]
+        text = log.read()
+        assert "Traceback" not in text, text  # the workers stopped as told (and logged nothing)
+        lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
         turned_away = [x for x in lines if x.get("code") == "UNAVAILABLE"]
         assert len(turned_away) == 1 and turned_away[0]["seconds"] >= 0, turned_away
 

@@ -413,7 +413,7 @@ class WorkerPool:
         self.answer_all_unavailable()
         for w in self.workers:
             if w.pipe is not None:
-                w.pipe.send(pickle.dumps((0, "stop", b"", (0.0, 0.0), "")))
+                w.pipe.send(pickle.dumps((0, "stop", b"", (0.0, 0.0, ""), "")))
         end = time.monotonic() + timeout
         for w in self.workers:
             if w.process is None:
