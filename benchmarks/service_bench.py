@@ -18,7 +18,9 @@ Measures, each next to its in-process counterpart in this same process:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import multiprocessing
 import statistics
 import sys
 import threading
@@ -145,6 +147,7 @@ def bench_latency(client: Client, n: int) -> None:
         for _ in range(50):
             embedded.verify_message(msg)
         ep50 = percentiles(timed(lambda: embedded.verify_message(msg), n))[0]
+    floor = grpc_floor(msg.SerializeToString(), client.verify_message(msg).SerializeToString(), n)
     print("\n2. worked example, warm (vjp + Jacobians, every reference)")
     row("in-process p50 / p99, back to back", f"{lp50:.2f} / {lp99:.2f} ms")
     row(f"in-process p50, paced ({gap * 1e3:.1f} ms idle between checks)", f"{pp50:.2f} ms")
@@ -166,6 +169,43 @@ def bench_latency(client: Client, n: int) -> None:
         f"{np50:.2f} / {nr50:.2f} ms ({nr50 - np50:+.2f} ms)",
     )
     row("the client library in-process (embedded) p50", f"{ep50:.2f} ms (gRPC {rp50 - ep50:+.2f} ms)")
+    row("gRPC's own round trip (echo, same bytes) p50", f"{floor:.2f} ms")
+
+
+def _echo_server(response: bytes, conn: Any) -> None:
+    """A grpc.aio server (as crossgrad's) that answers every call with `response` at once."""
+
+    async def answer(request: bytes, context: Any) -> bytes:
+        return response
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        same = lambda b: b  # noqa: E731 (bytes in, bytes out)
+        method = grpc.unary_unary_rpc_method_handler(answer, same, same)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("echo", {"E": method}),))
+        conn.send(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
+        await server.stop(0)
+
+    asyncio.run(serve())
+
+
+def grpc_floor(request: bytes, response: bytes, n: int) -> float:
+    """p50 ms of a gRPC round trip that does no work, the worked example's bytes each way: what
+    the transport costs on this machine before crossgrad does anything."""
+    ours, theirs = multiprocessing.Pipe()
+    echo = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(response, theirs))
+    echo.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{ours.recv()}") as channel:
+            call = channel.unary_unary("/echo/E")
+            for _ in range(50):
+                call(request)
+            return percentiles(timed(lambda: call(request), n))[0]
+    finally:
+        ours.send("stop")
+        echo.join(10)
 
 
 def bench_new_program(client: Client, count: int) -> None:
