@@ -870,7 +870,38 @@ def hull_misfit(
     near = miss <= 2.0 + 1e-9 * (np.abs(target) + weight)
     misfit[usable] = ~near
     unsure[usable] = near & ~fits
+    _unconserved(base, groups, value, scale, usable, misfit)
     return misfit, unsure
+
+
+def _unconserved(
+    base: np.ndarray,
+    groups: list[np.ndarray],
+    value: np.ndarray,
+    scale: np.ndarray,
+    usable: np.ndarray,
+    misfit: np.ndarray,
+) -> None:
+    """Mark misfit the entries of a group whose sides all add up to the same total (a tie's
+    shares: each side gives the whole gradient to one entry) where the value's shares do not:
+    every weighting of such sides sums to that total, so the value's own sum is off by the same
+    amount whichever admissible point is nearest. Entry by entry, each share may be off by twice
+    the tolerance at the whole gradient, so the sum could drift by 2n of them (one share of ten
+    1 % too large passed); the sum gets that tolerance once. Groups that share entries with
+    another are left to the fit."""
+    supports = [np.flatnonzero((g != 0).any(axis=0)) for g in groups]
+    counted = np.bincount(np.concatenate(supports), minlength=value.size) if supports else None
+    for g, support in zip(groups, supports):
+        if support.size < 2 or not usable[support].all() or (counted[support] > 1).any():
+            continue
+        totals = g[:, support].sum(axis=1)
+        if np.ptp(totals) > 1e-9 * np.abs(totals).max():  # sides of different sums: no tie
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):
+            off = abs(float(np.sum(value[support] - base[support])) - float(totals.mean()))
+            rounding = 1e-12 * float(np.sum(np.abs(value[support]) + np.abs(base[support])))
+        if not off <= 2.0 * float(scale[support].max()) + rounding:
+            misfit[support] = True
 
 
 # ---------------------------------------------------------------- floating point

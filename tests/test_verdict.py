@@ -90,6 +90,14 @@ def run(source, claimed=None, **inputs):
             {"x": [0, 300, 700]},
             "PASS_WITH_CONVENTION_DIFFERENCES",
         ),
+        # a three-way tie whose shares add up to 1 + 3.3e-7: 3 tolerances (float64) off
+        (
+            "y = max(x)",
+            {"x": [5.0, 5.0, 5.0, 0.0]},
+            None,
+            {"x": [(1 + 1e-6) / 3, 1 / 3, 1 / 3, 0]},
+            "FAIL",
+        ),
     ],
 )
 def test_shares_of_a_tie_must_add_up_whatever_the_gradients_scale(
@@ -101,6 +109,28 @@ def test_shares_of_a_tie_must_add_up_whatever_the_gradients_scale(
     specs = [InputSpec(n, v) for n, v in inputs.items()]
     cotangents = {} if cotangent is None else {"y": cotangent}
     report = check(CheckRequest(source, specs, cotangents=cotangents, claimed_vjp=claimed))
+    assert report.verdict.value == verdict, report.summary
+
+
+@pytest.mark.parametrize(
+    ("dtype", "claim", "verdict"),
+    [
+        # one share of ten 1 % too large (the shares sum to 1.001), or all ten 0.3 %
+        ("float32", [0.101] + [0.1] * 9, "FAIL"),
+        ("float32", [0.1003] * 10, "FAIL"),
+        ("float64", [0.1 * (1 + 1e-5)] + [0.1] * 9, "FAIL"),
+        # torch's even split, and any split that adds up
+        ("float32", [0.1] * 10, "PASS_WITH_CONVENTION_DIFFERENCES"),
+        ("float64", [0.1] * 10, "PASS_WITH_CONVENTION_DIFFERENCES"),
+        ("float32", [0.5, 0.05] + [0.05625] * 8, "PASS_WITH_CONVENTION_DIFFERENCES"),
+        ("float64", [0.0] * 9 + [1.0], "PASS_WITH_CONVENTION_DIFFERENCES"),
+    ],
+)
+def test_tied_shares_that_do_not_add_up_fail_however_many_entries_share_the_error(dtype, claim, verdict):
+    """Each tied entry was within twice the tolerance at the whole gradient, so the shares' sum
+    could be off by twice that per entry: 20 tolerances over a ten-way tie passed as a
+    convention difference. The sum now gets the tolerance once."""
+    report = run("y = amax(x)", claimed={"x": claim}, x=(np.full(10, 2.0), dtype))
     assert report.verdict.value == verdict, report.summary
 
 
