@@ -237,13 +237,17 @@ def _check_point(
             # and with the block's own scale: a block of small entries throughout (a mean's 1/N)
             # had atol as good as a large relative tolerance (a float64 rule 2e-6 off passed).
             # Floored: entries far below the block's largest, and blocks of zeros, keep an
-            # absolute tolerance (rounding that cancellation leaves). In float32 only `tight`,
-            # for verdict.float32_small: there the rounding of intermediates of order 1 is of
-            # this size whatever the entries' (a saturated sigmoid's 1 - s, torch's own gradient
-            # 0.9 % off the exact 6e-6, FAILed 50 seeds in 50)
+            # absolute tolerance (rounding that cancellation leaves). In float32 only `tight`:
+            # there the rounding of intermediates of order 1 is of this size whatever the
+            # entries' (a saturated sigmoid's 1 - s, torch's own gradient 0.9 % off the exact
+            # 6e-6, FAILed 50 seeds in 50). `tight` (for verdict.small_blocks, which makes
+            # unverified what passes by more than rounding explains) has no floor but for a
+            # block of zeros: a block of 1e-12 (float32) or 1e-15 (float64) passed any claim,
+            # negated or 0
             if dtype == "float64" or tight:
                 scale = _reference_scale(derivs, quantity, output, inputs)
-                atol = min(atol, tol.atol * max(scale, ATOL_SCALE_FLOOR))
+                floor = 0.0 if tight and scale > 0 else ATOL_SCALE_FLOOR
+                atol = min(atol, tol.atol * max(scale, floor))
             return dataclasses.replace(tol, atol=atol)
 
         @functools.cache  # asked for each block by kinks, comparison, hull and notes
@@ -276,7 +280,7 @@ def _check_point(
         verdict_mod.float32_reached(
             blocks, fp, block_tolerance, lambda b: tolerance_in("float64", b.quantity, b.input, b.output)
         )
-        verdict_mod.float32_small(
+        verdict_mod.small_blocks(
             blocks,
             fp,
             block_tolerance,

@@ -116,6 +116,7 @@ class Block:
     jumped: int = 0  # entries at a jump of the value given another value than the point's
     loose: int = 0  # entries only finite differences checked, agreeing with them: unverified
     sided: int = 0  # Hessian entries at kinks whose one-sided Hessians differ or are not theirs
+    small: int = 0  # entries passing only by the absolute tolerance, by more than rounding: unverified
     # per source under test: entries failed by the kinks' joint hull alone (each within its own
     # range; together no admissible combination: rows that took different sides of one kink)
     off_hull: dict[str, int] = field(default_factory=dict)

@@ -110,7 +110,7 @@ def float32_reached(
         _unverified_past(block, float64(block), exact, moved, tolerance(block))
 
 
-def float32_small(
+def small_blocks(
     blocks: list[Block],
     fp: FloatingPoint,
     tolerance: Callable[[Block], Tolerance],
@@ -119,15 +119,17 @@ def float32_small(
     """A float32 block is judged with float32's absolute tolerance however small its entries:
     the rounding of intermediates of order 1 is that large (a saturated sigmoid's 1 - s). So an
     entry of a block of small entries (a mean's 1/N: 3e-4) could pass 0.3 % off, as a tanh rule
-    0.2 % wrong did. An entry that passes only by that, further from the exact value than the
-    block's own scale allows (`tight`) and ten times as far as the same computation in float32
-    departs from it, is unverified; the same computation as far off (torch's and JAX's sigmoid
-    gradient at 12, 0.9 % off the exact one) still passes."""
+    0.2 % wrong did; and a block of entries below the floor of its absolute tolerance (float32:
+    1e-9, float64: 1e-13) passed any claim, negated or 0. An entry that passes only by that,
+    further from the exact value than the block's own scale allows (`tight`) and ten times as
+    far as the same computation in its precision departs from it, is unverified; the same
+    computation as far off (torch's and JAX's sigmoid gradient at 12, 0.9 % off the exact one)
+    still passes."""
     pass_ = STATUSES.index("pass")
     for block in blocks:
-        if block.dtype != "float32" or block.reference is None:
+        if block.reference is None:
             continue
-        if not _cast_to_float32(block.output, block.input, fp.point):
+        if block.dtype == "float32" and not _cast_to_float32(block.output, block.input, fp.point):
             continue  # (float64 values that float32 reaches: float32_reached)
         strict = tight(block)
         if strict.atol >= tolerance(block).atol:
@@ -142,22 +144,28 @@ def float32_small(
                 if same is None  # nothing to say it is rounding
                 else np.nan_to_num(np.abs(same.reshape(-1) - exact), nan=np.inf)
             )
-        _unverified_past(block, strict, exact, moved, tolerance(block))
+        block.small += _unverified_past(block, strict, exact, moved, tolerance(block))
 
 
 def _unverified_past(
     block: Block, strict: Tolerance, exact: np.ndarray, moved: np.ndarray, tol: Tolerance
-) -> None:
+) -> int:
     """Passing entries further from the exact value than `strict` allows and ten times as far
-    as rounding `moved` them: unverified (the block summarised again under `tol`)."""
+    as rounding `moved` them: unverified (the block summarised again under `tol`). Returns how
+    many entries (of the sources under test at once) it made unverified."""
     pass_, unverified = STATUSES.index("pass"), STATUSES.index("unverified")
+    made = np.zeros(exact.shape, bool)
     for src, status in block.status_map.items():
         value = np.asarray(block.sources[src].values, np.float64).reshape(-1)
         with np.errstate(invalid="ignore", over="ignore"):
             off = np.abs(value - exact)
-            far = off > strict.atol + strict.rtol * np.abs(exact) + 10 * moved
-        status.reshape(-1)[(status.reshape(-1) == pass_) & far] = unverified
+            far = (status.reshape(-1) == pass_) & (
+                off > strict.atol + strict.rtol * np.abs(exact) + 10 * moved
+            )
+        status.reshape(-1)[far] = unverified
+        made |= far
     summarize(block, tol)
+    return int(made.sum())
 
 
 # Ops whose float32 results round nothing: they move, copy or negate their operands' values
@@ -1275,6 +1283,12 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
                 sum(b.sided for b in blocks),
                 "second derivatives at a kink, where the one-sided Hessians differ (relu(x)^2 at "
                 "0: 0 and 2), could not all be found, or agree but not with the value given",
+            ),
+            (
+                sum(b.small for b in blocks),
+                "that pass only by the absolute tolerance, in a block of values that small "
+                "(further from the exact values than rounding explains; set atol to judge them "
+                "by an absolute error)",
             ),
             (
                 sum(b.loose for b in blocks),

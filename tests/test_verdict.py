@@ -1345,6 +1345,36 @@ def test_a_block_of_small_entries_is_not_judged_by_atol_alone(dtype, size, off, 
     assert report.verdict is verdict, report.summary
 
 
+@pytest.mark.parametrize(
+    ("dtype", "factor", "wrong"),
+    [("float32", 1e-9, 1.1), ("float32", 1e-12, -1.0), ("float32", 1e-12, 0.0),
+     ("float64", 1e-15, -1.0), ("float64", 1e-12, 1.001)],
+)  # fmt: skip
+def test_a_block_below_the_floor_of_its_atol_passes_no_wrong_claim(dtype, factor, wrong):
+    """The absolute tolerance shrinks with a block's scale down to a thousandth: a block of
+    entries below that (float32 1e-9, float64 1e-13) was judged by atol alone, and a claim 10 %
+    off, negated or 0 passed (from an audit). Now unverified, torch's own gradient still passes,
+    and an atol given is used as given (the negated claim FAILs)."""
+    import torch
+
+    x = np.array([0.5, -1.2, 2.0], dtype)
+    t = torch.tensor(x, requires_grad=True)
+    (factor * t**2).sum().backward()
+    spec = InputSpec("x", x, dtype=dtype)
+    source = f"y = sum({factor!r} * x ** 2)"
+
+    def verdict(claim, **tolerances):
+        request = CheckRequest(source, [spec], claimed_vjp={"x": claim}, **tolerances)
+        report = check(request)
+        return report.verdict, report.summary
+
+    torchs = t.grad.numpy().astype(np.float64)
+    assert verdict(torchs)[0] is Verdict.PASS, verdict(torchs)
+    got, summary = verdict(wrong * torchs)
+    assert got is Verdict.UNVERIFIED and "only by the absolute tolerance" in summary, summary
+    assert verdict(-torchs, atol=factor / 100)[0] is Verdict.FAIL
+
+
 @pytest.mark.parametrize(("fn", "x"), [("sigmoid", 12.0), ("sigmoid", 11.0), ("tanh", 5.2677326)])
 def test_float32s_own_rounding_of_a_saturated_function_passes(fn, x):
     """sigmoid'(12) in float32 is 0.9 % off the exact 6.14e-6 (1 - s rounds at 1), in torch, in
