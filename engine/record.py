@@ -6,12 +6,13 @@ no generator expressions, attributes set directly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .grad_mode import _state
-from .graph import OpImpl, _sequence
+from .graph import Node, OpImpl, _sequence
 from .tensor import Tensor, _versions, version_of
 
 _EMPTY: dict[str, Any] = {}
@@ -200,6 +201,17 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     t._hooks = None
     t._retains_grad = False
     return t
+
+
+def save_also(node: Node, values: Sequence[Tensor]) -> None:
+    """Save tensors the node's VJP does not take from its operands (getitem's index tensors), as
+    torch's node saves them: one changed in place since the forward pass is the version error at
+    backward, and like every saved value they are freed by a backward without retain_graph."""
+    # after the operands and before the result: the VJP reads operand k at s[k], the result at s[-1]
+    saved = [*node._saved[:-1], *values, node._saved[-1]]
+    node._saved = saved
+    node._versions = _saved_versions(saved) if _versions else None
+    node._has_tensors = node._saves_values = True
 
 
 def _saved_versions(saved: Any) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ import numpy as np
 from .. import indexing
 from ..graph import Node
 from ..optable import infer_reshape, normalize_axes, normalize_axis, split_sizes
+from ..record import save_also
 from ..tensor import Tensor
 from .core import (
     _pad,
@@ -227,7 +228,15 @@ def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
     indexing.index_shape("getitem", x.shape[nb:], canon)
     # torch names x[:] SliceBackward0 and x[:,] AliasBackward0: the canonical index is a tuple
     lone = {"lone_slice": True} if isinstance(index, slice) else {}
-    return apply(_GETITEM, x, index=canon, nb=nb, **lone)
+    out = apply(_GETITEM, x, index=canon, nb=nb, **lone)
+    items = index if isinstance(index, tuple) else (index,)
+    tensors = [i for i in items if isinstance(i, Tensor) and i.ndim]
+    if tensors and out.grad_fn is not None:
+        # The canonical index shares the index tensor's memory: saved as torch's IndexBackward0
+        # saves its indices, a change in place since is the version error at backward, not a
+        # gradient scattered to the new positions.
+        save_also(out.grad_fn, tensors)
+    return out
 
 
 def _index_scatter_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
