@@ -289,6 +289,26 @@ def test_an_index_tensor_changed_in_place_after_the_forward_pass_behaves_as_in_t
     assert mine == theirs
 
 
+def _single_elements_are_views(lib, t):
+    b = t([1.0, 2.0, 3.0], True)
+    with _no_grad(lib):
+        b[0].zero_()
+    m = t([[1.0, 2.0], [3.0, 4.0]])
+    m[1, 1].fill_(0.0)
+    v = m[0, 1]
+    m.add_(1.0)
+    r = m[:, 0][1]  # a view of a view
+    r.mul_(10.0)
+    return b.tolist(), m.tolist(), v.item(), v._version, m._version
+
+
+def test_indexing_down_to_one_element_gives_a_view_as_in_torch():
+    """Before: x[0] of a 1-d tensor (and m[1, 1]) was a copy, so b[0].zero_() changed nothing
+    and v = m[0, 1] kept its old value after m.add_(1)."""
+    mine, theirs = _both(_single_elements_are_views)
+    assert mine == theirs
+
+
 def test_the_version_counter_counts_in_place_changes_of_shared_memory():
     w = cg.tensor([1.0, 2.0])
     view = w.detach()

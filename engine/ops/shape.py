@@ -213,12 +213,16 @@ def _getitem_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     return (B.index_scatter(g, n._attrs["index"], _in_shape(n)[nb_fwd:]),)
 
 
-_GETITEM = define(
-    "getitem",
-    lambda x, index, nb, lone_slice=False: indexing.getitem(x, index, nb),
-    _getitem_vjp,
-    "none",
-)
+def _getitem_fwd(x: np.ndarray, index: Any, nb: int, lone_slice: bool = False) -> np.ndarray:
+    out = indexing.getitem(x, index, nb)
+    if type(out) is not np.ndarray and not indexing.has_advanced(index):
+        # numpy returns a single element as a scalar, a copy: torch's x[0] is a 0-d view, which
+        # an in-place change of x shows and through which x can be changed (x[0].zero_())
+        out = x[(*index, Ellipsis)]
+    return out
+
+
+_GETITEM = define("getitem", _getitem_fwd, _getitem_vjp, "none")
 
 
 def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
