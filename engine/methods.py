@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import ops
+from .ops.reductions import max_along, min_along
 from .optable import OPS
 from .tensor import Tensor
 
@@ -128,13 +129,12 @@ class MaxMin(NamedTuple):
     indices: Tensor
 
 
-def _extremum_method(values: Any, index: Any) -> Any:
+def _extremum_method(values: Any, along: Any) -> Any:
     def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
         kwargs = _axis_kwargs(kwargs)
-        result = values(self, *args, **kwargs)
         if (args[0] if args else kwargs.get("axis")) is None:
-            return result  # over every entry: one value, as in torch
-        return MaxMin(result, index(self, *args, **kwargs))
+            return values(self, *args, **kwargs)  # over every entry: one value, as in torch
+        return MaxMin(*along(self, *args, **kwargs))
 
     method.__name__ = values.__name__
     method.__doc__ = f"{values.__doc__} Along an axis: (values, indices), as in torch."
@@ -146,8 +146,8 @@ def _to(self: Tensor, dtype: Any) -> Tensor:
     return self if self.dtype == np.dtype(dtype) else ops.to_dtype(self, dtype)
 
 
-Tensor.max = _extremum_method(ops.max, ops.argmax)
-Tensor.min = _extremum_method(ops.min, ops.argmin)
+Tensor.max = _extremum_method(ops.max, max_along)
+Tensor.min = _extremum_method(ops.min, min_along)
 Tensor.to = _to
 Tensor.float = lambda self: _to(self, np.float32)
 Tensor.double = lambda self: _to(self, np.float64)

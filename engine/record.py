@@ -94,7 +94,10 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     if not (any_need and _state.enabled and impl.vjp is not None):
         return _make(out) if single else tuple(_make(o) for o in out)
 
-    if impl.save_output and type(out) is not _ndarray and single:
+    save, save_output = impl.save, impl.save_output
+    if callable(save):  # what the VJP needs depends on the attributes (max over all or one axis)
+        save, save_output = save(attrs or _EMPTY)
+    if save_output and type(out) is not _ndarray and single:
         out = np.asarray(out)  # a 0-d result: saved as the tensor's own array (see below)
     outs = (out,) if single else out
     cls = impl.fixed_class or impl.node_class(attrs, tuple(m[0] for m in in_meta))
@@ -112,7 +115,6 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
         if single
         else tuple(_one_meta(o.shape, o.dtype)[0] for o in outs)
     )
-    save = impl.save
     if save == "none":
         saved = [None] * len(operands)
     elif save == "all":
@@ -126,7 +128,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     # Tensors must be unpacked for a plain backward. Whatever was saved is freed after it, numbers
     # too: as in torch, a second backward through a node that saved something is an error.
     has_tensors = False
-    saves = impl.save_output
+    saves = save_output
     if save != "none":
         for x in saved:
             if type(x) is Tensor:
@@ -136,7 +138,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     node._has_tensors = has_tensors
     node._saves_values = saves
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
-    saved.append(outs[0] if impl.save_output else None)
+    saved.append(outs[0] if save_output else None)
     node._saved = saved
     node._versions = _saved_versions(saved) if _versions else None
     if single:

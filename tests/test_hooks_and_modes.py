@@ -309,6 +309,45 @@ def test_indexing_down_to_one_element_gives_a_view_as_in_torch():
     assert mine == theirs
 
 
+def _max_input_changed(lib, t):
+    x = t([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]], True)
+    values, _ = x.max(1)
+    with _no_grad(lib):
+        x.mul_(-1.0)
+    values.sum().backward()
+    return _grad(x)
+
+
+def _min_input_changed_through_data(lib, t):
+    x = t([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]], True)
+    values = x.min(0, keepdim=True).values
+    if lib is torch:
+        x.data.mul_(-1.0)
+    else:
+        x.data *= -1.0
+    values.sum().backward()
+    return _grad(x)
+
+
+def _max_indices_changed(lib, t):
+    x = t([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]], True)
+    values, indices = x.max(1)
+    indices.zero_()
+    values.sum().backward()
+    return _grad(x)
+
+
+@pytest.mark.parametrize(
+    "case", [_max_input_changed, _min_input_changed_through_data, _max_indices_changed]
+)
+def test_max_along_a_dim_saves_its_indices_as_torch(case):
+    """Before: max(dim) and min(dim) saved the input and took its argmax at backward, so an
+    input changed in place was an error (torch: none) and one changed through .data moved the
+    gradient; the indices returned were not the ones saved."""
+    mine, theirs = _both(case)
+    assert mine == theirs
+
+
 def test_the_version_counter_counts_in_place_changes_of_shared_memory():
     w = cg.tensor([1.0, 2.0])
     view = w.detach()
