@@ -54,6 +54,17 @@ def bump_version(a: np.ndarray) -> None:
     _versions[key] = _versions.get(key, 0) + 1
 
 
+def _leaf_flags_error(requires_grad: bool) -> str:
+    """torch's message for changing requires_grad of a non-leaf (the hint only when turning off)."""
+    message = "you can only change requires_grad flags of leaf variables."
+    if requires_grad:
+        return message
+    return (
+        f"{message} If you want to use a computed variable in a subgraph that doesn't require "
+        "differentiation use var_no_grad = var.detach()."
+    )
+
+
 class Tensor:
     """An n-dimensional array whose operations autograd can record.
 
@@ -185,6 +196,8 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, requires_grad: bool) -> None:
+        if not self.is_leaf:  # as torch: requires_grad_(True) accepts a non-leaf, the setter not
+            raise RuntimeError(_leaf_flags_error(requires_grad))
         self.requires_grad_(requires_grad)
 
     @property
@@ -218,11 +231,7 @@ class Tensor:
         if not self.is_leaf:
             if requires_grad:  # it already does: nothing to change (as torch)
                 return self
-            raise RuntimeError(
-                "you can only change requires_grad flags of leaf variables. If you want to use a "
-                "computed variable in a subgraph that doesn't require differentiation use "
-                "var_no_grad = var.detach()."
-            )
+            raise RuntimeError(_leaf_flags_error(requires_grad))
         if requires_grad and self.data.dtype.kind != "f":
             raise RuntimeError(
                 "only Tensors of floating point and complex dtype can require gradients "

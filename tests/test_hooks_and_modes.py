@@ -348,6 +348,24 @@ def test_max_along_a_dim_saves_its_indices_as_torch(case):
     assert mine == theirs
 
 
+def _non_leaf_requires_grad_flags(lib, t):
+    y = t([1.0, 2.0], True) * 2
+    seen = [y.requires_grad_(True) is y]  # accepted: it requires grad already
+    for change in (lambda: setattr(y, "requires_grad", True), lambda: y.requires_grad_(False)):
+        try:
+            change()
+            seen.append("accepted")
+        except RuntimeError as exc:
+            seen.append(str(exc))
+    return seen
+
+
+def test_requires_grad_flags_of_a_non_leaf_are_refused_as_in_torch():
+    """Before: `y.requires_grad = True` on a non-leaf was accepted silently (torch refuses it)."""
+    mine, theirs = _both(_non_leaf_requires_grad_flags)
+    assert mine == theirs
+
+
 def test_the_version_counter_counts_in_place_changes_of_shared_memory():
     w = cg.tensor([1.0, 2.0])
     view = w.detach()
