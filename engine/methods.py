@@ -114,6 +114,18 @@ def _reshape(self: Tensor, *shape: Any) -> Tensor:
     return ops.reshape(self, _shape_args(shape))
 
 
+def _view(self: Tensor, *shape: Any) -> Tensor:
+    """This tensor with another shape, sharing its memory (torch's view): where that would need
+    a copy (x.T.view(4)) torch's error, never a copy that in-place changes would miss."""
+    out = ops.reshape(self, _shape_args(shape))
+    if out.data.size and not np.may_share_memory(out.data, self.data):
+        raise RuntimeError(
+            "view size is not compatible with input tensor's size and stride (at least one "
+            "dimension spans across two contiguous subspaces). Use .reshape(...) instead."
+        )
+    return out
+
+
 def _permute(self: Tensor, *dims: Any) -> Tensor:
     return ops.permute(self, _shape_args(dims))
 
@@ -154,7 +166,7 @@ Tensor.double = lambda self: _to(self, np.float64)
 Tensor.var = _method(ops.var, True, _unbiased_as_correction)
 Tensor.std = _method(ops.std, True, _unbiased_as_correction)
 Tensor.reshape = _reshape
-Tensor.view = _reshape
+Tensor.view = _view
 Tensor.permute = _permute
 Tensor.expand = _expand
 Tensor.broadcast_to = _method(ops.broadcast_to)

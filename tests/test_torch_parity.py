@@ -548,6 +548,20 @@ def a_hook_may_not_give_a_gradient_where_none_reached(L):
 a_hook_may_not_give_a_gradient_where_none_reached.words = "can't replace a none gradient"
 
 
+def view_never_copies(L):
+    x = _tensor(L, [[1.0, 2.0], [3.0, 4.0]], False)
+    x.T.reshape(4)  # reshape may copy
+    x.T.view(4)  # view may not
+
+
+def view_shares_memory_where_it_can(L):
+    x = _tensor(L, [[1.0, 2.0], [3.0, 4.0]], False)
+    x.view(4).mul_(2.0)
+    x.T.reshape(4).mul_(0.0)  # a copy: x does not change
+    x[:, :1].view(2).add_(1.0)
+    return x
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -608,6 +622,8 @@ CASES = [
     a_hook_handle_as_a_context_manager,
     a_hook_on_an_output_no_gradient_reached_sees_none,
     a_hook_may_not_give_a_gradient_where_none_reached,
+    view_never_copies,
+    view_shares_memory_where_it_can,
 ]
 
 
