@@ -202,6 +202,7 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     t._acc = None
     t._hooks = None
     t._retains_grad = False
+    t._view = False
     return t
 
 

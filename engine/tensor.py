@@ -80,6 +80,7 @@ class Tensor:
         "_output_nr",
         "_requires_grad",
         "_retains_grad",
+        "_view",
         "data",
         "grad_fn",
     )
@@ -94,6 +95,7 @@ class Tensor:
         self._acc: weakref.ref[AccumulateGrad] | None = None
         self._hooks: dict[int, Callable[..., Any]] | None = None
         self._retains_grad = False
+        self._view = False
         self._requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -110,6 +112,7 @@ class Tensor:
         t._acc = None
         t._hooks = None
         t._retains_grad = False
+        t._view = False
         return t
 
     # ------------------------------------------------------------ array facts
@@ -251,7 +254,20 @@ class Tensor:
         """A tensor sharing this one's data, outside the graph."""
         return Tensor._make(self.data)
 
+    def _is_view(self) -> bool:
+        """Whether a view op (a slice, reshape, transpose, expand, ...) made this tensor from
+        another one, whose memory it shares (torch's _is_view; detach() makes no view)."""
+        return self._view
+
     def detach_(self) -> Tensor:
+        if self._view:  # torch's rule: the view's base would still be in the graph
+            raise RuntimeError(
+                "Can't detach views in-place. Use detach() instead. If you are using "
+                "DistributedDataParallel (DDP) for training, and gradient_as_bucket_view is set "
+                "as True, gradients are views of DDP buckets, and hence detach_() cannot be "
+                "called on these gradients. To fix this error, please refer to the "
+                "Optimizer.zero_grad() function in torch/optim/optimizer.py as the solution."
+            )
         self.grad_fn = None
         self._requires_grad = False
         return self

@@ -562,6 +562,23 @@ def view_shares_memory_where_it_can(L):
     return x
 
 
+def detach_in_place_of_a_view_is_refused(L):
+    x = _tensor(L, [[1.0, 2.0], [3.0, 4.0]])
+    (x * 2).detach_()  # not a view: fine
+    x.detach().detach_()  # detach() makes no view
+    x[0:1].detach_()
+
+
+def views_are_the_results_of_view_ops(L):
+    x = _tensor(L, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    made = [
+        x[0:1], x[0], x[0, 1], x[[0]], x[None], x.T, x.mT, x.permute(1, 0), x.reshape(3, 2),
+        x.T.reshape(6), x.flatten(), x.T.flatten(), x.unsqueeze(0), x.squeeze(), x.expand(2, 2, 3),
+        x.split(1)[0], x.detach(), x * 2, x.sum(), x.logsumexp(1),
+    ]  # fmt: skip
+    return [t._is_view() for t in made]
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -624,6 +641,8 @@ CASES = [
     a_hook_may_not_give_a_gradient_where_none_reached,
     view_never_copies,
     view_shares_memory_where_it_can,
+    detach_in_place_of_a_view_is_refused,
+    views_are_the_results_of_view_ops,
 ]
 
 
