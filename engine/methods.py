@@ -178,6 +178,8 @@ Tensor.__getitem__ = lambda self, index: ops.getitem(self, index)
 Tensor.__add__ = ops.add
 Tensor.__radd__ = ops.add  # torch: the tensor operand comes first in next_functions
 Tensor.__sub__ = ops.sub
+Tensor.add = ops.add  # x.add(y, alpha=2): x + 2 * y, as torch
+Tensor.sub = ops.sub
 Tensor.__rsub__ = lambda self, other: ops.sub(other, self)
 Tensor.__mul__ = ops.mul
 Tensor.__rmul__ = ops.mul

@@ -384,10 +384,34 @@ class Tensor:
     def __itruediv__(self, other: Any) -> Tensor:
         return self._inplace(other, np.divide, operator.truediv)
 
-    add_ = __iadd__
-    sub_ = __isub__
+    def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        """self += alpha * other (an SGD step: p.add_(g, alpha=-lr))."""
+        return self._inplace(scaled_by_alpha(self, other, alpha), np.add, operator.add)
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        """self -= alpha * other."""
+        return self._inplace(scaled_by_alpha(self, other, alpha), np.subtract, operator.sub)
+
     mul_ = __imul__
     div_ = __itruediv__
+
+
+def scaled_by_alpha(x: Any, y: Any, alpha: Any) -> Any:
+    """y * alpha for torch's x + alpha * y (add, sub, add_, sub_ with alpha=); recorded where y
+    requires grad. As torch, a float alpha is an error when x and y are integers."""
+    if alpha == 1:
+        return y
+    if isinstance(alpha, float) and not any(_floating(v) for v in (x, y)):
+        raise RuntimeError(
+            "For integral input tensors, argument alpha must not be a floating point number."
+        )
+    if isinstance(y, (Tensor, int, float)):
+        return y * alpha  # (a python number stays one: it adopts the tensor's dtype)
+    return np.asarray(y) * alpha
+
+
+def _floating(v: Any) -> bool:
+    return isinstance(v, float) or np.asarray(v.data if isinstance(v, Tensor) else v).dtype.kind == "f"
 
 
 class _RetainGrad:

@@ -579,6 +579,24 @@ def views_are_the_results_of_view_ops(L):
     return [t._is_view() for t in made]
 
 
+def add_and_sub_with_alpha(L):
+    p, w = _tensor(L, [1.0, 2.0]), _tensor(L, [3.0, 5.0])
+    g = _tensor(L, [0.5, 4.0], False)
+    with L.no_grad():
+        p.add_(g, alpha=-0.5)  # an SGD step
+        p.sub_(g, alpha=2)
+    y = L.add(w, g, alpha=3) * L.sub(w, g, alpha=0.25) + w.add(g, alpha=2) - w.sub(w, alpha=0.5)
+    acc = _tensor(L, [0.0, 0.0], False)
+    acc.add_(w, alpha=2.0)  # recorded: w requires grad
+    (y.sum() + acc.sum()).backward()
+    return p, y, acc, w.grad
+
+
+def a_float_alpha_with_integer_tensors_is_refused(L):
+    x = L.tensor(np.array([1, 2]))
+    x.add(x, alpha=0.5)
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -643,6 +661,8 @@ CASES = [
     view_shares_memory_where_it_can,
     detach_in_place_of_a_view_is_refused,
     views_are_the_results_of_view_ops,
+    add_and_sub_with_alpha,
+    a_float_alpha_with_integer_tensors_is_refused,
 ]
 
 
