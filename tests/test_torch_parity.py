@@ -597,6 +597,28 @@ def a_float_alpha_with_integer_tensors_is_refused(L):
     x.add(x, alpha=0.5)
 
 
+def second_backward_through_advanced_indexing(L):
+    x = _tensor(L, [1.0, 2.0, 3.0])
+    s = x[[0, 2]].sum()  # IndexBackward0 saves its indices, and a backward frees them
+    s.backward()
+    s.backward()
+
+
+def second_backward_through_a_numpy_index(L):
+    x = _tensor(L, [1.0, 2.0, 3.0])
+    s = x[np.array([True, False, True])].sum()
+    s.backward()
+    s.backward()
+
+
+def second_backward_through_a_slice(L):
+    x = _tensor(L, [1.0, 2.0, 3.0])
+    s = (x[1:] * 2.0).sum() + x[0]  # basic indexing saves nothing
+    s.backward()
+    s.backward()
+    return x.grad
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -663,6 +685,9 @@ CASES = [
     views_are_the_results_of_view_ops,
     add_and_sub_with_alpha,
     a_float_alpha_with_integer_tensors_is_refused,
+    second_backward_through_advanced_indexing,
+    second_backward_through_a_numpy_index,
+    second_backward_through_a_slice,
 ]
 
 

@@ -247,13 +247,14 @@ def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
     lone = {"lone_slice": True} if isinstance(index, slice) else {}
     out = apply(_GETITEM, x, index=canon, nb=nb, **lone)
     out._view = not indexing.has_advanced(canon)  # basic indexing makes a view, as in torch
-    items = index if isinstance(index, tuple) else (index,)
-    tensors = [i for i in items if isinstance(i, Tensor) and i.ndim]
-    if tensors and out.grad_fn is not None:
-        # The canonical index shares the index tensor's memory: saved as torch's IndexBackward0
-        # saves its indices, a change in place since is the version error at backward, not a
-        # gradient scattered to the new positions.
-        save_also(out.grad_fn, tensors)
+    if out.grad_fn is not None and not out._view:
+        # Advanced indexing: torch's IndexBackward0 saves its indices. The canonical index shares
+        # an index tensor's memory: saved, a change in place since is the version error at
+        # backward, not a gradient scattered to the new positions; and, freed by a backward, a
+        # second one is torch's error. (Lists and numpy arrays have no version to check.)
+        items = index if isinstance(index, tuple) else (index,)
+        tensors = [i for i in items if isinstance(i, Tensor) and i.ndim]
+        save_also(out.grad_fn, tensors or [i for i in canon if isinstance(i, np.ndarray)])
     return out
 
 
