@@ -49,19 +49,28 @@ def jacobian(
     func: Callable[..., Any],
     inputs: Any,
     create_graph: bool = False,
+    strict: bool = False,
     vectorize: bool = True,
+    strategy: str = "reverse-mode",
     chunk_size: int | None = None,
 ) -> Any:
     """d func(inputs) / d inputs, shaped output.shape + input.shape for each (output, input).
 
-    vectorize=True computes all rows of an output's Jacobian in one backward pass: the cotangent
-    (an identity matrix) carries a leading batch dimension through every VJP rule, chunked to
-    bound memory. vectorize=False runs one backward pass per row (for comparison).
+    Arguments in torch.autograd.functional.jacobian's order. vectorize=True (the engine's
+    default; torch's is False, for the same values) computes all rows of an output's Jacobian in
+    one backward pass: the cotangent (an identity matrix) carries a leading batch dimension
+    through every VJP rule, chunked to bound memory. vectorize=False runs one backward pass per
+    row. strict=True raises, as torch, where an output does not depend on an input (the engine
+    allows it with vectorize too). strategy="forward-mode" is checked as torch checks it, and
+    the Jacobian (the same values) is computed in reverse mode: the engine has no forward mode.
     """
+    _check_strategy(strategy, create_graph, strict, vectorize)
     single_in, xs = _prepare(inputs, create_graph)
     single_out, outs = _outputs(func, xs)
+    if strict:
+        _strict_outputs(outs)
     rows = []
-    for out in outs:
+    for i, out in enumerate(outs):
         m = out.data.size
         blocks: list[list[Any]] = [[] for _ in xs]
         if out.requires_grad and m:
@@ -71,12 +80,13 @@ def jacobian(
                 for start in range(0, m, step):
                     cot = identity_rows(start, min(start + step, m), m, out.dtype)
                     cot = cot.reshape(-1, *out.shape)
-                    for b, g in zip(blocks, _vjp_rows(out, xs, cot, create_graph, batched=True)):
+                    gs = _vjp_rows(out, xs, cot, create_graph, True, strict, i)
+                    for b, g in zip(blocks, gs):
                         b.append(g)
             else:
                 for i in range(m):
                     row = identity_rows(i, i + 1, m, out.dtype).reshape(out.shape)
-                    gs = _vjp_rows(out, xs, row, create_graph, batched=False)
+                    gs = _vjp_rows(out, xs, row, create_graph, False, strict, i)
                     for b, g in zip(blocks, gs):
                         b.append(ops.reshape(g, (1, *g.shape)) if create_graph else g.data[None])
         row = []
@@ -100,18 +110,75 @@ def identity_rows(start: int, stop: int, m: int, dtype: Any) -> np.ndarray:
 
 
 def _vjp_rows(
-    out: Tensor, xs: tuple[Tensor, ...], cot: np.ndarray, create_graph: bool, batched: bool
+    out: Tensor,
+    xs: tuple[Tensor, ...],
+    cot: np.ndarray,
+    create_graph: bool,
+    batched: bool,
+    strict: bool = False,
+    i: int = 0,
 ) -> tuple[Any, ...]:
-    return grad(
+    gs = grad(
         out,
         xs,
         cot,
         retain_graph=True,
         create_graph=create_graph,
         allow_unused=True,
-        materialize_grads=True,
+        materialize_grads=not strict,  # strict: an input no gradient reached is an error
         is_grads_batched=batched,
     )
+    for k, g in enumerate(gs if strict else ()):  # torch's messages (i: output i, as torch)
+        if g is None:
+            raise RuntimeError(
+                f"Output {i} of the user-provided function is independent of input {k}. This is "
+                "not allowed in strict mode."
+            )
+        if create_graph and not g.requires_grad:
+            raise RuntimeError(
+                f"The jacobian of the user-provided function is independent of input {i}. This "
+                "is not allowed in strict mode when create_graph=True."
+            )
+    return gs
+
+
+def _check_strategy(strategy: str, create_graph: bool, strict: bool, vectorize: bool) -> None:
+    """torch's checks of jacobian's strategy, and its errors."""
+    if strategy not in ("forward-mode", "reverse-mode"):
+        raise ValueError(
+            'Expected strategy to be either "forward-mode" or "reverse-mode". Hint: If your '
+            'function has more outputs than inputs, "forward-mode" tends to be more performant. '
+            'Otherwise, prefer to use "reverse-mode".'
+        )
+    if strategy == "reverse-mode":
+        return
+    if create_graph:
+        raise NotImplementedError(
+            "torch.autograd.functional.jacobian: `create_graph=True` and "
+            '`strategy="forward-mode"` are not supported together (yet). Please either set '
+            '`create_graph=False` or `strategy="reverse-mode"`.'
+        )
+    if strict:
+        raise RuntimeError(
+            'torch.autograd.functional.jacobian: `strict=True` and `strategy="forward-mode"` '
+            "are not supported together (yet). Please either set `strict=False` or "
+            '`strategy="reverse-mode"`.'
+        )
+    if not vectorize:
+        raise NotImplementedError(
+            "Computing Jacobian using forward-AD or forward-over-reverse Hessian is only "
+            "implemented for `vectorize=True`."
+        )
+
+
+def _strict_outputs(outs: tuple[Tensor, ...]) -> None:
+    for i, out in enumerate(outs):
+        if not out.requires_grad:
+            raise RuntimeError(
+                f"Output {i} of the user-provided function does not require gradients. The "
+                "outputs must be computed in a differentiable manner from the input when "
+                "running in strict mode."
+            )
 
 
 def vjp(
@@ -177,18 +244,50 @@ def jvp(
     return (outputs[0] if single_out else outputs), (results[0] if single_out else tuple(results))
 
 
-def hessian(func: Callable[..., Any], inputs: Any, vectorize: bool = True) -> Any:
-    """Second derivatives of a scalar func: the Jacobian of its gradient (shape in.shape*2)."""
+def hessian(
+    func: Callable[..., Any],
+    inputs: Any,
+    create_graph: bool = False,
+    strict: bool = False,
+    vectorize: bool = True,
+    outer_jacobian_strategy: str = "reverse-mode",
+) -> Any:
+    """Second derivatives of a scalar func: the Jacobian of its gradient (shape in.shape*2).
+
+    Arguments in torch.autograd.functional.hessian's order; create_graph=True records the
+    Hessian so that it can be differentiated (as torch); strict, vectorize and the strategy as
+    in jacobian (vectorize=True is the engine's default, torch's is False: the same values).
+    """
+    if outer_jacobian_strategy not in ("forward-mode", "reverse-mode"):
+        raise ValueError('Expected strategy to be either "forward-mode" or "reverse-mode".')
     single_in = not isinstance(inputs, (tuple, list))
 
     def gradient(*xs: Tensor) -> Any:
         out = func(*xs)
         if not isinstance(out, Tensor) or out.data.size != 1:
             raise RuntimeError("hessian: the function must return a single-element Tensor")
+        if strict:
+            _strict_outputs((out,))
         if not out.requires_grad:  # independent of the inputs: zero, as torch's hessian says
             gs = tuple(Tensor._make(np.zeros_like(x.data)) for x in xs)
         else:
             gs = grad(out.reshape(()), xs, create_graph=True, allow_unused=True, materialize_grads=True)
+        for k, g in enumerate(gs if strict else ()):
+            if not g.requires_grad:
+                raise RuntimeError(
+                    "While computing the hessian, found that the jacobian of the user-provided "
+                    f"function with respect to input {k} is independent of the input. This is "
+                    "not allowed in strict mode. You should ensure that your function is twice "
+                    "differentiable and that the jacobian depends on the inputs (this would be "
+                    "violated by a linear function for example)."
+                )
         return gs[0] if single_in else gs
 
-    return jacobian(gradient, inputs, vectorize=vectorize)
+    return jacobian(
+        gradient,
+        inputs,
+        create_graph=create_graph,
+        strict=strict,
+        vectorize=vectorize,
+        strategy=outer_jacobian_strategy,
+    )

@@ -133,7 +133,8 @@ class OpImpl:
     result is differentiable again. `g` carries any number of leading batch dimensions.
     save: which operands the VJP needs: "all", "none", "other" (operand i's gradient needs the
     other operands, as in mul and matmul), "divisor" (div: the divisor, and the dividend for the
-    divisor's gradient) or a tuple of operand positions (where's condition, masked_fill's mask).
+    divisor's gradient) or a tuple of operand positions (where's condition, masked_fill's mask),
+    or a function of the attributes returning (save, save_output) where they decide it.
     As torch, nothing more is saved: an operand changed in place after the op is no error where
     its gradient does not read it. save_output: the VJP needs the result.
     """
@@ -141,7 +142,7 @@ class OpImpl:
     spec: OpSpec
     forward: Callable[..., Any]
     vjp: Callable[..., tuple[Any, ...]] | None
-    save: str | tuple[int, ...] = "all"
+    save: str | tuple[int, ...] | Callable[[dict[str, Any]], tuple[Any, bool]] = "all"
     save_output: bool = False
     n_outputs: int = 1  # > 1 for ops returning several tensors (split); 0: as many as forward returns
 

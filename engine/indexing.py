@@ -31,6 +31,8 @@ def canonical_index(index: Any, shape: tuple[int, ...]) -> Index:
             item = data
         if isinstance(item, list):
             item = np.asarray(item)
+        if isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu":
+            item = int(item)  # as torch: a 0-d integer tensor selects, as an int does (a copy)
         if isinstance(item, (bool, np.bool_)):
             raise ShapeError("getitem: a single boolean is not a supported index")
         if isinstance(item, (int, np.integer)):

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import ops
+from .ops.reductions import max_along, min_along
 from .optable import OPS
 from .tensor import Tensor
 
@@ -113,6 +114,18 @@ def _reshape(self: Tensor, *shape: Any) -> Tensor:
     return ops.reshape(self, _shape_args(shape))
 
 
+def _view(self: Tensor, *shape: Any) -> Tensor:
+    """This tensor with another shape, sharing its memory (torch's view): where that would need
+    a copy (x.T.view(4)) torch's error, never a copy that in-place changes would miss."""
+    out = ops.reshape(self, _shape_args(shape))
+    if out.data.size and not np.may_share_memory(out.data, self.data):
+        raise RuntimeError(
+            "view size is not compatible with input tensor's size and stride (at least one "
+            "dimension spans across two contiguous subspaces). Use .reshape(...) instead."
+        )
+    return out
+
+
 def _permute(self: Tensor, *dims: Any) -> Tensor:
     return ops.permute(self, _shape_args(dims))
 
@@ -128,13 +141,12 @@ class MaxMin(NamedTuple):
     indices: Tensor
 
 
-def _extremum_method(values: Any, index: Any) -> Any:
+def _extremum_method(values: Any, along: Any) -> Any:
     def method(self: Tensor, *args: Any, **kwargs: Any) -> Any:
         kwargs = _axis_kwargs(kwargs)
-        result = values(self, *args, **kwargs)
         if (args[0] if args else kwargs.get("axis")) is None:
-            return result  # over every entry: one value, as in torch
-        return MaxMin(result, index(self, *args, **kwargs))
+            return values(self, *args, **kwargs)  # over every entry: one value, as in torch
+        return MaxMin(*along(self, *args, **kwargs))
 
     method.__name__ = values.__name__
     method.__doc__ = f"{values.__doc__} Along an axis: (values, indices), as in torch."
@@ -146,15 +158,15 @@ def _to(self: Tensor, dtype: Any) -> Tensor:
     return self if self.dtype == np.dtype(dtype) else ops.to_dtype(self, dtype)
 
 
-Tensor.max = _extremum_method(ops.max, ops.argmax)
-Tensor.min = _extremum_method(ops.min, ops.argmin)
+Tensor.max = _extremum_method(ops.max, max_along)
+Tensor.min = _extremum_method(ops.min, min_along)
 Tensor.to = _to
 Tensor.float = lambda self: _to(self, np.float32)
 Tensor.double = lambda self: _to(self, np.float64)
 Tensor.var = _method(ops.var, True, _unbiased_as_correction)
 Tensor.std = _method(ops.std, True, _unbiased_as_correction)
 Tensor.reshape = _reshape
-Tensor.view = _reshape
+Tensor.view = _view
 Tensor.permute = _permute
 Tensor.expand = _expand
 Tensor.broadcast_to = _method(ops.broadcast_to)
@@ -166,6 +178,8 @@ Tensor.__getitem__ = lambda self, index: ops.getitem(self, index)
 Tensor.__add__ = ops.add
 Tensor.__radd__ = ops.add  # torch: the tensor operand comes first in next_functions
 Tensor.__sub__ = ops.sub
+Tensor.add = ops.add  # x.add(y, alpha=2): x + 2 * y, as torch
+Tensor.sub = ops.sub
 Tensor.__rsub__ = lambda self, other: ops.sub(other, self)
 Tensor.__mul__ = ops.mul
 Tensor.__rmul__ = ops.mul

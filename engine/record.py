@@ -6,12 +6,13 @@ no generator expressions, attributes set directly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .grad_mode import _state
-from .graph import OpImpl, _sequence
+from .graph import Node, OpImpl, _sequence
 from .tensor import Tensor, _versions, version_of
 
 _EMPTY: dict[str, Any] = {}
@@ -93,7 +94,10 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     if not (any_need and _state.enabled and impl.vjp is not None):
         return _make(out) if single else tuple(_make(o) for o in out)
 
-    if impl.save_output and type(out) is not _ndarray and single:
+    save, save_output = impl.save, impl.save_output
+    if callable(save):  # what the VJP needs depends on the attributes (max over all or one axis)
+        save, save_output = save(attrs or _EMPTY)
+    if save_output and type(out) is not _ndarray and single:
         out = np.asarray(out)  # a 0-d result: saved as the tensor's own array (see below)
     outs = (out,) if single else out
     cls = impl.fixed_class or impl.node_class(attrs, tuple(m[0] for m in in_meta))
@@ -111,7 +115,6 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
         if single
         else tuple(_one_meta(o.shape, o.dtype)[0] for o in outs)
     )
-    save = impl.save
     if save == "none":
         saved = [None] * len(operands)
     elif save == "all":
@@ -125,7 +128,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     # Tensors must be unpacked for a plain backward. Whatever was saved is freed after it, numbers
     # too: as in torch, a second backward through a node that saved something is an error.
     has_tensors = False
-    saves = impl.save_output
+    saves = save_output
     if save != "none":
         for x in saved:
             if type(x) is Tensor:
@@ -135,7 +138,7 @@ def record(impl: OpImpl, operands: tuple[Any, ...], attrs: dict[str, Any] | None
     node._has_tensors = has_tensors
     node._saves_values = saves
     # The result is saved as a bare array: a Tensor here would make a cycle through its grad_fn.
-    saved.append(outs[0] if impl.save_output else None)
+    saved.append(outs[0] if save_output else None)
     node._saved = saved
     node._versions = _saved_versions(saved) if _versions else None
     if single:
@@ -199,7 +202,19 @@ def record_on_tensor(impl: OpImpl, x: Tensor, operands: tuple[Any, ...]) -> Any:
     t._acc = None
     t._hooks = None
     t._retains_grad = False
+    t._view = False
     return t
+
+
+def save_also(node: Node, values: Sequence[Tensor]) -> None:
+    """Save tensors the node's VJP does not take from its operands (getitem's index tensors), as
+    torch's node saves them: one changed in place since the forward pass is the version error at
+    backward, and like every saved value they are freed by a backward without retain_graph."""
+    # after the operands and before the result: the VJP reads operand k at s[k], the result at s[-1]
+    saved = [*node._saved[:-1], *values, node._saved[-1]]
+    node._saved = saved
+    node._versions = _saved_versions(saved) if _versions else None
+    node._has_tensors = node._saves_values = True
 
 
 def _saved_versions(saved: Any) -> tuple[int, ...]:

@@ -54,6 +54,17 @@ def bump_version(a: np.ndarray) -> None:
     _versions[key] = _versions.get(key, 0) + 1
 
 
+def _leaf_flags_error(requires_grad: bool) -> str:
+    """torch's message for changing requires_grad of a non-leaf (the hint only when turning off)."""
+    message = "you can only change requires_grad flags of leaf variables."
+    if requires_grad:
+        return message
+    return (
+        f"{message} If you want to use a computed variable in a subgraph that doesn't require "
+        "differentiation use var_no_grad = var.detach()."
+    )
+
+
 class Tensor:
     """An n-dimensional array whose operations autograd can record.
 
@@ -69,6 +80,7 @@ class Tensor:
         "_output_nr",
         "_requires_grad",
         "_retains_grad",
+        "_view",
         "data",
         "grad_fn",
     )
@@ -83,6 +95,7 @@ class Tensor:
         self._acc: weakref.ref[AccumulateGrad] | None = None
         self._hooks: dict[int, Callable[..., Any]] | None = None
         self._retains_grad = False
+        self._view = False
         self._requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -99,6 +112,7 @@ class Tensor:
         t._acc = None
         t._hooks = None
         t._retains_grad = False
+        t._view = False
         return t
 
     # ------------------------------------------------------------ array facts
@@ -185,6 +199,8 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, requires_grad: bool) -> None:
+        if not self.is_leaf:  # as torch: requires_grad_(True) accepts a non-leaf, the setter not
+            raise RuntimeError(_leaf_flags_error(requires_grad))
         self.requires_grad_(requires_grad)
 
     @property
@@ -218,11 +234,7 @@ class Tensor:
         if not self.is_leaf:
             if requires_grad:  # it already does: nothing to change (as torch)
                 return self
-            raise RuntimeError(
-                "you can only change requires_grad flags of leaf variables. If you want to use a "
-                "computed variable in a subgraph that doesn't require differentiation use "
-                "var_no_grad = var.detach()."
-            )
+            raise RuntimeError(_leaf_flags_error(requires_grad))
         if requires_grad and self.data.dtype.kind != "f":
             raise RuntimeError(
                 "only Tensors of floating point and complex dtype can require gradients "
@@ -242,7 +254,20 @@ class Tensor:
         """A tensor sharing this one's data, outside the graph."""
         return Tensor._make(self.data)
 
+    def _is_view(self) -> bool:
+        """Whether a view op (a slice, reshape, transpose, expand, ...) made this tensor from
+        another one, whose memory it shares (torch's _is_view; detach() makes no view)."""
+        return self._view
+
     def detach_(self) -> Tensor:
+        if self._view:  # torch's rule: the view's base would still be in the graph
+            raise RuntimeError(
+                "Can't detach views in-place. Use detach() instead. If you are using "
+                "DistributedDataParallel (DDP) for training, and gradient_as_bucket_view is set "
+                "as True, gradients are views of DDP buckets, and hence detach_() cannot be "
+                "called on these gradients. To fix this error, please refer to the "
+                "Optimizer.zero_grad() function in torch/optim/optimizer.py as the solution."
+            )
         self.grad_fn = None
         self._requires_grad = False
         return self
@@ -359,10 +384,34 @@ class Tensor:
     def __itruediv__(self, other: Any) -> Tensor:
         return self._inplace(other, np.divide, operator.truediv)
 
-    add_ = __iadd__
-    sub_ = __isub__
+    def add_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        """self += alpha * other (an SGD step: p.add_(g, alpha=-lr))."""
+        return self._inplace(scaled_by_alpha(self, other, alpha), np.add, operator.add)
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> Tensor:
+        """self -= alpha * other."""
+        return self._inplace(scaled_by_alpha(self, other, alpha), np.subtract, operator.sub)
+
     mul_ = __imul__
     div_ = __itruediv__
+
+
+def scaled_by_alpha(x: Any, y: Any, alpha: Any) -> Any:
+    """y * alpha for torch's x + alpha * y (add, sub, add_, sub_ with alpha=); recorded where y
+    requires grad. As torch, a float alpha is an error when x and y are integers."""
+    if alpha == 1:
+        return y
+    if isinstance(alpha, float) and not any(_floating(v) for v in (x, y)):
+        raise RuntimeError(
+            "For integral input tensors, argument alpha must not be a floating point number."
+        )
+    if isinstance(y, (Tensor, int, float)):
+        return y * alpha  # (a python number stays one: it adopts the tensor's dtype)
+    return np.asarray(y) * alpha
+
+
+def _floating(v: Any) -> bool:
+    return isinstance(v, float) or np.asarray(v.data if isinstance(v, Tensor) else v).dtype.kind == "f"
 
 
 class _RetainGrad:

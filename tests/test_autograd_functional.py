@@ -133,3 +133,95 @@ def test_second_derivative_of_prod_does_not_cancel_at_tiny_entries():
     x = np.array([[3e-10], [-2e-9]])
     h = cg.hessian(lambda t: cg.sum(cg.sin(cg.prod(t, axis=-1))), cg.tensor(x)).data.reshape(2, 2)
     np.testing.assert_allclose(h, np.diag(-np.sin(x[:, 0])), rtol=1e-12, atol=1e-24)
+
+
+def _functional_outcome(L, call):
+    """call(L, jacobian, hessian, tensor) in crossgrad or torch: its values, or its error text."""
+    fns = (cg.jacobian, cg.hessian) if L is cg else (AF.jacobian, AF.hessian)
+
+    def tensor(values, requires_grad=False):
+        if L is torch:
+            return torch.tensor(values, dtype=torch.float64, requires_grad=requires_grad)
+        return cg.tensor(values, requires_grad=requires_grad)
+
+    try:
+        out = call(L, *fns, tensor)
+    except (RuntimeError, NotImplementedError) as exc:
+        return type(exc).__name__, str(exc)
+    return "value", [o.detach().numpy() if hasattr(o, "detach") else o for o in out]
+
+
+AF = torch.autograd.functional
+
+
+def _hessian_with_create_graph(L, jacobian, hessian, tensor):
+    x = tensor([1.0, 2.0], True)
+    h = hessian(lambda t: (t**3).sum() * t[0], x, True)  # create_graph, by position
+    h.sum().backward()
+    return h, x.grad, h.requires_grad
+
+
+def _strict_jacobian_of_an_unused_input(L, jacobian, hessian, tensor):
+    # by position (func, inputs, create_graph, strict, vectorize): strict, row by row
+    jacobian(lambda a, b: a * 2, (tensor([1.0, 2.0]), tensor([3.0])), False, True, False)
+
+
+def _strict_jacobian_with_create_graph_of_a_linear_function(L, jacobian, hessian, tensor):
+    jacobian(lambda a: a * 2, tensor([1.0, 2.0]), True, True, False)
+
+
+def _strict_hessian_of_a_linear_function(L, jacobian, hessian, tensor):
+    hessian(lambda t: (t * 2).sum(), tensor([1.0, 2.0]), strict=True)
+
+
+def _strict_hessian_of_a_constant(L, jacobian, hessian, tensor):
+    hessian(lambda t: tensor(1.0), tensor([1.0, 2.0]), strict=True)
+
+
+def _forward_mode_jacobian(L, jacobian, hessian, tensor):
+    x = tensor([1.0, 2.0])
+    return (
+        jacobian(lambda a: a**2, x, strategy="forward-mode", vectorize=True),
+        hessian(lambda a: (a**3).sum(), x, outer_jacobian_strategy="forward-mode", vectorize=True),
+    )
+
+
+def _forward_mode_with_create_graph(L, jacobian, hessian, tensor):
+    jacobian(lambda a: a**2, tensor([1.0]), create_graph=True, strategy="forward-mode")
+
+
+def _forward_mode_row_by_row(L, jacobian, hessian, tensor):
+    jacobian(lambda a: a**2, tensor([1.0]), strategy="forward-mode", vectorize=False)
+
+
+def _forward_mode_strict(L, jacobian, hessian, tensor):
+    jacobian(lambda a: a**2, tensor([1.0]), strict=True, strategy="forward-mode", vectorize=True)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        _hessian_with_create_graph,
+        _strict_jacobian_of_an_unused_input,
+        _strict_jacobian_with_create_graph_of_a_linear_function,
+        _strict_hessian_of_a_linear_function,
+        _strict_hessian_of_a_constant,
+        _forward_mode_jacobian,
+        _forward_mode_with_create_graph,
+        _forward_mode_row_by_row,
+        _forward_mode_strict,
+    ],
+)
+def test_jacobian_and_hessian_take_torchs_arguments(call):
+    """Before: hessian had no create_graph (the Hessian could not be differentiated), and
+    jacobian's third and fourth positions were create_graph and vectorize, not torch's
+    create_graph and strict; strict and strategy were not accepted."""
+    kind, mine = _functional_outcome(cg, call)
+    expected_kind, theirs = _functional_outcome(torch, call)
+    assert kind == expected_kind
+    if kind == "value":
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+    else:  # torch's message up to whitespace (one of torch's lacks a space between two words)
+        assert mine.split() == theirs.split() or mine.replace(" ", "") == theirs.replace(" ", "")

@@ -237,6 +237,135 @@ def test_in_place_changes_after_the_forward_pass_behave_as_in_torch(case):
     assert mine == theirs
 
 
+def _index_tensor_changed(lib, t):
+    x = t([1.0, 2.0, 3.0, 4.0], True)
+    i = lib.tensor(np.array([0, 1]))
+    y = (x[i] * t([10.0, 20.0])).sum()
+    i += 2
+    y.backward()
+    return _grad(x)
+
+
+def _mask_tensor_changed(lib, t):
+    x = t([1.0, 2.0, 3.0, 4.0], True)
+    m = lib.tensor(np.array([True, False, True, False]))
+    y = x[m].sum()
+    m.fill_(True)
+    y.backward()
+    return _grad(x)
+
+
+def _index_tensor_of_a_mixed_index_changed(lib, t):
+    x = t([[1.0, 2.0], [3.0, 4.0]], True)
+    i = lib.tensor(np.array([0, 1]))
+    y = x[i, 1].sum()
+    i += 1
+    y.backward()
+    return _grad(x)
+
+
+def _zero_dim_index_tensor_changed(lib, t):
+    x = t([1.0, 2.0, 3.0, 4.0], True)
+    i = lib.tensor(np.array(1))
+    y = x[i] * 10.0  # torch selects with a 0-d integer tensor, as with an int: nothing saved
+    i += 2
+    y.backward()
+    return _grad(x), y.grad_fn.name()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        _index_tensor_changed,
+        _mask_tensor_changed,
+        _index_tensor_of_a_mixed_index_changed,
+        _zero_dim_index_tensor_changed,
+    ],
+)
+def test_an_index_tensor_changed_in_place_after_the_forward_pass_behaves_as_in_torch(case):
+    """Before: the index aliased the index tensor's memory, and backward scattered the gradient
+    to the new positions ([0, 0, 10, 20]) where torch raises its version error."""
+    mine, theirs = _both(case)
+    assert mine == theirs
+
+
+def _single_elements_are_views(lib, t):
+    b = t([1.0, 2.0, 3.0], True)
+    with _no_grad(lib):
+        b[0].zero_()
+    m = t([[1.0, 2.0], [3.0, 4.0]])
+    m[1, 1].fill_(0.0)
+    v = m[0, 1]
+    m.add_(1.0)
+    r = m[:, 0][1]  # a view of a view
+    r.mul_(10.0)
+    return b.tolist(), m.tolist(), v.item(), v._version, m._version
+
+
+def test_indexing_down_to_one_element_gives_a_view_as_in_torch():
+    """Before: x[0] of a 1-d tensor (and m[1, 1]) was a copy, so b[0].zero_() changed nothing
+    and v = m[0, 1] kept its old value after m.add_(1)."""
+    mine, theirs = _both(_single_elements_are_views)
+    assert mine == theirs
+
+
+def _max_input_changed(lib, t):
+    x = t([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]], True)
+    values, _ = x.max(1)
+    with _no_grad(lib):
+        x.mul_(-1.0)
+    values.sum().backward()
+    return _grad(x)
+
+
+def _min_input_changed_through_data(lib, t):
+    x = t([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]], True)
+    values = x.min(0, keepdim=True).values
+    if lib is torch:
+        x.data.mul_(-1.0)
+    else:
+        x.data *= -1.0
+    values.sum().backward()
+    return _grad(x)
+
+
+def _max_indices_changed(lib, t):
+    x = t([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]], True)
+    values, indices = x.max(1)
+    indices.zero_()
+    values.sum().backward()
+    return _grad(x)
+
+
+@pytest.mark.parametrize(
+    "case", [_max_input_changed, _min_input_changed_through_data, _max_indices_changed]
+)
+def test_max_along_a_dim_saves_its_indices_as_torch(case):
+    """Before: max(dim) and min(dim) saved the input and took its argmax at backward, so an
+    input changed in place was an error (torch: none) and one changed through .data moved the
+    gradient; the indices returned were not the ones saved."""
+    mine, theirs = _both(case)
+    assert mine == theirs
+
+
+def _non_leaf_requires_grad_flags(lib, t):
+    y = t([1.0, 2.0], True) * 2
+    seen = [y.requires_grad_(True) is y]  # accepted: it requires grad already
+    for change in (lambda: setattr(y, "requires_grad", True), lambda: y.requires_grad_(False)):
+        try:
+            change()
+            seen.append("accepted")
+        except RuntimeError as exc:
+            seen.append(str(exc))
+    return seen
+
+
+def test_requires_grad_flags_of_a_non_leaf_are_refused_as_in_torch():
+    """Before: `y.requires_grad = True` on a non-leaf was accepted silently (torch refuses it)."""
+    mine, theirs = _both(_non_leaf_requires_grad_flags)
+    assert mine == theirs
+
+
 def test_the_version_counter_counts_in_place_changes_of_shared_memory():
     w = cg.tensor([1.0, 2.0])
     view = w.detach()

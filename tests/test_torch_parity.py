@@ -548,6 +548,77 @@ def a_hook_may_not_give_a_gradient_where_none_reached(L):
 a_hook_may_not_give_a_gradient_where_none_reached.words = "can't replace a none gradient"
 
 
+def view_never_copies(L):
+    x = _tensor(L, [[1.0, 2.0], [3.0, 4.0]], False)
+    x.T.reshape(4)  # reshape may copy
+    x.T.view(4)  # view may not
+
+
+def view_shares_memory_where_it_can(L):
+    x = _tensor(L, [[1.0, 2.0], [3.0, 4.0]], False)
+    x.view(4).mul_(2.0)
+    x.T.reshape(4).mul_(0.0)  # a copy: x does not change
+    x[:, :1].view(2).add_(1.0)
+    return x
+
+
+def detach_in_place_of_a_view_is_refused(L):
+    x = _tensor(L, [[1.0, 2.0], [3.0, 4.0]])
+    (x * 2).detach_()  # not a view: fine
+    x.detach().detach_()  # detach() makes no view
+    x[0:1].detach_()
+
+
+def views_are_the_results_of_view_ops(L):
+    x = _tensor(L, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    made = [
+        x[0:1], x[0], x[0, 1], x[[0]], x[None], x.T, x.mT, x.permute(1, 0), x.reshape(3, 2),
+        x.T.reshape(6), x.flatten(), x.T.flatten(), x.unsqueeze(0), x.squeeze(), x.expand(2, 2, 3),
+        x.split(1)[0], x.detach(), x * 2, x.sum(), x.logsumexp(1),
+    ]  # fmt: skip
+    return [t._is_view() for t in made]
+
+
+def add_and_sub_with_alpha(L):
+    p, w = _tensor(L, [1.0, 2.0]), _tensor(L, [3.0, 5.0])
+    g = _tensor(L, [0.5, 4.0], False)
+    with L.no_grad():
+        p.add_(g, alpha=-0.5)  # an SGD step
+        p.sub_(g, alpha=2)
+    y = L.add(w, g, alpha=3) * L.sub(w, g, alpha=0.25) + w.add(g, alpha=2) - w.sub(w, alpha=0.5)
+    acc = _tensor(L, [0.0, 0.0], False)
+    acc.add_(w, alpha=2.0)  # recorded: w requires grad
+    (y.sum() + acc.sum()).backward()
+    return p, y, acc, w.grad
+
+
+def a_float_alpha_with_integer_tensors_is_refused(L):
+    x = L.tensor(np.array([1, 2]))
+    x.add(x, alpha=0.5)
+
+
+def second_backward_through_advanced_indexing(L):
+    x = _tensor(L, [1.0, 2.0, 3.0])
+    s = x[[0, 2]].sum()  # IndexBackward0 saves its indices, and a backward frees them
+    s.backward()
+    s.backward()
+
+
+def second_backward_through_a_numpy_index(L):
+    x = _tensor(L, [1.0, 2.0, 3.0])
+    s = x[np.array([True, False, True])].sum()
+    s.backward()
+    s.backward()
+
+
+def second_backward_through_a_slice(L):
+    x = _tensor(L, [1.0, 2.0, 3.0])
+    s = (x[1:] * 2.0).sum() + x[0]  # basic indexing saves nothing
+    s.backward()
+    s.backward()
+    return x.grad
+
+
 CASES = [
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
@@ -608,6 +679,15 @@ CASES = [
     a_hook_handle_as_a_context_manager,
     a_hook_on_an_output_no_gradient_reached_sees_none,
     a_hook_may_not_give_a_gradient_where_none_reached,
+    view_never_copies,
+    view_shares_memory_where_it_can,
+    detach_in_place_of_a_view_is_refused,
+    views_are_the_results_of_view_ops,
+    add_and_sub_with_alpha,
+    a_float_alpha_with_integer_tensors_is_refused,
+    second_backward_through_advanced_indexing,
+    second_backward_through_a_numpy_index,
+    second_backward_through_a_slice,
 ]
 
 

@@ -27,7 +27,7 @@ def define(
     name: str,
     forward: Callable[..., Any],
     vjp: Callable[..., tuple[Any, ...]] | None,
-    save: str | tuple[int, ...] = "all",
+    save: str | tuple[int, ...] | Callable[[dict[str, Any]], tuple[Any, bool]] = "all",
     save_output: bool = False,
     n_outputs: int = 1,
 ) -> OpImpl:

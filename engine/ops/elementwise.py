@@ -10,7 +10,7 @@ import numpy as np
 
 from ..graph import Node
 from ..record import record, record_on_tensor
-from ..tensor import Tensor
+from ..tensor import Tensor, scaled_by_alpha
 from .core import NumpyOps, _sigmoid, apply, batch_dims, data, define, operand, unbroadcast
 
 # Each VJP is vjp(B, node, g, s): s holds the saved operands in order, then the saved result.
@@ -324,13 +324,19 @@ def _as_tensor_pair(x: Any, y: Any) -> tuple[Any, Any]:
     return x, y
 
 
-def add(x: Any, y: Any) -> Tensor:
+def add(x: Any, y: Any, alpha: Any = 1) -> Tensor:
+    """x + alpha * y (torch's add: alpha times y is recorded as its own MulBackward0 here)."""
+    if alpha != 1:
+        y = scaled_by_alpha(x, y, alpha)
     if type(x) is Tensor and type(y) in _PLAIN_NUMBERS:  # the hot path: no conversion needed
         return record_on_tensor(_ADD, x, (x, y))
     return record(_ADD, _as_tensor_pair(x, y))
 
 
-def sub(x: Any, y: Any) -> Tensor:
+def sub(x: Any, y: Any, alpha: Any = 1) -> Tensor:
+    """x - alpha * y (torch's sub: alpha times y is recorded as its own MulBackward0 here)."""
+    if alpha != 1:
+        y = scaled_by_alpha(x, y, alpha)
     if type(x) is Tensor and type(y) in _PLAIN_NUMBERS and x.dtype != np.bool_:
         return record_on_tensor(_SUB, x, (x, y))
     _no_bool_subtraction(x, y)

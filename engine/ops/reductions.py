@@ -9,6 +9,7 @@ import numpy as np
 
 from ..graph import Node
 from ..optable import normalize_axes
+from ..record import save_also
 from ..tensor import Tensor
 from .core import (
     NumpyOps,
@@ -45,7 +46,7 @@ def _kept(B: Any, n: Node, x: Any) -> Any:
     return B.reshape(x, keepdims_shape(n._in_meta[0][0], _axes(n)))
 
 
-def _reduction(name: str, forward: Any, vjp: Any, save: str = "all", out: bool = False) -> Any:
+def _reduction(name: str, forward: Any, vjp: Any, save: Any = "all", out: bool = False) -> Any:
     impl = define(name, forward, vjp, save, out)
     defaults = impl.spec.attr_defaults()
 
@@ -143,14 +144,16 @@ def _even_split_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...], nan_wins: bool 
 
 
 def _first_index_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
-    """max/min along one axis: the whole gradient goes to the index they return (the first)."""
-    x = np.asarray(data(s[0]))
-    if x.ndim == 0:  # nothing to choose from
+    """max/min along one axis: the whole gradient goes to the indices they returned (saved)."""
+    shape, dtype = n._in_meta[0]
+    if not shape:  # a 0-d input: nothing to choose from
         return (_expand(B, n, g),)
     axis = _axes(n)[0]
-    pick = np.argmax if n.op == "max" else np.argmin
-    onehot = np.zeros(x.shape, x.dtype)
-    np.put_along_axis(onehot, np.expand_dims(pick(x, axis=axis), axis), 1, axis)
+    indices = np.asarray(data(s[1]))
+    if not n._attrs["keepdims"]:
+        indices = np.expand_dims(indices, axis)
+    onehot = np.zeros(shape, dtype)
+    np.put_along_axis(onehot, indices, 1, axis)
     return (_expand(B, n, g) * onehot,)
 
 
@@ -158,6 +161,12 @@ def _extreme_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     if n._attrs["axis"] is None:
         return _even_split_vjp(B, n, g, s, nan_wins=True)
     return _first_index_vjp(B, n, g, s)
+
+
+def _extreme_saves(attrs: dict[str, Any]) -> tuple[str, bool]:
+    """Over every entry the input and the result (torch's MaxBackward1); along an axis nothing of
+    them: the indices, which max_along saves (MaxBackward0)."""
+    return ("all", True) if attrs["axis"] is None else ("none", False)
 
 
 amax = _reduction(
@@ -176,28 +185,52 @@ _max = _reduction(
     "max",
     lambda x, axis, keepdims: np.amax(x, axis=_np_axis(x, axis), keepdims=keepdims),
     _extreme_vjp,
-    out=True,
+    save=_extreme_saves,
 )
 _min = _reduction(
     "min",
     lambda x, axis, keepdims: np.amin(x, axis=_np_axis(x, axis), keepdims=keepdims),
     _extreme_vjp,
-    out=True,
+    save=_extreme_saves,
 )
 
 
-def max(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
-    """The largest entry, or the largest along one axis (values only; see argmax)."""
+def _one_axis(name: str, axis: Any) -> None:
     if axis is not None and not isinstance(axis, int):
-        raise TypeError("max: axis must be a single int (use amax for several axes)")
-    return _max(x, axis, keepdims)
+        raise TypeError(f"{name}: axis must be a single int (use a{name} for several axes)")
+
+
+def max(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """The largest entry, or the largest along one axis (values only; see max_along)."""
+    _one_axis("max", axis)
+    return _max(x, axis, keepdims) if axis is None else max_along(x, axis, keepdims)[0]
 
 
 def min(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
-    """The smallest entry, or the smallest along one axis (values only; see argmin)."""
-    if axis is not None and not isinstance(axis, int):
-        raise TypeError("min: axis must be a single int (use amin for several axes)")
-    return _min(x, axis, keepdims)
+    """The smallest entry, or the smallest along one axis (values only; see min_along)."""
+    _one_axis("min", axis)
+    return _min(x, axis, keepdims) if axis is None else min_along(x, axis, keepdims)[0]
+
+
+def max_along(x: Any, axis: int, keepdims: bool = False) -> tuple[Tensor, Tensor]:
+    """(values, indices) of the largest entries along axis, as torch's max(dim)."""
+    return _along(_max, argmax, x, axis, keepdims)
+
+
+def min_along(x: Any, axis: int, keepdims: bool = False) -> tuple[Tensor, Tensor]:
+    """(values, indices) of the smallest entries along axis, as torch's min(dim)."""
+    return _along(_min, argmin, x, axis, keepdims)
+
+
+def _along(values_op: Any, index_op: Any, x: Any, axis: int, keepdims: bool) -> tuple[Tensor, Tensor]:
+    values = values_op(x, axis, keepdims)
+    indices = index_op(x, axis, keepdims)
+    if values.grad_fn is not None:
+        # As torch's MaxBackward0, the node keeps the indices it returned, not the input: the
+        # gradient goes to them whatever the input becomes, and changing them in place (the
+        # tensor returned) is the version error at backward.
+        save_also(values.grad_fn, [indices])
+    return values, indices
 
 
 def _logsumexp_fwd(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 from .. import indexing
 from ..graph import Node
 from ..optable import infer_reshape, normalize_axes, normalize_axis, split_sizes
+from ..record import save_also
 from ..tensor import Tensor
 from .core import (
     _pad,
@@ -49,9 +50,22 @@ _SQUEEZE = define(
 _UNSQUEEZE = define("unsqueeze", lambda x, axis: np.expand_dims(x, axis), _reshape_back, "none")
 
 
+def _view(out: Tensor) -> Tensor:
+    """Mark the result of a view op (it shares its input's memory), as torch's _is_view."""
+    out._view = True
+    return out
+
+
+def _view_if_shared(out: Tensor, x: Tensor) -> Tensor:
+    """reshape and flatten: a view where numpy could reshape without a copy (as torch)."""
+    out._view = not out.data.size or np.may_share_memory(out.data, x.data)
+    return out
+
+
 def reshape(x: Any, shape: Any) -> Tensor:
     x = tensor_operand(x)
-    return apply(_RESHAPE, x, shape=infer_reshape("reshape", x.shape, _ints(shape)))
+    out = apply(_RESHAPE, x, shape=infer_reshape("reshape", x.shape, _ints(shape)))
+    return _view_if_shared(out, x)
 
 
 def flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
@@ -60,15 +74,15 @@ def flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         "flatten", end_dim, x.ndim
     ):
         return x  # nothing to merge: torch returns the input itself
-    return apply(_FLATTEN, x, start_dim=start_dim, end_dim=end_dim)
+    return _view_if_shared(apply(_FLATTEN, x, start_dim=start_dim, end_dim=end_dim), x)
 
 
 def squeeze(x: Any, axis: Any = None) -> Tensor:
-    return apply(_SQUEEZE, tensor_operand(x), axis=axis if axis is None else _axis(axis))
+    return _view(apply(_SQUEEZE, tensor_operand(x), axis=axis if axis is None else _axis(axis)))
 
 
 def unsqueeze(x: Any, axis: int) -> Tensor:
-    return apply(_UNSQUEEZE, tensor_operand(x), axis=int(axis))
+    return _view(apply(_UNSQUEEZE, tensor_operand(x), axis=int(axis)))
 
 
 def _ints(values: Any) -> tuple[int, ...]:
@@ -98,7 +112,7 @@ _TRANSPOSE = define(
 
 
 def transpose(x: Any, dim0: int = 0, dim1: int = 1) -> Tensor:
-    return apply(_TRANSPOSE, tensor_operand(x), dim0=int(dim0), dim1=int(dim1))
+    return _view(apply(_TRANSPOSE, tensor_operand(x), dim0=int(dim0), dim1=int(dim1)))
 
 
 def _permute_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
@@ -116,7 +130,7 @@ def permute(x: Any, dims: Any) -> Tensor:
     x = tensor_operand(x)
     dims = _ints(dims)
     _PERMUTE.spec.shape_rule("permute", x.shape, dims)
-    return apply(_PERMUTE, x, dims=dims)
+    return _view(apply(_PERMUTE, x, dims=dims))
 
 
 def _unbroadcast_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
@@ -131,13 +145,13 @@ _BROADCAST_TO = define(
 
 def expand(x: Any, shape: Any) -> Tensor:
     x = tensor_operand(x)
-    return apply(_EXPAND, x, shape=_EXPAND.spec.shape_rule("expand", x.shape, _ints(shape)))
+    return _view(apply(_EXPAND, x, shape=_EXPAND.spec.shape_rule("expand", x.shape, _ints(shape))))
 
 
 def broadcast_to(x: Any, shape: Any) -> Tensor:
     x = tensor_operand(x)
     shape = _BROADCAST_TO.spec.shape_rule("broadcast_to", x.shape, _ints(shape))
-    return apply(_BROADCAST_TO, x, shape=shape)
+    return _view(apply(_BROADCAST_TO, x, shape=shape))
 
 
 # ---------------------------------------------------------------- joins and splits
@@ -201,7 +215,7 @@ def split(x: Any, sections: Any, axis: int = 0) -> tuple[Tensor, ...]:
     x = tensor_operand(x)
     sections = int(sections) if isinstance(sections, (int, np.integer)) else _ints(sections)
     split_sizes("split", x.shape, sections, axis)
-    return apply(_SPLIT, x, sections=sections, axis=int(axis))
+    return tuple(_view(piece) for piece in apply(_SPLIT, x, sections=sections, axis=int(axis)))
 
 
 # ---------------------------------------------------------------- indexing
@@ -212,12 +226,16 @@ def _getitem_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     return (B.index_scatter(g, n._attrs["index"], _in_shape(n)[nb_fwd:]),)
 
 
-_GETITEM = define(
-    "getitem",
-    lambda x, index, nb, lone_slice=False: indexing.getitem(x, index, nb),
-    _getitem_vjp,
-    "none",
-)
+def _getitem_fwd(x: np.ndarray, index: Any, nb: int, lone_slice: bool = False) -> np.ndarray:
+    out = indexing.getitem(x, index, nb)
+    if type(out) is not np.ndarray and not indexing.has_advanced(index):
+        # numpy returns a single element as a scalar, a copy: torch's x[0] is a 0-d view, which
+        # an in-place change of x shows and through which x can be changed (x[0].zero_())
+        out = x[(*index, Ellipsis)]
+    return out
+
+
+_GETITEM = define("getitem", _getitem_fwd, _getitem_vjp, "none")
 
 
 def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
@@ -227,7 +245,17 @@ def getitem(x: Any, index: Any, nb: int = 0) -> Tensor:
     indexing.index_shape("getitem", x.shape[nb:], canon)
     # torch names x[:] SliceBackward0 and x[:,] AliasBackward0: the canonical index is a tuple
     lone = {"lone_slice": True} if isinstance(index, slice) else {}
-    return apply(_GETITEM, x, index=canon, nb=nb, **lone)
+    out = apply(_GETITEM, x, index=canon, nb=nb, **lone)
+    out._view = not indexing.has_advanced(canon)  # basic indexing makes a view, as in torch
+    if out.grad_fn is not None and not out._view:
+        # Advanced indexing: torch's IndexBackward0 saves its indices. The canonical index shares
+        # an index tensor's memory: saved, a change in place since is the version error at
+        # backward, not a gradient scattered to the new positions; and, freed by a backward, a
+        # second one is torch's error. (Lists and numpy arrays have no version to check.)
+        items = index if isinstance(index, tuple) else (index,)
+        tensors = [i for i in items if isinstance(i, Tensor) and i.ndim]
+        save_also(out.grad_fn, tensors or [i for i in canon if isinstance(i, np.ndarray)])
+    return out
 
 
 def _index_scatter_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
