@@ -116,7 +116,8 @@ def _check(request: CheckRequest, limits: Limits) -> Report:
             dag, outputs = dag_of(run, masks), outs
         reports.append(report if k == 0 else _summarised(report))
     verdict = _overall(reports)
-    summary = _summary(verdict, reports, statuses)
+    claims = bool(request.claimed_vjp or request.claimed_jacobian)
+    summary = _summary(verdict, reports, statuses, claims)
     error = next((r.summary for r in reports if r.verdict is Verdict.ERROR), "")
     return Report(verdict, summary, reports, statuses, dag, timer.stages, outputs, error)
 
@@ -519,7 +520,9 @@ def _point_summary(
     return "; ".join([verdict_mod.headline(verdict, blocks), *lines])
 
 
-def _summary(verdict: Verdict, reports: list[PointReport], statuses: dict[str, ReferenceStatus]) -> str:
+def _summary(
+    verdict: Verdict, reports: list[PointReport], statuses: dict[str, ReferenceStatus], claims: bool
+) -> str:
     given = reports[0]
     if given.verdict is verdict:
         parts = [f"{verdict.value}: {given.summary}"]
@@ -527,8 +530,10 @@ def _summary(verdict: Verdict, reports: list[PointReport], statuses: dict[str, R
         parts = [f"{verdict.value}: at the given point {given.verdict.value} ({given.summary})"]
     if len(reports) > 1:
         bad = [r for r in reports[1:] if not r.verdict.passed]
+        # a claim holds for the given point only: "all pass" read as the claim checked at each
+        of = " (the engine's derivatives; the claims are for the given point)" if claims else ""
         parts.append(
-            f"{len(reports) - 1} extra point(s): "
+            f"{len(reports) - 1} extra point(s){of}: "
             + (
                 f"{len(bad)} do not pass (points {[r.point for r in bad]}; point "
                 f"{bad[0].point}: {bad[0].verdict.value}: {bad[0].summary})"

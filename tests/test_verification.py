@@ -269,12 +269,20 @@ def test_hessian_of_a_scalar_output_agrees():
 
 def test_extra_sample_points_are_checked_too():
     req = CheckRequest("y = sum(sin(x) * x)", [InputSpec("x", [0.1, 0.2])])
-    req.samples = __import__("crossgrad.server.model", fromlist=["SamplePoints"]).SamplePoints(
-        count=3, seed=5
-    )
+    req.samples = SamplePoints(count=3, seed=5)
     report = check(req)
     assert report.verdict is Verdict.PASS and len(report.points) == 4
     assert not np.allclose(report.points[1].inputs["x"], report.points[0].inputs["x"])
+    assert report.summary.endswith("; 3 extra point(s): all pass"), report.summary
+    # a claim is for the given point: the summary does not read as if it were checked at four
+    x = np.array([0.1, 0.2])
+    req.claimed_vjp = {"x": np.cos(x) * x + np.sin(x)}
+    report = check(req)
+    assert report.verdict is Verdict.PASS, report.summary
+    assert (
+        "3 extra point(s) (the engine's derivatives; the claims are for the given point): all pass"
+        in report.summary
+    )
 
 
 def test_input_names_cannot_clash_with_the_generated_sympy_code():
@@ -359,6 +367,16 @@ def test_singular_points_are_conventions_and_sympy_says_why_it_could_not_run(sou
     assert report.verdict is not Verdict.FAIL, report.summary
     sympy = report.references["sympy"]
     assert sympy.ran or "cannot" in sympy.note
+    assert "Error: )" not in sympy.note, sympy.note  # mpmath's ZeroDivisionError has no message
+
+
+def test_sources_that_agree_on_an_infinite_derivative_differ_by_0():
+    """sqrt'(0) is inf in the engine and in JAX: the block passed with "engine~jax inf"."""
+    report = check(CheckRequest("y = sum(sqrt(x))", [InputSpec("x", [0.0, 2.0])]))
+    assert report.verdict is Verdict.PASS, report.summary
+    pair = {(p.a, p.b): p for p in report.block("vjp", "x").pairs}[("engine", "jax")]
+    assert pair.max_abs == 0 and pair.disagreeing == 0, pair
+    assert "division by zero" in report.references["sympy"].note
 
 
 def test_a_split_with_only_its_second_piece_used():

@@ -838,9 +838,12 @@ def evaluate_numeric(
             return _rounded(fn, args, bits)
         return _settled(fn, args)
     except (ZeroDivisionError, ValueError, OverflowError, TypeError) as exc:
+        if isinstance(exc, ZeroDivisionError):
+            why = "a division by zero"  # (mpmath's has no message: it read "ZeroDivisionError: ")
+        else:
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         raise SympyUnavailable(
-            f"sympy cannot evaluate at this point ({type(exc).__name__}: {exc}): a derivative "
-            "is infinite or undefined here"
+            f"sympy cannot evaluate at this point ({why}): a derivative is infinite or undefined here"
         ) from None
     finally:
         _MPMATH_LOCK.release()
