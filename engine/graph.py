@@ -21,6 +21,7 @@ SECOND_BACKWARD = (
 
 _FREED = object()  # marks saved values released by a backward pass without retain_graph
 _sequence = itertools.count()  # creation order, for deterministic topological order
+_LEAVES_FIRST = 1 << 62  # an AccumulateGrad's place in that order, less its own creation
 
 
 class RemovableHandle:
@@ -111,7 +112,11 @@ class AccumulateGrad:
 
     def __init__(self, variable: Tensor) -> None:
         self.variable = variable
-        self._seq = next(_sequence)
+        # after every other node in the order: as torch's (its sequence number is the largest
+        # there is), a leaf's gradient is accumulated as soon as it is ready, before any other
+        # ready node runs (a hook reading another leaf's .grad sees it). Leaves ready together
+        # go oldest first: torch takes them in the order of the operands that readied them.
+        self._seq = _LEAVES_FIRST - next(_sequence)
         self._metadata = None
 
     def name(self) -> str:

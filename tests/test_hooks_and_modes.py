@@ -415,3 +415,31 @@ def test_a_hook_sees_one_cotangent_at_a_time_in_a_batched_jacobian():
     mine = cg.jacobian(lambda t: f(cg, t), cg.tensor(x), vectorize=True)
     theirs = torch.autograd.functional.jacobian(lambda t: f(torch, t), torch.tensor(x), vectorize=True)
     np.testing.assert_allclose(mine.data, theirs.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("program", ["leaf_used_before", "shared_leaf", "chain"])
+def test_leaves_accumulate_as_soon_as_they_are_ready_as_in_torch(program):
+    """torch runs a leaf's AccumulateGrad before any other ready node; the engine ordered
+    leaves by first use, so a hook reading another leaf's .grad saw None (from an audit)."""
+    import torch
+
+    def events(lib):
+        seen = []
+        a = lib.tensor([1.0, 2.0], requires_grad=True)
+        b = lib.tensor([3.0, 4.0], requires_grad=True)
+        if program == "leaf_used_before":
+            _ = a * 1  # a's node is older than b's
+            y = b.exp()
+            out = (a + y).sum()
+        elif program == "shared_leaf":
+            y = (a * b).sin()
+            out = (y * a + b).sum()
+        else:
+            y = b.exp().exp()
+            out = (a * y).sum() + (y * 2).sum()
+        for name, t in (("a", a), ("b", b), ("y", y)):
+            t.register_hook(lambda g, name=name: seen.append((name, a.grad is None, b.grad is None)))
+        out.backward()
+        return seen
+
+    assert events(cg) == events(torch)
