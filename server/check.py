@@ -288,6 +288,7 @@ def _check_point(
             lambda b: tolerance_in(b.dtype, b.quantity, b.input, b.output, tight=True),
         )
         numerical = verdict_mod.numerical_notes(blocks, fp, block_tolerance, intervals)
+        verdict_mod.masked_claims(blocks, point.masks, block_tolerance)
         verdict = verdict_mod.point_verdict(blocks)
         conventions = verdict_mod.convention_notes(kinks, blocks, intervals, how)
         witnesses = verdict_mod.reference_notes(blocks)
@@ -494,6 +495,11 @@ def _point_summary(
                     at = (
                         f" (worst at {e.index}: {src} {e.values.get(src)!r} vs {e.reference} "
                         f"{e.values.get(e.reference)!r})"
+                    )
+                if b.masked_nonzero.get(src):
+                    at += (
+                        f"; {b.masked_nonzero[src]} of them masked: a gradient mask makes them "
+                        "exactly 0, whatever the tolerance"
                     )
                 if joint:
                     at += (

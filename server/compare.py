@@ -120,6 +120,8 @@ class Block:
     # per source under test: entries failed by the kinks' joint hull alone (each within its own
     # range; together no admissible combination: rows that took different sides of one kink)
     off_hull: dict[str, int] = field(default_factory=dict)
+    # per source under test: masked entries (mask 0) claimed other than 0: failed however small
+    masked_nonzero: dict[str, int] = field(default_factory=dict)
     unused: bool = False  # the output does not depend on the input: no gradient
     claimed_none: bool = False  # the claim is "no gradient" (torch's .grad None)
     dtype: str = "float64"  # the precision the block is computed in (its tolerance's)

@@ -694,6 +694,29 @@ def _fit_hulls(
                 summarize(b, tolerance(b))
 
 
+def masked_claims(
+    blocks: list[Block], masks: dict[str, np.ndarray], tolerance: Callable[[Block], Tolerance]
+) -> None:
+    """A gradient mask's hook zeroes its entries exactly (g * 0, or its Jacobian's columns): a
+    claimed value there other than 0 means the mask was not applied, however small it is (the
+    tolerance passed a claim that ignored the mask wherever the masked gradients were below
+    atol: a frozen weight on an input feature of 3e-12). nan is left to the comparison: a hook
+    gives nan where the gradient it masks is infinite (0 * inf)."""
+    fail = STATUSES.index("fail")
+    for b in blocks:
+        status = b.status_map.get("claimed")
+        mask = masks.get(b.input)
+        if b.quantity not in ("vjp", "jacobian") or status is None or mask is None:
+            continue
+        masked = np.broadcast_to(np.asarray(mask) == 0, b.shape).reshape(-1)  # (Jacobian: columns)
+        claimed = np.asarray(b.sources["claimed"].values, np.float64).reshape(-1)
+        bad = masked & (claimed != 0) & ~np.isnan(claimed)
+        if bad.any():
+            status.reshape(-1)[bad] = fail
+            b.masked_nonzero["claimed"] = int(bad.sum())
+            summarize(b, tolerance(b))
+
+
 def uncoupled_claims(
     blocks: list[Block], intervals: dict[Key, Interval], tolerance: Callable[[Block], Tolerance]
 ) -> None:

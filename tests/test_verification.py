@@ -205,6 +205,48 @@ def test_a_gradient_mask_zeroes_the_engine_gradient_and_passes():
     assert np.all(g[mask == 0] == 0) and np.all(g[mask == 1] != 0)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_claim_that_ignores_the_mask_fails_however_small_the_masked_gradients(dtype):
+    """A frozen weight on an input feature of 3e-12: the masked gradients (1e-12) were within
+    the tolerance, so torch's gradient without the mask's hook passed (from an audit). A hook
+    zeroes them exactly; torch's hooked gradient and Jacobian pass."""
+    import torch
+
+    W = np.array([[0.3, -1.2, 0.8], [1.1, 0.4, -0.7]], dtype)
+    x = np.array([0.7, -1.1, 3e-12], dtype)
+    mask = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    inputs = [
+        InputSpec("W", W, dtype=dtype, mask=mask),
+        InputSpec("x", x, dtype=dtype, requires_grad=False),
+    ]
+
+    def torch_vjp(hooked):
+        w = torch.tensor(W, requires_grad=True)
+        if hooked:
+            w.register_hook(lambda g: g * torch.tensor(mask, dtype=w.dtype))
+        torch.tanh(w @ torch.tensor(x)).sum().backward()
+        return w.grad.numpy().astype(np.float64)
+
+    def verdict(**claims):
+        report = check(CheckRequest("y = tanh(W @ x)", inputs, cotangents={"y": [1.0, 1.0]}, **claims))
+        return report.verdict, report.summary
+
+    assert verdict(claimed_vjp={"W": torch_vjp(hooked=True)})[0] is Verdict.PASS
+    got, summary = verdict(claimed_vjp={"W": torch_vjp(hooked=False)})
+    assert got is Verdict.FAIL and "2 of them masked" in summary, summary
+    jac = (
+        torch.autograd.functional.jacobian(lambda w: torch.tanh(w @ torch.tensor(x)), torch.tensor(W))
+        .numpy()
+        .astype(np.float64)
+        * mask
+    )  # the mask zeroes the Jacobian's columns
+    jacobian = {"checks": ("jacobian",), "claimed_jacobian": {("y", "W"): jac}}
+    assert verdict(**jacobian)[0] is Verdict.PASS, verdict(**jacobian)
+    jac[1, 0, 2] = 1e-7
+    got, summary = verdict(**jacobian)
+    assert got is Verdict.FAIL and "1 of them masked" in summary, summary
+
+
 def test_a_claimed_gradient_wrong_in_one_entry_fails_naming_it():
     a, b = np.array([2.0, 3.0]), np.array([6.0, 4.0])
     claimed = {"a": np.array([36.0, 81.0]), "b": np.array([-12.0, -8.5])}
