@@ -664,6 +664,14 @@ def _fit_hulls(
     # value is sympy's own convention there (a three-way tie of max: 1/4 each, summing to 3/4),
     # not always an admissible one; and where the fit misses, the entries it misses fail whatever
     # their status (least squares may put a claim's misfit on an entry that matched sympy).
+    # The VJP and the Jacobian are fitted apart: each is one choice of the generalized
+    # derivative, not necessarily the same one (torch's VJP at a tie with another tool's
+    # one-sided Jacobian FAILed the VJP, equal to every reference).
+    for quantity in sorted({p[0].quantity for p in parts}):
+        _fit_parts([p for p in parts if p[0].quantity == quantity], tolerance, mark)
+
+
+def _fit_parts(parts: list[Any], tolerance: Callable[[Block], Tolerance], mark: str) -> None:
     judged = np.array([STATUSES.index("pass"), STATUSES.index("convention")])
     marked, unverified = STATUSES.index(mark), STATUSES.index("unverified")
     for src in ("engine", "claimed"):

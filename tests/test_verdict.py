@@ -113,6 +113,29 @@ def test_shares_of_a_tie_must_add_up_whatever_the_gradients_scale(
 
 
 @pytest.mark.parametrize(
+    ("vjp", "verdict"),
+    [
+        ({"a": [0.5, 0.0], "b": [0.5, 1.0]}, "PASS_WITH_CONVENTION_DIFFERENCES"),  # torch's
+        ({"a": [1.0, 0.0], "b": [1.0, 1.0]}, "FAIL"),  # the tie counted twice
+    ],
+)
+def test_a_vjp_and_a_jacobian_need_not_take_the_same_side_of_a_tie(vjp, verdict):
+    """Each is one choice of the generalized derivative: torch's VJP (halves at the tie) with
+    a one-sided Jacobian from another tool FAILed the VJP, equal to every reference (from an
+    audit); within the VJP the tie's shares still add up."""
+    request = CheckRequest(
+        "y = maximum(a, b)",
+        [InputSpec("a", [1.0, 2.0]), InputSpec("b", [1.0, 3.0])],
+        cotangents={"y": [1.0, 1.0]},
+        checks=("vjp", "jacobian"),
+        claimed_vjp=vjp,
+        claimed_jacobian={("y", "a"): np.diag([1.0, 0.0]), ("y", "b"): np.diag([0.0, 1.0])},
+    )
+    report = check(request)
+    assert report.verdict.value == verdict, report.summary
+
+
+@pytest.mark.parametrize(
     ("dtype", "claim", "verdict"),
     [
         # one share of ten 1 % too large (the shares sum to 1.001), or all ten 0.3 %
