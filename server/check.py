@@ -296,7 +296,9 @@ def _check_point(
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks):
         with timer.stage("blame"):
             culprits = _blame(program, run, request, point, blocks)
-    summary = _point_summary(verdict, blocks, kinks, culprits, numerical)
+    summary = _point_summary(
+        verdict, blocks, kinks, culprits, numerical, {n for n, m in point.masks.items() if m is not None}
+    )
     if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks) and not culprits:
         summary += (
             f"; blame: no node's rule is wrong on its own ({culprits.checks}): the error comes "
@@ -478,9 +480,17 @@ def _overall(points: list[PointReport]) -> Verdict:
 
 
 def _point_summary(
-    verdict: Verdict, blocks: list[Block], kinks: list[Kink], culprits: list, numerical: list
+    verdict: Verdict,
+    blocks: list[Block],
+    kinks: list[Kink],
+    culprits: list,
+    numerical: list,
+    masked: set[str],
 ) -> str:
     lines = []
+    if any(b.quantity == "hessian" for b in blocks) and masked:
+        # a mask's hook acts on first derivatives; torch's functional hessian ignores it too
+        lines.append(f"the Hessian is without the gradient masks (of {', '.join(sorted(masked))})")
     for b in blocks:
         for src, n in b.failing.items():
             if n and src == "claimed" and b.claimed_none:

@@ -1312,8 +1312,10 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
             ),
             (
                 sum(b.sided for b in blocks),
-                "second derivatives at a kink, where the one-sided Hessians differ (relu(x)^2 at "
-                "0: 0 and 2), could not all be found, or agree but not with the value given",
+                "second derivatives at a kink that JAX just off it, on every side, does not "
+                "settle: the one-sided Hessians differ (as relu(x)^2's at 0: 0 and 2; a side "
+                "measured slightly off the kink counts too), could not all be found, or agree but "
+                "not with the value given",
             ),
             (
                 sum(b.small for b in blocks),

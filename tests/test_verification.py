@@ -203,6 +203,15 @@ def test_a_gradient_mask_zeroes_the_engine_gradient_and_passes():
     assert report.verdict is Verdict.PASS, report.summary
     g = report.block("vjp", "W").sources["engine"].values
     assert np.all(g[mask == 0] == 0) and np.all(g[mask == 1] != 0)
+    assert "without the gradient masks" not in report.summary
+    # second derivatives are not masked (as torch's functional hessian): the summary says so
+    req.checks = ("vjp", "hessian")
+    report = check(req)
+    assert report.verdict is Verdict.PASS, report.summary
+    assert "the Hessian is without the gradient masks (of W)" in report.summary
+    h = report.block("hessian", "W,W").sources["engine"].values
+    masked_diagonal = [h[i, j, i, j] for i, j in zip(*np.nonzero(mask == 0))]
+    assert np.all(np.array(masked_diagonal) != 0)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
