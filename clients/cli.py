@@ -247,7 +247,9 @@ def _connection_options(parser: argparse.ArgumentParser, default_server: str | N
         f"CROSSGRAD_SERVER; default {where}]",
     )
     parser.add_argument(
-        "--token", default=os.environ.get("CROSSGRAD_TOKEN"), help="bearer token [env CROSSGRAD_TOKEN]"
+        "--token",
+        default=os.environ.get("CROSSGRAD_TOKEN"),
+        help="bearer token; a leading 'Bearer ' is dropped [env CROSSGRAD_TOKEN]",
     )
     parser.add_argument("--tls", action="store_true", help="connect with TLS (the system's roots)")
     parser.add_argument("--ca-cert", metavar="FILE", help="TLS with this root certificate (PEM)")

@@ -506,10 +506,11 @@ class Client:
     """A crossgrad server at `target` ("host:port", "dns:///name:port" for round-robin over its
     addresses), or embedded in this process when target is None (`Client.embedded()`).
 
-    token: sent as `authorization: Bearer TOKEN`. tls: True for TLS with the system's roots (or
-    `root_certificates`: PEM bytes, or the path of a PEM file), or grpc.ChannelCredentials of your
-    own. timeout: the default deadline of
-    a Verify call in seconds (ListOps and DescribeGraph get SHORT_TIMEOUT, health 5 s).
+    token: sent as `authorization: Bearer TOKEN` (a leading "Bearer " is dropped from the token,
+    so it is not sent twice). tls: True for TLS with the system's roots (or `root_certificates`:
+    PEM bytes, or the path of a PEM file), or grpc.ChannelCredentials of your own. timeout: the
+    default deadline of a Verify call in seconds (ListOps and DescribeGraph get SHORT_TIMEOUT,
+    health 5 s).
     Calls that fail with UNAVAILABLE (a draining server, a lost worker, a replica going away) are
     retried by gRPC itself (SERVICE_CONFIG); nothing else is, so a bad request fails at once.
     """
@@ -526,7 +527,7 @@ class Client:
     ) -> None:
         self.target = None if target is None else server_target(target)
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = (("authorization", f"Bearer {_bare_token(token)}"),) if token else ()
         self._embedded: Any = None
         self._channel: grpc.Channel | None = None
         if target is None:
@@ -850,6 +851,13 @@ class Client:
             self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
         )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _bare_token(token: str) -> str:
+    """The token without a "Bearer " in front (any case): one copied from a header, or from the
+    server's docs, was sent as "Bearer Bearer x" and refused as an invalid token."""
+    scheme, _, rest = token.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest.strip() else token
 
 
 def _pem(root_certificates: bytes | str | os.PathLike[str]) -> bytes:

@@ -366,3 +366,14 @@ def test_connection_errors_point_to_the_option_that_fixes_them():
     with LocalServer(args=("--workers", "1", "--log-level", "WARNING", "--token", "s3cret")) as secured:
         out = crossgrad("verify", *WORKED, "--server", secured.address)
     assert_one_line_error(out, "UNAUTHENTICATED", "give the token with --token or CROSSGRAD_TOKEN")
+
+
+def test_a_token_given_with_its_bearer_scheme_is_sent_once():
+    # "Bearer s3cret" was sent as "Bearer Bearer s3cret": UNAUTHENTICATED: invalid bearer token
+    from crossgrad.clients import Client
+
+    with LocalServer(args=("--workers", "1", "--log-level", "WARNING", "--token", "s3cret")) as secured:
+        out = crossgrad("verify", *WORKED, "--server", secured.address, "--token", "Bearer s3cret")
+        assert out.returncode == 0, out.stderr
+        with Client(secured.address, token="bearer  s3cret") as client:
+            assert client.verify("y = sum(a)", {"a": [1.0]}).verdict == "PASS"
