@@ -82,6 +82,10 @@ def read_program(arg: str) -> str:
     """Program text, a file holding it, or - for stdin."""
     if arg == "-":
         return sys.stdin.read()
+    if not arg.strip():  # "" is no file name either: it was "no such program file: "
+        raise UsageError(
+            "the program is empty: give its text (like 'y = sum(x)'), a file holding it, or - for stdin"
+        )
     try:
         path = Path(arg)
         if path.is_file():
@@ -376,9 +380,7 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             result = Result(client.verify_message(request, args.timeout), request=request)
         except CrossgradError as exc:
-            source = _program_file(args.program)
-            if source and exc.message.startswith("line "):  # the line is the file's: name it
-                exc = CrossgradError(exc.code, f"{source}: {exc.message}", exc.details)
+            exc = _program_error(exc, args.program)
             if args.json:  # machines read stdout: the error in the report's shape there too
                 print(json.dumps(Result(error=exc, request=request).to_dict(), indent=2))
             raise exc from None
@@ -393,13 +395,33 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _program_error(exc: CrossgradError, arg: str) -> CrossgradError:
+    """A program's error with what the command line knows: the file its line is in, or that
+    a literal \\n in the text was not a new line."""
+    if not exc.message.startswith("line "):  # not about the program's text
+        return exc
+    source = _program_file(arg)
+    if source:
+        return CrossgradError(exc.code, f"{source}: {exc.message}", exc.details)
+    if "\\n" in arg:  # "a\nb" in shell double quotes is a backslash and an n, not a new line
+        hint = (
+            " (the program holds a literal \\n, which is no new line: put the program in a file, "
+            "pipe it to - (stdin), or quote it as $'...' in bash or zsh)"
+        )
+        return CrossgradError(exc.code, exc.message + hint, exc.details)
+    return exc
+
+
 def _graph(args: argparse.Namespace) -> int:
     program = read_program(args.program)
     inputs = build_inputs(args)
     with _client(args) as client:
-        described = client.describe_graph(
-            program, inputs, outputs=_names(args.output), timeout=args.timeout
-        )
+        try:
+            described = client.describe_graph(
+                program, inputs, outputs=_names(args.output), timeout=args.timeout
+            )
+        except CrossgradError as exc:
+            raise _program_error(exc, args.program) from None
     dag = described.dag
     to_stdout = args.dot == "-"
     if args.dot and not to_stdout:

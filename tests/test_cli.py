@@ -377,3 +377,27 @@ def test_a_token_given_with_its_bearer_scheme_is_sent_once():
         assert out.returncode == 0, out.stderr
         with Client(secured.address, token="bearer  s3cret") as client:
             assert client.verify("y = sum(a)", {"a": [1.0]}).verdict == "PASS"
+
+
+def test_an_empty_program_is_said_to_be_empty():
+    # it was "no such program file:  (program text assigns, ...)"
+    for empty in ("", "  "):
+        out = crossgrad("verify", empty, "x=[1.0]")
+        assert_one_line_error(out, "crossgrad verify: the program is empty")
+
+
+def test_a_literal_backslash_n_in_program_text_gets_a_hint():
+    # "y = sum(a)\nz = a +* 2" typed in shell double quotes holds a backslash and an n
+    program = "y = sum(a)\\nz = a +* 2"
+    for command in ("verify", "graph"):
+        out = crossgrad(command, program, "a=[1.0]")
+        assert_one_line_error(
+            out,
+            "line 1, column 12: syntax error",
+            "holds a literal \\n",
+            "in a file, pipe it to - (stdin), or quote it as $'...'",
+        )
+    # a real new line parses, and a syntax error elsewhere gets no such hint
+    out = crossgrad("verify", "y = sum(a)\nz = a +* 2", "a=[1.0]")
+    assert_one_line_error(out, "line 2")
+    assert "literal" not in out.stderr
