@@ -505,3 +505,16 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_case_runs(tmp_pa
     assert line.startswith(f"crossgrad check: {flag} {path}: ") and words in line, line
     assert ".tmp" not in line
     assert "cases in" not in proc.stdout  # no summary: nothing ran
+
+
+def test_the_readme_suite_runs_as_written_beside_the_shipped_data(tmp_path):
+    # it named layer.npz and claimed.npz, which examples/ does not ship
+    readme = (ROOT / "README.md").read_text()
+    [text] = re.findall(r"```yaml\n(suite: mylayer.*?)```", readme, re.S)
+    suite = tmp_path / "mylayer.yaml"
+    suite.write_text(text)
+    for data in (ROOT / "examples").glob("*.npz"):  # what `examples/` holds beside the suite
+        shutil.copy(data, tmp_path)
+    proc = run([str(suite)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 cases" in proc.stdout and "3 as expected" in proc.stdout, proc.stdout
