@@ -401,3 +401,18 @@ def test_a_literal_backslash_n_in_program_text_gets_a_hint():
     out = crossgrad("verify", "y = sum(a)\nz = a +* 2", "a=[1.0]")
     assert_one_line_error(out, "line 2")
     assert "literal" not in out.stderr
+
+
+def test_the_readme_names_every_option_of_verify():
+    # --ca-cert, --timeout, --no-blame, --id and --color were in --help only
+    import argparse
+
+    from crossgrad.clients.cli import parser
+
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = [o for o in commands.choices["verify"]._option_string_actions if o.startswith("--")]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The `crossgrad` command")[1].split("\n## ")[0]
+    named = {o for o in options if re.search(re.escape(o) + r"(?![\w-])", section)}
+    missing = [o for o in options if o not in named and o != "--help"]
+    assert not missing, missing
