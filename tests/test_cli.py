@@ -8,8 +8,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -416,3 +419,66 @@ def test_the_readme_names_every_option_of_verify():
     named = {o for o in options if re.search(re.escape(o) + r"(?![\w-])", section)}
     missing = [o for o in options if o not in named and o != "--help"]
     assert not missing, missing
+
+
+# -- Ctrl-C
+
+TANH = ["verify", "y = sum(tanh(W @ x))", "W=[[1,2],[3,4]]", "x=[1,1]"]
+TANH += ["--checks", "vjp,jacobian,hessian"]
+
+
+def test_ctrl_c_during_verify_ends_interrupted_with_130():
+    # JAX dropped some of these interrupts (the report printed, exit 0) or crashed at exit (-11)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CROSSGRAD_")}
+    interrupted = 0
+    for delay in (0.8, 1.1, 1.4, 1.7):  # imports take about 0.4 s, the whole command 2 to 3 s
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crossgrad.clients.cli", *TANH],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**environment, "NO_COLOR": "1"},
+        )
+        time.sleep(delay)
+        if process.poll() is not None:  # done already (a fast machine): no Ctrl-C to test
+            process.communicate()
+            continue
+        process.send_signal(signal.SIGINT)
+        interrupted += 1
+        out, err = process.communicate(timeout=120)
+        assert (process.returncode, err) == (130, "crossgrad: interrupted\n"), (delay, out, err)
+    assert interrupted >= 2
+
+
+def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_interrupts(tmp_path):
+    # JAX's _xla_gc_callback got some: "Exception ignored in: <function _xla_gc_callback ...>
+    # KeyboardInterrupt", then the report, and exit 0. Here a gc callback sends itself the Ctrl-C
+    # while JAX is loaded, so that Python raises it in the callback and drops it.
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(
+        textwrap.dedent("""\
+            import gc, os, signal, sys
+
+            def ctrl_c(*_):
+                if "jax" in sys.modules and not getattr(ctrl_c, "sent", False):
+                    ctrl_c.sent = True
+                    os.kill(os.getpid(), signal.SIGINT)
+                    for _ in range(1000):  # the handler runs here, in the callback
+                        pass
+
+            gc.callbacks.append(ctrl_c)
+            from crossgrad.clients.cli import main
+
+            sys.argv = ["crossgrad", *sys.argv[1:]]
+            sys.exit(main())
+        """)
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CROSSGRAD_")}
+    out = subprocess.run(
+        [sys.executable, str(script), *TANH],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**environment, "NO_COLOR": "1"},
+    )
+    assert (out.returncode, out.stderr, out.stdout) == (130, "crossgrad: interrupted\n", "")
