@@ -18,12 +18,15 @@ on stderr; --debug shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -82,6 +85,10 @@ def read_program(arg: str) -> str:
     """Program text, a file holding it, or - for stdin."""
     if arg == "-":
         return sys.stdin.read()
+    if not arg.strip():  # "" is no file name either: it was "no such program file: "
+        raise UsageError(
+            "the program is empty: give its text (like 'y = sum(x)'), a file holding it, or - for stdin"
+        )
     try:
         path = Path(arg)
         if path.is_file():
@@ -247,7 +254,9 @@ def _connection_options(parser: argparse.ArgumentParser, default_server: str | N
         f"CROSSGRAD_SERVER; default {where}]",
     )
     parser.add_argument(
-        "--token", default=os.environ.get("CROSSGRAD_TOKEN"), help="bearer token [env CROSSGRAD_TOKEN]"
+        "--token",
+        default=os.environ.get("CROSSGRAD_TOKEN"),
+        help="bearer token; a leading 'Bearer ' is dropped [env CROSSGRAD_TOKEN]",
     )
     parser.add_argument("--tls", action="store_true", help="connect with TLS (the system's roots)")
     parser.add_argument("--ca-cert", metavar="FILE", help="TLS with this root certificate (PEM)")
@@ -374,12 +383,11 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             result = Result(client.verify_message(request, args.timeout), request=request)
         except CrossgradError as exc:
-            source = _program_file(args.program)
-            if source and exc.message.startswith("line "):  # the line is the file's: name it
-                exc = CrossgradError(exc.code, f"{source}: {exc.message}", exc.details)
+            exc = _program_error(exc, args.program)
             if args.json:  # machines read stdout: the error in the report's shape there too
                 print(json.dumps(Result(error=exc, request=request).to_dict(), indent=2))
             raise exc from None
+    CTRL_C.raise_if_seen()  # a Ctrl-C JAX swallowed: interrupted all the same, and no report
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif args.text:
@@ -391,13 +399,33 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _program_error(exc: CrossgradError, arg: str) -> CrossgradError:
+    """A program's error with what the command line knows: the file its line is in, or that
+    a literal \\n in the text was not a new line."""
+    if not exc.message.startswith("line "):  # not about the program's text
+        return exc
+    source = _program_file(arg)
+    if source:
+        return CrossgradError(exc.code, f"{source}: {exc.message}", exc.details)
+    if "\\n" in arg:  # "a\nb" in shell double quotes is a backslash and an n, not a new line
+        hint = (
+            " (the program holds a literal \\n, which is no new line: put the program in a file, "
+            "pipe it to - (stdin), or quote it as $'...' in bash or zsh)"
+        )
+        return CrossgradError(exc.code, exc.message + hint, exc.details)
+    return exc
+
+
 def _graph(args: argparse.Namespace) -> int:
     program = read_program(args.program)
     inputs = build_inputs(args)
     with _client(args) as client:
-        described = client.describe_graph(
-            program, inputs, outputs=_names(args.output), timeout=args.timeout
-        )
+        try:
+            described = client.describe_graph(
+                program, inputs, outputs=_names(args.output), timeout=args.timeout
+            )
+        except CrossgradError as exc:
+            raise _program_error(exc, args.program) from None
     dag = described.dag
     to_stdout = args.dot == "-"
     if args.dot and not to_stdout:
@@ -583,6 +611,57 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+class CtrlC:
+    """Ctrl-C (SIGINT) for the command that owns the process: it always ends with "crossgrad:
+    interrupted" and exit code 130, and nothing else.
+
+    Python's own handler raises KeyboardInterrupt wherever the main thread is, and in JAX that
+    was often where it is only printed and dropped ("Exception ignored in: <function
+    _xla_gc_callback>", or its atexit clean-up): the command then printed its report and exited
+    0. Interrupted mid-computation, JAX's clean-up at exit also crashed (SIGSEGV). So the
+    interrupt is recorded as well as raised, a dropped one is raised again before the report,
+    a second Ctrl-C is ignored, and the process ends with os._exit, skipping that clean-up
+    (also when the command was not interrupted: see main)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.answered = False  # the command has returned: a Ctrl-C now ends the process at once
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        default_hook = sys.unraisablehook
+
+        def quiet(unraisable: Any) -> None:  # the dropped KeyboardInterrupt: no "Exception ignored"
+            if not (self.seen and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+                default_hook(unraisable)
+
+        sys.unraisablehook = quiet
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot break into the exit
+        if self.answered:
+            self.exit(130, say=True)
+        raise KeyboardInterrupt
+
+    def raise_if_seen(self) -> None:
+        """Before a command prints its answer: an interrupt raised where it was dropped."""
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def exit(self, code: int, say: bool) -> NoReturn:
+        """Flush what was printed, say "crossgrad: interrupted" if asked, and end the process
+        with `code` (130, the shell's code for SIGINT, when interrupted) at once."""
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed pipe: nothing more to show there
+                stream.flush()
+        if say:
+            os.write(sys.stderr.fileno(), b"crossgrad: interrupted\n")
+        os._exit(code)
+
+
+CTRL_C = CtrlC()
+
 PASSTHROUGH: dict[str, Callable[[Sequence[str]], int]] = {"serve": _serve, "check": _check}
 COMMANDS = ("verify", "graph", "ops", "health", *PASSTHROUGH)
 
@@ -598,8 +677,26 @@ def _hint(top: argparse.ArgumentParser, command: str | None, extra: list[str]) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
     command = next((a for a in args if not a.startswith("-")), None)
+    # Called as the command (argv from sys.argv), main owns Ctrl-C; called from Python, the
+    # caller does. serve handles SIGINT itself (a graceful drain).
+    owner = argv is None and command != "serve" and threading.current_thread() is threading.main_thread()
+    if owner:
+        CTRL_C.install()
+    code = _main(args, command)
+    if owner:
+        CTRL_C.answered = True
+        if CTRL_C.seen:  # said already when the command returned 130 for it
+            CTRL_C.exit(130, say=code != 130)
+        # The answer is out: end here, without the interpreter's clean-up at exit. JAX's
+        # (clear_backends) crashed when an interrupt had stopped it mid-computation, and a Ctrl-C
+        # after Python had given SIGINT back to the system killed the process without a word.
+        CTRL_C.exit(code, say=False)
+    return code
+
+
+def _main(args: list[str], command: str | None) -> int:
+    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
     prog = f"crossgrad {command}" if command in COMMANDS else "crossgrad"
     try:
         if command in PASSTHROUGH:

@@ -22,6 +22,7 @@ import difflib
 import inspect
 import json
 import math
+import os
 import queue
 import threading
 import time
@@ -220,6 +221,11 @@ def build_request(
 ) -> verifier_pb2.VerifyRequest:
     """A VerifyRequest from numpy-friendly arguments (see Client.verify). outputs, checks and
     references: a list of names, or one string of names separated by commas ("vjp, jacobian")."""
+    if not isinstance(inputs, Mapping):  # a list of values has no names to bind them to
+        raise TypeError(
+            f"inputs must be a mapping name -> array, like {{'x': [1.0, 2.0]}}, not a "
+            f"{type(inputs).__name__}"
+        )
     outputs, checks, references = _names(outputs), _names(checks), _names(references)
     msg = pb.VerifyRequest(id=id, program=program, outputs=outputs, seed=seed, blame=blame)
     for name, given in inputs.items():
@@ -500,9 +506,11 @@ class Client:
     """A crossgrad server at `target` ("host:port", "dns:///name:port" for round-robin over its
     addresses), or embedded in this process when target is None (`Client.embedded()`).
 
-    token: sent as `authorization: Bearer TOKEN`. tls: True for TLS with the system's roots (or
-    `root_certificates`), or grpc.ChannelCredentials of your own. timeout: the default deadline of
-    a Verify call in seconds (ListOps and DescribeGraph get SHORT_TIMEOUT, health 5 s).
+    token: sent as `authorization: Bearer TOKEN` (a leading "Bearer " is dropped from the token,
+    so it is not sent twice). tls: True for TLS with the system's roots (or `root_certificates`:
+    PEM bytes, or the path of a PEM file), or grpc.ChannelCredentials of your own. timeout: the
+    default deadline of a Verify call in seconds (ListOps and DescribeGraph get SHORT_TIMEOUT,
+    health 5 s).
     Calls that fail with UNAVAILABLE (a draining server, a lost worker, a replica going away) are
     retried by gRPC itself (SERVICE_CONFIG); nothing else is, so a bad request fails at once.
     """
@@ -513,13 +521,13 @@ class Client:
         *,
         token: str | None = None,
         tls: bool | grpc.ChannelCredentials = False,
-        root_certificates: bytes | None = None,
+        root_certificates: bytes | str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         load_balancing: str = "round_robin",
     ) -> None:
         self.target = None if target is None else server_target(target)
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = (("authorization", f"Bearer {_bare_token(token)}"),) if token else ()
         self._embedded: Any = None
         self._channel: grpc.Channel | None = None
         if target is None:
@@ -536,7 +544,8 @@ class Client:
         if isinstance(tls, grpc.ChannelCredentials):
             self._channel = grpc.secure_channel(self.target, tls, options=options)
         elif tls or root_certificates:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            pem = _pem(root_certificates) if root_certificates else None
+            creds = grpc.ssl_channel_credentials(root_certificates=pem)
             self._channel = grpc.secure_channel(self.target, creds, options=options)
         else:
             self._channel = grpc.insecure_channel(self.target, options=options)
@@ -842,6 +851,31 @@ class Client:
             self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
         )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _bare_token(token: str) -> str:
+    """The token without a "Bearer " in front (any case): one copied from a header, or from the
+    server's docs, was sent as "Bearer Bearer x" and refused as an invalid token."""
+    scheme, _, rest = token.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest.strip() else token
+
+
+def _pem(root_certificates: bytes | str | os.PathLike[str]) -> bytes:
+    """root_certificates as grpc takes them: PEM bytes, read from a file when given a path."""
+    if isinstance(root_certificates, bytes):
+        return root_certificates
+    if not isinstance(root_certificates, (str, os.PathLike)):
+        raise TypeError(
+            "root_certificates must be PEM bytes or the path of a PEM file, not a "
+            f"{type(root_certificates).__name__}"
+        )
+    try:
+        with open(root_certificates, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise OSError(
+            f"root_certificates: cannot read {os.fspath(root_certificates)}: {exc.strerror}"
+        ) from None
 
 
 def _known_fields(fields: Mapping[str, Any], what: str) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import fnmatch
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -389,6 +390,27 @@ def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case], load
     return 0 if all(o.ok for o in outcomes) else 1
 
 
+def _check_writable(flag: str, path: str) -> None:
+    """Fail before any case runs if an output file cannot be written (it failed after the whole
+    suite had run, and the baseline's error named its FILE.tmp). Its folder is made, as the
+    writers make it, and a file is made and removed there: permission bits say nothing to root,
+    nor about /proc or a read-only mount."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; give a file name")
+    folder = target.parent
+    while not folder.exists():  # the nearest folder there is (mkdir said only "File exists")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: cannot write there ({folder} is a file, not a folder)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}."):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
 def _shortened(text: str, width: int = 200) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -408,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ids = {case.id for case in loaded}
         if args.baseline:
             baselines.load(args.baseline)  # a bad baseline fails before any case runs
+        for flag, path in (("--junit", args.junit), ("--update-baseline", args.update_baseline)):
+            if path:
+                _check_writable(flag, path)
         if args.start_server:
             from .local_server import LocalServer
 

@@ -8,8 +8,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -366,3 +369,116 @@ def test_connection_errors_point_to_the_option_that_fixes_them():
     with LocalServer(args=("--workers", "1", "--log-level", "WARNING", "--token", "s3cret")) as secured:
         out = crossgrad("verify", *WORKED, "--server", secured.address)
     assert_one_line_error(out, "UNAUTHENTICATED", "give the token with --token or CROSSGRAD_TOKEN")
+
+
+def test_a_token_given_with_its_bearer_scheme_is_sent_once():
+    # "Bearer s3cret" was sent as "Bearer Bearer s3cret": UNAUTHENTICATED: invalid bearer token
+    from crossgrad.clients import Client
+
+    with LocalServer(args=("--workers", "1", "--log-level", "WARNING", "--token", "s3cret")) as secured:
+        out = crossgrad("verify", *WORKED, "--server", secured.address, "--token", "Bearer s3cret")
+        assert out.returncode == 0, out.stderr
+        with Client(secured.address, token="bearer  s3cret") as client:
+            assert client.verify("y = sum(a)", {"a": [1.0]}).verdict == "PASS"
+
+
+def test_an_empty_program_is_said_to_be_empty():
+    # it was "no such program file:  (program text assigns, ...)"
+    for empty in ("", "  "):
+        out = crossgrad("verify", empty, "x=[1.0]")
+        assert_one_line_error(out, "crossgrad verify: the program is empty")
+
+
+def test_a_literal_backslash_n_in_program_text_gets_a_hint():
+    # "y = sum(a)\nz = a +* 2" typed in shell double quotes holds a backslash and an n
+    program = "y = sum(a)\\nz = a +* 2"
+    for command in ("verify", "graph"):
+        out = crossgrad(command, program, "a=[1.0]")
+        assert_one_line_error(
+            out,
+            "line 1, column 12: syntax error",
+            "holds a literal \\n",
+            "in a file, pipe it to - (stdin), or quote it as $'...'",
+        )
+    # a real new line parses, and a syntax error elsewhere gets no such hint
+    out = crossgrad("verify", "y = sum(a)\nz = a +* 2", "a=[1.0]")
+    assert_one_line_error(out, "line 2")
+    assert "literal" not in out.stderr
+
+
+def test_the_readme_names_every_option_of_verify():
+    # --ca-cert, --timeout, --no-blame, --id and --color were in --help only
+    import argparse
+
+    from crossgrad.clients.cli import parser
+
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = [o for o in commands.choices["verify"]._option_string_actions if o.startswith("--")]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The `crossgrad` command")[1].split("\n## ")[0]
+    named = {o for o in options if re.search(re.escape(o) + r"(?![\w-])", section)}
+    missing = [o for o in options if o not in named and o != "--help"]
+    assert not missing, missing
+
+
+# -- Ctrl-C
+
+TANH = ["verify", "y = sum(tanh(W @ x))", "W=[[1,2],[3,4]]", "x=[1,1]"]
+TANH += ["--checks", "vjp,jacobian,hessian"]
+
+
+def test_ctrl_c_during_verify_ends_interrupted_with_130():
+    # JAX dropped some of these interrupts (the report printed, exit 0) or crashed at exit (-11)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CROSSGRAD_")}
+    interrupted = 0
+    for delay in (0.8, 1.1, 1.4, 1.7):  # imports take about 0.4 s, the whole command 2 to 3 s
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crossgrad.clients.cli", *TANH],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**environment, "NO_COLOR": "1"},
+        )
+        time.sleep(delay)
+        if process.poll() is not None:  # done already (a fast machine): no Ctrl-C to test
+            process.communicate()
+            continue
+        process.send_signal(signal.SIGINT)
+        interrupted += 1
+        out, err = process.communicate(timeout=120)
+        assert (process.returncode, err) == (130, "crossgrad: interrupted\n"), (delay, out, err)
+    assert interrupted >= 2
+
+
+def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_interrupts(tmp_path):
+    # JAX's _xla_gc_callback got some: "Exception ignored in: <function _xla_gc_callback ...>
+    # KeyboardInterrupt", then the report, and exit 0. Here a gc callback sends itself the Ctrl-C
+    # while JAX is loaded, so that Python raises it in the callback and drops it.
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(
+        textwrap.dedent("""\
+            import gc, os, signal, sys
+
+            def ctrl_c(*_):
+                if "jax" in sys.modules and not getattr(ctrl_c, "sent", False):
+                    ctrl_c.sent = True
+                    os.kill(os.getpid(), signal.SIGINT)
+                    for _ in range(1000):  # the handler runs here, in the callback
+                        pass
+
+            gc.callbacks.append(ctrl_c)
+            from crossgrad.clients.cli import main
+
+            sys.argv = ["crossgrad", *sys.argv[1:]]
+            sys.exit(main())
+        """)
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CROSSGRAD_")}
+    out = subprocess.run(
+        [sys.executable, str(script), *TANH],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**environment, "NO_COLOR": "1"},
+    )
+    assert (out.returncode, out.stderr, out.stdout) == (130, "crossgrad: interrupted\n", "")

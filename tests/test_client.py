@@ -6,9 +6,11 @@ server answers."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -351,3 +353,31 @@ def test_a_missing_block_or_a_mistyped_field_says_why():
         r.values("vjp", "x", "q")
     with pytest.raises(KeyError, match="does not require grad has none"):
         r.grad("w")
+
+
+def test_inputs_given_as_a_list_are_refused_naming_inputs(embedded):
+    # a list has no names: it was AttributeError: 'list' object has no attribute 'items'
+    with pytest.raises(TypeError, match=r"inputs must be a mapping name -> array.*not a list"):
+        embedded.verify("y = sum(x)", [1.0, 2.0])
+    with pytest.raises(TypeError, match="inputs must be a mapping"):
+        embedded.describe_graph("y = sum(x)", [1.0, 2.0])
+
+
+def test_root_certificates_may_be_a_path_or_bytes(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = ("--workers", "1", "--log-level", "WARNING", "--tls-cert", str(cert), "--tls-key", str(key))
+    with LocalServer(args=tls) as server:
+        # a str path was grpc's "TypeError: expected certificate to be bytes"
+        for given in (str(cert), Path(cert), cert.read_bytes()):
+            with Client(server.address, root_certificates=given) as client:
+                assert_worked_example(client.verify(**WORKED))
+    with pytest.raises(OSError, match=r"root_certificates: cannot read .*missing\.pem"):
+        Client("127.0.0.1:1", root_certificates=str(tmp_path / "missing.pem"))
+    with pytest.raises(TypeError, match="PEM bytes or the path of a PEM file"):
+        Client("127.0.0.1:1", root_certificates=42)

@@ -484,3 +484,37 @@ def test_case_runs_only_the_cases_it_matches(recorded):
     assert none.stderr.strip() == (
         "crossgrad check: --case 'polynomail' matches no case (the cases: tanh layer, polynomial)"
     )
+
+
+@pytest.mark.parametrize(
+    "flag, path, words",
+    [
+        ("--junit", "/proc/crossgrad/x.xml", "No such file or directory"),
+        ("--update-baseline", "/proc/b.json", "No such file or directory"),
+        ("--junit", "README.md/junit.xml", "README.md is a file, not a folder"),
+        ("--update-baseline", "examples", "is a directory"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_any_case_runs(tmp_path, flag, path, words):
+    # it ran every case, then said only "[Errno 2] No such file or directory: '/proc/b.json.tmp'"
+    suite = tmp_path / "crossgrad_small.yaml"
+    suite.write_text(SMALL_SUITE)
+    proc = run([str(suite), flag, path])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = proc.stderr.splitlines()  # one line, naming the flag and the path given
+    assert line.startswith(f"crossgrad check: {flag} {path}: ") and words in line, line
+    assert ".tmp" not in line
+    assert "cases in" not in proc.stdout  # no summary: nothing ran
+
+
+def test_the_readme_suite_runs_as_written_beside_the_shipped_data(tmp_path):
+    # it named layer.npz and claimed.npz, which examples/ does not ship
+    readme = (ROOT / "README.md").read_text()
+    [text] = re.findall(r"```yaml\n(suite: mylayer.*?)```", readme, re.S)
+    suite = tmp_path / "mylayer.yaml"
+    suite.write_text(text)
+    for data in (ROOT / "examples").glob("*.npz"):  # what `examples/` holds beside the suite
+        shutil.copy(data, tmp_path)
+    proc = run([str(suite)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 cases" in proc.stdout and "3 as expected" in proc.stdout, proc.stdout
