@@ -182,6 +182,8 @@ def test_server_options_come_from_flags_then_environment_and_are_checked(monkeyp
         ("--log-level", "BOGUS"): "--log-level",
         ("--limit-max-nodes", "0"): "--limit-max-nodes",
         ("--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"): "cannot read",
+        ("--prot", "55061"): "unrecognized arguments: --prot 55061; did you mean --port?",
+        ("--wrokers=3",): "did you mean --workers?",
     }
     for argv, words in cases.items():
         refused(list(argv), words)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import ssl
 from collections.abc import Sequence
@@ -234,7 +235,13 @@ def _check_tls(cert: str, key: str) -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One line (argparse prints the whole usage first: some 45 lines for serve's flags)."""
+        """One line (argparse prints the whole usage first: some 45 lines for serve's flags),
+        with the flag meant where one is misspelt (as crossgrad verify says)."""
+        if message.startswith("unrecognized arguments: "):
+            given = [a.split("=", 1)[0] for a in message.split()[2:] if a.startswith("--")]
+            known = list(self._option_string_actions)
+            close = difflib.get_close_matches(given[0], known, n=1) if given else []
+            message += f"; did you mean {close[0]}?" if close else ""
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
