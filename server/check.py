@@ -242,12 +242,17 @@ def _check_point(
             # there the rounding of intermediates of order 1 is of this size whatever the
             # entries' (a saturated sigmoid's 1 - s, torch's own gradient 0.9 % off the exact
             # 6e-6, FAILed 50 seeds in 50). `tight` (for verdict.small_blocks, which makes
-            # unverified what passes by more than rounding explains) has no floor but for a
-            # block of zeros: a block of 1e-12 (float32) or 1e-15 (float64) passed any claim,
-            # negated or 0
+            # unverified what passes by more than rounding explains) has no floor where sympy's
+            # exact values give the scale, but for a block of zeros: a block of 1e-12 (float32)
+            # or 1e-15 (float64) passed any claim, negated or 0. (JAX's values are no such
+            # scale: a block that cancels to 0 has its rounding noise for one.)
             if dtype == "float64" or tight:
-                scale = _reference_scale(derivs, quantity, output, inputs)
-                floor = 0.0 if tight and scale > 0 else ATOL_SCALE_FLOOR
+                exact = _reference_scale(derivs, quantity, output, inputs, ("sympy",))
+                if tight and exact is not None and exact > 0:
+                    scale, floor = exact, 0.0
+                else:
+                    scale = _reference_scale(derivs, quantity, output, inputs)
+                    scale, floor = 1.0 if scale is None else scale, ATOL_SCALE_FLOOR
                 atol = min(atol, tol.atol * max(scale, floor))
             return dataclasses.replace(tol, atol=atol)
 
@@ -366,9 +371,13 @@ ATOL_SCALE_FLOOR = 1e-3  # the default atol shrinks with a block's scale down to
 
 
 def _reference_scale(
-    derivs: dict[str, Derivatives], quantity: str, output: str | None, inputs: str
-) -> float:
-    """The largest finite magnitude the references (sympy, JAX) give a block, at most 1 (1
+    derivs: dict[str, Derivatives],
+    quantity: str,
+    output: str | None,
+    inputs: str,
+    names: tuple[str, ...] = ("sympy", "jax"),
+) -> float | None:
+    """The largest finite magnitude the references (`names`) give a block, at most 1 (None
     without them): the block's own scale, for its absolute tolerance."""
     key: Any = {
         "value": output,
@@ -377,7 +386,7 @@ def _reference_scale(
         "hessian": tuple(inputs.split(",")),
     }[quantity]
     scale = None
-    for name in ("sympy", "jax"):
+    for name in names:
         found_by = derivs.get(name)
         table = (
             None
@@ -394,7 +403,7 @@ def _reference_scale(
         finite = values[np.isfinite(values)]
         if finite.size:
             scale = max(scale or 0.0, float(finite.max()))
-    return 1.0 if scale is None else min(scale, 1.0)
+    return None if scale is None else min(scale, 1.0)
 
 
 def _blocks(

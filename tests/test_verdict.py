@@ -1010,7 +1010,7 @@ def test_a_hessian_at_a_kink_is_unverified(source):
     report = check(CheckRequest(source, [InputSpec("x", [0.0, 1.0])], checks=("vjp", "hessian")))
     assert report.verdict is Verdict.UNVERIFIED, report.summary
     assert report.block("hessian", "x,x").status == "unverified"
-    assert "1 second derivatives at a kink, where the one-sided Hessians differ" in report.summary
+    assert "1 second derivatives at a kink that JAX just off it" in report.summary
 
 
 def test_a_mixed_second_derivative_at_two_kinks_is_unverified():
