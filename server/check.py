@@ -247,8 +247,8 @@ def _check_point(
             # or 1e-15 (float64) passed any claim, negated or 0. (JAX's values are no such
             # scale: a block that cancels to 0 has its rounding noise for one.)
             if dtype == "float64" or tight:
-                exact = _reference_scale(derivs, quantity, output, inputs, ("sympy",))
-                if tight and exact is not None and exact > 0:
+                exact = _reference_scale(derivs, quantity, output, inputs, ("sympy",)) if tight else None
+                if exact:  # (not a block of zeros)
                     scale, floor = exact, 0.0
                 else:
                     scale = _reference_scale(derivs, quantity, output, inputs)

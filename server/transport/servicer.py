@@ -337,8 +337,6 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         held = 0
         try:
             if hold:
-                if (too_large := self._oversize(len(payload))) is not None:
-                    raise too_large
                 held = self._hold(len(payload))
             digest = _digest(payload)
             known = self._validated.get(digest) if digest else None
@@ -389,7 +387,10 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             )
 
     def _hold(self, size: int) -> int:
-        """A call's request bytes taken from the server's budget (see HeldBytes), or UNAVAILABLE."""
+        """A call's request bytes taken from the server's budget (see HeldBytes): a request past
+        --max-message-mb is RESOURCE_EXHAUSTED, and one the budget has no room for UNAVAILABLE."""
+        if (too_large := self._oversize(size)) is not None:
+            raise too_large
         taken = self.held.try_take(size)
         if taken is None:
             raise convert.unavailable(
@@ -464,8 +465,6 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         answer_by = _answer_by(context.time_remaining())
         held = 0
         try:
-            if (too_large := self._oversize(len(request))) is not None:
-                raise too_large
             held = self._hold(len(request))
             msg = _parse(pb.DescribeGraphRequest, request)
             about = _UNREAD._replace(program_hash=_program_hash(msg.program))

@@ -194,9 +194,10 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
             message = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the server closed the pipe: exit
-        seq, kind, payload, (seconds, stated, limit), request_id = pickle.loads(message)
+        seq, kind, payload, timing, request_id = pickle.loads(message)
         if kind == "stop":
             return
+        seconds, stated, limit = timing
         status[RUNNING] = seq
         on_stage("decode")
         handle = handlers.verify if kind == "verify" else handlers.describe
@@ -413,7 +414,7 @@ class WorkerPool:
         self.answer_all_unavailable()
         for w in self.workers:
             if w.pipe is not None:
-                w.pipe.send(pickle.dumps((0, "stop", b"", (0.0, 0.0, ""), "")))
+                w.pipe.send(pickle.dumps((0, "stop", b"", None, "")))
         end = time.monotonic() + timeout
         for w in self.workers:
             if w.process is None:
