@@ -8,20 +8,11 @@ with Client("127.0.0.1:50051") as client:  # Client() or Client.embedded(): in-p
 """
 
 import os
+from typing import TYPE_CHECKING, Any
 
 # gRPC's core logs at INFO on stderr since it moved to absl (handshake failures, GOAWAYs): noise
 # next to our one-line errors. Read once, when grpc is first imported; a value given stays.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-
-from .client import (  # after the environment gRPC reads at import
-    Client,
-    CrossgradError,
-    DiscrepancyError,
-    Input,
-    Result,
-    build_request,
-    message_to_dict,
-)
 
 __all__ = [
     "Client",
@@ -32,3 +23,24 @@ __all__ = [
     "build_request",
     "message_to_dict",
 ]
+
+if TYPE_CHECKING:
+    from .client import (
+        Client,
+        CrossgradError,
+        DiscrepancyError,
+        Input,
+        Result,
+        build_request,
+        message_to_dict,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """The client's names, imported on first use: the `crossgrad` command's first module
+    (command.py) is in this package and must load before grpc and numpy do."""
+    if name in __all__:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -77,6 +77,7 @@ class Interval:
     # per entry is used for the entries those groups move)
     sides: list[np.ndarray] | None = None
     spans: list[bool] | None = None
+    owners: list[int] | None = None  # per kinked group, its kink's node id
     # entries whose derivative at the point differs from the one on every side (a comparison's
     # branch that holds at the point alone): unverified
     isolated: np.ndarray | None = None
@@ -117,6 +118,7 @@ class Block:
     loose: int = 0  # entries only finite differences checked, agreeing with them: unverified
     sided: int = 0  # Hessian entries at kinks whose one-sided Hessians differ or are not theirs
     small: int = 0  # entries passing only by the absolute tolerance, by more than rounding: unverified
+    unsure: int = 0  # entries at kinks whose admissible range is not known exactly: unverified
     # per source under test: entries failed by the kinks' joint hull alone (each within its own
     # range; together no admissible combination: rows that took different sides of one kink)
     off_hull: dict[str, int] = field(default_factory=dict)
@@ -310,7 +312,7 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
     # it (relu at 1e-12: 0.5). Agreeing with them alone is unverified; beyond their error bound,
     # a value fails.
     by_fd = have & (ref_name == "fd") & ~settled_by_kink
-    jumped = loose_count = 0
+    jumped = loose_count = unsure_count = 0
     for src in (u for u in UNDER_TEST if u in row):
         k = row[src]
         differ = masks[k] & (have | settled_by_kink) & ~close(values[k], ref_value, tol, ref_extra)
@@ -327,11 +329,12 @@ def judge(block: Block, tol: Tolerance, interval: Interval | None = None) -> Non
         )
         jumped = max(jumped, int((masks[k] & convention & jump).sum()))
         loose_count = max(loose_count, int(loose.sum()))
+        unsure_count = max(unsure_count, int((masks[k] & unsure & ~doubtful).sum()))
         block.status_map[src] = status
     block.unsettled = int(unsettled.sum())
     block.undefined = int(undefined.sum())
     block.isolated = int(isolated.sum())
-    block.jumped, block.loose = jumped, loose_count
+    block.jumped, block.loose, block.unsure = jumped, loose_count, unsure_count
     block.reference, block.reference_name = ref_value, ref_name
     block.reference_error = ref_extra
 

@@ -450,6 +450,30 @@ def test_ctrl_c_during_verify_ends_interrupted_with_130():
     assert interrupted >= 2
 
 
+def _start_seconds(module: str) -> float:
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+    return time.perf_counter() - began
+
+
+def test_ctrl_c_while_the_command_imports_ends_interrupted_with_130():
+    """The first half second (grpc, numpy, the client loading) got Python's traceback: the
+    console script's first module now handles Ctrl-C before they load. Sent between the time
+    that module is loaded and the time the command's modules are."""
+    script = Path(sys.executable).with_name("crossgrad")
+    ready, loaded = _start_seconds("crossgrad.clients.command"), _start_seconds("crossgrad.clients.cli")
+    if loaded - ready < 0.1:
+        pytest.skip(f"the command's imports take {loaded - ready:.2f} s here: no time to interrupt")
+    for share in (0.3, 0.5, 0.7):
+        process = subprocess.Popen(
+            [str(script), *TANH], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(ready + share * (loaded - ready))
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+        assert (process.returncode, err, out) == (130, "crossgrad: interrupted\n", ""), share
+
+
 def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_interrupts(tmp_path):
     # JAX's _xla_gc_callback got some: "Exception ignored in: <function _xla_gc_callback ...>
     # KeyboardInterrupt", then the report, and exit 0. Here a gc callback sends itself the Ctrl-C

@@ -1013,6 +1013,27 @@ def test_a_hessian_at_a_kink_is_unverified(source):
     assert "1 second derivatives at a kink that JAX just off it" in report.summary
 
 
+@pytest.mark.parametrize(
+    ("source", "hessian_at_0"),
+    [
+        ("y = sum(relu(x) ** 3)", 0.0),  # 6 * step one step off on one side, 0 on the other
+        ("y = sum(relu(x) ** 3 + x ** 2)", 2.0),
+        ("y = sum(abs(x) ** 3)", 0.0),  # 6 * step on both sides
+    ],
+)
+def test_a_hessian_at_a_kink_whose_sides_meet_in_the_limit_passes(source, hessian_at_0):
+    """Twice differentiable across the kink: the one-sided Hessians measured a step off it
+    differ by what the step makes, and their limits agree (it was unverified). A wrong value
+    there still fails."""
+    report = check(CheckRequest(source, [InputSpec("x", [0.0, 1.0])], checks=("hessian",)))
+    assert report.verdict is Verdict.PASS, report.summary
+    engine = report.block("hessian", "x,x").sources["engine"].values
+    assert engine[0, 0] == pytest.approx(hessian_at_0, abs=1e-12)
+    with scaled_vjp("relu" if "relu" in source else "abs", 1.5):
+        wrong = check(CheckRequest(source, [InputSpec("x", [0.0, 1.0])], checks=("hessian",)))
+    assert wrong.verdict is Verdict.FAIL, wrong.summary
+
+
 def test_a_mixed_second_derivative_at_two_kinks_is_unverified():
     """d2/da db of min(a, 0) * min(b, 0) at 0 is 1 in one quadrant, 0 in the others: it PASSed
     as 0, the corners a < 0 < b and b < 0 < a never being tried together."""
@@ -1453,3 +1474,28 @@ def test_float32_reaching_an_entry_by_a_small_term_loosens_it_by_that_term_only(
     exact = np.cos(x) + np.exp(w.astype(np.float64)) * 1e-5
     claimed = dataclasses.replace(request, claimed_vjp={"x": exact * (1 + 1.25e-6)})
     assert check(claimed).verdict not in PASSED
+
+
+def test_kinks_on_one_input_in_different_outputs_are_judged_per_block():
+    """relu(x) and 2 * relu(x) as two outputs: each Jacobian block has one kink, which the
+    other's coupling (both driven by x) made unverified; each kink's note names its own block.
+    A block that two coupled kinks move stays unexcused: a claim outside their summed range
+    fails, one inside is no convention."""
+    specs = [InputSpec("x", [0.0, 1.0])]
+    source = "y = relu(x)\nz = relu(x) * 2"
+    report = check(CheckRequest(source, specs, outputs=["y", "z"], checks=("jacobian",)))
+    assert report.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, report.summary
+    notes = report.points[0].conventions
+    assert ["at jacobian d y / d x (0, 0)" in n.admissible for n in notes] == [True, False]
+    assert ["at jacobian d z / d x (0, 0)" in n.admissible for n in notes] == [False, True]
+    source = "y = relu(x) - relu(x)\nz = relu(x)"
+    for claim, verdict in ((0.5, Verdict.UNVERIFIED), (1.5, Verdict.FAIL)):
+        claimed = {("y", "x"): [[claim, 0.0], [0.0, 0.0]], ("z", "x"): [[0.0, 0.0], [0.0, 1.0]]}
+        request = CheckRequest(
+            source, specs, outputs=["y", "z"], checks=("jacobian",), claimed_jacobian=claimed
+        )
+        report = check(request)
+        assert report.verdict is verdict, report.summary
+        if verdict is Verdict.UNVERIFIED:
+            assert "1 at kinks whose admissible derivatives are not known" in report.summary
+        assert report.block("jacobian", "x", output="z").counts["claimed"]["convention"] == 1
