@@ -117,7 +117,7 @@ def _check(request: CheckRequest, limits: Limits) -> Report:
         reports.append(report if k == 0 else _summarised(report))
     verdict = _overall(reports)
     claims = bool(request.claimed_vjp or request.claimed_jacobian)
-    summary = _summary(verdict, reports, statuses, claims)
+    summary = _summary(verdict, reports, statuses, claims, request.rtol, request.atol)
     error = next((r.summary for r in reports if r.verdict is Verdict.ERROR), "")
     return Report(verdict, summary, reports, statuses, dag, timer.stages, outputs, error)
 
@@ -546,7 +546,12 @@ def _point_summary(
 
 
 def _summary(
-    verdict: Verdict, reports: list[PointReport], statuses: dict[str, ReferenceStatus], claims: bool
+    verdict: Verdict,
+    reports: list[PointReport],
+    statuses: dict[str, ReferenceStatus],
+    claims: bool,
+    rtol: float | None,
+    atol: float | None,
 ) -> str:
     given = reports[0]
     if given.verdict is verdict:
@@ -566,6 +571,11 @@ def _summary(
                 else "all pass"
             )
         )
+    # tolerances the request chose decide what passes: said, so that a PASS under atol 1e300
+    # reads as what it is
+    given_tolerance = [f"{n} {v:g}" for n, v in (("rtol", rtol), ("atol", atol)) if v is not None]
+    if given_tolerance:
+        parts.append(f"judged with the tolerance given: {', '.join(given_tolerance)}")
     skipped = [f"{s.name} skipped ({s.note})" for s in statuses.values() if not s.ran]
     sampled = [f"{s.name}: {s.note}" for s in statuses.values() if s.ran and "over budget" in s.note]
     return "; ".join(parts + skipped + sampled)

@@ -35,6 +35,9 @@ QUANTITIES = ("vjp", "jacobian", "hessian")
 REFERENCES = ("sympy", "jax", "fd")
 
 
+MAX_RTOL = 0.5  # a relative tolerance past it lets a value pass that is off by as much as it
+
+
 def _array(value: Any, dtype: Any, what: str, field: str, finite: bool = True) -> np.ndarray:
     """value as an array of dtype, or a RequestError saying why it is not one (complex numbers
     and text are refused, not coerced)."""
@@ -263,9 +266,10 @@ def _validate(request: CheckRequest, limits: Limits) -> tuple[dict[str, np.ndarr
         raise RequestError(
             f"unknown reference(s) {sorted(unknown)}; use {', '.join(REFERENCES)}", field="references"
         )
-    for name in ("rtol", "atol"):
+    # a relative tolerance of 1 passes a claimed 0, and of 2 a negated gradient
+    for name, high in (("rtol", MAX_RTOL), ("atol", np.inf)):
         if getattr(request, name) is not None:
-            _number(getattr(request, name), name, name)
+            _number(getattr(request, name), name, name, high=high)
     _integer(request.seed, "seed", "seed")
     _validate_budget(request.budget, limits)
     _validate_claims(request)

@@ -452,3 +452,28 @@ def test_a_cancelled_stream_logs_and_counts_every_request_it_sent(logged_server)
     assert wait_for(lambda: metric(port, "crossgrad_checks_total", code="CANCELLED") - before == 5, 30)
     logged = [x for x in _log_lines(logged_server) if x.get("id") in ids]
     assert sorted(x["id"] for x in logged) == ids and {x["code"] for x in logged} == {"CANCELLED"}
+
+
+def _peak_in_child(queue) -> None:
+    from crossgrad.server.transport import workers
+
+    queue.put(workers._peak_resident())
+
+
+def test_a_worker_spawned_after_the_server_grew_starts_with_its_own_peak_memory():
+    """getrusage's peak resident memory carries the parent's over fork and exec: every worker
+    spawned after the server once held 2 GB (answers a stream did not read) was replaced after
+    each check, for memory it never used."""
+    import multiprocessing
+
+    import numpy as np
+
+    grown = np.ones(400 << 17)  # 400 MB, touched
+    del grown
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_peak_in_child, args=(queue,))
+    child.start()
+    peak = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert peak < 300 << 20, peak >> 20

@@ -411,3 +411,20 @@ def test_describe_graph_names_the_stage_its_time_ran_out_in():
     with pytest.raises(deadline.OutOfTime) as info, deadline.budget(1e-9):
         describe_graph(request())
     assert info.value.stage in ("parse", "engine")
+
+
+def test_a_relative_tolerance_that_would_pass_a_zero_or_a_negated_claim_is_refused():
+    """rtol 1 passed a claimed 0 and rtol 2 a negated gradient, as PASS "every source agrees
+    within the tolerance". Past 0.5 it is refused; a tolerance given (atol 1e300 passes
+    anything) is named in the summary."""
+    specs = [InputSpec("a", [2.0, 3.0]), InputSpec("b", [6.0, 4.0])]
+    negated = {"a": [-36.0, -81.0], "b": [12.0, 8.0]}
+    for rtol in (1.0, 2.0):
+        with pytest.raises(RequestError, match=r"rtol must be a finite number from 0 to 0\.5") as info:
+            check(CheckRequest("Q = sum(3*a**3 - b**2)", specs, claimed_vjp=negated, rtol=rtol))
+        assert info.value.field == "rtol"
+    loose = check(CheckRequest("Q = sum(3*a**3 - b**2)", specs, claimed_vjp=negated, atol=1e300))
+    assert loose.verdict is Verdict.PASS
+    assert loose.summary.endswith("judged with the tolerance given: atol 1e+300"), loose.summary
+    usual = check(CheckRequest("Q = sum(3*a**3 - b**2)", specs, rtol=0.5))
+    assert usual.summary.endswith("judged with the tolerance given: rtol 0.5"), usual.summary

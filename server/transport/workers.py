@@ -240,8 +240,18 @@ def _grew(recycle_bytes: int) -> bool:
     """Whether this worker's resident memory ever passed recycle_bytes. Memory freed after a
     large check stays with the allocators (Python's, glibc's, XLA's), so the next large check
     could run out under the cap although it fits in a new worker: such a worker is replaced."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
-    return 0 < recycle_bytes < peak
+    return 0 < recycle_bytes < _peak_resident()
+
+
+def _peak_resident() -> int:
+    """This process's own peak resident memory, in bytes: VmHWM, which starts anew with the
+    process's image. (getrusage's ru_maxrss carries the parent's peak over fork and exec: every
+    worker spawned after the server once held 2 GB of answers was replaced after each check.)"""
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: kilobytes too
 
 
 def _poll(conn: Connection, seconds: float) -> None:
