@@ -78,6 +78,9 @@ class Interval:
     sides: list[np.ndarray] | None = None
     spans: list[bool] | None = None
     owners: list[int] | None = None  # per kinked group, its kink's node id
+    # entries where a side's slope grows without bound: only its infinity is admissible there
+    # (the finite values between are no one-sided derivative's)
+    diverging: np.ndarray | None = None
     # entries whose derivative at the point differs from the one on every side (a comparison's
     # branch that holds at the point alone): unverified
     isolated: np.ndarray | None = None
@@ -191,8 +194,8 @@ def within(
 ) -> np.ndarray:
     """Entries a kink reaches whose value lies in the one-sided derivatives' range (plus the
     tolerance); where a side is infinite (sqrt at 0), that side's infinity (with its sign:
-    sqrt'(0+) is +inf, never -inf) is admissible too, and nan where `nan_ok` (IEEE's 0 * inf:
-    torch's gradient of sqrt(abs(x)) at 0)."""
+    sqrt'(0+) is +inf, never -inf) is admissible, no finite value (a claimed 1e6 passed as
+    sqrt'(0)), and nan where `nan_ok` (IEEE's 0 * inf: torch's gradient of sqrt(abs(x)) at 0)."""
     lo, hi = interval.low.reshape(-1), interval.high.reshape(-1)
     v = np.asarray(values, np.float64).reshape(-1)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -202,6 +205,8 @@ def within(
         margin = tol.atol + tol.rtol * scale
         inside = (v >= lo - margin) & (v <= hi + margin)
         unbounded = ~np.isfinite(lo) | ~np.isfinite(hi)
+        if interval.diverging is not None:
+            inside &= ~(interval.diverging.reshape(-1) & np.isfinite(v))
         inside |= unbounded & np.isnan(v) & nan_ok
         inside |= (v == np.inf) & ((lo == np.inf) | (hi == np.inf))
         inside |= (v == -np.inf) & ((lo == -np.inf) | (hi == -np.inf))

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 BUDGET = "the request's time budget"
 CALL_DEADLINE = "the call's deadline"  # a gRPC caller's, when it comes before the budget's end
@@ -24,17 +24,17 @@ class OutOfTime(Exception):
     """The request's time budget (or `limit`: the call's deadline) ran out in `stage`."""
 
     def __init__(self, stage: str, seconds: float, message: str = "", limit: str = BUDGET) -> None:
-        self.stage = stage
+        self.stage = stage or "decode"  # (before the first named stage: reading the request)
         self.seconds = seconds
-        super().__init__(message or f"{limit} ({seconds:.3g} s) ran out in the {stage or 'first'} stage")
+        super().__init__(message or f"{limit} ({seconds:.3g} s) ran out in the {self.stage} stage")
 
 
 class Cancelled(Exception):
     """The caller gave up on the request."""
 
     def __init__(self, stage: str) -> None:
-        self.stage = stage
-        super().__init__(f"the request was cancelled by the caller during the {stage or 'first'} stage")
+        self.stage = stage or "decode"
+        super().__init__(f"the request was cancelled by the caller during the {self.stage} stage")
 
 
 def _never() -> bool:
@@ -47,7 +47,7 @@ class Deadline:
     seconds: float = math.inf  # the budget as given, for messages
     cancelled: Callable[[], bool] = _never
     on_stage: Callable[[str], None] | None = None  # told each stage as it starts (worker status)
-    stage: str = field(default="")
+    stage: str = "decode"  # until the first named stage: reading and validating the request
     limit: str = BUDGET  # what `at` is, for messages
 
     def remaining(self) -> float:

@@ -232,9 +232,11 @@ def _claim_field(request: CheckRequest, name: str) -> str:
     return f"claimed_jacobian[{output}/{name}]"
 
 
-def _validate_name(name: Any, seen: set[str]) -> str:
+def _validate_name(name: Any, seen: set[str], index: int) -> str:
     if not isinstance(name, str):
         raise RequestError(f"an input's name must be a string, got {name!r}", field="inputs")
+    if not name:  # (named by its place: "inputs[]" named nothing)
+        raise RequestError(f"input {index} has no name", field=f"inputs[{index}]")
     field = f"inputs[{name}]"
     folded = unicodedata.normalize("NFKC", name)
     if folded != name:
@@ -275,8 +277,8 @@ def _validate(request: CheckRequest, limits: Limits) -> tuple[dict[str, np.ndarr
     _validate_claims(request)
     _validate_samples(request, limits)
     values, decls, seen = {}, [], set()
-    for spec in request.inputs:
-        field = _validate_name(spec.name, seen)
+    for k, spec in enumerate(request.inputs):
+        field = _validate_name(spec.name, seen, k)
         try:
             size = np.size(spec.values)
         except ValueError as exc:  # ragged nested lists

@@ -349,9 +349,15 @@ def kink_intervals(
     # A group counts when its sides move a derivative by more than the tolerance shared among
     # all groups: 40 relus each under the tolerance, all driven by one input, added up 15 times
     # the tolerance without ever being tested for coupling.
+    # A slope that diverges dwarfs every scale, and may be one of a kink's sides alone: the
+    # divisor of sin(x) / x stepped off 0 without its numerator, under where(x != 0, ., 1),
+    # whose own sides moved nothing (sinc is smooth: any claim passed in (-inf, inf)). Then every
+    # group counts, and the ranges they add up to bound nothing (their finite ends are lost in
+    # the diverging sides' rounding: where(x > 0, 1 / x, x) at 0 had [-inf, 0], and its 1 failed).
+    diverges = any(iv.diverging is not None and iv.diverging.any() for iv in intervals.values())
     scales = {key: _scale(iv, tolerance(key)) / len(groups) for key, iv in intervals.items()}
     active = [
-        any((~(np.abs(iv.sides[g]) <= scales[key])).any() for key, iv in intervals.items())
+        diverges or any((~(np.abs(iv.sides[g]) <= scales[key])).any() for key, iv in intervals.items())
         for g in range(len(groups))
     ]
     # Coupled but not nested, each kink's choice enters the derivative times factors no other
@@ -363,10 +369,14 @@ def kink_intervals(
     moving = [kink for (kink, _), on in zip(groups, active) if on]
     nested = _nested(moving, point.program)
     for key, interval in intervals.items():
-        here = [r for r, side in zip(rows, interval.sides) if (~(np.abs(side) <= scales[key])).any()]
+        here = [
+            r
+            for r, side in zip(rows, interval.sides)
+            if diverges or (~(np.abs(side) <= scales[key])).any()
+        ]
         if nested or _coupled(here):
             interval.complete = False
-            interval.bounds &= not nested
+            interval.bounds &= not nested and not diverges
     # The sides are one-sided limits only if the step is small enough for the program: a factor
     # that changes over the step (exp(1e9 * relu(y)) * x: d/dx is 1 at the kink, e one step off)
     # would widen an entry's range to excuse wrong values. Half the step must give the same range.
@@ -536,7 +546,13 @@ def _interval(
         )
         reached = ~(high - low <= tol.atol + tol.rtol * scale)  # nan and infinite count as reached
     return Interval(
-        low.reshape(shape), high.reshape(shape), reached.reshape(shape), complete, complete, base=base
+        low.reshape(shape),
+        high.reshape(shape),
+        reached.reshape(shape),
+        complete,
+        complete,
+        base=base,
+        diverging=None if diverging is None else diverging.reshape(shape),
     )
 
 
@@ -1357,7 +1373,10 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
                 "where JAX is unconfirmed (finite differences disagree, or its inf or nan stands alone)",
             ),
             (sum(b.judged_by.get("none", 0) for b in blocks), "that no reference checked"),
-            (sum(b.undefined for b in blocks), "where the exact value is nan (not defined there)"),
+            (
+                sum(b.undefined for b in blocks),
+                "where the reference value is nan (not defined there, or IEEE's 0 * inf on the way)",
+            ),
             (
                 sum(b.isolated for b in blocks),
                 "where the derivative at the point differs from the one on every side (a value "

@@ -218,6 +218,26 @@ def test_a_stream_answers_what_it_read_before_bytes_it_cannot_read_and_refuses_d
     assert wait_for(lambda: refusals() == before + 1), (before, refusals())
 
 
+def test_a_stream_request_with_a_string_that_is_not_utf8_is_answered_by_its_id(server):
+    """Such a request ended the whole stream (INVALID_ARGUMENT "request.program"), the requests
+    after it unanswered, though its id could be read: it gets its own error, as Verify's."""
+    bad = pb.VerifyStreamRequest(request=build_request(**WORKED, id="bad")).SerializeToString()
+    bad = bad.replace(b"Q = 3", b"Q = \xff")
+    wires = [
+        pb.VerifyStreamRequest(request=build_request(**WORKED, id="before")).SerializeToString(),
+        bad,
+        pb.VerifyStreamRequest(request=build_request(**WORKED, id="after")).SerializeToString(),
+    ]
+    with grpc.insecure_channel(server.address) as channel:
+        call = channel.stream_stream("/crossgrad.v1.VerifierService/VerifyStream")
+        got = {a.id: a for a in map(pb.VerifyStreamResponse.FromString, call(iter(wires), timeout=60))}
+    assert sorted(got) == ["after", "bad", "before"], got
+    assert got["before"].response.verdict == got["after"].response.verdict == pb.VERDICT_PASS
+    error = got["bad"].error
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], error
+    assert error.message == "program: the string is not UTF-8", error
+
+
 def test_a_claim_of_no_gradient_is_read_as_such(client):
     fields = {"cotangents": {"Q": [1.0, 1.0]}}
     inputs = {"a": [2.0, 3.0], "c": [1.0]}

@@ -305,3 +305,46 @@ def test_a_stream_whose_client_reads_nothing_holds_one_answer_size_at_most():
         assert wait_for(lambda: held() == 0, 30)
         with Client(server.address) as client:
             assert_worked_example(client.verify(**WORKED))
+
+
+def test_streams_whose_clients_read_nothing_stop_at_half_the_servers_byte_budget():
+    """Each stream kept up to --max-message-mb of unread answers: 24 such streams held 1.9 GB
+    past a 1 GiB --max-held-mb, and every other call was BUSY. Once the server holds half its
+    budget, a stream with an unread answer starts no more checks."""
+    from crossgrad.v1 import verifier_pb2 as pb
+    from crossgrad.v1 import verifier_pb2_grpc
+    from service_helpers import metric, wait_for
+
+    x = np.random.default_rng(0).normal(size=300)  # a 300 x 300 Jacobian from 2 sources: 1.4 MB
+
+    def requests(stream: int) -> list[pb.VerifyStreamRequest]:
+        return [
+            pb.VerifyStreamRequest(
+                request=build_request(
+                    "y = tanh(x)",
+                    {"x": x + k},
+                    checks=("jacobian",),
+                    references=["jax"],
+                    id=f"{stream}.{k}",
+                )
+            )
+            for k in range(8)
+        ]
+
+    args = ("--workers", "1", "--metrics-port", "0", "--max-message-mb", "4", "--max-held-mb", "16")
+    with LocalServer(args=args) as server, grpc.insecure_channel(server.address) as channel:
+        port = server.metrics_port
+        stub = verifier_pb2_grpc.VerifierServiceStub(channel)
+        calls = [stub.VerifyStream(iter(requests(s))) for s in range(4)]
+
+        def held() -> float:
+            return metric(port, "crossgrad_held_request_bytes")
+
+        assert wait_for(lambda: held() > 8 << 20, 60)
+        time.sleep(4)  # long enough for all 32 checks (about 0.1 s each)
+        assert held() < (8 << 20) + 4 * 1.5e6, held()
+        with Client(server.address) as client:  # room left for others
+            assert_worked_example(client.verify(**WORKED))
+        for call in calls:
+            call.cancel()
+        assert wait_for(lambda: held() == 0, 30)

@@ -428,3 +428,21 @@ def test_a_relative_tolerance_that_would_pass_a_zero_or_a_negated_claim_is_refus
     assert loose.summary.endswith("judged with the tolerance given: atol 1e+300"), loose.summary
     usual = check(CheckRequest("Q = sum(3*a**3 - b**2)", specs, rtol=0.5))
     assert usual.summary.endswith("judged with the tolerance given: rtol 0.5"), usual.summary
+
+
+def test_an_input_without_a_name_is_named_by_its_place():
+    """Its field was "inputs[]"."""
+    with pytest.raises(RequestError, match="input 1 has no name") as info:
+        check(CheckRequest("y = sum(x)", [InputSpec("x", [1.0]), InputSpec("", [1.0])]))
+    assert info.value.field == "inputs[1]"
+
+
+def test_time_run_out_before_the_first_named_stage_is_the_decode_stages():
+    """A 2,000-statement program out of time while read and validated said "ran out in the
+    first stage" (ErrorInfo stage '')."""
+    from crossgrad.server import deadline
+
+    with deadline.budget(10.0) as limit:
+        assert limit.stage == "decode"
+    assert (deadline.OutOfTime("", 0.3).stage, deadline.Cancelled("").stage) == ("decode", "decode")
+    assert str(deadline.OutOfTime("", 0.3)).endswith("ran out in the decode stage")

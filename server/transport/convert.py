@@ -9,7 +9,7 @@ import datetime
 import itertools
 import math
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -54,27 +54,14 @@ MAX_ID_CHARS = 1024
 
 def bad_utf8_field(descriptor: Any, data: bytes, depth: int = 0) -> str | None:
     """The field whose string is not UTF-8 (protobuf refuses the message without naming it), as
-    "inputs[1].name"; None if every string decodes. Walks the wire format by the descriptor: each
-    step consumes bytes, so the walk ends within the message's size; nesting is capped as
-    protobuf's parser caps it."""
+    "inputs[1].name"; None if every string decodes. Walks the wire format by the descriptor
+    (_length_delimited: within the message's size); nesting is capped as protobuf's parser
+    caps it."""
     if depth > 100:
         return None
     counts: dict[int, int] = {}
-    pos = 0
     try:
-        while pos < len(data):
-            tag, pos = _varint(data, pos)
-            number, wire = tag >> 3, tag & 7
-            if wire == 0:
-                pos = _varint(data, pos)[1]
-                continue
-            if wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-                continue
-            if wire != 2:  # groups: not in crossgrad.v1
-                return None
-            size, pos = _varint(data, pos)
-            chunk, pos = data[pos : pos + size], pos + size
+        for number, chunk in _length_delimited(data):
             field = descriptor.fields_by_number.get(number)
             if field is None:
                 continue
@@ -89,9 +76,48 @@ def bad_utf8_field(descriptor: Any, data: bytes, depth: int = 0) -> str | None:
                 inner = bad_utf8_field(field.message_type, chunk, depth + 1)
                 if inner is not None:
                     return f"{name}.{inner}"
-    except IndexError:  # truncated: protobuf says so itself
+    except (IndexError, ValueError):  # truncated, or groups (not in crossgrad.v1)
         return None
     return None
+
+
+def string_at(data: bytes, path: tuple[int, ...]) -> str | None:
+    """The string at a path of field numbers (messages down to a string field), read off the
+    wire format where protobuf refuses the whole message for another field's bad UTF-8: a
+    stream's request is answered by its id. None if it is not there, or not UTF-8 itself."""
+    chunk = data
+    try:
+        for number in path:
+            # the last occurrence: a scalar's wins (and a message's fields merge, the last winning)
+            found = [c for n, c in _length_delimited(chunk) if n == number]
+            if not found:
+                return None
+            chunk = found[-1]
+        return chunk.decode("utf-8")
+    except (IndexError, ValueError):  # truncated, groups, or not UTF-8
+        return None
+
+
+def _length_delimited(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(field number, bytes) of each length-delimited field (strings, bytes, messages) of a
+    message's wire format; other fields skipped. Each step consumes bytes: it ends within the
+    message's size. IndexError: truncated; ValueError: a group."""
+    pos = 0
+    while pos < len(data):
+        tag, pos = _varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            pos = _varint(data, pos)[1]
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise IndexError("truncated")
+            yield number, data[pos : pos + size]
+            pos += size
+        else:
+            raise ValueError("a group")
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:

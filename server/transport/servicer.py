@@ -213,8 +213,16 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
         running_ids: set[str] = set()  # a second request with one of these could not be told apart
         # answers computed and not read yet: a stream's next check waits while they hold as much
         # as the largest answer the server sends (a client reading nothing had 24 reports of
-        # 7 MB each held, its requests being small enough for the byte budget)
+        # 7 MB each held, its requests being small enough for the byte budget), or any once the
+        # server holds half its byte budget (24 such streams held 1.9 GB past a 1 GiB budget,
+        # and every other call was BUSY): each stream keeps one check going at most then
         unsent = 0
+
+        def room() -> bool:
+            return unsent == 0 or (
+                unsent < self.max_message_bytes and self.held.held < self.held.capacity // 2
+            )
+
         sent = asyncio.Condition()
 
         async def answer(msg: verifier_pb2.VerifyRequest, held: int) -> None:
@@ -225,7 +233,7 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                 payload = await _off_loop_if(held > 2 * PARSE_INLINE_BYTES, msg.SerializeToString)
                 async with share:  # (this stream's share of the workers: it alone waits)
                     async with sent:
-                        await sent.wait_for(lambda: unsent < self.max_message_bytes)
+                        await sent.wait_for(room)
                     waiting_since = None
                     response = await self._verify(payload, msg, context.time_remaining(), "VerifyStream")
                 report = pb.VerifyResponse.FromString(response)
@@ -253,24 +261,36 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                     # finally of its own), or here if it never gets one
                     held, handed = await self.held.take(2 * len(item)), False
                     try:
+                        refused = None
                         try:
                             large = len(item) > PARSE_INLINE_BYTES
-                            parsed = await _off_loop_if(large, _parse, pb.VerifyStreamRequest, item)
-                            msg = parsed.request
-                        except convert.RequestError:
-                            # no id to answer it by: the stream ends (INVALID_ARGUMENT) once
-                            # the requests read before it are answered
-                            await asyncio.gather(*list(tasks))
-                            raise
+                            msg = (
+                                await _off_loop_if(large, _parse, pb.VerifyStreamRequest, item)
+                            ).request
+                        except convert.RequestError as exc:
+                            # a string that is not UTF-8 fails the whole message, but its id may
+                            # still be read: answered by it, the stream goes on
+                            request_id = (
+                                convert.string_at(item, (1, 1)) if exc.field != "request" else None
+                            )
+                            if request_id is None:
+                                # no id to answer it by: the stream ends (INVALID_ARGUMENT) once
+                                # the requests read before it are answered
+                                await asyncio.gather(*list(tasks))
+                                raise
+                            # named as Verify names it ("program", not "request.program")
+                            inner = str(exc).removeprefix("request.")
+                            field = (exc.field or "").removeprefix("request.")
+                            msg = pb.VerifyRequest(id=request_id)
+                            refused = _status(convert.RequestError(inner, field=field), "")
                         size = len(item)
-                        del item, parsed
+                        del item
                         await slots.acquire()
-                        refused = None
-                        if not self.accepting():  # draining: the client's to send again
+                        if refused is None and not self.accepting():  # draining: send it again
                             refused = _SHUTTING_DOWN
-                        elif msg.id in running_ids:
+                        elif refused is None and msg.id in running_ids:
                             refused = _duplicate(msg.id)
-                        elif (too_large := self._oversize(size)) is not None:
+                        elif refused is None and (too_large := self._oversize(size)) is not None:
                             refused = _status(too_large, "")
                         if refused is not None:
                             code = _code_name(refused.code)
