@@ -304,7 +304,17 @@ def _check_point(
     summary = _point_summary(
         verdict, blocks, kinks, culprits, numerical, {n for n, m in point.masks.items() if m is not None}
     )
-    if verdict is Verdict.FAIL and request.blame and _engine_fails(blocks) and not culprits:
+    undefined = verdict_mod.undefined_nodes(program, engine_values) if _engine_fails(blocks) else []
+    if undefined and any(_fails_non_finite(b) for b in blocks):
+        # torch's where-gradient trap: no rule is wrong, the program is
+        node = undefined[0]
+        summary += (
+            f"; the engine's non-finite gradient comes from {node.op} ({node.text}) at "
+            f"{node.pos}, nan at its operands (not defined there), multiplied by 0 where a "
+            "branch is not taken (where, masked_fill): 0 * nan is nan, as in torch; guard its "
+            "operands instead (e.g. sqrt(where(x > 5, x - 10, 1.0)))"
+        )
+    elif verdict is Verdict.FAIL and request.blame and _engine_fails(blocks) and not culprits:
         summary += (
             f"; blame: no node's rule is wrong on its own ({culprits.checks}): the error comes "
             "from how nodes combine"
@@ -313,6 +323,15 @@ def _check_point(
         k, values, blocks, conventions, culprits, verdict, summary, numerical, witnesses
     )
     return report, run, derivs["engine"].values
+
+
+def _fails_non_finite(block: Block) -> bool:
+    """Whether the engine fails this block with a non-finite value."""
+    status = block.status_map.get("engine")
+    if status is None or "engine" not in block.sources:
+        return False
+    values = np.asarray(block.sources["engine"].values, np.float64).reshape(-1)
+    return bool((~np.isfinite(values[status.reshape(-1) == STATUSES.index("fail")])).any())
 
 
 def _blame(
@@ -505,7 +524,8 @@ def _point_summary(
             if n and src == "claimed" and b.claimed_none:
                 lines.append(f"{b.label}: claimed no gradient, but the output depends on the input")
             elif n:
-                e = next((e for e in b.worst if e.status == "fail"), None)
+                fail, status = STATUSES.index("fail"), b.status_map[src].reshape(b.shape)
+                e = next((e for e in b.worst if status[e.index] == fail), None)
                 at, joint = "", b.off_hull.get(src, 0)
                 if e is not None and joint and e.admissible:  # sympy's value there is a convention
                     lo, hi = e.admissible

@@ -1035,18 +1035,14 @@ class FloatingPoint:
     ) -> None:
         self.point, self.derivs, self._rounded_at = point, derivs, rounded
         self._rounded: dict[int, Derivatives | None] = {}
-        self._non_finite = {
-            i
-            for i, v in engine_values.items()
-            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.all(np.isfinite(v))
-        }
+        self._non_finite = _overflowed(point.program, engine_values)
         self.overflowed = bool(self._non_finite)
         self._engine_values = engine_values
         self._native: Derivatives | None = None
         self._spread: dict[str, dict[Any, np.ndarray]] = {}
 
     def ieee_non_finite(self, block: Block) -> bool:
-        """Whether a non-finite value of the forward pass bears on this block (on the way from
+        """Whether an overflowed value of the forward pass bears on this block (on the way from
         its inputs to its outputs, or read by a VJP on the way): IEEE arithmetic then gives
         non-finite derivatives (the chain rule's 0 * inf is nan, as in torch), whatever the
         exact value; JAX, which skips zero derivatives, can stay finite."""
@@ -1127,6 +1123,40 @@ class FloatingPoint:
         with np.errstate(invalid="ignore", over="ignore"):
             diffs = [np.abs(np.asarray(_lookup(r, block).values) - base.values) for r in got["runs"]]
             return np.nan_to_num(np.max(diffs, axis=0), nan=np.inf)
+
+
+def undefined_nodes(program: Program, values: dict[int, Any]) -> list[Any]:
+    """The forward pass's nodes whose value is nan from finite operands: where they are not
+    defined (sqrt(-9), log(-1), 0 / 0)."""
+    return [node for node in program.nodes if _nan_of_finite(node, values)]
+
+
+def _nan_of_finite(node: Any, values: dict[int, Any]) -> bool:
+    v = values.get(node.id)
+    if not (isinstance(v, np.ndarray) and v.dtype.kind == "f") or not np.isnan(v).any():
+        return False
+    operands = [np.asarray(values.get(a.id)) for a in node.args if isinstance(a, Ref)]
+    return all(np.all(np.isfinite(o)) for o in operands if o.dtype.kind == "f")
+
+
+def _overflowed(program: Program, values: dict[int, Any]) -> set[int]:
+    """The forward pass's nodes with a value past the float range (exp(1000); 1 / (x * x - z)
+    where the divisor rounds to 0), or non-finite from one: IEEE's 0 * inf is nan in the chain
+    rule, where the exact function is finite. Not a nan of finite operands, nor what follows
+    from one: sqrt(-9) has no derivative at all, and torch's 0 * nan through where(x > 5,
+    sqrt(x - 10), x) at 1 is no rounding of the exact 1 (it passed as "overflow"). (A nan that
+    rounding made, sqrt of a difference rounded below 0, is then a failure, not a note.)"""
+    out: set[int] = set()
+    for node in program.nodes:
+        v = values.get(node.id)
+        if not (isinstance(v, np.ndarray) and v.dtype.kind == "f") or np.all(np.isfinite(v)):
+            continue
+        refs = [a.id for a in node.args if isinstance(a, Ref)]
+        operands = [np.asarray(values.get(r)) for r in refs]
+        finite = all(np.all(np.isfinite(o)) for o in operands if o.dtype.kind == "f")
+        if any(r in out for r in refs) or (finite and np.isinf(v).any()):
+            out.add(node.id)
+    return out
 
 
 def _nonzero_below(v: np.ndarray, bound: float) -> bool:
@@ -1254,9 +1284,9 @@ def numerical_notes(
                 if src != "engine" and engine_value is not None:
                     engine_here = engine_value.reshape(same.shape)
                     ieee_answer &= (value == engine_here) | (np.isnan(value) & np.isnan(engine_here))
-            excuse = (
-                failing & evidence & (close(value, same, tol, 2 * spread) | like_formula | ieee_answer)
-            )
+            # (equal to JAX's nan or inf is no excuse but after an overflow: ieee_answer)
+            like_same = close(value, same, tol, 2 * spread) & np.isfinite(value)
+            excuse = failing & evidence & (like_same | like_formula | ieee_answer)
             noise = np.maximum(spread, np.where(np.isfinite(formula), formula, 0.0))
             with np.errstate(invalid="ignore", over="ignore"):
                 limit = NOISE_LIMIT[block.dtype] * np.abs(exact)

@@ -1530,3 +1530,19 @@ def test_a_diverging_side_admits_its_infinity_only_and_hides_no_coupled_kink(sou
     claimed = {} if claim is None else {"x": [claim]}
     report = check(CheckRequest(source, [InputSpec("x", [0.0])], claimed_vjp=claimed))
     assert report.verdict is verdict, report.summary
+
+
+def test_torchs_nan_through_a_branch_not_taken_fails_and_says_where_it_comes_from():
+    """where(x > 5, sqrt(x - 10), x) at 1 is x: d/dx 1. torch's (and the engine's) gradient is
+    0 * nan = nan, sqrt(-9)'s; it passed as "overflow in float64", and so did a claimed nan,
+    being equal to JAX's same computation. A nan of finite operands is no overflow."""
+    source = "y = sum(where(x > 5, sqrt(x - 10), x))"
+    report = run(source, x=[1.0, 14.0])
+    assert report.verdict is Verdict.FAIL, report.summary
+    assert "comes from sqrt (sqrt(x - 10)) at line 1, column 22" in report.summary
+    assert run(source, claimed={"x": [np.nan, 0.25]}, x=[1.0, 14.0]).verdict is Verdict.FAIL
+    right = run(source, claimed={"x": [1.0, 0.25]}, x=[1.0, 14.0])
+    assert right.block("vjp", "x").failing == {"engine": 1, "claimed": 0}, right.summary
+    # the claim's own failing entry is the one named (it named the engine's, claimed 1.0 there)
+    wrong = run(source, claimed={"x": [1.0, 0.125]}, x=[1.0, 14.0])
+    assert "1 claimed entry is wrong (worst at (1,): claimed 0.125 vs sympy 0.25)" in wrong.summary
