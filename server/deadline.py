@@ -47,7 +47,7 @@ class Deadline:
     seconds: float = math.inf  # the budget as given, for messages
     cancelled: Callable[[], bool] = _never
     on_stage: Callable[[str], None] | None = None  # told each stage as it starts (worker status)
-    stage: str = "decode"  # until the first named stage: reading and validating the request
+    stage: str = ""  # "" until the first named stage (OutOfTime says "decode": reading the request)
     limit: str = BUDGET  # what `at` is, for messages
 
     def remaining(self) -> float:

@@ -15,6 +15,7 @@ the notes that say so.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -328,17 +329,18 @@ def kink_intervals(
                 sides_ = [
                     np.vstack([np.zeros_like(b)] + [flat(d) - b for d in group]) for group in offsets
                 ]
-                diverging = None
+                towards = None
                 if closer is not None:
-                    with np.errstate(invalid="ignore", over="ignore"):
-                        diverging = np.abs(flat(closer)) > 100 * np.abs(b) + 1.0
+                    towards = _towards(flat(closer), flat(at_point), b)
                 shape = getattr(base, quantity)[key].values.shape
-                interval = _interval(b, sides_, diverging, shape, tolerance((quantity, key)), complete)
+                interval = _interval(b, sides_, towards, shape, tolerance((quantity, key)), complete)
                 interval.sides, interval.spans = sides_, spans
                 interval.owners = [kink.node.id for kink, _ in groups]
                 out[(quantity, key)] = interval
         return out
 
+    # the derivatives at the point itself (JAX's: at a pole, the limit's infinity, with its sign)
+    at_point = derivatives({}, 0.0)
     # slopes that diverge at the kink: the same sides ten orders of magnitude closer to it
     closer = derivatives({}, 1e-10) if unbounded else None
     intervals = intervals_at(1.0)
@@ -363,18 +365,13 @@ def kink_intervals(
     # Coupled but not nested, each kink's choice enters the derivative times factors no other
     # kink changes: the chain rule's set, each group anywhere in its range, holds every
     # admissible value (abs(x) - abs(x): [-2, 2] holds 0), so a value outside its range per
-    # entry is still wrong. Nested, the ranges bound nothing. Coupling counts within a block:
-    # groups that move different blocks combine in none (relu(x) and 2 * relu(x) as two outputs:
-    # each Jacobian block has one kink, and was unverified for the other's).
+    # entry is still wrong. Nested, the ranges bound nothing. (Coupling is tested over every
+    # block at once: blocks are fitted to the kinks' hull together, and abs(x) as two outputs,
+    # one kink each, passed rows taking opposite sides of it.)
     moving = [kink for (kink, _), on in zip(groups, active) if on]
     nested = _nested(moving, point.program)
-    for key, interval in intervals.items():
-        here = [
-            r
-            for r, side in zip(rows, interval.sides)
-            if diverges or (~(np.abs(side) <= scales[key])).any()
-        ]
-        if nested or _coupled(here):
+    if nested or _coupled([r for r, on in zip(rows, active) if on]):
+        for interval in intervals.values():
             interval.complete = False
             interval.bounds &= not nested and not diverges
     # The sides are one-sided limits only if the step is small enough for the program: a factor
@@ -384,6 +381,15 @@ def kink_intervals(
     # across the kink (relu(x) ** 2: 2 * step off 0): then their limit at the kink is the range
     # (a correct 0 was unverified).
     halves = intervals_at(0.5)
+    # Added up, the groups' sides assume each kink's choice adds its own difference; where one
+    # kink's choice multiplies another's slope (where(z > 0, relu(x), 0 * x): d/dx is [z > 0]
+    # [x > 0]), the sum holds values no side gives (-1 passed) and may miss one that some
+    # sides give together. A few choices of several groups' sides at once must give the base
+    # plus their differences (a mismatch that halves with the step is the step's own).
+    on = [g for g, a in enumerate(active) if a]
+    if len(on) > 1 and _interacting(on, groups, derivatives, intervals, halves, tolerance):
+        for interval in intervals.values():
+            interval.complete = interval.bounds = False
     step_dependent = [
         key for key, half in halves.items() if not _same_range(intervals[key], half, tolerance(key))
     ]
@@ -400,7 +406,6 @@ def kink_intervals(
     # which is right (masked_fill(x, x == 0, 0) * 3 and sign(x) * abs(x) are smooth, but the
     # point's own value said 0 for each: they passed). Compared with the sides' limit where
     # they move with the step (d/dw of abs(x) * w at x = 0 is 0, and |step| one step off).
-    at_point = derivatives({}, 0.0)
     for (quantity, key), iv in intervals.items():
         here = np.asarray(getattr(at_point, quantity)[key].values, np.float64).reshape(-1)
         with np.errstate(invalid="ignore"):
@@ -418,6 +423,61 @@ def kink_intervals(
     runs = _runs(groups, steps=3 if quarters else 2)
     how = f"JAX just off each kink: {len(groups)} group(s), {runs} evaluation(s)"
     return intervals, how
+
+
+def _towards(closer: np.ndarray, at_point: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per entry, the infinity a diverging slope reaches (+1, -1; 0: none): JAX's at the point
+    where it is infinite there, else that of the sides closer to the kink where they grew past
+    the base. (The range one step off chose it: 1e-8 * sqrt(x) - relu(x + z) at 0 admitted -inf,
+    the relu's -1 outweighing the sqrt's slope there.)"""
+    with np.errstate(invalid="ignore", over="ignore"):
+        grew = np.abs(closer) > 100 * np.abs(base) + 1.0
+        return np.where(np.isinf(at_point), np.sign(at_point), np.where(grew, np.sign(closer), 0.0))
+
+
+def _interacting(
+    on: list[int],
+    groups: list[tuple[Kink, Any]],
+    derivatives: Callable[[dict[int, int], float], Derivatives],
+    full: dict[Key, Interval],
+    half: dict[Key, Interval],
+    tolerance: Callable[[Key], Tolerance],
+) -> bool:
+    """Whether the kinked groups `on`, moved together, give other derivatives than their sides'
+    differences added to the base: every one on its next side, and three seeded mixes."""
+    rng = np.random.default_rng(len(groups))
+    choices = [{g: 1 % len(groups[g][1]) for g in on}]
+    choices += [{g: int(rng.integers(len(groups[g][1]))) for g in on} for _ in range(3)]
+    for choice in choices:
+        # per block, how far the derivatives are from the sum, at the step and at half of it
+        off = [
+            _off_sum(derivatives(choice, scale), ivs, choice, tolerance)
+            for scale, ivs in ((1.0, full), (0.5, half))
+        ]
+        for at_step, at_half in zip(*off):
+            apart = at_step > 0
+            # (nan: an infinity that no sum of sides gives)
+            if np.isnan(at_step).any() or np.any(~(at_half[apart] < 0.75 * at_step[apart])):
+                return True
+    return False
+
+
+def _off_sum(
+    got: Derivatives,
+    intervals: dict[Key, Interval],
+    choice: dict[int, int],
+    tolerance: Callable[[Key], Tolerance],
+) -> list[np.ndarray]:
+    """Per block, |derivatives - (base + the chosen sides' differences)| where not close."""
+    out = []
+    for (quantity, key), iv in intervals.items():
+        value = np.asarray(getattr(got, quantity)[key].values, np.float64).reshape(-1)
+        added = iv.base + sum(iv.sides[g][j] for g, j in choice.items())
+        with np.errstate(invalid="ignore", over="ignore"):
+            out.append(
+                np.where(close(value, added, tolerance((quantity, key))), 0.0, np.abs(value - added))
+            )
+    return out
 
 
 def _value_steps(base: Derivatives, sides: list[Derivatives]) -> list[np.ndarray]:
@@ -520,7 +580,7 @@ def _nested(kinks: list[Kink], program: Program) -> bool:
 def _interval(
     base: np.ndarray,
     groups: list[np.ndarray],
-    diverging: np.ndarray | None,
+    towards: np.ndarray | None,
     shape: tuple[int, ...],
     tol: Tolerance,
     complete: bool,
@@ -537,9 +597,11 @@ def _interval(
         # (a side that overflowed bounds nothing: exp(maximum(x, c)) at c = 709.78 admitted
         # any claim, and maximum's rule sign-flipped)
         complete = complete and not unknown.any()
-        if diverging is not None:  # a side's slope grows without bound: it reaches infinity
-            low = np.where(diverging & (low < 0), -np.inf, low)
-            high = np.where(diverging & (high > 0), np.inf, high)
+        diverging = None
+        if towards is not None:  # a side's slope grows without bound: it reaches infinity
+            diverging = towards != 0
+            low = np.where(towards < 0, -np.inf, low)
+            high = np.where(towards > 0, np.inf, high)
         scale = np.maximum(
             np.abs(np.nan_to_num(low, posinf=0, neginf=0)),
             np.abs(np.nan_to_num(high, posinf=0, neginf=0)),
@@ -831,6 +893,13 @@ def kinked_hessians(
 
         hessian = on_sides_at(1.0)
         closer: list[np.ndarray] = []  # at half and a quarter of the step, once some side differs
+        # where the gradient itself jumps at the kink (abs(x): -1 and 1), no second derivative
+        # exists: the one-sided Hessians (0 and 0) passed abs(x) + relu(x)^3's 0
+        plain = dataclasses.replace(point, checks=("jacobian",), masks={})
+        jumps = _gradient_jumps(
+            [[_gradient(plain, _shifts(groups, c, scale)) for c in choices] for scale in (1.0, 0.5)],
+            tolerance(hessians[0]),
+        )
     offsets = dict(zip(point.wrt, np.cumsum([0] + [int(np.size(point.values[n])) for n in point.wrt])))
     moving = _inputs_of(point.program, kinks)
     pass_, unverified = STATUSES.index("pass"), STATUSES.index("unverified")
@@ -856,6 +925,7 @@ def kinked_hessians(
                 limit, settled = _hessian_limit(on_sides, half, quarter, tol)
                 agreed = np.where(settled, limit, agreed)
                 same |= settled
+            same &= ~(jumps[rows][:, None] | jumps[cols][None, :]).reshape(-1)
         sided = np.zeros(int(np.prod(b.shape)), bool)
         for src, status in b.status_map.items():
             if agreed is None:
@@ -872,6 +942,37 @@ def kinked_hessians(
             sided |= ~like & felt
         b.sided = int(sided.sum())
         summarize(b, tolerance(b))
+
+
+def _gradient(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> np.ndarray:
+    """The Jacobian of every output over every differentiated entry (m x n), shifted."""
+    deadline.checkpoint()
+    d = jax_backend.shifted_derivatives(point, shifts)
+    n = point.wrt
+    return np.vstack(
+        [
+            np.hstack(
+                [
+                    np.asarray(d.jacobian[(o, x)].values, np.float64).reshape(int(np.prod(shape)), -1)
+                    for x in n
+                ]
+            )
+            for o, shape in point.output_shapes()
+        ]
+    )
+
+
+def _gradient_jumps(on_sides: list[list[np.ndarray]], tol: Tolerance) -> np.ndarray:
+    """Per differentiated entry, whether the first derivatives on the kinks' sides differ, by
+    as much at half the step (a gradient continuous across the kink differs by the step's
+    own amount, halving with it: relu(x)^2)."""
+    full, half = (np.stack(s) for s in on_sides)
+    with np.errstate(invalid="ignore", over="ignore"):
+        spread_full = np.nanmax(full, axis=0) - np.nanmin(full, axis=0)
+        spread_half = np.nanmax(half, axis=0) - np.nanmin(half, axis=0)
+        apart = ~np.all(close(full, full[0], tol), axis=0)
+        jump = apart & ~(spread_half < 0.75 * spread_full)
+    return jump.any(axis=0)
 
 
 def _hessian_limit(
@@ -1420,15 +1521,15 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
             (
                 sum(b.sided for b in blocks),
                 "second derivatives at a kink that JAX just off it, on every side, does not "
-                "settle: the one-sided Hessians differ (as relu(x)^2's at 0: 0 and 2; a side "
-                "measured slightly off the kink counts too), could not all be found, or agree but "
-                "not with the value given",
+                "settle: the gradient jumps there (abs(x) at 0: no second derivative), the "
+                "one-sided Hessians differ (as relu(x)^2's at 0: 0 and 2), could not all be "
+                "found, or agree but not with the value given",
             ),
             (
                 sum(b.unsure for b in blocks),
                 "at kinks whose admissible derivatives are not known exactly: kinks the same "
-                "inputs move together, nested kinks, too many of them, or sides that could not "
-                "be stepped to",
+                "inputs move together, nested kinks, kinks whose choices multiply, too many of "
+                "them, or sides that could not be stepped to",
             ),
             (
                 sum(b.small for b in blocks),

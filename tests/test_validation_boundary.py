@@ -442,7 +442,5 @@ def test_time_run_out_before_the_first_named_stage_is_the_decode_stages():
     first stage" (ErrorInfo stage '')."""
     from crossgrad.server import deadline
 
-    with deadline.budget(10.0) as limit:
-        assert limit.stage == "decode"
     assert (deadline.OutOfTime("", 0.3).stage, deadline.Cancelled("").stage) == ("decode", "decode")
     assert str(deadline.OutOfTime("", 0.3)).endswith("ran out in the decode stage")
