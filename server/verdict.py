@@ -898,7 +898,7 @@ def kinked_hessians(
         plain = dataclasses.replace(point, checks=("jacobian",), masks={})
         jumps = _gradient_jumps(
             [[_gradient(plain, _shifts(groups, c, scale)) for c in choices] for scale in (1.0, 0.5)],
-            tolerance(hessians[0]),
+            tolerance(hessians[0]),  # (the precision's tolerance: the gradients' is no other)
         )
     offsets = dict(zip(point.wrt, np.cumsum([0] + [int(np.size(point.values[n])) for n in point.wrt])))
     moving = _inputs_of(point.program, kinks)
@@ -1234,8 +1234,11 @@ def undefined_nodes(program: Program, values: dict[int, Any]) -> list[Any]:
 
 def _nan_of_finite(node: Any, values: dict[int, Any]) -> bool:
     v = values.get(node.id)
-    if not (isinstance(v, np.ndarray) and v.dtype.kind == "f") or not np.isnan(v).any():
-        return False
+    is_nan = isinstance(v, np.ndarray) and v.dtype.kind == "f" and bool(np.isnan(v).any())
+    return is_nan and _finite_operands(node, values)
+
+
+def _finite_operands(node: Any, values: dict[int, Any]) -> bool:
     operands = [np.asarray(values.get(a.id)) for a in node.args if isinstance(a, Ref)]
     return all(np.all(np.isfinite(o)) for o in operands if o.dtype.kind == "f")
 
@@ -1252,10 +1255,8 @@ def _overflowed(program: Program, values: dict[int, Any]) -> set[int]:
         v = values.get(node.id)
         if not (isinstance(v, np.ndarray) and v.dtype.kind == "f") or np.all(np.isfinite(v)):
             continue
-        refs = [a.id for a in node.args if isinstance(a, Ref)]
-        operands = [np.asarray(values.get(r)) for r in refs]
-        finite = all(np.all(np.isfinite(o)) for o in operands if o.dtype.kind == "f")
-        if any(r in out for r in refs) or (finite and np.isinf(v).any()):
+        from_overflow = any(isinstance(a, Ref) and a.id in out for a in node.args)
+        if from_overflow or (np.isinf(v).any() and _finite_operands(node, values)):
             out.add(node.id)
     return out
 
