@@ -384,12 +384,19 @@ def kink_intervals(
     # Added up, the groups' sides assume each kink's choice adds its own difference; where one
     # kink's choice multiplies another's slope (where(z > 0, relu(x), 0 * x): d/dx is [z > 0]
     # [x > 0]), the sum holds values no side gives (-1 passed) and may miss one that some
-    # sides give together. A few choices of several groups' sides at once must give the base
-    # plus their differences (a mismatch that halves with the step is the step's own).
+    # sides give together. Where the program lets them multiply (_may_interact), every choice
+    # of the groups' sides must give the base plus their differences (a mismatch that halves
+    # with the step is the step's own); too many choices to try: the range is not known. (Four
+    # of them tried missed three comparisons whose products cancelled in those four.)
     on = [g for g, a in enumerate(active) if a]
-    if len(on) > 1 and _interacting(on, groups, derivatives, intervals, halves, tolerance):
-        for interval in intervals.values():
-            interval.complete = interval.bounds = False
+    if len(on) > 1 and _may_interact(point.program, [groups[g][0] for g in on]):
+        choices = math.prod(len(groups[g][1]) for g in on)
+        affordable = (
+            choices <= MAX_SIDE_RUNS and operation_count(point.program) * choices <= MAX_KINK_WORK
+        )
+        if not affordable or _interacting(on, groups, derivatives, intervals, halves, tolerance):
+            for interval in intervals.values():
+                interval.complete = interval.bounds = False
     step_dependent = [
         key for key, half in halves.items() if not _same_range(intervals[key], half, tolerance(key))
     ]
@@ -444,10 +451,9 @@ def _interacting(
     tolerance: Callable[[Key], Tolerance],
 ) -> bool:
     """Whether the kinked groups `on`, moved together, give other derivatives than their sides'
-    differences added to the base: every one on its next side, and three seeded mixes."""
-    rng = np.random.default_rng(len(groups))
-    choices = [{g: 1 % len(groups[g][1]) for g in on}]
-    choices += [{g: int(rng.integers(len(groups[g][1]))) for g in on} for _ in range(3)]
+    differences added to the base: every choice of two or more of them off the base."""
+    every = itertools.product(*(range(len(groups[g][1])) for g in on))
+    choices = [dict(zip(on, picks)) for picks in every if sum(j > 0 for j in picks) > 1]
     for choice in choices:
         # per block, how far the derivatives are from the sum, at the step and at half of it
         off = [
@@ -459,6 +465,26 @@ def _interacting(
             # (nan: an infinity that no sum of sides gives)
             if np.isnan(at_step).any() or np.any(~(at_half[apart] < 0.75 * at_step[apart])):
                 return True
+    return False
+
+
+# ops whose value jumps at their kink: their side multiplies the slope of what consumes them
+# (where(z > 0, x, 0 * x): d/dx is [z > 0])
+_JUMPING = {"lt", "le", "gt", "ge", "eq", "ne", "sign", "floor", "round"}
+
+
+def _may_interact(program: Program, kinks: list[Kink]) -> bool:
+    """Whether one kink's choice may multiply another's slope: a path from an input to an
+    output meets the factors both change (a kink's own derivative; for one whose value jumps,
+    also everything that consumes it). Kinks of one elementwise node or one reduction never
+    do: each path meets one entry of it."""
+    factors: dict[int, set[int]] = {}
+    for kink in kinks:
+        own = {kink.node.id}
+        factors[kink.node.id] = _downstream(program, own) if kink.node.op in _JUMPING else own
+    for a, b in itertools.combinations(factors.values(), 2):
+        if _downstream(program, a) & b or _downstream(program, b) & a:
+            return True
     return False
 
 

@@ -1559,6 +1559,14 @@ def test_torchs_nan_through_a_branch_not_taken_fails_and_says_where_it_comes_fro
             {"x": [0.0], "z": [0.0], "w": [0.0]},
             {"x": [1.0], "z": [0.0], "w": [0.0]},
         ),
+        # d/dx = A - B + C - AC + BC for three comparisons: -1, 0 or 1 on every side, and 2
+        # passed (its products cancel in the four choices of sides that were tried)
+        (
+            "a = z < 0\nb = w < 0\nc = v < 0\ny = sum(where(a, x, 0*x) - where(b, x, 0*x) + "
+            "where(c, x, 0*x) - where(a, where(c, x, 0*x), 0*x) + where(b, where(c, x, 0*x), 0*x))",
+            {"x": [0.0], "z": [0.0], "w": [0.0], "v": [0.0]},
+            {"x": [2.0], "z": [0.0], "w": [0.0], "v": [0.0]},
+        ),
     ],
 )
 def test_kinks_whose_choices_multiply_excuse_nothing(source, inputs, claim):
@@ -1571,10 +1579,29 @@ def test_kinks_whose_choices_multiply_excuse_nothing(source, inputs, claim):
     assert "kinks whose choices multiply" in report.summary
 
 
-def test_kinks_whose_sides_add_up_keep_their_ranges():
-    # relu(x) * relu(z) at 0: moved together the sides miss the sum by the step's own amount
-    specs = [InputSpec("x", [0.0]), InputSpec("z", [0.0])]
-    assert check(CheckRequest("y = sum(relu(x) * relu(z))", specs)).verdict is Verdict.PASS
+@pytest.mark.parametrize(
+    ("source", "inputs", "verdict"),
+    [
+        # moved together the sides miss the sum by the step's own amount
+        ("y = sum(relu(x) * relu(z))", {"x": [0.0], "z": [0.0]}, Verdict.PASS),
+        ("y = sum(relu(x) * relu(z) * relu(w))", {"x": [0.0], "z": [0.0], "w": [0.0]}, Verdict.PASS),
+        # kinks on no common path, or entries of one node: no choice multiplies another
+        (
+            "y = sum(relu(x)) + sum(abs(z))",
+            {"x": [0.0, 1.0], "z": [0.0, 2.0]},
+            Verdict.PASS_WITH_CONVENTION_DIFFERENCES,
+        ),
+        (
+            "y = sum(relu(W @ x))",
+            {"W": [[1.0, 2.0], [3.0, 4.0]], "x": [0.0, 0.0]},
+            Verdict.PASS_WITH_CONVENTION_DIFFERENCES,
+        ),
+    ],
+)
+def test_kinks_whose_sides_add_up_keep_their_ranges(source, inputs, verdict):
+    specs = [InputSpec(n, v) for n, v in inputs.items()]
+    report = check(CheckRequest(source, specs))
+    assert report.verdict is verdict, report.summary
 
 
 @pytest.mark.parametrize(
