@@ -96,15 +96,18 @@ def test_a_thousand_input_hessian_by_finite_differences_is_refused_before_any_wo
 
 
 def test_a_thousand_input_hessian_without_finite_differences_answers_within_budget():
+    # (80 s before.) 10 s, not 3: where sympy finishes within its 1 s share, the Hessian's
+    # entries near 0 have their rounding measured (JAX op by op: 1.3 s of compiling), and the
+    # whole took 2.6 to 3.2 s here, on either side of a 3 s budget
     x = np.linspace(-1, 1, 1000)
     request = CheckRequest(
         "y = sum(x ** 3) * sum(sin(x))",
         [InputSpec("x", x)],
         checks=("hessian",),
         references=("jax", "sympy"),
-        budget=Budget(seconds=BUDGET, sympy_seconds=1.0, hessian_max_inputs=1000),
+        budget=Budget(seconds=10.0, sympy_seconds=1.0, hessian_max_inputs=1000),
     )
-    report, _ = answer(request)
+    report, _ = answer(request, budget=10.0)
     assert isinstance(report, Report) and report.verdict is Verdict.PASS, report
     assert report.timings["sympy"] < 1.0 + 0.5
     assert_worked_example()
