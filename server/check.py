@@ -304,8 +304,9 @@ def _check_point(
     summary = _point_summary(
         verdict, blocks, kinks, culprits, numerical, {n for n, m in point.masks.items() if m is not None}
     )
-    undefined = verdict_mod.undefined_nodes(program, engine_values) if _engine_fails(blocks) else []
-    if undefined and any(_fails_non_finite(b) for b in blocks):
+    non_finite = _engine_fails(blocks) and any(_fails_non_finite(b) for b in blocks)
+    undefined = verdict_mod.undefined_nodes(program, engine_values) if non_finite else []
+    if undefined:
         # torch's where-gradient trap: no rule is wrong, the program is
         node = undefined[0]
         summary += (

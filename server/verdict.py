@@ -455,12 +455,13 @@ def _interacting(
     every = itertools.product(*(range(len(groups[g][1])) for g in on))
     choices = [dict(zip(on, picks)) for picks in every if sum(j > 0 for j in picks) > 1]
     for choice in choices:
-        # per block, how far the derivatives are from the sum, at the step and at half of it
-        off = [
-            _off_sum(derivatives(choice, scale), ivs, choice, tolerance)
-            for scale, ivs in ((1.0, full), (0.5, half))
-        ]
-        for at_step, at_half in zip(*off):
+        # per block, how far the derivatives are from the sum, at the step (and at half of it
+        # where they are apart: the sum may miss by the step's own amount)
+        off = _off_sum(derivatives(choice, 1.0), full, choice, tolerance)
+        if not any((at_step != 0).any() for at_step in off):
+            continue
+        halved = _off_sum(derivatives(choice, 0.5), half, choice, tolerance)
+        for at_step, at_half in zip(off, halved):
             apart = at_step > 0
             # (nan: an infinity that no sum of sides gives)
             if np.isnan(at_step).any() or np.any(~(at_half[apart] < 0.75 * at_step[apart])):
@@ -923,7 +924,7 @@ def kinked_hessians(
         # exists: the one-sided Hessians (0 and 0) passed abs(x) + relu(x)^3's 0
         plain = dataclasses.replace(point, checks=("jacobian",), masks={})
         jumps = _gradient_jumps(
-            [[_gradient(plain, _shifts(groups, c, scale)) for c in choices] for scale in (1.0, 0.5)],
+            lambda scale: np.stack([_gradient(plain, _shifts(groups, c, scale)) for c in choices]),
             tolerance(hessians[0]),  # (the precision's tolerance: the gradients' is no other)
         )
     offsets = dict(zip(point.wrt, np.cumsum([0] + [int(np.size(point.values[n])) for n in point.wrt])))
@@ -988,15 +989,18 @@ def _gradient(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> np.ndar
     )
 
 
-def _gradient_jumps(on_sides: list[list[np.ndarray]], tol: Tolerance) -> np.ndarray:
-    """Per differentiated entry, whether the first derivatives on the kinks' sides differ, by
-    as much at half the step (a gradient continuous across the kink differs by the step's
-    own amount, halving with it: relu(x)^2)."""
-    full, half = (np.stack(s) for s in on_sides)
+def _gradient_jumps(on_sides: Callable[[float], np.ndarray], tol: Tolerance) -> np.ndarray:
+    """Per differentiated entry, whether the first derivatives on the kinks' sides (at a
+    scale of the step) differ, by as much at half the step (a gradient continuous across the
+    kink differs by the step's own amount, halving with it: relu(x)^2)."""
+    full = on_sides(1.0)
+    apart = ~np.all(close(full, full[0], tol), axis=0)
+    if not apart.any():
+        return apart.any(axis=0)
+    half = on_sides(0.5)
     with np.errstate(invalid="ignore", over="ignore"):
         spread_full = np.nanmax(full, axis=0) - np.nanmin(full, axis=0)
         spread_half = np.nanmax(half, axis=0) - np.nanmin(half, axis=0)
-        apart = ~np.all(close(full, full[0], tol), axis=0)
         jump = apart & ~(spread_half < 0.75 * spread_full)
     return jump.any(axis=0)
 

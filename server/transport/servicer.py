@@ -286,12 +286,8 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
                         size = len(item)
                         del item
                         await slots.acquire()
-                        if refused is None and not self.accepting():  # draining: send it again
-                            refused = _SHUTTING_DOWN
-                        elif refused is None and msg.id in running_ids:
-                            refused = _duplicate(msg.id)
-                        elif refused is None and (too_large := self._oversize(size)) is not None:
-                            refused = _status(too_large, "")
+                        if refused is None:
+                            refused = self._refusal(msg.id, size, running_ids)
                         if refused is not None:
                             code = _code_name(refused.code)
                             self._account_unchecked(msg, code, refused.message, 0.0)
@@ -405,6 +401,15 @@ class VerifierServicer(verifier_pb2_grpc.VerifierServiceServicer):
             asyncio.get_running_loop().call_soon(
                 self._account, method, request_id, about, code, error, outcome, validated, took
             )
+
+    def _refusal(self, request_id: str, size: int, running_ids: set[str]) -> status_pb2.Status | None:
+        """Why a stream's request is answered without a check, if it is."""
+        if not self.accepting():  # draining: the client's to send again
+            return _SHUTTING_DOWN
+        if request_id in running_ids:
+            return _duplicate(request_id)
+        too_large = self._oversize(size)
+        return None if too_large is None else _status(too_large, "")
 
     def _hold(self, size: int) -> int:
         """A call's request bytes taken from the server's budget (see HeldBytes): a request past
