@@ -241,10 +241,14 @@ def _checked(node: Node, grads: Any, nb: int, create_graph: bool) -> list[Any]:
 
 def _accumulate(t: Tensor, g: Any, create_graph: bool) -> None:
     if create_graph:
-        # a gradient outside any graph is the caller's (backward(v) on a leaf): a copy, or the
-        # next accumulation would add into their v
-        kept = isinstance(g, Tensor) and g.grad_fn is not None
-        g = g if kept else Tensor._make(np.array(g.data if isinstance(g, Tensor) else g))
+        # the gradient keeps its graph; the caller's own v (backward(v) reaching a leaf as it
+        # is) is copied, or the next accumulation would add into it: a recorded copy when v
+        # requires grad (torch's CopyBackwards), else derivatives with respect to v were lost
+        if not (isinstance(g, Tensor) and g.requires_grad):
+            g = Tensor._make(np.array(g.data if isinstance(g, Tensor) else g))
+        elif g.grad_fn is None:
+            with set_grad_enabled(True):
+                g = g.clone()
         t._grad = g if t._grad is None else t._grad + g
     elif t._grad is None:
         t._grad = Tensor._make(np.array(g, dtype=t.dtype))  # a copy: g may be a view or shared

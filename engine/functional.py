@@ -50,25 +50,32 @@ def jacobian(
     inputs: Any,
     create_graph: bool = False,
     strict: bool = False,
-    vectorize: bool = True,
+    vectorize: bool | None = None,
     strategy: str = "reverse-mode",
     chunk_size: int | None = None,
 ) -> Any:
     """d func(inputs) / d inputs, shaped output.shape + input.shape for each (output, input).
 
-    Arguments in torch.autograd.functional.jacobian's order. vectorize=True (the engine's
-    default; torch's is False, for the same values) computes all rows of an output's Jacobian in
-    one backward pass: the cotangent (an identity matrix) carries a leading batch dimension
-    through every VJP rule, chunked to bound memory. vectorize=False runs one backward pass per
-    row. strict=True raises, as torch, where an output does not depend on an input (the engine
-    allows it with vectorize too). strategy="forward-mode" is checked as torch checks it, and
-    the Jacobian (the same values) is computed in reverse mode: the engine has no forward mode.
+    Arguments in torch.autograd.functional.jacobian's order. vectorize=True computes all rows of
+    an output's Jacobian in one backward pass: the cotangent (an identity matrix) carries a
+    leading batch dimension through every VJP rule, chunked to bound memory. vectorize=False
+    runs one backward pass per row (the same values). Left out, it is True unless strict (torch's
+    default is False; the engine's default is the fast one wherever torch allows it).
+    strict=True raises, as torch, where an output does not depend on an input, and together
+    with vectorize=True. strategy="forward-mode" is checked as torch checks it, and the Jacobian
+    (the same values) is computed in reverse mode: the engine has no forward mode.
     """
+    vectorize = not strict if vectorize is None else vectorize
     _check_strategy(strategy, create_graph, strict, vectorize)
     single_in, xs = _prepare(inputs, create_graph)
     single_out, outs = _outputs(func, xs)
     if strict:
         _strict_outputs(outs)
+        if vectorize:
+            raise RuntimeError(
+                "torch.autograd.functional.jacobian: `strict=True` and `vectorized=True` are not "
+                "supported together. Please either set `strict=False` or `vectorize=False`."
+            )
     rows = []
     for i, out in enumerate(outs):
         m = out.data.size
@@ -84,8 +91,8 @@ def jacobian(
                     for b, g in zip(blocks, gs):
                         b.append(g)
             else:
-                for i in range(m):
-                    row = identity_rows(i, i + 1, m, out.dtype).reshape(out.shape)
+                for r in range(m):  # (i is the output's index, which strict's errors name)
+                    row = identity_rows(r, r + 1, m, out.dtype).reshape(out.shape)
                     gs = _vjp_rows(out, xs, row, create_graph, False, strict, i)
                     for b, g in zip(blocks, gs):
                         b.append(ops.reshape(g, (1, *g.shape)) if create_graph else g.data[None])
@@ -249,14 +256,14 @@ def hessian(
     inputs: Any,
     create_graph: bool = False,
     strict: bool = False,
-    vectorize: bool = True,
+    vectorize: bool | None = None,
     outer_jacobian_strategy: str = "reverse-mode",
 ) -> Any:
     """Second derivatives of a scalar func: the Jacobian of its gradient (shape in.shape*2).
 
     Arguments in torch.autograd.functional.hessian's order; create_graph=True records the
     Hessian so that it can be differentiated (as torch); strict, vectorize and the strategy as
-    in jacobian (vectorize=True is the engine's default, torch's is False: the same values).
+    in jacobian.
     """
     if outer_jacobian_strategy not in ("forward-mode", "reverse-mode"):
         raise ValueError('Expected strategy to be either "forward-mode" or "reverse-mode".')

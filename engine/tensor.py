@@ -428,7 +428,9 @@ class _RetainGrad:
             # as torch's var.grad + grad: under create_graph the sum keeps both graphs
             graphs = t._grad.requires_grad or grad.requires_grad
             t._grad = t._grad + grad if graphs else Tensor._make(t._grad.data + grad.data)
-        elif grad.grad_fn is None:  # a copy, as torch's clone: g may be the caller's, or a view
+        elif not grad.requires_grad:  # a copy, as torch's clone: g may be the caller's, or a view
             t._grad = Tensor._make(np.array(grad.data))
+        elif grad.grad_fn is None:  # the caller's v under create_graph: a recorded clone of it
+            t._grad = grad.clone()
         else:  # under create_graph: the gradient's own graph is kept
             t._grad = grad

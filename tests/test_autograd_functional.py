@@ -198,9 +198,38 @@ def _forward_mode_strict(L, jacobian, hessian, tensor):
     jacobian(lambda a: a**2, tensor([1.0]), strict=True, strategy="forward-mode", vectorize=True)
 
 
+def _strict_and_vectorized(L, jacobian, hessian, tensor):
+    jacobian(lambda a: a * a, tensor([1.0, 2.0]), strict=True, vectorize=True)
+
+
+def _strict_by_default(L, jacobian, hessian, tensor):
+    # torch's default is vectorize=False; the engine's vectorizes unless strict
+    return (jacobian(lambda a: a * a, tensor([1.0, 2.0]), strict=True),)
+
+
+def _strict_names_the_output_that_does_not_depend(L, jacobian, hessian, tensor):
+    # row by row, output 1 (a * 2) does not depend on input 1: it named output 0
+    x, c = tensor([1.0, 2.0]), tensor([3.0])
+    jacobian(lambda a, b: (a * b.sum(), a * 2), (x, c), strict=True, vectorize=False)
+
+
+def _hessian_of_abs_and_leaky_relu_strict(L, jacobian, hessian, tensor):
+    # their gradients depend on x with derivative 0 (torch records sgn(x), leaky_relu_backward)
+    leaky = torch.nn.functional.leaky_relu if L is torch else cg.leaky_relu
+    x = tensor([0.3, -1.0])
+    return (
+        hessian(lambda a: a.abs().sum(), x, strict=True, vectorize=False),
+        hessian(lambda a: leaky(a, 0.1).sum(), x, strict=True, vectorize=False),
+    )
+
+
 @pytest.mark.parametrize(
     "call",
     [
+        _strict_and_vectorized,
+        _strict_by_default,
+        _strict_names_the_output_that_does_not_depend,
+        _hessian_of_abs_and_leaky_relu_strict,
         _hessian_with_create_graph,
         _strict_jacobian_of_an_unused_input,
         _strict_jacobian_with_create_graph_of_a_linear_function,

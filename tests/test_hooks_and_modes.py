@@ -443,3 +443,46 @@ def test_leaves_accumulate_as_soon_as_they_are_ready_as_in_torch(program):
         return seen
 
     assert events(cg) == events(torch)
+
+
+def _pass_through_then_mul(lib, t):
+    # x2's gradient is v itself (x2 + 1): under create_graph it must stay connected to v
+    x1, x2, v = t([1.0, 2.0], True), t([1.0, 2.0], True), t([3.0, 4.0], True)
+    (x1 * 1.0).backward(v, create_graph=True)
+    (x2 + 1.0).backward(v, create_graph=True)
+    (x1.grad * x2.grad).sum().backward()
+    return _grad(v), x2.grad.requires_grad
+
+
+def _pass_through_squared(lib, t):
+    x, v = t([1.0, 2.0], True), t([3.0, 4.0], True)
+    (x + 1).backward(v, create_graph=True)
+    (x.grad**2).sum().backward()
+    return _grad(v)
+
+
+def _retained_grad_of_v(lib, t):
+    x, v = t([1.0, 2.0], True), t([3.0, 4.0], True)
+    y = x.exp()
+    y.retain_grad()
+    y.backward(v, create_graph=True)
+    ((y.grad**2).sum() + x.grad.sum()).backward()
+    return _grad(v)
+
+
+def _plain_gradient_is_copied(lib, t):
+    x, w = t([1.0, 2.0], True), t([3.0, 4.0])
+    (x + 1).backward(w, create_graph=True)
+    return x.grad.requires_grad, x.grad is w
+
+
+@pytest.mark.parametrize(
+    "case",
+    [_pass_through_then_mul, _pass_through_squared, _retained_grad_of_v, _plain_gradient_is_copied],
+)
+def test_a_gradient_that_reaches_a_leaf_unchanged_keeps_its_graph_as_in_torch(case):
+    """backward(v, create_graph=True) with v requiring grad: a leaf (or retained) gradient that
+    is v itself was stored as a plain copy, so derivatives with respect to v were lost (v.grad
+    [3, 4] where torch has [6, 8]) or refused ("does not require grad")."""
+    mine, theirs = _both(case)
+    assert mine == theirs

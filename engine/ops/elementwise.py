@@ -142,9 +142,14 @@ def _float(x: np.ndarray) -> np.ndarray:
     return x if x.dtype.kind in "fc" else x.astype(np.float64)
 
 
-# abs' gradient is g * sgn(x), torch's: 0 at nan (a nan input with a zero mask gives 0, not nan);
-# sgn is piecewise constant, so it is a constant under create_graph too (as torch records it)
-abs = _unary("abs", np.abs, lambda B, n, g, s: (g * _sgn(data(s[0])),))
+# abs' gradient is g * sgn(x), torch's: 0 at nan (a nan input with a zero mask gives 0, not nan).
+# Under create_graph sgn(x) is recorded, as torch records it: its derivative is 0, but the
+# gradient depends on x (differentiating it again gives zeros, not "does not require grad").
+abs = _unary(
+    "abs",
+    np.abs,
+    lambda B, n, g, s: (g * (_sgn(s[0]) if B is NumpyOps else B.sign(s[0])),),
+)
 exp = _unary("exp", np.exp, lambda B, n, g, s: (g * s[-1],), "none", True)
 log = _unary("log", np.log, lambda B, n, g, s: (g / s[0],))
 log1p = _unary("log1p", np.log1p, lambda B, n, g, s: (g / (s[0] + 1),))
@@ -255,10 +260,18 @@ sign = _unary("sign", _sgn, _no_grad_vjp, "none")
 floor = _unary("floor", np.floor, _no_grad_vjp, "none")
 round = _unary("round", np.round, _no_grad_vjp, "none")
 
+
+def _leaky_relu_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
+    grad = B.where(data(s[0]) > 0, g, g * n._attrs["negative_slope"])
+    if B is NumpyOps:
+        return (grad,)
+    # under create_graph the gradient depends on x, as torch's leaky_relu_backward(g, x) does:
+    # with a derivative of 0 (sign(x) * 0 is 0, never nan), not "does not require grad"
+    return (grad + B.sign(s[0]) * 0.0,)
+
+
 _LEAKY = define(
-    "leaky_relu",
-    lambda x, negative_slope: np.where(x > 0, x, x * negative_slope),
-    lambda B, n, g, s: (B.where(data(s[0]) > 0, g, g * n._attrs["negative_slope"]),),
+    "leaky_relu", lambda x, negative_slope: np.where(x > 0, x, x * negative_slope), _leaky_relu_vjp
 )
 
 
