@@ -118,6 +118,14 @@ def _check(request: CheckRequest, limits: Limits) -> Report:
     verdict = _overall(reports)
     claims = bool(request.claimed_vjp or request.claimed_jacobian)
     summary = _summary(verdict, reports, statuses, claims, request.rtol, request.atol)
+    if not wrt and verdict.passed:
+        # no derivative was checked: a typo in the frozen inputs turned a gradient check into
+        # a PASS of the values alone (from an audit)
+        verdict = Verdict.UNVERIFIED
+        summary = (
+            f"{verdict.value}: nothing was differentiated (every input is frozen or an "
+            f"integer): only the outputs' values were compared ({summary})"
+        )
     error = next((r.summary for r in reports if r.verdict is Verdict.ERROR), "")
     return Report(verdict, summary, reports, statuses, dag, timer.stages, outputs, error)
 
@@ -244,15 +252,18 @@ def _check_point(
             # 6e-6, FAILed 50 seeds in 50). `tight` (for verdict.small_blocks, which makes
             # unverified what passes by more than rounding explains) has no floor where sympy's
             # exact values give the scale, but for a block of zeros: a block of 1e-12 (float32)
-            # or 1e-15 (float64) passed any claim, negated or 0. (JAX's values are no such
-            # scale: a block that cancels to 0 has its rounding noise for one.)
+            # or 1e-15 (float64) passed any claim, negated or 0. Without sympy, JAX's values give
+            # it (a block of 1e-15 passed a negated claim wherever sympy stepped aside), and
+            # small_blocks asks how far rounding moves them: a block that cancels to 0 has its
+            # rounding noise for a scale.
             if dtype == "float64" or tight:
                 exact = _reference_scale(derivs, quantity, output, inputs, ("sympy",)) if tight else None
                 if exact:  # (not a block of zeros)
                     scale, floor = exact, 0.0
                 else:
                     scale = _reference_scale(derivs, quantity, output, inputs)
-                    scale, floor = 1.0 if scale is None else scale, ATOL_SCALE_FLOOR
+                    scale = 1.0 if scale is None else scale
+                    floor = 0.0 if tight and scale > 0 else ATOL_SCALE_FLOOR
                 atol = min(atol, tol.atol * max(scale, floor))
             return dataclasses.replace(tol, atol=atol)
 

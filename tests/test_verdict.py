@@ -1395,11 +1395,13 @@ def test_a_block_of_small_entries_is_not_judged_by_atol_alone(dtype, size, off, 
     [("float32", 1e-9, 1.1), ("float32", 1e-12, -1.0), ("float32", 1e-12, 0.0),
      ("float64", 1e-15, -1.0), ("float64", 1e-12, 1.001)],
 )  # fmt: skip
-def test_a_block_below_the_floor_of_its_atol_passes_no_wrong_claim(dtype, factor, wrong):
+@pytest.mark.parametrize("references", [("sympy", "jax", "fd"), ("jax",), ("jax", "fd")])
+def test_a_block_below_the_floor_of_its_atol_passes_no_wrong_claim(dtype, factor, wrong, references):
     """The absolute tolerance shrinks with a block's scale down to a thousandth: a block of
     entries below that (float32 1e-9, float64 1e-13) was judged by atol alone, and a claim 10 %
     off, negated or 0 passed (from an audit). Now unverified, torch's own gradient still passes,
-    and an atol given is used as given (the negated claim FAILs)."""
+    and an atol given is used as given (the negated claim FAILs). Without sympy too (a later
+    audit: with JAX's values for the scale only while sympy's were there, any claim passed)."""
     import torch
 
     x = np.array([0.5, -1.2, 2.0], dtype)
@@ -1409,7 +1411,9 @@ def test_a_block_below_the_floor_of_its_atol_passes_no_wrong_claim(dtype, factor
     source = f"y = sum({factor!r} * x ** 2)"
 
     def verdict(claim, **tolerances):
-        request = CheckRequest(source, [spec], claimed_vjp={"x": claim}, **tolerances)
+        request = CheckRequest(
+            source, [spec], claimed_vjp={"x": claim}, references=references, **tolerances
+        )
         report = check(request)
         return report.verdict, report.summary
 
@@ -1418,6 +1422,41 @@ def test_a_block_below_the_floor_of_its_atol_passes_no_wrong_claim(dtype, factor
     got, summary = verdict(wrong * torchs)
     assert got is Verdict.UNVERIFIED and "only by the absolute tolerance" in summary, summary
     assert verdict(-torchs, atol=factor / 100)[0] is Verdict.FAIL
+
+
+@pytest.mark.parametrize(
+    ("source", "inputs", "claimed"),
+    [
+        # sympy steps aside for the whole point (sqrt's derivative at 0 is singular) ...
+        ("z = 1e-15 * sum(x ** 3) + sum(sqrt(w))", {"x": [0.3, 0.7], "w": [0.0]}, [0.0, 0.0]),
+        # ... or for a masked_fill with -inf
+        (
+            "z = 1e-15 * logsumexp(masked_fill(x, x > 1, -inf))",
+            {"x": [0.3, 0.7, 2.0]},
+            [-4.0131e-16, -5.9869e-16, 0.0],
+        ),
+        # another output reading x through a zero derivative, its cotangent 1
+        ("z = 1e-15 * sum(tanh(x) * x) + sum(floor(x))", {"x": [0.1, 0.7, 1.3]}, [0.0, 0.0, 0.0]),
+    ],
+)
+def test_a_tiny_block_without_sympy_passes_no_wrong_claim(source, inputs, claimed):
+    """Where sympy stepped aside, a block of 1e-15 passed a claim of 0 or a negated one: its
+    tight tolerance was floored as if it had no scale (from an audit)."""
+    specs = [InputSpec(n, np.array(v)) for n, v in inputs.items()]
+    report = check(CheckRequest(source, specs, claimed_vjp={"x": np.array(claimed)}))
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert "only by the absolute tolerance" in report.summary
+
+
+@pytest.mark.parametrize(
+    ("source", "x"),
+    [("z = sum(softmax(x, 0))", [0.3, 0.7, 1.9]), ("z = sum(x - mean(x))", [0.1, 0.7, 1.3])],
+)
+def test_a_block_that_cancels_to_rounding_noise_passes_without_sympy(source, x):
+    """Gradients that are 0 exactly, computed as rounding noise (1e-17), are judged by how far
+    rounding moves JAX's values, not by their own size: the engine's noise is no wrong value."""
+    report = check(CheckRequest(source, [InputSpec("x", np.array(x))], references=("jax",)))
+    assert report.verdict is Verdict.PASS, report.summary
 
 
 @pytest.mark.parametrize(("fn", "x"), [("sigmoid", 12.0), ("sigmoid", 11.0), ("tanh", 5.2677326)])
@@ -1627,3 +1666,55 @@ def test_no_hessian_passes_where_the_gradient_jumps(source):
     report = check(CheckRequest(source, [InputSpec("x", [0.0, 1.0])], checks=("hessian",)))
     assert report.verdict is Verdict.UNVERIFIED, report.summary
     assert "the gradient jumps there" in report.summary
+
+
+@pytest.mark.parametrize(
+    ("source", "inputs"),
+    [
+        ("y = sum(x * x)", [InputSpec("x", np.array([1.0, 2.0]), requires_grad=False)]),
+        (
+            "y = cross_entropy(z, t)",
+            [
+                InputSpec("z", np.array([[1.0, 2.0, 0.5]]), requires_grad=False),
+                InputSpec("t", np.array([2]), dtype="int64"),
+            ],
+        ),
+    ],
+)
+def test_a_check_that_differentiates_nothing_is_unverified(source, inputs):
+    """Every input frozen (or an integer): only the values were compared, and it said PASS, so a
+    typo in --frozen turned a gradient check into a pass (from an audit)."""
+    report = check(CheckRequest(source, inputs))
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
+    assert "nothing was differentiated" in report.summary
+
+
+MLP_AT_KINKS = (
+    "h = relu(W @ x + b)\nloss = mean((h - y) ** 2)",
+    [
+        InputSpec("W", np.zeros((2, 3))),
+        InputSpec("x", np.array([1.0, 2.0, 3.0])),
+        InputSpec("b", np.zeros(2)),
+        InputSpec("y", np.array([1.0, -1.0]), requires_grad=False),
+    ],
+)
+TIES = ("y = sum(maximum(x, z) * 3.0)", [InputSpec("x", np.array([0.0, 1.0])), InputSpec("z", np.zeros(2))])
+
+
+@pytest.mark.parametrize(("source", "inputs"), [MLP_AT_KINKS, TIES])
+def test_the_sides_of_a_small_programs_kinks_share_one_compiled_function(source, inputs):
+    """Stepping off kinks evaluates the program a dozen times with other shifts: op by op each
+    cost 40 ms of JAX's dispatch (a repeated check of a 2-layer MLP at relu's kinks: 400 ms).
+    Every choice of sides shifts the same operands, so one compiled function serves them all,
+    and a repeated check reuses it."""
+    from crossgrad.server.backends import jax_backend
+
+    def shifted() -> list:
+        return [k for k in list(jax_backend._COMPILED._data) if k[2][0] == "shifted"]
+
+    request = CheckRequest(source, inputs, checks=("vjp", "jacobian"))
+    before = shifted()
+    report = check(request)
+    assert report.verdict.passed, report.summary
+    assert len(shifted()) == len(before) + 1
+    assert check(request).verdict is report.verdict and len(shifted()) == len(before) + 1

@@ -438,6 +438,20 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     )
 
 
+def in_float32(node: IRNode, operands: list[Any]) -> Any:
+    """apply_op in float32, its result handed on in float64: the same computation a precision
+    down, its derivatives too (each op's VJP runs in its primal's float32)."""
+    out = apply_op(node, [_cast(o, jnp.float32) for o in operands])
+    if isinstance(out, tuple):
+        return tuple(_cast(o, jnp.float64) for o in out)
+    return _cast(out, jnp.float64)
+
+
+def _cast(value: Any, dtype: Any) -> Any:
+    floating = hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.floating)
+    return value.astype(dtype) if floating else value
+
+
 def noisy(eps: float, seed: int) -> Apply:
     """An apply that rounds every op's result to a random nearby value (relative error up to
     eps): Monte Carlo arithmetic. A few runs show how far rounding in this very computation can
@@ -478,38 +492,76 @@ def noisy(eps: float, seed: int) -> Apply:
 @_memory_errors
 def shifted_derivatives(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> Derivatives:
     """The VJP and Jacobian (as the point's checks ask) with some nodes' operands shifted: node id
-    -> operand index -> what to add. Just off a kink this gives one side's derivatives. Run op by
-    op (a few evaluations per kinked point: compiling each would cost more)."""
-    program, wrt = point.program, point.wrt
-    others = [n for n in program.input_names if n not in wrt]
-    apply = _shifted(shifts)
-
-    def f(*w: Any) -> tuple[Any, ...]:
-        values = dict(zip(wrt, w)) | {n: _as_jax(point.values[n]) for n in others}
-        env = evaluate(program, values, apply, _checkpoint)
-        return tuple(env[i] for _, i in program.outputs)
-
-    outs, pullback = jax.vjp(f, *[_as_jax(point.values[n]) for n in wrt])
+    -> operand index -> what to add. Just off a kink this gives one side's derivatives. Compiled
+    for a small program, once per (program, which operands are shifted, shapes): a check at a
+    kink evaluates it a dozen times with other amounts (op by op, each cost 40 ms of JAX's
+    dispatch for a 2-layer MLP, and each new shape compiled primitive by primitive)."""
+    program, wrt = point.program, tuple(point.wrt)
+    others = tuple(n for n in program.input_names if n not in wrt)
+    layout = tuple(sorted((i, k) for i, s in shifts.items() for k in s))
+    checks = tuple(q for q in ("vjp", "jacobian") if q in point.checks)
+    run = functools.partial(_shifted_run, program, wrt, others, layout, checks)
+    fn: Callable[..., Any] = run
+    key = (program, wrt, ("shifted", layout, checks))
+    if jitted(program, "jac_rows" if "jacobian" in checks else "vjp"):
+        fn = _COMPILED.get(key) or jax.jit(run)
+    outs, grads, rows = fn(
+        [_host(point.values[n]) for n in wrt],
+        [_host(point.values[n]) for n in others],
+        [np.asarray(c) for c in point.cotangents] if "vjp" in checks else [],
+        [np.asarray(shifts[i][k], np.float64) for i, k in layout],
+    )
+    if fn is not run:
+        _COMPILED.put(key, fn)  # kept once it compiled and ran
     d = Derivatives(values={n: np.asarray(o) for n, o in zip(program.output_names, outs)})
 
     def masked(name: str, g: Any) -> SourceValues:
         return SourceValues(point.masked(name, np.asarray(g, dtype=np.float64)))
 
-    if "vjp" in point.checks:
-        grads = pullback(tuple(jnp.asarray(c, o.dtype) for c, o in zip(point.cotangents, outs)))
+    if grads is not None:
         d.vjp = {n: masked(n, g) for n, g in zip(wrt, grads)}
-    if "jacobian" in point.checks:
-        shapes = [o.shape for o in outs]
-        m = sum(math.prod(s) for s in shapes)
-        rows = jax.vmap(lambda c: pullback(_unflatten(c, shapes)))(jnp.eye(m))
+    if rows is not None:
         start = 0
-        for oname, shape in zip(program.output_names, shapes):
-            size = math.prod(shape)
+        for oname, o in zip(program.output_names, outs):
+            size = math.prod(o.shape)
             for n, r in zip(wrt, rows):
-                block = np.asarray(r)[start : start + size].reshape(shape + point.shape(n))
+                block = np.asarray(r)[start : start + size].reshape(o.shape + point.shape(n))
                 d.jacobian[(oname, n)] = masked(n, block)
             start += size
     return d
+
+
+def _shifted_run(
+    program: Program,
+    wrt: tuple[str, ...],
+    others: tuple[str, ...],
+    layout: tuple[tuple[int, int], ...],
+    checks: tuple[str, ...],
+    wrt_values: list[Any],
+    other_values: list[Any],
+    cotangents: list[Any],
+    amounts: list[Any],
+) -> tuple[Any, Any, Any]:
+    """The outputs, their VJP with `cotangents` and every row of their Jacobian (None where
+    `checks` do not ask), with the operands in `layout` (node id, operand) shifted by `amounts`."""
+    shifts: dict[int, dict[int, Any]] = {}
+    for (node, k), amount in zip(layout, amounts):
+        shifts.setdefault(node, {})[k] = amount
+
+    def f(*w: Any) -> tuple[Any, ...]:
+        values = dict(zip(wrt, w)) | dict(zip(others, other_values))
+        env = evaluate(program, values, _shifted(shifts), _checkpoint)
+        return tuple(env[i] for _, i in program.outputs)
+
+    outs, pullback = jax.vjp(f, *wrt_values)
+    grads = rows = None
+    if "vjp" in checks:
+        grads = pullback(tuple(jnp.asarray(c, o.dtype) for c, o in zip(cotangents, outs)))
+    if "jacobian" in checks:
+        shapes = [o.shape for o in outs]
+        m = sum(math.prod(s) for s in shapes)
+        rows = jax.vmap(lambda c: pullback(_unflatten(c, shapes)))(jnp.eye(m))
+    return outs, grads, rows
 
 
 def shifted_hessian(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> np.ndarray:

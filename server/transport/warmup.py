@@ -59,6 +59,10 @@ def warm(config: HandlerConfig) -> float:
     and a budget of their own: they exercise the code, whatever the server's policy for
     requests is (a server whose limits refuse Hessians still warms up)."""
     start = time.perf_counter()
+    # the hull fit at kinks (verdict.hull_misfit) imports scipy's nnls when first needed: 0.4 s
+    # of the first request at a kink that the warm-up requests do not reach
+    import scipy.optimize  # noqa: F401
+
     own = dataclasses.replace(config, limits=Limits(), default_seconds=WARMUP_SECONDS)
     for payload in WARMUP_REQUESTS:
         outcome = verify(payload, own, seconds=WARMUP_SECONDS)
