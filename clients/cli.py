@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import keyword
 import os
 import shutil
 import subprocess
@@ -95,6 +96,12 @@ def read_program(arg: str) -> str:
     except (OSError, ValueError):
         pass  # text too long or odd to be a file name: it is program text
     if "=" not in arg:  # every program assigns its outputs
+        first = arg.split()[0]
+        if keyword.iskeyword(first):  # Python ("import os"): "write it as 'y = import os'" misled
+            raise UsageError(
+                f"program {arg!r}: {first!r} is Python, not crossgrad's language, whose "
+                "programs assign expressions to names (like 'y = sum(tanh(x))')"
+            )
         if any(c in arg for c in "()+*@ \n"):  # an expression, not a file name
             raise UsageError(
                 f"program {arg!r} assigns no output: write it as 'y = {arg.strip()}' (every "
@@ -135,11 +142,20 @@ def parse_value(name: str, text: str) -> np.ndarray:
         raise UsageError(
             f"{name}={text}: not a JSON number or list (like [2, 3]) nor an .npy/.npz file"
         ) from None
+    if _holds_a_boolean(value):  # json's true is Python's True, which numpy takes for 1.0
+        raise UsageError(f"{name}={text}: true and false are not numbers: write 1 and 0")
     try:
         array = np.asarray(value, dtype=np.float64)
     except (ValueError, TypeError):
         raise UsageError(f"{name}={text}: not a rectangular array of numbers") from None
     return array
+
+
+def _holds_a_boolean(value: Any) -> bool:
+    # (as deep as json.loads nests lists: its own recursion limit)
+    return isinstance(value, bool) or (
+        isinstance(value, list) and any(_holds_a_boolean(v) for v in value)
+    )
 
 
 def _seed(text: str) -> int:
@@ -173,21 +189,37 @@ def parse_assignments(
     return out
 
 
-def read_inputs_file(path: str) -> dict[str, np.ndarray]:
+def read_inputs_file(path: str, what: str = "inputs") -> dict[str, np.ndarray]:
     """Every array of an .npz, or a JSON object {name: value}."""
     try:
         if path.endswith(".json"):
             data = json.loads(Path(path).read_text())
             if not isinstance(data, dict):
-                raise UsageError(f"{path}: a JSON inputs file holds an object {{name: value}}")
+                raise UsageError(f"{path}: a JSON {what} file holds an object {{name: value}}")
             return {k: parse_value(k, json.dumps(v)) for k, v in data.items()}
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # one .npy array has no names
-            raise UsageError(f"{path}: --inputs takes an .npz (named arrays) or a .json object")
+            raise UsageError(f"{path}: {what} come from an .npz (named arrays) or a .json object")
         with loaded as arrays:
             return {k: arrays[k] for k in arrays.files}
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read inputs from {path}: {exc}") from None
+        raise UsageError(f"cannot read {what} from {path}: {exc}") from None
+
+
+def claimed_gradients(items: Sequence[str]) -> dict[str, np.ndarray | None]:
+    """--claimed NAME=VALUE items, or a whole .npz or .json file of them (as a suite's
+    claimed_vjp: FILE takes)."""
+    files = [i for i in items if "=" not in i and i.endswith((".npz", ".json"))]
+    out: dict[str, np.ndarray | None] = {}
+    for path in files:
+        for name, value in read_inputs_file(path, "claimed gradients").items():
+            if name in out:
+                raise UsageError(f"--claimed {name} is given twice")
+            out[name] = value
+    given = parse_assignments([i for i in items if i not in files], "--claimed", none=True)
+    for name in out.keys() & given.keys():
+        raise UsageError(f"--claimed {name} is given twice")
+    return out | given
 
 
 def _names(items: Sequence[str]) -> list[str]:
@@ -242,6 +274,18 @@ def server_address(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def seconds(text: str) -> float:
+    """argparse type: a positive, finite number of seconds (a negative or zero deadline was
+    taken for none, or for one that had passed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value
+
+
 def _connection_options(parser: argparse.ArgumentParser, default_server: str | None) -> None:
     where = "embedded in this process" if default_server is None else default_server
     parser.add_argument(
@@ -259,7 +303,7 @@ def _connection_options(parser: argparse.ArgumentParser, default_server: str | N
     )
     parser.add_argument("--tls", action="store_true", help="connect with TLS (the system's roots)")
     parser.add_argument("--ca-cert", metavar="FILE", help="TLS with this root certificate (PEM)")
-    parser.add_argument("--timeout", type=float, help="deadline of the call in seconds")
+    parser.add_argument("--timeout", type=seconds, help="deadline of the call in seconds (embedded too)")
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -354,7 +398,7 @@ def _console(args: argparse.Namespace) -> Any:
 def _verify(args: argparse.Namespace) -> int:
     program = read_program(args.program)
     inputs = build_inputs(args)
-    claimed = parse_assignments(args.claimed, "--claimed", none=True)
+    claimed = claimed_gradients(args.claimed)
     fields: dict[str, Any] = {
         "outputs": _names(args.output),
         "cotangents": parse_assignments(args.cotangent, "--cotangent"),
@@ -537,6 +581,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all pass, 1 discrepancies, 2 usage, input or connection errors.",
     )
     top.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    top.add_argument("--version", action="version", version=f"crossgrad {_version()}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
 
     verify = sub.add_parser(
@@ -560,11 +605,11 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--claimed", action="append", default=[], metavar="NAME=VALUE",
         help="a gradient computed elsewhere, checked like the engine's (vjp); NAME=null claims "
-        "no gradient (torch's .grad None)",
+        "no gradient (torch's .grad None); or FILE.npz / FILE.json: every gradient it holds",
     )  # fmt: skip
     verify.add_argument("--samples", type=int, default=0, metavar="N", help="also check N random points")
     verify.add_argument("--seed", type=_seed, default=0, help="seeds every sampled choice")
-    verify.add_argument("--budget", type=float, metavar="SECONDS", help="the request's time budget")
+    verify.add_argument("--budget", type=seconds, metavar="SECONDS", help="the request's time budget")
     verify.add_argument("--no-blame", action="store_true", help="do not look for the node to blame")
     verify.add_argument("--id", default="", help="a request id (echoed, and in the server's log)")
     report = verify.add_mutually_exclusive_group()
@@ -612,6 +657,22 @@ def parser() -> argparse.ArgumentParser:
 
 PASSTHROUGH: dict[str, Callable[[Sequence[str]], int]] = {"serve": _serve, "check": _check}
 COMMANDS = ("verify", "graph", "ops", "health", *PASSTHROUGH)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crossgrad")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
+def token_hint(exc: BaseException) -> str:
+    """What to do about a missing or wrong token (verify's and check's errors alike)."""
+    if getattr(exc, "code", None) is grpc.StatusCode.UNAUTHENTICATED:
+        return " (give the token with --token or CROSSGRAD_TOKEN)"
+    return ""
 
 
 def _hint(top: argparse.ArgumentParser, command: str | None, extra: list[str]) -> str:
@@ -675,9 +736,7 @@ def _main(args: list[str], command: str | None) -> int:
     except (UsageError, CrossgradError) as exc:
         if debug:  # the traceback, and the same exit code (raising would exit 1: "discrepancies")
             traceback.print_exc()
-        unauthenticated = getattr(exc, "code", None) is grpc.StatusCode.UNAUTHENTICATED
-        hint = " (give the token with --token or CROSSGRAD_TOKEN)" if unauthenticated else ""
-        print(f"{prog}: {_one_line(exc)}{hint}", file=sys.stderr)
+        print(f"{prog}: {_one_line(exc)}{token_hint(exc)}", file=sys.stderr)
         return USAGE_ERROR
     except ModuleNotFoundError as exc:
         extra = _EXTRA_OF.get((exc.name or "").split(".")[0])

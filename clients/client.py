@@ -597,8 +597,8 @@ class Client:
     def verify_message(
         self, request: verifier_pb2.VerifyRequest, timeout: float | None = None
     ) -> verifier_pb2.VerifyResponse:
-        if self._embedded is not None:
-            return self._embedded.verify(request)
+        if self._embedded is not None:  # (only a deadline given for this call: no network)
+            return self._embedded.verify(request, timeout)
         return self._call(self._stub.Verify, request, timeout)
 
     def verify_many(

@@ -36,9 +36,22 @@ class EmbeddedVerifier:
             raise error_from_status(status_pb2.Status.FromString(outcome.payload))
         return kind.FromString(outcome.payload)
 
-    def verify(self, request: verifier_pb2.VerifyRequest) -> verifier_pb2.VerifyResponse:
+    def verify(
+        self, request: verifier_pb2.VerifyRequest, timeout: float | None = None
+    ) -> verifier_pb2.VerifyResponse:
+        """The check, within `timeout` seconds when one is given (DEADLINE_EXCEEDED past it, as
+        a server says it: the call's deadline), else within the request's own budget."""
+        from crossgrad.server import deadline
+
         request_id = self._handlers.new_request_id()
-        outcome = self._handlers.verify(request.SerializeToString(), self._config, request_id=request_id)
+        outcome = self._handlers.verify(
+            request.SerializeToString(),
+            self._config,
+            timeout,
+            request_id=request_id,
+            stated=timeout,
+            limit=deadline.CALL_DEADLINE if timeout else deadline.BUDGET,
+        )
         response = self._answer(outcome, pb.VerifyResponse)
         response.request_id = request_id
         return response

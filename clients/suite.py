@@ -29,7 +29,14 @@ from typing import Any
 import grpc
 
 from . import baseline as baselines
-from .cli import OneLineParser, UsageError, connect, server_address  # parsing and connecting
+from .cli import (  # parsing and connecting
+    OneLineParser,
+    UsageError,
+    connect,
+    seconds,
+    server_address,
+    token_hint,
+)
 from .client import Client, CrossgradError, Result
 from .suite_format import MAX_CASES, Case, SuiteError, load_suite
 
@@ -114,7 +121,7 @@ def _outcome(case: Case, result: Result) -> Outcome:
     if result.error is not None:
         if "ERROR" in case.expect and result.error.code in REFUSED:  # refusing it was expected
             return Outcome(case, 0.0, result=result)
-        error, info = str(result.error), result.error.info
+        error, info = str(result.error) + token_hint(result.error), result.error.info
         if result.error.code in REFUSED:  # name the line in the suite file that it refused
             line = info.get("line", "")
             if line.isdigit() and case.program_line:  # a line of the program
@@ -289,7 +296,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"cases checked at once (default {DEFAULT_JOBS})",
     )
     parser.add_argument(
-        "--timeout", type=float, default=None, help="seconds for the whole run (over gRPC)"
+        "--timeout", type=seconds, default=None, help="seconds for the whole run (over gRPC)"
     )
     parser.add_argument(
         "--case",
@@ -344,8 +351,10 @@ def _select(cases: Sequence[Case], patterns: Sequence[str] | None) -> list[Case]
     chosen = [c for c in cases if any(_matches(c, p) for p in patterns)]
     for pattern in patterns:
         if not any(_matches(c, pattern) for c in cases):
-            names = ", ".join(c.name for c in cases[:10]) + (", ..." if len(cases) > 10 else "")
-            raise UsageError(f"--case {pattern!r} matches no case (the cases: {names})")
+            # by id (SUITE::NAME): a pattern with the file's name for the suite's missed, and
+            # the names alone did not say what the suite is called
+            ids = ", ".join(c.id for c in cases[:10]) + (", ..." if len(cases) > 10 else "")
+            raise UsageError(f"--case {pattern!r} matches no case (the cases: {ids})")
     return chosen
 
 

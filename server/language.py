@@ -609,11 +609,9 @@ class _Builder:
                 "split returns several tensors: unpack them, as in 'a, b = split(x, 2)'", _pos(node)
             )
         if spec is None or name not in CALLABLE_OPS:
-            raise RequestError(
-                f"unknown function {name!r}{_did_you_mean(name, CALLABLE_OPS)}; the ops are: "
-                f"{', '.join(CALLABLE_OPS)}",
-                _pos(node.func),
-            )
+            # a likely typo's fix alone: after it, the list of 75 ops buried it
+            hint = _did_you_mean(name, CALLABLE_OPS) or f"; the ops are: {', '.join(CALLABLE_OPS)}"
+            raise RequestError(f"unknown function {name!r}{hint}", _pos(node.func))
         if spec.arity is None:  # concat / stack: a list of tensors
             if not node.args or not isinstance(node.args[0], (ast.List, ast.Tuple)):
                 raise RequestError(f"{name} takes a list of tensors: {name}([a, b], axis=0)", _pos(node))

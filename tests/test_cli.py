@@ -157,6 +157,19 @@ def test_a_wrong_claimed_gradient_exits_1(server):
     assert vjp_b["failing"]["claimed"] == 1 and vjp_b["worst"][0]["index"] == [1]
 
 
+def test_claimed_gradients_may_come_as_one_file(tmp_path):
+    """--claimed FILE.npz (or .json) claims every gradient it holds, as a suite's claimed_vjp:
+    FILE does; it took NAME=VALUE only, one input at a time (from an audit)."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    wrong = crossgrad("verify", *WORKED, "--claimed", str(examples / "claimed_wrong_entry.npz"))
+    assert wrong.returncode == 1 and "claimed -8.5 vs sympy -8.0" in wrong.stdout, wrong.stdout
+    right = tmp_path / "claims.json"
+    right.write_text(json.dumps({"a": [36, 81], "b": [-12, -8]}))
+    assert crossgrad("verify", *WORKED, "--claimed", str(right)).returncode == 0
+    twice = crossgrad("verify", *WORKED, "--claimed", str(right), "--claimed", "a=[36,81]")
+    assert_one_line_error(twice, "--claimed a is given twice")
+
+
 # -- errors: exit 2, one line, no traceback
 
 
@@ -171,9 +184,15 @@ def test_a_wrong_claimed_gradient_exits_1(server):
         (["verify", "Q = 3*a"], ["no inputs"]),
         (["verify", *WORKED, "--seed", "-1"], ["--seed", "from 0 to 2^63 - 1"]),  # protobuf's words
         (["verify", *WORKED, "--checks", "vjp,gradient"], ["unknown check gradient"]),
+        (["verify", *WORKED, "--timeout", "-1"], ["--timeout", "positive number of seconds"]),
+        (["verify", *WORKED, "--timeout", "0"], ["--timeout", "positive number of seconds"]),
+        (["verify", *WORKED, "--budget", "nan"], ["--budget", "positive number of seconds"]),
+        (["check", "suite.yaml", "--timeout", "-5"], ["--timeout", "positive number of seconds"]),
         (["verify", *WORKED, "--frozen", "c"], ["'c' is not an input"]),
         (["verify", "Q = 3*a**", "a=[2,3]"], ["INVALID_ARGUMENT", "line 1, column 10"]),
         (["verify", "Q = 3*a", "a=[2,3]"], ["give a cotangent"]),
+        (["verify", "import os", "a=[2,3]"], ["'import' is Python"]),
+        (["verify", "Q = 3*a", "a=[true,2]"], ["true and false are not numbers"]),
         (["ops", "nonexistent_op"], ["no op named nonexistent_op"]),
         (["frobnicate"], ["invalid choice: 'frobnicate'"]),
         # an unset variable in quotes: not embedded mode, which would answer SERVING
@@ -188,6 +207,14 @@ def test_bad_arguments_exit_2_with_one_line(args, fragments):
     out = crossgrad(*args)
     assert_one_line_error(out, *fragments)
     assert out.stderr.startswith("crossgrad")
+
+
+def test_timeout_is_a_deadline_embedded_too():
+    """--timeout was ignored without a server: a CI guard that guarded nothing (from an audit)."""
+    rng = np.random.default_rng(0)
+    W, x = json.dumps((rng.normal(size=(40, 40)) / 5).tolist()), json.dumps(rng.normal(size=40).tolist())
+    out = crossgrad("verify", "y = sum(tanh(W @ x))", f"W={W}", f"x={x}", "--timeout", "0.3")
+    assert_one_line_error(out, "DEADLINE_EXCEEDED", "the call's deadline (0.3 s)")
 
 
 def test_an_unreachable_server_exits_2_naming_it():
@@ -506,3 +533,8 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_interrupts(tmp_path):
         env={**environment, "NO_COLOR": "1"},
     )
     assert (out.returncode, out.stderr, out.stdout) == (130, "crossgrad: interrupted\n", "")
+
+
+def test_version():
+    out = crossgrad("--version")
+    assert out.returncode == 0 and re.fullmatch(r"crossgrad \d+\.\d+\.\d+\S*\n", out.stdout), out

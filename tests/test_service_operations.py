@@ -284,7 +284,7 @@ def test_a_worker_that_cannot_start_says_why_and_which_setting_to_change():
     command = [sys.executable, "-m", "crossgrad.server", "serve", "--port", "0", "--workers", "1",
                "--worker-memory-mb", "300"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "Traceback" not in done.stderr
     *log, plain = done.stderr.strip().splitlines()
     failed = json.loads(log[-1])
@@ -323,7 +323,7 @@ def test_a_port_in_use_fails_before_the_warm_up():
             text=True,
             timeout=60,
         )
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 2, out.stderr
     assert (
         f"--port (env CROSSGRAD_PORT) {port}: cannot listen on 127.0.0.1: Address already in use"
         in out.stderr

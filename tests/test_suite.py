@@ -482,7 +482,8 @@ def test_case_runs_only_the_cases_it_matches(recorded):
     none = run([str(suite), "--case", "polynomail"])
     assert none.returncode == 2
     assert none.stderr.strip() == (
-        "crossgrad check: --case 'polynomail' matches no case (the cases: tanh layer, polynomial)"
+        "crossgrad check: --case 'polynomail' matches no case "
+        "(the cases: small::tanh layer, small::polynomial)"
     )
 
 

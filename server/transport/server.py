@@ -180,6 +180,9 @@ class Server:
                 ) from None
         if o.port:
             _check_free(o.host, o.port)
+        # the warm-up takes seconds, with the port closed: said, or a newcomer saw nothing and
+        # "connection refused" for up to 16 s
+        log.info({"event": "starting", "address": o.address, "workers": o.workers, "warming": True})
         await self.pool.start()
         if creds is not None:
             self.port = self.grpc.add_secure_port(o.address, creds)
@@ -266,12 +269,13 @@ async def run(options: ServerOptions) -> int:
         log.info({"event": "stopped", "while": "starting"})
         await server.abandon()
         return 0
-    if starting.exception() is not None:  # e.g. a worker that cannot start: say so, exit 1
+    if starting.exception() is not None:  # e.g. a worker that cannot start: say so, exit 2
+        # (as a bad flag does: what to change is a setting, and 1 means discrepancies)
         log.error({"event": "start_failed", "error": str(starting.exception())})
         # and one plain line for whoever started it by hand (the log is JSON, for machines)
         print(f"crossgrad serve: {starting.exception()}", file=sys.stderr)
         await server.abandon()
-        return 1
+        return 2
     await server.wait_and_drain()
     return 0
 
