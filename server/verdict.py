@@ -141,52 +141,56 @@ def small_blocks(
         if not any(far.any() for far in _passing_far(block, strict, exact, 0.0).values()):
             continue  # within the block's own scale: no rounding to measure (JAX op by op cost
             # 0.7 s on 8 nested gelu)
-        same = fp.same_precision(block)
+        # JAX flushes subnormals to 0: where one bears on the block, its values measure
+        # nothing (a float32 block of 1e-40 passed a negated claim as "rounding"). Nor do
+        # they for a float64 block JAX judged throughout: it would be JAX against itself
+        # (a Hessian of sixty entries computed op by op again for nothing: 2 s).
+        inexact = block.reference_name != "sympy" if block.reference_name is not None else None
+        judged_by_jax = block.dtype == "float64" and inexact is not None and inexact.all()
+        same = None if fp.flushed(block) or judged_by_jax else fp.same_precision(block)
         with np.errstate(invalid="ignore", over="ignore"):
             moved = (
                 np.zeros(exact.shape)
                 if same is None  # nothing to say it is rounding
                 else np.nan_to_num(np.abs(same.reshape(-1) - exact), nan=np.inf)
             )
-        # entries no exact value judged: the reference is JAX's, and how far rounding moves it
-        # is what sets them apart from a wrong value (a sign flipped or 0 is as far off as the
-        # values are large). Ten times more room: two implementations' sums round apart by more
-        # than either measure sees (numpy's sum of a thousand tanh terms cancelling to 1e-14
-        # was 12 times the larger measure away from JAX's)
-        # (the float32 run first: one evaluation to the Monte Carlo runs' five, each of the
-        # block's whole quantity)
-        inexact = block.reference_name != "sympy" if block.reference_name is not None else None
-        if inexact is not None and inexact.any() and not _measurable(block, fp.point):
-            # too large to compute five more times op by op (a 300-row Jacobian through a
-            # 300 x 1000 outer product: 12 s of a 20 s budget): as before, the absolute
-            # tolerance's floor judges them
-            moved = np.where(inexact, np.inf, moved)
-        for measure in (fp.coarser, fp.spread):
-            if inexact is None or not inexact.any():
-                break
-            if not any(far.any() for far in _passing_far(block, strict, exact, moved).values()):
-                break
-            found = measure(block)
-            if found is not None:
-                found = 10 * np.where(np.isfinite(found), found, 0.0).reshape(-1)
-                moved = np.where(inexact, np.maximum(moved, found), moved)
+        # Entries no exact value judged: the reference is JAX's, and how far rounding moves it
+        # (Monte Carlo runs) is what sets them apart from a wrong value (a sign flipped or 0 is
+        # as far off as the values are large). A hundred times that: two implementations' sums
+        # round apart by more than the runs see (numpy's sum of a thousand tanh terms
+        # cancelling to 1e-14 was 47 times its spread away from JAX's). Not measured where the
+        # runs would cost too much, nor where subnormals bear: those entries are unverified.
+        # (A run in float32, a precision down, measured less, and its comparisons of frozen
+        # data could flip: 0.1 + 1e-12 > 0.1 took the other branch, and passed a negated claim.)
+        if (
+            inexact is not None
+            and inexact.any()
+            and not fp.flushed(block)
+            and _measurable(block, fp.point)
+            and any(far.any() for far in _passing_far(block, strict, exact, moved).values())
+        ):
+            spread = fp.spread(block)
+            if spread is not None:
+                spread = 100 * np.where(np.isfinite(spread), spread, 0.0).reshape(-1)
+                moved = np.where(inexact, np.maximum(moved, spread), moved)
         block.small += _unverified_past(block, strict, exact, moved, tolerance(block))
 
 
-MAX_MEASURED_WORK = 10_000_000  # rows times the largest intermediate, for a block measured
+MAX_MEASURED_WORK = 10_000_000  # a Jacobian's rows times the largest intermediate, measured
+MAX_MEASURED_HESSIAN = 16  # differentiated entries of a Hessian measured (op by op, five times:
+# sixty entries took 13 s)
 
 
 def _measurable(block: Block, point: Point) -> bool:
     """Whether a block's quantity is cheap enough to evaluate op by op the five more times
-    measuring its rounding takes: values and VJPs always; Jacobians and Hessians by their
-    rows (one VJP or Hessian-vector product each) times the largest intermediate."""
+    measuring its rounding takes: values and VJPs always; a Jacobian by its rows (one VJP
+    each) times the largest intermediate; a small Hessian."""
     if block.quantity in ("value", "vjp"):
         return True
     if block.quantity == "jacobian":
         rows = sum(math.prod(shape) for _, shape in point.output_shapes())
-    else:
-        rows = sum(int(np.size(point.values[n])) for n in point.wrt)
-    return rows * intermediate_sizes(point.program)[1] <= MAX_MEASURED_WORK
+        return rows * intermediate_sizes(point.program)[1] <= MAX_MEASURED_WORK
+    return sum(int(np.size(point.values[n])) for n in point.wrt) <= MAX_MEASURED_HESSIAN
 
 
 def _unverified_past(
@@ -1210,7 +1214,6 @@ class FloatingPoint:
         self.overflowed = bool(self._non_finite)
         self._engine_values = engine_values
         self._native: Derivatives | None = None
-        self._float32: dict[str, Derivatives] = {}  # by quantity
         self._spread: dict[tuple[str, str], dict[str, Any]] = {}  # by dtype and quantity
 
     def ieee_non_finite(self, block: Block) -> bool:
@@ -1275,27 +1278,6 @@ class FloatingPoint:
             errors.append(np.where(np.isnan(error), np.inf, error))
         near = np.maximum(errors[0], errors[1])
         return near, np.maximum(near, errors[2])
-
-    def coarser(self, block: Block) -> np.ndarray | None:
-        """Per entry, how far rounding moves a float64 block's JAX values, measured a precision
-        down: every op in float32 against float64, times their epsilons' ratio. It sees the
-        rounding inside reductions too, which the Monte Carlo runs (each op's result rounded)
-        do not: a thousand tanh terms summing to 1e-14 differ between implementations by their
-        partial sums' rounding, 1e-13. Not finite where float32 overflows; None for float32
-        blocks (their own precision's values measure them: same_precision)."""
-        if block.dtype != "float64":
-            return None
-        if block.quantity not in self._float32:
-            self._float32[block.quantity] = jax_backend.derivatives(
-                self._asking(block.quantity), apply=jax_backend.in_float32
-            )
-        low = _lookup(self._float32[block.quantity], block)
-        if low is None or block.reference is None:
-            return None
-        ratio = float(np.finfo(np.float64).eps / np.finfo(np.float32).eps)
-        with np.errstate(invalid="ignore", over="ignore"):
-            error = np.abs(np.asarray(low.values, np.float64).reshape(-1) - block.reference)
-        return ratio * np.where(np.isnan(error), np.inf, error)
 
     def spread(self, block: Block) -> np.ndarray | None:
         """Per entry, how far rounding in this very computation moves JAX's value: a few runs

@@ -169,7 +169,9 @@ def test_a_jacobian_through_outer_of_2000_by_2000_is_refused():
 def test_jacobian_rows_are_batched_by_the_largest_intermediate():
     # 300 rows through a 300 x 1000 outer product: every row at once (as before, by output size)
     # would carry 300 x 3e5 cotangents through each node, 720 MB an array
-    x, z = np.linspace(0, 1, 300), np.linspace(-1, 1, 1000)
+    # (z not symmetric about 0: there each row's sum cancels to rounding noise, which JAX alone
+    # cannot vouch for in a Jacobian this large: unverified)
+    x, z = np.linspace(0, 1, 300), np.linspace(-1, 2, 1000)
     request = CheckRequest(
         "y = sum(tanh(outer(x, z)), axis=1)",
         [InputSpec("x", x), InputSpec("z", z)],

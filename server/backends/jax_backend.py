@@ -438,20 +438,6 @@ def flat_function(point: Point) -> Callable[[np.ndarray], np.ndarray]:
     )
 
 
-def in_float32(node: IRNode, operands: list[Any]) -> Any:
-    """apply_op in float32, its result handed on in float64: the same computation a precision
-    down, its derivatives too (each op's VJP runs in its primal's float32)."""
-    out = apply_op(node, [_cast(o, jnp.float32) for o in operands])
-    if isinstance(out, tuple):
-        return tuple(_cast(o, jnp.float64) for o in out)
-    return _cast(out, jnp.float64)
-
-
-def _cast(value: Any, dtype: Any) -> Any:
-    floating = hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.floating)
-    return value.astype(dtype) if floating else value
-
-
 def noisy(eps: float, seed: int) -> Apply:
     """An apply that rounds every op's result to a random nearby value (relative error up to
     eps): Monte Carlo arithmetic. A few runs show how far rounding in this very computation can
