@@ -217,8 +217,9 @@ def claimed_gradients(items: Sequence[str]) -> dict[str, np.ndarray | None]:
                 raise UsageError(f"--claimed {name} is given twice")
             out[name] = value
     given = parse_assignments([i for i in items if i not in files], "--claimed", none=True)
-    for name in out.keys() & given.keys():
-        raise UsageError(f"--claimed {name} is given twice")
+    twice = sorted(out.keys() & given.keys())
+    if twice:
+        raise UsageError(f"--claimed {twice[0]} is given twice")
     return out | given
 
 

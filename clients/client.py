@@ -597,7 +597,7 @@ class Client:
     def verify_message(
         self, request: verifier_pb2.VerifyRequest, timeout: float | None = None
     ) -> verifier_pb2.VerifyResponse:
-        if self._embedded is not None:  # (only a deadline given for this call: no network)
+        if self._embedded is not None:  # a deadline only if this call gives one
             return self._embedded.verify(request, timeout)
         return self._call(self._stub.Verify, request, timeout)
 
