@@ -170,7 +170,10 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
         warm_seconds = warmup.warm(config.handler)
     except Exception as exc:  # the server says why it cannot start, and which setting to change
         why = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, MemoryError) or "out of memory" in why:
+        # under the address-space cap an extension module that cannot be mapped fails its
+        # import instead (scipy: "extension modules cannot be imported")
+        capped = config.memory_bytes > 0 and isinstance(exc, ImportError)
+        if isinstance(exc, MemoryError) or "out of memory" in why or capped:
             why += f" ({_MEMORY_HINT.format(config.memory_bytes >> 20)})"
         del exc  # and its frames' arrays: out of memory, even the message needs some
         gc.collect()
