@@ -118,13 +118,14 @@ def _check(request: CheckRequest, limits: Limits) -> Report:
     verdict = _overall(reports)
     claims = bool(request.claimed_vjp or request.claimed_jacobian)
     summary = _summary(verdict, reports, statuses, claims, request.rtol, request.atol)
-    if not wrt and verdict.passed:
+    masked_out = all(n in masks and not masks[n].any() for n in wrt)  # (True without wrt)
+    if masked_out and verdict.passed:
         # no derivative was checked: a typo in the frozen inputs turned a gradient check into
-        # a PASS of the values alone (from an audit)
+        # a PASS of the values alone (from an audit); so did masks that freeze every entry
         verdict = Verdict.UNVERIFIED
         summary = (
-            f"{verdict.value}: nothing was differentiated (every input is frozen or an "
-            f"integer): only the outputs' values were compared ({summary})"
+            f"{verdict.value}: nothing was differentiated (every input is frozen, an integer "
+            f"or masked to 0): only the outputs' values were compared ({summary})"
         )
     error = next((r.summary for r in reports if r.verdict is Verdict.ERROR), "")
     return Report(verdict, summary, reports, statuses, dag, timer.stages, outputs, error)

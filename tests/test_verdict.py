@@ -1704,6 +1704,7 @@ def test_no_hessian_passes_where_the_gradient_jumps(source):
     ("source", "inputs"),
     [
         ("y = sum(x * x)", [InputSpec("x", np.array([1.0, 2.0]), requires_grad=False)]),
+        ("y = sum(x * x)", [InputSpec("x", np.array([1.0, 2.0]), mask=np.zeros(2))]),
         (
             "y = cross_entropy(z, t)",
             [
@@ -1714,8 +1715,9 @@ def test_no_hessian_passes_where_the_gradient_jumps(source):
     ],
 )
 def test_a_check_that_differentiates_nothing_is_unverified(source, inputs):
-    """Every input frozen (or an integer): only the values were compared, and it said PASS, so a
-    typo in --frozen turned a gradient check into a pass (from an audit)."""
+    """Every input frozen (or an integer, or masked to 0 throughout): only the values were
+    compared, and it said PASS, so a typo in --frozen turned a gradient check into a pass (from
+    an audit)."""
     report = check(CheckRequest(source, inputs))
     assert report.verdict is Verdict.UNVERIFIED, report.summary
     assert "nothing was differentiated" in report.summary
