@@ -118,8 +118,8 @@ def _check(request: CheckRequest, limits: Limits) -> Report:
     verdict = _overall(reports)
     claims = bool(request.claimed_vjp or request.claimed_jacobian)
     summary = _summary(verdict, reports, statuses, claims, request.rtol, request.atol)
-    masked_out = all(n in masks and not masks[n].any() for n in wrt)  # (True without wrt)
-    if masked_out and verdict.passed:
+    nothing_differentiated = all(n in masks and not masks[n].any() for n in wrt)  # (no wrt too)
+    if nothing_differentiated and verdict.passed:
         # no derivative was checked: a typo in the frozen inputs turned a gradient check into
         # a PASS of the values alone (from an audit); so did masks that freeze every entry
         verdict = Verdict.UNVERIFIED

@@ -147,7 +147,8 @@ def small_blocks(
         # (a Hessian of sixty entries computed op by op again for nothing: 2 s).
         inexact = block.reference_name != "sympy" if block.reference_name is not None else None
         judged_by_jax = block.dtype == "float64" and inexact is not None and inexact.all()
-        same = None if fp.flushed(block) or judged_by_jax else fp.same_precision(block)
+        flushed = fp.flushed(block)
+        same = None if flushed or judged_by_jax else fp.same_precision(block)
         with np.errstate(invalid="ignore", over="ignore"):
             moved = (
                 np.zeros(exact.shape)
@@ -160,12 +161,12 @@ def small_blocks(
         # round apart by more than the runs see (numpy's sum of a thousand tanh terms
         # cancelling to 1e-14 was 47 times its spread away from JAX's). Not measured where the
         # runs would cost too much, nor where subnormals bear: those entries are unverified.
-        # (A run in float32, a precision down, measured less, and its comparisons of frozen
-        # data could flip: 0.1 + 1e-12 > 0.1 took the other branch, and passed a negated claim.)
+        # (Not a run in float32: its comparisons of frozen data could flip, 0.1 + 1e-12 > 0.1,
+        # and excuse a negated claim.)
         if (
             inexact is not None
             and inexact.any()
-            and not fp.flushed(block)
+            and not flushed
             and _measurable(block, fp.point)
             and any(far.any() for far in _passing_far(block, strict, exact, moved).values())
         ):
