@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import statistics
+import struct
 import sys
 import threading
 import time
@@ -147,7 +148,9 @@ def bench_latency(client: Client, n: int) -> None:
         for _ in range(50):
             embedded.verify_message(msg)
         ep50 = percentiles(timed(lambda: embedded.verify_message(msg), n))[0]
-    floor = grpc_floor(msg.SerializeToString(), client.verify_message(msg).SerializeToString(), n)
+    floor, slept = grpc_floor(
+        msg.SerializeToString(), client.verify_message(msg).SerializeToString(), n, lp50 / 1e3
+    )
     print("\n2. worked example, warm (vjp + Jacobians, every reference)")
     row("in-process p50 / p99, back to back", f"{lp50:.2f} / {lp99:.2f} ms")
     row(f"in-process p50, paced ({gap * 1e3:.1f} ms idle between checks)", f"{pp50:.2f} ms")
@@ -170,19 +173,31 @@ def bench_latency(client: Client, n: int) -> None:
     )
     row("the client library in-process (embedded) p50", f"{ep50:.2f} ms (gRPC {rp50 - ep50:+.2f} ms)")
     row("gRPC's own round trip (echo, same bytes) p50", f"{floor:.2f} ms")
+    row(
+        f"  the same, answered {lp50:.1f} ms later (past the wait)",
+        f"{slept:.2f} ms (crossgrad's own: {rp50 - lp50 - slept:+.2f} ms)",
+    )
 
 
 def _echo_server(response: bytes, conn: Any) -> None:
-    """A grpc.aio server (as crossgrad's) that answers every call with `response` at once."""
+    """A grpc.aio server (as crossgrad's) that answers every call with `response`: /echo/E at
+    once, /echo/Wait after sleeping as many seconds as the request's 8 first bytes say."""
 
     async def answer(request: bytes, context: Any) -> bytes:
+        return response
+
+    async def answer_later(request: bytes, context: Any) -> bytes:
+        await asyncio.sleep(struct.unpack_from("d", request)[0])
         return response
 
     async def serve() -> None:
         server = grpc.aio.server()
         same = lambda b: b  # noqa: E731 (bytes in, bytes out)
-        method = grpc.unary_unary_rpc_method_handler(answer, same, same)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("echo", {"E": method}),))
+        methods = {
+            name: grpc.unary_unary_rpc_method_handler(fn, same, same)
+            for name, fn in (("E", answer), ("Wait", answer_later))
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("echo", methods),))
         conn.send(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
         await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
@@ -191,18 +206,25 @@ def _echo_server(response: bytes, conn: Any) -> None:
     asyncio.run(serve())
 
 
-def grpc_floor(request: bytes, response: bytes, n: int) -> float:
+def grpc_floor(request: bytes, response: bytes, n: int, wait: float) -> tuple[float, float]:
     """p50 ms of a gRPC round trip that does no work, the worked example's bytes each way: what
-    the transport costs on this machine before crossgrad does anything."""
+    the transport costs on this machine before crossgrad does anything. Twice: answered at once,
+    and answered `wait` seconds later (the ms past the wait): on these virtual machines a
+    process that sleeps through a call is slow to wake, so a call as long as a check costs more
+    than an echo (about 1.8 ms against 0.8 for an 8 ms wait, measured), whatever the server does."""
     ours, theirs = multiprocessing.Pipe()
     echo = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(response, theirs))
     echo.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{ours.recv()}") as channel:
-            call = channel.unary_unary("/echo/E")
+            call, later = channel.unary_unary("/echo/E"), channel.unary_unary("/echo/Wait")
+            waiting = struct.pack("d", wait) + request[8:]
             for _ in range(50):
                 call(request)
-            return percentiles(timed(lambda: call(request), n))[0]
+                later(waiting)
+            at_once = percentiles(timed(lambda: call(request), n))[0]
+            delayed = percentiles(timed(lambda: later(waiting), n))[0] - wait * 1e3
+            return at_once, delayed
     finally:
         ours.send("stop")
         echo.join(10)
