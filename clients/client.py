@@ -129,7 +129,11 @@ def error_from_status(status: status_pb2.Status) -> CrossgradError:
 
 
 def _error_from_rpc(err: grpc.RpcError, target: str) -> CrossgradError:
-    status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    try:
+        status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    except ValueError:  # the details disagree with the call's code: trailers the channel cut
+        # (past its metadata limit it answers RESOURCE_EXHAUSTED): the call's own code and words
+        status = None
     if status is not None:
         return error_from_status(status)
     code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN

@@ -304,6 +304,9 @@ def _check_point(
             block_tolerance,
             lambda b: tolerance_in(b.dtype, b.quantity, b.input, b.output, tight=True),
         )
+        if request.atol is not None:
+            verdict_mod.blind_tolerance(blocks, fp, block_tolerance)
+        verdict_mod.undefined_outputs(blocks, program, block_tolerance)
         numerical = verdict_mod.numerical_notes(blocks, fp, block_tolerance, intervals)
         verdict_mod.masked_claims(blocks, point.masks, block_tolerance)
         verdict = verdict_mod.point_verdict(blocks)
@@ -535,7 +538,11 @@ def _point_summary(
     for b in blocks:
         for src, n in b.failing.items():
             if n and src == "claimed" and b.claimed_none:
-                lines.append(f"{b.label}: claimed no gradient, but the output depends on the input")
+                lines.append(
+                    f"{b.label}: claimed no gradient (None), but the input reaches the output "
+                    "through differentiable operations: its gradient is a tensor (torch's .grad "
+                    "too), zeros where nothing flows"
+                )
             elif n:
                 fail, status = STATUSES.index("fail"), b.status_map[src].reshape(b.shape)
                 e = next((e for e in b.worst if status[e.index] == fail), None)

@@ -414,6 +414,10 @@ class _Builder:
         self.assigned.append(name)
 
     def _check_name(self, name: str, target: ast.AST) -> None:
+        if len(name) > MAX_NAME_CHARS:
+            raise RequestError(
+                f"a name of {len(name)} characters; the limit is {MAX_NAME_CHARS}", _pos(target)
+            )
         if name.startswith("_") or name in OPS:  # pi and e may be shadowed, as in Python
             raise RequestError(f"{name!r} cannot be assigned (reserved name)", _pos(target))
         if name in dict(self.input_ids):
@@ -509,7 +513,7 @@ class _Builder:
             raise RequestError(
                 f"{node.id} is a value only for attributes that allow it (norm's ord)", _pos(node)
             )
-        known = ", ".join(sorted(self.scope)) or "none"
+        known = _listed(sorted(self.scope), 12)
         raise RequestError(
             f"undefined name {node.id!r}{_did_you_mean(node.id, self.scope)} (inputs and variables "
             f"defined so far: {known})",
@@ -575,8 +579,12 @@ class _Builder:
                 value = a / b
             else:
                 value = {"add": a + b, "sub": a - b, "mul": a * b}[op]
-        except (ZeroDivisionError, OverflowError) as exc:
+        except ZeroDivisionError as exc:
             raise RequestError(f"constant arithmetic fails: {exc}", _pos(node)) from None
+        except OverflowError:  # (Python says "(34, 'Numerical result out of range')")
+            raise RequestError(
+                "constant arithmetic fails: the result is too large for float64", _pos(node)
+            ) from None
         if isinstance(value, complex):
             raise RequestError("constant arithmetic gives a complex number", _pos(node))
         return self._checked_number(value, node)
@@ -979,6 +987,20 @@ def _columns_in_characters(tree: ast.Module, lines: list[str]) -> None:
             node.col_offset = chars(node.lineno, node.col_offset)
             if node.end_lineno is not None and node.end_col_offset is not None:
                 node.end_col_offset = chars(node.end_lineno, node.end_col_offset)
+
+
+# A name is repeated in every block of the report that concerns it, and in the log: a name of a
+# megabyte (an unused input's) made a 13 MB report.
+MAX_NAME_CHARS = 200
+
+
+def _listed(names: Sequence[str], most: int) -> str:
+    """The names, the first `most` of them and how many more (a program of 200 statements
+    listed them all in one error)."""
+    if not names:
+        return "none"
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _did_you_mean(name: str, choices: Sequence[str] | Mapping[str, Any]) -> str:

@@ -27,7 +27,7 @@ from .backends.finite_diff import STEPS as FD_STEPS
 from .compare import SourceValues
 from .derivatives import Derivatives
 from .ir import Program, Ref
-from .language import InputDecl, LimitError, RequestError, parse
+from .language import MAX_NAME_CHARS, InputDecl, LimitError, RequestError, parse
 from .limits import DEFAULT_LIMITS, Limits
 from .model import Budget, CheckRequest
 
@@ -38,9 +38,11 @@ REFERENCES = ("sympy", "jax", "fd")
 MAX_RTOL = 0.5  # a relative tolerance past it lets a value pass that is off by as much as it
 
 
-def _array(value: Any, dtype: Any, what: str, field: str, finite: bool = True) -> np.ndarray:
-    """value as an array of dtype, or a RequestError saying why it is not one (complex numbers
-    and text are refused, not coerced)."""
+def _array(
+    value: Any, dtype: Any, what: str, field: str, finite: bool = True, booleans: bool = False
+) -> np.ndarray:
+    """value as an array of dtype, or a RequestError saying why it is not one (complex numbers,
+    text and, but for masks, booleans are refused, not coerced)."""
     try:
         raw = np.asarray(value)
     except (TypeError, ValueError, OverflowError) as exc:  # e.g. ragged nested lists
@@ -51,6 +53,8 @@ def _array(value: Any, dtype: Any, what: str, field: str, finite: bool = True) -
         raise RequestError(f"{what} has complex values: only real numbers are accepted", field=field)
     if raw.dtype.kind in "USV":
         raise RequestError(f"{what} is not a numeric array (it holds text)", field=field)
+    if raw.dtype.kind == "b" and not booleans:  # (True as a cotangent of 1, say, is a slip)
+        raise RequestError(f"{what} holds booleans: give numbers", field=field)
     try:
         with np.errstate(over="ignore"):  # a value too large for the dtype: said below
             arr = raw.astype(dtype, copy=False)
@@ -237,6 +241,11 @@ def _validate_name(name: Any, seen: set[str], index: int) -> str:
         raise RequestError(f"an input's name must be a string, got {name!r}", field="inputs")
     if not name:  # (named by its place: "inputs[]" named nothing)
         raise RequestError(f"input {index} has no name", field=f"inputs[{index}]")
+    if len(name) > MAX_NAME_CHARS:
+        raise RequestError(
+            f"input {index}'s name has {len(name)} characters; the limit is {MAX_NAME_CHARS}",
+            field=f"inputs[{index}]",
+        )
     field = f"inputs[{name}]"
     folded = unicodedata.normalize("NFKC", name)
     if folded != name:
@@ -321,7 +330,7 @@ def _validate_mask(spec: Any, arr: np.ndarray, field: str) -> None:
             f"input {spec.name!r} does not require grad: it has no gradient for a mask to act on",
             field=field,
         )
-    mask = _array(spec.mask, np.float64, f"the mask of {spec.name!r}", field)
+    mask = _array(spec.mask, np.float64, f"the mask of {spec.name!r}", field, booleans=True)
     if mask.shape != arr.shape:
         raise RequestError(
             f"the mask of {spec.name!r} has shape {mask.shape}; the input has shape {arr.shape}",

@@ -177,6 +177,88 @@ def small_blocks(
         block.small += _unverified_past(block, strict, exact, moved, tolerance(block))
 
 
+def blind_tolerance(
+    blocks: list[Block], fp: FloatingPoint, tolerance: Callable[[Block], Tolerance]
+) -> None:
+    """A tolerance the request gave (atol) that admits 0 for every entry of a block whose values
+    are not 0 cannot tell them from 0 or from their negation (torch.gradcheck's atol 1e-5
+    passed a negated 1e-6 * cos(x)): the block's passing entries are unverified. Not where the
+    values are rounding noise about 0 (sympy's exact value is 0; JAX's is within a hundred
+    times what rounding moves it, as small_blocks measures): there atol says what the caller
+    takes for 0, as it is meant to."""
+    unverified = STATUSES.index("unverified")
+    passing = (STATUSES.index("pass"), STATUSES.index("convention"))
+    for block in blocks:
+        if block.reference is None or block.reference_name is None:
+            continue
+        tol = tolerance(block)
+        exact = block.reference.reshape(-1)
+        size = np.where(np.isfinite(exact), np.abs(exact), 0.0)
+        if not size.any() or (size > tol.atol + tol.rtol * size).any():
+            continue  # zeros throughout, or a claim of 0 fails somewhere: the check can fail
+        signal = (size > 0) & (block.reference_name == "sympy")
+        by_jax = (size > 0) & (block.reference_name == "jax")
+        if by_jax.any() and not signal.any():
+            measurable = not fp.flushed(block) and _measurable(block, fp.point)
+            spread = fp.spread(block) if measurable else None
+            if spread is None:  # nothing says the values are rounding noise
+                signal = by_jax
+            else:
+                noise = 100 * np.where(np.isfinite(spread), spread, 0.0).reshape(-1)
+                signal = by_jax & (size > noise)
+        if not signal.any():
+            continue
+        made = np.zeros(exact.shape, bool)
+        for status in block.status_map.values():
+            flat = status.reshape(-1)
+            mark = np.isin(flat, passing)
+            flat[mark] = unverified
+            made |= mark
+        block.blind = int(made.sum())
+        summarize(block, tol)
+
+
+def undefined_outputs(
+    blocks: list[Block], program: Program, tolerance: Callable[[Block], Tolerance]
+) -> None:
+    """Where an output's value is nan at the point (log(-1): the function is not defined
+    there), a nan derivative of it is IEEE's answer, not a wrong one: unverified, as where the
+    reference's own derivative is nan (sqrt at -1), not failed against sympy's formula carried
+    there (log's 1/x at -1, which torch's and JAX's rules give too)."""
+    nan_values = {
+        b.output: np.isnan(b.reference.reshape(-1)) & (b.reference_name != "")
+        for b in blocks
+        if b.quantity == "value" and b.reference is not None and b.reference_name is not None
+    }
+    if not any(v.any() for v in nan_values.values()):
+        return
+    unused = unused_inputs(program)
+    fail, unverified = STATUSES.index("fail"), STATUSES.index("unverified")
+    for block in blocks:
+        if block.quantity == "value":
+            continue
+        size = int(np.prod(block.shape))
+        if block.quantity == "jacobian":  # entry (i, j): output entry i's value
+            rows = nan_values.get(block.output, np.zeros(1, bool))
+            reached = np.repeat(rows, size // max(rows.size, 1))
+        else:  # a VJP's or a Hessian's entries: every output that depends on the input
+            inputs = block.input.split(",")
+            hit = any(v.any() for o, v in nan_values.items() if not set(inputs) <= unused.get(o, set()))
+            reached = np.full(size, hit)
+        if reached.size != size or not reached.any():
+            continue
+        made = np.zeros(size, bool)
+        for src, status in block.status_map.items():
+            flat = status.reshape(-1)
+            values = np.asarray(block.sources[src].values, np.float64).reshape(-1)
+            mark = (flat == fail) & np.isnan(values) & reached
+            flat[mark] = unverified
+            made |= mark
+        if made.any():
+            block.undefined += int(made.sum())
+            summarize(block, tolerance(block))
+
+
 MAX_MEASURED_WORK = 10_000_000  # a Jacobian's rows times the largest intermediate, measured
 MAX_MEASURED_HESSIAN = 16  # differentiated entries of a Hessian measured (op by op, five times:
 # sixty entries took 13 s)
@@ -1589,7 +1671,8 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
             (sum(b.judged_by.get("none", 0) for b in blocks), "that no reference checked"),
             (
                 sum(b.undefined for b in blocks),
-                "where the reference value is nan (not defined there, or IEEE's 0 * inf on the way)",
+                "where the reference value is nan (not defined there, or IEEE's 0 * inf on the way), "
+                "or nan where the function's value is (log(-1))",
             ),
             (
                 sum(b.isolated for b in blocks),
@@ -1618,7 +1701,13 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
                 sum(b.small for b in blocks),
                 "that pass only by the absolute tolerance, in a block of values that small "
                 "(further from the reference values, exact or JAX's, than rounding explains; "
-                "set atol to judge them by an absolute error)",
+                "an atol below the values judges them by an absolute error)",
+            ),
+            (
+                sum(b.blind for b in blocks),
+                "that pass by the atol given, which admits 0 for every entry of their block "
+                "(its values are smaller than atol): it cannot tell them from 0 or their "
+                "negation; give an atol below the values",
             ),
             (
                 sum(b.loose for b in blocks),

@@ -134,6 +134,22 @@ def test_a_bad_program_is_invalid_argument_with_line_and_column(client):
     assert (error.info["line"], error.info["column"]) == ("2", "5")
 
 
+def test_a_long_error_stays_an_invalid_argument_naming_line_and_column(client):
+    """An undefined name in a 200-statement program listed every variable, and a name of 3,000
+    characters was echoed whole: past the client's 8 KiB of trailers it got RESOURCE_EXHAUSTED
+    (or crossgrad's client a bare ValueError) in the status's place."""
+    program = "\n".join(f"hidden_layer_{i} = tanh(a * {i})" for i in range(200))
+    error = _rpc_error(lambda: client.verify(program + "\nQ = sum(hidden_layr_3)", {"a": [1.0, 2.0]}))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT, error
+    assert (error.info["line"], error.info["column"]) == ("201", "9")
+    assert "did you mean 'hidden_layer_3'?" in error.message and "and 189 more" in error.message
+    request = build_request(**WORKED)
+    request.cotangents["\u0103" * 3000].CopyFrom(request.cotangents["Q"])  # 2 bytes a character
+    for _ in range(3):
+        error = _rpc_error(lambda: client.verify_message(request))
+        assert error.code is grpc.StatusCode.INVALID_ARGUMENT and "more bytes" in error.message
+
+
 def test_bad_fields_are_named(client):
     error = _rpc_error(lambda: client.verify("y = sum(x)", {"x": [1.0]}, cotangents={"z": [1.0]}))
     assert error.code is grpc.StatusCode.INVALID_ARGUMENT

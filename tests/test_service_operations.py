@@ -119,6 +119,32 @@ def test_metrics_and_one_json_log_line_per_request(logged_server):
     assert len(line["program_sha256"]) == 16 and {"sympy", "jax", "engine"} <= set(line["timings"])
 
 
+def test_a_verdict_is_counted_only_for_a_check_that_was_answered():
+    """A report too large to send was counted among the verdicts as well as RESOURCE_EXHAUSTED."""
+    from crossgrad.server.transport.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.record_check("OK", "PASS", {"sympy": 0.01}, {})
+    metrics.record_check("RESOURCE_EXHAUSTED", "PASS", {"sympy": 0.01}, {})
+    verdicts = metrics.registry.get_sample_value("crossgrad_verdicts_total", {"verdict": "PASS"})
+    checks = metrics.registry.get_sample_value("crossgrad_checks_total", {"code": "RESOURCE_EXHAUSTED"})
+    assert (verdicts, checks) == (1.0, 1.0)
+
+
+def test_short_deadlines_leave_the_check_a_share_of_them():
+    """A fixed 50 ms margin refused every deadline under 52 ms, though a warm check takes a few:
+    the margins are at most 40 % (the check's) and 20 % (the answer's) of a short deadline."""
+    from crossgrad.server.deadline import BUDGET, CALL_DEADLINE
+    from crossgrad.server.transport.servicer import _answer_by, _seconds
+
+    seconds, limit = _seconds(30.0, 0.05)
+    assert limit == CALL_DEADLINE and seconds == pytest.approx(0.03)
+    assert _seconds(30.0, 10.0) == (pytest.approx(9.95), CALL_DEADLINE)
+    assert _seconds(0.5, 10.0) == (0.5, BUDGET)
+    answer_in = _answer_by(0.05) - time.monotonic()
+    assert seconds < answer_in < 0.05
+
+
 def test_a_request_sent_again_skips_validation_but_new_bytes_are_validated(logged_server):
     """The server remembers requests that passed validation by their bytes: the same request
     again is a hit; the same program with a NaN input is new bytes, validated and refused."""

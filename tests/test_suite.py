@@ -288,6 +288,9 @@ BAD_SUITES = [
     ("cases:\n  - {name: y, program: y = x, inputs: {x: [1]}, samples: 3}\n", 2, ["write {count: 3}"]),
     ("cases:\n  - name: k\n    program: y = x\n    inputs: {x: [1]}\n    inputs: {x: [2]}\n",
      5, ["duplicate key 'inputs'"]),
+    ("cases:\n  - name: m\n    program: y = sum(x)\n    inputs:\n"
+     "      x: {random: {shape: [3], seed: 1, low: 5, scale: 2}}\n",
+     5, ["field 'inputs.x.random.low'", "a parameter of the uniform distribution, not the normal"]),
     ("suite: s\n", 1, ["field 'cases'", "non-empty list of cases"]),
     ("defaults:\n  refrences: [sympy]\ncases:\n  - name: a\n    program: y = sum(x)\n"
      "    inputs: {x: [1]}\n", 2, ["field 'defaults.refrences'", "unknown key"]),
@@ -390,6 +393,17 @@ def test_data_files_are_read_relative_to_the_suite(tmp_path):
     random = cases["log-softmax loss at seeded random points"].inputs["W"].value
     again = load_suite(copy / "crossgrad_examples.yaml").cases[-1].inputs["W"].value
     assert random.shape == (4, 3) and (random == again).all()  # seeded: the same every time
+
+
+def test_random_inputs_with_low_and_high_are_uniform(tmp_path):
+    """Without a distribution they were drawn from the normal one, low and high ignored."""
+    suite = tmp_path / "u.yaml"
+    suite.write_text(
+        "cases:\n  - name: u\n    program: y = sum(x)\n    inputs:\n"
+        "      x: {random: {shape: [200], seed: 3, low: 5, high: 6}}\n"
+    )
+    x = load_suite(suite).cases[0].inputs["x"].value
+    assert x.min() >= 5 and x.max() <= 6
 
 
 def test_an_unreachable_server_exits_2(tmp_path):

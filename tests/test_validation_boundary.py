@@ -55,6 +55,39 @@ def test_complex_values_are_refused_not_cut_to_their_real_part(fields, field):
     assert "only real numbers" in error.message
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"program": "y = x * w", "cotangents": {"y": [True, True]}}, "cotangents[y]"),
+        ({"claimed_vjp": {"x": [True, False]}}, "claimed_vjp[x]"),
+        ({"inputs": [InputSpec("x", [True, False]), InputSpec("w", [3.0, 4.0])]}, "inputs[x]"),
+    ],
+)
+def test_booleans_are_refused_as_numbers(fields, field):
+    """A bool cotangent [1, 1] was read as floats and the check PASSed; a mask may be bool."""
+    refused(request(**fields), field, "holds booleans: give numbers")
+    masked = request(inputs=[InputSpec("x", [1.0, 2.0], mask=[True, False]), InputSpec("w", [3.0, 4.0])])
+    assert check(masked).verdict is Verdict.PASS
+
+
+def test_names_are_at_most_200_characters():
+    """A report repeats a name in every block about it: an unused input named by a megabyte made
+    a 13 MB report, and a 99 MiB one was refused only after the check ran."""
+    long = "x" * 201
+    req = request(inputs=[InputSpec("x", [1.0, 2.0]), InputSpec("w", [3.0, 4.0]), InputSpec(long, 1.0)])
+    refused(req, "inputs[2]", "input 2's name has 201 characters; the limit is 200")
+    with pytest.raises(RequestError, match="a name of 201 characters; the limit is 200") as info:
+        parse(f"{long} = x * 2.0\ny = sum({long})", {"x": ((2,), "float64")})
+    assert (info.value.pos.line, info.value.pos.col) == (1, 1)
+    assert check(request(program=f"{'v' * 200} = x * w\ny = sum({'v' * 200})")).verdict is Verdict.PASS
+
+
+def test_constant_overflow_is_said_in_words():
+    with pytest.raises(RequestError, match="the result is too large for float64") as info:
+        parse("y = x * 10.0 ** 400", {"x": ((2,), "float64")})
+    assert "34" not in str(info.value)
+
+
 def test_text_is_not_read_as_numbers():
     req = request(inputs=[InputSpec("x", ["1.5", "2"]), InputSpec("w", [3.0, 4.0])])
     refused(req, "inputs[x]", "not a numeric array")
@@ -343,7 +376,11 @@ def test_a_budget_of_no_time_says_more_than_0():
             {"low": 100.0, "high": 200.0},
             "samples.low is a parameter of the uniform",
         ),
-        ("DISTRIBUTION_UNSPECIFIED", {"high": 2.0}, "samples.high is a parameter of the uniform"),
+        (
+            "DISTRIBUTION_UNSPECIFIED",
+            {"high": 2.0, "scale": 1.0},
+            "samples.high is a parameter of the uniform",
+        ),
         ("DISTRIBUTION_UNIFORM", {"scale": 7.0}, "samples.scale is a parameter of the normal"),
     ],
 )
@@ -357,6 +394,16 @@ def test_the_other_distributions_parameters_are_refused_not_ignored(distribution
     with pytest.raises(RequestError, match=re.escape(words)) as info:
         convert.check_request(msg, Limits(), 30.0)
     assert info.value.field == f"samples.{next(iter(given))}"
+
+
+def test_low_and_high_without_a_distribution_mean_uniform():
+    """They were refused as "not the normal one" (the default): what they ask is plain."""
+    from crossgrad.server.transport import convert
+    from crossgrad.v1 import verifier_pb2 as pb
+
+    samples = pb.SamplePoints(count=1, low=100.0, high=200.0)
+    got = convert.check_request(pb.VerifyRequest(program="y = sum(x)", samples=samples), Limits(), 30.0)
+    assert (got.samples.distribution, got.samples.low, got.samples.high) == ("uniform", 100.0, 200.0)
 
 
 def test_messages_refuse_what_describe_graph_and_integers_ignored():
@@ -415,8 +462,8 @@ def test_describe_graph_names_the_stage_its_time_ran_out_in():
 
 def test_a_relative_tolerance_that_would_pass_a_zero_or_a_negated_claim_is_refused():
     """rtol 1 passed a claimed 0 and rtol 2 a negated gradient, as PASS "every source agrees
-    within the tolerance". Past 0.5 it is refused; a tolerance given (atol 1e300 passes
-    anything) is named in the summary."""
+    within the tolerance". Past 0.5 it is refused; a tolerance given is named in the summary,
+    and atol 1e300, which admits anything, verifies nothing."""
     specs = [InputSpec("a", [2.0, 3.0]), InputSpec("b", [6.0, 4.0])]
     negated = {"a": [-36.0, -81.0], "b": [12.0, 8.0]}
     for rtol in (1.0, 2.0):
@@ -424,7 +471,7 @@ def test_a_relative_tolerance_that_would_pass_a_zero_or_a_negated_claim_is_refus
             check(CheckRequest("Q = sum(3*a**3 - b**2)", specs, claimed_vjp=negated, rtol=rtol))
         assert info.value.field == "rtol"
     loose = check(CheckRequest("Q = sum(3*a**3 - b**2)", specs, claimed_vjp=negated, atol=1e300))
-    assert loose.verdict is Verdict.PASS
+    assert loose.verdict is Verdict.UNVERIFIED and "cannot tell them from 0" in loose.summary
     assert loose.summary.endswith("judged with the tolerance given: atol 1e+300"), loose.summary
     usual = check(CheckRequest("Q = sum(3*a**3 - b**2)", specs, rtol=0.5))
     assert usual.summary.endswith("judged with the tolerance given: rtol 0.5"), usual.summary

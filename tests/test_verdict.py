@@ -559,7 +559,8 @@ def test_a_claimed_none_means_no_gradient_and_is_checked_as_such():
     right = run("y = sum(a * 2)", claimed={"a": [2.0, 2.0], "b": None}, **inputs)
     assert right.verdict is Verdict.PASS, right.summary
     wrong = run("y = sum(a * 2)", claimed={"a": None, "b": None}, **inputs)
-    assert wrong.verdict is Verdict.FAIL and "claimed no gradient, but" in wrong.summary
+    assert wrong.verdict is Verdict.FAIL, wrong.summary
+    assert "claimed no gradient (None), but the input reaches the output" in wrong.summary
 
 
 @pytest.mark.parametrize(
@@ -1755,3 +1756,68 @@ def test_the_sides_of_a_small_programs_kinks_share_one_compiled_function(source,
     assert report.verdict.passed, report.summary
     assert len(shifted()) == 1
     assert check(request).verdict is report.verdict and len(shifted()) == 1
+
+
+# ---------------------------------------------------------------- a tolerance given, undefined values
+
+
+@pytest.mark.parametrize("references", [("sympy", "jax", "fd"), ("jax",)])
+def test_a_given_atol_above_every_value_of_a_block_verifies_nothing(references):
+    """torch.gradcheck's atol 1e-5 admits 0 and the negation of a gradient of 1e-6: a negated
+    claim passed, "judged with the tolerance given". Unverified, and said; an atol below the
+    values judges them."""
+    x = np.array([0.3, 0.5, -0.7])
+    right = 1e-6 * np.cos(x)
+
+    def given(claimed, atol):
+        request = CheckRequest(
+            "y = 1e-6 * sum(sin(x))",
+            [InputSpec("x", x)],
+            claimed_vjp={"x": claimed},
+            references=references,
+            rtol=1e-3,
+            atol=atol,
+        )
+        return check(request)
+
+    for claimed in (-right, np.zeros(3), right):
+        report = given(claimed, 1e-5)
+        assert report.verdict is Verdict.UNVERIFIED, report.summary
+        assert "cannot tell them from 0 or their negation" in report.summary
+    assert given(-right, 1e-8).verdict is Verdict.FAIL
+    assert given(right, 1e-8).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize("references", [("sympy", "jax", "fd"), ("jax",)])
+def test_a_given_atol_above_rounding_noise_about_0_is_what_it_is_for(references):
+    """sum(softmax(x)) is 1 whatever x: its gradient is 0 exactly (sympy) or rounding noise
+    (JAX); an atol says what passes for 0 there, and a value past it still fails."""
+    x = np.array([0.3, 0.5, -0.7])
+    request = CheckRequest("y = sum(softmax(x))", [InputSpec("x", x)], references=references, atol=1e-10)
+    assert check(request).verdict is Verdict.PASS
+    wrong = check(dataclasses.replace(request, claimed_vjp={"x": [1e-9, 0.0, 0.0]}))
+    assert wrong.verdict is Verdict.FAIL, wrong.summary
+
+
+def test_a_nan_derivative_where_the_function_is_nan_is_unverified_not_failed():
+    """log(-1) is not defined: a claimed nan for its derivative is IEEE's answer, as sqrt's
+    (unverified), where it FAILed against sympy's 1/x carried to -1. Any other value still
+    fails against the rule torch, JAX and sympy share, and a nan where the value is defined
+    (the second entry of an elementwise log) fails."""
+    at = np.array([-1.0, 1.0])
+    for program in ("y = sum(log(x))", "y = sum(log1p(x - 1.0))", "y = sum(sqrt(x))"):
+        report = run(program, claimed={"x": [np.nan, 0.5 if "sqrt" in program else 1.0]}, x=at)
+        assert report.verdict is Verdict.UNVERIFIED, (program, report.summary)
+    assert run("y = sum(log(x))", claimed={"x": [5.0, 1.0]}, x=at).verdict is Verdict.FAIL
+
+    def jacobian(claimed):
+        request = CheckRequest(
+            "y = log(x)",
+            [InputSpec("x", at)],
+            checks=("jacobian",),
+            claimed_jacobian={("y", "x"): np.array(claimed)},
+        )
+        return check(request).verdict
+
+    assert jacobian([[np.nan, 0.0], [0.0, 1.0]]) is Verdict.UNVERIFIED
+    assert jacobian([[np.nan, 0.0], [0.0, np.nan]]) is Verdict.FAIL

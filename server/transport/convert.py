@@ -211,6 +211,9 @@ def _samples(s: verifier_pb2.SamplePoints) -> SamplePoints:
         raise RequestError(
             f"samples.distribution: unknown value {s.distribution}", field="samples.distribution"
         )
+    given = s.HasField("low") or s.HasField("high")
+    if s.distribution == pb.DISTRIBUTION_UNSPECIFIED and given and not s.HasField("scale"):
+        distribution = "uniform"  # low and high say which (they were refused as not normal's)
     other = ("scale",) if distribution == "uniform" else ("low", "high")
     for name in other:  # it would be ignored: the other distribution's parameter
         if s.HasField(name):
@@ -573,8 +576,23 @@ def _info(reason: str, metadata: Mapping[str, Any]) -> any_pb2.Any:
     )
 
 
+# An error's words travel in the trailers three times (the message, percent-encoded, and in the
+# base64 details as the message and the field violation): a gRPC client refuses trailers past
+# 8 KiB, answering RESOURCE_EXHAUSTED in the status's place (an undefined name in a program of
+# 200 statements listed them all). So each stays within this many UTF-8 bytes.
+MAX_ERROR_BYTES = 1000
+
+
+def _cut(text: str, limit: int = MAX_ERROR_BYTES) -> str:
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    kept = data[: limit - 40].decode("utf-8", "ignore")
+    return f"{kept}... ({len(data) - len(kept.encode())} more bytes)"
+
+
 def _status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> status_pb2.Status:
-    return status_pb2.Status(code=code.value[0], message=message, details=details)
+    return status_pb2.Status(code=code.value[0], message=_cut(message), details=details)
 
 
 def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
@@ -590,7 +608,8 @@ def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
             if isinstance(exc, LimitError)
             else ("INVALID_PROGRAM" if exc.field == "program" else "INVALID_FIELD")
         )
-        metadata: dict[str, Any] = {"field": exc.field}
+        field = _cut(exc.field, 200)
+        metadata: dict[str, Any] = {"field": field}
         if exc.pos is not None:
             metadata.update(
                 line=exc.pos.line,
@@ -599,7 +618,7 @@ def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
                 end_column=exc.pos.end_col,
             )
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=exc.field, description=str(exc), reason=reason
+            field=field, description=_cut(str(exc)), reason=reason
         )
         details = [
             _pack(error_details_pb2.BadRequest(field_violations=[violation])),

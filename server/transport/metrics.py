@@ -97,7 +97,7 @@ class Metrics:
         self, code: str, verdict: str, timings: Mapping[str, float], cache_hits: Mapping[str, bool]
     ) -> None:
         self.labelled(self.checks, code).inc()
-        if verdict:
+        if verdict and code == "OK":  # (a report too large to send was checked, not answered)
             self.labelled(self.verdicts, verdict).inc()
         for stage, seconds in timings.items():
             self.labelled(self.stages, stage).observe(seconds)
