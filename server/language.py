@@ -69,7 +69,8 @@ _BINOPS = {
 }
 _COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
 _CONSTANTS = {"pi": math.pi, "e": math.e}  # a variable of the same name shadows them
-_ATTR_CONSTANTS = {**_CONSTANTS, "inf": math.inf}  # in attributes: inf for norm's ord
+# in attributes: inf for norm's ord and masked_fill's value
+_ATTR_CONSTANTS = {**_CONSTANTS, "inf": math.inf}
 # Ops reached through operators only (x ** y, 2 ** x, 1 - x, x[i]) and the engine's internal ones.
 _HIDDEN = {"pow_tensor", "rpow", "rsub", "getitem"}
 CALLABLE_OPS = sorted(n for n, s in OPS.items() if not s.internal and n not in _HIDDEN)
@@ -511,7 +512,9 @@ class _Builder:
             raise RequestError(f"{node.id} is an op: call it, e.g. {node.id}(x)", _pos(node))
         if node.id in _ATTR_CONSTANTS:
             raise RequestError(
-                f"{node.id} is a value only for attributes that allow it (norm's ord)", _pos(node)
+                f"{node.id} is a value only for attributes that allow it (norm's ord, "
+                "masked_fill's value)",
+                _pos(node),
             )
         known = _listed(sorted(self.scope), 12)
         raise RequestError(
