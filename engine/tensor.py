@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -11,6 +12,15 @@ import numpy as np
 
 from .grad_mode import _state
 from .graph import AccumulateGrad, Node, RemovableHandle
+
+# torch's words (TensorBody.h), for .grad read on a tensor that is neither a leaf nor retains it
+_NON_LEAF_GRAD = (
+    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
+    "attribute won't be populated during autograd.backward(). If you indeed want the .grad field "
+    "to be populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. If you "
+    "access the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead. See "
+    "github.com/pytorch/pytorch/pull/30531 for more information."
+)
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -205,7 +215,11 @@ class Tensor:
 
     @property
     def grad(self) -> Tensor | None:
-        """The accumulated gradient (leaves, and tensors that retain_grad())."""
+        """The accumulated gradient (leaves, and tensors that retain_grad()). Read on another
+        tensor, None with torch's warning: backward() never fills it (the usual slip is
+        reading an intermediate's .grad instead of the leaf's)."""
+        if self._grad is None and not self.is_leaf and not self._retains_grad:
+            warnings.warn(_NON_LEAF_GRAD, UserWarning, stacklevel=2)
         return self._grad
 
     @grad.setter

@@ -50,7 +50,8 @@ def test_retain_grad_keeps_an_intermediate_gradient():
     np.testing.assert_array_equal(h.grad.data, [6.0, 12.0])
     z = x * 2
     z.sum().backward()
-    assert z.grad is None  # not retained
+    with pytest.warns(UserWarning, match="not a leaf"):
+        assert z.grad is None  # not retained
 
 
 def test_hook_on_a_tensor_without_grad_is_an_error():
@@ -486,3 +487,24 @@ def test_a_gradient_that_reaches_a_leaf_unchanged_keeps_its_graph_as_in_torch(ca
     [3, 4] where torch has [6, 8]) or refused ("does not require grad")."""
     mine, theirs = _both(case)
     assert mine == theirs
+
+
+def test_reading_a_non_leafs_grad_warns_as_torch():
+    """torch warns (UserWarning) where .grad is read on a tensor backward never fills: the
+    intermediate's None is almost always a slip for the leaf's gradient."""
+    import warnings
+
+    import torch
+
+    for lib in (cg, torch):
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        y = x * 2
+        with pytest.warns(UserWarning, match="not a leaf Tensor is being accessed") as caught:
+            assert y.grad is None
+        assert "retain_grad()" in str(caught[0].message)
+        y.retain_grad()
+        y.sum().backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # retained, leaves, and tensors without a graph: quiet
+            assert y.grad.tolist() == [1.0, 1.0] and x.grad.tolist() == [2.0, 2.0]
+            assert lib.tensor([1.0]).grad is None and (x.detach() * 2).grad is None
