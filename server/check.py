@@ -307,7 +307,8 @@ def _check_point(
         )
         if request.atol is not None:
             verdict_mod.blind_tolerance(blocks, fp, block_tolerance)
-        verdict_mod.undefined_outputs(blocks, program, block_tolerance)
+        verdict_mod.flushed_references(blocks, fp, block_tolerance)
+        verdict_mod.undefined_outputs(blocks, point, block_tolerance)
         numerical = verdict_mod.numerical_notes(blocks, fp, block_tolerance, intervals)
         verdict_mod.masked_claims(blocks, point.masks, block_tolerance)
         verdict = verdict_mod.point_verdict(blocks)

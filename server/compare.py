@@ -123,6 +123,7 @@ class Block:
     small: int = 0  # entries passing only by the absolute tolerance, by more than rounding: unverified
     unsure: int = 0  # entries at kinks whose admissible range is not known exactly: unverified
     blind: int = 0  # entries passing by a given atol that admits 0 throughout the block: unverified
+    flushed: int = 0  # entries JAX alone judged where a subnormal bears on them: unverified
     # per source under test: entries failed by the kinks' joint hull alone (each within its own
     # range; together no admissible combination: rows that took different sides of one kink)
     off_hull: dict[str, int] = field(default_factory=dict)

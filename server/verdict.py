@@ -180,31 +180,42 @@ def small_blocks(
 def blind_tolerance(
     blocks: list[Block], fp: FloatingPoint, tolerance: Callable[[Block], Tolerance]
 ) -> None:
-    """A tolerance the request gave (atol) that admits 0 for every entry of a block whose values
-    are not 0 cannot tell them from 0 or from their negation (torch.gradcheck's atol 1e-5
-    passed a negated 1e-6 * cos(x)): the block's passing entries are unverified. Not where the
-    values are rounding noise about 0 (sympy's exact value is 0; JAX's is within a hundred
-    times what rounding moves it, as small_blocks measures): there atol says what the caller
-    takes for 0, as it is meant to."""
+    """A tolerance the request gave (atol) that admits 0 for every entry of a block of
+    derivatives whose values are not 0 (nor, at a kink, their one-sided ones) cannot tell them
+    from 0 or from their negation (torch.gradcheck's atol 1e-5 passed a negated 1e-6 * cos(x)):
+    the block's passing entries are unverified. Not where the values are rounding noise about 0
+    (sympy's exact value is 0; JAX's within ten times what rounding moves it): there atol says
+    what the caller takes for 0, as it is meant to. Per block, as atol is meant: an entry far
+    below the rest of its block is judged by atol alone. (Values are not derivatives: a small
+    loss near an optimum says nothing of its gradients.)"""
     unverified = STATUSES.index("unverified")
     passing = (STATUSES.index("pass"), STATUSES.index("convention"))
     for block in blocks:
-        if block.reference is None or block.reference_name is None:
+        if block.quantity == "value" or block.reference is None or block.reference_name is None:
+            continue
+        if not any(np.isin(s, passing).any() for s in block.status_map.values()):
             continue
         tol = tolerance(block)
         exact = block.reference.reshape(-1)
         size = np.where(np.isfinite(exact), np.abs(exact), 0.0)
+        kinked = np.zeros(size.shape, bool)
+        if block.interval is not None:  # abs'(0) is 0 at the point, and +-1 either side of it
+            # (a kink whose sides differ by less than the tolerance "reaches" no entry)
+            for side in (block.interval.low, block.interval.high):
+                side = np.abs(side.reshape(-1))
+                grow = np.isfinite(side) & (side > size)
+                size, kinked = np.where(grow, side, size), kinked | grow
         if not size.any() or (size > tol.atol + tol.rtol * size).any():
             continue  # zeros throughout, or a claim of 0 fails somewhere: the check can fail
-        signal = (size > 0) & (block.reference_name == "sympy")
-        by_jax = (size > 0) & (block.reference_name == "jax")
+        signal = (size > 0) & ((block.reference_name == "sympy") | kinked)
+        by_jax = (size > 0) & (block.reference_name == "jax") & ~kinked
         if by_jax.any() and not signal.any():
             measurable = not fp.flushed(block) and _measurable(block, fp.point)
             spread = fp.spread(block) if measurable else None
             if spread is None:  # nothing says the values are rounding noise
                 signal = by_jax
-            else:
-                noise = 100 * np.where(np.isfinite(spread), spread, 0.0).reshape(-1)
+            else:  # (1e8 * x - 1e8 * x spreads by 1e-8: not a hundred times, as small_blocks)
+                noise = 10 * np.where(np.isfinite(spread), spread, 0.0).reshape(-1)
                 signal = by_jax & (size > noise)
         if not signal.any():
             continue
@@ -218,13 +229,44 @@ def blind_tolerance(
         summarize(block, tol)
 
 
+def flushed_references(
+    blocks: list[Block], fp: FloatingPoint, tolerance: Callable[[Block], Tolerance]
+) -> None:
+    """JAX flushes subnormals to 0: where one bears on a block (a value of 1e-310 on the way,
+    or among the block's own values), JAX's values there measure nothing, and the entries it
+    alone judged are unverified (a claimed -1e-310 for a gradient of 1e-310 passed against
+    JAX's 0, without sympy)."""
+    unverified = STATUSES.index("unverified")
+    passing = (STATUSES.index("pass"), STATUSES.index("convention"))
+    for block in blocks:
+        if block.reference_name is None:
+            continue
+        tiny = np.finfo(block.dtype).tiny
+        by_jax = block.reference_name == "jax"
+        marks = {src: np.isin(s.reshape(-1), passing) & by_jax for src, s in block.status_map.items()}
+        if not any(m.any() for m in marks.values()):
+            continue
+        with np.errstate(invalid="ignore"):
+            own = [np.abs(np.asarray(v.values, np.float64)) for v in block.sources.values()]
+            subnormal = any(((a > 0) & (a < tiny)).any() for a in own)
+        if not (subnormal or fp.flushed(block)):
+            continue
+        for src, mark in marks.items():
+            block.status_map[src].reshape(-1)[mark] = unverified
+        block.flushed = int(np.logical_or.reduce(list(marks.values())).sum())
+        summarize(block, tolerance(block))
+
+
 def undefined_outputs(
-    blocks: list[Block], program: Program, tolerance: Callable[[Block], Tolerance]
+    blocks: list[Block], point: Point, tolerance: Callable[[Block], Tolerance]
 ) -> None:
     """Where an output's value is nan at the point (log(-1): the function is not defined
     there), a nan derivative of it is IEEE's answer, not a wrong one: unverified, as where the
     reference's own derivative is nan (sqrt at -1), not failed against sympy's formula carried
-    there (log's 1/x at -1, which torch's and JAX's rules give too)."""
+    there (log's 1/x at -1, which torch's and JAX's rules give too). Only the entries that
+    derive from such a value: a Jacobian's rows of nan outputs; a VJP's entries that JAX's VJP
+    of the nan outputs' own cotangents reaches (a cotangent of 0 there weighs nothing, as a
+    Jacobian row of a defined output); every entry of a Hessian of a nan output."""
     nan_values = {
         b.output: np.isnan(b.reference.reshape(-1)) & (b.reference_name != "")
         for b in blocks
@@ -232,8 +274,10 @@ def undefined_outputs(
     }
     if not any(v.any() for v in nan_values.values()):
         return
+    program = point.program
     unused = unused_inputs(program)
     fail, unverified = STATUSES.index("fail"), STATUSES.index("unverified")
+    weighed = _vjp_of_undefined(point, nan_values)
     for block in blocks:
         if block.quantity == "value":
             continue
@@ -241,9 +285,13 @@ def undefined_outputs(
         if block.quantity == "jacobian":  # entry (i, j): output entry i's value
             rows = nan_values.get(block.output, np.zeros(1, bool))
             reached = np.repeat(rows, size // max(rows.size, 1))
-        else:  # a VJP's or a Hessian's entries: every output that depends on the input
-            inputs = block.input.split(",")
-            hit = any(v.any() for o, v in nan_values.items() if not set(inputs) <= unused.get(o, set()))
+        elif block.quantity == "vjp" and weighed is not None:
+            found = weighed.vjp.get(block.input)
+            values = None if found is None else np.asarray(found.values, np.float64).reshape(-1)
+            reached = np.zeros(size, bool) if values is None else values != 0  # (nan too)
+        else:  # every output that depends on the input
+            inputs = set(block.input.split(","))
+            hit = any(v.any() for o, v in nan_values.items() if not inputs <= unused.get(o, set()))
             reached = np.full(size, hit)
         if reached.size != size or not reached.any():
             continue
@@ -257,6 +305,25 @@ def undefined_outputs(
         if made.any():
             block.undefined += int(made.sum())
             summarize(block, tolerance(block))
+
+
+def _vjp_of_undefined(point: Point, nan_values: dict[str | None, np.ndarray]) -> Derivatives | None:
+    """JAX's VJP with the request's cotangents kept only at the nan entries of the outputs: the
+    entries it reaches derive from a value that is not defined (None if JAX cannot say)."""
+    if "vjp" not in point.checks:
+        return None
+    cotangents = []
+    for (name, _), c in zip(point.output_shapes(), point.cotangents):
+        nan = nan_values.get(name)
+        keep = np.zeros(np.shape(c), bool) if nan is None else nan.reshape(np.shape(c))
+        cotangents.append(np.where(keep, c, 0).astype(np.asarray(c).dtype))
+    try:
+        asked = dataclasses.replace(point, cotangents=cotangents, checks=("vjp",))
+        return jax_backend.derivatives(asked)
+    except (deadline.OutOfTime, deadline.Cancelled, MemoryError):
+        raise
+    except Exception:  # (it ran once already; if it cannot now, every entry is excused)
+        return None
 
 
 MAX_MEASURED_WORK = 10_000_000  # a Jacobian's rows times the largest intermediate, measured
@@ -1748,6 +1815,11 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
                 "that pass by the atol given, which admits 0 for every entry of their block "
                 "(its values are smaller than atol): it cannot tell them from 0 or their "
                 "negation; give an atol below the values",
+            ),
+            (
+                sum(b.flushed for b in blocks),
+                "judged by JAX alone where a subnormal value bears on them (JAX flushes "
+                "subnormals to 0: its values say nothing there)",
             ),
             (
                 sum(b.loose for b in blocks),

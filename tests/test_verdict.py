@@ -1844,3 +1844,58 @@ def test_a_claimed_vjp_must_be_the_cotangents_times_the_claimed_jacobians():
     assert "not the cotangents times the claimed Jacobians" in apart.summary
     together = verdict([1.0, 0.0], [0.0, 1.0])
     assert together.verdict is Verdict.PASS_WITH_CONVENTION_DIFFERENCES, together.summary
+
+
+def test_a_given_atol_judges_derivatives_not_a_small_loss_and_sees_through_cancellation():
+    """From the review: a loss below atol near an optimum made right gradients UNVERIFIED (the
+    value block was judged too); 1e8 * x - 1e8 * x, whose rounding spreads by 1e-8, passed as
+    noise a negated 1e-6 gradient without sympy; abs at 0 (sympy's 0 at the point, 1e-6 either
+    side) passed a claim nine times outside its range."""
+    x = np.array([0.3, 0.5, -0.7])
+    t = x + np.array([1e-3, -2e-3, 1.5e-3])
+
+    def verdict(program, claimed, references=("sympy", "jax", "fd"), **inputs):
+        specs = [InputSpec(n, np.asarray(v)) for n, v in inputs.items()]
+        request = CheckRequest(
+            program, specs, claimed_vjp=claimed, references=references, rtol=1e-3, atol=1e-5
+        )
+        return check(request).verdict
+
+    grads = {"x": 2 * (x - t) / 3, "t": -2 * (x - t) / 3}
+    assert verdict("y = mean((x - t) ** 2)", grads, x=x, t=t) is Verdict.PASS
+    cancelling = "y = sum(1e-6 * sin(x) + 1e8 * x - 1e8 * x)"
+    for references in (("jax",), ("jax", "fd")):
+        negated = {"x": -1e-6 * np.cos(x)}
+        assert verdict(cancelling, negated, references, x=x) is Verdict.UNVERIFIED
+    kinked = verdict("y = 1e-6 * sum(abs(x))", {"x": [9e-6, -9e-6]}, x=np.zeros(2))
+    assert kinked is Verdict.UNVERIFIED
+
+
+def test_subnormal_values_judged_by_jax_alone_are_unverified():
+    """JAX flushes subnormals to 0: a claimed -1e-310 for a gradient of 1e-310 passed against
+    its zeros (with or without atol)."""
+    for atol in (None, 1e-5):
+        request = CheckRequest(
+            "y = 1e-300 * sum(x) * 1e-10",
+            [InputSpec("x", np.array([1.0, 2.0, 3.0]))],
+            claimed_vjp={"x": -1e-310 * np.ones(3)},
+            references=("jax",),
+            atol=atol,
+        )
+        report = check(request)
+        assert report.verdict is Verdict.UNVERIFIED, report.summary
+        assert "JAX flushes subnormals to 0" in report.summary
+
+
+def test_only_the_vjp_entries_an_undefined_value_reaches_are_excused():
+    """log(x) at [-1, 2]: the first entry's nan claim is IEEE's (unverified), the second's is
+    wrong where log(2) is defined (it was excused with the first)."""
+    request = CheckRequest(
+        "y = log(x)",
+        [InputSpec("x", np.array([-1.0, 2.0]))],
+        cotangents={"y": np.ones(2)},
+        claimed_vjp={"x": np.array([-1.0, np.nan])},
+    )
+    assert check(request).verdict is Verdict.FAIL
+    excused = dataclasses.replace(request, claimed_vjp={"x": np.array([np.nan, 0.5])})
+    assert check(excused).verdict is Verdict.UNVERIFIED
