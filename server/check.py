@@ -283,7 +283,6 @@ def _check_point(
 
         verdict_mod.hull_check(blocks, intervals, block_tolerance)
         verdict_mod.uncoupled_claims(blocks, intervals, block_tolerance)
-        verdict_mod.claims_disagree(blocks, point, block_tolerance)
         verdict_mod.kinked_hessians(blocks, kinks, point, operand_values, block_tolerance)
         engine_values = {i: _data(v) for i, v in run.values.items()}
 
@@ -549,8 +548,7 @@ def _point_summary(
                 fail, status = STATUSES.index("fail"), b.status_map[src].reshape(b.shape)
                 e = next((e for e in b.worst if status[e.index] == fail), None)
                 at, joint = "", b.off_hull.get(src, 0)
-                apart = b.unlike_jacobians if src == "claimed" else 0
-                if e is not None and (joint or apart) and e.admissible:  # sympy's: a convention
+                if e is not None and joint and e.admissible:  # sympy's value there is a convention
                     lo, hi = e.admissible
                     at = f" (worst at {e.index}: {src} {e.values.get(src)!r}, in [{lo:.6g}, {hi:.6g}])"
                 elif e is not None:
@@ -568,11 +566,6 @@ def _point_summary(
                         f"; {joint} of them each within its own range at the kink, but together "
                         "no admissible choice (the entries one kink moves take one side, or one "
                         "mix of its sides: tied shares add up to the whole)"
-                    )
-                if apart:
-                    at += (
-                        f"; {apart} of them not the cotangents times the claimed Jacobians (each "
-                        "claim admissible alone, but not one answer)"
                     )
                 what = "entry is wrong" if n == 1 else "entries are wrong"
                 lines.append(f"{b.label}: {n} {src} {what}{at}")

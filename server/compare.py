@@ -127,8 +127,6 @@ class Block:
     # per source under test: entries failed by the kinks' joint hull alone (each within its own
     # range; together no admissible combination: rows that took different sides of one kink)
     off_hull: dict[str, int] = field(default_factory=dict)
-    # claimed VJP entries that are not the cotangents times the claimed Jacobians: failed
-    unlike_jacobians: int = 0
     # per source under test: masked entries (mask 0) claimed other than 0: failed however small
     masked_nonzero: dict[str, int] = field(default_factory=dict)
     unused: bool = False  # the output does not depend on the input: no gradient

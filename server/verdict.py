@@ -1077,46 +1077,6 @@ def uncoupled_claims(
             summarize(b, tol)
 
 
-def claims_disagree(blocks: list[Block], point: Point, tolerance: Callable[[Block], Tolerance]) -> None:
-    """A claimed VJP and claimed Jacobians of one input are one framework's answer only if the
-    VJP is the cotangents times the Jacobians: at a kink each can be admissible alone (a tie's
-    gradient given to z in the VJP and to x in the Jacobian: both passed as conventions). Where
-    every output the input reaches has a claimed Jacobian, the claimed VJP's entries that differ
-    from that product fail (finite ones: a nan Jacobian entry is judged where it stands)."""
-    claimed = {
-        (b.output, b.input): np.asarray(b.sources["claimed"].values, np.float64)
-        for b in blocks
-        if b.quantity == "jacobian" and "claimed" in b.sources
-    }
-    if not claimed:
-        return
-    program = point.program
-    unused = unused_inputs(program)
-    cotangents = dict(zip(program.output_names, point.cotangents))
-    fail = STATUSES.index("fail")
-    for b in blocks:
-        if b.quantity != "vjp" or "claimed" not in b.status_map or point.masks.get(b.input) is not None:
-            continue
-        reached = [o for o in program.output_names if b.input not in unused[o]]
-        if not reached or any((o, b.input) not in claimed for o in reached):
-            continue
-        with np.errstate(invalid="ignore", over="ignore"):
-            product = sum(
-                np.tensordot(cotangents[o], claimed[o, b.input], axes=np.ndim(cotangents[o]))
-                for o in reached
-            )
-            vjp = np.asarray(b.sources["claimed"].values, np.float64).reshape(-1)
-            product = np.asarray(product, np.float64).reshape(-1)
-            tol = tolerance(b)
-            apart = np.isfinite(vjp) & np.isfinite(product) & ~close(vjp, product, tol)
-        status = b.status_map["claimed"].reshape(-1)
-        newly = apart & (status != fail)
-        if newly.any():
-            status[newly] = fail
-            b.unlike_jacobians = int(newly.sum())
-            summarize(b, tol)
-
-
 def kinked_hessians(
     blocks: list[Block],
     kinks: list[Kink],
