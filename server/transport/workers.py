@@ -243,7 +243,14 @@ def _grew(recycle_bytes: int) -> bool:
     """Whether this worker's resident memory ever passed recycle_bytes. Memory freed after a
     large check stays with the allocators (Python's, glibc's, XLA's), so the next large check
     could run out under the cap although it fits in a new worker: such a worker is replaced."""
-    return 0 < recycle_bytes < _peak_resident()
+    if recycle_bytes <= 0:
+        return False
+    # getrusage's peak is at least VmHWM (it also counts the parent's, see _peak_resident) and
+    # costs a microsecond, where reading /proc costs 40 to 80 on every check: below the mark,
+    # nothing grew
+    if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 <= recycle_bytes:
+        return False
+    return recycle_bytes < _peak_resident()
 
 
 def _peak_resident() -> int:
