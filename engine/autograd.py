@@ -241,12 +241,13 @@ def _checked(node: Node, grads: Any, nb: int, create_graph: bool) -> list[Any]:
 
 def _accumulate(t: Tensor, g: Any, create_graph: bool) -> None:
     if create_graph:
-        # the gradient keeps its graph; the caller's own v (backward(v) reaching a leaf as it
-        # is) is copied, or the next accumulation would add into it: a recorded copy when v
-        # requires grad (torch's CopyBackwards), else derivatives with respect to v were lost
+        # the gradient keeps its graph, as a recorded copy (torch's CopyBackwards): stored as
+        # it came, it was the caller's own v (backward(v) reaching a leaf as it is), or one
+        # tensor shared by two leaves (w + x), or a view of another's or of what a hook kept,
+        # and the next accumulation added into all of them at once
         if not (isinstance(g, Tensor) and g.requires_grad):
             g = Tensor._make(np.array(g.data if isinstance(g, Tensor) else g))
-        elif g.grad_fn is None:
+        elif t._grad is None:
             with set_grad_enabled(True):
                 g = g.clone()
         t._grad = g if t._grad is None else t._grad + g
@@ -297,7 +298,7 @@ def run_backward(
     heapq.heapify(ready)
     only_inputs = inputs is not None
     pop, push = heapq.heappop, heapq.heappush
-    with set_grad_enabled(create_graph):
+    with set_grad_enabled(bool(create_graph)):
         node = pop(ready)[1] if ready else None
         while node is not None:
             buf = buffers.pop(node, None)

@@ -102,12 +102,17 @@ class set_grad_enabled(_Mode):
     it leaves the current mode alone and sets the mode inside each call."""
 
     def __init__(self, mode: bool) -> None:
+        if not isinstance(mode, bool):  # torch's words: 0 or "no" is a slip, not a mode
+            raise TypeError(
+                "set_grad_enabled(): argument 'enabled' (position 1) must be bool, not "
+                f"{type(mode).__name__}"
+            )
         super().__init__(mode)
         self.prev = _state.enabled
         _state.enabled = self.mode
 
-    def __enter__(self) -> None:
-        return None
+    def __enter__(self) -> None:  # (again: the object may be entered after other mode changes)
+        _state.enabled = self.mode
 
     def __call__(self, fn: F) -> F:
         _state.enabled = self.prev  # undo what __init__ did: decorating is not a mode change

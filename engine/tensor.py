@@ -444,7 +444,6 @@ class _RetainGrad:
             t._grad = t._grad + grad if graphs else Tensor._make(t._grad.data + grad.data)
         elif not grad.requires_grad:  # a copy, as torch's clone: g may be the caller's, or a view
             t._grad = Tensor._make(np.array(grad.data))
-        elif grad.grad_fn is None:  # the caller's v under create_graph: a recorded clone of it
+        else:  # under create_graph: a recorded clone, as torch's (shared, as it came, with the
+            # caller's v or another tensor's gradient, a later accumulation changed both)
             t._grad = grad.clone()
-        else:  # under create_graph: the gradient's own graph is kept
-            t._grad = grad

@@ -508,3 +508,56 @@ def test_reading_a_non_leafs_grad_warns_as_torch():
             warnings.simplefilter("error")  # retained, leaves, and tensors without a graph: quiet
             assert y.grad.tolist() == [1.0, 1.0] and x.grad.tolist() == [2.0, 2.0]
             assert lib.tensor([1.0]).grad is None and (x.detach() * 2).grad is None
+
+
+def _aliased_after_create_graph(lib):
+    """Gradients stored by a create_graph backward, then an ordinary backward adding into one
+    leaf's .grad: (x.grad, v, y.grad, what a hook kept)."""
+    f = np.float64 if lib is cg else lib.float64
+
+    def leaf(values):
+        return lib.tensor(values, dtype=f, requires_grad=True)
+
+    w, x, s = leaf([1.0, 2.0]), leaf([3.0, 4.0]), leaf([5.0, 6.0])
+    (s * (w + x)).sum().backward(create_graph=True)  # w and x receive one tensor
+    v = s * 2
+    u = leaf([1.0, 2.0])
+    (u + 0).backward(v, create_graph=True)  # u receives v as it is
+    y = u + 0
+    y.retain_grad()
+    kept = []
+    z = u.reshape(2, 1)
+    z.register_hook(kept.append)
+    (s * y).sum().backward(create_graph=True)
+    (s.reshape(2, 1) * z).sum().backward(create_graph=True)
+    (w * 10).sum().backward()
+    (u * 10).sum().backward()
+    return x.grad.tolist(), v.tolist(), y.grad.tolist(), kept[0].tolist()
+
+
+def test_create_graph_gradients_are_copies_no_later_accumulation_reaches_others():
+    """Stored as they came, one leaf's .grad was another's (w + x), the caller's v, or shared
+    memory with a retained gradient or one a hook kept: adding into it changed them all."""
+    import torch
+
+    assert _aliased_after_create_graph(cg) == _aliased_after_create_graph(torch)
+    assert _aliased_after_create_graph(cg) == ([5.0, 6.0], [10.0, 12.0], [5.0, 6.0], [[5.0], [6.0]])
+
+
+def test_a_set_grad_enabled_object_sets_its_mode_when_entered_and_takes_only_bools():
+    import torch
+
+    for lib in (cg, torch):
+        mode = lib.set_grad_enabled(False)
+        lib.set_grad_enabled(True)
+        with mode:
+            assert not lib.is_grad_enabled()
+        assert lib.is_grad_enabled()
+        with pytest.raises(TypeError, match="must be bool, not int"):
+            lib.set_grad_enabled(0)
+
+
+def test_clamp_to_tensor_bounds_says_what_to_use():
+    x = cg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with pytest.raises(TypeError, match=r"clamp: min must be a number here.*maximum\(x, lo\)"):
+        x.clamp(min=cg.tensor([1.5, 1.5, 1.5]))

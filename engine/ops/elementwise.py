@@ -321,6 +321,13 @@ _CLAMP = define("clamp", _clamp_fwd, _clamp_vjp)
 def clamp(x: Any, min: float | None = None, max: float | None = None) -> Tensor:
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
+    for name, bound in (("min", min), ("max", max)):
+        if isinstance(bound, (Tensor, np.ndarray)):  # (numpy said only "does not support ufuncs")
+            raise TypeError(
+                f"clamp: {name} must be a number here, got a {type(bound).__name__} (tensor "
+                "bounds are not supported: maximum(x, lo) and minimum(x, hi) clamp to them, "
+                "splitting the gradient at ties where torch's clamp gives it to x)"
+            )
     return apply(_CLAMP, operand(x), min=min, max=max)
 
 
