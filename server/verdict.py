@@ -177,6 +177,9 @@ def small_blocks(
         block.small += _unverified_past(block, strict, exact, moved, tolerance(block))
 
 
+_PASSING = (STATUSES.index("pass"), STATUSES.index("convention"))  # statuses of entries that pass
+
+
 def blind_tolerance(
     blocks: list[Block], fp: FloatingPoint, tolerance: Callable[[Block], Tolerance]
 ) -> None:
@@ -188,12 +191,10 @@ def blind_tolerance(
     what the caller takes for 0, as it is meant to. Per block, as atol is meant: an entry far
     below the rest of its block is judged by atol alone. (Values are not derivatives: a small
     loss near an optimum says nothing of its gradients.)"""
-    unverified = STATUSES.index("unverified")
-    passing = (STATUSES.index("pass"), STATUSES.index("convention"))
     for block in blocks:
         if block.quantity == "value" or block.reference is None or block.reference_name is None:
             continue
-        if not any(np.isin(s, passing).any() for s in block.status_map.values()):
+        if not any(np.isin(s, _PASSING).any() for s in block.status_map.values()):
             continue
         tol = tolerance(block)
         exact = block.reference.reshape(-1)
@@ -219,14 +220,8 @@ def blind_tolerance(
                 signal = by_jax & (size > noise)
         if not signal.any():
             continue
-        made = np.zeros(exact.shape, bool)
-        for status in block.status_map.values():
-            flat = status.reshape(-1)
-            mark = np.isin(flat, passing)
-            flat[mark] = unverified
-            made |= mark
-        block.blind = int(made.sum())
-        summarize(block, tol)
+        marks = {src: np.isin(s.reshape(-1), _PASSING) for src, s in block.status_map.items()}
+        block.blind = _make_unverified(block, marks, tol)
 
 
 def flushed_references(
@@ -236,14 +231,12 @@ def flushed_references(
     or among the block's own values), JAX's values there measure nothing, and the entries it
     alone judged are unverified (a claimed -1e-310 for a gradient of 1e-310 passed against
     JAX's 0, without sympy)."""
-    unverified = STATUSES.index("unverified")
-    passing = (STATUSES.index("pass"), STATUSES.index("convention"))
     for block in blocks:
         if block.reference_name is None:
             continue
         tiny = np.finfo(block.dtype).tiny
         by_jax = block.reference_name == "jax"
-        marks = {src: np.isin(s.reshape(-1), passing) & by_jax for src, s in block.status_map.items()}
+        marks = {src: np.isin(s.reshape(-1), _PASSING) & by_jax for src, s in block.status_map.items()}
         if not any(m.any() for m in marks.values()):
             continue
         with np.errstate(invalid="ignore"):
@@ -251,10 +244,7 @@ def flushed_references(
             subnormal = any(((a > 0) & (a < tiny)).any() for a in own)
         if not (subnormal or fp.flushed(block)):
             continue
-        for src, mark in marks.items():
-            block.status_map[src].reshape(-1)[mark] = unverified
-        block.flushed = int(np.logical_or.reduce(list(marks.values())).sum())
-        summarize(block, tolerance(block))
+        block.flushed = _make_unverified(block, marks, tolerance(block))
 
 
 def undefined_outputs(
@@ -276,7 +266,7 @@ def undefined_outputs(
         return
     program = point.program
     unused = unused_inputs(program)
-    fail, unverified = STATUSES.index("fail"), STATUSES.index("unverified")
+    fail = STATUSES.index("fail")
     weighed = _vjp_of_undefined(point, nan_values)
     for block in blocks:
         if block.quantity == "value":
@@ -295,16 +285,14 @@ def undefined_outputs(
             reached = np.full(size, hit)
         if reached.size != size or not reached.any():
             continue
-        made = np.zeros(size, bool)
-        for src, status in block.status_map.items():
-            flat = status.reshape(-1)
-            values = np.asarray(block.sources[src].values, np.float64).reshape(-1)
-            mark = (flat == fail) & np.isnan(values) & reached
-            flat[mark] = unverified
-            made |= mark
-        if made.any():
-            block.undefined += int(made.sum())
-            summarize(block, tolerance(block))
+        marks = {
+            src: (status.reshape(-1) == fail)
+            & np.isnan(np.asarray(block.sources[src].values, np.float64).reshape(-1))
+            & reached
+            for src, status in block.status_map.items()
+        }
+        if any(m.any() for m in marks.values()):
+            block.undefined += _make_unverified(block, marks, tolerance(block))
 
 
 def _vjp_of_undefined(point: Point, nan_values: dict[str | None, np.ndarray]) -> Derivatives | None:
@@ -349,11 +337,17 @@ def _unverified_past(
     """Passing entries further from the exact value than `strict` allows and ten times as far
     as rounding `moved` them: unverified (the block summarised again under `tol`). Returns how
     many entries (of the sources under test at once) it made unverified."""
+    return _make_unverified(block, _passing_far(block, strict, exact, moved), tol)
+
+
+def _make_unverified(block: Block, marks: dict[str, np.ndarray], tol: Tolerance) -> int:
+    """Per source under test, its marked entries (flat) unverified, and the block summarised
+    again under `tol`. Returns how many entries (of the sources at once) it marked."""
     unverified = STATUSES.index("unverified")
-    made = np.zeros(exact.shape, bool)
-    for src, far in _passing_far(block, strict, exact, moved).items():
-        block.status_map[src].reshape(-1)[far] = unverified
-        made |= far
+    made = np.zeros(int(np.prod(block.shape)), bool)
+    for src, mark in marks.items():
+        block.status_map[src].reshape(-1)[mark] = unverified
+        made |= mark
     summarize(block, tol)
     return int(made.sum())
 
