@@ -330,6 +330,13 @@ class Tensor:
 
     # ------------------------------------------------------------ in place (outside the graph)
     def _inplace_check(self) -> None:
+        if not self.data.flags.writeable:  # a broadcast view (sum's gradient, an expand): numpy
+            # said "output array is read-only"; torch's words
+            raise RuntimeError(
+                "unsupported operation: more than one element of the written-to tensor refers "
+                "to a single memory location. Please clone() the tensor before performing the "
+                "operation."
+            )
         if _state.enabled and self.requires_grad:
             if self.is_leaf:
                 raise RuntimeError(

@@ -561,3 +561,18 @@ def test_clamp_to_tensor_bounds_says_what_to_use():
     x = cg.tensor([1.0, 2.0, 3.0], requires_grad=True)
     with pytest.raises(TypeError, match=r"clamp: min must be a number here.*maximum\(x, lo\)"):
         x.clamp(min=cg.tensor([1.5, 1.5, 1.5]))
+
+
+def test_in_place_on_a_broadcast_view_is_torchs_runtime_error():
+    """sum's gradient is a broadcast view: a hook changing it in place got numpy's ValueError
+    ("output array is read-only")."""
+    import torch
+
+    for lib in (cg, torch):
+        x = lib.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        y = x * 2
+        y.register_hook(lambda g: g.mul_(0))
+        with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+            y.sum().backward()
+        with pytest.raises(RuntimeError, match="Please clone"):
+            lib.tensor([1.0, 2.0]).expand(3, 2).add_(1)
