@@ -187,7 +187,7 @@ def blind_tolerance(
     derivatives whose values are not 0 (nor, at a kink, their one-sided ones) cannot tell them
     from 0 or from their negation (torch.gradcheck's atol 1e-5 passed a negated 1e-6 * cos(x)):
     the block's passing entries are unverified. Not where the values are rounding noise about 0
-    (sympy's exact value is 0; JAX's within ten times what rounding moves it): there atol says
+    (sympy's exact value is 0; JAX's within what rounding moves it): there atol says
     what the caller takes for 0, as it is meant to. Per block, as atol is meant: an entry far
     below the rest of its block is judged by atol alone. (Values are not derivatives: a small
     loss near an optimum says nothing of its gradients.)"""
@@ -215,8 +215,9 @@ def blind_tolerance(
             spread = fp.spread(block) if measurable else None
             if spread is None:  # nothing says the values are rounding noise
                 signal = by_jax
-            else:  # (1e8 * x - 1e8 * x spreads by 1e-8: not a hundred times, as small_blocks)
-                noise = 10 * np.where(np.isfinite(spread), spread, 0.0).reshape(-1)
+            else:  # noise: rounding could give it either sign (1e8 * x - 1e8 * x spreads by
+                # 1e-8 and 1e9 * x - 1e9 * x by 5e-7: ten times that took 1e-7 and 1e-6 for noise)
+                noise = np.where(np.isfinite(spread), spread, 0.0).reshape(-1)
                 signal = by_jax & (size > noise)
         if not signal.any():
             continue
@@ -227,21 +228,27 @@ def blind_tolerance(
 def flushed_references(
     blocks: list[Block], fp: FloatingPoint, tolerance: Callable[[Block], Tolerance]
 ) -> None:
-    """JAX flushes subnormals to 0: where one bears on a block (a value of 1e-310 on the way,
-    or among the block's own values), JAX's values there measure nothing, and the entries it
-    alone judged are unverified (a claimed -1e-310 for a gradient of 1e-310 passed against
-    JAX's 0, without sympy)."""
+    """JAX flushes subnormals to 0: in a block whose values are all that small (below the
+    smallest normal number over epsilon, where a subnormal is not negligible beside the
+    block's largest entry), with a subnormal bearing on it, JAX's values measure nothing, and
+    the entries it alone judged are unverified (a claimed -1e-310 for a gradient of 1e-310
+    passed against JAX's 0, without sympy). A softmax's probability of 1e-40 beside entries of
+    order 1 leaves them judged."""
     for block in blocks:
         if block.reference_name is None:
             continue
-        tiny = np.finfo(block.dtype).tiny
         by_jax = block.reference_name == "jax"
         marks = {src: np.isin(s.reshape(-1), _PASSING) & by_jax for src, s in block.status_map.items()}
         if not any(m.any() for m in marks.values()):
             continue
+        info = np.finfo(block.dtype)
         with np.errstate(invalid="ignore"):
-            own = [np.abs(np.asarray(v.values, np.float64)) for v in block.sources.values()]
-            subnormal = any(((a > 0) & (a < tiny)).any() for a in own)
+            own = [np.abs(np.asarray(v.values, np.float64)).reshape(-1) for v in block.sources.values()]
+            own = np.concatenate([*own, np.abs(block.reference.reshape(-1))])
+            own = own[np.isfinite(own)]
+        if own.size and own.max() >= info.tiny / info.eps:
+            continue
+        subnormal = ((own > 0) & (own < info.tiny)).any()
         if not (subnormal or fp.flushed(block)):
             continue
         block.flushed = _make_unverified(block, marks, tolerance(block))
@@ -1772,8 +1779,9 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
             ),
             (
                 sum(b.flushed for b in blocks),
-                "judged by JAX alone where a subnormal value bears on them (JAX flushes "
-                "subnormals to 0: its values say nothing there)",
+                "judged by JAX alone in a block of values about as small as subnormal ones, "
+                "where one bears on them (JAX flushes subnormals to 0: its values say nothing "
+                "there)",
             ),
             (
                 sum(b.loose for b in blocks),

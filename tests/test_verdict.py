@@ -1840,17 +1840,28 @@ def test_a_given_atol_judges_derivatives_not_a_small_loss_and_sees_through_cance
 
     grads = {"x": 2 * (x - t) / 3, "t": -2 * (x - t) / 3}
     assert verdict("y = mean((x - t) ** 2)", grads, x=x, t=t) is Verdict.PASS
-    cancelling = "y = sum(1e-6 * sin(x) + 1e8 * x - 1e8 * x)"
-    for references in (("jax",), ("jax", "fd")):
-        negated = {"x": -1e-6 * np.cos(x)}
-        assert verdict(cancelling, negated, references, x=x) is Verdict.UNVERIFIED
+    for c, big in ((1e-6, "1e8"), (1e-7, "1e8"), (1e-6, "1e9")):  # spreads 1e-8 to 5e-7
+        cancelling = f"y = sum({c} * sin(x) + {big} * x - {big} * x)"
+        for references in (("jax",), ("jax", "fd")):
+            negated = {"x": -c * np.cos(x)}
+            assert verdict(cancelling, negated, references, x=x) is Verdict.UNVERIFIED
     kinked = verdict("y = 1e-6 * sum(abs(x))", {"x": [9e-6, -9e-6]}, x=np.zeros(2))
     assert kinked is Verdict.UNVERIFIED
 
 
 def test_subnormal_values_judged_by_jax_alone_are_unverified():
     """JAX flushes subnormals to 0: a claimed -1e-310 for a gradient of 1e-310 passed against
-    its zeros (with or without atol)."""
+    its zeros (with or without atol). Not a block with a subnormal entry beside large ones: a
+    softmax's 1e-40 probability made every entry unverified."""
+    for dtype, logits in (("float32", [0.0, -90.0, 1.0]), ("float64", [0.0, -720.0, 1.0])):
+        request = CheckRequest(
+            "y = softmax(x)",
+            [InputSpec("x", np.array(logits, dtype), dtype=dtype)],
+            cotangents={"y": np.array([1.0, 2.0, 3.0], dtype)},
+            references=("jax",),
+        )
+        report = check(request)
+        assert report.verdict is Verdict.PASS, (dtype, report.summary)
     for atol in (None, 1e-5):
         request = CheckRequest(
             "y = 1e-300 * sum(x) * 1e-10",
