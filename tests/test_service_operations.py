@@ -252,6 +252,22 @@ def test_a_worker_whose_memory_grew_past_the_mark_is_replaced_after_its_check():
         assert_worked_example(client.verify(**WORKED))
 
 
+def test_workers_recycled_by_count_are_replaced_one_at_a_time():
+    """Two workers sharing the load reach --worker-max-requests together: replaced at once, the
+    server had no worker for a warm-up (seconds) and calls waited or ran out of time."""
+    args = ("--workers", "2", "--worker-max-requests", "2", "--metrics-port", "0")
+    with LocalServer(args=args) as server, Client(server.address) as client:
+        port = server.metrics_port
+        ready = []
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            assert_worked_example(client.verify(**WORKED, timeout=3.0))  # never a warm-up's wait
+            ready.append(metric(port, "crossgrad_workers_ready"))
+            time.sleep(0.05)
+        assert metric(port, "crossgrad_worker_restarts_total", reason="recycled") >= 3
+        assert min(ready) >= 1, ready
+
+
 def test_a_worker_near_its_address_space_cap_is_replaced_and_the_start_warns():
     """A warm worker takes about 1.4 GB of address space: under a 1,600 MB cap the start warns,
     and the worker is replaced within 8 checks (its address space filled with compiled code

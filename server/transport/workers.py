@@ -609,7 +609,11 @@ class WorkerPool:
             outcome.queue_seconds = job.started - job.enqueued
             outcome.worker_seconds = time.monotonic() - job.started
             job.future.set_result(outcome)
-        if self.config.max_requests and worker.handled >= self.config.max_requests:
+        # recycled by count, but not while no other worker is ready: workers sharing the load
+        # reach the count together, and replacing them at once left the server without one for
+        # a warm-up (seconds); the worker serves on and is replaced after a later check
+        spared = len(self.workers) == 1 or any(w.ready for w in self.workers if w is not worker)
+        if self.config.max_requests and worker.handled >= self.config.max_requests and spared:
             self._replace(worker, "recycled")
             return
         if grew:
