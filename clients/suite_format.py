@@ -351,19 +351,15 @@ def _random_array(spec: Any, where: _Where) -> np.ndarray:
     # low and high are the uniform distribution's, mean and scale the normal one's: given
     # without a distribution they say which; given for the other one they are refused (a
     # normal draw silently ignored low and high)
-    uniform_keys, normal_keys = (
-        sorted({"low", "high"} & spec.keys()),
-        sorted({"mean", "scale"} & spec.keys()),
-    )
+    uniform_keys = sorted({"low", "high"} & spec.keys())
+    normal_keys = sorted({"mean", "scale"} & spec.keys())
     implied = "uniform" if uniform_keys and not normal_keys else "normal"
     distribution = spec.get("distribution", implied)
-    other = (
-        normal_keys if distribution == "uniform" else uniform_keys if distribution == "normal" else []
-    )
+    other = {"uniform": normal_keys, "normal": uniform_keys}.get(distribution, [])
     if other:
+        owner = "normal" if distribution == "uniform" else "uniform"
         raise (where / other[0]).error(
-            f"{other[0]} is a parameter of the {'normal' if distribution == 'uniform' else 'uniform'} "
-            f"distribution, not the {distribution} one"
+            f"{other[0]} is a parameter of the {owner} distribution, not the {distribution} one"
         )
     if distribution == "normal":
         mean = _number(spec.get("mean", 0.0), where / "mean", None)

@@ -68,6 +68,9 @@ _BINOPS = {
     ast.MatMult: "matmul",
 }
 _COMPARE = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+# A name is repeated in every block of the report that concerns it, and in the log: a name of a
+# megabyte (an unused input's) made a 13 MB report.
+MAX_NAME_CHARS = 200
 _CONSTANTS = {"pi": math.pi, "e": math.e}  # a variable of the same name shadows them
 # in attributes: inf for norm's ord and masked_fill's value
 _ATTR_CONSTANTS = {**_CONSTANTS, "inf": math.inf}
@@ -990,11 +993,6 @@ def _columns_in_characters(tree: ast.Module, lines: list[str]) -> None:
             node.col_offset = chars(node.lineno, node.col_offset)
             if node.end_lineno is not None and node.end_col_offset is not None:
                 node.end_col_offset = chars(node.end_lineno, node.end_col_offset)
-
-
-# A name is repeated in every block of the report that concerns it, and in the log: a name of a
-# megabyte (an unused input's) made a 13 MB report.
-MAX_NAME_CHARS = 200
 
 
 def _listed(names: Sequence[str], most: int) -> str:
