@@ -86,6 +86,9 @@ class CrossgradError(Exception):
         self.details = list(details)
         super().__init__(f"{code.name}: {message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (process pools, pytest-xdist)
+        return (type(self), (self.code, self.message, self.details))
+
     @property
     def field_violations(self) -> list[tuple[str, str]]:
         return [
@@ -658,11 +661,14 @@ class Client:
         yield from failed
         if not items:
             return
+        if self._embedded is not None:  # a deadline only if the call gives one, as verify()
+            yield from self._embedded_stream(
+                items, concurrency, None if timeout is None else time.monotonic() + timeout
+            )
+            return
         if timeout is None:
             timeout = self.timeout * math.ceil(len(items) / concurrency)
-        if self._embedded is not None:
-            yield from self._embedded_stream(items, concurrency)
-        elif streams > 1 and len(items) > 1:
+        if streams > 1 and len(items) > 1:
             yield from self._spread(items, concurrency, streams, time.monotonic() + timeout)
         else:
             yield from self._remote_stream(items, concurrency, time.monotonic() + timeout)
@@ -717,11 +723,24 @@ class Client:
                     yield Result(error=error, request=requests[k], index=k)
 
     def _embedded_stream(
-        self, items: list[tuple[int, verifier_pb2.VerifyRequest]], concurrency: int
+        self,
+        items: list[tuple[int, verifier_pb2.VerifyRequest]],
+        concurrency: int,
+        deadline: float | None,
     ) -> Iterator[Result]:
+        """The requests on a pool of threads, each within what is left of the call's deadline
+        (it was ignored: a 0.05 s call ran 5 s and said UNVERIFIED where a server said
+        DEADLINE_EXCEEDED)."""
+
         def run(k: int, request: verifier_pb2.VerifyRequest) -> Result:
             try:
-                return Result(self._embedded.verify(request), request=request, index=k)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise CrossgradError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        "the call's deadline ran out before this request was checked (queue)",
+                    )
+                return Result(self._embedded.verify(request, left), request=request, index=k)
             except CrossgradError as error:
                 return Result(error=error, request=request, index=k)
 

@@ -381,3 +381,32 @@ def test_root_certificates_may_be_a_path_or_bytes(tmp_path):
         Client("127.0.0.1:1", root_certificates=str(tmp_path / "missing.pem"))
     with pytest.raises(TypeError, match="PEM bytes or the path of a PEM file"):
         Client("127.0.0.1:1", root_certificates=42)
+
+
+def test_an_embedded_verify_many_keeps_the_calls_deadline():
+    """It was ignored embedded: a 0.05 s call ran for seconds and said UNVERIFIED, where a
+    server answers DEADLINE_EXCEEDED."""
+    W = np.random.default_rng(0).normal(size=(40, 40))
+    slow = {"program": "y = sum(tanh(W @ x))", "inputs": {"W": W, "x": np.ones(40)}}
+    with Client() as client:
+        start = time.monotonic()
+        results = client.verify_many([slow, slow, WORKED], concurrency=1, timeout=0.05)
+        took = time.monotonic() - start
+    assert took < 2.0, took  # (sympy alone takes seconds on the first)
+    assert [r.error.code if r.error else None for r in results] == [
+        grpc.StatusCode.DEADLINE_EXCEEDED
+    ] * 3
+
+
+def test_a_crossgrad_error_survives_pickling():
+    """Process pools and pytest-xdist pickle exceptions: __init__'s arguments were lost."""
+    import pickle
+
+    with Client() as client, pytest.raises(CrossgradError) as info:
+        client.verify("y = sum(", {"x": [1.0]})
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (again.code, again.message, again.info) == (
+        info.value.code,
+        info.value.message,
+        info.value.info,
+    )
