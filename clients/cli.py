@@ -695,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CTRL_C.install()
     code = _main(args, command)
     if owner:
-        CTRL_C.answered = True
+        CTRL_C.at_once = True
         if CTRL_C.seen:  # said already when the command returned 130 for it
             CTRL_C.exit(130, say=code != 130)
         # The answer is out: end here, without the interpreter's clean-up at exit. JAX's

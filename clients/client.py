@@ -22,6 +22,7 @@ import difflib
 import inspect
 import json
 import math
+import numbers
 import os
 import queue
 import threading
@@ -100,11 +101,37 @@ class CrossgradError(Exception):
 
     @property
     def info(self) -> dict[str, str]:
-        """The ErrorInfo metadata: field, line and column for program errors, stage for budgets."""
+        """The ErrorInfo's reason and metadata as text: field, line and column (and end_line,
+        end_column) for a refused request, stage for a budget that ran out, request_id for
+        INTERNAL."""
         for d in self.details:
             if isinstance(d, error_details_pb2.ErrorInfo):
                 return {"reason": d.reason, **d.metadata}
         return {}
+
+    @property
+    def field(self) -> str | None:
+        """The request field that was refused ("program", "inputs[0].value", ...), if any."""
+        return self.info.get("field")
+
+    @property
+    def line(self) -> int | None:
+        """Where in the program text (1-based), for an error in the program."""
+        return _number(self.info.get("line"))
+
+    @property
+    def column(self) -> int | None:
+        """The column in `line` (1-based), for an error in the program."""
+        return _number(self.info.get("column"))
+
+    @property
+    def stage(self) -> str | None:
+        """The stage that ran out of time or was cancelled (parse, engine, sympy, jax, ...)."""
+        return self.info.get("stage")
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
 
 class DiscrepancyError(AssertionError):
@@ -201,11 +228,40 @@ def _tensor(value: npt.ArrayLike, dtype: str | None = None, what: str = "a tenso
     return to_tensor(array)
 
 
-def _names(names: str | Sequence[str]) -> list[str]:
+def _names(names: str | Sequence[str], what: str) -> list[str]:
     """A list of names; a string is split at its commas (checks="jacobian" was 8 checks)."""
     if isinstance(names, str):
         return [n.strip() for n in names.split(",") if n.strip()]
-    return list(names)
+    listed = list(names) if isinstance(names, Iterable) else None
+    if listed is None or not all(isinstance(n, str) for n in listed):
+        raise TypeError(f"{what} must be a list of names or one string of them, not {names!r}")
+    return listed
+
+
+# Arguments of the wrong type got protobuf's or numpy's words without the argument's name
+# (verify(None, ...) said "the program is empty", rtol="1e-3" a protobuf TypeError).
+def _typed(value: Any, kind: type | tuple[type, ...], what: str, description: str) -> Any:
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise TypeError(f"{what} must be {description}, not a bool")
+    if not isinstance(value, kind):
+        raise TypeError(f"{what} must be {description}, not {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _message(kind: Any, fields: Mapping[str, Any], what: str) -> Any:
+    """pb.Budget(**fields) and the like, with errors that name the argument and its fields."""
+    if not isinstance(fields, Mapping):
+        raise TypeError(f"{what} must be a dict of its fields, not {type(fields).__name__}")
+    known = [f.name for f in kind.DESCRIPTOR.fields]
+    for name, value in fields.items():
+        if name not in known:
+            raise ValueError(f"{what} has no field {name!r}: its fields are {', '.join(known)}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{what}[{name!r}] must be a number, not {value!r:.60}")
+    try:
+        return kind(**fields)
+    except (ValueError, TypeError) as exc:  # out of the field's range (a negative count)
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def build_request(
@@ -233,7 +289,15 @@ def build_request(
             f"inputs must be a mapping name -> array, like {{'x': [1.0, 2.0]}}, not a "
             f"{type(inputs).__name__}"
         )
-    outputs, checks, references = _names(outputs), _names(checks), _names(references)
+    _typed(program, str, "program", "the program's text (a str)")
+    outputs = _names(outputs, "outputs")
+    checks, references = _names(checks, "checks"), _names(references, "references")
+    for value, name in ((rtol, "rtol"), (atol, "atol")):
+        if value is not None:
+            _typed(value, numbers.Real, name, "a number")
+    _typed(seed, numbers.Integral, "seed", "an integer")
+    _typed(blame, bool, "blame", "True or False")
+    _typed(id, str, "id", "a str")
     msg = pb.VerifyRequest(id=id, program=program, outputs=outputs, seed=seed, blame=blame)
     for name, given in inputs.items():
         spec = given if isinstance(given, Input) else Input(given)
@@ -256,12 +320,17 @@ def build_request(
     if atol is not None:
         msg.atol = atol
     if samples is not None:
-        fields = dict(samples)
+        fields = dict(_typed(samples, Mapping, "samples", "a dict of its fields"))
         if "distribution" in fields:
-            fields["distribution"] = pb.Distribution.Value(
-                "DISTRIBUTION_" + str(fields["distribution"]).upper()
-            )
-        msg.samples.CopyFrom(pb.SamplePoints(**fields))
+            try:
+                fields["distribution"] = pb.Distribution.Value(
+                    "DISTRIBUTION_" + str(fields["distribution"]).upper()
+                )
+            except ValueError:
+                raise ValueError(
+                    f"samples['distribution'] is {fields['distribution']!r}: 'normal' or 'uniform'"
+                ) from None
+        msg.samples.CopyFrom(_message(pb.SamplePoints, fields, "samples"))
     for name, value in (claimed_vjp or {}).items():  # None: "no gradient", torch's .grad None
         claim = msg.claimed_vjp.add(input=name, none=value is None)
         if value is not None:
@@ -270,8 +339,8 @@ def build_request(
         claim = msg.claimed_jacobian.add(output=output, input=name, none=value is None)
         if value is not None:
             claim.jacobian.CopyFrom(_tensor(value, "float64"))
-    if budget:
-        msg.budget.CopyFrom(pb.Budget(**budget))
+    if budget is not None:
+        msg.budget.CopyFrom(_message(pb.Budget, budget, "budget"))
     return msg
 
 
@@ -533,7 +602,8 @@ class Client:
         load_balancing: str = "round_robin",
     ) -> None:
         self.target = None if target is None else server_target(target)
-        self.timeout = timeout
+        self.timeout = _seconds(timeout) or DEFAULT_TIMEOUT  # (None: the default)
+        self._closed = False
         self._metadata = (("authorization", f"Bearer {_bare_token(token)}"),) if token else ()
         self._embedded: Any = None
         self._channel: grpc.Channel | None = None
@@ -569,6 +639,7 @@ class Client:
         return "embedded" if self._embedded is not None else str(self.target)
 
     def close(self) -> None:
+        self._closed = True
         if self._channel is not None:
             self._channel.close()
 
@@ -577,6 +648,13 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _open(self, timeout: float | None) -> float | None:
+        """A call's timeout, checked, once the client is known to be open (a remote one
+        used after close() raised grpc's "Cannot invoke RPC on closed channel!")."""
+        if self._closed:
+            raise ValueError(f"this Client ({self.where}) is closed: make a new one")
+        return _seconds(timeout)
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -604,6 +682,7 @@ class Client:
     def verify_message(
         self, request: verifier_pb2.VerifyRequest, timeout: float | None = None
     ) -> verifier_pb2.VerifyResponse:
+        timeout = self._open(timeout)
         if self._embedded is not None:  # a deadline only if this call gives one
             return self._embedded.verify(request, timeout)
         return self._call(self._stub.Verify, request, timeout)
@@ -643,8 +722,15 @@ class Client:
     ) -> Iterator[Result]:
         """verify_many's results as each check finishes (for progress bars); `result.index` is
         the request's position and `result.request` the request itself."""
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        timeout = self._open(timeout)
+        if isinstance(requests, (str, bytes, Mapping, pb.VerifyRequest)):  # (a str's characters
+            raise TypeError(  # were taken for requests, a dict's keys)
+                f"requests must be a list of requests, not one {type(requests).__name__}: "
+                "wrap a single request in a list"
+            )
+        for count, name in ((concurrency, "concurrency"), (streams, "streams")):
+            if _typed(count, numbers.Integral, name, "an integer") < 1:
+                raise ValueError(f"{name} must be at least 1, got {count}")
         items: list[tuple[int, verifier_pb2.VerifyRequest]] = []
         failed: list[Result] = []
         for k, given in enumerate(requests):
@@ -854,6 +940,7 @@ class Client:
     ) -> verifier_pb2.DescribeGraphResponse:
         """The engine's DAG for the program at these inputs (forward pass only); `.dag.dot` is
         its Graphviz DOT text."""
+        timeout = self._open(timeout)
         full = build_request(program, inputs, outputs=outputs)
         request = pb.DescribeGraphRequest(program=program, inputs=full.inputs, outputs=full.outputs)
         if self._embedded is not None:
@@ -862,18 +949,31 @@ class Client:
 
     def list_ops(self, timeout: float | None = None) -> list[verifier_pb2.Op]:
         """The op table: every operation the request language knows."""
+        timeout = self._open(timeout)
         if self._embedded is not None:
             return list(self._embedded.list_ops().ops)
         return list(self._call(self._stub.ListOps, pb.ListOpsRequest(), timeout or SHORT_TIMEOUT).ops)
 
     def health(self, service: str = "", timeout: float = 5.0) -> str:
         """SERVING, NOT_SERVING, ... (embedded: always SERVING)."""
+        timeout = self._open(timeout)
         if self._embedded is not None:
             return "SERVING"
         response = self._call(
             self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout
         )
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _seconds(timeout: Any) -> float | None:
+    """None, or a timeout that is a positive number of seconds: 0 was the default deadline
+    remotely and one already past embedded, and a str a TypeError from deep inside gRPC."""
+    if timeout is None:
+        return None
+    _typed(timeout, numbers.Real, "timeout", "a number of seconds")
+    if not (0 < timeout < math.inf):
+        raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+    return float(timeout)
 
 
 def _bare_token(token: str) -> str:

@@ -28,7 +28,9 @@ class CtrlC:
 
     def __init__(self) -> None:
         self.seen = False
-        self.answered = False  # the command has returned: a Ctrl-C now ends the process at once
+        # a Ctrl-C now ends the process at once: the command's modules are loading (raised there,
+        # numpy's C import turned it into an ImportError and a traceback) or it has returned
+        self.at_once = False
         self.installed = False
 
     def install(self) -> None:
@@ -47,7 +49,7 @@ class CtrlC:
     def _handle(self, signum: int, frame: Any) -> None:
         self.seen = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot break into the exit
-        if self.answered:
+        if self.at_once:
             self.exit(130, say=True)
         raise KeyboardInterrupt
 
@@ -74,8 +76,8 @@ def main() -> int:
     """The console script: Ctrl-C owned from here (serve takes SIGINT over once it runs: a
     graceful drain), then the command."""
     CTRL_C.install()
-    try:
-        from .cli import main as run
-    except KeyboardInterrupt:
-        CTRL_C.exit(130, say=True)
+    CTRL_C.at_once = True
+    from .cli import main as run
+
+    CTRL_C.at_once = False
     return run()

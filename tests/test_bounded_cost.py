@@ -23,6 +23,9 @@ from crossgrad.server.model import Budget, CheckRequest, InputSpec, Report, Samp
 from crossgrad.server.validate import prepare
 
 BUDGET = 3.0
+# past its share sympy stops at its next check of the time; a full garbage collection in between
+# took 0.4 s of a loaded CI run
+SHARE_OVERRUN = 1.0
 GRACE = 2.0
 
 
@@ -109,7 +112,7 @@ def test_a_thousand_input_hessian_without_finite_differences_answers_within_budg
     )
     report, _ = answer(request, budget=10.0)
     assert isinstance(report, Report) and report.verdict is Verdict.PASS, report
-    assert report.timings["sympy"] < 1.0 + 0.5
+    assert report.timings["sympy"] < 1.0 + SHARE_OVERRUN, report.timings
     assert_worked_example()
 
 
@@ -148,7 +151,7 @@ def test_extra_sample_points_share_sympys_time_instead_of_multiplying_it():
     )
     report, _ = answer(request)
     assert isinstance(report, Report) and report.verdict is Verdict.PASS, report
-    assert report.timings["sympy"] < 1.0 + 0.5, report.timings  # 3 to 6 s before
+    assert report.timings["sympy"] < 1.0 + SHARE_OVERRUN, report.timings  # 3 to 6 s before
     assert_worked_example()
 
 

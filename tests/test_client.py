@@ -410,3 +410,53 @@ def test_a_crossgrad_error_survives_pickling():
         info.value.message,
         info.value.info,
     )
+
+
+@pytest.mark.parametrize(
+    "arguments, error, words",
+    [
+        ({"program": None}, TypeError, "program must be the program's text"),
+        ({"rtol": "1e-3"}, TypeError, "rtol must be a number"),
+        ({"checks": None}, TypeError, "checks must be a list of names"),
+        ({"seed": 1.5}, TypeError, "seed must be an integer"),
+        ({"budget": {"sec": 1}}, ValueError, "budget has no field 'sec': its fields are seconds"),
+        ({"budget": {"seconds": "1"}}, TypeError, r"budget\['seconds'\] must be a number"),
+        ({"samples": {"count": 2, "distribution": "gauss"}}, ValueError, "'normal' or 'uniform'"),
+        ({"timeout": 0}, ValueError, "timeout must be a positive, finite number"),
+        ({"timeout": "5"}, TypeError, "timeout must be a number of seconds"),
+    ],
+)
+def test_an_argument_of_the_wrong_kind_is_named_alike_embedded_and_remote(
+    arguments, error, words, server
+):
+    """They got protobuf's or numpy's words without the argument's name, or meant different
+    things: timeout=0 was the default deadline over gRPC and one already past embedded."""
+    fields = dict(arguments)
+    program = fields.pop("program", "y = sum(x)")
+    for client in (Client(), Client(server.address)):
+        with client, pytest.raises(error, match=words):
+            client.verify(program, {"x": [1.0]}, **fields)
+
+
+def test_verify_many_refuses_one_request_given_where_a_list_belongs(embedded):
+    """A str's characters were taken for requests (each an error), a dict's keys too."""
+    for one in ("y = sum(x)", {"program": "y = sum(x)", "inputs": {"x": [1.0]}}):
+        with pytest.raises(TypeError, match="wrap a single request in a list"):
+            embedded.verify_many(one)
+
+
+def test_a_closed_client_says_so_embedded_and_remote(server):
+    """Remote, grpc's "Cannot invoke RPC on closed channel!" came out; embedded went on."""
+    for client in (Client(), Client(server.address)):
+        client.close()
+        with pytest.raises(ValueError, match=r"this Client \(.*\) is closed"):
+            client.verify("y = sum(x)", {"x": [1.0]})
+        with pytest.raises(ValueError, match="is closed"):
+            client.list_ops()
+
+
+def test_a_program_error_has_its_field_line_and_column_as_attributes(embedded):
+    with pytest.raises(CrossgradError) as info:
+        embedded.verify("y = sum(x)\nz = y +* 2", {"x": [1.0]})
+    assert (info.value.field, info.value.line, info.value.column) == ("program", 2, 8)  # the "*"
+    assert info.value.stage is None
