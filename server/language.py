@@ -342,7 +342,11 @@ class _Builder:
                 continue
             if not (op in ("nll_loss", "cross_entropy") and k == 1 and dtype == "int64"):
                 hint = (
-                    " (comparisons give bool: use where(...) to pick values)" if dtype == "bool" else ""
+                    " (comparisons give bool: use where(...) to pick values)"
+                    if dtype == "bool"
+                    # a numpy integer array stays int64 in the client, as in torch.tensor
+                    else " (integers are class indices for nll_loss and cross_entropy: give "
+                    "values to compute with as floats, 2.0 for 2, or their dtype as float64)"
                 )
                 raise RequestError(
                     f"{op}: operand {k + 1}, {self._describe(o)}, has dtype {dtype}; it must be a "

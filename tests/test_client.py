@@ -177,6 +177,9 @@ def test_a_numpy_integer_array_stays_int64_and_python_ints_are_numbers(embedded)
     result = embedded.verify("y = cross_entropy(z, t)", {"z": logits, "t": np.array([0, 2])})
     assert result.verdict == "PASS", result.summary
     assert embedded.verify("y = sum(x * x)", {"x": [1, 2]}).grad("x").tolist() == [2.0, 4.0]
+    # one computed with says how to send it as numbers
+    with pytest.raises(CrossgradError, match=r"has dtype int64.*give values to compute with as floats"):
+        embedded.verify("y = sum(x * x)", {"x": np.array([1, 2])})
 
 
 def test_an_unreachable_server_is_one_clear_line_naming_the_target():
