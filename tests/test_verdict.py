@@ -1887,3 +1887,25 @@ def test_only_the_vjp_entries_an_undefined_value_reaches_are_excused():
     assert check(request).verdict is Verdict.FAIL
     excused = dataclasses.replace(request, claimed_vjp={"x": np.array([np.nan, 0.5])})
     assert check(excused).verdict is Verdict.UNVERIFIED
+
+
+@pytest.mark.parametrize(
+    ("x", "dtype", "exact"),
+    [(9.0, "float32", 6.0919917e-08), (19.0, "float64", 1.2556531168192118e-16)],
+)
+def test_a_claim_within_rounding_as_large_as_the_value_is_unverified_not_passed(x, dtype, exact):
+    """tanh' of a saturated tanh, below the absolute tolerance: its own rounding in that
+    precision gives 1.2e-7 or 0 (float32), 1.4e-15 (float64), and ten times that passed a
+    negated claim, with sympy's exact value at hand (from an audit)."""
+    import torch
+
+    spec = InputSpec("x", np.array([x], dtype), dtype=dtype)
+    t = torch.tensor([x], dtype=getattr(torch, dtype), requires_grad=True)
+    torch.tanh(t).sum().backward()
+    for claim, verdicts in (
+        (-exact, {Verdict.UNVERIFIED}),
+        (10 * exact, {Verdict.UNVERIFIED}),
+        (float(t.grad[0]), {Verdict.UNVERIFIED, *PASSED}),  # torch's own: no FAIL
+    ):
+        report = check(CheckRequest("y = sum(tanh(x))", [spec], claimed_vjp={"x": np.array([claim])}))
+        assert report.verdict in verdicts, (claim, report.summary)
