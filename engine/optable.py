@@ -490,7 +490,7 @@ _SPECS = [
     _unary(
         "softplus",
         "SoftplusBackward0",
-        None,
+        "at beta * x = threshold (torch: the value jumps to x past it)",
         Attr("beta", "float", 1.0, domain=SOFTPLUS_BETA),
         Attr("threshold", "float", 20.0),
     ),

@@ -551,6 +551,12 @@ def _point_summary(
                 if e is not None and joint and e.admissible:  # sympy's value there is a convention
                     lo, hi = e.admissible
                     at = f" (worst at {e.index}: {src} {e.values.get(src)!r}, in [{lo:.6g}, {hi:.6g}])"
+                elif e is not None and e.admissible:  # the range judged it, not the reference's
+                    lo, hi = e.admissible  # value (JAX's nan at std's tie)
+                    at = (
+                        f" (worst at {e.index}: {src} {e.values.get(src)!r}, outside the one-sided "
+                        f"derivatives' range [{lo:.6g}, {hi:.6g}])"
+                    )
                 elif e is not None:
                     at = (
                         f" (worst at {e.index}: {src} {e.values.get(src)!r} vs {e.reference} "

@@ -46,7 +46,9 @@ class Entry:
     abs_error: float
     rel_error: float
     status: str = ""  # of the sources under test there: fail, unverified, convention, numerical
-    admissible: tuple[float, float] | None = None  # at a kink: the one-sided derivatives' range
+    # at a kink: the one-sided derivatives' range the entry was judged against (and `agree`
+    # then names the sources within it)
+    admissible: tuple[float, float] | None = None
 
 
 @dataclass
@@ -432,12 +434,32 @@ def _worst_entries(block: Block, tol: Tolerance, interval: Interval | None, limi
         d, _ = _errors(np.asarray(block.sources[src].values, np.float64).reshape(-1), ref)
         distance = np.maximum(distance, np.where(np.isnan(ref), 0.0, d / scale))
     order = np.lexsort((-distance, -status))[: int(min(limit, (status > 0).sum()))]
+    # Entries judged against the one-sided derivatives' range at a kink (neither where the
+    # value jumps nor where the point's own derivative is isolated: only that one is right):
+    # who agrees is who lies in it (the engine's first-maximum 1 at a tie was listed against
+    # sympy's 1/2 split, in red)
+    ranged = np.zeros(status.size, bool)
+    inside: dict[str, np.ndarray] = {}
+    if interval is not None and interval.complete:
+        ranged = interval.reached.reshape(-1).copy()
+        for excluded in (interval.jump, interval.isolated):
+            if excluded is not None:
+                ranged &= ~excluded.reshape(-1)
+        inside = {n: within(s.values, interval, tol) for n, s in block.sources.items()}
     entries = []
     for flat in order:
         idx = np.unravel_index(flat, block.shape)
         values = {n: float(s.values[idx]) for n, s in block.sources.items() if _mask(s)[idx]}
         r = float(ref[flat])
-        agree = [n for n in values if bool(close(values[n], r, tol, block.reference_error[flat]))]
+        agree = [
+            n
+            for n in values
+            if (
+                inside[n][flat]
+                if ranged[flat]
+                else close(values[n], r, tol, block.reference_error[flat])
+            )
+        ]
         abs_error = max((abs(values[u] - r) for u in UNDER_TEST if u in values), default=0.0)
         abs_error = float(abs_error) if np.isfinite(abs_error) else float("inf")
         rel_error = (
@@ -453,9 +475,9 @@ def _worst_entries(block: Block, tol: Tolerance, interval: Interval | None, limi
                 abs_error,
                 float(rel_error),
                 STATUSES[int(status[flat])],
-                None
-                if interval is None or not interval.reached.reshape(-1)[flat]
-                else (float(interval.low.reshape(-1)[flat]), float(interval.high.reshape(-1)[flat])),
+                (float(interval.low.reshape(-1)[flat]), float(interval.high.reshape(-1)[flat]))
+                if ranged[flat]
+                else None,
             )
         )
     return entries

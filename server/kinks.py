@@ -55,6 +55,13 @@ CONVENTIONS: dict[str, dict[str, str]] = {
         "sympy": "Piecewise: negative_slope at 0",
         "fd": "average of both slopes",
     },
+    "softplus": {
+        "engine": "at beta * x = threshold, softplus's own slope, sigmoid(threshold) (torch "
+        "returns x only past it: the value jumps by log1p(exp(-threshold)) / beta)",
+        "jax": "softplus's own slope (the same branch)",
+        "sympy": "Piecewise: softplus's own slope",
+        "fd": "a jump in the value: the quotient diverges",
+    },
     "sqrt": {
         "engine": "sqrt'(0) = inf",
         "jax": "sqrt'(0) = inf",
@@ -134,6 +141,7 @@ _ENTRIES: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "relu": lambda o, a: np.asarray(o[0]) == 0,
     "abs": lambda o, a: np.asarray(o[0]) == 0,
     "leaky_relu": lambda o, a: np.asarray(o[0]) == 0,
+    "softplus": lambda o, a: np.asarray(o[0]) * a["beta"] == a["threshold"],
     "sign": lambda o, a: np.asarray(o[0]) == 0,
     "sqrt": lambda o, a: np.asarray(o[0]) == 0,
     "floor": lambda o, a: np.isfinite(o[0]) & (np.asarray(o[0]) == np.floor(o[0])),

@@ -66,20 +66,15 @@ def format_report(report: Report, max_blocks: int = 20) -> str:
             lines.append(_block_line(block))
             for entry in block.worst[:3]:
                 values = ", ".join(f"{k} {_num(v)}" for k, v in entry.values.items())
-                admissible = (
-                    f"; admissible [{_num(entry.admissible[0])}, {_num(entry.admissible[1])}]"
-                    if entry.admissible
-                    else ""
-                )
-                lines.append(
-                    f"    {entry.status} at {entry.index}: {values}; "
-                    + (
-                        f"agree with {entry.reference}: {', '.join(entry.agree) or 'none'}"
-                        if entry.reference
-                        else "no reference checked it"
-                    )
-                    + admissible
-                )
+                agree = ", ".join(entry.agree) or "none"
+                if entry.admissible:
+                    low, high = (_num(v) for v in entry.admissible)
+                    judged = f"within the one-sided derivatives' range [{low}, {high}]: {agree}"
+                elif entry.reference:
+                    judged = f"agree with {entry.reference}: {agree}"
+                else:
+                    judged = "no reference checked it"
+                lines.append(f"    {entry.status} at {entry.index}: {values}; {judged}")
         for note in point.conventions:
             lines.append(f"  non-differentiable point: {note.op}{_at(note.position)} ({note.text})")
             for party, returned in note.conventions.items():

@@ -1909,3 +1909,43 @@ def test_a_claim_within_rounding_as_large_as_the_value_is_unverified_not_passed(
     ):
         report = check(CheckRequest("y = sum(tanh(x))", [spec], claimed_vjp={"x": np.array([claim])}))
         assert report.verdict in verdicts, (claim, report.summary)
+
+
+def test_at_a_kink_who_agrees_is_who_lies_in_the_one_sided_range():
+    """The engine's first-maximum 1 at a tie was listed as disagreeing with sympy's 1/2 split
+    (red in the command's table), and JAX's 1 at leaky_relu(0) against sympy's 0.01; a claim
+    outside std's range at a tie was summarised against JAX's nan (from an audit)."""
+    report = check(
+        CheckRequest(
+            "y = sum(leaky_relu(x, negative_slope=0.01))",
+            [InputSpec("x", np.array([0.0]))],
+            claimed_vjp={"x": np.array([1.5])},
+        )
+    )
+    (entry,) = next(b for b in report.blocks if b.quantity == "vjp").worst
+    assert entry.admissible == pytest.approx((0.01, 1.0))
+    assert (sorted(entry.agree), entry.disagree) == (["engine", "fd", "jax", "sympy"], ["claimed"])
+    report = check(
+        CheckRequest(
+            "y = std(x)",
+            [InputSpec("x", np.array([0.7, 0.7]))],
+            claimed_vjp={"x": np.array([1.0, -1.0])},
+        )
+    )
+    assert report.verdict is Verdict.FAIL
+    assert (
+        "claimed 1.0, outside the one-sided derivatives' range [-0.707107, 0.707107]" in report.summary
+    )
+
+
+def test_softplus_at_its_threshold_is_a_jump_not_a_smooth_point():
+    """torch's softplus returns x past beta * x = threshold: at it the value jumps (from 0.974
+    to 0.5 at threshold 0.5), and the slope past it (1) was a FAIL without a word of a kink
+    (from an audit)."""
+    spec = [InputSpec("x", np.array([0.5]))]
+    source = "y = sum(softplus(x, threshold=0.5))"
+    own = 1 / (1 + np.exp(-0.5))  # torch's slope at the threshold: the softplus branch
+    assert check(CheckRequest(source, spec, claimed_vjp={"x": np.array([own])})).verdict in PASSED
+    past = check(CheckRequest(source, spec, claimed_vjp={"x": np.array([1.0])}))
+    assert past.verdict is Verdict.UNVERIFIED and "where the value jumps" in past.summary
+    assert check(CheckRequest(source, spec, claimed_vjp={"x": np.array([-own])})).verdict is Verdict.FAIL
