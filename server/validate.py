@@ -265,6 +265,10 @@ def _validate(request: CheckRequest, limits: Limits) -> tuple[dict[str, np.ndarr
         value = getattr(request, name)
         if isinstance(value, str):
             raise RequestError(f"{name} is a list of names, not the string {value!r}", field=name)
+    outputs = list(request.outputs or ())  # (None: the last variable assigned)
+    twice = next((o for k, o in enumerate(outputs) if o in outputs[:k]), None)
+    if twice is not None:  # its VJP was added twice, as torch adds [z, z]: a slip, surely
+        raise RequestError(f"the output {twice!r} is named twice in outputs", field="outputs")
     if not request.references:
         raise RequestError(f"name at least one reference: {', '.join(REFERENCES)}", field="references")
     unknown = set(request.checks) - set(QUANTITIES)

@@ -151,6 +151,11 @@ def test_limits_of_the_text_say_where():
     assert "20000 operators and brackets" in error.message
 
 
+def test_an_output_named_twice_is_refused():
+    """Its VJP was added twice (a right claim FAILed, a doubled one PASSed; from an audit)."""
+    refused(request(program="z = sum(x * w)", outputs=["z", "z"]), "outputs", "'z' is named twice")
+
+
 def test_a_cotangent_for_an_output_that_does_not_exist_is_refused():
     req = request(program="y = x * w", cotangents={"y": [1.0, 1.0], "z": [1.0, 1.0]})
     error = refused(req, "cotangents[z]", "which is not an output")
