@@ -126,6 +126,11 @@ class Block:
     unsure: int = 0  # entries at kinks whose admissible range is not known exactly: unverified
     blind: int = 0  # entries passing by a given atol that admits 0 throughout the block: unverified
     flushed: int = 0  # entries JAX alone judged where a subnormal bears on them: unverified
+    # float64 entries float32 rounding reaches, off by more than it explains: unverified
+    float32_reached: int = 0
+    noisy: int = 0  # failing entries whose rounding noise is larger than NOISE_LIMIT: unverified
+    # failing entries rounding may explain or not, by why (verdict.DOUBTS): unverified
+    doubtful: dict[str, int] = field(default_factory=dict)
     # per source under test: entries failed by the kinks' joint hull alone (each within its own
     # range; together no admissible combination: rows that took different sides of one kink)
     off_hull: dict[str, int] = field(default_factory=dict)

@@ -108,7 +108,7 @@ def float32_reached(
         # a term weighted 1e-5 (and, where it did not reach, through none at all)
         with np.errstate(invalid="ignore", over="ignore"):
             moved = np.nan_to_num(np.abs(same.reshape(-1) - exact), nan=np.inf)
-        _unverified_past(block, float64(block), exact, moved, tolerance(block))
+        block.float32_reached += _unverified_past(block, float64(block), exact, moved, tolerance(block))
 
 
 def small_blocks(
@@ -1533,6 +1533,18 @@ def _lookup(d: Derivatives, block: Block) -> SourceValues | None:
     return getattr(d, block.quantity).get(_key(block))
 
 
+# Why a failing entry rounding may or may not explain is unverified (numerical_notes), as the
+# summary says it.
+DOUBTS = {
+    "coarser": "further from the exact value than its formula computed in that precision, but "
+    "within what a less accurate implementation might give",
+    "zero_times_inf": "non-finite after an overflow where JAX's same computation gives 0 "
+    "(IEEE's 0 * inf, or a wrong rule)",
+    "no_formula": "where the exact formula itself overflows or underflows in that precision",
+    "subnormal": "near a subnormal value (JAX flushes them to 0; IEEE keeps few bits)",
+}
+
+
 def numerical_notes(
     blocks: list[Block],
     fp: FloatingPoint,
@@ -1579,6 +1591,9 @@ def numerical_notes(
             tiny = (exact != 0) & (np.abs(exact) < info.tiny * 2**16)
         engine = block.sources.get("engine")
         engine_value = None if engine is None else np.asarray(engine.values, np.float64)
+        # (for the summary's reasons)
+        made_noisy = np.zeros(same.shape, bool)
+        made_doubtful = {why: np.zeros(same.shape, bool) for why in DOUBTS}
         for src, status in block.status_map.items():
             value = np.asarray(block.sources[src].values, np.float64)
             failing = (status.reshape(same.shape) == fail) & ~kinked
@@ -1646,15 +1661,25 @@ def numerical_notes(
             # alike (JAX flushes subnormals): unverified
             engine_alone = src == "engine" and not fp.overflowed
             no_formula = engine_alone & ~np.isfinite(near) & np.isfinite(exact)
-            doubt = failing & evidence & (like_coarser | zero_times_inf | no_formula) & ~excuse
+            doubts = {
+                "coarser": like_coarser,
+                "zero_times_inf": zero_times_inf,
+                "no_formula": no_formula,
+                "subnormal": np.zeros(same.shape, bool),
+            }
+            doubts = {why: failing & evidence & m & ~excuse for why, m in doubts.items()}
             if flushed:  # JAX's values are no IEEE computation, IEEE's own keep few bits: a
                 # value like JAX's, or like the engine's (torch's), may be either's rounding
                 like_engine = src == "engine" or (
                     engine_value is not None and close(value, engine_value.reshape(same.shape), tol)
                 )
-                doubt |= failing & (excuse | like_engine)
-                excuse &= ~doubt
+                doubts["subnormal"] = failing & (excuse | like_engine)
+                excuse &= ~doubts["subnormal"]
+            doubt = np.logical_or.reduce(list(doubts.values()))
             status.reshape(same.shape)[noisy | doubt] = unverified
+            made_noisy |= noisy
+            for why, m in doubts.items():
+                made_doubtful[why] |= m & ~noisy
             excuse &= ~noisy
             if not excuse.any():
                 continue
@@ -1684,6 +1709,11 @@ def numerical_notes(
                         condition,
                     )
                 )
+        block.noisy += int(made_noisy.sum())
+        counted = made_noisy.copy()  # each entry under its first reason
+        for why, m in made_doubtful.items():
+            block.doubtful[why] = block.doubtful.get(why, 0) + int((m & ~counted).sum())
+            counted |= m
         summarize(block, tol)
     return notes
 
@@ -1799,6 +1829,19 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
                 "there)",
             ),
             (
+                sum(b.float32_reached for b in blocks),
+                "of float64 values that float32 rounding reaches (a float32 input or cast on "
+                "the way), within float32's tolerance but further from the exact value than "
+                "float64's and ten times what that rounding moves them",
+            ),
+            (
+                sum(b.noisy for b in blocks),
+                "whose rounding noise in their precision is larger than the values allow "
+                "(past a thousandth of them in float64, a hundredth in float32): nothing there "
+                "can tell a right value from a wrong one",
+            ),
+            *((sum(b.doubtful.get(why, 0) for b in blocks), text) for why, text in DOUBTS.items()),
+            (
                 sum(b.loose for b in blocks),
                 "that only finite differences checked (neither sympy nor JAX), agreeing with "
                 "them: they can agree with a wrong value (a step that aliases the function, a "
@@ -1806,13 +1849,12 @@ def headline(verdict: Verdict, blocks: list[Block]) -> str:
             ),
         )
         why = [f"{n} {text}" for n, text in reasons if n]
-        why = why or ["at kinks whose one-sided derivatives could not all be found, where "
-                      "rounding noise is larger than the values, further off than the exact "
-                      "formula rounded in that precision but within what a less accurate "
-                      "implementation might give, non-finite after an overflow where JAX's "
-                      "same computation gives 0 (IEEE's 0 * inf, or a wrong rule), where the "
-                      "exact formula itself overflows or underflows in that precision, or near "
-                      "a subnormal value (JAX flushes them to 0; IEEE keeps few bits)"]  # fmt: skip
+        # (what the counts above leave: kink verdicts made by fitting the sides' hull)
+        why = why or [
+            "at kinks whose admissible derivatives the one-sided ones do not pin down (the "
+            "ball of a norm at 0 or of a std of equal entries; a combination of sides no fit "
+            "settles)"
+        ]
         return f"{count} {'entry' if count == 1 else 'entries'} could not be verified ({'; '.join(why)})"
     calm = not any(b.references_disagree for b in blocks)
     return {

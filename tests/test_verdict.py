@@ -731,6 +731,18 @@ def test_a_float32_claim_off_by_more_than_the_formulas_rounding_is_not_a_note(of
     report = run("y = sum(10000.0 * tanh(x))", claimed=claim, x=([6.0, 1.0], "float32"))
     assert report.verdict is verdict, report.summary
     assert report.block("vjp", "x").counts["engine"]["fail"] == 0
+    if verdict is Verdict.UNVERIFIED:  # the reason that applied, not every one there is
+        assert "1 further from the exact value than its formula computed" in report.summary
+
+
+def test_a_float32_rounding_reached_claim_is_unverified_for_that_reason():
+    """The summary listed every reason an entry can be unverified ("at kinks whose ...")."""
+    x = np.array([0.3, 1.7, 2.9], np.float32)
+    claim = np.sin(x.astype(np.float64)) * (1 + 1e-6)
+    report = run("y = sum(w * sin(x))", claimed={"w": claim}, x=(x, "float32"), w=[0.5, -1.2, 2.0])
+    assert report.verdict is Verdict.UNVERIFIED
+    assert "(3 of float64 values that float32 rounding reaches" in report.summary
+    assert "at kinks whose" not in report.summary
 
 
 def test_a_formula_that_divides_by_zero_in_float64_is_no_crash():
