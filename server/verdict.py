@@ -27,6 +27,7 @@ from crossgrad.engine import OPS
 
 from . import deadline
 from .backends import intermediate_sizes, jax_backend, operation_count
+from .backends.sympy_backend import SETTLED_DIGITS
 from .compare import STATUSES, Block, Interval, SourceValues, Tolerance, close, summarize
 from .derivatives import Derivatives, Point
 from .ir import Program, Ref
@@ -367,7 +368,10 @@ def _passing_far(
     far as their own size: past that a claim is no closer to them than to 0 or to their
     negation, whatever rounding does (float32's tanh'(9) is 6.1e-8: its own rounding gives
     1.2e-7 or 0, and ten times that passed -6.1e-8; float64's tanh'(19), 1.3e-16, JAX computes
-    1.4e-15). JAX's values that rounding reaches 0 from are noise about 0: see blind_tolerance."""
+    1.4e-15). Not where sympy's value is 0 to its own precision, SETTLED_DIGITS below the terms
+    rounding in the block's precision reveals (a softmax's gradient that cancels to 0 came out
+    of sympy as 3e-52). JAX's values that rounding reaches 0 from are noise about 0: see
+    blind_tolerance."""
     pass_ = STATUSES.index("pass")
     by_sympy = (
         np.asarray(block.reference_name).reshape(-1) == "sympy"
@@ -375,10 +379,9 @@ def _passing_far(
         else False
     )
     with np.errstate(invalid="ignore", over="ignore"):
-        allowance = 10 * moved
-        allowance = np.where(
-            by_sympy & (exact != 0), np.minimum(allowance, np.abs(exact) / 2), allowance
-        )
+        terms = moved / float(np.finfo(block.dtype).eps)  # what rounding by `moved` rounds
+        settled = by_sympy & (np.abs(exact) > terms * 10.0**-SETTLED_DIGITS)
+        allowance = np.where(settled, np.minimum(10 * moved, np.abs(exact) / 2), 10 * moved)
     found = {}
     for src, status in block.status_map.items():
         value = np.asarray(block.sources[src].values, np.float64).reshape(-1)
