@@ -118,13 +118,50 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def _looks_like_a_suite(path: Path) -> bool:
-    """A top-level `cases:` key: other crossgrad*.yaml files (settings, compose) are not ours.
-    A suite with mistakes in it still is one, and its collection error says what they are."""
+    """A top-level `cases` key: other crossgrad*.yaml files (settings, compose) are not ours.
+    Read from YAML's events, which build nothing (an alias bomb stays a few events): a line
+    that starts with "cases:" missed a quoted key, a byte-order mark and flow style, and those
+    suites, whose cases `crossgrad check` runs, were left out without a word. A suite with
+    mistakes in it still is one, and its collection error says what they are; so is a file
+    that is not YAML at all but names `cases`."""
+    import yaml
+
     try:
-        with path.open(encoding="utf-8", errors="replace") as text:
-            return any(line.startswith("cases:") for line, _ in zip(text, range(10_000)))
+        with path.open(encoding="utf-8-sig", errors="replace") as stream:
+            return _top_level_key(yaml.parse(stream, Loader=yaml.SafeLoader), "cases")
+    except yaml.YAMLError:
+        try:
+            return "cases" in path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
     except OSError:
         return False
+
+
+def _top_level_key(events: Iterator[Any], key: str) -> bool:
+    """Whether the first document is a mapping with this key."""
+    import yaml
+
+    depth, is_key = 0, True  # depth 1: inside the top mapping, where keys and values alternate
+    for event in events:
+        if isinstance(event, yaml.CollectionStartEvent):
+            if depth == 0 and not isinstance(event, yaml.MappingStartEvent):
+                return False
+            depth += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+            if depth == 0:
+                return False
+            if depth == 1:  # a key's or a value's collection ended
+                is_key = not is_key
+        elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            if depth == 0:
+                return False
+            if depth == 1:
+                if is_key and isinstance(event, yaml.ScalarEvent) and event.value == key:
+                    return True
+                is_key = not is_key
+    return False
 
 
 class SuiteFile(pytest.File):

@@ -126,6 +126,23 @@ def test_a_bad_suite_is_a_collection_error(pytester):
     )
 
 
+def test_a_suite_written_in_any_yaml_style_is_collected(pytester):
+    """Only a line starting with "cases:" was: a quoted key, a byte-order mark or flow style
+    left a suite out without a word, and a wrong claim in it was "1 passed" (from an audit)."""
+    case = "name: {name}, program: 'y = sum(a**2)', inputs: {{a: [1, 2]}}, claimed_vjp: {{a: [2, 5]}}"
+    styles = {
+        "quoted": '"cases":\n  - {' + case.format(name="quoted") + "}\n",
+        "bom": "\ufeffcases:\n  - {" + case.format(name="bom") + "}\n",
+        "flow": "{cases: [{" + case.format(name="flow") + "}]}\n",
+        "spaced": "cases :\n  - {" + case.format(name="spaced") + "}\n",
+    }
+    for style, text in styles.items():
+        (pytester.path / f"crossgrad_{style}.yaml").write_text(text, encoding="utf-8")
+    (pytester.path / "crossgrad_settings.yaml").write_text("settings:\n  cases: 3\n")  # not ours
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=4)  # each a wrong claim
+
+
 # sympy and JAX made unimportable in the subprocess: a client against a server needs neither.
 BLOCK_IMPORTS = """\
 import sys
