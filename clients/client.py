@@ -46,9 +46,9 @@ SERVICE = "crossgrad.v1.VerifierService"
 DEFAULT_TIMEOUT = 120.0  # a Verify call (the server's own default budget is 30 s)
 SHORT_TIMEOUT = 30.0  # ListOps, DescribeGraph
 DEFAULT_CONCURRENCY = 8  # verify_many: checks in flight at once
-# verify_many: streams tried before any answer. One, as for verify: gRPC's retry policy already
-# tries a call 4 times before it fails UNAVAILABLE (3 more here made a server down take 5.5 s).
-STREAM_ATTEMPTS = 1
+# verify_many: streams tried before any answer (gRPC's retry policy, for the unary calls only,
+# tries those 4 times too)
+STREAM_ATTEMPTS = 4
 RESUME_ATTEMPTS = 8  # verify_many, once answers came: streams tried for the requests still open
 # (a replica restarting takes seconds: backoffs of 0.4, 0.8, 1.6, then 2 s span about 11 s)
 
@@ -58,7 +58,14 @@ SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
             {
-                "name": [{"service": SERVICE}],
+                # Not VerifyStream: gRPC's retries of a stream whose sender waits for answers
+                # (at most `concurrency` checks in flight) left it waiting on a server that had
+                # stopped, until the whole call's deadline (a CI suite: 24 minutes); the client
+                # sends a stream's open requests again itself (_remote_stream)
+                "name": [
+                    {"service": SERVICE, "method": method}
+                    for method in ("Verify", "DescribeGraph", "ListOps")
+                ],
                 "retryPolicy": {
                     "maxAttempts": 4,
                     "initialBackoff": "0.2s",
@@ -588,7 +595,8 @@ class Client:
     default deadline of a Verify call in seconds (ListOps and DescribeGraph get SHORT_TIMEOUT,
     health 5 s).
     Calls that fail with UNAVAILABLE (a draining server, a lost worker, a replica going away) are
-    retried by gRPC itself (SERVICE_CONFIG); nothing else is, so a bad request fails at once.
+    retried: by gRPC itself (SERVICE_CONFIG), verify_many's streams by the client; nothing else
+    is, so a bad request fails at once.
     """
 
     def __init__(
@@ -921,7 +929,10 @@ class Client:
                 )
             limit = RESUME_ATTEMPTS if answered else STREAM_ATTEMPTS
             pause = min(2.0, 0.2 * 2**attempt)
-            retry = error.code is grpc.StatusCode.UNAVAILABLE and attempt < limit
+            # (CANCELLED: a stopping server cancels the calls it was turning away; the caller's
+            # own stop is `abandoned`)
+            again = error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            retry = again and attempt < limit
             if retry and time.monotonic() + pause < deadline and not (abandoned and abandoned.is_set()):
                 time.sleep(pause)
                 continue

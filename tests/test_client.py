@@ -200,6 +200,30 @@ def test_only_unavailable_and_cancelled_are_retried():
     assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
 
 
+def test_verify_many_ends_soon_after_its_server_stops_mid_batch():
+    """A server stopped (SIGTERM) under two streams: gRPC's own retries of a stream whose sender
+    waited for answers left one waiting on the stopped server until the whole call's deadline
+    (a CI suite: 24 minutes; from an audit). Streams are the client's to send again."""
+    rng = np.random.default_rng(0)
+    slow = [
+        {
+            "program": f"y = sum(tanh(W @ x + {i} * 0.07) ** 2)",
+            "inputs": {"W": rng.normal(size=(6, 5)), "x": rng.normal(size=5)},
+            "checks": ["vjp", "jacobian", "hessian"],
+        }
+        for i in range(16)
+    ]
+    with LocalServer(args=("--workers", "1", "--log-level", "WARNING")) as running:
+        threading.Timer(4.0, running.stop).start()
+        start = time.monotonic()
+        with Client(running.address) as client:
+            results = client.verify_many(slow, concurrency=2, streams=2, timeout=120)
+        took = time.monotonic() - start
+    assert took < 60, took  # the server's drain, then the client's retries (about 11 s)
+    assert len(results) == 16 and all(r.passed or r.error is not None for r in results)
+    assert {r.error.code for r in results if r.error} <= {grpc.StatusCode.UNAVAILABLE}
+
+
 # -- against a stub VerifyStream server that records what the client does
 
 
