@@ -77,17 +77,28 @@ def _decode(x: Any) -> float:
     return float(x)  # float() reads "nan", "inf", "-inf"; nothing is evaluated
 
 
+def _is_value(x: Any) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) or x in ("nan", "inf", "-inf")
+
+
 def _key(block: dict[str, Any]) -> tuple[str, str, str]:
     return block["quantity"], block["output"], block["input"]
 
 
-def snapshot(result: Result) -> list[dict[str, Any]]:
+def snapshot(result: Result, case: str) -> list[dict[str, Any]]:
     """The engine's values of every block of the given point (outputs, gradients, Jacobians);
-    none for a refused request."""
+    none for a refused request. A report whose values the server left out is an error: skipped,
+    they made a baseline of nothing, and every later comparison "0 regressed"."""
     blocks = []
     points = result.response.points if result.error is None else ()
     for block in points[0].blocks if points else ():
-        if block.values_omitted or "engine" not in block.values:
+        if block.values_omitted:
+            raise BaselineError(
+                f"case {case!r}: the server left the values out of its report (past its "
+                "--max-report-values, or half its --max-message-mb), so a baseline can neither "
+                "record nor compare them: raise those limits, or run the suite embedded"
+            )
+        if "engine" not in block.values:
             continue
         values = from_tensor(block.values["engine"]).astype(np.float64)
         blocks.append(
@@ -108,6 +119,8 @@ def _check_block(path: str | Path, case: str, block: Any) -> None:
     ok = isinstance(block, dict) and all(k in block for k in keys)
     ok = ok and isinstance(block["shape"], list) and isinstance(block["values"], list)
     ok = ok and all(isinstance(n, int) and n >= 0 for n in block["shape"])
+    # (a value edited to null or "five" raised a TypeError after the whole suite had run)
+    ok = ok and all(_is_value(v) for v in block["values"])
     if not ok or math.prod(block["shape"]) != len(block["values"]):
         raise BaselineError(
             f"{path}: case {case!r}: a malformed block (rewrite it with --update-baseline)"

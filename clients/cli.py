@@ -189,14 +189,17 @@ def parse_assignments(
     return out
 
 
-def read_inputs_file(path: str, what: str = "inputs") -> dict[str, np.ndarray]:
-    """Every array of an .npz, or a JSON object {name: value}."""
+def read_inputs_file(path: str, what: str = "inputs", none: bool = False) -> dict[str, Any]:
+    """Every array of an .npz, or a JSON object {name: value}; with `none`, a JSON null is
+    None (a claimed "no gradient", as --claimed b=null: it was read as a nan scalar)."""
     try:
         if path.endswith(".json"):
             data = json.loads(Path(path).read_text())
             if not isinstance(data, dict):
                 raise UsageError(f"{path}: a JSON {what} file holds an object {{name: value}}")
-            return {k: parse_value(k, json.dumps(v)) for k, v in data.items()}
+            return {
+                k: None if none and v is None else parse_value(k, json.dumps(v)) for k, v in data.items()
+            }
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # one .npy array has no names
             raise UsageError(f"{path}: {what} come from an .npz (named arrays) or a .json object")
@@ -212,7 +215,7 @@ def claimed_gradients(items: Sequence[str]) -> dict[str, np.ndarray | None]:
     files = [i for i in items if "=" not in i and i.endswith((".npz", ".json"))]
     out: dict[str, np.ndarray | None] = {}
     for path in files:
-        for name, value in read_inputs_file(path, "claimed gradients").items():
+        for name, value in read_inputs_file(path, "claimed gradients", none=True).items():
             if name in out:
                 raise UsageError(f"--claimed {name} is given twice")
             out[name] = value
@@ -238,9 +241,22 @@ def _choices(text: str, known: dict[str, Any], what: str) -> list[str]:
 
 def build_inputs(args: argparse.Namespace) -> dict[str, Input]:
     values: dict[str, np.ndarray] = {}
+    origin: dict[str, str] = {}
     for path in args.inputs_file:
-        values.update(read_inputs_file(path))
-    values.update(parse_assignments(args.inputs, "input"))  # given on the line: wins over files
+        for name, value in read_inputs_file(path).items():
+            if name in values:
+                raise UsageError(f"input {name!r} is in {origin[name]} and in {path}")
+            values[name], origin[name] = value, path
+    # One given on the line as well was taken over the file's without a word, and so was a
+    # claimed gradient whose --claimed was forgotten (--claimed a=... b=...): b's claim became
+    # its input, and a wrong claim passed unchecked.
+    for name, value in parse_assignments(args.inputs, "input").items():
+        if name in values:
+            raise UsageError(
+                f"input {name!r} is in {origin[name]} and given as {name}=... too (a claimed "
+                f"gradient takes its own --claimed: --claimed {name}=...)"
+            )
+        values[name] = value
     if not values:
         raise UsageError("no inputs: give NAME=VALUE (like a=[2,3]) or --inputs FILE.npz")
     frozen, integers = set(_names(args.frozen)), set(_names(args.int))
@@ -333,7 +349,7 @@ def _program_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="inputs from an .npz (every array) or a JSON object; NAME=VALUE wins",
+        help="inputs from an .npz (every array) or a JSON object (an input given twice is an error)",
     )
     parser.add_argument(
         "--frozen", action="append", default=[], metavar="NAMES", help="inputs that do not require grad"

@@ -19,6 +19,7 @@ What it offers:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -56,13 +57,30 @@ MAX_SYMBOLIC = 6  # symbolic derivatives shown (the JSON report has them all) ..
 MAX_SYMBOLIC_CHARS = 90  # ... and of each, this much
 
 
+class PipedConsole(Console):
+    """rich's Console, but a reader that went away (crossgrad verify | head) ends the command
+    with 141, the shell's code for SIGPIPE, as the commands' BrokenPipeError handler does:
+    rich's own SystemExit(1) said "discrepancies" of a run that passed. Off a terminal (a CI
+    log, a file) it takes 160 columns, as `check` does, not rich's 80."""
+
+    def __init__(self, **options: Any) -> None:
+        stream = sys.stderr if options.get("stderr") else options.get("file", sys.stdout)
+        if "width" not in options and not stream.isatty():
+            options["width"] = 160
+        super().__init__(**options)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def make_console(color: str = "auto", stderr: bool = False) -> Console:
     """A console for reports: color "auto" (a terminal only), "always" or "never"."""
     if color == "always":
-        return Console(stderr=stderr, force_terminal=True)
+        return PipedConsole(stderr=stderr, force_terminal=True)
     if color == "never":
-        return Console(stderr=stderr, no_color=True, highlight=False)
-    return Console(stderr=stderr, highlight=False)
+        return PipedConsole(stderr=stderr, no_color=True, highlight=False)
+    return PipedConsole(stderr=stderr, highlight=False)
 
 
 def verdict_text(verdict: str) -> Text:

@@ -181,7 +181,7 @@ def apply_baseline(outcomes: Sequence[Outcome], recorded: dict[str, Any], rtol: 
         o.regressions = baselines.compare(
             o.case.id,
             recorded[o.case.id],
-            baselines.snapshot(o.result),
+            baselines.snapshot(o.result, o.case.id),
             # the baseline's own tolerances (a case's rtol is its check's: 0.01 there let a
             # 1e-3 change of every gradient pass as no regression)
             rtol,
@@ -194,11 +194,9 @@ def apply_baseline(outcomes: Sequence[Outcome], recorded: dict[str, Any], rtol: 
 
 
 def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+    from .report import PipedConsole  # (CI logs are not terminals: 160 columns)
 
-    stream = sys.stderr if stderr else sys.stdout
-    # CI logs are not terminals: give the table room instead of rich's 80 columns.
-    return Console(file=stream, width=None if stream.isatty() else 160, highlight=False)
+    return PipedConsole(file=sys.stderr if stderr else sys.stdout, highlight=False)
 
 
 def summary_table(outcomes: Sequence[Outcome]) -> Any:
@@ -386,7 +384,9 @@ def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case], load
         junit.write(args.junit, outcomes)
         print(f"JUnit XML written to {args.junit}")
     if args.update_baseline:
-        checked = {o.case.id: baselines.snapshot(o.result) for o in outcomes if o.result is not None}
+        checked = {
+            o.case.id: baselines.snapshot(o.result, o.case.id) for o in outcomes if o.result is not None
+        }
         held = baselines.save(args.update_baseline, checked)
         kept = f", {held - len(checked)} kept from before" if held > len(checked) else ""
         print(f"baseline of {len(checked)} case(s) written to {args.update_baseline}{kept}")
@@ -460,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError as exc:
             raise UsageError(f"{exc} (or check through a server with --server ADDR)") from None
         return _check(args, client, cases, ids)
+    except BrokenPipeError:  # the reader went away: the command's own handler (141), not an
+        raise  # OSError of ours (exit 2, "crossgrad check: " and nothing after it)
     except (
         SuiteError,
         baselines.BaselineError,
@@ -479,6 +481,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("crossgrad check: interrupted", file=sys.stderr)
+        if args.junit:  # not the last run's file, all green, left in its place
+            from . import junit
+
+            with contextlib.suppress(OSError):
+                junit.write_error(args.junit, "interrupted")
         return 130  # as the other commands: the shell's code for SIGINT
 
 

@@ -168,6 +168,33 @@ def test_claimed_gradients_may_come_as_one_file(tmp_path):
     assert crossgrad("verify", *WORKED, "--claimed", str(right)).returncode == 0
     twice = crossgrad("verify", *WORKED, "--claimed", str(right), "--claimed", "a=[36,81]")
     assert_one_line_error(twice, "--claimed a is given twice")
+    # a null in the file is "no gradient", as --claimed b=null (it was read as a nan scalar)
+    right.write_text(json.dumps({"a": [36, 81], "b": None}))
+    none = crossgrad("verify", *WORKED, "--claimed", str(right))
+    assert none.returncode == 1 and "claimed no gradient (None)" in none.stdout, none.stdout
+
+
+def test_an_input_given_on_the_line_and_in_a_file_is_refused(tmp_path):
+    """It won over the file's without a word, and so did a claimed gradient whose second
+    --claimed was forgotten: b's wrong claim became its input and the check PASSed (from an
+    audit)."""
+    np.savez(tmp_path / "point.npz", a=[2.0, 3.0], b=[6.0, 4.0])
+    forgot = crossgrad(
+        "verify", "Q = 3*a**3 - b**2", "--inputs", str(tmp_path / "point.npz"),
+        "--cotangent", "Q=[1,1]", "--claimed", "a=[36,81]", "b=[-12,-8.5]",
+    )  # fmt: skip
+    assert_one_line_error(forgot, "input 'b' is in", "--claimed b=...")
+
+
+def test_a_reader_that_goes_away_is_no_discrepancy():
+    """rich's console turned a closed pipe (crossgrad verify | head) into exit 1, which says
+    "discrepancies", and check into exit 2 with an empty message: both are 141 (SIGPIPE's)."""
+    examples = Path(__file__).resolve().parents[1] / "examples" / "crossgrad_examples.yaml"
+    for args in (("verify", *WORKED), ("check", str(examples), "--case", "abs*")):
+        command = [sys.executable, "-m", "crossgrad.clients.cli", *args]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process.stdout.close()  # the reader is gone before anything is written
+        assert (process.wait(timeout=180), process.stderr.read()) == (141, b""), args
 
 
 # -- errors: exit 2, one line, no traceback
