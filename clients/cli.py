@@ -477,6 +477,8 @@ def _program_error(exc: CrossgradError, arg: str) -> CrossgradError:
 
 
 def _graph(args: argparse.Namespace) -> int:
+    if args.dot == "-" and args.json:  # (the DOT text came out, and no JSON, without a word)
+        raise UsageError("--dot - and --json both write to stdout: give --dot a file name")
     program = read_program(args.program)
     inputs = build_inputs(args)
     with _client(args) as client:
@@ -542,7 +544,10 @@ def _ops(args: argparse.Namespace) -> int:
     if args.names:
         unknown = set(args.names) - {op.name for op in ops}
         if unknown:
-            raise UsageError(f"no op named {', '.join(sorted(unknown))} (crossgrad ops lists them)")
+            names = sorted(unknown)
+            close = difflib.get_close_matches(names[0], [op.name for op in ops], n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise UsageError(f"no op named {', '.join(names)} ({hint}crossgrad ops lists them)")
         ops = [op for op in ops if op.name in args.names]
     if args.json:
         print(json.dumps([message_to_dict(op) for op in ops], indent=2))

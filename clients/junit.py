@@ -4,6 +4,7 @@ rejected request, an unreachable server) an <error>."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,17 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .suite import Outcome
+
+# What XML 1.0 cannot hold, even escaped (its Char production): C0 controls but tab, newline and
+# carriage return, surrogates, U+FFFE and U+FFFF. ElementTree writes them as they are, and the file
+# then does not parse: a CI job that publishes the report fails, or shows nothing.
+XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    """text with what XML cannot hold written as a visible escape (\\x01, \\ufffe), so that a
+    report quoting program text, a server's message or a file's path always parses."""
+    return XML_ILLEGAL.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def _suite_element(name: str, file: str, outcomes: Sequence[Outcome]) -> ET.Element:
@@ -72,6 +84,13 @@ def write(path: str | Path, outcomes: Sequence[Outcome]) -> None:
 
 
 def _save(root: ET.Element, path: str | Path) -> None:
+    # every text and attribute, whatever it came from: names are checked when a suite is loaded,
+    # but messages and reports quote programs, servers and paths that nothing checked
+    for element in root.iter():
+        element.text = None if element.text is None else xml_text(element.text)
+        element.tail = None if element.tail is None else xml_text(element.tail)
+        for key, value in element.attrib.items():
+            element.set(key, xml_text(value))
     tree = ET.ElementTree(root)
     ET.indent(tree)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

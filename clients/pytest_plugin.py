@@ -232,7 +232,8 @@ class Crossgrad:
 
         __tracebackhide__ = True
         expected = [] if expect is None else [expect] if isinstance(expect, str) else list(expect)
-        expected = [e.upper() for e in expected]  # as a suite's expect: pass is PASS
+        # as a suite's expect: pass is PASS, and VERDICT_PASS (the protobuf enum's name) too
+        expected = [e.upper().removeprefix("VERDICT_") for e in expected]
         unknown = [e for e in expected if e not in VERDICTS]
         if unknown:
             pytest.fail(f"crossgrad: expect {unknown} is not a verdict: {', '.join(VERDICTS)}", False)

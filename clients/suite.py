@@ -394,7 +394,10 @@ def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case], load
     if errors:
         # one line for logs that keep only stderr; the whole message is in the details above
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        print(f"crossgrad check: {_shortened(errors[0].headline)}{more}", file=sys.stderr)
+        first = errors[0]  # (what to do about a token, past the cut: it was cut off)
+        hint = token_hint(first.result.error) if first.result and first.result.error else ""
+        headline = _shortened(first.headline.removesuffix(hint))
+        print(f"crossgrad check: {headline}{hint}{more}", file=sys.stderr)
         return 2
     return 0 if all(o.ok for o in outcomes) else 1
 

@@ -26,10 +26,11 @@ suite cannot make the runner allocate without bound.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .client import CHECKS, REFERENCES, Input
+from .junit import XML_ILLEGAL
 
 MAX_SUITE_BYTES = 4 << 20
 MAX_SUITE_NODES = 1_000_000  # values once YAML aliases are expanded (large arrays: .npy files)
@@ -69,6 +71,21 @@ BUDGET_KEYS = {
 
 class SuiteError(ValueError):
     """A suite that cannot be run as written; str() is one line naming file, line, case and field."""
+
+
+NAME_RULE = (
+    "a name without '::' or control characters (nor U+FFFE, U+FFFF or surrogates, which XML cannot hold)"
+)
+
+
+def _bad_name(name: str) -> bool:
+    """Whether a suite's or a case's name breaks NAME_RULE: '::' splits pytest's node ids, and a
+    control character (U+0001), a surrogate or U+FFFE makes the JUnit XML unreadable."""
+    return (
+        "::" in name
+        or any(unicodedata.category(c) == "Cc" for c in name)
+        or XML_ILLEGAL.search(name) is not None
+    )
 
 
 @dataclass
@@ -125,6 +142,26 @@ class Suite:
 
 # ---------------------------------------------------------------- YAML with line numbers
 
+# A plain (unquoted) number with an exponent, or with a sign before its dot, is a float to YAML 1.2
+# and JSON but a string to pyyaml's YAML 1.1 (1e-3, 2E+5, -.5), and a string where a number
+# belongs is refused: resolve these as floats. Quoted ("1e-3") they stay strings.
+_YAML12_FLOAT = re.compile(
+    r"^[-+]?(?:(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)$"
+)
+
+
+@functools.cache
+def _loader_class() -> type:
+    """pyyaml's safe loader (plain data only, never python objects), reading YAML 1.2 floats."""
+    import yaml
+
+    class SuiteLoader(yaml.SafeLoader):
+        pass
+
+    # after YAML 1.1's own resolvers: what they already read (1.5, 1_000, 0x1F) stays theirs
+    SuiteLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789"))
+    return SuiteLoader
+
 
 def _lines(
     node: Any,
@@ -177,7 +214,7 @@ def _parse_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SuiteError(f"{path}: cannot read the suite: {exc}") from None
-    loader = yaml.SafeLoader(text)  # safe: plain data only, never python objects
+    loader = _loader_class()(text)  # safe: plain data only, never python objects
     try:
         node = loader.get_single_node()
         if node is None:
@@ -240,14 +277,36 @@ class _Where:
         return SuiteError(": ".join(parts) + ": " + message)
 
 
-def _number(value: Any, where: _Where, minimum: float | None = 0.0) -> float:
-    # YAML 1.1 reads 1e-7 (no dot) as a string: accept what float() reads, never evaluate anything.
-    if isinstance(value, bool):
-        raise where.error(f"expected a number, got {value!r}")
+def _numeric_text(text: str) -> bool:
+    """Whether text reads as a finite number ("2", " 1e-3"): quoted, since plain it would be one."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise where.error(f"expected a number, got {value!r}") from None
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _not_a_number(value: Any, booleans: bool = False) -> str | None:
+    """Why a value written where a number belongs is not one, or None when it is. (1e-7 is read as
+    a number by the loader; a string here was quoted, or is not a number.)"""
+    if isinstance(value, bool):
+        # as the CLI: YAML's true (and YAML 1.1's yes, on) would otherwise be taken for 1.0
+        return None if booleans else "true and false are not numbers: write 1 and 0"
+    if isinstance(value, int | float):
+        return None
+    if isinstance(value, str):
+        if _numeric_text(value):
+            return f"{value!r} is text, not a number: write the number without quotes"
+        return f"expected a number, got {value!r}"
+    if value is None:
+        return "expected a number, got nothing (null)"
+    return f"expected a number, got {'a mapping' if isinstance(value, dict) else repr(value)}"
+
+
+def _number(value: Any, where: _Where, minimum: float | None = 0.0) -> float:
+    why = _not_a_number(value)
+    if why is not None:
+        raise where.error(why)
+    number = float(value)
     if not math.isfinite(number) or (minimum is not None and number < minimum):
         raise where.error(f"expected a finite number >= {minimum:g}, got {value!r}")
     return number
@@ -287,18 +346,22 @@ def _mapping(value: Any, where: _Where, what: str = "a mapping") -> dict[str, An
     return value
 
 
-def _check_size(array: np.ndarray, where: _Where) -> np.ndarray:
+def _check_size(array: np.ndarray, where: _Where, booleans: bool = False) -> np.ndarray:
     if array.ndim > MAX_NDIM or array.size > MAX_ELEMENTS:
         raise where.error(
             f"a tensor of shape {array.shape}; the limits are {MAX_NDIM} dimensions and "
             f"{MAX_ELEMENTS} elements"
         )
+    if array.dtype.kind == "b" and not booleans:  # as inline true and false (masks may be)
+        raise where.error("the array holds booleans (true and false are not numbers): save 1 and 0")
     if array.dtype.kind not in "biuf":
         raise where.error(f"expected numbers, got an array of dtype {array.dtype}")
     return array
 
 
-def _load_array(spec: Mapping[str, Any], default_key: str, where: _Where) -> np.ndarray:
+def _load_array(
+    spec: Mapping[str, Any], default_key: str, where: _Where, booleans: bool = False
+) -> np.ndarray:
     raw = spec["file"]
     if not isinstance(raw, str) or not raw:
         raise (where / "file").error(f"expected a path, got {raw!r}")
@@ -326,7 +389,7 @@ def _load_array(spec: Mapping[str, Any], default_key: str, where: _Where) -> np.
         if isinstance(exc, SuiteError):
             raise
         raise (where / "file").error(f"cannot load {raw}: {exc}") from None
-    return _check_size(np.asarray(array), where)
+    return _check_size(np.asarray(array), where, booleans)
 
 
 RANDOM_KEYS = {"shape", "distribution", "low", "high", "mean", "scale", "seed", "dtype"}
@@ -375,23 +438,43 @@ def _random_array(spec: Any, where: _Where) -> np.ndarray:
     return array
 
 
-def _tensor(value: Any, where: _Where, default_key: str) -> np.ndarray:
-    """A tensor given inline (a number or nested lists), by file, or as seeded random values."""
+def _leaves(value: Any, at: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], Any]]:
+    """The entries of nested lists that are not lists, with their indices."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, (*at, i))
+    else:
+        yield at, value
+
+
+def _tensor(value: Any, where: _Where, default_key: str, booleans: bool = False) -> np.ndarray:
+    """A tensor given inline (a number or nested lists), by file, or as seeded random values;
+    booleans: true and false are 1 and 0 (masks, as the server takes them), else refused."""
     if isinstance(value, dict):
         sources = [k for k in ("value", "file", "random") if k in value]
         if len(sources) != 1:
             raise where.error("give exactly one of value, file or random")
         if sources[0] == "file":
-            return _load_array(value, default_key, where)
+            return _load_array(value, default_key, where, booleans)
         if sources[0] == "random":
             return _random_array(value["random"], where / "random")
-        return _tensor(value["value"], where / "value", default_key)
-    if isinstance(value, bool | str) or value is None:
+        return _tensor(value["value"], where / "value", default_key, booleans)
+    if value is None or (isinstance(value, str) and not _numeric_text(value)):
         raise where.error(f"expected a number, a list of numbers, or a mapping, got {value!r}")
+    # each entry, named where it is written: numpy would take "2" for 2.0 and true for 1.0
+    for at, leaf in _leaves(value):
+        why = _not_a_number(leaf, booleans)
+        if why is not None:
+            entry = where
+            for i in at:
+                entry = entry / i
+            raise entry.error(why)
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise where.error("expected numbers in nested lists of equal lengths") from None
+    except OverflowError:  # an integer past float64's range: 10**400 was a traceback
+        raise where.error("a number too large for float64") from None
     return _check_size(array, where)
 
 
@@ -411,7 +494,7 @@ def _input(name: str, value: Any, where: _Where) -> Input:
             requires_grad = value[flag] == meaning
     mask = None
     if "mask" in value:
-        mask = _tensor(value["mask"], where / "mask", f"{name}_mask")
+        mask = _tensor(value["mask"], where / "mask", f"{name}_mask", booleans=True)
         if mask.shape != array.shape:
             raise (where / "mask").error(f"the mask has shape {mask.shape}; the input has {array.shape}")
     dtype = value.get("dtype")
@@ -449,9 +532,8 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
     name = raw["name"]
     if not isinstance(name, str | int) or not str(name).strip():
         raise (where / "name").error(f"expected a name (text), got {name!r}")
-    if "::" in str(name) or any(unicodedata.category(c) == "Cc" for c in str(name)):
-        # '::' splits pytest's node ids; a control character makes the JUnit XML unreadable
-        raise (where / "name").error(f"a name without '::' or control characters, got {name!r}")
+    if _bad_name(str(name)):
+        raise (where / "name").error(f"{NAME_RULE}, got {name!r}")
     program = raw["program"]
     if not isinstance(program, str) or not program.strip():
         raise (where / "program").error("expected the program's text")
@@ -483,8 +565,8 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
         fields["samples"] = _samples(raw["samples"], where / "samples")
     if "budget" in raw:
         given = raw["budget"]  # a number is the total seconds, as the CLI's --budget
-        number = isinstance(given, int | float | str) and not isinstance(given, bool)
-        given = {"seconds": given} if number else given  # (1e3 is a string to YAML 1.1)
+        # (a quoted "5" or true, too: _number refuses them in its words)
+        given = {"seconds": given} if isinstance(given, int | float | str) else given
         budget = _mapping(given, where / "budget")
         _known_keys(budget, BUDGET_KEYS, where / "budget")
         for key, v in budget.items():
@@ -549,8 +631,13 @@ def load_suite(path: str | Path) -> Suite:
         raise top.error("a suite is a mapping with a `cases:` list")
     _known_keys(data, {"suite", "description", "defaults", "cases"}, top, "a suite has")
     name = data.get("suite", path.stem)
-    if not isinstance(name, str) or not name or "::" in name:
-        raise (top / "suite").error(f"expected a name without '::', got {name!r}")
+    if "suite" not in data and (not name.strip() or _bad_name(name)):
+        # (a file's name may hold anything but '/': its stem is the suite's name only if it can be)
+        raise top.error(f"the file's name {name!r} cannot name the suite: give one with `suite:`")
+    if not isinstance(name, str) or not name.strip():
+        raise (top / "suite").error(f"expected a name (text), got {name!r}")
+    if _bad_name(name):  # checked as a case's name: it names the JUnit testsuite and the case ids
+        raise (top / "suite").error(f"{NAME_RULE}, got {name!r}")
     defaults = _mapping(data.get("defaults") or {}, top / "defaults")
     if "name" in defaults:
         raise (top / "defaults" / "name").error("a default name makes no sense: each case has its own")

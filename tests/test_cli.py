@@ -221,6 +221,8 @@ def test_a_reader_that_goes_away_is_no_discrepancy():
         (["verify", "import os", "a=[2,3]"], ["'import' is Python"]),
         (["verify", "Q = 3*a", "a=[true,2]"], ["true and false are not numbers"]),
         (["ops", "nonexistent_op"], ["no op named nonexistent_op"]),
+        (["ops", "rleu"], ["no op named rleu (did you mean relu?"]),
+        (["graph", "Q = 3*a", "a=[2,3]", "--dot", "-", "--json"], ["--dot - and --json both"]),
         (["frobnicate"], ["invalid choice: 'frobnicate'"]),
         # an unset variable in quotes: not embedded mode, which would answer SERVING
         (["health", "--server", ""], ["--server", "is empty"]),

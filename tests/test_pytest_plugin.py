@@ -54,6 +54,7 @@ def test_a_wrong_claim_fails_the_test(crossgrad):
 
 def test_an_expectation_in_lower_case_is_a_verdict_as_in_a_suite(crossgrad):
     crossgrad.assert_verified(*WORKED, cotangents={"Q": [1.0, 1.0]}, expect="pass")
+    crossgrad.assert_verified(*WORKED, cotangents={"Q": [1.0, 1.0]}, expect="VERDICT_PASS")
 
 
 def test_a_refused_program_is_the_error_expected(crossgrad):

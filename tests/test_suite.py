@@ -11,13 +11,16 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.dom import minidom
 
 import pytest
+from crossgrad.clients import junit as junit_xml
 from crossgrad.clients.client import Client
 from crossgrad.clients.local_server import LocalServer
-from crossgrad.clients.suite import run_cases
+from crossgrad.clients.suite import Outcome, run_cases
 from crossgrad.clients.suite_format import SuiteError, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -317,7 +320,7 @@ def test_a_budget_is_seconds_or_the_requests_budget_fields(tmp_path):
     suite.write_text(
         "cases:\n  - {name: a, program: y = sum(x), inputs: {x: [1]}, budget: 5}\n"
         "  - {name: b, program: y = sum(x), inputs: {x: [1]}, budget: {seconds: 3, sympy_seconds: 1}}\n"
-        "  - {name: c, program: y = sum(x), inputs: {x: [1]}, budget: 1e2}\n"  # YAML 1.1: a string
+        "  - {name: c, program: y = sum(x), inputs: {x: [1]}, budget: 1e2}\n"  # YAML 1.1's string
     )
     a, b, c = load_suite(suite).cases
     assert a.fields["budget"] == {"seconds": 5} and b.fields["budget"]["sympy_seconds"] == 1
@@ -533,3 +536,135 @@ def test_the_readme_suite_runs_as_written_beside_the_shipped_data(tmp_path):
     proc = run([str(suite)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 cases" in proc.stdout and "3 as expected" in proc.stdout, proc.stdout
+
+
+def _refused(tmp_path: Path, text: str) -> str:
+    """The one-line SuiteError a suite gets when loaded."""
+    suite = tmp_path / "bad.yaml"
+    suite.write_text(text)
+    with pytest.raises(SuiteError) as refused:
+        load_suite(suite)
+    return str(refused.value)
+
+
+XML_NAMES = [
+    # (suite text, the line, the field): what a JUnit file cannot hold, refused at load
+    ('suite: "s\\x01x"\ncases:\n  - {name: n, program: y = sum(a), inputs: {a: [1]}}\n', 1, "suite"),
+    ('suite: "s\\ufffe"\ncases:\n  - {name: n, program: y = sum(a), inputs: {a: [1]}}\n', 1, "suite"),
+    ('cases:\n  - name: "n\\ufffe"\n    program: y = sum(a)\n    inputs: {a: [1]}\n', 2, "name"),
+    ('cases:\n  - name: "n\\uffff"\n    program: y = sum(a)\n    inputs: {a: [1]}\n', 2, "name"),
+    ('cases:\n  - name: "n\\ud800"\n    program: y = sum(a)\n    inputs: {a: [1]}\n', 2, "name"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "field"), XML_NAMES)
+def test_names_xml_cannot_hold_are_refused_at_load(tmp_path, text, line, field):
+    """A suite named "s\\x01x" (never checked) or a case named "n\\ufffe" (not a control
+    character, yet not XML) wrote a JUnit file that did not parse, and exited 0."""
+    error = _refused(tmp_path, text)
+    assert error.startswith(f"{tmp_path / 'bad.yaml'}:{line}: "), error
+    assert f"field {field!r}" in error and "which XML cannot hold" in error, error
+
+
+def test_the_junit_file_parses_whatever_its_texts_hold(tmp_path):
+    """Messages and reports quote program text, servers and paths that nothing checked."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "cases:\n  - {name: a, program: y = sum(x), inputs: {x: [1]}, expect: PASS}\n"
+        "  - {name: b, program: y = sum(x), inputs: {x: [1]}}\n"
+    )
+    a, b = load_suite(suite).cases
+    a.path = tmp_path / "d\udcff" / "s.yaml"  # a path's undecodable byte, as Python holds it
+    bad = "bad \x01 \ufffe \ud800 end"
+    report = types.SimpleNamespace(verdict="FAIL", text=f"report: {bad}", summary=f"FAIL: {bad}")
+    outcomes = [Outcome(a, 1.0, result=report), Outcome(b, 0.0, error=f"refused: {bad}")]
+    for write, xml in (
+        (lambda path: junit_xml.write(path, outcomes), tmp_path / "report.xml"),
+        (lambda path: junit_xml.write_error(path, f"no server: {bad}"), tmp_path / "error.xml"),
+    ):
+        write(xml)
+        minidom.parse(str(xml))  # expat: as strict as the CI tools that read the file
+        texts = [t for e in junit(xml).iter() for t in (e.text or "", *e.attrib.values())]
+        assert any("bad \\x01 \\ufffe \\ud800 end" in t for t in texts)  # visible, escaped
+    testcase = junit(tmp_path / "report.xml").find("./testsuite/testcase[@name='a']")
+    assert "report: bad \\x01" in testcase.findtext("failure")
+    assert testcase.findtext("system-out") == "FAIL: bad \\x01 \\ufffe \\ud800 end"
+
+
+NOT_NUMBERS = [
+    # (the case's lines after its inputs, the line, the field, the words): as the CLI refuses
+    # a=[true,2], the suite refuses YAML 1.1's yes and off, and quoted numbers
+    ("    inputs: {a: [yes, off]}\n", 4, "inputs.a[0]", "true and false are not numbers: write 1 and 0"),
+    ("    inputs:\n      a: [[1, 2], [3, true]]\n", 5, "inputs.a[1][1]", "true and false are not"),
+    ('    inputs: {a: ["2", "3"]}\n', 4, "inputs.a[0]", "'2' is text, not a number"),
+    ('    inputs: {a: "2"}\n', 4, "inputs.a", "'2' is text, not a number"),
+    ('    inputs: {a: {value: [1, "3"]}}\n', 4, "inputs.a.value[1]", "'3' is text, not a number"),
+    # a quoted 1e-3 stays text, though a plain one is now a number
+    ('    inputs: {a: [1, 2]}\n    cotangents: {y: "1e-3"}\n', 5, "cotangents.y", "is text"),
+    ('    inputs: {a: [1, 2]}\n    cotangents:\n      y: ["1e-3"]\n', 6, "cotangents.y[0]", "is text"),
+    ('    inputs: {a: [1, 2]}\n    rtol: "1e-7"\n', 5, "rtol", "'1e-7' is text, not a number"),
+    ("    inputs: {a: [1, 2]}\n    atol: on\n", 5, "atol", "true and false are not numbers"),
+    ("    inputs: {a: [1, null]}\n", 4, "inputs.a[1]", "expected a number, got nothing"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rest", "line", "field", "words"), NOT_NUMBERS)
+def test_booleans_and_quoted_text_are_not_numbers(tmp_path, rest, line, field, words):
+    """[yes, off] became [1, 0] and ["2", "3"] [2, 3], both checked and passed."""
+    error = _refused(tmp_path, "cases:\n  - name: n\n    program: y = sum(a**2)\n" + rest)
+    assert error.startswith(f"{tmp_path / 'bad.yaml'}:{line}: case 'n': field {field!r}: "), error
+    assert words in error, error
+
+
+def test_a_mask_may_be_booleans_as_the_server_takes_it(tmp_path):
+    suite = tmp_path / "mask.yaml"
+    suite.write_text(
+        "cases:\n  - name: m\n    program: y = sum(a**2)\n"
+        "    inputs: {a: {value: [1, 2, 3], mask: [true, false, 1]}}\n"
+    )
+    (case,) = load_suite(suite).cases
+    assert case.inputs["a"].mask.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_numbers_with_an_exponent_are_numbers_everywhere(tmp_path):
+    """YAML 1.1 reads 1e-3 (no dot) as a string: `cotangents: {y: 1e-3}` was refused, while
+    [1e-3] and rtol: 1e-7 were taken. They are read as YAML 1.2 and JSON read them."""
+    suite = tmp_path / "exponents.yaml"
+    suite.write_text(
+        "cases:\n  - name: e\n    program: y = sum(a**2)\n"
+        "    inputs: {a: [1e-3, -2E+5, .5, -.5, +1.5e1, 3], b: 1e-3, c: {value: 2e0}}\n"
+        "    cotangents: {y: 1e-3}\n    rtol: 1e-7\n    budget: {seconds: 1e3}\n    seed: 12\n"
+        "    samples: {count: 2, low: -1e-1, high: 1E1}\n"
+    )
+    (case,) = load_suite(suite).cases
+    assert case.inputs["a"].value.tolist() == [1e-3, -2e5, 0.5, -0.5, 15.0, 3.0]
+    assert case.inputs["b"].value.tolist() == 1e-3 and case.inputs["c"].value.tolist() == 2.0
+    assert case.fields["cotangents"]["y"].tolist() == 1e-3
+    assert case.fields["rtol"] == 1e-7 and case.fields["budget"] == {"seconds": 1000.0}
+    assert case.fields["seed"] == 12  # integers stay integers (a float seed is refused)
+    assert case.fields["samples"] == {"count": 2, "low": -0.1, "high": 10.0}
+
+
+def test_a_report_without_its_values_makes_no_baseline(recorded, tmp_path):
+    """A server that leaves values out of its reports (--max-report-values) gave a baseline of
+    nothing, and every later comparison "0 regressed", exit 0 (from an audit)."""
+    suite, baseline = recorded
+    with LocalServer(args=("--workers", "1", "--max-report-values", "1", "--log-level", "WARNING")) as s:
+        for option, path in (("--update-baseline", tmp_path / "empty.json"), ("--baseline", baseline)):
+            proc = run([str(suite), "--server", s.address, option, str(path)])
+            assert proc.returncode == 2, proc.stdout + proc.stderr
+            assert "the server left the values out of its report" in proc.stderr
+    assert not (tmp_path / "empty.json").exists()
+
+
+def test_a_hand_edited_baseline_value_is_refused_before_the_suite_runs(recorded, tmp_path):
+    """A value edited to null raised a TypeError after the whole suite had run, and the last
+    run's JUnit file, all green, stayed in place."""
+    suite, baseline = recorded
+    edited = tmp_path / "edited.json"
+    edited.write_text(re.sub(r'"values": \[[^,\]]+', '"values": [null', baseline.read_text(), count=1))
+    xml = tmp_path / "last.xml"
+    xml.write_text('<testsuites tests="2" failures="0" errors="0"/>')
+    proc = run([str(suite), "--baseline", str(edited), "--junit", str(xml)])
+    assert proc.returncode == 2 and "a malformed block" in proc.stderr, proc.stderr
+    assert int(junit(xml).get("errors")) == 1
