@@ -327,7 +327,10 @@ def _parser() -> argparse.ArgumentParser:
 def _load_all(paths: Sequence[str]) -> list[Case]:
     cases: list[Case] = []
     seen: dict[str, Path] = {}
-    for raw in paths:
+    given: dict[Path, str] = {}  # a file given twice is read once (its cases clashed with
+    for path in paths:  # themselves: "also has it in" the same file)
+        given.setdefault(Path(path).resolve(), path)
+    for raw in given.values():
         suite = load_suite(raw)
         for case in suite.cases:
             if case.id in seen:

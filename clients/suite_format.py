@@ -41,6 +41,7 @@ from .client import CHECKS, REFERENCES, Input
 from .junit import XML_ILLEGAL
 
 MAX_SUITE_BYTES = 4 << 20
+MAX_NAME_CHARS = 500  # suite and case names: SUITE::NAME is the request id (the server: 1,024)
 MAX_SUITE_NODES = 1_000_000  # values once YAML aliases are expanded (large arrays: .npy files)
 MAX_CASES = 1000  # per suite file
 MAX_ELEMENTS = 1_000_000  # per tensor, as the server's per-input limit
@@ -534,6 +535,10 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
         raise (where / "name").error(f"expected a name (text), got {name!r}")
     if _bad_name(str(name)):
         raise (where / "name").error(f"{NAME_RULE}, got {name!r}")
+    if len(str(name)) > MAX_NAME_CHARS:  # past it every run was refused: the request id is
+        raise (where / "name").error(  # SUITE::NAME, and the server takes 1,024 characters
+            f"{len(str(name))} characters; a case's name takes at most {MAX_NAME_CHARS}"
+        )
     program = raw["program"]
     if not isinstance(program, str) or not program.strip():
         raise (where / "program").error("expected the program's text")
@@ -580,6 +585,8 @@ def _case(raw: Any, where: _Where, suite: str) -> Case:
     # no `expect`: any pass (as Result.passed and the fixture's assert_verified): a case at
     # a kink passes with conventions, and one where floating point departs with notes
     expect = [v.upper() for v in _string_list(raw.get("expect", list(PASSING)), where / "expect")]
+    if not expect:  # (every run was UNEXPECTED, "expected , got PASS")
+        raise (where / "expect").error("no verdict: leave expect out for any pass")
     for v in expect:
         if v.removeprefix("VERDICT_") not in VERDICTS:
             raise (where / "expect").error(f"unknown verdict {v!r}; use one of {', '.join(VERDICTS)}")
@@ -638,6 +645,8 @@ def load_suite(path: str | Path) -> Suite:
         raise (top / "suite").error(f"expected a name (text), got {name!r}")
     if _bad_name(name):  # checked as a case's name: it names the JUnit testsuite and the case ids
         raise (top / "suite").error(f"{NAME_RULE}, got {name!r}")
+    if len(name) > MAX_NAME_CHARS:
+        raise (top / "suite").error(f"{len(name)} characters; a name takes at most {MAX_NAME_CHARS}")
     defaults = _mapping(data.get("defaults") or {}, top / "defaults")
     if "name" in defaults:
         raise (top / "defaults" / "name").error("a default name makes no sense: each case has its own")

@@ -271,6 +271,12 @@ BAD_SUITES = [
      2, ["field 'name'", "without '::' or control characters"]),
     ("cases:\n  - name: a::b\n    program: y = sum(x)\n    inputs: {x: [1]}\n",
      2, ["field 'name'", "without '::'"]),
+    # past the server's 1,024 characters of request id, every run was refused
+    ("cases:\n  - name: " + "n" * 1020 + "\n    program: y = sum(x)\n    inputs: {x: [1]}\n",
+     2, ["field 'name'", "1020 characters; a case's name takes at most 500"]),
+    # every run was UNEXPECTED, "expected , got PASS"
+    ("cases:\n  - name: e\n    program: y = sum(x)\n    inputs: {x: [1]}\n    expect: []\n",
+     5, ["field 'expect'", "no verdict: leave expect out for any pass"]),
     ("cases:\n  - name: c1\n    program: y = sum(x)\n    inputs: {x: [1, 2]}\n    expct: PASS\n",
      5, ["case 'c1'", "field 'expct'", "unknown key"]),
     ("cases:\n  - name: ragged\n    program: y = sum(x)\n    inputs:\n      x: [[1, 2], [3]]\n",
@@ -655,6 +661,14 @@ def test_a_report_without_its_values_makes_no_baseline(recorded, tmp_path):
             assert proc.returncode == 2, proc.stdout + proc.stderr
             assert "the server left the values out of its report" in proc.stderr
     assert not (tmp_path / "empty.json").exists()
+
+
+def test_a_suite_given_twice_is_run_once():
+    """Its cases clashed with themselves: "suite 'examples' also has it in" the same file."""
+    proc = run(
+        [str(EXAMPLES), str(EXAMPLES.parent / ".." / "examples" / EXAMPLES.name), "--case", "abs*"]
+    )
+    assert proc.returncode == 0 and "2 cases in" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_a_hand_edited_baseline_value_is_refused_before_the_suite_runs(recorded, tmp_path):
