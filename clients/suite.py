@@ -173,11 +173,12 @@ def apply_baseline(outcomes: Sequence[Outcome], recorded: dict[str, Any], rtol: 
         if case_id.split("::", 1)[0] in suites and case_id not in loaded:
             notes.append(f"{case_id}: in the baseline, not in its suite now (renamed or removed?)")
     for o in outcomes:
+        if o.result is None or o.result.error is not None:
+            continue  # not checked, or refused: the error says so already (and no baseline
+            # records it: "record it with --update-baseline" could not be done)
         if o.case.id not in recorded:
             notes.append(f"{o.case.id}: not in the baseline (record it with --update-baseline)")
             continue
-        if o.result is None:
-            continue  # not checked: the error says so already
         o.regressions = baselines.compare(
             o.case.id,
             recorded[o.case.id],

@@ -619,7 +619,19 @@ def second_backward_through_a_slice(L):
     return x.grad
 
 
+def integers_to_negative_integer_tensor_powers(L):
+    """numpy refuses them; torch computes them in integers (2 ** -1 is 0)."""
+    x, y = L.tensor(np.array([2, 3, 1, -1, -1])), L.tensor(np.array([-1, 2, -4, -3, -2]))
+    return x**y, 2**y
+
+
+def an_integer_tensor_to_a_negative_integer_power(L):
+    return L.tensor(np.array([2, 3])) ** -1
+
+
 CASES = [
+    integers_to_negative_integer_tensor_powers,
+    an_integer_tensor_to_a_negative_integer_power,
     grad_outputs_as_a_one_element_list,
     backward_with_gradients_as_a_list,
     decorating_with_set_grad_enabled_leaves_the_mode_alone,

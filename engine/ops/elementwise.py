@@ -58,7 +58,29 @@ def _pow_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     return (g * (p * s[0] ** (p - 1)),)
 
 
-_POW = define("pow", lambda x, exponent: np.power(x, exponent), _pow_vjp)
+def _power(x: Any, exponent: Any) -> Any:
+    """x ** a Python number: torch's RuntimeError where numpy raises ValueError (an integer tensor
+    to a negative integer power)."""
+    try:
+        return np.power(x, exponent)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
+
+
+def _tensor_power(x: Any, y: Any) -> Any:
+    """x ** y with a tensor on either side: integers to negative integer powers are computed as
+    torch does, in integers (1 for 1, +-1 for -1, else 0), where numpy refuses them."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype.kind not in "iu" or y.dtype.kind not in "iu" or not (y < 0).any():
+        return np.power(x, y)
+    negative = y < 0
+    inverse = np.where(x == 1, 1, np.where(x == -1, np.where(y % 2 == 0, 1, -1), 0))
+    return np.where(negative, inverse, np.power(x, np.where(negative, 0, y))).astype(
+        np.result_type(x, y)
+    )
+
+
+_POW = define("pow", _power, _pow_vjp)
 
 
 def _pow_tensor_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, Any]:
@@ -79,7 +101,7 @@ def _pow_tensor_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any, A
     return _binary_grads(B, n, g, gx, gy)
 
 
-_POW_TENSOR = define("pow_tensor", np.power, _pow_tensor_vjp, save_output=True)
+_POW_TENSOR = define("pow_tensor", _tensor_power, _pow_tensor_vjp, save_output=True)
 
 
 def _rpow_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
@@ -92,7 +114,7 @@ def _rpow_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     return (grad,)
 
 
-_RPOW = define("rpow", lambda x, base: np.power(base, x), _rpow_vjp, save_output=True)
+_RPOW = define("rpow", lambda x, base: _tensor_power(base, x), _rpow_vjp, save_output=True)
 
 
 def _extremum_vjp(greater: bool) -> Any:
