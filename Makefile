@@ -74,11 +74,14 @@ venv: check-python
 	fi
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml
+# The server's dependencies at the versions the Docker image installs (deploy/requirements.lock):
+# without them a fresh venv took what the ranges allowed that day (ml-dtypes 0.7.0 for the lock's
+# 0.6.0), and the tests no longer ran what ships.
+$(STAMP): pyproject.toml deploy/requirements.lock
 	@$(MAKE) --no-print-directory check-python
 	@$(MAKE) --no-print-directory system-deps
 	@$(MAKE) --no-print-directory venv
-	$(PY) -m pip install -q -e '.[server,test,dev]'
+	$(PY) -m pip install -q -c deploy/requirements.lock -e '.[server,test,dev]'
 	touch $(STAMP)
 
 clean:

@@ -56,8 +56,11 @@ def render(pins: dict[str, str]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv not in ([], ["--check"]):  # (--help rewrote the lock)
+        print(__doc__, file=sys.stderr)
+        return 2
     text = render(closure())
-    if "--check" in argv:
+    if argv:
         if not LOCK.exists() or LOCK.read_text() != text:
             print(f"{LOCK} is stale: run .venv/bin/python deploy/lock.py", file=sys.stderr)
             return 1

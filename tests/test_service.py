@@ -536,6 +536,34 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_server_goes_on():
         assert server.stop() == 0
 
 
+def test_a_program_whose_check_kills_its_worker_twice_is_refused_not_retried():
+    """A death is retry-safe once (the OOM killer may have meant another process); a check that
+    crashed its worker every time was retried by the client four times, each attempt killing a
+    worker, until none was ready (from an operations audit). Twice, it is refused at once."""
+    with LocalServer(args=("--workers", "2", "--metrics-port", "0")) as server:
+        request = slow_request(seconds=20.0)
+        codes = []
+        for _ in range(2):
+            assert wait_for(lambda: metric(server.metrics_port, "crossgrad_workers_ready") == 2, 60)
+            outcome: queue.Queue = queue.Queue()
+            procs = workers(server.pid)
+            before = {p.pid: cpu_seconds([p]) for p in procs}
+            thread = _in_background(server.address, request, outcome)
+            time.sleep(1.0)
+            max(procs, key=lambda p: cpu_seconds([p]) - before[p.pid]).send_signal(signal.SIGKILL)
+            thread.join(60)
+            codes.append(outcome.get_nowait().code())
+        assert codes == [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL]
+        channel, stub = _stub(server.address)
+        with channel, pytest.raises(grpc.RpcError) as info:  # asked again: no worker is risked
+            stub.Verify(request, timeout=5)
+        assert info.value.code() is grpc.StatusCode.INTERNAL
+        assert "killed its worker process 2 times" in info.value.details()
+        with Client(server.address) as c:  # the others go on
+            assert_worked_example(c.verify(**WORKED))
+        assert server.stop() == 0
+
+
 def test_hung_workers_and_a_request_larger_than_the_pipe_do_not_stop_the_server():
     """Both workers stopped (SIGSTOP) and a 4 MB request: the server's write to the worker's
     pipe blocked its event loop, so health went unanswered and the watchdog never ran (found by

@@ -119,6 +119,16 @@ def test_metrics_and_one_json_log_line_per_request(logged_server):
     assert len(line["program_sha256"]) == 16 and {"sympy", "jax", "engine"} <= set(line["timings"])
 
 
+def test_an_id_refused_for_its_length_is_logged_cut(logged_server):
+    """All 2 MB of it went on one log line (from an operations audit)."""
+    with Client(logged_server.address) as client, pytest.raises(CrossgradError) as info:
+        client.verify("y = sum(x)", {"x": [1.0]}, id="i" * 2_000_000)
+    assert info.value.code is grpc.StatusCode.INVALID_ARGUMENT and info.value.field == "id"
+    assert wait_for(lambda: any(x.get("id", "").startswith("iii") for x in _log_lines(logged_server)))
+    (line,) = [x for x in _log_lines(logged_server) if x.get("id", "").startswith("iii")]
+    assert len(json.dumps(line)) < 3000 and line["id"].endswith("more bytes)")
+
+
 def test_a_verdict_is_counted_only_for_a_check_that_was_answered():
     """A report too large to send was counted among the verdicts as well as RESOURCE_EXHAUSTED."""
     from crossgrad.server.transport.metrics import Metrics

@@ -583,7 +583,7 @@ def _info(reason: str, metadata: Mapping[str, Any]) -> any_pb2.Any:
 MAX_ERROR_BYTES = 1000
 
 
-def _cut(text: str, limit: int = MAX_ERROR_BYTES) -> str:
+def cut(text: str, limit: int = MAX_ERROR_BYTES) -> str:
     data = text.encode("utf-8", "surrogatepass")
     if len(data) <= limit:
         return text
@@ -592,7 +592,7 @@ def _cut(text: str, limit: int = MAX_ERROR_BYTES) -> str:
 
 
 def _status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> status_pb2.Status:
-    return status_pb2.Status(code=code.value[0], message=_cut(message), details=details)
+    return status_pb2.Status(code=code.value[0], message=cut(message), details=details)
 
 
 def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
@@ -608,7 +608,7 @@ def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
             if isinstance(exc, LimitError)
             else ("INVALID_PROGRAM" if exc.field == "program" else "INVALID_FIELD")
         )
-        field = _cut(exc.field, 200)
+        field = cut(exc.field, 200)
         metadata: dict[str, Any] = {"field": field}
         if exc.pos is not None:
             metadata.update(
@@ -618,7 +618,7 @@ def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
                 end_column=exc.pos.end_col,
             )
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=field, description=_cut(str(exc)), reason=reason
+            field=field, description=cut(str(exc)), reason=reason
         )
         details = [
             _pack(error_details_pb2.BadRequest(field_violations=[violation])),

@@ -572,7 +572,8 @@ def _log_request(
         "event": "request",
         "method": method,
         "request_id": request_id,
-        "id": about.id,
+        # (cut: a request refused for its id's length had all of it, 2 MB, on one log line)
+        "id": convert.cut(about.id, convert.MAX_ID_CHARS),
         "program_sha256": about.program_hash,
     }
     if verdict:

@@ -376,6 +376,11 @@ class _Pipe:
             self._conn.close()
 
 
+CRASHES_TO_REFUSE = 2
+CRASH_MEMORY_SECONDS = 600.0
+MAX_CRASHED_KEYS = 1024
+
+
 class WorkerPool:
     """Runs jobs on worker processes; async API for the servicer (one event loop)."""
 
@@ -389,6 +394,11 @@ class WorkerPool:
         self._watchdog: asyncio.Task[None] | None = None
         self._closing = False
         self._ready_waiters: dict[int, asyncio.Future[None]] = {}
+        # affinity key (program and shapes) -> (worker deaths while checking it, when last):
+        # a check that killed its worker is retry-safe once (the death may be another's doing:
+        # the OOM killer); twice, it is the check's, and is answered at once, not retried (it
+        # was retried four times by the client, each killing a worker: none was left ready)
+        self._crashes: collections.OrderedDict[int, tuple[int, float]] = collections.OrderedDict()
 
     # -- life cycle
 
@@ -490,6 +500,9 @@ class WorkerPool:
         checkpoints, and gRPC's own answer at the deadline says nothing of where)."""
         if self._closing:
             raise unavailable("the server is shutting down", "SHUTTING_DOWN")
+        crashed = self._crashed(key)
+        if crashed is not None:
+            raise crashed
         if self.queued >= self.config.max_queue:
             raise unavailable(
                 f"the server is busy: {self.queued} requests are waiting for a worker", "BUSY"
@@ -679,11 +692,30 @@ class WorkerPool:
                 grpc.StatusCode.CANCELLED, "cancelled by the caller", "CANCELLED", {"stage": stage}
             )
         exit_code = worker.process.exitcode if worker.process is not None else None
-        return unavailable(
+        deaths, _ = self._crashes.pop(job.key, (0, 0.0))
+        self._crashes[job.key] = (deaths + 1, time.monotonic())
+        while len(self._crashes) > MAX_CRASHED_KEYS:
+            self._crashes.popitem(last=False)
+        return self._crashed(job.key) or unavailable(
             f"the worker process checking this request died ({_describe_exit(exit_code)}) in the "
             f"{stage} stage; the server replaced it and the request is safe to retry",
             "WORKER_LOST",
             {"stage": stage, "exit": exit_code},
+        )
+
+    def _crashed(self, key: int) -> TransportError | None:
+        """INTERNAL, not to be retried, for a program (and shapes) whose check killed its worker
+        CRASHES_TO_REFUSE times within the last CRASH_MEMORY_SECONDS."""
+        deaths, last = self._crashes.get(key, (0, 0.0))
+        if deaths < CRASHES_TO_REFUSE or time.monotonic() - last > CRASH_MEMORY_SECONDS:
+            return None
+        return TransportError(
+            grpc.StatusCode.INTERNAL,
+            f"checking this program killed its worker process {deaths} times: it is not "
+            f"checked again for {CRASH_MEMORY_SECONDS / 60:.0f} minutes (the server's log has "
+            "the workers' exits)",
+            "WORKER_CRASHED",
+            {"deaths": deaths},
         )
 
     def _replace(self, worker: Worker, why: str) -> None:
