@@ -679,6 +679,16 @@ class WorkerPool:
             self._spawn(worker)
 
     def _lost(self, worker: Worker, job: Job, stage: str) -> TransportError:
+        taken = worker.status is not None and worker.status[RUNNING] == job.seq
+        if worker.killed_for in ("deadline", "cancelled") and not taken:
+            # it never read the request (stopped, or stuck in native code since its last one):
+            # the request was not checked, and was said to run out "in the idle stage"
+            return unavailable(
+                "the worker process given this request did not take it up (hung); the server "
+                "replaced it and the request is safe to retry",
+                "WORKER_LOST",
+                {"stage": "queue"},
+            )
         if worker.killed_for == "deadline":
             return TransportError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
