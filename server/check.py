@@ -69,6 +69,11 @@ class _Timer:
             raise LimitError(
                 f"the check ran out of memory in the {name} stage", field="memory"
             ) from None
+        except (deadline.OutOfTime, deadline.Cancelled) as exc:
+            # the stages it ran, this one's time added below: the server's stage histograms and
+            # log line had nothing of the checks that ran out, the slow tail
+            exc.timings = self.stages  # type: ignore[attr-defined]
+            raise
         finally:
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start
 

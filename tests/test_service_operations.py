@@ -129,6 +129,20 @@ def test_an_id_refused_for_its_length_is_logged_cut(logged_server):
     assert len(json.dumps(line)) < 3000 and line["id"].endswith("more bytes)")
 
 
+def test_a_check_that_runs_out_of_time_is_in_the_stage_histograms_and_its_log_line(logged_server):
+    """Only checks that finished were: the slow tail, the checks that ran out, was invisible
+    (from an operations audit)."""
+    port = logged_server.metrics_port
+    before = metric(port, "crossgrad_stage_seconds_count", stage="sympy") or 0
+    request = slow_request(id="runs-out", seconds=1.0)
+    with Client(logged_server.address) as client, pytest.raises(CrossgradError) as info:
+        client.verify_message(request)
+    assert info.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert wait_for(lambda: metric(port, "crossgrad_stage_seconds_count", stage="sympy") > before)
+    (line,) = [x for x in _log_lines(logged_server) if x.get("id") == "runs-out"]
+    assert line["code"] == "DEADLINE_EXCEEDED" and line["timings"]["sympy"] > 0.5
+
+
 def test_a_verdict_is_counted_only_for_a_check_that_was_answered():
     """A report too large to send was counted among the verdicts as well as RESOURCE_EXHAUSTED."""
     from crossgrad.server.transport.metrics import Metrics

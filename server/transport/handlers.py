@@ -125,4 +125,5 @@ def _failed(exc: Exception, request_id: str) -> Outcome:
     status = convert.error_status(exc, request_id)
     if status.code == grpc.StatusCode.INTERNAL.value[0]:
         log.error({"event": "internal_error", "request_id": request_id}, exc_info=exc)
-    return Outcome(False, status.SerializeToString(), out_of_memory=out_of_memory)
+    timings = getattr(exc, "timings", None)  # (a check that ran out of time: its stages so far)
+    return Outcome(False, status.SerializeToString(), timings=timings, out_of_memory=out_of_memory)
