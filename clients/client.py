@@ -49,8 +49,10 @@ DEFAULT_CONCURRENCY = 8  # verify_many: checks in flight at once
 # verify_many: streams tried before any answer (gRPC's retry policy, for the unary calls only,
 # tries those 4 times too)
 STREAM_ATTEMPTS = 4
-RESUME_ATTEMPTS = 8  # verify_many, once answers came: streams tried for the requests still open
-# (a replica restarting takes seconds: backoffs of 0.4, 0.8, 1.6, then 2 s span about 11 s)
+# verify_many, once answers came: streams tried for the requests still open. A server restarting
+# takes its drain and warm-up (10 s and more on a loaded machine): backoffs of 0.4, 0.8, 1.6, then
+# 2 s span about 35 s (8 spanned 11 s, enough only while gRPC's retries lengthened each attempt)
+RESUME_ATTEMPTS = 20
 
 # Retry what is safe to retry (a check has no side effects): a server that is draining or lost a
 # worker answers UNAVAILABLE, and another attempt (another replica, a new worker) succeeds.
