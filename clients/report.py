@@ -19,6 +19,7 @@ What it offers:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -61,11 +62,11 @@ class PipedConsole(Console):
     """rich's Console, but a reader that went away (crossgrad verify | head) ends the command
     with 141, the shell's code for SIGPIPE, as the commands' BrokenPipeError handler does:
     rich's own SystemExit(1) said "discrepancies" of a run that passed. Off a terminal (a CI
-    log, a file) it takes 160 columns, as `check` does, not rich's 80."""
+    log, a file) it takes 160 columns, as `check` does, not rich's 80, unless COLUMNS says."""
 
     def __init__(self, **options: Any) -> None:
         stream = sys.stderr if options.get("stderr") else options.get("file", sys.stdout)
-        if "width" not in options and not stream.isatty():
+        if "width" not in options and not stream.isatty() and "COLUMNS" not in os.environ:
             options["width"] = 160
         super().__init__(**options)
 

@@ -72,7 +72,7 @@ class _Timer:
         except (deadline.OutOfTime, deadline.Cancelled) as exc:
             # the stages it ran, this one's time added below: the server's stage histograms and
             # log line had nothing of the checks that ran out, the slow tail
-            exc.timings = self.stages  # type: ignore[attr-defined]
+            exc.timings = self.stages
             raise
         finally:
             self.stages[name] = self.stages.get(name, 0.0) + time.perf_counter() - start

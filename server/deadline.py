@@ -26,6 +26,7 @@ class OutOfTime(Exception):
     def __init__(self, stage: str, seconds: float, message: str = "", limit: str = BUDGET) -> None:
         self.stage = stage or "decode"  # (before the first named stage: reading the request)
         self.seconds = seconds
+        self.timings: dict[str, float] = {}  # the stages run until then (set by check())
         super().__init__(message or f"{limit} ({seconds:.3g} s) ran out in the {self.stage} stage")
 
 
@@ -34,6 +35,7 @@ class Cancelled(Exception):
 
     def __init__(self, stage: str) -> None:
         self.stage = stage or "decode"
+        self.timings: dict[str, float] = {}  # the stages run until then (set by check())
         super().__init__(f"the request was cancelled by the caller during the {self.stage} stage")
 
 

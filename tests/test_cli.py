@@ -197,6 +197,18 @@ def test_a_reader_that_goes_away_is_no_discrepancy():
         assert (process.wait(timeout=180), process.stderr.read()) == (141, b""), args
 
 
+def test_off_a_terminal_reports_take_160_columns_unless_columns_says(monkeypatch, tmp_path):
+    """A CI log got rich's 80 columns (tables folded); COLUMNS, set by the user, was overridden."""
+    from crossgrad.clients.report import make_console
+
+    with open(tmp_path / "log", "w") as log:
+        monkeypatch.setattr(sys, "stdout", log)
+        monkeypatch.delenv("COLUMNS", raising=False)
+        assert make_console().width == 160
+        monkeypatch.setenv("COLUMNS", "100")
+        assert make_console().width == 100
+
+
 # -- errors: exit 2, one line, no traceback
 
 

@@ -543,3 +543,20 @@ def test_a_worker_spawned_after_the_server_grew_starts_with_its_own_peak_memory(
     peak = queue.get(timeout=120)
     child.join(timeout=60)
     assert peak < 300 << 20, peak >> 20
+
+
+def test_a_worker_death_long_ago_is_forgotten_not_counted_with_a_new_one(monkeypatch):
+    """Two deaths for one program within CRASH_MEMORY_SECONDS refuse it; one an hour ago and one
+    now are two separate accidents (the old count was kept and incremented: refused at once)."""
+    from crossgrad.server.transport import workers as pool_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(pool_module.time, "monotonic", lambda: clock[0])
+    pool = pool_module.WorkerPool(pool_module.PoolConfig(handler=None), lambda *_: None)
+    job = pool_module.Job(1, "verify", b"", key=7, seconds=5.0, limit="", request_id="", future=None)
+    worker = pool_module.Worker(0)
+    assert pool._lost(worker, job, "sympy").code is grpc.StatusCode.UNAVAILABLE
+    clock[0] += pool_module.CRASH_MEMORY_SECONDS + 1
+    assert pool._lost(worker, job, "sympy").code is grpc.StatusCode.UNAVAILABLE
+    clock[0] += 1
+    assert pool._lost(worker, job, "sympy").code is grpc.StatusCode.INTERNAL  # two in a second

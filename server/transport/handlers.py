@@ -125,5 +125,6 @@ def _failed(exc: Exception, request_id: str) -> Outcome:
     status = convert.error_status(exc, request_id)
     if status.code == grpc.StatusCode.INTERNAL.value[0]:
         log.error({"event": "internal_error", "request_id": request_id}, exc_info=exc)
-    timings = getattr(exc, "timings", None)  # (a check that ran out of time: its stages so far)
+    # (a check that ran out of time or was cancelled: its stages so far)
+    timings = exc.timings if isinstance(exc, (deadline.OutOfTime, deadline.Cancelled)) else None
     return Outcome(False, status.SerializeToString(), timings=timings, out_of_memory=out_of_memory)

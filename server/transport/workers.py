@@ -702,8 +702,11 @@ class WorkerPool:
                 grpc.StatusCode.CANCELLED, "cancelled by the caller", "CANCELLED", {"stage": stage}
             )
         exit_code = worker.process.exitcode if worker.process is not None else None
-        deaths, _ = self._crashes.pop(job.key, (0, 0.0))
-        self._crashes[job.key] = (deaths + 1, time.monotonic())
+        deaths, last = self._crashes.pop(job.key, (0, 0.0))
+        now = time.monotonic()
+        if now - last > CRASH_MEMORY_SECONDS:  # an old death is forgotten, not counted with this one
+            deaths = 0
+        self._crashes[job.key] = (deaths + 1, now)
         while len(self._crashes) > MAX_CRASHED_KEYS:
             self._crashes.popitem(last=False)
         return self._crashed(job.key) or unavailable(
