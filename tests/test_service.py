@@ -6,6 +6,7 @@ import contextlib
 import json
 import queue
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -483,6 +484,33 @@ def test_calls_still_running_when_the_grace_period_ends_are_told_to_retry():
         hold.set()
         channel.close()
         assert server.process.wait(30) == 0
+
+
+def test_a_second_sigterm_ends_the_grace_period_at_once():
+    """Ctrl-C twice (or a second SIGTERM) waited out the whole grace period for a stream its
+    client kept open; the second signal now ends it, and the stream is told to retry."""
+    server = LocalServer(args=("--workers", "1", "--grace-seconds", "120"))
+    with server:
+        channel, stub = _stub(server.address)
+        hold = threading.Event()
+
+        def requests():
+            yield pb.VerifyStreamRequest(request=build_request(**WORKED, id="first"))
+            hold.wait(120)
+
+        with channel:
+            stream = stub.VerifyStream(requests(), timeout=150)
+            assert next(stream).id == "first"
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):  # draining: the stream is in flight
+                server.process.wait(2)
+            began = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(30) == 0 and time.monotonic() - began < 10
+            with pytest.raises(grpc.RpcError) as ended:
+                next(stream)
+            assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+            hold.set()
 
 
 def test_verify_many_carries_on_across_a_server_restart():

@@ -453,11 +453,14 @@ def test_tls(tmp_path):
         ((), {"CROSSGRAD_TOKEN": "secret\n"}, "--token (env CROSSGRAD_TOKEN) has whitespace"),
         (("--port", "50999", "--metrics-port", "50999"), {}, "give them different ports"),
         (("--port-file", "/nonexistent/port.json"), {}, "cannot write in '/nonexistent'"),
+        (("--limit-max-budget-seconds", "inf"), {}, "must be positive and finite, got inf"),
+        (("--host", "192.0.2.1", "--port", "0"), {}, "192.0.2.1: not an address of this machine"),
     ],
 )
 def test_settings_that_would_fail_later_are_refused_at_once(args, env, words):
     """A token with a newline locked out every client (they never send it); the metrics port on
-    the gRPC port and an unwritable port file failed after the warm-up, as something else."""
+    the gRPC port, an unwritable port file and a host not this machine's (with port 0) failed
+    after the warm-up, as something else; an infinite limit is no limit."""
     out = subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=60,
                          env={**os.environ, **env})  # fmt: skip
     assert out.returncode == 2 and words in out.stderr, out.stderr

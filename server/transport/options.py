@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import ssl
 from collections.abc import Sequence
@@ -186,8 +187,8 @@ def validate(options: ServerOptions) -> None:
             raise OptionError(f"{flag(name)} must be from {_num(low)} to {_num(high)}, got {value!r}")
     for f in dataclasses.fields(Limits):
         value = getattr(options.limits, f.name)
-        if not value > 0:
-            raise OptionError(f"{flag('limit_' + f.name)} must be positive, got {value!r}")
+        if not 0 < value < math.inf:  # (inf: a check no budget or cap would ever stop)
+            raise OptionError(f"{flag('limit_' + f.name)} must be positive and finite, got {value!r}")
     if not 0 < options.budget_seconds <= options.limits.max_budget_seconds:
         raise OptionError(
             f"{flag('budget_seconds')} must be positive and at most "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -60,9 +61,11 @@ def _check_free(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as exc:
-            raise RuntimeError(
-                f"{options_mod.flag('port')} {port}: cannot listen on {host}: {exc.strerror or exc}"
-            ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:  # the host, not the port, is the problem
+                said = f"{options_mod.flag('host')} {host}: not an address of this machine"
+            else:
+                said = f"{options_mod.flag('port')} {port}: cannot listen on {host}"
+            raise RuntimeError(f"{said}: {exc.strerror or exc}") from None
 
 
 def _pool_config(options: ServerOptions) -> PoolConfig:
@@ -129,6 +132,9 @@ class Server:
         self.port = 0
         self.metrics_port = -1
         self._stop = asyncio.Event()
+        self._draining = False
+        self._stopping_now: asyncio.Future[None] | None = None
+        self._drain_end = float("inf")  # when the drain's grace period ends (a second signal: now)
 
     def _on_pool_event(self, event: str, fields: dict[str, Any]) -> None:
         if event == "restart":
@@ -178,8 +184,7 @@ class Server:
                     f"{options_mod.flag('metrics_port')} {o.metrics_port}: cannot listen on {host}: "
                     f"{exc.strerror or exc}"
                 ) from None
-        if o.port:
-            _check_free(o.host, o.port)
+        _check_free(o.host, o.port)  # (port 0 too: a --host that is not this machine's)
         # the warm-up takes seconds, with the port closed: said, or a newcomer saw nothing and
         # "connection refused" for up to 16 s
         log.info({"event": "starting", "address": o.address, "workers": o.workers, "warming": True})
@@ -210,7 +215,17 @@ class Server:
         )
 
     def request_stop(self) -> None:
-        self._stop.set()
+        """The first SIGTERM (or Ctrl-C) drains; a second ends the grace period at once, as whoever
+        pressed Ctrl-C twice means (the calls still running are told to retry)."""
+        if not self._stop.is_set():
+            self._stop.set()
+            return
+        if not self._draining:  # (still starting: abandon() stops at once anyway)
+            return
+        log.info({"event": "stopping_now", "inflight": self.door.inflight})
+        self._drain_end = time.monotonic()
+        # (cuts a stop() under way short; drain() awaits it)
+        self._stopping_now = asyncio.ensure_future(self.grpc.stop(LAME_DUCK_SECONDS))
 
     async def wait_and_drain(self) -> None:
         await self._stop.wait()
@@ -226,7 +241,8 @@ class Server:
         """Health NOT_SERVING, new calls UNAVAILABLE, in-flight calls get the grace period, then
         the workers exit."""
         grace = self.options.grace_seconds
-        end = time.monotonic() + grace
+        self._draining = True
+        self._drain_end = min(self._drain_end, time.monotonic() + grace)
         log.info({"event": "draining", "inflight": self.door.inflight, "grace_seconds": grace})
         self.door.accepting = False
         self.door.why_closed = "the server is shutting down; retry on another replica"
@@ -234,7 +250,7 @@ class Server:
         # a short lame-duck period: a call let in just before the door closed is counted in
         # flight only once its handler runs, so an early count of 0 is not yet the last word
         settled = time.monotonic() + min(LAME_DUCK_SECONDS, grace)
-        while (self.door.inflight > 0 or time.monotonic() < settled) and time.monotonic() < end:
+        while (self.door.inflight or time.monotonic() < settled) and time.monotonic() < self._drain_end:
             await asyncio.sleep(0.02)
         if self.door.inflight:  # the grace period is over: checks still running are the
             # callers' to send again, and they are told so (gRPC's own answer says only
@@ -245,7 +261,9 @@ class Server:
         # never stop(0): a call being turned away right then was cancelled ("Cancelling all
         # calls", no retry advice); stop() refuses new calls at once (REFUSED_STREAM, which
         # clients retry) and gives those in progress a moment
-        await self.grpc.stop(max(LAME_DUCK_SECONDS, end - time.monotonic()))
+        await self.grpc.stop(max(LAME_DUCK_SECONDS, self._drain_end - time.monotonic()))
+        if self._stopping_now is not None:
+            await self._stopping_now
         await self.pool.close()
         self.metrics.stop()
         if self.options.port_file:
