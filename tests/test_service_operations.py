@@ -119,6 +119,26 @@ def test_metrics_and_one_json_log_line_per_request(logged_server):
     assert len(line["program_sha256"]) == 16 and {"sympy", "jax", "engine"} <= set(line["timings"])
 
 
+@pytest.mark.parametrize(
+    ("program", "budget", "code"),
+    [("y = (", None, "INVALID_ARGUMENT"), (None, {"seconds": 0.3}, "DEADLINE_EXCEEDED")],
+)
+def test_every_error_carries_the_request_id_of_its_log_line(logged_server, program, budget, code):
+    """Only INTERNAL errors said which request they were: an operator asked about a refused or
+    timed-out request had only the client's id, which need not be unique, to search the log by."""
+    request = slow_request() if program is None else build_request(program, {"x": [1.0]})
+    request.id = f"find-me-{code}"
+    if budget:
+        request.budget.seconds = budget["seconds"]
+    with Client(logged_server.address) as client, pytest.raises(CrossgradError) as info:
+        client.verify_message(request)
+    assert info.value.code.name == code
+    request_id = info.value.info["request_id"]
+    assert wait_for(lambda: any(x.get("id") == request.id for x in _log_lines(logged_server)))
+    (line,) = [x for x in _log_lines(logged_server) if x.get("id") == request.id]
+    assert line["request_id"] == request_id and line["code"] == code
+
+
 def test_an_id_refused_for_its_length_is_logged_cut(logged_server):
     """All 2 MB of it went on one log line (from an operations audit)."""
     with Client(logged_server.address) as client, pytest.raises(CrossgradError) as info:

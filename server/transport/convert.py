@@ -568,7 +568,7 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
-def _info(reason: str, metadata: Mapping[str, Any]) -> any_pb2.Any:
+def _error_info(reason: str, metadata: Mapping[str, Any]) -> any_pb2.Any:
     return _pack(
         error_details_pb2.ErrorInfo(
             reason=reason, domain=DOMAIN, metadata={k: str(v) for k, v in metadata.items()}
@@ -596,7 +596,12 @@ def _status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> 
 
 
 def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
-    """The google.rpc.Status a client gets for an exception out of a check."""
+    """The google.rpc.Status a client gets for an exception out of a check. Its ErrorInfo
+    carries the request id, which finds the request's line in the server's log."""
+
+    def _info(reason: str, metadata: Mapping[str, Any]) -> any_pb2.Any:
+        return _error_info(reason, {**metadata, "request_id": request_id} if request_id else metadata)
+
     if isinstance(exc, RequestError):
         code = (
             grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -638,7 +643,7 @@ def error_status(exc: BaseException, request_id: str = "") -> status_pb2.Status:
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         return _status(exc.code, exc.message, details)
     message = f"internal error (request id {request_id}): see the server's log"
-    return _status(grpc.StatusCode.INTERNAL, message, [_info("INTERNAL", {"request_id": request_id})])
+    return _status(grpc.StatusCode.INTERNAL, message, [_info("INTERNAL", {})])
 
 
 async def end_with(context: grpc.aio.ServicerContext, status: status_pb2.Status) -> None:
