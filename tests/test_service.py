@@ -564,6 +564,18 @@ def test_a_worker_killed_mid_request_is_replaced_and_the_server_goes_on():
         assert server.stop() == 0
 
 
+def test_health_is_not_serving_while_no_worker_is_ready():
+    """With every worker dead or warming up, health said SERVING: a probe or load balancer kept
+    sending calls that could only wait. It says NOT_SERVING until a worker is ready again."""
+    with LocalServer(args=("--workers", "1")) as server, Client(server.address) as client:
+        assert client.health() == "SERVING"
+        (worker,) = workers(server.pid)
+        worker.send_signal(signal.SIGKILL)
+        assert wait_for(lambda: client.health() == "NOT_SERVING", 30)
+        assert wait_for(lambda: client.health() == "SERVING", 120)
+        assert_worked_example(client.verify(**WORKED))
+
+
 def test_a_program_whose_check_kills_its_worker_twice_is_refused_not_retried():
     """A death is retry-safe once (the OOM killer may have meant another process); a check that
     crashed its worker every time was retried by the client four times, each attempt killing a

@@ -135,8 +135,12 @@ class Server:
         self._draining = False
         self._stopping_now: asyncio.Future[None] | None = None
         self._drain_end = float("inf")  # when the drain's grace period ends (a second signal: now)
+        self._serving = False  # what health says (after start, until the drain)
+        self._health_update: asyncio.Future[None] | None = None
 
     def _on_pool_event(self, event: str, fields: dict[str, Any]) -> None:
+        if event in ("restart", "ready"):
+            self._follow_workers()
         if event == "restart":
             self.metrics.restarts.labels(fields["reason"]).inc()
             log.warning({"event": "worker_restart", **fields})
@@ -157,6 +161,22 @@ class Server:
                         "hint": "raise --worker-memory-mb (CROSSGRAD_WORKER_MEMORY_MB)",
                     }
                 )
+
+    def _follow_workers(self) -> None:
+        """Health is NOT_SERVING while no worker is ready (all of them dead or warming up): calls
+        would only wait, and a load balancer or probe should send them to another replica."""
+        if not self.door.accepting:  # (starting or draining: start() and drain() say)
+            return
+        ready = any(w.ready for w in self.pool.workers)
+        if ready != self._serving:
+            self._serving = ready
+            log.log(logging.INFO if ready else logging.WARNING, {"event": "health", "serving": ready})
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ready
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            self._health_update = asyncio.ensure_future(self._set_health(status))
 
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE):
@@ -196,6 +216,8 @@ class Server:
         self.door.accepting = True  # before listening: no call can find a warm server closed
         await self.grpc.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._serving = True
+        self._follow_workers()  # (a worker that died during the start)
         address = f"{o.host}:{self.port}"
         if o.port_file:
             info = {"address": address, "pid": os.getpid(), "metrics_port": self.metrics_port}

@@ -661,12 +661,12 @@ class WorkerPool:
         stage = STAGES[worker.status[STAGE]] if worker.status is not None else ""
         if job is not None and not job.future.done():
             job.future.set_exception(self._lost(worker, job, stage))
-        event = {"worker": worker.index, "reason": reason, "stage": stage}
-        self.on_event("restart", event | ({"error": why} if why else {}))
         worker.restarts += 1
         started = worker.ready or worker.killed_for not in ("", "start timeout")
         worker.failed_starts = 0 if started else worker.failed_starts + 1
         worker.job, worker.ready = None, False
+        event = {"worker": worker.index, "reason": reason, "stage": stage}
+        self.on_event("restart", event | ({"error": why} if why else {}))
         # a worker that cannot even start (a broken install) is retried with a growing pause
         delay = min(30.0, 0.5 * 2**worker.failed_starts) if worker.failed_starts else 0.0
         assert self._loop is not None
