@@ -78,7 +78,12 @@ class Outcome:
     @property
     def moved(self) -> int:
         """Entries that moved since the baseline (some are summarised, not listed)."""
-        return sum(1 + r.more for r in self.regressions)
+        return sum(1 + r.more for r in self.regressions if r.index is not None)
+
+    @property
+    def changed_blocks(self) -> int:
+        """Blocks of the baseline no longer computed, or of another shape now."""
+        return sum(r.index is None for r in self.regressions)
 
     @property
     def headline(self) -> str:
@@ -89,7 +94,7 @@ class Outcome:
         if not self.verdict_ok:
             parts.append(f"expected {self.case.expected}, got {self.verdict}")
         if self.regressions:
-            parts.append(f"{self.moved} entries moved since the baseline")
+            parts.append(f"{_changes(self.moved, self.changed_blocks)} since the baseline")
         return f"{self.case.id}: {'; '.join(parts)}" if parts else ""
 
     def details(self) -> str:
@@ -222,29 +227,38 @@ def summary_table(outcomes: Sequence[Outcome]) -> Any:
     return table
 
 
+def _changes(moved: int, blocks: int) -> str:
+    """ "6 entries moved", "1 block gone or reshaped", or both: a block that vanished is not an
+    entry (it was counted as one)."""
+    parts = [f"{moved} {'entry' if moved == 1 else 'entries'} moved"] if moved else []
+    if blocks:
+        parts.append(f"{blocks} {'block' if blocks == 1 else 'blocks'} gone or reshaped")
+    return ", ".join(parts)
+
+
 def print_summary(outcomes: Sequence[Outcome], seconds: float, verbose: bool = False) -> None:
     console = _console()
+    # (lines of text are never broken, whatever the width: a log is searched for them)
     for o in outcomes:
         if verbose and o.result is not None:
             console.rule(o.case.id)
-            console.print(o.result.text, markup=False)
+            console.print(o.result.text, markup=False, soft_wrap=True)
     console.print(summary_table(outcomes))
     for o in outcomes:
         if not o.ok:
             console.rule(f"{o.case.id}: {o.status}", style="red")
-            console.print(o.details(), markup=False)
+            console.print(o.details(), markup=False, soft_wrap=True)
     bad = [o for o in outcomes if not o.ok]
-    regressed = [o for o in outcomes if o.moved]
-    moved = sum(o.moved for o in regressed)
-    entries = (
-        f" ({moved} {'entry' if moved == 1 else 'entries'} moved from the baseline)" if moved else ""
-    )
+    regressed = [o for o in outcomes if o.regressions]
+    changes = _changes(sum(o.moved for o in regressed), sum(o.changed_blocks for o in regressed))
+    entries = f" ({changes} from the baseline)" if regressed else ""
     console.print(
         f"{len(outcomes)} {'case' if len(outcomes) == 1 else 'cases'} in {seconds:.1f} s: "
         f"{len(outcomes) - len(bad)} as expected, "
         f"{sum(o.status == 'UNEXPECTED' for o in outcomes)} unexpected, "
         f"{len(regressed)} regressed{entries}, {sum(o.error is not None for o in outcomes)} not checked",
         markup=False,
+        soft_wrap=True,
     )
 
 

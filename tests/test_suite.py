@@ -257,6 +257,20 @@ def test_a_moved_value_alone_is_a_regression(recorded, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_a_block_gone_or_reshaped_is_counted_as_a_block_not_an_entry(recorded, tmp_path):
+    """b frozen now (its gradient gone) and a of three entries: "2 entries moved", it said."""
+    suite, baseline = recorded
+    changed = tmp_path / "small.yaml"
+    now = "inputs: {a: [2, 3, 1], b: {value: [6, 4, 1], frozen: true}}\n    cotangents: {Q: [1, 1, 1]}"
+    changed.write_text(
+        suite.read_text().replace("inputs: {a: [2, 3], b: [6, 4]}\n    cotangents: {Q: [1, 1]}", now)
+    )
+    proc = run([str(changed), "--baseline", str(baseline)])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "small::polynomial: 3 blocks gone or reshaped since the baseline" in proc.stdout
+    assert "1 regressed (3 blocks gone or reshaped from the baseline)" in proc.stdout
+
+
 _ALIAS_BOMB = "".join(  # 310 bytes expanding to 9^9 values through anchors (9 GB before)
     ["cases: &a [x,x,x,x,x,x,x,x,x]\n"]
     + [f"{k}: &{k} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, k in zip("abcdefgh", "bcdefghi")]
