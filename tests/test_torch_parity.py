@@ -200,6 +200,28 @@ def float32_stays_float32_next_to_0d_and_integer_tensors(L):
     return [str(t.dtype).replace("torch.", "") for t in (y, a.grad, b.grad)], a.grad, b.grad
 
 
+def a_number_to_a_float32_power_stays_float32(L):
+    """2.0 ** x of a float32 x was float64 (numpy's 0-d float64 base is no weak scalar), and so
+    was everything after it, where torch stays in float32."""
+    f32 = torch.float32 if L is torch else np.float32
+    x = L.tensor([0.5, 1.5], dtype=f32, requires_grad=True)
+    y = 2.0**x + 2**x + 0.0**x
+    (g,) = L.autograd.grad((y * 3).sum(), x, create_graph=True)
+    values = np.round(g.detach().numpy().astype(np.float64), 5).tolist()  # (float32's rounding)
+    return [str(t.dtype).replace("torch.", "") for t in (y, g)], values
+
+
+def second_backward_through_a_0d_softmax(L):
+    """A 0-d softmax's gradient (0) was a constant: a second backward said "does not require
+    grad"; torch's goes through the output to x."""
+    found = []
+    for op in ("softmax", "log_softmax"):
+        x = _tensor(L, 2.0)
+        (g,) = L.autograd.grad(getattr(x, op)(0), x, create_graph=True)
+        found.append((g.requires_grad, g, L.autograd.grad(g, x)))
+    return found
+
+
 def next_functions_leave_out_conditions_masks_and_targets(L):
     a = _tensor(L, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([True, False, True]) if L is torch else np.array([True, False, True])
@@ -407,6 +429,22 @@ def var_and_std_with_correction_at_and_past_n(L):
                 getattr(x, op)(dim=1, correction=correction).sum().backward()
                 grads.append((x.grad, np.signbit(x.grad.detach().numpy()).tolist()))
     return grads
+
+
+def std_and_var_of_equal_entries_along_a_dim_and_over_all(L):
+    """With several outputs torch's std of a slice of equal entries is exactly 0 (Welford), and
+    its gradient 0; with one output (over all entries, or a dim that leaves one) the two-pass
+    mean's rounding gives 5e-16 and a gradient of -0.41 per entry. The engine's was the latter
+    everywhere: a gradient torch does not give, nor the mathematics (std's kink)."""
+    v = 3.8930179554597624  # (v + v + v) / 3 != v
+    found = []
+    for shape, dim in [((3, 2), 0), ((2, 3), 1), ((3, 2, 2), (0, 1)), ((3, 2), None), ((3, 1), 0)]:
+        for op in ("std", "var"):
+            x = _tensor(L, np.full(shape, v).tolist())
+            y = getattr(x, op)() if dim is None else getattr(x, op)(dim=dim)
+            y.sum().backward()
+            found.append((y, x.grad))
+    return found
 
 
 def relus_gradient_under_create_graph_is_differentiable(L):
@@ -654,6 +692,8 @@ CASES = [
     assigning_a_grad_of_another_dtype,
     a_hook_that_changes_the_dtype,
     float32_stays_float32_next_to_0d_and_integer_tensors,
+    a_number_to_a_float32_power_stays_float32,
+    second_backward_through_a_0d_softmax,
     next_functions_leave_out_conditions_masks_and_targets,
     create_graph_returns_gradients_in_their_inputs_dtypes,
     casting_is_differentiable,
@@ -673,6 +713,7 @@ CASES = [
     softmax_and_log_softmax_of_a_row_with_inf,
     var_with_no_degrees_of_freedom_left,
     var_and_std_with_correction_at_and_past_n,
+    std_and_var_of_equal_entries_along_a_dim_and_over_all,
     maximum_of_a_float32_and_a_float64_tie_in_float32,
     relus_gradient_under_create_graph_is_differentiable,
     a_negative_step_is_refused,

@@ -70,9 +70,13 @@ def _power(x: Any, exponent: Any) -> Any:
 def _tensor_power(x: Any, y: Any) -> Any:
     """x ** y with a tensor on either side: integers to negative integer powers are computed as
     torch does, in integers (1 for 1, +-1 for -1, else 0), where numpy refuses them."""
+    if (
+        np.asarray(x).dtype.kind not in "iu"
+        or np.asarray(y).dtype.kind not in "iu"
+        or not (np.asarray(y) < 0).any()
+    ):
+        return np.power(x, y)  # (a Python number stays weak: 2.0 ** float32 is float32, as torch)
     x, y = np.asarray(x), np.asarray(y)
-    if x.dtype.kind not in "iu" or y.dtype.kind not in "iu" or not (y < 0).any():
-        return np.power(x, y)
     negative = y < 0
     inverse = np.where(x == 1, 1, np.where(x == -1, np.where(y % 2 == 0, 1, -1), 0))
     return np.where(negative, inverse, np.power(x, np.where(negative, 0, y))).astype(
@@ -107,7 +111,8 @@ _POW_TENSOR = define("pow_tensor", _tensor_power, _pow_tensor_vjp, save_output=T
 def _rpow_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     base = n._attrs["base"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_base = np.log(np.float64(base))  # -inf at 0, nan below: as torch
+        log_base = float(np.log(np.float64(base)))  # -inf at 0, nan below: as torch (a
+        # Python float, weak: the gradient stays in the tensor's dtype)
     grad = g * s[-1] * log_base
     if base == 0:  # torch: 0 ** x has gradient 0 where x >= 0 (not 0 * -inf)
         grad = B.where(np.asarray(data(s[0])) >= 0, 0.0, grad)

@@ -39,14 +39,15 @@ def _log_softmax_fwd(x: np.ndarray, axis: int) -> np.ndarray:
 
 def _softmax_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
     out = s[-1]
-    if n._in_meta[0][0] == ():
-        return (g * 0.0,)
+    if n._in_meta[0][0] == ():  # (a 0-d softmax is 1: its gradient 0, but through the output,
+        # as torch's: a second backward reaches x; g * 0 was a constant, "does not require grad")
+        return (out * (g - g * out),)
     return (out * (g - B.sum(g * out, axis=_axis_from_end(n), keepdims=True)),)
 
 
 def _log_softmax_vjp(B: Any, n: Node, g: Any, s: tuple[Any, ...]) -> tuple[Any]:
-    if n._in_meta[0][0] == ():
-        return (g * 0.0,)
+    if n._in_meta[0][0] == ():  # (as softmax's)
+        return (g - B.exp(s[-1]) * g,)
     return (g - B.exp(s[-1]) * B.sum(g, axis=_axis_from_end(n), keepdims=True),)
 
 

@@ -265,18 +265,24 @@ def _var_backward(B: Any, n: Node, grad: Any, x: Any) -> Any:
     return (2.0 / dof if dof else math.inf) * grad * centered
 
 
-var = _reduction(
-    "var",
-    lambda x, axis, keepdims, correction: np.var(
-        x, axis=_np_axis(x, axis), keepdims=keepdims, ddof=correction
-    ),
-    lambda B, n, g, s: (_var_vjp(B, n, g, s),),
-)
+def _var_fwd(x: np.ndarray, axis: Any, keepdims: bool, correction: int) -> np.ndarray:
+    """numpy's two-pass variance, as torch computes one with a single output. With several
+    outputs torch runs Welford's update, which gives exactly 0 for a slice of equal entries, and
+    its std backward is 0 there: the two-pass mean's rounding (3 equal entries: 5e-16) made the
+    std's gradient +-0.41 per entry where torch's is 0."""
+    ax = _np_axis(x, axis)
+    out = np.asarray(np.var(x, axis=ax, keepdims=True, ddof=correction))
+    if out.size > 1:
+        first = x[tuple(slice(0, 1) if k in ax else slice(None) for k in range(x.ndim))]
+        equal = np.all(x == first, axis=ax, keepdims=True) & np.isfinite(out)
+        out = np.where(equal, 0.0, out).astype(out.dtype)
+    return out if keepdims else np.squeeze(out, axis=ax)
+
+
+var = _reduction("var", _var_fwd, lambda B, n, g, s: (_var_vjp(B, n, g, s),))
 std = _reduction(
     "std",
-    lambda x, axis, keepdims, correction: np.std(
-        x, axis=_np_axis(x, axis), keepdims=keepdims, ddof=correction
-    ),
+    lambda x, axis, keepdims, correction: np.sqrt(_var_fwd(x, axis, keepdims, correction)),
     lambda B, n, g, s: (_std_vjp(B, n, g, s),),
     out=True,
 )
