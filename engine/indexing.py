@@ -23,6 +23,8 @@ def canonical_index(index: Any, shape: tuple[int, ...]) -> Index:
     """The index for a tensor of this shape with Tensors and lists as arrays, boolean masks as their
     integer positions (checked against the dimensions they cover) and the Ellipsis expanded."""
     ndim = len(shape)
+    if _sequence_as_tuple(index):
+        index = tuple(index)
     items = index if isinstance(index, tuple) else (index,)
     out: list[Any] = []
     for item in items:
@@ -61,6 +63,21 @@ def canonical_index(index: Any, shape: tuple[int, ...]) -> Index:
         at = next(k for k, i in enumerate(out) if i is Ellipsis)
         out[at : at + 1] = [slice(None)] * (ndim - used)
     return tuple(_masks_as_positions(out, shape))
+
+
+def _sequence_as_tuple(index: Any) -> bool:
+    """torch's treatSequenceAsTuple: a list of fewer than 32 items of which one is a sequence,
+    a tensor, a slice, None or ... is a tuple of indices (x[[[0, 1], [1, 1]]] is x[[0, 1], [1, 1]],
+    two entries, where numpy's array index took whole rows)."""
+    if not isinstance(index, list) or len(index) >= 32:
+        return False
+    return any(
+        isinstance(i, (list, tuple, slice, np.ndarray))
+        or i is None
+        or i is Ellipsis
+        or hasattr(i, "grad_fn")
+        for i in index
+    )
 
 
 def _dims_used(item: Any) -> int:

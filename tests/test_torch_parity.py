@@ -222,6 +222,19 @@ def second_backward_through_a_0d_softmax(L):
     return found
 
 
+def a_list_of_index_lists_is_a_tuple_of_indices(L):
+    """torch reads x[[[0, 1], [1, 1]]] as x[[0, 1], [1, 1]] (two entries); the engine read it
+    as numpy does, one index array taking whole rows: code ported from torch computed another
+    function (engine audit). A flat list stays one index array."""
+    found = []
+    for index in ([[0, 1], [1, 1]], [[0, 1]], [0, [1, 2]], [slice(None), 1], [None, 0], [1, 0]):
+        x = _tensor(L, np.arange(6.0).reshape(2, 3).tolist())
+        y = x[index]
+        y.sum().backward()
+        found.append((list(y.shape), x.grad))
+    return found
+
+
 def next_functions_leave_out_conditions_masks_and_targets(L):
     a = _tensor(L, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([True, False, True]) if L is torch else np.array([True, False, True])
@@ -694,6 +707,7 @@ CASES = [
     float32_stays_float32_next_to_0d_and_integer_tensors,
     a_number_to_a_float32_power_stays_float32,
     second_backward_through_a_0d_softmax,
+    a_list_of_index_lists_is_a_tuple_of_indices,
     next_functions_leave_out_conditions_masks_and_targets,
     create_graph_returns_gradients_in_their_inputs_dtypes,
     casting_is_differentiable,
