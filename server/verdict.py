@@ -38,6 +38,7 @@ MAX_SIDE_RUNS = 128  # evaluations of the program just off the kinks (groups x t
 MAX_KINK_WORK = 100_000  # nodes x those evaluations
 MAX_NOTES = 20
 PROBES = 4  # runs of Monte Carlo arithmetic, to see how far rounding moves a derivative
+SPREAD_SHARE = 0.5  # of the time left, at most, for them: past it the noise is not measured
 # Rounding noise beyond this fraction of a value: the entry cannot be verified (in float64, 1 %
 # let tanh's rule 1 % off pass as a note under 1e13 sin(x) - 1e13 sin(x); float32's saturated
 # tanh is 0.1-0.3 % off by rounding alone)
@@ -636,12 +637,26 @@ def kink_intervals(
     jumps = [_jumps(full, half) for full, half in zip(value_steps[1.0], value_steps[0.5])]
     for key, iv in intervals.items():
         moved = [np.abs(side) > scales[key] for side in iv.sides]
+        # A kink no path from the block's input reaches (d/dx of where(z > 0, x, -x) at z = 0)
+        # is one of the function of that input alone: with the kinked operand held, it is
+        # smooth in x, and the partial derivative is the point's own. The sides' range comes from
+        # stepping z, which makes the value jump wherever x != 0 (at x = 0 exactly it did not:
+        # a negated or zeroed claim passed as a convention).
+        reach = _downstream(point.program, set(_input_ids(point.program, key)))
+        apart = [j or kink.node.id not in reach for j, (kink, _) in zip(jumps, groups)]
         iv.jump = np.logical_or.reduce(
-            [m.any(axis=0) for m, j in zip(moved, jumps) if j] + [np.zeros(iv.low.size, bool)]
+            [m.any(axis=0) for m, j in zip(moved, apart) if j] + [np.zeros(iv.low.size, bool)]
         ).reshape(iv.low.shape)
     runs = _runs(groups, steps=3 if quarters else 2)
     how = f"JAX just off each kink: {len(groups)} group(s), {runs} evaluation(s)"
     return intervals, how
+
+
+def _input_ids(program: Program, key: Key) -> list[int]:
+    """The input nodes of a vjp block (keyed by its input) or a jacobian block ((output, input))."""
+    quantity, name = key
+    name = name if quantity == "vjp" else name[1]
+    return [i for n, i in program.inputs if n == name]
 
 
 def _towards(closer: np.ndarray, at_point: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -1384,7 +1399,9 @@ class FloatingPoint:
         self.overflowed = bool(self._non_finite)
         self._engine_values = engine_values
         self._native: Derivatives | None = None
-        self._spread: dict[tuple[str, str], dict[str, Any]] = {}  # by dtype and quantity
+        # by dtype and quantity (None: not measured within its share of the time left)
+        self._spread: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self.unmeasured = False  # a spread was not measured in time
 
     def ieee_non_finite(self, block: Block) -> bool:
         """Whether an overflowed value of the forward pass bears on this block (on the way from
@@ -1457,13 +1474,24 @@ class FloatingPoint:
         if key not in self._spread:
             eps = float(np.finfo(block.dtype).eps)
             point = self._asking(block.quantity)
-            base = jax_backend.derivatives(point, apply=jax_backend.apply_op)
-            runs = []
-            for k in range(PROBES):
-                deadline.checkpoint()
-                runs.append(jax_backend.derivatives(point, apply=jax_backend.noisy(eps, k)))
-            self._spread[key] = {"base": base, "runs": runs}
+            try:
+                # (op by op, five times: 50 s for a wrong claim on 1,000 statements, and the
+                # request ran out of time instead of getting its verdict)
+                with deadline.within(SPREAD_SHARE * deadline.remaining()):
+                    base = jax_backend.derivatives(point, apply=jax_backend.apply_op)
+                    runs = []
+                    for k in range(PROBES):
+                        deadline.checkpoint()
+                        runs.append(jax_backend.derivatives(point, apply=jax_backend.noisy(eps, k)))
+                self._spread[key] = {"base": base, "runs": runs}
+            except deadline.OutOfTime:
+                if deadline.remaining() <= 0:  # the request's own time, not the share
+                    raise
+                self._spread[key] = None
+                self.unmeasured = True
         got = self._spread[key]
+        if got is None:
+            return None
         base = _lookup(got["base"], block)
         if base is None:
             return None
@@ -1547,6 +1575,8 @@ DOUBTS = {
     "(IEEE's 0 * inf, or a wrong rule)",
     "no_formula": "where the exact formula itself overflows or underflows in that precision",
     "subnormal": "near a subnormal value (JAX flushes them to 0; IEEE keeps few bits)",
+    "unmeasured": "off the reference values where the time budget left no time to measure how "
+    "far rounding moves them (a larger budget settles it)",
 }
 
 
@@ -1577,6 +1607,7 @@ def numerical_notes(
         tol = tolerance(block)
         exact = block.reference.reshape(same.shape)
         spread = fp.spread(block)
+        unmeasured = spread is None and fp.unmeasured  # (nothing says how noisy it is)
         spread = np.zeros(exact.shape) if spread is None else spread.reshape(exact.shape)
         found = fp.formula_error(block, exact)
         near, formula = (np.zeros(exact.shape),) * 2 if found is None else found
@@ -1673,6 +1704,9 @@ def numerical_notes(
                 "subnormal": np.zeros(same.shape, bool),
             }
             doubts = {why: failing & evidence & m & ~excuse for why, m in doubts.items()}
+            if unmeasured:  # a failure, a note, or noise past any verdict: not known
+                doubts["unmeasured"] = failing
+                excuse &= ~failing
             if flushed:  # JAX's values are no IEEE computation, IEEE's own keep few bits: a
                 # value like JAX's, or like the engine's (torch's), may be either's rounding
                 like_engine = src == "engine" or (
