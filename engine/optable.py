@@ -15,8 +15,9 @@ from typing import Any
 Shape = tuple[int, ...]
 
 
-class ShapeError(ValueError):
-    """Operands whose shapes an op cannot combine."""
+class ShapeError(ValueError, RuntimeError):
+    """Operands whose shapes an op cannot combine. A RuntimeError, as torch's are (code ported
+    from torch catches those), and a ValueError, as numpy's."""
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,22 @@ def a_list_of_index_lists_is_a_tuple_of_indices(L):
     return found
 
 
+def shape_errors_are_runtime_errors(L):
+    """torch raises RuntimeError for operands whose shapes do not fit; `except RuntimeError`
+    in code ported from torch missed the engine's ShapeError (engine audit)."""
+    caught = []
+    for bad in (
+        lambda: _tensor(L, [1.0, 2.0]) + _tensor(L, [1.0, 2.0, 3.0]),
+        lambda: _tensor(L, [[1.0, 2.0]]) @ _tensor(L, [[1.0, 2.0]]),
+        lambda: _tensor(L, [1.0, 2.0]).reshape(3),
+    ):
+        try:
+            bad()
+        except RuntimeError:
+            caught.append(True)
+    return caught
+
+
 def next_functions_leave_out_conditions_masks_and_targets(L):
     a = _tensor(L, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([True, False, True]) if L is torch else np.array([True, False, True])
@@ -708,6 +724,7 @@ CASES = [
     a_number_to_a_float32_power_stays_float32,
     second_backward_through_a_0d_softmax,
     a_list_of_index_lists_is_a_tuple_of_indices,
+    shape_errors_are_runtime_errors,
     next_functions_leave_out_conditions_masks_and_targets,
     create_graph_returns_gradients_in_their_inputs_dtypes,
     casting_is_differentiable,
