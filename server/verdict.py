@@ -508,7 +508,7 @@ def kink_intervals(
     complete = all(s is not None and s.complete for s in found)
     spans = [s.hull for s in found if s is not None for _ in s.groups]
     moved = [(kink, moves) for kink, s in zip(kinks, found) if s is not None for moves in s.moves]
-    rows, flips = _kinked_rows(moved, point)
+    rows, flips, picks, owners = _kinked_rows(moved, point)
     # a kinked quantity that no differentiated input moves is no kink of the function of the
     # inputs (relu of a frozen input; where(x == x, ...), whose tie never flips): not stepped
     # off. One whose derivative is 0 but that moves further off (x * x == 0) is one.
@@ -516,11 +516,23 @@ def kink_intervals(
     if not kept:
         return {}, "no kink that the differentiated inputs move"
     groups, spans, rows = [groups[g] for g in kept], [spans[g] for g in kept], [rows[g] for g in kept]
+    picks = [p for p, o in zip(picks, owners) if o in kept]
+    owners = np.asarray([kept.index(o) for o in owners if o in kept], int)
     unbounded = any(s is not None and s.unbounded for s in found)
+    # One kink's step moves another's operand where they are nested: a step may then take the
+    # outer kink back onto its tie (u = x - abs(z) at 0: abs stepped to +d makes u -d, the outer
+    # sign(u) * abs(u) stepped by +d puts u back at 0), and the sides are the point's own
+    # derivative (sign(u) * abs(u) is u, d/dx 1; the engine's 0 passed). Every run checks that
+    # each kinked quantity lies on the side its own step points to.
+    nested_kinks = _nested([k for k, _ in groups], point.program)
+    landing = _Landing(point, groups, picks, owners) if nested_kinks else None
 
     def derivatives(choice: dict[int, int], scale: float = 1.0) -> Derivatives:
         deadline.checkpoint()
-        return jax_backend.shifted_derivatives(point, _shifts(groups, choice, scale))
+        shifts = _shifts(groups, choice, scale)
+        if landing is not None:
+            landing.check(choice, shifts)
+        return jax_backend.shifted_derivatives(point, shifts)
 
     value_steps: dict[float, list[list[np.ndarray]]] = {}  # scale -> group -> output -> |step|
 
@@ -637,26 +649,72 @@ def kink_intervals(
     jumps = [_jumps(full, half) for full, half in zip(value_steps[1.0], value_steps[0.5])]
     for key, iv in intervals.items():
         moved = [np.abs(side) > scales[key] for side in iv.sides]
-        # A kink no path from the block's input reaches (d/dx of where(z > 0, x, -x) at z = 0)
-        # is one of the function of that input alone: with the kinked operand held, it is
-        # smooth in x, and the partial derivative is the point's own. The sides' range comes from
-        # stepping z, which makes the value jump wherever x != 0 (at x = 0 exactly it did not:
-        # a negated or zeroed claim passed as a convention).
-        reach = _downstream(point.program, set(_input_ids(point.program, key)))
-        apart = [j or kink.node.id not in reach for j, (kink, _) in zip(jumps, groups)]
+        # A kink the block's input does not move (d/dx of where(z > 0, x, -x) at z = 0, or of
+        # where(z + 0 * x > 0, ...): its kinked quantity's derivative in x is 0) is no kink of
+        # the function of that input: with the kinked operand held, it is smooth in x, and the
+        # partial derivative is the point's own. The sides' range comes from stepping z, which
+        # makes the value jump wherever x != 0 (at x = 0 exactly it did not: a negated or
+        # zeroed claim passed as a convention).
+        columns = _input_columns(point, key)
+        apart = [j or not _moves(row, columns) for j, row in zip(jumps, rows)]
         iv.jump = np.logical_or.reduce(
             [m.any(axis=0) for m, j in zip(moved, apart) if j] + [np.zeros(iv.low.size, bool)]
         ).reshape(iv.low.shape)
+    if landing is not None and landing.missed:
+        return _unknown(point, checks), "nested kinks whose steps put one back on its tie"
     runs = _runs(groups, steps=3 if quarters else 2)
     how = f"JAX just off each kink: {len(groups)} group(s), {runs} evaluation(s)"
     return intervals, how
 
 
-def _input_ids(program: Program, key: Key) -> list[int]:
-    """The input nodes of a vjp block (keyed by its input) or a jacobian block ((output, input))."""
+def _input_columns(point: Point, key: Key) -> slice:
+    """The columns of _kinked_rows' rows that are a vjp block's input (keyed by it) or a
+    jacobian block's ((output, input))."""
     quantity, name = key
     name = name if quantity == "vjp" else name[1]
-    return [i for n, i in program.inputs if n == name]
+    start = 0
+    for n in point.wrt:
+        size = int(np.size(point.values[n]))
+        if n == name:
+            return slice(start, start + size)
+        start += size
+    return slice(0, 0)
+
+
+def _moves(row: np.ndarray, columns: slice) -> bool:
+    """Whether the kinked quantities' derivatives in these columns are not all 0."""
+    part = row[:, columns] if row.ndim == 2 else row
+    return not (np.isfinite(part).all() and not part.any())
+
+
+class _Landing:
+    """Checks that each run around nested kinks puts every kinked quantity on the side of its
+    kink its own step points to; `missed` once one did not."""
+
+    def __init__(
+        self, point: Point, groups: list[tuple[Kink, Any]], picks: list[Any], owners: np.ndarray
+    ) -> None:
+        self.point, self.picks, self.owners, self.missed = point, picks, owners, False
+        self.here = self._quantities({})
+        # per group and side, the direction its step alone moves its kinked quantities
+        self.towards = [
+            [self._direction(_shifts([group], {0: j})) for j in range(len(group[1]))] for group in groups
+        ]
+
+    def _direction(self, shifts: dict[int, dict[int, np.ndarray]]) -> np.ndarray:
+        return np.sign(self._quantities(shifts) - self.here)
+
+    def _quantities(self, shifts: dict[int, dict[int, np.ndarray]]) -> np.ndarray:
+        return jax_backend.kinked_values(self.point, self.picks, shifts)
+
+    def check(self, choice: dict[int, int], shifts: dict[int, dict[int, np.ndarray]]) -> None:
+        if self.missed or not self.picks:
+            return
+        where = self._direction(shifts)
+        for g, towards in enumerate(self.towards):
+            mine = self.owners == g
+            want = towards[choice.get(g, 0)][mine]
+            self.missed |= bool(np.any((want != 0) & (where[mine] != want)))
 
 
 def _towards(closer: np.ndarray, at_point: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -780,12 +838,13 @@ def _runs(groups: list[Any], steps: int = 2) -> int:
 
 def _kinked_rows(
     groups: list[tuple[Kink, list[tuple[int, int, float]]]], point: Point
-) -> tuple[list[np.ndarray], list[bool]]:
+) -> tuple[list[np.ndarray], list[bool], list[jax_backend.Pick], np.ndarray]:
     """Per kinked group, the derivatives of its kinked quantities with respect to every entry of
     the differentiated inputs (one row each): the moved operand entry; for a tie of two
     operands, their difference; for tied entries of a max, their differences from the first;
     for a zero norm or a std of equal entries, every entry. And whether the inputs move them:
-    a derivative that is not 0, or a change when the inputs move a little."""
+    a derivative that is not 0, or a change when the inputs move a little. And the kinked
+    quantities themselves (jax_backend.Pick), with the group each belongs to."""
     picks: list[jax_backend.Pick] = []
     owner: list[int] = []
     for g, (kink, moves) in enumerate(groups):
@@ -801,7 +860,7 @@ def _kinked_rows(
         picks.extend(found)
         owner.extend([g] * len(found))
     if not picks:
-        return [np.zeros((0, 0)) for _ in groups], [False] * len(groups)
+        return [np.zeros((0, 0)) for _ in groups], [False] * len(groups), [], np.zeros(0, int)
     jacobian = jax_backend.kinked_jacobian(point, picks)
     owners = np.asarray(owner)
     rows = [jacobian[owners == g] for g in range(len(groups))]
@@ -809,7 +868,7 @@ def _kinked_rows(
     if not all(flips):
         changed = jax_backend.kinked_moved(point, picks)
         flips = [f or bool(changed[owners == g].any()) for g, f in enumerate(flips)]
-    return rows, flips
+    return rows, flips, picks, owners
 
 
 def _coupled(rows: list[np.ndarray]) -> bool:

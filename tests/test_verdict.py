@@ -1220,6 +1220,10 @@ def test_at_a_jump_of_the_value_only_the_points_own_derivative_passes(claim, ver
         ("y = sum(where(z > 0, x, -x))", {"x": [1e-300], "z": [0.0]}, [1.0], Verdict.UNVERIFIED),
         ("y = sum(sign(z) * x)", {"x": [0.0], "z": [0.0]}, [1.0], Verdict.UNVERIFIED),
         ("y = sum(floor(z) * x)", {"x": [0.0], "z": [1.0]}, [0.0], Verdict.UNVERIFIED),
+        # a path from x to the kink that does not move it (its derivative in x is 0)
+        ("y = sum(where(z + 0 * x > 0, x, -x))", {"x": [0.0], "z": [0.0]}, [1.0], Verdict.UNVERIFIED),
+        ("y = sum(where(z - x + x > 0, x, -x))", {"x": [0.0], "z": [0.0]}, [0.0], Verdict.UNVERIFIED),
+        ("y = sum(where(z + 0 * x > 0, x, -x))", {"x": [0.0], "z": [0.0]}, [-1.0], Verdict.PASS),
         # x moves the kink itself: abs(x) at 0, every value of [-1, 1] a convention
         ("y = sum(where(x > 0, x, -x))", {"x": [0.0]}, [0.5], Verdict.PASS_WITH_CONVENTION_DIFFERENCES),
     ],
@@ -1232,6 +1236,32 @@ def test_a_kink_the_input_does_not_reach_leaves_only_the_points_own_partial(
     a verdict audit). With z held, the function is -x: its partial derivative is -1 alone."""
     report = run(source, claimed={"x": claim}, **inputs)
     assert report.verdict is verdict, report.summary
+
+
+NESTED = "u = x - abs(z)\ny = sum(sign(u) * abs(u))"  # x - |z|: d/dx is 1
+NESTED_MASK = "u = x - abs(z)\ny = sum(masked_fill(u, u == 0, 0.0) * 3)"  # 3u: d/dx is 3
+
+
+@pytest.mark.parametrize(
+    ("source", "claimed"),
+    [
+        (NESTED, None),  # the engine's (torch's) 0
+        (NESTED, {"x": [0.0]}),
+        (NESTED, {"x": [-1.0]}),
+        (NESTED, {"x": [1.0]}),  # right, but the sides that would show it were not reached
+        (NESTED_MASK, None),
+        (NESTED_MASK, {"x": [1.0]}),
+        ("y = sum(abs(abs(x) - z))", {"z": [1.0]}),  # in [-1, 1]: it FAILed "vs sympy 0"
+        ("u = x - abs(z)\ny = sum(where(u > 0, u, u * 2))", {"x": [1.0]}),  # in [1, 2]: FAILed
+    ],
+)
+def test_nested_kinks_whose_steps_cancel_are_unverified(source, claimed):
+    """abs(z) stepped to +d made u = x - abs(z) -d, and the outer kink's own step +d put u back
+    on its tie: the "sides" were the point's own derivative, so torch's 0 for d/dx of
+    sign(u) * abs(u) = u passed, and right values outside those sides failed (from a verdict
+    audit). Every run now checks that each kinked quantity lies on its step's side."""
+    report = run(source, claimed=claimed, x=[0.0], z=[0.0])
+    assert report.verdict is Verdict.UNVERIFIED, report.summary
 
 
 def test_a_kink_without_a_jump_keeps_its_conventions():

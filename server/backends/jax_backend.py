@@ -594,7 +594,18 @@ def kinked_moved(point: Point, picks: Sequence[Pick], seed: int = 0) -> np.ndarr
     return np.asarray(f(*map(_as_jax, moved))) != before
 
 
-def _kinked_quantities(point: Point, picks: Sequence[Pick]) -> Callable[..., Any]:
+def kinked_values(
+    point: Point, picks: Sequence[Pick], shifts: dict[int, dict[int, np.ndarray]]
+) -> np.ndarray:
+    """Per pick, its kinked quantity with some nodes' operands shifted (as shifted_derivatives):
+    where a run just off the kinks put it."""
+    args = [_as_jax(point.values[n]) for n in point.wrt]
+    return np.asarray(_kinked_quantities(point, picks, shifts)(*args), np.float64)
+
+
+def _kinked_quantities(
+    point: Point, picks: Sequence[Pick], shifts: dict[int, dict[int, np.ndarray]] | None = None
+) -> Callable[..., Any]:
     program, wrt = point.program, point.wrt
     others = [n for n in program.input_names if n not in wrt]
     wanted = {p[0] for p in picks}
@@ -603,6 +614,11 @@ def _kinked_quantities(point: Point, picks: Sequence[Pick]) -> Callable[..., Any
         seen: dict[int, list[Any]] = {}
 
         def apply(node: IRNode, operands: list[Any]) -> Any:
+            shift = (shifts or {}).get(node.id)
+            if shift:  # (the kinked operands as the shifted run sees them)
+                operands = [
+                    o + jnp.asarray(shift[k]) if k in shift else o for k, o in enumerate(operands)
+                ]
             if node.id in wanted:
                 seen[node.id] = operands
             return apply_op(node, operands)
