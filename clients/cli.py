@@ -690,10 +690,14 @@ def _version() -> str:
         return "(not installed)"
 
 
-def token_hint(exc: BaseException) -> str:
-    """What to do about a missing or wrong token (verify's and check's errors alike)."""
-    if getattr(exc, "code", None) is grpc.StatusCode.UNAUTHENTICATED:
+def error_hint(exc: BaseException) -> str:
+    """What to do about a missing or wrong token, or a deadline or budget that ran out (verify's
+    and check's errors alike)."""
+    code = getattr(exc, "code", None)
+    if code is grpc.StatusCode.UNAUTHENTICATED:
         return " (give the token with --token or CROSSGRAD_TOKEN)"
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return " (more time: a longer --timeout, or a larger budget)"
     return ""
 
 
@@ -758,7 +762,7 @@ def _main(args: list[str], command: str | None) -> int:
     except (UsageError, CrossgradError) as exc:
         if debug:  # the traceback, and the same exit code (raising would exit 1: "discrepancies")
             traceback.print_exc()
-        print(f"{prog}: {_one_line(exc)}{token_hint(exc)}", file=sys.stderr)
+        print(f"{prog}: {_one_line(exc)}{error_hint(exc)}", file=sys.stderr)
         return USAGE_ERROR
     except ModuleNotFoundError as exc:
         extra = _EXTRA_OF.get((exc.name or "").split(".")[0])

@@ -189,6 +189,11 @@ def _error_from_rpc(err: grpc.RpcError, target: str) -> CrossgradError:
         elif "Socket closed" in message and "backends failing" in message:
             # a TLS server hangs up on a plaintext hello (not a connection lost mid-call)
             message += " (if the server uses TLS: --tls / tls=True, --ca-cert / root_certificates)"
+        elif "refused" in message.lower():  # nothing listens: often a server still warming up
+            message += (
+                " (a server that is starting listens only once its workers are warm, 10 to 30 s:"
+                " wait for `crossgrad health` to say SERVING)"
+            )
     elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"no answer from {target} before the deadline: {message}"
     return CrossgradError(code, " ".join(message.split()))  # one line: grpc's can hold newlines

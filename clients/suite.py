@@ -33,9 +33,9 @@ from .cli import (  # parsing and connecting
     OneLineParser,
     UsageError,
     connect,
+    error_hint,
     seconds,
     server_address,
-    token_hint,
 )
 from .client import Client, CrossgradError, Result
 from .suite_format import MAX_CASES, Case, SuiteError, load_suite
@@ -126,7 +126,7 @@ def _outcome(case: Case, result: Result) -> Outcome:
     if result.error is not None:
         if "ERROR" in case.expect and result.error.code in REFUSED:  # refusing it was expected
             return Outcome(case, 0.0, result=result)
-        error, info = str(result.error) + token_hint(result.error), result.error.info
+        error, info = str(result.error) + error_hint(result.error), result.error.info
         if result.error.code in REFUSED:  # name the line in the suite file that it refused
             line = info.get("line", "")
             if line.isdigit() and case.program_line:  # a line of the program
@@ -413,7 +413,7 @@ def _check(args: argparse.Namespace, client: Client, cases: Sequence[Case], load
         # one line for logs that keep only stderr; the whole message is in the details above
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         first = errors[0]  # (what to do about a token, past the cut: it was cut off)
-        hint = token_hint(first.result.error) if first.result and first.result.error else ""
+        hint = error_hint(first.result.error) if first.result and first.result.error else ""
         headline = _shortened(first.headline.removesuffix(hint))
         print(f"crossgrad check: {headline}{hint}{more}", file=sys.stderr)
         return 2

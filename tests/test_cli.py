@@ -255,7 +255,7 @@ def test_timeout_is_a_deadline_embedded_too():
     rng = np.random.default_rng(0)
     W, x = json.dumps((rng.normal(size=(40, 40)) / 5).tolist()), json.dumps(rng.normal(size=40).tolist())
     out = crossgrad("verify", "y = sum(tanh(W @ x))", f"W={W}", f"x={x}", "--timeout", "0.3")
-    assert_one_line_error(out, "DEADLINE_EXCEEDED", "the call's deadline (0.3 s)")
+    assert_one_line_error(out, "DEADLINE_EXCEEDED", "the call's deadline (0.3 s)", "a longer --timeout")
 
 
 def test_an_unreachable_server_exits_2_naming_it():

@@ -189,6 +189,8 @@ def test_an_unreachable_server_is_one_clear_line_naming_the_target():
     assert raised.value.code is grpc.StatusCode.UNAVAILABLE
     assert f"cannot reach a crossgrad server at {target}" in str(raised.value)
     assert "\n" not in str(raised.value)
+    # nothing listens there: a newcomer's server still warming up looked broken
+    assert "listens only once its workers are warm" in str(raised.value)
     with Client(target) as client, pytest.raises(CrossgradError, match="cannot reach"):
         client.verify_many([WORKED, WORKED], timeout=10)  # the whole call fails: it raises
 

@@ -219,3 +219,13 @@ def test_an_empty_server_variable_fails_each_check_with_one_line(pytester, monke
     out = result.stdout.str()
     assert out.count("is empty: give HOST:PORT") == N_EXAMPLES + n_fixture_tests
     assert "_pytest" not in out and len(out.splitlines()) < 40 * (N_EXAMPLES + n_fixture_tests)
+
+
+def test_the_readme_fixture_example_runs_as_written(pytester):
+    """The README's snippet named W, x, program, inputs and claims it never defined: pasted, it
+    was a NameError (from a newcomer's walk through the README)."""
+    readme = (ROOT / "README.md").read_text()
+    at = readme.index("def test_layer(crossgrad)")
+    snippet = readme[readme.rindex("```python", 0, at) + len("```python") : readme.index("```", at)]
+    pytester.makepyfile(test_readme=snippet)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)

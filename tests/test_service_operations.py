@@ -376,6 +376,8 @@ def test_a_worker_that_cannot_start_says_why_and_which_setting_to_change():
     failed = json.loads(log[-1])
     assert failed["event"] == "start_failed" and "--worker-memory-mb" in failed["error"], failed
     assert plain == f"crossgrad serve: {failed['error']}"
+    # the setting first, before what the failing import said (scipy: "try reinstalling")
+    assert failed["error"].index("--worker-memory-mb") < failed["error"].find("it said:")
 
 
 def test_sigterm_while_starting_stops_without_ever_serving(tmp_path):

@@ -174,7 +174,8 @@ def worker_main(conn: Connection, status: Any, config: PoolConfig, index: int) -
         # import instead (scipy: "extension modules cannot be imported")
         capped = config.memory_bytes > 0 and isinstance(exc, ImportError)
         if isinstance(exc, MemoryError) or "out of memory" in why or capped:
-            why += f" ({_MEMORY_HINT.format(config.memory_bytes >> 20)})"
+            # the setting to change first: scipy's own words advise reinstalling it
+            why = f"{_MEMORY_HINT.format(config.memory_bytes >> 20)}; it said: {why}"
         del exc  # and its frames' arrays: out of memory, even the message needs some
         gc.collect()
         # (the server may have stopped meanwhile; or no memory is left even for this)
