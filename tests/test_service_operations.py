@@ -3,6 +3,7 @@ metrics, structured logs, TLS, and a client that installs without sympy and JAX.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -585,3 +586,16 @@ def test_a_worker_death_long_ago_is_forgotten_not_counted_with_a_new_one(monkeyp
     assert pool._lost(worker, job, "sympy").code is grpc.StatusCode.UNAVAILABLE
     clock[0] += 1
     assert pool._lost(worker, job, "sympy").code is grpc.StatusCode.INTERNAL  # two in a second
+
+
+def test_every_limit_flag_says_what_it_limits(capsys):
+    """All the --limit-* flags shared one help line, "a limit of the request language" (from a
+    newcomer's walk through the README)."""
+    from crossgrad.server.transport import options
+
+    with pytest.raises(SystemExit):
+        options.parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    helps = re.findall(r"--limit-[\w-]+ LIMIT_\w+ limit: (.*?) \[env", text)
+    count = len(dataclasses.fields(Limits))
+    assert len(helps) == count and len(set(helps)) == count, helps

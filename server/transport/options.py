@@ -86,7 +86,26 @@ _HELP = {
     "cache_parse": "parsed programs each worker keeps",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
-_LIMITS_HELP = "a limit of the request language and its checks (see crossgrad.server.limits)"
+# one line per limit (crossgrad.server.limits says how each default was measured)
+_LIMITS_HELP = {
+    "max_source_chars": "characters of program text",
+    "max_statements": "statements in a program",
+    "max_nodes": "operations (IR nodes) in a program",
+    "max_depth": "nesting of one expression",
+    "max_input_elements": "elements of one input",
+    "max_total_elements": "elements of all inputs together",
+    "max_intermediate_elements": "elements of any one intermediate result",
+    "max_exponent": "|p| in x ** p with a literal p",
+    "max_jacobian_entries": "entries of the Jacobians asked for",
+    "max_hessian_entries": "entries of a Hessian, whatever the budget says",
+    "max_sample_points": "sample points of one request",
+    "max_work": "estimated element-operations of one evaluation of the program",
+    "max_total_work": "estimated element-operations of the whole check, every point",
+    "max_memory_bytes": "estimated peak memory of a check, in bytes",
+    "max_budget_seconds": "a request's time budget (and sympy's share), in seconds",
+    "max_budget_entries": "the entry counts a request's budget may ask for",
+    "max_sympy_scalar_ops": "scalar operations sympy differentiates exactly",
+}
 
 
 def _env(name: str) -> str:
@@ -109,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--limit-" + f.name.replace("_", "-"),
             type=type(f.default),
             default=None,
-            help=f"{_LIMITS_HELP} [env {_env('limit_' + f.name)}; default {f.default!r}]",
+            help=f"limit: {_LIMITS_HELP[f.name]} [env {_env('limit_' + f.name)}; default {f.default!r}]",
         )
 
 
