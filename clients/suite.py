@@ -466,7 +466,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.start_server:
             from .local_server import LocalServer
 
+            # (the warm-up takes 10 to 30 s: said, or the command seemed to hang)
+            print("crossgrad check: starting a local server...", file=sys.stderr)
+            started = time.monotonic()
             with LocalServer(args=("--log-level", "WARNING")) as server:
+                print(
+                    f"crossgrad check: a local server at {server.address} "
+                    f"(SERVING after {time.monotonic() - started:.1f} s)",
+                    file=sys.stderr,
+                )
                 with Client(server.address) as client:
                     code = _check(args, client, cases, ids)
                 if server.stop() != 0:

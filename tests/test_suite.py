@@ -696,3 +696,14 @@ def test_a_hand_edited_baseline_value_is_refused_before_the_suite_runs(recorded,
     proc = run([str(suite), "--baseline", str(edited), "--junit", str(xml)])
     assert proc.returncode == 2 and "a malformed block" in proc.stderr, proc.stderr
     assert int(junit(xml).get("errors")) == 1
+
+
+def test_start_server_runs_the_suite_through_a_server_it_starts_and_says_so(tmp_path):
+    """--start-server had no test, and said nothing of the server it spent 10 to 30 s starting
+    (from a newcomer's walk through the README)."""
+    suite = tmp_path / "square.yaml"
+    suite.write_text("cases:\n  - name: square\n    program: y = sum(x ** 2)\n    inputs: {x: [1, 2]}\n")
+    proc = run([str(suite), "--start-server"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"a local server at 127\.0\.0\.1:\d+ \(SERVING after [\d.]+ s\)", proc.stderr)
+    assert "1 as expected" in proc.stdout
