@@ -683,7 +683,7 @@ def _input_columns(point: Point, key: Key) -> slice:
 
 def _moves(row: np.ndarray, columns: slice) -> bool:
     """Whether the kinked quantities' derivatives in these columns are not all 0."""
-    part = row[:, columns] if row.ndim == 2 else row
+    part = row[:, columns]
     return not (np.isfinite(part).all() and not part.any())
 
 

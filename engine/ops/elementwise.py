@@ -70,17 +70,13 @@ def _power(x: Any, exponent: Any) -> Any:
 def _tensor_power(x: Any, y: Any) -> Any:
     """x ** y with a tensor on either side: integers to negative integer powers are computed as
     torch does, in integers (1 for 1, +-1 for -1, else 0), where numpy refuses them."""
-    if (
-        np.asarray(x).dtype.kind not in "iu"
-        or np.asarray(y).dtype.kind not in "iu"
-        or not (np.asarray(y) < 0).any()
-    ):
+    xa, ya = np.asarray(x), np.asarray(y)
+    if xa.dtype.kind not in "iu" or ya.dtype.kind not in "iu" or not (ya < 0).any():
         return np.power(x, y)  # (a Python number stays weak: 2.0 ** float32 is float32, as torch)
-    x, y = np.asarray(x), np.asarray(y)
-    negative = y < 0
-    inverse = np.where(x == 1, 1, np.where(x == -1, np.where(y % 2 == 0, 1, -1), 0))
-    return np.where(negative, inverse, np.power(x, np.where(negative, 0, y))).astype(
-        np.result_type(x, y)
+    negative = ya < 0
+    inverse = np.where(xa == 1, 1, np.where(xa == -1, np.where(ya % 2 == 0, 1, -1), 0))
+    return np.where(negative, inverse, np.power(xa, np.where(negative, 0, ya))).astype(
+        np.result_type(xa, ya)
     )
 
 

@@ -559,12 +559,18 @@ def shifted_hessian(point: Point, shifts: dict[int, dict[int, np.ndarray]]) -> n
 
 def _shifted(shifts: dict[int, dict[int, np.ndarray]]) -> Apply:
     def apply(node: IRNode, operands: list[Any]) -> Any:
-        shift = shifts.get(node.id)
-        if shift:
-            operands = [o + jnp.asarray(shift[k]) if k in shift else o for k, o in enumerate(operands)]
-        return apply_op(node, operands)
+        return apply_op(node, _shift_operands(shifts, node, operands))
 
     return apply
+
+
+def _shift_operands(
+    shifts: dict[int, dict[int, np.ndarray]], node: IRNode, operands: list[Any]
+) -> list[Any]:
+    shift = shifts.get(node.id)
+    if not shift:
+        return operands
+    return [o + jnp.asarray(shift[k]) if k in shift else o for k, o in enumerate(operands)]
 
 
 # A kinked quantity: (node id, kind, operand k, flat entry j, second entry): "entry", operand k's
@@ -614,11 +620,8 @@ def _kinked_quantities(
         seen: dict[int, list[Any]] = {}
 
         def apply(node: IRNode, operands: list[Any]) -> Any:
-            shift = (shifts or {}).get(node.id)
-            if shift:  # (the kinked operands as the shifted run sees them)
-                operands = [
-                    o + jnp.asarray(shift[k]) if k in shift else o for k, o in enumerate(operands)
-                ]
+            # (the kinked operands as the shifted run sees them)
+            operands = _shift_operands(shifts or {}, node, operands)
             if node.id in wanted:
                 seen[node.id] = operands
             return apply_op(node, operands)
